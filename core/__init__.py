@@ -1,0 +1,1 @@
+"""Image-classifier data product: all logic, importable without Streamlit."""

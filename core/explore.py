@@ -1,0 +1,66 @@
+"""Dataset summaries and their plotly figures, for the Explore page."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+
+def label_counts_figure(catalog: pd.DataFrame) -> go.Figure:
+    """Images per label, as bars."""
+    counts = catalog.groupby("label").size().rename("images").reset_index()
+    fig = px.bar(counts, x="label", y="images", text="images", title="Images per label")
+    fig.update_layout(xaxis_type="category", margin=dict(t=40, b=10))
+    return fig
+
+
+def size_figure(catalog: pd.DataFrame) -> go.Figure:
+    """Width against height, one point per image, coloured by label."""
+    fig = px.scatter(catalog, x="width", y="height", color="label", opacity=0.6,
+                     hover_data=["id", "format", "mode"], title="Image sizes (pixels)")
+    fig.update_layout(margin=dict(t=40, b=10))
+    return fig
+
+
+def aspect_figure(catalog: pd.DataFrame) -> go.Figure:
+    """Distribution of aspect ratio (width / height) per label."""
+    frame = catalog.assign(aspect=catalog["width"] / catalog["height"])
+    fig = px.histogram(frame, x="aspect", color="label", nbins=40, barmode="overlay", opacity=0.6,
+                       title="Aspect ratio (width / height)")
+    fig.update_layout(margin=dict(t=40, b=10))
+    return fig
+
+
+def brightness_figure(catalog: pd.DataFrame) -> go.Figure:
+    """Brightness per label, as box plots: a label much darker than the rest is a shortcut risk."""
+    fig = px.box(catalog, x="label", y="brightness", color="label", points="outliers",
+                 title="Brightness per label (0 = black, 1 = white)")
+    fig.update_layout(showlegend=False, xaxis_type="category", margin=dict(t=40, b=10))
+    return fig
+
+
+def summary(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Per label: count, median size, share of each source, conversions training applies."""
+    if catalog.empty:
+        return pd.DataFrame(columns=["label", "images", "median width", "median height", "sources", "notes"])
+    rows = []
+    for label, group in catalog.groupby("label"):
+        notes = group["notes"].fillna("").str.split(",").explode()
+        notes = notes[notes != ""].value_counts()
+        rows.append({
+            "label": label, "images": len(group),
+            "median width": int(group["width"].median()), "median height": int(group["height"].median()),
+            "sources": ", ".join(f"{k} {v}" for k, v in group["source_kind"].value_counts().items()),
+            "notes": ", ".join(f"{k} {v}" for k, v in notes.items()),
+        })
+    return pd.DataFrame(rows)
+
+
+def provenance(row: pd.Series) -> str:
+    """One caption line saying where an image came from."""
+    if row.get("query"):
+        return f"search '{row['query']}'"
+    if row.get("url"):
+        return str(row["url"])[:60]
+    return f"{row['source_kind']}: {str(row.get('source') or '')[-50:]}"
