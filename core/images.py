@@ -120,6 +120,8 @@ def _open_checked(data: bytes, cfg: VerifyConfig) -> Image.Image:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise UserError("not an image (no known image format could decode it)") from None
+    except Image.DecompressionBombError as exc:
+        raise UserError(f"image too large (possible decompression bomb): {exc}; not decoded") from None
     w, h = img.size
     if w * h > cfg.max_pixels:
         raise UserError(f"image too large: {w}x{h} pixels is over {cfg.max_pixels:,} "

@@ -37,7 +37,8 @@ def expand_queries(label: str, extra: Sequence[str] = ()) -> list[str]:
 
 
 def _offline(provider: str, exc: Exception | str) -> UserError:
-    return UserError(f"Image search with {provider} failed ({exc}): you may be offline, or the search "
+    detail = str(exc).split(":")[0][:60] or type(exc).__name__
+    return UserError(f"Image search with {provider} failed ({detail}): you may be offline, or the search "
                      f"is blocked from this network. {OTHER_WAYS}")
 
 

@@ -153,7 +153,9 @@ def verify_workspace(ws: Workspace, cfg: VerifyConfig = VerifyConfig(),
                 report.quarantined.append({"id": row["id"], "source": row["path"], "reason": reason})
             if on_progress:
                 on_progress(done, len(rows), row["path"])
-    report.warnings = dataset_warnings(store.label_counts(ws))
+    report.warnings = dataset_warnings(store.label_counts(ws)) + [
+        f"Label folder {d.name!r} is empty: add images to it or remove it." for d in sorted(ws.images_dir.iterdir())
+        if d.is_dir() and not any(f.is_file() and not f.name.startswith(".") for f in d.iterdir())]
     store.audit(ws, "verified", detail={"checked": report.checked, "quarantined": len(report.quarantined)})
     return report
 

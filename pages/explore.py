@@ -1,0 +1,96 @@
+"""Explore: verify the images, then look at counts, sizes, brightness, samples, duplicates, quarantine."""
+
+import pandas as pd
+import streamlit as st
+
+from core import explore, store, verify
+from core.errors import UserError
+from ui.common import current_workspace, progress_bar
+
+ws = current_workspace()
+st.title("Explore and verify")
+
+if st.button("Verify all images", key="explore_verify", help="Fully decode every image, quarantine the broken "
+             "ones (moved, never deleted), catalog files placed in images/<label>/ by hand."):
+    try:
+        st.session_state["verify_report"] = (ws.name, verify.verify_workspace(ws, on_progress=progress_bar("Verifying")))
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+last = st.session_state.get("verify_report")
+if last is not None and last[0] == ws.name:
+    report = last[1]
+    st.success(f"Checked {report.checked} images: {len(report.quarantined)} quarantined, "
+               f"{len(report.adopted)} found on disk and cataloged.")
+    if report.quarantined:
+        st.dataframe(pd.DataFrame(report.quarantined), hide_index=True, width="stretch")
+    for item in report.failed:
+        st.warning(f"{item['source']}: {item['reason']}")
+
+catalog = store.images(ws)
+quarantined = store.images(ws, status="quarantined")
+exact = verify.exact_duplicate_groups(catalog) if not catalog.empty else []
+near = verify.near_duplicate_groups(catalog) if not catalog.empty else []
+c1, c2, c3, c4, c5 = st.columns(5)
+c1.metric("Images", len(catalog))
+c2.metric("Labels", catalog["label"].nunique())
+c3.metric("Quarantined", len(quarantined))
+c4.metric("Exact duplicate groups", len(exact))
+c5.metric("Near-duplicate groups", len(near))
+for warning in verify.dataset_warnings(store.label_counts(ws)):
+    st.warning(warning)
+if catalog.empty:
+    st.info("No images yet: bring some in on the Gather page.")
+    st.stop()
+
+charts, samples, dupes, quarantine, history = st.tabs(
+    ["Charts", "Samples", "Duplicates", f"Quarantine ({len(quarantined)})", "Failures and audit"])
+
+with charts:
+    st.dataframe(explore.summary(catalog), hide_index=True, width="stretch")
+    left, right = st.columns(2)
+    left.plotly_chart(explore.label_counts_figure(catalog), key="fig_counts")
+    right.plotly_chart(explore.brightness_figure(catalog), key="fig_brightness")
+    left.plotly_chart(explore.size_figure(catalog), key="fig_sizes")
+    right.plotly_chart(explore.aspect_figure(catalog), key="fig_aspect")
+
+with samples:
+    per_label = st.slider("Images per label", 4, 24, 8, step=4, key="explore_per_label")
+    seed = st.number_input("Sample seed", 0, 10_000, 0, key="explore_seed")
+    for label, group in catalog.groupby("label"):
+        st.markdown(f"**{label}** · {len(group)} images")
+        pick = group.sample(min(per_label, len(group)), random_state=int(seed))
+        st.image([str(ws.root / p) for p in pick["path"]], width=120,
+                 caption=[f"{p.split('/')[-1]} · {explore.provenance(r)}" for p, (_, r) in zip(pick["path"], pick.iterrows())])
+
+with dupes:
+    by_id = catalog.set_index("id")
+    for title, groups in (("Exact duplicates (same bytes)", exact), ("Near duplicates (similar pictures)", near)):
+        st.subheader(f"{title}: {len(groups)} group(s)")
+        for group in groups[:20]:
+            rows = by_id.loc[group]
+            st.image([str(ws.root / p) for p in rows["path"]], width=110,
+                     caption=[f"{i} · {r['label']}" for i, r in rows.iterrows()])
+        if len(groups) > 20:
+            st.caption(f"…and {len(groups) - 20} more groups (`python -m core verify --json` lists all).")
+
+with quarantine:
+    if quarantined.empty:
+        st.write("Nothing in quarantine.")
+    else:
+        st.dataframe(quarantined[["id", "label", "reason", "source", "path"]], hide_index=True, width="stretch")
+        chosen = st.multiselect("Restore these images", quarantined["id"].tolist(), key="explore_restore_ids")
+        if st.button("Restore", key="explore_restore_go") and chosen:
+            try:
+                for image_id in chosen:
+                    verify.restore(ws, image_id)
+            except UserError as exc:
+                st.error(str(exc))
+                st.stop()
+            st.rerun()
+
+with history:
+    st.subheader("Sources that failed")
+    st.dataframe(store.failures(ws), hide_index=True, width="stretch")
+    st.subheader("Audit trail (latest first)")
+    st.dataframe(store.audit_log(ws), hide_index=True, width="stretch")

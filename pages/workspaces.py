@@ -1,0 +1,83 @@
+"""Workspaces: create (empty or the demo), open, rename and delete (to trash)."""
+
+import pandas as pd
+import streamlit as st
+
+from core import gather, store, workspace
+from core.errors import UserError
+from ui.common import open_workspace, progress_bar
+
+st.title("Workspaces")
+st.write("A workspace is one classification problem: its images, models, decisions and production "
+         "log, in one folder with one DuckDB file. Copy the folder and you have copied everything.")
+if message := st.session_state.pop("ws_message", None):
+    st.success(message)
+
+names = workspace.list_workspaces()
+if names:
+    rows = []
+    for name in names:
+        ws = workspace.resolve(name)
+        counts = store.label_counts(ws)
+        rows.append({"workspace": name, "images": sum(counts.values()), "labels": len(counts),
+                     "quarantined": store.quarantined_count(ws), "folder": str(ws.root)})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+else:
+    st.info("No workspace yet. Start with the demo: 1,797 real handwritten digit scans, no network needed.")
+
+demo, new, rename, delete = st.tabs(["Demo workspace", "New workspace", "Rename", "Delete"])
+
+with demo:
+    st.write("scikit-learn's bundled handwritten digits (1,797 real scans), written as PNG images.")
+    demo_name = st.text_input("Name", value="demo", key="ws_demo_name")
+    classes = st.multiselect("Digits (all when empty)", [str(d) for d in range(10)], key="ws_demo_classes")
+    if st.button("Create demo workspace", type="primary", key="ws_demo_create"):
+        try:
+            ws = workspace.create_workspace(demo_name)
+            report = gather.ingest(ws, gather.demo_items(classes or None), on_progress=progress_bar("Writing digits"))
+        except UserError as exc:
+            st.error(str(exc))
+            st.stop()
+        open_workspace(ws.name)
+        st.session_state["ws_message"] = f"Created {ws.name!r} with {len(report.added)} images; it is open now."
+        st.rerun()
+
+with new:
+    new_name = st.text_input("Name", key="ws_new_name", placeholder="bears")
+    if st.button("Create empty workspace", key="ws_new_create"):
+        try:
+            ws = workspace.create_workspace(new_name)
+        except UserError as exc:
+            st.error(str(exc))
+            st.stop()
+        open_workspace(ws.name)
+        st.session_state["ws_message"] = f"Created {ws.name!r}; bring images in on the Gather page."
+        st.rerun()
+
+with rename:
+    if names:
+        old = st.selectbox("Workspace", names, key="ws_rename_old")
+        target = st.text_input("New name", key="ws_rename_new")
+        if st.button("Rename", key="ws_rename_go"):
+            try:
+                ws = workspace.rename_workspace(old, target)
+            except UserError as exc:
+                st.error(str(exc))
+                st.stop()
+            open_workspace(ws.name)
+            st.session_state["ws_message"] = f"Renamed {old!r} to {ws.name!r}."
+            st.rerun()
+
+with delete:
+    if names:
+        doomed = st.selectbox("Workspace", names, key="ws_delete_name")
+        st.warning("Deleting moves the whole folder to the data root's trash/ (nothing is erased).")
+        confirm = st.text_input(f"Type {doomed!r} to confirm", key="ws_delete_confirm")
+        if st.button("Delete", key="ws_delete_go"):
+            try:
+                where = workspace.delete_workspace(doomed, confirm)
+            except UserError as exc:
+                st.error(str(exc))
+                st.stop()
+            st.session_state["ws_message"] = f"Moved {doomed!r} to {where}."
+            st.rerun()

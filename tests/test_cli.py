@@ -1,0 +1,79 @@
+"""`python -m core`: JSON keys of the contract, one-line errors and non-zero exits on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.webserver import serve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=300)
+
+
+def test_gather_folder_json(make_folder) -> None:
+    result = cli("gather", "--workspace", "w", "--folder", str(make_folder({"cat": 3, "dog": 2})), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["images"] == 5 and data["labels"] == {"cat": 3, "dog": 2}
+    assert data["quarantined"] == 0 and data["failed"] == []
+
+
+def test_gather_demo_subset_then_verify_json() -> None:
+    assert cli("gather", "--workspace", "d", "--demo", "--classes", "3,8").returncode == 0
+    result = cli("verify", "--workspace", "d", "--json")
+    data = json.loads(result.stdout)
+    assert set(data["labels"]) == {"3", "8"} and data["checked"] == data["images"] > 300
+    assert {"quarantined", "failed", "exact_duplicates", "near_duplicates", "warnings"} <= set(data)
+
+
+def test_gather_urls_reports_each_failure(tmp_path: Path) -> None:
+    with serve() as web:
+        listing = tmp_path / "urls.txt"
+        listing.write_text(f"{web}/img/1.png\n{web}/missing.png\n{web}/page.jpg\n")
+        result = cli("gather", "--workspace", "u", "--urls", str(listing), "--label", "cat",
+                     "--allow-private", "127.0.0.1/32", "--json")
+    data = json.loads(result.stdout)
+    assert data["images"] == 1
+    assert sorted(f["reason"].split(":")[0] for f in data["failed"]) == ["HTTP 404 Not Found", "not an image"]
+
+
+BAD = [
+    (["gather", "--workspace", "w"], "Choose exactly one source", "no-source"),
+    (["gather", "--workspace", "w", "--folder", "/no/such/folder"], "does not exist", "missing-folder"),
+    (["gather", "--workspace", "w", "--urls", "x.txt"], "--label is required", "urls-without-label"),
+    (["gather", "--workspace", "./a", "--demo"], "not a workspace", "folder-not-a-workspace"),
+    (["gather", "--workspace", "w", "--zip", "/no/such.zip", "--label", "x"], "No file at", "missing-zip"),
+    (["gather", "--workspace", "w", "--demo", "--classes", "cat"], "digits 0-9", "bad-demo-class"),
+    (["verify", "--workspace", "never-made"], "No workspace at", "unknown-workspace"),
+]
+
+
+@pytest.mark.parametrize("args,message", [b[:2] for b in BAD], ids=[b[2] for b in BAD])
+def test_bad_input_is_one_line_and_a_nonzero_exit(args: list[str], message: str, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.txt").write_text("not a workspace")
+    os.chdir(tmp_path)
+    try:
+        result = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.chdir(ROOT)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_help_for_every_command() -> None:
+    for command in ("gather", "verify", "workspace"):
+        result = cli(command, "--help")
+        assert result.returncode == 0 and "--workspace" in result.stdout

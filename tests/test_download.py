@@ -1,0 +1,104 @@
+"""Downloads against a real local HTTP server: good images and every failure with its reason."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from core import download, store
+from core.download import DownloadConfig, UrlItem
+from core.workspace import Workspace
+from tests.webserver import Handler, serve
+
+LOCAL = ("127.0.0.1/32",)
+FAST = DownloadConfig(timeout_s=1.0, connect_timeout_s=1.0, max_bytes=100_000, allow_private=LOCAL)
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[str]:
+    with serve() as base:
+        yield base
+
+
+def test_good_images_are_stored_with_their_url(ws: Workspace, web: str) -> None:
+    urls = [UrlItem(f"{web}/img/{i}.png", "cat photo") for i in range(6)]
+    report = download.download_images(ws, urls, "cat", FAST)
+    assert len(report.added) == 6 and not report.failed
+    catalog = store.images(ws)
+    assert set(catalog["url"]) == {u.url for u in urls}
+    assert set(catalog["query"]) == {"cat photo"} and set(catalog["source_kind"]) == {"url"}
+
+
+FAILURES = [
+    ("/page.jpg", "not an image: the server sent text/html", "html"),
+    ("/missing.png", "HTTP 404", "404"),
+    ("/slow.png", "timed out", "slow-headers"),
+    ("/trickle.png", "timed out", "slow-body"),
+    ("/loop", "more than 5 redirects", "redirect-loop"),
+    ("/big.png", "too large", "oversized-declared"),
+    ("/big-nolength.png", "too large", "oversized-streamed"),
+]
+
+
+@pytest.mark.parametrize("path,reason", [f[:2] for f in FAILURES], ids=[f[2] for f in FAILURES])
+def test_each_failure_is_reported_with_its_reason(ws: Workspace, web: str, path: str, reason: str) -> None:
+    report = download.download_images(ws, [UrlItem(web + path), UrlItem(f"{web}/img/77.png")], "cat", FAST)
+    assert len(report.added) == 1, "one bad URL must not stop the others"
+    assert report.failed == [{"source": web + path, "reason": report.failed[0]["reason"], "kind": "url", "label": "cat"}]
+    assert reason in report.failed[0]["reason"]
+    assert store.failures(ws)["source"].tolist() == [web + path]
+
+
+def test_redirects_are_followed(ws: Workspace, web: str) -> None:
+    report = download.download_images(ws, [UrlItem(f"{web}/redirect")], "cat", FAST)
+    assert len(report.added) == 1
+
+
+def test_content_decides_the_format_not_the_extension(ws: Workspace, web: str) -> None:
+    download.download_images(ws, [UrlItem(f"{web}/webp.jpg")], "cat", FAST)
+    row = store.images(ws).iloc[0]
+    assert row["format"] == "WEBP" and row["path"].endswith(".webp")
+
+
+def test_private_addresses_are_refused_unless_allowed(ws: Workspace, web: str) -> None:
+    strict = DownloadConfig(timeout_s=1.0)
+    report = download.download_images(ws, [UrlItem(f"{web}/img/1.png")], "cat", strict)
+    assert "private address 127.0.0.1" in report.failed[0]["reason"]
+    assert store.images(ws).empty
+
+
+@pytest.mark.parametrize("url,reason", [("ftp://example.com/a.png", "not an http(s) URL"),
+                                        ("http://no-such-host.invalid/a.png", "not found")],
+                         ids=["ftp-scheme", "unknown-host"])
+def test_unusable_urls(ws: Workspace, url: str, reason: str) -> None:
+    report = download.download_images(ws, [UrlItem(url)], "cat", FAST)
+    assert reason in report.failed[0]["reason"]
+
+
+def test_identical_content_is_stored_once(ws: Workspace, web: str) -> None:
+    report = download.download_images(ws, [UrlItem(f"{web}/copy/a.png"), UrlItem(f"{web}/copy/b.png")], "cat", FAST)
+    assert len(report.added) == 1 and "same content" in report.skipped[0]["reason"]
+    assert len(os.listdir(ws.images_dir / "cat")) == 1
+
+
+def test_rerun_skips_without_fetching_again(ws: Workspace, web: str) -> None:
+    urls = [UrlItem(f"{web}/img/{i}.png") for i in (50, 51)]
+    download.download_images(ws, urls, "cat", FAST)
+    before = Handler.hits.get("/img/50.png", 0)
+    again = download.download_images(ws, urls, "cat", FAST)
+    assert again.added == [] and [s["reason"] for s in again.skipped] == ["already downloaded"] * 2
+    assert Handler.hits.get("/img/50.png", 0) == before
+
+
+def test_progress_reaches_the_total(ws: Workspace, web: str) -> None:
+    events: list[tuple[int, int, str]] = []
+    download.download_images(ws, [UrlItem(f"{web}/img/{i}.png") for i in (60, 61, 62)], "cat", FAST,
+                             on_progress=lambda *e: events.append(e))
+    assert events[-1][:2] == (3, 3)
+
+
+def test_parse_url_list_ignores_blanks_comments_and_repeats() -> None:
+    text = "# my list\nhttp://a/1.png\n\n  http://a/2.png \nhttp://a/1.png\n"
+    assert download.parse_url_list(text) == ["http://a/1.png", "http://a/2.png"]

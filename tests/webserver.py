@@ -1,0 +1,102 @@
+"""A real HTTP server on 127.0.0.1 standing in for the web: good images and every way to fail."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import encode, picture, png_bytes
+
+NOISE = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)), "PNG")
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    hits: dict[str, int] = {}
+
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def send(self, code: int, body: bytes, ctype: str = "image/png", length: bool = True) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        if length:
+            self.send_header("Content-Length", str(len(body)))
+        else:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def redirect(self, where: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", where)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: C901 - a routing table
+        parts = urlsplit(self.path)
+        path = parts.path
+        Handler.hits[path] = Handler.hits.get(path, 0) + 1
+        if path.startswith("/img/"):
+            self.send(200, png_bytes(int(path.split("/")[-1].split(".")[0]), (96, 64)))
+        elif path.startswith("/copy/"):
+            self.send(200, png_bytes(1, (96, 64)))
+        elif path == "/page.jpg":
+            self.send(200, b"<html><body>Just a web page</body></html>", "text/html; charset=utf-8")
+        elif path == "/webp.jpg":
+            self.send(200, encode(picture(40, (96, 64)), "WEBP"), "image/jpeg")
+        elif path == "/slow.png":
+            time.sleep(3)
+            self.send(200, png_bytes(2))
+        elif path == "/trickle.png":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(40):
+                    self.wfile.write(b"\0" * 10)
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+        elif path == "/loop":
+            self.redirect("/loop")
+        elif path == "/redirect":
+            self.redirect("/img/5.png")
+        elif path == "/big.png":
+            self.send(200, NOISE)
+        elif path == "/big-nolength.png":
+            self.send(200, NOISE, length=False)
+            self.close_connection = True
+        elif path == "/bing":
+            query = parse_qs(parts.query)
+            if self.headers.get("Ocp-Apim-Subscription-Key") != "good-key":
+                self.send(401, b'{"error": "bad key"}', "application/json")
+                return
+            count = int(query["count"][0])
+            values = [{"contentUrl": f"http://127.0.0.1:{self.server.server_port}/img/{100 + i}.png"} for i in range(count)]
+            self.send(200, json.dumps({"value": values}).encode(), "application/json")
+        else:
+            self.send(404, b"not found", "text/plain")
+
+
+@contextmanager
+def serve() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

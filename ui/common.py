@@ -1,0 +1,72 @@
+"""The sidebar workspace picker, error display and progress bars shared by every page."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from core import store, workspace
+from core.errors import UserError
+from core.gather import GatherReport, ProgressFn
+from core.workspace import Workspace
+
+PICKED = "workspace_name"          # owner: this module (the sidebar picker)
+PENDING = "workspace_to_open"      # pages set this to switch the picker on the next run
+DEFAULT_ENV = "IMAGEDP_WORKSPACE"
+
+
+def workspace_picker() -> None:
+    """Sidebar selectbox over the data root's workspaces."""
+    names = workspace.list_workspaces()
+    if PENDING in st.session_state:
+        st.session_state[PICKED] = st.session_state.pop(PENDING)
+    if st.session_state.get(PICKED) not in names:
+        preferred = os.environ.get(DEFAULT_ENV, "demo")
+        st.session_state[PICKED] = preferred if preferred in names else (names[0] if names else None)
+    with st.sidebar:
+        if names:
+            st.selectbox("Workspace", names, key=PICKED, help="Each workspace is one classification problem.")
+        else:
+            st.caption("No workspace yet: create one on the Workspaces page.")
+        st.caption(f"Data root: `{workspace.data_root()}`")
+
+
+def open_workspace(name: str) -> None:
+    st.session_state[PENDING] = name
+
+
+def current_workspace() -> Workspace:
+    """The picked workspace, or an explanation and a stop."""
+    name = st.session_state.get(PICKED)
+    if not name:
+        st.info("No workspace is open. Create one (or the demo) on the **Workspaces** page.")
+        st.stop()
+    try:
+        return workspace.resolve(name)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def progress_bar(label: str) -> ProgressFn:
+    """A st.progress bar driven by core's (done, total, message) callbacks."""
+    bar = st.progress(0.0, text=label)
+
+    def update(done: int, total: int, message: str) -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {done}/{total} · {message[-60:]}")
+    return update
+
+
+def show_report(ws: Workspace, report: GatherReport) -> None:
+    """What a gather run added, skipped and why each failure failed."""
+    counts = store.label_counts(ws)
+    st.success(f"Added {len(report.added)} image(s). The workspace now has {sum(counts.values())} images "
+               f"in {len(counts)} label(s).")
+    if report.skipped:
+        with st.expander(f"Skipped {len(report.skipped)} already there"):
+            st.dataframe(pd.DataFrame(report.skipped), hide_index=True, width="stretch")
+    if report.failed:
+        st.warning(f"{len(report.failed)} source(s) failed; each reason is below and kept in the workspace log.")
+        st.dataframe(pd.DataFrame(report.failed)[["source", "reason"]], hide_index=True, width="stretch")
