@@ -24,22 +24,27 @@ def _progress(enabled: bool) -> ProgressFn | None:
         if step != state["last"] or done == total:
             state["last"] = step
             print(f"  {done}/{total}", file=sys.stderr, flush=True)
+
     return show
 
 
 def _summary(ws: Any, failed: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
     labels = store.label_counts(ws)
-    return {"workspace": str(ws.root), "images": sum(labels.values()), "labels": labels,
-            "quarantined": store.quarantined_count(ws),
-            "failed": [{"source": f["source"], "reason": f["reason"]} for f in failed], **extra}
+    return {
+        "workspace": str(ws.root),
+        "images": sum(labels.values()),
+        "labels": labels,
+        "quarantined": store.quarantined_count(ws),
+        "failed": [{"source": f["source"], "reason": f["reason"]} for f in failed],
+        **extra,
+    }
 
 
 def _print_summary(data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
-    print(f"{data['images']} images in {len(data['labels'])} labels: "
-          + ", ".join(f"{k} {v}" for k, v in data["labels"].items()))
+    print(f"{data['images']} images in {len(data['labels'])} labels: " + ", ".join(f"{k} {v}" for k, v in data["labels"].items()))
     for key in ("added", "adopted"):
         if key in data:
             print(f"{key}: {len(data[key]) if isinstance(data[key], list) else data[key]}")
@@ -60,8 +65,9 @@ def cmd_gather(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError("Choose exactly one source: --demo, --folder DIR, --search QUERY, --urls FILE or --zip FILE.")
     ws = workspace.resolve(args.workspace, create=True)
     progress = _progress(not args.json)
-    dl = download.DownloadConfig(workers=args.workers, timeout_s=args.timeout, max_bytes=args.max_bytes,
-                                 allow_private=tuple(args.allow_private))
+    dl = download.DownloadConfig(
+        workers=args.workers, timeout_s=args.timeout, max_bytes=args.max_bytes, allow_private=tuple(args.allow_private)
+    )
     if args.demo:
         classes = [c for c in (args.classes or "").split(",") if c.strip()] or None
         report = gather.ingest(ws, gather.demo_items(classes), on_progress=progress)
@@ -98,10 +104,16 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     ws = workspace.resolve(args.workspace)
     report = verify.verify_workspace(ws, VerifyConfig(min_side=args.min_side), on_progress=_progress(not args.json))
     catalog = store.images(ws)
-    return _summary(ws, report.failed, checked=report.checked, adopted=report.adopted,
-                    newly_quarantined=report.quarantined, warnings=report.warnings,
-                    exact_duplicates=verify.exact_duplicate_groups(catalog),
-                    near_duplicates=verify.near_duplicate_groups(catalog, args.max_distance))
+    return _summary(
+        ws,
+        report.failed,
+        checked=report.checked,
+        adopted=report.adopted,
+        newly_quarantined=report.quarantined,
+        warnings=report.warnings,
+        exact_duplicates=verify.exact_duplicate_groups(catalog),
+        near_duplicates=verify.near_duplicate_groups(catalog, args.max_distance),
+    )
 
 
 def cmd_workspace(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,8 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=8, help="concurrent downloads")
     g.add_argument("--timeout", type=float, default=15.0, help="seconds per download")
     g.add_argument("--max-bytes", type=int, default=20_000_000, help="largest download accepted")
-    g.add_argument("--allow-private", action="append", default=[], metavar="CIDR",
-                   help="allow downloads from this private network, e.g. 127.0.0.1/32")
+    g.add_argument(
+        "--allow-private",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="allow downloads from this private network, e.g. 127.0.0.1/32",
+    )
 
     v = command("verify", "check every image; quarantine the broken; report duplicates", cmd_verify)
     v.add_argument("--min-side", type=int, default=32, help="smallest width or height accepted")

@@ -11,10 +11,10 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from core import store
 from core.errors import UserError
 from core.gather import GatherReport, Incoming, Loader, ProgressFn, ingest, validate_label
 from core.images import VerifyConfig
-from core import store
 from core.workspace import Workspace
 
 USER_AGENT = "imagedp/1.0 (image classifier data product)"
@@ -22,10 +22,10 @@ USER_AGENT = "imagedp/1.0 (image classifier data product)"
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    workers: int = 8                   # concurrent requests; bounded so we stay polite
-    timeout_s: float = 15.0            # whole request, headers to last byte
+    workers: int = 8  # concurrent requests; bounded so we stay polite
+    timeout_s: float = 15.0  # whole request, headers to last byte
     connect_timeout_s: float = 5.0
-    max_bytes: int = 20_000_000        # bigger bodies are cut off and reported
+    max_bytes: int = 20_000_000  # bigger bodies are cut off and reported
     max_redirects: int = 5
     allow_private: tuple[str, ...] = ()  # networks allowed despite being private, e.g. "127.0.0.1/32"
 
@@ -59,9 +59,13 @@ def fetch(url: str, cfg: DownloadConfig = DownloadConfig()) -> tuple[bytes, str 
         for _ in range(cfg.max_redirects + 1):
             _check_host(current, cfg)
             try:
-                response = session.get(current, stream=True, allow_redirects=False,
-                                       headers={"User-Agent": USER_AGENT},
-                                       timeout=(cfg.connect_timeout_s, max(0.1, deadline - time.monotonic())))
+                response = session.get(
+                    current,
+                    stream=True,
+                    allow_redirects=False,
+                    headers={"User-Agent": USER_AGENT},
+                    timeout=(cfg.connect_timeout_s, max(0.1, deadline - time.monotonic())),
+                )
             except requests.Timeout:
                 raise UserError(f"timed out after {cfg.timeout_s:.0f} s") from None
             except requests.RequestException as exc:
@@ -106,8 +110,13 @@ def parse_url_list(text: str) -> list[str]:
 
 
 def download_images(
-    ws: Workspace, urls: Sequence[UrlItem], label: str, cfg: DownloadConfig = DownloadConfig(),
-    verify: VerifyConfig = VerifyConfig(), on_progress: ProgressFn | None = None, source_kind: str = "url",
+    ws: Workspace,
+    urls: Sequence[UrlItem],
+    label: str,
+    cfg: DownloadConfig = DownloadConfig(),
+    verify: VerifyConfig = VerifyConfig(),
+    on_progress: ProgressFn | None = None,
+    source_kind: str = "url",
 ) -> GatherReport:
     """Download URLs into label; already-fetched URLs are skipped, every failure has a reason."""
     label = validate_label(label)
@@ -118,6 +127,5 @@ def download_images(
         if item.url in seen:
             report.skipped.append({"source": item.url, "reason": "already downloaded"})
         else:
-            todo.append(Incoming(_url_loader(item.url, cfg), label, source_kind, item.url,
-                                 query=item.query, url=item.url))
+            todo.append(Incoming(_url_loader(item.url, cfg), label, source_kind, item.url, query=item.query, url=item.url))
     return report.merge(ingest(ws, todo, verify, workers=cfg.workers, on_progress=on_progress))

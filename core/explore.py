@@ -17,25 +17,39 @@ def label_counts_figure(catalog: pd.DataFrame) -> go.Figure:
 
 def size_figure(catalog: pd.DataFrame) -> go.Figure:
     """Width against height, one point per image, coloured by label."""
-    fig = px.scatter(catalog, x="width", y="height", color="label", opacity=0.6,
-                     hover_data=["id", "format", "mode"], title="Image sizes (pixels)")
+    fig = px.scatter(
+        catalog,
+        x="width",
+        y="height",
+        color="label",
+        opacity=0.6,
+        hover_data=["id", "format", "mode"],
+        title="Image sizes (pixels)",
+    )
     fig.update_layout(margin=dict(t=40, b=10))
     return fig
 
 
 def aspect_figure(catalog: pd.DataFrame) -> go.Figure:
-    """Distribution of aspect ratio (width / height) per label."""
+    """Aspect ratio (width / height) per label: crops and squishes hit odd shapes hardest."""
     frame = catalog.assign(aspect=catalog["width"] / catalog["height"])
-    fig = px.histogram(frame, x="aspect", color="label", nbins=40, barmode="overlay", opacity=0.6,
-                       title="Aspect ratio (width / height)")
-    fig.update_layout(margin=dict(t=40, b=10))
+    fig = px.box(
+        frame,
+        x="label",
+        y="aspect",
+        color="label",
+        points="outliers",
+        title="Aspect ratio per label (width / height; 1 = square)",
+    )
+    fig.update_layout(showlegend=False, xaxis_type="category", margin=dict(t=40, b=10))
     return fig
 
 
 def brightness_figure(catalog: pd.DataFrame) -> go.Figure:
     """Brightness per label, as box plots: a label much darker than the rest is a shortcut risk."""
-    fig = px.box(catalog, x="label", y="brightness", color="label", points="outliers",
-                 title="Brightness per label (0 = black, 1 = white)")
+    fig = px.box(
+        catalog, x="label", y="brightness", color="label", points="outliers", title="Brightness per label (0 = black, 1 = white)"
+    )
     fig.update_layout(showlegend=False, xaxis_type="category", margin=dict(t=40, b=10))
     return fig
 
@@ -48,12 +62,16 @@ def summary(catalog: pd.DataFrame) -> pd.DataFrame:
     for label, group in catalog.groupby("label"):
         notes = group["notes"].fillna("").str.split(",").explode()
         notes = notes[notes != ""].value_counts()
-        rows.append({
-            "label": label, "images": len(group),
-            "median width": int(group["width"].median()), "median height": int(group["height"].median()),
-            "sources": ", ".join(f"{k} {v}" for k, v in group["source_kind"].value_counts().items()),
-            "notes": ", ".join(f"{k} {v}" for k, v in notes.items()),
-        })
+        rows.append(
+            {
+                "label": label,
+                "images": len(group),
+                "median width": int(group["width"].median()),
+                "median height": int(group["height"].median()),
+                "sources": ", ".join(f"{k} {v}" for k, v in group["source_kind"].value_counts().items()),
+                "notes": ", ".join(f"{k} {v}" for k, v in notes.items()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -62,5 +80,8 @@ def provenance(row: pd.Series) -> str:
     if row.get("query"):
         return f"search '{row['query']}'"
     if row.get("url"):
-        return str(row["url"])[:60]
-    return f"{row['source_kind']}: {str(row.get('source') or '')[-50:]}"
+        return str(row["url"])[-60:]
+    source = str(row.get("source") or "")
+    if row["source_kind"] == "demo":
+        return source.replace("sklearn digits ", "digits ")
+    return f"{row['source_kind']}: {source.split('/')[-1][-40:]}"

@@ -26,7 +26,7 @@ from core.images import IMAGE_SUFFIXES, ImageInfo, VerifyConfig, inspect
 from core.workspace import Workspace
 
 ProgressFn = Callable[[int, int, str], None]
-Loader = Callable[[], tuple[bytes, str | None]]   # bytes, and a hint of what they were (content type)
+Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
 _LABEL_RE = re.compile(r"^[\w][\w .+-]{0,63}$", re.UNICODE)
 SPLIT_FOLDERS = ("train", "valid")
 DOWNLOAD_KINDS = ("url", "search")
@@ -47,9 +47,9 @@ class Incoming:
 
 @dataclass
 class GatherReport:
-    added: list[str] = field(default_factory=list)             # new image ids
+    added: list[str] = field(default_factory=list)  # new image ids
     skipped: list[dict[str, str]] = field(default_factory=list)  # {source, reason}: already there
-    failed: list[dict[str, str]] = field(default_factory=list)   # {source, reason}: not usable
+    failed: list[dict[str, str]] = field(default_factory=list)  # {source, reason}: not usable
 
     def merge(self, other: GatherReport) -> GatherReport:
         return GatherReport(self.added + other.added, self.skipped + other.skipped, self.failed + other.failed)
@@ -115,18 +115,37 @@ def allocate_id(info: ImageInfo, known: dict[str, list[tuple[str, str, str, str]
 
 def catalog_row(item: Incoming, info: ImageInfo, rel: str, image_id: str) -> dict[str, Any]:
     return {
-        "id": image_id, "path": rel, "label": item.label, "split": item.split, "sha256": info.sha256,
-        "phash": info.phash, "width": info.width, "height": info.height, "mode": info.mode,
-        "format": info.format, "bytes": info.bytes, "brightness": info.brightness,
-        "contrast": info.contrast, "source_kind": item.source_kind, "source": item.source,
-        "query": item.query, "url": item.url, "added_at": store.now(), "status": "ok",
-        "reason": None, "notes": info.notes,
+        "id": image_id,
+        "path": rel,
+        "label": item.label,
+        "split": item.split,
+        "sha256": info.sha256,
+        "phash": info.phash,
+        "width": info.width,
+        "height": info.height,
+        "mode": info.mode,
+        "format": info.format,
+        "bytes": info.bytes,
+        "brightness": info.brightness,
+        "contrast": info.contrast,
+        "source_kind": item.source_kind,
+        "source": item.source,
+        "query": item.query,
+        "url": item.url,
+        "added_at": store.now(),
+        "status": "ok",
+        "reason": None,
+        "notes": info.notes,
     }
 
 
 def ingest(
-    ws: Workspace, items: Sequence[Incoming], cfg: VerifyConfig = VerifyConfig(),
-    workers: int | None = None, on_progress: ProgressFn | None = None, batch: int = 200,
+    ws: Workspace,
+    items: Sequence[Incoming],
+    cfg: VerifyConfig = VerifyConfig(),
+    workers: int | None = None,
+    on_progress: ProgressFn | None = None,
+    batch: int = 200,
 ) -> GatherReport:
     """Decode items in a bounded pool, store new content once, catalog it with audit rows."""
     report = GatherReport()
@@ -136,8 +155,9 @@ def ingest(
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
         for done, (item, info, payload) in enumerate(pool.map(lambda it: _prepare(it, cfg), items), 1):
             if info is None:
-                report.failed.append({"source": item.source, "reason": str(payload), "kind": item.source_kind,
-                                      "label": item.label})
+                report.failed.append(
+                    {"source": item.source, "reason": str(payload), "kind": item.source_kind, "label": item.label}
+                )
             elif reason := duplicate_reason(item, known.get(info.sha256, [])):
                 report.skipped.append({"source": item.source, "reason": reason})
             else:
@@ -180,8 +200,7 @@ def demo_items(classes: Sequence[str] | None = None, size: int = 64) -> list[Inc
         img = Image.fromarray((pixels * 255.0 / 16.0).astype(np.uint8), "L")
         buf = io.BytesIO()
         img.resize((size, size), Image.Resampling.BICUBIC).save(buf, format="PNG")
-        items.append(Incoming(_bytes_loader(buf.getvalue()), str(target), "demo",
-                              f"sklearn digits #{index}"))
+        items.append(Incoming(_bytes_loader(buf.getvalue()), str(target), "demo", f"sklearn digits #{index}"))
     return items
 
 
@@ -205,8 +224,13 @@ def folder_items(root: Path, label: str | None = None) -> tuple[list[Incoming], 
     for base, split in split_roots or [(root, None)]:
         for path in sorted(p for p in base.iterdir() if not p.name.startswith(".")):
             if path.is_file():
-                failed.append({"source": str(path), "reason": "not inside a <label>/ folder; "
-                               "put images in one folder per label (or pass a label)", "kind": "folder"})
+                failed.append(
+                    {
+                        "source": str(path),
+                        "reason": "not inside a <label>/ folder; put images in one folder per label (or pass a label)",
+                        "kind": "folder",
+                    }
+                )
                 continue
             try:
                 name = validate_label(path.name)
@@ -228,8 +252,8 @@ def upload_items(files: Iterable[tuple[str, bytes]], label: str) -> list[Incomin
 @dataclass(frozen=True)
 class ZipLimits:
     max_members: int = 20_000
-    max_total_bytes: int = 2_000_000_000   # uncompressed, over the whole archive
-    max_ratio: float = 200.0               # uncompressed/compressed per member: past this, a bomb
+    max_total_bytes: int = 2_000_000_000  # uncompressed, over the whole archive
+    max_ratio: float = 200.0  # uncompressed/compressed per member: past this, a bomb
 
 
 def _check_member(info: zipfile.ZipInfo, limits: ZipLimits) -> None:
@@ -240,12 +264,13 @@ def _check_member(info: zipfile.ZipInfo, limits: ZipLimits) -> None:
     if stat.S_ISLNK(info.external_attr >> 16):
         raise UserError(f"Archive refused: member {name!r} is a link; nothing was imported.")
     if info.compress_size and info.file_size / info.compress_size > limits.max_ratio and info.file_size > 1_000_000:
-        raise UserError(f"Archive refused: member {name!r} expands {info.file_size / info.compress_size:.0f}x "
-                        "(a zip bomb?); nothing was imported.")
+        raise UserError(
+            f"Archive refused: member {name!r} expands {info.file_size / info.compress_size:.0f}x "
+            "(a zip bomb?); nothing was imported."
+        )
 
 
-def zip_items(data: bytes, label: str | None, name: str = "archive.zip",
-              limits: ZipLimits = ZipLimits()) -> list[Incoming]:
+def zip_items(data: bytes, label: str | None, name: str = "archive.zip", limits: ZipLimits = ZipLimits()) -> list[Incoming]:
     """Members of a zip archive, checked as a whole before any is imported."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -267,18 +292,18 @@ def zip_items(data: bytes, label: str | None, name: str = "archive.zip",
         member_label = fixed or (parts[-2] if len(parts) > 1 else "")
         if not member_label:
             raise UserError(f"Archive member {member.filename!r} is not in a <label>/ folder; choose a label.")
-        items.append(Incoming(_zip_loader(archive, member), validate_label(member_label), "zip",
-                              f"{name}:{member.filename}"))
+        items.append(Incoming(_zip_loader(archive, member), validate_label(member_label), "zip", f"{name}:{member.filename}"))
     return items
 
 
 def _zip_loader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Loader:
     def load() -> tuple[bytes, str | None]:
-        with archive.open(member) as fh:   # read at most the declared size: headers can lie
+        with archive.open(member) as fh:  # read at most the declared size: headers can lie
             data = fh.read(member.file_size + 1)
         if len(data) > member.file_size:
             raise UserError("archive member is larger than its header says")
         return data, None
+
     return load
 
 

@@ -16,16 +16,15 @@ from core.errors import UserError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file must fail, not decode as grey
 
-EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
-              "TIFF": ".tif", "MPO": ".jpg"}
+EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "MPO": ".jpg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif"}
 
 
 @dataclass(frozen=True)
 class VerifyConfig:
-    min_side: int = 32                 # smaller images carry too little to learn from
-    max_pixels: int = 89_478_485       # Pillow's own bomb threshold: refuse before decoding
-    max_bytes: int = 50_000_000        # larger files are almost never useful training images
+    min_side: int = 32  # smaller images carry too little to learn from
+    max_pixels: int = 89_478_485  # Pillow's own bomb threshold: refuse before decoding
+    max_bytes: int = 50_000_000  # larger files are almost never useful training images
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class ImageInfo:
     bytes: int
     brightness: float
     contrast: float
-    notes: str                         # comma-separated conversions training will apply
+    notes: str  # comma-separated conversions training will apply
 
     @property
     def id(self) -> str:
@@ -124,8 +123,7 @@ def _open_checked(data: bytes, cfg: VerifyConfig) -> Image.Image:
         raise UserError(f"image too large (possible decompression bomb): {exc}; not decoded") from None
     w, h = img.size
     if w * h > cfg.max_pixels:
-        raise UserError(f"image too large: {w}x{h} pixels is over {cfg.max_pixels:,} "
-                        "(possible decompression bomb); not decoded")
+        raise UserError(f"image too large: {w}x{h} pixels is over {cfg.max_pixels:,} (possible decompression bomb); not decoded")
     return img
 
 
@@ -148,8 +146,15 @@ def inspect(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[ImageInfo,
     gray = rgb.convert("L")
     thumb = gray if max(w, h) <= 256 else gray.resize((max(1, w * 256 // max(w, h)), max(1, h * 256 // max(w, h))))
     info = ImageInfo(
-        sha256=sha256(data), phash=perceptual_hash(thumb), width=w, height=h, mode=img.mode,
-        format=fmt, bytes=len(data), brightness=brightness(thumb), contrast=contrast(thumb),
+        sha256=sha256(data),
+        phash=perceptual_hash(thumb),
+        width=w,
+        height=h,
+        mode=img.mode,
+        format=fmt,
+        bytes=len(data),
+        brightness=brightness(thumb),
+        contrast=contrast(thumb),
         notes=conversion_notes(img, rotated),
     )
     return info, rgb
@@ -171,3 +176,17 @@ def load_rgb(path: Path) -> Image.Image:
 
 def hamming(a: str, b: str) -> int:
     return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def thumbnail(path: Path, side: int = 160) -> Image.Image:
+    """A small RGB preview; a grey 'unreadable' tile when the file cannot be decoded."""
+    try:
+        img = load_rgb(path)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        from PIL import ImageDraw
+
+        tile = Image.new("RGB", (side, side), (200, 200, 200))
+        ImageDraw.Draw(tile).text((10, side // 2 - 6), "unreadable", fill=(120, 0, 0))
+        return tile
+    img.thumbnail((side, side))
+    return img

@@ -15,16 +15,18 @@ BING_KEY_ENV = "BING_SEARCH_KEY"
 BING_ENDPOINT_ENV = "BING_SEARCH_ENDPOINT"
 BING_DEFAULT_ENDPOINT = "https://api.bing.microsoft.com/v7.0/images/search"
 PROVIDERS = ("duckduckgo", "bing")
-OTHER_WAYS = ("Other ways to bring images in: paste or upload a list of image URLs, upload image files "
-              "or a zip archive, import a folder of <label>/<image> files, or start from the demo dataset.")
+OTHER_WAYS = (
+    "Other ways to bring images in: paste or upload a list of image URLs, upload image files "
+    "or a zip archive, import a folder of <label>/<image> files, or start from the demo dataset."
+)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     provider: str = "duckduckgo"
-    max_results: int = 50            # per query
+    max_results: int = 50  # per query
     timeout_s: float = 10.0
-    proxy: str | None = None         # e.g. http://proxy:3128, for networks that need one
+    proxy: str | None = None  # e.g. http://proxy:3128, for networks that need one
 
 
 def expand_queries(label: str, extra: Sequence[str] = ()) -> list[str]:
@@ -38,8 +40,10 @@ def expand_queries(label: str, extra: Sequence[str] = ()) -> list[str]:
 
 def _offline(provider: str, exc: Exception | str) -> UserError:
     detail = str(exc).split(":")[0][:60] or type(exc).__name__
-    return UserError(f"Image search with {provider} failed ({detail}): you may be offline, or the search "
-                     f"is blocked from this network. {OTHER_WAYS}")
+    return UserError(
+        f"Image search with {provider} failed ({detail}): you may be offline, or the search "
+        f"is blocked from this network. {OTHER_WAYS}"
+    )
 
 
 def _duckduckgo(query: str, cfg: SearchConfig) -> list[str]:
@@ -47,8 +51,7 @@ def _duckduckgo(query: str, cfg: SearchConfig) -> list[str]:
     from ddgs.exceptions import DDGSException
 
     try:
-        hits = DDGS(proxy=cfg.proxy, timeout=int(cfg.timeout_s)).images(
-            query, max_results=cfg.max_results, backend="duckduckgo")
+        hits = DDGS(proxy=cfg.proxy, timeout=int(cfg.timeout_s)).images(query, max_results=cfg.max_results, backend="duckduckgo")
     except DDGSException as exc:
         if "no results" in str(exc).lower():
             return []
@@ -59,12 +62,17 @@ def _duckduckgo(query: str, cfg: SearchConfig) -> list[str]:
 def _bing(query: str, cfg: SearchConfig) -> list[str]:
     key = os.environ.get(BING_KEY_ENV, "").strip()
     if not key:
-        raise UserError(f"Bing Image Search needs a key in the environment variable {BING_KEY_ENV}; "
-                        "or choose DuckDuckGo, which needs none.")
+        raise UserError(
+            f"Bing Image Search needs a key in the environment variable {BING_KEY_ENV}; or choose DuckDuckGo, which needs none."
+        )
     endpoint = os.environ.get(BING_ENDPOINT_ENV, BING_DEFAULT_ENDPOINT)
     try:
-        response = requests.get(endpoint, params={"q": query, "count": cfg.max_results},
-                                headers={"Ocp-Apim-Subscription-Key": key}, timeout=cfg.timeout_s)
+        response = requests.get(
+            endpoint,
+            params={"q": query, "count": cfg.max_results},
+            headers={"Ocp-Apim-Subscription-Key": key},
+            timeout=cfg.timeout_s,
+        )
     except requests.RequestException as exc:
         raise _offline("Bing", type(exc).__name__) from None
     if response.status_code in (401, 403):

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -24,9 +24,27 @@ SCHEMA_VERSION = 1
 LOCK_TIMEOUT_S = 30.0
 
 IMAGE_COLUMNS = (
-    "id", "path", "label", "split", "sha256", "phash", "width", "height", "mode", "format",
-    "bytes", "brightness", "contrast", "source_kind", "source", "query", "url", "added_at",
-    "status", "reason", "notes",
+    "id",
+    "path",
+    "label",
+    "split",
+    "sha256",
+    "phash",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "bytes",
+    "brightness",
+    "contrast",
+    "source_kind",
+    "source",
+    "query",
+    "url",
+    "added_at",
+    "status",
+    "reason",
+    "notes",
 )
 
 _SCHEMA = """
@@ -63,7 +81,7 @@ CREATE TABLE IF NOT EXISTS gather_failures (
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -111,8 +129,13 @@ def _dump(value: Any) -> str | None:
 
 
 def audit(
-    ws: Workspace, action: str, image_id: str | None = None, before: Any = None,
-    after: Any = None, detail: Any = None, con: duckdb.DuckDBPyConnection | None = None,
+    ws: Workspace,
+    action: str,
+    image_id: str | None = None,
+    before: Any = None,
+    after: Any = None,
+    detail: Any = None,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> None:
     """Append one audit row (on con if given, else on a fresh connection)."""
     row = [now(), action, image_id, _dump(before), _dump(after), _dump(detail)]
@@ -132,13 +155,19 @@ def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "
     marks = ", ".join("?" for _ in IMAGE_COLUMNS)
     with connect(ws) as con:
         con.execute("BEGIN")
-        con.executemany(f"INSERT INTO images ({cols}) VALUES ({marks})",
-                        [[r.get(c) for c in IMAGE_COLUMNS] for r in rows])
+        con.executemany(f"INSERT INTO images ({cols}) VALUES ({marks})", [[r.get(c) for c in IMAGE_COLUMNS] for r in rows])
         con.executemany(
             "INSERT INTO audit (ts, action, image_id, before, after, detail) VALUES (?, ?, ?, NULL, ?, ?)",
-            [[now(), action, r["id"], _dump({"path": r["path"], "label": r["label"]}),
-              _dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")})]
-             for r in rows],
+            [
+                [
+                    now(),
+                    action,
+                    r["id"],
+                    _dump({"path": r["path"], "label": r["label"]}),
+                    _dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}),
+                ]
+                for r in rows
+            ],
         )
         con.execute("COMMIT")
 

@@ -22,7 +22,7 @@ from core.workspace import Workspace
 class VerifyReport:
     checked: int = 0
     quarantined: list[dict[str, str]] = field(default_factory=list)  # {id, source, reason}
-    adopted: list[str] = field(default_factory=list)                  # files found on disk, now cataloged
+    adopted: list[str] = field(default_factory=list)  # files found on disk, now cataloged
     failed: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -44,10 +44,16 @@ def quarantine(ws: Workspace, image_id: str, reason: str, action: str = "quarant
     rel = str(dst.relative_to(ws.root)) if dst.exists() else path
     with store.connect(ws) as con:
         con.execute("BEGIN")
-        con.execute("UPDATE images SET status = 'quarantined', reason = ?, path = ? WHERE id = ?",
-                    [reason, rel, image_id])
-        store.audit(ws, action, image_id, before={"path": path, "status": status},
-                    after={"path": rel, "status": "quarantined"}, detail={"reason": reason, "label": label}, con=con)
+        con.execute("UPDATE images SET status = 'quarantined', reason = ?, path = ? WHERE id = ?", [reason, rel, image_id])
+        store.audit(
+            ws,
+            action,
+            image_id,
+            before={"path": path, "status": status},
+            after={"path": rel, "status": "quarantined"},
+            detail={"reason": reason, "label": label},
+            con=con,
+        )
         con.execute("COMMIT")
 
 
@@ -70,8 +76,14 @@ def restore(ws: Workspace, image_id: str) -> str:
     with store.connect(ws) as con:
         con.execute("BEGIN")
         con.execute("UPDATE images SET status = 'ok', reason = NULL, path = ? WHERE id = ?", [rel, image_id])
-        store.audit(ws, "restored", image_id, before={"path": path, "status": "quarantined", "reason": reason},
-                    after={"path": rel, "status": "ok"}, con=con)
+        store.audit(
+            ws,
+            "restored",
+            image_id,
+            before={"path": path, "status": "quarantined", "reason": reason},
+            after={"path": rel, "status": "ok"},
+            con=con,
+        )
         con.execute("COMMIT")
     return rel
 
@@ -120,8 +132,7 @@ def adopt_untracked(ws: Workspace, cfg: VerifyConfig, report: VerifyReport) -> N
         dst = ws.images_dir / label / f"{image_id}{info.extension}"
         os.replace(path, dst)
         known.setdefault(info.sha256, []).append((image_id, label, "ok", rel))
-        rows.append(catalog_row(Incoming(_file_loader(dst), label, "disk", rel), info,
-                                str(dst.relative_to(ws.root)), image_id))
+        rows.append(catalog_row(Incoming(_file_loader(dst), label, "disk", rel), info, str(dst.relative_to(ws.root)), image_id))
         report.adopted.append(image_id)
     store.insert_images(ws, rows, action="image_adopted")
 
@@ -138,15 +149,14 @@ def _move_loose(ws: Workspace, src: Path, reason: str, report: VerifyReport) -> 
     report.quarantined.append({"id": "", "source": rel_src, "reason": reason})
 
 
-def verify_workspace(ws: Workspace, cfg: VerifyConfig = VerifyConfig(),
-                     on_progress: ProgressFn | None = None) -> VerifyReport:
+def verify_workspace(ws: Workspace, cfg: VerifyConfig = VerifyConfig(), on_progress: ProgressFn | None = None) -> VerifyReport:
     """Decode every cataloged image fully; quarantine what fails; adopt files placed by hand."""
     report = VerifyReport()
     adopt_untracked(ws, cfg, report)
     catalog = store.images(ws, status="ok")
     rows = [row for _, row in catalog.iterrows()]
     with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) * 2) as pool:
-        for done, (row, reason) in enumerate(zip(rows, pool.map(lambda r: _check(ws, r, cfg), rows)), 1):
+        for done, (row, reason) in enumerate(zip(rows, pool.map(lambda r: _check(ws, r, cfg), rows), strict=True), 1):
             report.checked += 1
             if reason:
                 quarantine(ws, row["id"], reason)
@@ -154,8 +164,10 @@ def verify_workspace(ws: Workspace, cfg: VerifyConfig = VerifyConfig(),
             if on_progress:
                 on_progress(done, len(rows), row["path"])
     report.warnings = dataset_warnings(store.label_counts(ws)) + [
-        f"Label folder {d.name!r} is empty: add images to it or remove it." for d in sorted(ws.images_dir.iterdir())
-        if d.is_dir() and not any(f.is_file() and not f.name.startswith(".") for f in d.iterdir())]
+        f"Label folder {d.name!r} is empty: add images to it or remove it."
+        for d in sorted(ws.images_dir.iterdir())
+        if d.is_dir() and not any(f.is_file() and not f.name.startswith(".") for f in d.iterdir())
+    ]
     store.audit(ws, "verified", detail={"checked": report.checked, "quarantined": len(report.quarantined)})
     return report
 
@@ -192,9 +204,9 @@ def near_duplicate_groups(catalog: pd.DataFrame, max_distance: int = 4) -> list[
         return i
 
     for start in range(0, len(ids), 1024):
-        block = hashes[start:start + 1024]
+        block = hashes[start : start + 1024]
         dist = np.bitwise_count(block[:, None] ^ hashes[None, :])
-        for a, b in zip(*np.nonzero(dist <= max_distance)):
+        for a, b in zip(*np.nonzero(dist <= max_distance), strict=True):
             i, j = start + int(a), int(b)
             if i < j:
                 parent[find(i)] = find(j)

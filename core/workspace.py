@@ -6,7 +6,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import UserError
@@ -137,7 +137,7 @@ def delete_workspace(name: str, confirm: str) -> Path:
         raise UserError(f"To delete, type the workspace name exactly ({ws.name!r}); nothing was deleted.")
     trash = data_root() / "trash"
     trash.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     target = trash / f"{ws.name}-{stamp}"
     shutil.move(str(ws.root), str(target))
     return target

@@ -1,27 +1,36 @@
 """Explore: verify the images, then look at counts, sizes, brightness, samples, duplicates, quarantine."""
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from core import explore, store, verify
 from core.errors import UserError
-from ui.common import current_workspace, progress_bar
+from ui.common import current_workspace, image_grid, progress_bar
 
 ws = current_workspace()
 st.title("Explore and verify")
 
-if st.button("Verify all images", key="explore_verify", help="Fully decode every image, quarantine the broken "
-             "ones (moved, never deleted), catalog files placed in images/<label>/ by hand."):
+if st.button(
+    "Verify all images",
+    key="explore_verify",
+    help="Fully decode every image, quarantine the broken "
+    "ones (moved, never deleted), catalog files placed in images/<label>/ by hand.",
+):
     try:
         st.session_state["verify_report"] = (ws.name, verify.verify_workspace(ws, on_progress=progress_bar("Verifying")))
     except UserError as exc:
         st.error(str(exc))
         st.stop()
+    st.rerun()
 last = st.session_state.get("verify_report")
 if last is not None and last[0] == ws.name:
     report = last[1]
-    st.success(f"Checked {report.checked} images: {len(report.quarantined)} quarantined, "
-               f"{len(report.adopted)} found on disk and cataloged.")
+    st.success(
+        f"Checked {report.checked} images: {len(report.quarantined)} quarantined, "
+        f"{len(report.adopted)} found on disk and cataloged."
+    )
     if report.quarantined:
         st.dataframe(pd.DataFrame(report.quarantined), hide_index=True, width="stretch")
     for item in report.failed:
@@ -44,7 +53,8 @@ if catalog.empty:
     st.stop()
 
 charts, samples, dupes, quarantine, history = st.tabs(
-    ["Charts", "Samples", "Duplicates", f"Quarantine ({len(quarantined)})", "Failures and audit"])
+    ["Charts", "Samples", "Duplicates", f"Quarantine ({len(quarantined)})", "Failures and audit"]
+)
 
 with charts:
     st.dataframe(explore.summary(catalog), hide_index=True, width="stretch")
@@ -55,22 +65,25 @@ with charts:
     right.plotly_chart(explore.aspect_figure(catalog), key="fig_aspect")
 
 with samples:
-    per_label = st.slider("Images per label", 4, 24, 8, step=4, key="explore_per_label")
-    seed = st.number_input("Sample seed", 0, 10_000, 0, key="explore_seed")
+    left, right = st.columns(2)
+    per_label = left.slider("Images per label", 4, 24, 8, step=4, key="explore_per_label")
+    seed = right.number_input("Sample seed", 0, 10_000, 0, key="explore_seed")
     for label, group in catalog.groupby("label"):
         st.markdown(f"**{label}** · {len(group)} images")
         pick = group.sample(min(per_label, len(group)), random_state=int(seed))
-        st.image([str(ws.root / p) for p in pick["path"]], width=120,
-                 caption=[f"{p.split('/')[-1]} · {explore.provenance(r)}" for p, (_, r) in zip(pick["path"], pick.iterrows())])
+        image_grid(
+            [ws.root / p for p in pick["path"]],
+            [f"`{Path(r['path']).name}`  \n{explore.provenance(r)}" for _, r in pick.iterrows()],
+        )
 
 with dupes:
     by_id = catalog.set_index("id")
     for title, groups in (("Exact duplicates (same bytes)", exact), ("Near duplicates (similar pictures)", near)):
         st.subheader(f"{title}: {len(groups)} group(s)")
-        for group in groups[:20]:
+        for number, group in enumerate(groups[:20], 1):
             rows = by_id.loc[group]
-            st.image([str(ws.root / p) for p in rows["path"]], width=110,
-                     caption=[f"{i} · {r['label']}" for i, r in rows.iterrows()])
+            st.caption(f"Group {number}: {len(group)} images")
+            image_grid([ws.root / p for p in rows["path"]], [f"`{i}` · {r['label']}" for i, r in rows.iterrows()])
         if len(groups) > 20:
             st.caption(f"…and {len(groups) - 20} more groups (`python -m core verify --json` lists all).")
 

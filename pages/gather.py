@@ -13,15 +13,21 @@ from ui.common import current_workspace, progress_bar, show_report
 ws = current_workspace()
 st.title("Gather images")
 counts = store.label_counts(ws)
-st.caption(f"Workspace **{ws.name}**: {sum(counts.values())} images in {len(counts)} label(s)"
-           + (": " + ", ".join(f"{k} ({v})" for k, v in counts.items()) if counts else "."))
+st.caption(
+    f"Workspace **{ws.name}**: {sum(counts.values())} images in {len(counts)} label(s)"
+    + (": " + ", ".join(f"{k} ({v})" for k, v in counts.items()) if counts else ".")
+)
 
 
 def label_input(key: str, optional: bool = False) -> str:
     """A label: pick an existing one or type a new one."""
     hint = "blank: use the archive's folders" if optional else "e.g. grizzly"
-    return st.text_input("Label (the class these images show)", key=key, placeholder=hint,
-                         help="Existing labels: " + (", ".join(counts) or "none yet"))
+    return st.text_input(
+        "Label (the class these images show)",
+        key=key,
+        placeholder=hint,
+        help="Existing labels: " + (", ".join(counts) or "none yet"),
+    )
 
 
 def run(work: Callable[[], GatherReport]) -> None:
@@ -40,36 +46,55 @@ def download_settings(prefix: str) -> download.DownloadConfig:
         workers = c1.number_input("Parallel downloads", 1, 32, 8, key=f"{prefix}_workers")
         timeout = c2.number_input("Timeout per image (s)", 1.0, 120.0, 15.0, key=f"{prefix}_timeout")
         max_mb = c3.number_input("Largest image (MB)", 1, 200, 20, key=f"{prefix}_maxmb")
-        private = st.text_input("Allow private networks (comma-separated CIDR, e.g. 127.0.0.1/32)",
-                                key=f"{prefix}_private", help="Refused by default: a URL list must not reach "
-                                "machines inside your network.")
-    return download.DownloadConfig(workers=int(workers), timeout_s=float(timeout), max_bytes=int(max_mb) * 1_000_000,
-                                   allow_private=tuple(p.strip() for p in private.split(",") if p.strip()))
+        private = st.text_input(
+            "Allow private networks (comma-separated CIDR, e.g. 127.0.0.1/32)",
+            key=f"{prefix}_private",
+            help="Refused by default: a URL list must not reach machines inside your network.",
+        )
+    return download.DownloadConfig(
+        workers=int(workers),
+        timeout_s=float(timeout),
+        max_bytes=int(max_mb) * 1_000_000,
+        allow_private=tuple(p.strip() for p in private.split(",") if p.strip()),
+    )
 
 
 demo, web, urls, upload, folder = st.tabs(["Demo digits", "Web search", "URLs", "Upload", "Folder"])
 
 with demo:
-    st.write("scikit-learn's 1,797 handwritten digit scans, ten classes, written as 64x64 PNG images. "
-             "No network needed. Re-running adds nothing twice.")
+    st.write(
+        "scikit-learn's 1,797 handwritten digit scans, ten classes, written as 64x64 PNG images. "
+        "No network needed. Re-running adds nothing twice."
+    )
     digits = st.multiselect("Digits (all when empty)", [str(d) for d in range(10)], key="gather_demo_classes")
     if st.button("Add demo digits", key="gather_demo_go", type="primary"):
         run(lambda: gather.ingest(ws, gather.demo_items(digits or None), on_progress=progress_bar("Writing")))
 
 with web:
-    provider = st.radio("Search with", search.PROVIDERS, horizontal=True, key="gather_search_provider",
-                        help=f"Bing needs a key in ${search.BING_KEY_ENV}; DuckDuckGo needs none.")
+    provider = st.radio(
+        "Search with",
+        search.PROVIDERS,
+        horizontal=True,
+        key="gather_search_provider",
+        help=f"Bing needs a key in ${search.BING_KEY_ENV}; DuckDuckGo needs none.",
+    )
     label = label_input("gather_search_label")
-    queries = st.text_area("Queries, one per line (each is also searched with ' photo' added)",
-                           key="gather_search_queries", placeholder="grizzly bear")
+    queries = st.text_area(
+        "Queries, one per line (each is also searched with ' photo' added)",
+        key="gather_search_queries",
+        placeholder="grizzly bear",
+    )
     per_query = st.number_input("Results per query", 1, 500, 50, key="gather_search_n")
     cfg = download_settings("gather_search")
     if st.button("Search and download", key="gather_search_go", type="primary"):
+
         def work() -> GatherReport:
-            found = search.search_images(search.expand_queries(gather.validate_label(label), queries.splitlines()),
-                                         search.SearchConfig(provider=provider, max_results=int(per_query)))
-            return download.download_images(ws, found, label, cfg, on_progress=progress_bar("Downloading"),
-                                            source_kind="search")
+            found = search.search_images(
+                search.expand_queries(gather.validate_label(label), queries.splitlines()),
+                search.SearchConfig(provider=provider, max_results=int(per_query)),
+            )
+            return download.download_images(ws, found, label, cfg, on_progress=progress_bar("Downloading"), source_kind="search")
+
         run(work)
 
 with urls:
@@ -89,6 +114,7 @@ with upload:
     files = st.file_uploader("Image files or zip archives", accept_multiple_files=True, key="gather_upload_files")
     label = label_input("gather_upload_label", optional=True)
     if st.button("Add uploads", key="gather_upload_go", type="primary"):
+
         def work() -> GatherReport:
             if not files:
                 raise UserError("Choose one or more image files or a zip archive first.")
@@ -99,20 +125,25 @@ with upload:
                 raise UserError("Choose a label for the uploaded images (only zip archives can carry their own).")
             items += gather.upload_items(singles, label) if singles else []
             return gather.ingest(ws, items, on_progress=progress_bar("Adding"))
+
         run(work)
 
 with folder:
-    st.write("A folder on this machine with one subfolder per label (`<label>/<image>`), or "
-             "`train/<label>/…` and `valid/<label>/…` to keep an existing split.")
+    st.write(
+        "A folder on this machine with one subfolder per label (`<label>/<image>`), or "
+        "`train/<label>/…` and `valid/<label>/…` to keep an existing split."
+    )
     path = st.text_input("Folder", key="gather_folder_path", placeholder="../shared/data/bears_small")
     flat_label = st.text_input("Label for a flat folder (leave blank for <label>/ subfolders)", key="gather_folder_label")
     if st.button("Import folder", key="gather_folder_go", type="primary"):
+
         def work() -> GatherReport:
             if not path.strip():
                 raise UserError("Enter the path of a folder to import.")
             items, failed = gather.folder_items(Path(path.strip()), flat_label.strip() or None)
             store.record_failures(ws, failed)
             return GatherReport(failed=failed).merge(gather.ingest(ws, items, on_progress=progress_bar("Importing")))
+
         run(work)
 
 last = st.session_state.get("gather_report")

@@ -8,8 +8,10 @@ from core.errors import UserError
 from ui.common import open_workspace, progress_bar
 
 st.title("Workspaces")
-st.write("A workspace is one classification problem: its images, models, decisions and production "
-         "log, in one folder with one DuckDB file. Copy the folder and you have copied everything.")
+st.write(
+    "A workspace is one classification problem: its images, models, decisions and production "
+    "log, in one folder with one DuckDB file. Copy the folder and you have copied everything."
+)
 if message := st.session_state.pop("ws_message", None):
     st.success(message)
 
@@ -19,8 +21,15 @@ if names:
     for name in names:
         ws = workspace.resolve(name)
         counts = store.label_counts(ws)
-        rows.append({"workspace": name, "images": sum(counts.values()), "labels": len(counts),
-                     "quarantined": store.quarantined_count(ws), "folder": str(ws.root)})
+        rows.append(
+            {
+                "workspace": name,
+                "images": sum(counts.values()),
+                "labels": len(counts),
+                "quarantined": store.quarantined_count(ws),
+                "folder": str(ws.root),
+            }
+        )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 else:
     st.info("No workspace yet. Start with the demo: 1,797 real handwritten digit scans, no network needed.")

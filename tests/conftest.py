@@ -34,12 +34,17 @@ def picture(seed: int, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> I
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([(xx * rng.uniform(1, 4) + yy * rng.uniform(0, 3)) % 256,
-                     (yy * rng.uniform(1, 4)) % 256,
-                     np.full((h, w), rng.uniform(0, 255))], axis=-1)
+    base = np.stack(
+        [
+            (xx * rng.uniform(1, 4) + yy * rng.uniform(0, 3)) % 256,
+            (yy * rng.uniform(1, 4)) % 256,
+            np.full((h, w), rng.uniform(0, 255)),
+        ],
+        axis=-1,
+    )
     for _ in range(4):
         x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
-        base[y0:y0 + h // 3, x0:x0 + w // 3] = rng.uniform(0, 255, 3)
+        base[y0 : y0 + h // 3, x0 : x0 + w // 3] = rng.uniform(0, 255, 3)
     img = Image.fromarray(base.astype(np.uint8), "RGB")
     return img if mode == "RGB" else img.convert(mode)
 
@@ -56,8 +61,10 @@ def png_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
 
 def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
     """A tiny PNG whose header claims a huge image: a decompression bomb's calling card."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
 
@@ -70,7 +77,7 @@ def exif_rotated_jpeg(seed: int = 7) -> bytes:
 
 
 def sixteen_bit_png(seed: int = 3) -> bytes:
-    arr = (np.asarray(picture(seed).convert("L"), dtype=np.uint16) * 257)
+    arr = np.asarray(picture(seed).convert("L"), dtype=np.uint16) * 257
     return encode(Image.fromarray(arr))
 
 
@@ -83,6 +90,7 @@ def alpha_png(seed: int = 4) -> bytes:
 @pytest.fixture
 def make_folder(tmp_path: Path) -> Callable[[dict[str, int]], Path]:
     """A <label>/<image> folder with the given number of distinct PNGs per label."""
+
     def make(counts: dict[str, int], name: str = "src") -> Path:
         root = tmp_path / name
         seed = 0
@@ -92,4 +100,5 @@ def make_folder(tmp_path: Path) -> Callable[[dict[str, int]], Path]:
                 seed += 1
                 (root / label / f"img{i}.png").write_bytes(png_bytes(seed * 101 + sum(map(ord, name))))
         return root
+
     return make

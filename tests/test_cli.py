@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=300
+    )
 
 
 def test_gather_folder_json(make_folder) -> None:
@@ -40,8 +41,9 @@ def test_gather_urls_reports_each_failure(tmp_path: Path) -> None:
     with serve() as web:
         listing = tmp_path / "urls.txt"
         listing.write_text(f"{web}/img/1.png\n{web}/missing.png\n{web}/page.jpg\n")
-        result = cli("gather", "--workspace", "u", "--urls", str(listing), "--label", "cat",
-                     "--allow-private", "127.0.0.1/32", "--json")
+        result = cli(
+            "gather", "--workspace", "u", "--urls", str(listing), "--label", "cat", "--allow-private", "127.0.0.1/32", "--json"
+        )
     data = json.loads(result.stdout)
     assert data["images"] == 1
     assert sorted(f["reason"].split(":")[0] for f in data["failed"]) == ["HTTP 404 Not Found", "not an image"]
@@ -64,8 +66,13 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(args: list[str], message: str,
     (tmp_path / "a" / "x.txt").write_text("not a workspace")
     os.chdir(tmp_path)
     try:
-        result = subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, timeout=120,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        result = subprocess.run(
+            [sys.executable, "-m", "core", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     finally:
         os.chdir(ROOT)
     assert result.returncode != 0

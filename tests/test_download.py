@@ -69,9 +69,11 @@ def test_private_addresses_are_refused_unless_allowed(ws: Workspace, web: str) -
     assert store.images(ws).empty
 
 
-@pytest.mark.parametrize("url,reason", [("ftp://example.com/a.png", "not an http(s) URL"),
-                                        ("http://no-such-host.invalid/a.png", "not found")],
-                         ids=["ftp-scheme", "unknown-host"])
+@pytest.mark.parametrize(
+    "url,reason",
+    [("ftp://example.com/a.png", "not an http(s) URL"), ("http://no-such-host.invalid/a.png", "not found")],
+    ids=["ftp-scheme", "unknown-host"],
+)
 def test_unusable_urls(ws: Workspace, url: str, reason: str) -> None:
     report = download.download_images(ws, [UrlItem(url)], "cat", FAST)
     assert reason in report.failed[0]["reason"]
@@ -94,8 +96,9 @@ def test_rerun_skips_without_fetching_again(ws: Workspace, web: str) -> None:
 
 def test_progress_reaches_the_total(ws: Workspace, web: str) -> None:
     events: list[tuple[int, int, str]] = []
-    download.download_images(ws, [UrlItem(f"{web}/img/{i}.png") for i in (60, 61, 62)], "cat", FAST,
-                             on_progress=lambda *e: events.append(e))
+    download.download_images(
+        ws, [UrlItem(f"{web}/img/{i}.png") for i in (60, 61, 62)], "cat", FAST, on_progress=lambda *e: events.append(e)
+    )
     assert events[-1][:2] == (3, 3)
 
 

@@ -58,8 +58,9 @@ def test_train_and_valid_folders_keep_their_split(ws: Workspace, make_folder, tm
     assert splits == {"train": 3, "valid": 2}
 
 
-@pytest.mark.parametrize("folder", ["bad:label", "with space ok", "-dash", ".hidden"],
-                         ids=["colon", "space-is-fine", "leading-dash", "hidden"])
+@pytest.mark.parametrize(
+    "folder", ["bad:label", "with space ok", "-dash", ".hidden"], ids=["colon", "space-is-fine", "leading-dash", "hidden"]
+)
 def test_folder_label_names_are_checked(ws: Workspace, tmp_path: Path, folder: str) -> None:
     (tmp_path / "src" / folder).mkdir(parents=True)
     (tmp_path / "src" / folder / "x.png").write_bytes(png_bytes(2))
@@ -75,8 +76,11 @@ def test_folder_label_names_are_checked(ws: Workspace, tmp_path: Path, folder: s
         assert labels == {"good"} and "not allowed" in failed[0]["reason"]
 
 
-@pytest.mark.parametrize("label", ["a/b", "../up", "", "train", "x" * 65, "tab\tlabel"],
-                         ids=["slash", "dotdot", "empty", "reserved-split", "too-long", "control-char"])
+@pytest.mark.parametrize(
+    "label",
+    ["a/b", "../up", "", "train", "x" * 65, "tab\tlabel"],
+    ids=["slash", "dotdot", "empty", "reserved-split", "too-long", "control-char"],
+)
 def test_bad_labels_are_refused_with_a_message(label: str) -> None:
     with pytest.raises(UserError, match="not allowed"):
         gather.validate_label(label)

@@ -8,8 +8,7 @@ from PIL import Image
 
 from core.errors import UserError
 from core.images import VerifyConfig, hamming, inspect, load_rgb, to_rgb
-from tests.conftest import (alpha_png, bomb_png, encode, exif_rotated_jpeg, picture, png_bytes,
-                            sixteen_bit_png)
+from tests.conftest import alpha_png, bomb_png, encode, exif_rotated_jpeg, picture, png_bytes, sixteen_bit_png
 
 BAD = [
     (b"", "empty file", "zero-byte"),
@@ -50,14 +49,18 @@ def test_exif_orientation_is_honoured() -> None:
     assert "exif-rotated" in info.notes
 
 
-@pytest.mark.parametrize("data,note", [
-    (encode(picture(8).convert("CMYK"), "JPEG"), "cmyk"),
-    (sixteen_bit_png(), "16-bit"),
-    (encode(picture(9).convert("P")), "palette"),
-    (alpha_png(), "alpha"),
-    (encode(picture(10).convert("L")), "grayscale"),
-    (encode(picture(11).convert("LA")), "alpha"),
-], ids=["cmyk", "16-bit", "palette", "alpha", "grayscale", "gray-alpha"])
+@pytest.mark.parametrize(
+    "data,note",
+    [
+        (encode(picture(8).convert("CMYK"), "JPEG"), "cmyk"),
+        (sixteen_bit_png(), "16-bit"),
+        (encode(picture(9).convert("P")), "palette"),
+        (alpha_png(), "alpha"),
+        (encode(picture(10).convert("L")), "grayscale"),
+        (encode(picture(11).convert("LA")), "alpha"),
+    ],
+    ids=["cmyk", "16-bit", "palette", "alpha", "grayscale", "gray-alpha"],
+)
 def test_unusual_modes_become_rgb_for_training(data: bytes, note: str) -> None:
     info, rgb = inspect(data)
     assert note in info.notes

@@ -29,7 +29,11 @@ def bing(web: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_expand_queries_adds_a_photo_variant() -> None:
     assert search.expand_queries("grizzly bear") == ["grizzly bear", "grizzly bear photo"]
     assert search.expand_queries("x", ["grizzly", " ", "grizzly bear"]) == [
-        "grizzly", "grizzly photo", "grizzly bear", "grizzly bear photo"]
+        "grizzly",
+        "grizzly photo",
+        "grizzly bear",
+        "grizzly bear photo",
+    ]
 
 
 def test_bing_results_download_and_keep_their_query(ws: Workspace, bing: str) -> None:

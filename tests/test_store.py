@@ -20,8 +20,7 @@ for i in range(int(sys.argv[2])):
 
 def test_concurrent_writer_processes_lose_no_row(ws: Workspace) -> None:
     root = Path(__file__).resolve().parent.parent
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(ws.root), "60", str(n)], cwd=root)
-             for n in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(ws.root), "60", str(n)], cwd=root) for n in range(4)]
     assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
     log = store.audit_log(ws, limit=1000)
     assert (log["action"] == "concurrency_probe").sum() == 240

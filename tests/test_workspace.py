@@ -18,8 +18,7 @@ def test_create_and_list(data_root: Path) -> None:
     assert store.audit_log(ws)["action"].tolist() == ["workspace_created"]
 
 
-@pytest.mark.parametrize("name", ["a/b", "../x", "", ".hidden", "x" * 80],
-                         ids=["slash", "dotdot", "empty", "hidden", "too-long"])
+@pytest.mark.parametrize("name", ["a/b", "../x", "", ".hidden", "x" * 80], ids=["slash", "dotdot", "empty", "hidden", "too-long"])
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(UserError, match="not allowed"):
         workspace.create_workspace(name)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from core import store, workspace
 from core.errors import UserError
 from core.gather import GatherReport, ProgressFn
+from core.images import thumbnail
 from core.workspace import Workspace
 
-PICKED = "workspace_name"          # owner: this module (the sidebar picker)
-PENDING = "workspace_to_open"      # pages set this to switch the picker on the next run
+PICKED = "workspace_name"  # owner: this module (the sidebar picker)
+PENDING = "workspace_to_open"  # pages set this to switch the picker on the next run
 DEFAULT_ENV = "IMAGEDP_WORKSPACE"
 
 
@@ -56,17 +59,39 @@ def progress_bar(label: str) -> ProgressFn:
 
     def update(done: int, total: int, message: str) -> None:
         bar.progress(min(done / max(total, 1), 1.0), text=f"{label}: {done}/{total} · {message[-60:]}")
+
     return update
 
 
 def show_report(ws: Workspace, report: GatherReport) -> None:
     """What a gather run added, skipped and why each failure failed."""
     counts = store.label_counts(ws)
-    st.success(f"Added {len(report.added)} image(s). The workspace now has {sum(counts.values())} images "
-               f"in {len(counts)} label(s).")
+    st.success(
+        f"Added {len(report.added)} image(s). The workspace now has {sum(counts.values())} images in {len(counts)} label(s)."
+    )
     if report.skipped:
         with st.expander(f"Skipped {len(report.skipped)} already there"):
             st.dataframe(pd.DataFrame(report.skipped), hide_index=True, width="stretch")
     if report.failed:
         st.warning(f"{len(report.failed)} source(s) failed; each reason is below and kept in the workspace log.")
         st.dataframe(pd.DataFrame(report.failed)[["source", "reason"]], hide_index=True, width="stretch")
+
+
+@st.cache_data(max_entries=5000, show_spinner=False)
+def _thumb(path: str, mtime: float, side: int) -> Image.Image:
+    return thumbnail(Path(path), side)
+
+
+def thumbnails(paths: list[Path], side: int = 160) -> list[Image.Image]:
+    """Cached previews (keyed by path and modification time) for st.image grids."""
+    return [_thumb(str(p), p.stat().st_mtime if p.exists() else 0.0, side) for p in paths]
+
+
+def image_grid(paths: list[Path], captions: list[str], columns: int = 8, side: int = 160) -> None:
+    """Thumbnails in rows of `columns`, each with a wrapped caption under it."""
+    thumbs = thumbnails(paths, side)
+    for start in range(0, len(thumbs), columns):
+        cells = st.columns(columns)
+        for cell, thumb, caption in zip(cells, thumbs[start : start + columns], captions[start : start + columns], strict=False):
+            cell.image(thumb, width="stretch")
+            cell.caption(caption)

@@ -1,0 +1,36 @@
+# `make run`: set everything up and serve the app at http://localhost:8501 on a ready demo workspace.
+# `make test`: set everything up and run the whole test suite (the browser tests need Debian's chromium).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+PORT ?= 8501
+
+.PHONY: run test setup demo lint bench clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	@$(PY) -c "from core import workspace; import sys; sys.exit('demo' not in workspace.list_workspaces())" \
+	  || $(PY) -m core gather --workspace demo --demo
+
+run: demo
+	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.headless true
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/gather_bench.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,150 @@
+"""A real browser (Debian's chromium, headless, driven by Playwright) walks the running app.
+
+Screenshots of every page land in docs/screenshots/ (override with SCREENSHOT_DIR).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "docs" / "screenshots"))
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.browser
+
+if not Path(CHROMIUM).exists():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Debian's chromium for the browser tests: apt-get install chromium")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium); browser walk skipped", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("browser-data")
+    port = free_port()
+    env = {**os.environ, "IMAGEDP_DATA_ROOT": str(root)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "streamlit_app.py",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab.set_default_timeout(90_000)
+        tab.goto(server)
+        yield tab
+        browser.close()
+
+
+def shot(page: object, name: str) -> Path:
+    """Save the whole page: Streamlit scrolls inside its main block, so grow the viewport to fit."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.mouse.move(5, 990)  # no tooltip over the content
+    page.wait_for_timeout(800)  # let charts and images finish drawing
+    height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(max(int(height), 1000), 5000)})
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(path))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    return path
+
+
+def no_exception(page: object) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0
+
+
+def test_walk_the_app(page: object, tmp_path: Path) -> None:
+    page.get_by_text("A workspace is one classification problem").wait_for()
+    page.get_by_role("button", name="Create demo workspace").click()
+    page.get_by_text("Created 'demo' with 1797 images").wait_for()
+    no_exception(page)
+    assert shot(page, "01-workspaces").stat().st_size > 10_000
+
+    page.get_by_role("link", name="Gather").click()
+    page.get_by_text("Gather images").first.wait_for()
+    page.get_by_role("tab", name="Folder").click()
+    folder = tmp_path / "more"
+    make_images(folder)
+    page.get_by_role("textbox", name="Folder", exact=True).fill(str(folder))
+    page.keyboard.press("Enter")
+    page.get_by_role("button", name="Import folder").click()
+    page.get_by_text("Added 4 image(s)").wait_for()
+    no_exception(page)
+    shot(page, "02-gather")
+
+    page.get_by_role("link", name="Explore").click()
+    page.get_by_role("button", name="Verify all images").click()
+    page.get_by_text("Checked 1801 images").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    no_exception(page)
+    shot(page, "03-explore-charts")
+    page.get_by_role("tab", name="Samples").click()
+    page.locator("[data-testid='stImage']").first.wait_for()
+    shot(page, "04-explore-samples")
+    page.get_by_role("tab", name="Duplicates").click()
+    shot(page, "05-explore-duplicates")
+    page.get_by_role("tab", name="Quarantine").click()
+    shot(page, "06-explore-quarantine")
+    no_exception(page)
+
+
+def make_images(folder: Path) -> None:
+    from tests.conftest import png_bytes
+
+    for label in ("cat", "dog"):
+        (folder / label).mkdir(parents=True)
+        for i in range(2):
+            (folder / label / f"{i}.png").write_bytes(png_bytes(500 + i + (10 if label == "dog" else 0), (96, 96)))

@@ -1,0 +1,141 @@
+"""Every page through AppTest: no exception, and bad input shows st.error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import gather, store, workspace
+
+PAGES = ["pages/workspaces.py", "pages/gather.py", "pages/explore.py"]
+
+
+def app(page: str, ws: str | None = None) -> AppTest:
+    """One page on its own, with the workspace the sidebar picker would have set.
+
+    AppTest reruns only the page script after the first run of a st.navigation router, so
+    pages are tested directly and the router once, below.
+    """
+    at = AppTest.from_file(f"../{page}", default_timeout=120)
+    if ws:
+        at.session_state["workspace_name"] = ws
+    at.run()
+    return at
+
+
+def test_router_lists_workspaces_in_the_sidebar() -> None:
+    workspace.create_workspace("alpha")
+    workspace.create_workspace("demo")
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=120)
+    at.run()
+    assert not at.exception
+    picker = at.sidebar.selectbox(key="workspace_name")
+    assert picker.options == ["alpha", "demo"] and picker.value == "demo"
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_without_a_workspace(page: str) -> None:
+    at = app(page)
+    assert not at.exception
+    if page != "pages/workspaces.py":
+        assert "No workspace is open" in at.info[0].value
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_on_a_filled_workspace(page: str, make_folder) -> None:
+    ws = workspace.create_workspace("filled")
+    gather.ingest(ws, gather.folder_items(make_folder({"cat": 3, "dog": 3}))[0])
+    at = app(page, "filled")
+    assert not at.exception and not errors(at)
+
+
+def test_creating_the_demo_opens_it() -> None:
+    at = app("pages/workspaces.py")
+    at.multiselect(key="ws_demo_classes").set_value(["0", "1"])
+    at.button(key="ws_demo_create").click()
+    at.run()
+    assert not at.exception
+    assert at.session_state["workspace_to_open"] == "demo"
+    assert set(store.label_counts(workspace.resolve("demo"))) == {"0", "1"}
+    assert any("Created 'demo'" in s.value for s in at.success)
+
+
+def test_a_bad_workspace_name_shows_an_error() -> None:
+    at = app("pages/workspaces.py")
+    at.text_input(key="ws_new_name").input("a/b")
+    at.button(key="ws_new_create").click()
+    at.run()
+    assert any("not allowed" in e for e in errors(at))
+    assert workspace.list_workspaces() == []
+
+
+def test_delete_needs_the_name_typed() -> None:
+    workspace.create_workspace("keep")
+    at = app("pages/workspaces.py")
+    at.text_input(key="ws_delete_confirm").input("nope")
+    at.button(key="ws_delete_go").click()
+    at.run()
+    assert any("type the workspace name" in e for e in errors(at))
+    assert workspace.list_workspaces() == ["keep"]
+
+
+def test_gather_folder_import_and_its_report(make_folder) -> None:
+    workspace.create_workspace("w")
+    at = app("pages/gather.py", "w")
+    at.text_input(key="gather_folder_path").input(str(make_folder({"cat": 2, "dog": 2})))
+    at.button(key="gather_folder_go").click()
+    at.run()
+    assert not at.exception and not errors(at)
+    assert any("Added 4 image(s)" in s.value for s in at.success)
+
+
+@pytest.mark.parametrize(
+    "setup,button",
+    [
+        ({"gather_folder_path": "/no/such/folder"}, "gather_folder_go"),
+        ({"gather_urls_text": "", "gather_urls_label": "cat"}, "gather_urls_go"),
+        ({"gather_urls_text": "http://example.com/a.png", "gather_urls_label": "a/b"}, "gather_urls_go"),
+        ({}, "gather_upload_go"),
+        ({"gather_search_label": "bad/label"}, "gather_search_go"),
+    ],
+    ids=["missing-folder", "no-urls", "label-with-slash", "no-uploads", "search-bad-label"],
+)
+def test_gather_bad_input_shows_an_error(setup: dict[str, str], button: str) -> None:
+    ws = workspace.create_workspace("w")
+    at = app("pages/gather.py", "w")
+    for key, value in setup.items():
+        widget = at.text_area(key=key) if key == "gather_urls_text" else at.text_input(key=key)
+        widget.input(value)
+    at.button(key=button).click()
+    at.run()
+    assert not at.exception and errors(at)
+    assert store.images(ws).empty
+
+
+def test_explore_verify_and_restore(make_folder) -> None:
+    ws = workspace.create_workspace("w")
+    gather.ingest(ws, gather.folder_items(make_folder({"cat": 3, "dog": 3}))[0])
+    broken = store.images(ws).iloc[0]
+    (ws.root / broken["path"]).write_bytes(b"broken")
+    at = app("pages/explore.py", "w")
+    at.button(key="explore_verify").click()
+    at.run()
+    assert not at.exception
+    assert any("1 quarantined" in s.value for s in at.success)
+    at.multiselect(key="explore_restore_ids").set_value([broken["id"]])
+    at.button(key="explore_restore_go").click()
+    at.run()
+    assert not at.exception
+    assert len(store.images(ws)) == 6
+
+
+def test_core_never_imports_streamlit() -> None:
+    core = Path(__file__).resolve().parent.parent / "core"
+    offenders = [p.name for p in core.glob("*.py") if "import streamlit" in p.read_text() or "from streamlit" in p.read_text()]
+    assert offenders == []
