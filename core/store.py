@@ -148,26 +148,29 @@ def audit(
 
 
 def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "image_added") -> None:
-    """Insert catalog rows and one audit row each, in one transaction."""
+    """Insert catalog rows and one audit row each, in one transaction (bulk: executemany is slow)."""
     if not rows:
         return
+    frame = pd.DataFrame([[r.get(c) for c in IMAGE_COLUMNS] for r in rows], columns=list(IMAGE_COLUMNS))
+    stamp = now()
+    audit_rows = pd.DataFrame(
+        {
+            "ts": [stamp] * len(rows),
+            "action": [action] * len(rows),
+            "image_id": [r["id"] for r in rows],
+            "after": [_dump({"path": r["path"], "label": r["label"]}) for r in rows],
+            "detail": [_dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}) for r in rows],
+        }
+    )
     cols = ", ".join(IMAGE_COLUMNS)
-    marks = ", ".join("?" for _ in IMAGE_COLUMNS)
     with connect(ws) as con:
+        con.register("new_images", frame)
+        con.register("new_audit", audit_rows)
         con.execute("BEGIN")
-        con.executemany(f"INSERT INTO images ({cols}) VALUES ({marks})", [[r.get(c) for c in IMAGE_COLUMNS] for r in rows])
-        con.executemany(
-            "INSERT INTO audit (ts, action, image_id, before, after, detail) VALUES (?, ?, ?, NULL, ?, ?)",
-            [
-                [
-                    now(),
-                    action,
-                    r["id"],
-                    _dump({"path": r["path"], "label": r["label"]}),
-                    _dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}),
-                ]
-                for r in rows
-            ],
+        con.execute(f"INSERT INTO images ({cols}) SELECT {cols} FROM new_images")
+        con.execute(
+            "INSERT INTO audit (ts, action, image_id, before, after, detail) "
+            "SELECT ts, action, image_id, NULL, after, detail FROM new_audit"
         )
         con.execute("COMMIT")
 
