@@ -7,10 +7,10 @@ from ui.common import workspace_picker
 st.set_page_config(page_title="Image classifier: from model to production", page_icon="🐻", layout="wide")
 workspace_picker()
 pages = {
-    "": [st.Page("pages/workspaces.py", title="Workspaces", icon=":material/folder_open:", default=True)],
+    "": [st.Page("app_pages/workspaces.py", title="Workspaces", icon=":material/folder_open:", default=True)],
     "Data": [
-        st.Page("pages/gather.py", title="Gather", icon=":material/download:"),
-        st.Page("pages/explore.py", title="Explore", icon=":material/insights:"),
+        st.Page("app_pages/gather.py", title="Gather", icon=":material/download:"),
+        st.Page("app_pages/explore.py", title="Explore", icon=":material/insights:"),
     ],
 }
 st.navigation(pages).run()

@@ -71,8 +71,10 @@ def bench_download(folder: Path, count: int, latency_ms: float) -> None:
         report = download.download_images(ws, urls, "bear", cfg)
         seconds = time.perf_counter() - start
         results[workers] = len(report.added) / seconds
-        print(f"download        {len(report.added)} images, {workers} worker(s), {latency_ms:.0f} ms latency: "
-              f"{seconds:.2f} s = {results[workers]:.0f} images/s ({len(report.failed)} failed)")
+        print(
+            f"download        {len(report.added)} images, {workers} worker(s), {latency_ms:.0f} ms latency: "
+            f"{seconds:.2f} s = {results[workers]:.0f} images/s ({len(report.failed)} failed)"
+        )
     print(f"pool speed-up   {results[8] / results[1]:.1f}x")
     server.shutdown()
 

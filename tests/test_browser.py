@@ -83,7 +83,7 @@ def page(server: str) -> Iterator[object]:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
         tab.set_default_timeout(90_000)
-        tab.goto(server)
+        tab.goto(f"{server}/explore")  # a deep link as the server's first request must still use the router
         yield tab
         browser.close()
 
@@ -107,6 +107,9 @@ def no_exception(page: object) -> None:
 
 
 def test_walk_the_app(page: object, tmp_path: Path) -> None:
+    page.get_by_text("No workspace is open").wait_for()
+    assert page.get_by_role("link", name="streamlit app").count() == 0
+    page.get_by_role("link", name="Workspaces").click()
     page.get_by_text("A workspace is one classification problem").wait_for()
     page.get_by_role("button", name="Create demo workspace").click()
     page.get_by_text("Created 'demo' with 1797 images").wait_for()

@@ -8,20 +8,20 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import gather, store, workspace
+from tests.conftest import png_bytes
 
-PAGES = ["pages/workspaces.py", "pages/gather.py", "pages/explore.py"]
+PAGES = ["app_pages/workspaces.py", "app_pages/gather.py", "app_pages/explore.py"]
 
 
 def app(page: str, ws: str | None = None) -> AppTest:
-    """One page on its own, with the workspace the sidebar picker would have set.
-
-    AppTest reruns only the page script after the first run of a st.navigation router, so
-    pages are tested directly and the router once, below.
-    """
-    at = AppTest.from_file(f"../{page}", default_timeout=120)
+    """The app through its router, on one page, with the workspace the sidebar picker shows."""
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=120)
     if ws:
         at.session_state["workspace_name"] = ws
     at.run()
+    if page != "app_pages/workspaces.py":
+        at.switch_page(page)
+        at.run()
     return at
 
 
@@ -43,7 +43,7 @@ def errors(at: AppTest) -> list[str]:
 def test_every_page_runs_without_a_workspace(page: str) -> None:
     at = app(page)
     assert not at.exception
-    if page != "pages/workspaces.py":
+    if page != "app_pages/workspaces.py":
         assert "No workspace is open" in at.info[0].value
 
 
@@ -56,18 +56,19 @@ def test_every_page_runs_on_a_filled_workspace(page: str, make_folder) -> None:
 
 
 def test_creating_the_demo_opens_it() -> None:
-    at = app("pages/workspaces.py")
+    at = app("app_pages/workspaces.py")
     at.multiselect(key="ws_demo_classes").set_value(["0", "1"])
     at.button(key="ws_demo_create").click()
     at.run()
     assert not at.exception
-    assert at.session_state["workspace_to_open"] == "demo"
+    assert at.session_state["workspace_name"] == "demo"
+    assert at.sidebar.selectbox(key="workspace_name").value == "demo"
     assert set(store.label_counts(workspace.resolve("demo"))) == {"0", "1"}
     assert any("Created 'demo'" in s.value for s in at.success)
 
 
 def test_a_bad_workspace_name_shows_an_error() -> None:
-    at = app("pages/workspaces.py")
+    at = app("app_pages/workspaces.py")
     at.text_input(key="ws_new_name").input("a/b")
     at.button(key="ws_new_create").click()
     at.run()
@@ -77,7 +78,7 @@ def test_a_bad_workspace_name_shows_an_error() -> None:
 
 def test_delete_needs_the_name_typed() -> None:
     workspace.create_workspace("keep")
-    at = app("pages/workspaces.py")
+    at = app("app_pages/workspaces.py")
     at.text_input(key="ws_delete_confirm").input("nope")
     at.button(key="ws_delete_go").click()
     at.run()
@@ -87,7 +88,7 @@ def test_delete_needs_the_name_typed() -> None:
 
 def test_gather_folder_import_and_its_report(make_folder) -> None:
     workspace.create_workspace("w")
-    at = app("pages/gather.py", "w")
+    at = app("app_pages/gather.py", "w")
     at.text_input(key="gather_folder_path").input(str(make_folder({"cat": 2, "dog": 2})))
     at.button(key="gather_folder_go").click()
     at.run()
@@ -108,7 +109,7 @@ def test_gather_folder_import_and_its_report(make_folder) -> None:
 )
 def test_gather_bad_input_shows_an_error(setup: dict[str, str], button: str) -> None:
     ws = workspace.create_workspace("w")
-    at = app("pages/gather.py", "w")
+    at = app("app_pages/gather.py", "w")
     for key, value in setup.items():
         widget = at.text_area(key=key) if key == "gather_urls_text" else at.text_input(key=key)
         widget.input(value)
@@ -123,7 +124,7 @@ def test_explore_verify_and_restore(make_folder) -> None:
     gather.ingest(ws, gather.folder_items(make_folder({"cat": 3, "dog": 3}))[0])
     broken = store.images(ws).iloc[0]
     (ws.root / broken["path"]).write_bytes(b"broken")
-    at = app("pages/explore.py", "w")
+    at = app("app_pages/explore.py", "w")
     at.button(key="explore_verify").click()
     at.run()
     assert not at.exception
@@ -139,3 +140,49 @@ def test_core_never_imports_streamlit() -> None:
     core = Path(__file__).resolve().parent.parent / "core"
     offenders = [p.name for p in core.glob("*.py") if "import streamlit" in p.read_text() or "from streamlit" in p.read_text()]
     assert offenders == []
+
+
+def test_upload_images_and_a_zip() -> None:
+
+    ws = workspace.create_workspace("w")
+    at = app("app_pages/gather.py", "w")
+    at.file_uploader(key="gather_upload_files").set_value(
+        [("a.png", png_bytes(1), "image/png"), ("b.png", png_bytes(2), "image/png"), ("bad.jpg", b"nope", "image/jpeg")]
+    )
+    at.text_input(key="gather_upload_label").input("cat")
+    at.button(key="gather_upload_go").click()
+    at.run()
+    assert not at.exception and not errors(at)
+    assert store.label_counts(ws) == {"cat": 2}
+    assert any("1 source(s) failed" in w.value for w in at.warning)
+
+
+def test_an_unsafe_zip_upload_shows_an_error_and_adds_nothing() -> None:
+    from tests.test_gather import make_zip
+
+    ws = workspace.create_workspace("w")
+    at = app("app_pages/gather.py", "w")
+    at.file_uploader(key="gather_upload_files").set_value(
+        [("ok.png", png_bytes(1), "image/png"), ("evil.zip", make_zip({"../x.png": png_bytes(2)}), "application/zip")]
+    )
+    at.text_input(key="gather_upload_label").input("cat")
+    at.button(key="gather_upload_go").click()
+    at.run()
+    assert any("unsafe path" in e for e in errors(at))
+    assert store.images(ws).empty
+
+
+def test_download_urls_from_the_page() -> None:
+    from tests.webserver import serve
+
+    ws = workspace.create_workspace("w")
+    with serve() as web:
+        at = app("app_pages/gather.py", "w")
+        at.text_area(key="gather_urls_text").input(f"{web}/img/1.png\n{web}/missing.png")
+        at.text_input(key="gather_urls_label").input("cat")
+        at.text_input(key="gather_urls_private").input("127.0.0.1/32")
+        at.button(key="gather_urls_go").click()
+        at.run()
+    assert not at.exception
+    assert store.label_counts(ws) == {"cat": 1}
+    assert any("1 source(s) failed" in w.value for w in at.warning)
