@@ -68,7 +68,7 @@ with demo:
     )
     digits = st.multiselect("Digits (all when empty)", [str(d) for d in range(10)], key="gather_demo_classes")
     if st.button("Add demo digits", key="gather_demo_go", type="primary"):
-        run(lambda: gather.ingest(ws, gather.demo_items(digits or None), on_progress=progress_bar("Writing")))
+        run(lambda: gather.add_demo(ws, digits or None, on_progress=progress_bar("Writing")))
 
 with web:
     provider = st.radio(

@@ -43,7 +43,7 @@ with demo:
     if st.button("Create demo workspace", type="primary", key="ws_demo_create"):
         try:
             ws = workspace.create_workspace(demo_name)
-            report = gather.ingest(ws, gather.demo_items(classes or None), on_progress=progress_bar("Writing digits"))
+            report = gather.add_demo(ws, classes or None, on_progress=progress_bar("Writing digits"))
         except UserError as exc:
             st.error(str(exc))
             st.stop()

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core import store
+from core import cli_model, store
 from core.errors import UserError
 from core.gather import GatherReport, ProgressFn
 
@@ -40,10 +40,7 @@ def _summary(ws: Any, failed: list[dict[str, str]], **extra: Any) -> dict[str, A
     }
 
 
-def _print_summary(data: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(data, indent=2, default=str))
-        return
+def _print_summary(data: dict[str, Any]) -> None:
     print(f"{data['images']} images in {len(data['labels'])} labels: " + ", ".join(f"{k} {v}" for k, v in data["labels"].items()))
     for key in ("added", "adopted"):
         if key in data:
@@ -70,7 +67,7 @@ def cmd_gather(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.demo:
         classes = [c for c in (args.classes or "").split(",") if c.strip()] or None
-        report = gather.ingest(ws, gather.demo_items(classes), on_progress=progress)
+        report = gather.add_demo(ws, classes, on_progress=progress)
     elif args.folder:
         items, failed = gather.folder_items(Path(args.folder), args.label)
         report = GatherReport(failed=failed).merge(gather.ingest(ws, items, on_progress=progress))
@@ -136,11 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Image-classifier data product.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, help_text: str, func: Callable[[argparse.Namespace], dict[str, Any]]) -> argparse.ArgumentParser:
+    def command(
+        name: str,
+        help_text: str,
+        func: Callable[[argparse.Namespace], dict[str, Any]],
+        printer: Callable[[dict[str, Any]], None] | None = None,
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--workspace", required=name != "workspace", help="workspace name or folder path")
         p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, printer=printer or _print_summary)
         return p
 
     g = command("gather", "bring images into a workspace (created if missing)", cmd_gather)
@@ -168,11 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--min-side", type=int, default=32, help="smallest width or height accepted")
     v.add_argument("--max-distance", type=int, default=4, help="perceptual-hash bits for near duplicates")
 
-    w = command("workspace", "list, create, rename or delete (to trash) workspaces", cmd_workspace)
+    w = command(
+        "workspace",
+        "list, create, rename or delete (to trash) workspaces",
+        cmd_workspace,
+        lambda data: print(json.dumps(data, indent=2)),
+    )
     w.add_argument("action", choices=["list", "create", "rename", "delete"])
     w.add_argument("name", nargs="?")
     w.add_argument("new_name", nargs="?")
     w.add_argument("--confirm", help="for delete: the workspace name again")
+    cli_model.add_commands(command)
     return parser
 
 
@@ -183,8 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "workspace":
-        print(json.dumps(data, indent=2))
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
     else:
-        _print_summary(data, args.json)
+        args.printer(data)
     return 0

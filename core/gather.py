@@ -177,6 +177,14 @@ def ingest(
     return report
 
 
+def add_demo(ws: Workspace, classes: Sequence[str] | None = None, on_progress: ProgressFn | None = None) -> GatherReport:
+    """The demo digits, plus the training defaults digits need: a mirrored 2 is not a 2, so no flips."""
+    report = ingest(ws, demo_items(classes), on_progress=on_progress)
+    if store.get_setting(ws, "train_defaults") is None:
+        store.set_setting(ws, "train_defaults", {"data": {"flip": False}})
+    return report
+
+
 def _file_loader(path: Path) -> Loader:
     return lambda: (path.read_bytes(), None)
 

@@ -74,6 +74,23 @@ CREATE TABLE IF NOT EXISTS audit (
     image_id VARCHAR,
     before VARCHAR, after VARCHAR, detail VARCHAR
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+    status VARCHAR NOT NULL,     -- running / finished / cancelled / failed
+    config VARCHAR NOT NULL,     -- JSON of the training config
+    version VARCHAR, message VARCHAR
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id VARCHAR NOT NULL, epoch INTEGER NOT NULL, stage VARCHAR NOT NULL,
+    train_loss DOUBLE, valid_loss DOUBLE, error_rate DOUBLE, accuracy DOUBLE, seconds DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models (
+    version VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL, run_id VARCHAR, backbone VARCHAR,
+    classes VARCHAR, valid_accuracy DOUBLE, valid_error DOUBLE, path VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (   -- history of the production pointer; the latest row wins
+    ts TIMESTAMP NOT NULL, version VARCHAR NOT NULL, action VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS gather_failures (
     ts TIMESTAMP NOT NULL, source_kind VARCHAR, source VARCHAR, label VARCHAR, reason VARCHAR
 );
@@ -114,13 +131,34 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         con.close()
 
 
-def init_db(ws: Workspace) -> None:
-    """Create tables if missing and record the schema version."""
+_READY: set[str] = set()
+
+
+def init_db(ws: Workspace, force: bool = False) -> None:
+    """Create tables if missing (once per process per workspace unless forced) and record the schema version."""
+    if str(ws.db_path) in _READY and not force:
+        return
     with connect(ws) as con:
         con.execute(_SCHEMA)
         con.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
             [str(SCHEMA_VERSION)],
+        )
+    _READY.add(str(ws.db_path))
+
+
+def get_setting(ws: Workspace, key: str) -> Any:
+    """A JSON value from the workspace's settings (None when unset)."""
+    with connect(ws) as con:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [f"setting:{key}"]).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def set_setting(ws: Workspace, key: str, value: Any) -> None:
+    with connect(ws) as con:
+        con.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [f"setting:{key}", json.dumps(value)],
         )
 
 

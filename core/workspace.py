@@ -86,7 +86,7 @@ def create_workspace(name: str) -> Workspace:
     _init_folders(ws)
     from core import store  # local import: store depends on this module
 
-    store.init_db(ws)
+    store.init_db(ws, force=True)
     store.audit(ws, "workspace_created", detail={"name": ws.name})
     return ws
 
@@ -101,6 +101,9 @@ def resolve(name_or_path: str, create: bool = False) -> Workspace:
     ws = Workspace(root)
     if ws.db_path.is_file():
         _init_folders(ws)
+        from core import store
+
+        store.init_db(ws)  # older workspaces get tables added since they were made
         return ws
     if not create:
         known = ", ".join(list_workspaces()) or "none yet"
@@ -111,7 +114,7 @@ def resolve(name_or_path: str, create: bool = False) -> Workspace:
         _init_folders(ws)
         from core import store
 
-        store.init_db(ws)
+        store.init_db(ws, force=True)
         store.audit(ws, "workspace_created", detail={"path": str(root)})
         return ws
     return create_workspace(root.name)

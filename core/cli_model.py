@@ -1,0 +1,124 @@
+"""`python -m core train` and `python -m core models`: fine-tune, list, promote, roll back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from dataclasses import replace
+from typing import Any
+
+from core import registry, workspace
+from core.errors import UserError
+from core.training import Cancelled, Event, TrainConfig
+
+
+def _epoch_printer(stream: Any) -> Any:
+    def show(event: Event) -> None:
+        if event["kind"] == "epoch":
+            print(
+                f"epoch {event['epoch']} {event['stage']:<8} train_loss {event['train_loss']:.4f}  "
+                f"valid_loss {event['valid_loss']:.4f}  error_rate {event['error_rate']:.4f}  "
+                f"accuracy {event['accuracy']:.4f}  {event['seconds']:.1f}s",
+                file=stream,
+                flush=True,
+            )
+        elif event["kind"] == "stage":
+            print(f"... {event['message']}", file=stream, flush=True)
+
+    return show
+
+
+DATA_FLAGS = ("size", "resize", "split", "valid_pct", "seed", "min_scale", "flip")
+TRAIN_FLAGS = ("backbone", "freeze_epochs", "epochs", "lr", "body_lr_factor", "label_smoothing", "seed", "batch_size")
+
+
+def config_from_args(ws: workspace.Workspace, args: argparse.Namespace) -> TrainConfig:
+    """The workspace's saved training settings, overridden by the flags given."""
+    from core import runs
+
+    cfg = runs.defaults(ws)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    data = replace(cfg.data, **{k: given[k] for k in DATA_FLAGS if k in given})
+    cfg = replace(cfg, data=data, **{k: given[k] for k in TRAIN_FLAGS if k in given})
+    return replace(cfg, pretrained=False) if args.random_init else cfg
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from core import runs
+
+    ws = workspace.resolve(args.workspace)
+    cfg = config_from_args(ws, args)
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())  # Ctrl-C stops cleanly, saves nothing
+    try:
+        summary = runs.train_workspace(ws, cfg, _epoch_printer(sys.stderr if args.json else sys.stdout), cancel)
+    except Cancelled:
+        raise UserError("Training cancelled; no model version was written.") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if args.promote:
+        registry.promote(ws, summary["version"])
+    return {
+        **summary,
+        "epochs": len(summary["epochs"]),
+        "history": summary["epochs"],
+        "production": registry.production_version(ws),
+    }
+
+
+def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
+    ws = workspace.resolve(args.workspace)
+    if args.promote:
+        registry.promote(ws, args.promote)
+    elif args.rollback:
+        registry.rollback(ws)
+    versions = registry.list_versions(ws)
+    return {
+        "versions": json.loads(versions.to_json(orient="records", date_format="iso")),
+        "production": registry.production_version(ws),
+    }
+
+
+def print_train(data: dict[str, Any]) -> None:
+    print(
+        f"version {data['version']}: {data['backbone']} at {data['size']} px, valid accuracy "
+        f"{data['valid_accuracy']:.4f} (error {data['valid_error']:.4f}, best epoch {data['best_epoch']}), "
+        f"{data['wall_seconds']:.1f} s"
+    )
+
+
+def print_models(data: dict[str, Any]) -> None:
+    for v in data["versions"]:
+        mark = "*" if v["version"] == data["production"] else " "
+        print(f"{mark} {v['version']:<5} {v['backbone']:<22} accuracy {v['valid_accuracy']:.4f}  {v['created_at']}")
+    if not data["versions"]:
+        print("no model versions yet: python -m core train --workspace ...")
+
+
+def add_commands(command: Any) -> None:
+    t = command("train", "fine-tune a pretrained network and register a new model version", cmd_train, print_train)
+    t.add_argument(
+        "--backbone", help="tf_efficientnet_lite0 (default, offline), resnet18/34/50, mobilenet_v3_large, convnext_tiny"
+    )
+    t.add_argument("--random-init", action="store_true", help="start from random weights instead of ImageNet")
+    t.add_argument("--epochs", type=int, help=f"unfrozen epochs, whole network (default {TrainConfig.epochs})")
+    t.add_argument("--freeze-epochs", type=int, help=f"head-only epochs first (default {TrainConfig.freeze_epochs})")
+    t.add_argument("--size", type=int, help="pixels per side (default: automatic)")
+    t.add_argument("--resize", help="crop, squish (default) or pad")
+    t.add_argument("--split", help="random (seeded fraction, default) or folders (train/ and valid/)")
+    t.add_argument("--valid-pct", type=float, help="validation fraction (default 0.2)")
+    t.add_argument("--seed", type=int, help="split and training seed (default 42)")
+    t.add_argument("--min-scale", type=float, help="random resized crop: smallest share kept (default 0.5)")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="horizontal flips (default on; the demo: off)")
+    t.add_argument("--lr", type=float, help=f"head learning rate (default {TrainConfig.lr})")
+    t.add_argument("--body-lr-factor", type=float, help=f"body rate / head rate (default {TrainConfig.body_lr_factor})")
+    t.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
+    t.add_argument("--batch-size", type=int, help=f"default {TrainConfig.batch_size}")
+    t.add_argument("--promote", action="store_true", help="make the new version the production model")
+
+    m = command("models", "list model versions; promote one or roll back production", cmd_models, print_models)
+    m.add_argument("--promote", metavar="VERSION")
+    m.add_argument("--rollback", action="store_true")
