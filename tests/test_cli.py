@@ -84,3 +84,21 @@ def test_help_for_every_command() -> None:
     for command in ("gather", "verify", "workspace"):
         result = cli(command, "--help")
         assert result.returncode == 0 and "--workspace" in result.stdout
+
+
+def test_train_json_has_the_contract_keys(tmp_path: Path) -> None:
+    from tests.test_training import colour_image
+
+    for k, label in enumerate(("red", "blue")):
+        (tmp_path / "src" / label).mkdir(parents=True)
+        for i in range(6):
+            (tmp_path / "src" / label / f"{i}.png").write_bytes(colour_image(k, 10 * k + i))
+    assert cli("gather", "--workspace", "t", "--folder", str(tmp_path / "src")).returncode == 0
+    result = cli("train", "--workspace", "t", "--size", "32", "--freeze-epochs", "1", "--epochs", "1", "--promote", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {"version", "backbone", "valid_accuracy", "valid_error", "wall_seconds", "epochs"} <= set(data)
+    assert data["epochs"] == 2 and data["production"] == "v1"
+    assert result.stderr.count("epoch ") == 2
+    models = json.loads(cli("models", "--workspace", "t", "--json").stdout)
+    assert [v["version"] for v in models["versions"]] == ["v1"]

@@ -1,0 +1,215 @@
+"""Training on a tiny synthetic dataset at a small size: versions, cancel, refusals, registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core import backbones, datasets, gather, registry, runs, store
+from core.datasets import DataConfig
+from core.errors import UserError
+from core.training import Cancelled, TrainConfig
+from core.workspace import Workspace
+from tests.conftest import encode
+
+TINY = TrainConfig(data=DataConfig(size=32, flip=False), freeze_epochs=1, epochs=1, head_passes=20, batch_size=8)
+
+
+def colour_image(label: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = np.array([[200, 40, 40], [40, 40, 200], [40, 180, 40]][label], dtype=np.float64)
+    pixels = np.clip(base + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
+    return encode(Image.fromarray(pixels, "RGB"))
+
+
+def fill(ws: Workspace, counts: dict[str, int]) -> None:
+    items = []
+    for k, (label, n) in enumerate(counts.items()):
+        items += gather.upload_items([(f"{label}{i}.png", colour_image(k, 100 * k + i)) for i in range(n)], label)
+    gather.ingest(ws, items)
+
+
+@pytest.fixture
+def tiny(ws: Workspace) -> Workspace:
+    fill(ws, {"red": 8, "blue": 8})
+    return ws
+
+
+def test_offline_weights_pass_the_load_check() -> None:
+    top, _ = backbones.check_offline_load()
+    assert top == 985  # ImageNet "daisy" for scikit-learn's flower photo
+
+
+def test_a_run_registers_a_version_that_loads_back_and_predicts_the_same(tiny: Workspace) -> None:
+    events: list[dict] = []
+    summary = runs.train_workspace(tiny, TINY, events.append)
+    assert summary["version"] == "v1" and summary["valid_accuracy"] == 1.0
+    assert [e["stage"] for e in events if e["kind"] == "epoch"] == ["frozen", "unfrozen"]
+    batch = [e for e in events if e["kind"] == "batch" and e["stage"] == "unfrozen"]
+    assert batch[-1]["done"] == batch[-1]["total"] and all("eta_s" in e for e in batch)
+    model, meta = registry.load_version(tiny, "v1")
+    reference = registry.load_reference(tiny, "v1")
+    catalog = store.images(tiny).set_index("id").loc[meta["valid_ids"]].reset_index()
+    pixels = datasets.load_pixels(tiny, catalog, replace(TINY.data, size=meta["preprocessing"]["size"]))
+    x = datasets.to_batch(pixels, meta["preprocessing"]["mean"], meta["preprocessing"]["std"])
+    with torch.inference_mode():
+        probs = model(x).softmax(1).numpy()
+    np.testing.assert_allclose(probs, reference["valid_probs"], atol=1e-5)
+    assert sorted(p.name for p in (tiny.models_dir / "v1").iterdir()) == [
+        "model.json",
+        "model.safetensors",
+        "reference.safetensors",
+    ]
+    assert set(meta["train_ids"]).isdisjoint(meta["valid_ids"]) and meta["classes"] == ["blue", "red"]
+    assert runs.run_history(tiny)["status"].tolist() == ["finished"]
+    assert len(runs.epochs_of(tiny, meta["run_id"])) == 2
+
+
+def test_cancel_leaves_no_version_and_releases_the_lock(tiny: Workspace) -> None:
+    cancel = threading.Event()
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "epoch":
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        runs.train_workspace(tiny, TINY, on_event, cancel)
+    assert [p.name for p in tiny.models_dir.iterdir()] == []
+    assert registry.list_versions(tiny).empty
+    assert runs.run_history(tiny)["status"].tolist() == ["cancelled"]
+    assert not (tiny.root / runs.LOCK).exists()
+
+
+def test_one_training_at_a_time(tiny: Workspace) -> None:
+    runs.acquire_lock(tiny)
+    try:
+        with pytest.raises(UserError, match="already running"):
+            runs.train_workspace(tiny, TINY)
+    finally:
+        runs.release_lock(tiny)
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tiny: Workspace) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tiny.root / runs.LOCK).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    runs.acquire_lock(tiny)
+    assert json.loads((tiny.root / runs.LOCK).read_text())["pid"] == os.getpid()
+    runs.release_lock(tiny)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("one-class", "at least two labels"),
+        ("empty-class", "have no usable images"),
+        ("single-image-class", "single image"),
+        ("unknown-backbone", "Unknown backbone"),
+        ("failed-download", "Could not download the ImageNet weights for resnet18"),
+        ("no-epochs", "at least one epoch"),
+        ("bad-resize", "Resize method"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " not in v else None,
+)
+def test_refusals_have_messages(ws: Workspace, case: str, message: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = TINY
+    fill(ws, {"red": 4} if case == "one-class" else {"red": 4, "blue": 1 if case == "single-image-class" else 4})
+    if case == "empty-class":
+        (ws.images_dir / "green").mkdir()
+    if case == "unknown-backbone":
+        cfg = replace(cfg, backbone="alexnet9000")
+    if case == "failed-download":  # a real failed download: a proxy nobody listens on, an empty cache
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{closed_port()}")
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+        cfg = replace(cfg, backbone="resnet18")
+    if case == "no-epochs":
+        cfg = replace(cfg, freeze_epochs=0, epochs=0)
+    if case == "bad-resize":
+        cfg = replace(cfg, data=replace(cfg.data, resize="stretch"))
+    with pytest.raises(UserError, match=message):
+        runs.train_workspace(ws, cfg)
+    assert registry.list_versions(ws).empty and not (ws.root / runs.LOCK).exists()
+
+
+def test_random_split_is_stored_stratified_and_repeatable(ws: Workspace) -> None:
+    fill(ws, {"red": 10, "blue": 5})
+    first = datasets.assign_split(ws, store.images(ws), DataConfig())
+    assert first.groupby("label")["split"].apply(lambda s: (s == "valid").sum()).to_dict() == {"blue": 1, "red": 2}
+    again = datasets.assign_split(ws, store.images(ws), DataConfig())
+    assert first.set_index("id")["split"].equals(again.set_index("id")["split"])
+    assert store.images(ws).set_index("id")["split"].equals(first.set_index("id")["split"])
+    assert "split_assigned" in store.audit_log(ws)["action"].tolist()
+
+
+def test_folder_split_needs_folders(tiny: Workspace) -> None:
+    with pytest.raises(UserError, match="did not come from train/ or valid/"):
+        datasets.assign_split(tiny, store.images(tiny), DataConfig(split="folders"))
+
+
+def test_pixel_cache_is_reused_without_decoding(tiny: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog = store.images(tiny)
+    first = datasets.load_pixels(tiny, catalog, DataConfig(size=32))
+
+    def no_decoding(_: Path) -> None:
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(datasets, "load_rgb", no_decoding)
+    np.testing.assert_array_equal(datasets.load_pixels(tiny, catalog.iloc[::-1], DataConfig(size=32)), first[::-1])
+
+
+@pytest.mark.parametrize("method", datasets.RESIZE_METHODS)
+def test_resize_methods_give_square_images(method: str) -> None:
+    img = Image.new("RGB", (100, 50), (255, 255, 255))
+    out = datasets.resize_item(img, 40, method)
+    assert out.size == (40, 40)
+    corner = out.getpixel((0, 0))
+    assert corner == ((0, 0, 0) if method == "pad" else (255, 255, 255))
+
+
+def test_augmented_views_preview() -> None:
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    views = datasets.augmented_views(pixels, DataConfig(size=32), n=8)
+    assert len(views) == 8 and all(v.shape == (32, 32, 3) and v.dtype == np.uint8 for v in views)
+
+
+def test_promote_rollback_and_class_mismatch(tiny: Workspace) -> None:
+    runs.train_workspace(tiny, TINY)
+    runs.train_workspace(tiny, TINY)
+    registry.promote(tiny, "v1")
+    registry.promote(tiny, "v2")
+    assert registry.production_version(tiny) == "v2"
+    assert registry.rollback(tiny) == "v1" and registry.production_version(tiny) == "v1"
+    with pytest.raises(UserError, match="no earlier production model"):
+        registry.rollback(tiny)
+    assert registry.list_versions(tiny).set_index("version")["production"].to_dict() == {"v1": True, "v2": False}
+    assert registry.compare(tiny, ["v1", "v2"])["valid_accuracy"].tolist() == [1.0, 1.0]
+    fill(tiny, {"green": 3})
+    with pytest.raises(UserError, match="knows classes"):
+        registry.promote(tiny, "v2")
+    with pytest.raises(UserError, match="No model version 'v9'"):
+        registry.load_version(tiny, "v9")
+
+
+def test_workspace_training_defaults(tiny: Workspace) -> None:
+    assert runs.defaults(tiny).data.flip is True
+    gather.add_demo(tiny, ["0"])
+    assert runs.defaults(tiny).data.flip is False
+    runs.save_defaults(tiny, replace(TINY, epochs=7))
+    assert runs.defaults(tiny).epochs == 7 and runs.defaults(tiny).data.size == 32
