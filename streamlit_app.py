@@ -12,5 +12,6 @@ pages = {
         st.Page("app_pages/gather.py", title="Gather", icon=":material/download:"),
         st.Page("app_pages/explore.py", title="Explore", icon=":material/insights:"),
     ],
+    "Model": [st.Page("app_pages/train.py", title="Train", icon=":material/model_training:")],
 }
 st.navigation(pages).run()

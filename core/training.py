@@ -311,3 +311,41 @@ def fine_tune(
     _, _, logits, feats = _evaluate(model, valid_px, yv, spec, cfg.batch_size, device, loss_fn)
     best_epoch = min(history, key=lambda m: (m.error_rate, m.valid_loss)).epoch
     return TrainResult(model.cpu().eval(), history, best_epoch, logits.softmax(1).numpy(), feats.numpy(), str(device))
+
+
+def lr_find(
+    train_px: np.ndarray,
+    y_train: np.ndarray,
+    n_classes: int,
+    cfg: TrainConfig,
+    start: float = 1e-5,
+    end: float = 10.0,
+    steps: int = 80,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """fastai's learning-rate finder for the head, on cached body features: the rate grows exponentially
+    until the loss diverges. Suggests a tenth of the rate at the lowest smoothed loss."""
+    torch.manual_seed(cfg.seed)
+    device = pick_device()
+    model = backbones.build(cfg.backbone, n_classes, cfg.pretrained).to(device)
+    spec = backbones.spec(cfg.backbone)
+    clock = _Clock("lr_find", math.ceil(len(train_px) / cfg.batch_size), lambda _: None, None)
+    feats = _features(model, train_px, spec, cfg.batch_size, device, clock, augmenter(cfg.data))
+    y = torch.as_tensor(y_train)
+    head, loss_fn = model.head.train(), nn.CrossEntropyLoss()
+    opt = torch.optim.AdamW(head.parameters(), lr=start, weight_decay=cfg.weight_decay)
+    rates = np.geomspace(start, end, steps)
+    losses, smooth = [], 0.0
+    for step, rate in enumerate(rates):
+        for group in opt.param_groups:
+            group["lr"] = float(rate)
+        idx = torch.randint(0, len(feats), (min(cfg.batch_size, len(feats)),))
+        loss = loss_fn(head(feats[idx].to(device)), y[idx].to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        smooth = 0.9 * smooth + 0.1 * loss.item()
+        losses.append(smooth / (1 - 0.9 ** (step + 1)))
+        if step > 5 and losses[-1] > 4 * min(losses):
+            break
+    losses_a = np.array(losses)
+    return rates[: len(losses_a)], losses_a, float(rates[int(np.argmin(losses_a))] / 10)

@@ -143,6 +143,28 @@ def test_walk_the_app(page: object, tmp_path: Path) -> None:
     shot(page, "06-explore-quarantine")
     no_exception(page)
 
+    page.get_by_role("link", name="Train").click()
+    page.get_by_text("Horizontal flips").wait_for()
+    for label, value in (("Frozen epochs", "1"), ("Unfrozen epochs", "1")):
+        field = page.get_by_role("spinbutton", name=label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        page.wait_for_timeout(500)
+    page.get_by_text("Preview: one image augmented eight times").click()
+    page.get_by_role("button", name="Show preview").click()
+    page.locator("[data-testid='stImage']").first.wait_for()
+    shot(page, "07-train-settings")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_role("button", name="Cancel training").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
+    no_exception(page)
+    shot(page, "08-train-live")
+    page.get_by_text("Trained v1").wait_for(timeout=300_000)
+    page.get_by_role("button", name="Promote to production").click()
+    page.wait_for_timeout(1500)
+    no_exception(page)
+    shot(page, "09-train-versions")
+
 
 def make_images(folder: Path) -> None:
     from tests.conftest import png_bytes

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from core import gather, store, workspace
 from tests.conftest import png_bytes
 
-PAGES = ["app_pages/workspaces.py", "app_pages/gather.py", "app_pages/explore.py"]
+PAGES = ["app_pages/workspaces.py", "app_pages/gather.py", "app_pages/explore.py", "app_pages/train.py"]
 
 
 def app(page: str, ws: str | None = None) -> AppTest:
@@ -186,3 +186,51 @@ def test_download_urls_from_the_page() -> None:
     assert not at.exception
     assert store.label_counts(ws) == {"cat": 1}
     assert any("1 source(s) failed" in w.value for w in at.warning)
+
+
+def test_train_page_trains_in_the_background_and_lists_the_version() -> None:
+    from core import jobs, registry
+    from tests.test_training import fill
+
+    ws = workspace.create_workspace("w")
+    fill(ws, {"red": 6, "blue": 6})
+    at = app("app_pages/train.py", "w")
+    assert not at.exception and not errors(at)
+    at.number_input(key="train_freeze").set_value(1)
+    at.number_input(key="train_epochs").set_value(1)
+    at.button(key="train_start").click()
+    at.run()
+    job = jobs.current(ws)
+    assert job is not None
+    job.thread.join(timeout=300)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Trained v1" in s.value for s in at.success)
+    assert registry.list_versions(ws)["version"].tolist() == ["v1"]
+    at.button(key="train_promote").click()
+    at.run()
+    assert registry.production_version(ws) == "v1"
+    jobs.forget(ws)
+
+
+def test_train_page_refuses_a_one_label_workspace() -> None:
+    from tests.test_training import fill
+
+    ws = workspace.create_workspace("w")
+    fill(ws, {"red": 4})
+    at = app("app_pages/train.py", "w")
+    assert any("at least two labels" in e for e in errors(at))
+
+
+def test_train_page_preview_and_lr_finder() -> None:
+    from tests.test_training import fill
+
+    ws = workspace.create_workspace("w")
+    fill(ws, {"red": 6, "blue": 6})
+    at = app("app_pages/train.py", "w")
+    at.button(key="train_preview").click()
+    at.run()
+    assert not at.exception and len(at.get("image")) >= 2
+    at.button(key="train_lr_find").click()
+    at.run()
+    assert not at.exception and any("Suggested head learning rate" in c.value for c in at.caption)

@@ -1,0 +1,220 @@
+"""Train: the DataBlock as a form, a preview, the learning-rate finder, live progress, model versions."""
+
+from dataclasses import replace
+
+import pandas as pd
+import streamlit as st
+
+from core import backbones, datasets, jobs, registry, runs, store, train_report
+from core.errors import UserError
+from core.training import TrainConfig, lr_find
+from ui.common import current_workspace
+
+ws = current_workspace()
+st.title("Train")
+catalog = store.images(ws)
+try:
+    datasets.check_dataset(ws, catalog)
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+counts = catalog["label"].value_counts().sort_index()
+st.caption(
+    f"Workspace **{ws.name}**: {len(catalog)} images, {len(counts)} labels: " + ", ".join(f"{k} ({v})" for k, v in counts.items())
+)
+
+
+@st.fragment(run_every=1.0)
+def live_panel() -> None:
+    """Progress bar with ETA, the growing chart and a cancel button, refreshed every second."""
+    job = jobs.current(ws)
+    if job is None:
+        return
+    last = job.last_batch()
+    if job.running and last is not None:
+        if last["kind"] == "batch":
+            eta = f" · about {last['eta_s']:.0f} s left in this stage" if last.get("eta_s") is not None else ""
+            st.progress(last["done"] / last["total"], text=f"{last['stage']}: batch {last['done']}/{last['total']}{eta}")
+        else:
+            st.progress(0.0, text=last["message"])
+    if job.epochs():
+        planned = job.config.freeze_epochs + job.config.epochs
+        st.plotly_chart(train_report.history_figure(job.epochs(), planned), key="train_live_chart")
+        st.dataframe(pd.DataFrame(job.epochs()).drop(columns="kind"), hide_index=True, width="stretch")
+    if job.running:
+        if st.button("Cancel training", key="train_cancel", type="secondary"):
+            job.cancel.set()
+            st.info("Cancelling: the current batch finishes, then training stops; nothing is saved.")
+    else:
+        st.rerun()
+
+
+def settings_form(saved: TrainConfig) -> TrainConfig:
+    """The DataBlock and fine_tune settings; starts from the workspace's saved ones."""
+    d = saved.data
+    st.subheader("Data")
+    c1, c2, c3 = st.columns(3)
+    sizes = [0, 64, 96, 128, 160, 192, 224]
+    size = c1.selectbox(
+        "Image size",
+        sizes,
+        index=sizes.index(d.size) if d.size in sizes else 0,
+        key="train_size",
+        format_func=lambda s: "automatic" if s == 0 else f"{s} px",
+    )
+    resize = c2.radio(
+        "Item resize", datasets.RESIZE_METHODS, index=datasets.RESIZE_METHODS.index(d.resize), key="train_resize", horizontal=True
+    )
+    split = c3.radio(
+        "Split",
+        datasets.SPLIT_MODES,
+        index=datasets.SPLIT_MODES.index(d.split),
+        key="train_split",
+        horizontal=True,
+        help="random: seeded stratified fraction; folders: imported train/ and valid/",
+    )
+    c1, c2, c3, c4, c5 = st.columns(5)
+    valid_pct = c1.slider("Validation share", 0.05, 0.5, d.valid_pct, 0.05, key="train_valid_pct")
+    seed = c2.number_input("Seed", 0, 1_000_000, d.seed, key="train_seed")
+    min_scale = c3.slider("Crop keeps at least", 0.1, 1.0, d.min_scale, 0.05, key="train_min_scale")
+    rotate = c4.slider("Rotation (°)", 0.0, 30.0, d.rotate, 1.0, key="train_rotate")
+    lighting = c5.slider("Lighting", 0.0, 0.5, d.lighting, 0.05, key="train_lighting")
+    flip = st.checkbox("Horizontal flips", d.flip, key="train_flip", help="Off for digits or text: a mirrored 2 is not a 2.")
+    st.subheader("Model")
+    c1, c2, c3, c4, c5 = st.columns(5)
+    names = list(backbones.BACKBONES)
+    backbone = c1.selectbox(
+        "Backbone",
+        names,
+        index=names.index(saved.backbone),
+        key="train_backbone",
+        help="\n".join(f"{s.name}: {s.note}" for s in backbones.BACKBONES.values()),
+    )
+    freeze = c2.number_input("Frozen epochs", 0, 20, saved.freeze_epochs, key="train_freeze")
+    epochs = c3.number_input("Unfrozen epochs", 0, 50, saved.epochs, key="train_epochs")
+    lr = c4.number_input("Learning rate", 1e-5, 1.0, saved.lr, format="%.0e", key="train_lr")
+    smoothing = c5.slider("Label smoothing", 0.0, 0.3, saved.label_smoothing, 0.05, key="train_smoothing")
+    pretrained = st.checkbox("Start from ImageNet weights (off: random initialisation)", saved.pretrained, key="train_pretrained")
+    data = replace(
+        d,
+        size=int(size),
+        resize=resize,
+        split=split,
+        valid_pct=valid_pct,
+        seed=int(seed),
+        min_scale=min_scale,
+        rotate=rotate,
+        lighting=lighting,
+        flip=flip,
+    )
+    return replace(
+        saved,
+        data=data,
+        backbone=backbone,
+        freeze_epochs=int(freeze),
+        epochs=int(epochs),
+        lr=float(lr),
+        label_smoothing=smoothing,
+        pretrained=pretrained,
+        seed=int(seed),
+    )
+
+
+job = jobs.current(ws)
+if job is not None and job.running:
+    st.info(f"Training {job.config.backbone} on {ws.name}: it goes on while you visit other pages.")
+    live_panel()
+else:
+    if job is not None:
+        if job.status == "finished":
+            s = job.summary
+            st.success(
+                f"Trained {s['version']}: valid accuracy {s['valid_accuracy']:.1%} (best epoch {s['best_epoch']}) "
+                f"in {s['wall_seconds']:.0f} s."
+            )
+        elif job.status == "cancelled":
+            st.warning("Training was cancelled; no model version was written.")
+        else:
+            st.error(job.error)
+        if job.epochs():
+            st.plotly_chart(train_report.history_figure(job.epochs()), key="train_last_chart")
+    cfg = settings_form(runs.defaults(ws))
+    with st.expander("Preview: one image augmented eight times, and a batch as the model sees it"):
+        if st.button("Show preview", key="train_preview"):
+            try:
+                cfg_p, cat_p, _ = runs.prepare(ws, cfg)
+                train_rows = cat_p[cat_p["split"] == "train"]
+                sample = train_rows.sample(min(8, len(train_rows)), random_state=cfg.seed)
+                pixels = datasets.load_pixels(ws, sample, cfg_p.data)
+            except UserError as exc:
+                st.error(str(exc))
+                st.stop()
+            st.image(datasets.augmented_views(pixels[0], cfg_p.data, 8), width=110, caption=[sample.iloc[0]["label"]] * 8)
+            st.image(
+                [datasets.augmented_views(p, cfg_p.data, 1, seed=i)[0] for i, p in enumerate(pixels)],
+                width=110,
+                caption=sample["label"].tolist(),
+            )
+    with st.expander("Learning-rate finder"):
+        if st.button("Find a learning rate", key="train_lr_find"):
+            try:
+                cfg_f, cat_f, classes = runs.prepare(ws, cfg)
+                train = cat_f[cat_f["split"] == "train"]
+                rates, losses, suggestion = lr_find(
+                    datasets.load_pixels(ws, train, cfg_f.data),
+                    train["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
+                    len(classes),
+                    cfg_f,
+                )
+            except UserError as exc:
+                st.error(str(exc))
+                st.stop()
+            st.session_state["train_lr_result"] = (ws.name, rates, losses, suggestion)
+        found = st.session_state.get("train_lr_result")
+        if found and found[0] == ws.name:
+            st.plotly_chart(train_report.lr_find_figure(*found[1:]), key="train_lr_chart")
+            st.caption(f"Suggested head learning rate: {found[3]:.1e} (set it above).")
+    if st.button("Start training", type="primary", key="train_start"):
+        try:
+            runs.prepare(ws, cfg)
+            runs.save_defaults(ws, cfg)
+            jobs.start(ws, cfg)
+        except UserError as exc:
+            st.error(str(exc))
+            st.stop()
+        st.rerun()
+
+st.divider()
+st.subheader("Model versions")
+versions = registry.list_versions(ws)
+if versions.empty:
+    st.write("No model yet: train one above.")
+    st.stop()
+st.dataframe(
+    versions[["version", "production", "valid_accuracy", "valid_error", "backbone", "created_at"]],
+    hide_index=True,
+    width="stretch",
+)
+c1, c2, c3 = st.columns(3)
+chosen = c1.selectbox("Version", versions["version"].tolist()[::-1], key="train_version")
+if c2.button("Promote to production", key="train_promote"):
+    try:
+        registry.promote(ws, chosen)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.rerun()
+if c3.button("Roll back production", key="train_rollback"):
+    try:
+        registry.rollback(ws)
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.rerun()
+picked = st.multiselect(
+    "Compare versions", versions["version"].tolist(), default=versions["version"].tolist()[-2:], key="train_compare"
+)
+if picked:
+    st.dataframe(registry.compare(ws, picked), hide_index=True, width="stretch")
+    meta = registry.read_meta(ws, picked[-1])
+    st.plotly_chart(train_report.history_figure(meta["metrics"]["history"]), key="train_version_chart")
