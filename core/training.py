@@ -139,7 +139,7 @@ def train_frozen(
 ) -> list[EpochMetrics]:
     """Head-only epochs on cached body features of fresh augmented views; leaves the best head in place."""
     spec = backbones.spec(cfg.backbone)
-    y = torch.as_tensor(y_train)
+    y = torch.tensor(np.asarray(y_train), dtype=torch.long)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps_per_pass = math.ceil(len(train_px) / cfg.batch_size)
     head = model.head.to(device)
@@ -233,7 +233,7 @@ def train_unfrozen(
 ) -> list[EpochMetrics]:
     """All layers, discriminative rates, one cycle; keeps the weights of the best epoch (frozen included)."""
     spec = backbones.spec(cfg.backbone)
-    y = torch.as_tensor(y_train)
+    y = torch.tensor(np.asarray(y_train), dtype=torch.long)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps = math.ceil(len(train_px) / cfg.batch_size)
     groups = _param_groups(model, cfg)
@@ -292,7 +292,7 @@ def fine_tune(
     device = pick_device()
     spec = backbones.spec(cfg.backbone)
     model = backbones.build(cfg.backbone, n_classes, cfg.pretrained).to(device).to(memory_format=torch.channels_last)
-    yv = torch.as_tensor(y_valid)
+    yv = torch.tensor(np.asarray(y_valid), dtype=torch.long)
     on_event({"kind": "stage", "stage": "features", "message": "computing validation features"})
     valid_feats = _features(
         model,
@@ -330,7 +330,7 @@ def lr_find(
     spec = backbones.spec(cfg.backbone)
     clock = _Clock("lr_find", math.ceil(len(train_px) / cfg.batch_size), lambda _: None, None)
     feats = _features(model, train_px, spec, cfg.batch_size, device, clock, augmenter(cfg.data))
-    y = torch.as_tensor(y_train)
+    y = torch.tensor(np.asarray(y_train), dtype=torch.long)
     head, loss_fn = model.head.train(), nn.CrossEntropyLoss()
     opt = torch.optim.AdamW(head.parameters(), lr=start, weight_decay=cfg.weight_decay)
     rates = np.geomspace(start, end, steps)
