@@ -38,7 +38,7 @@ def live_panel() -> None:
         else:
             st.progress(0.0, text=last["message"])
     if job.epochs():
-        planned = job.config.freeze_epochs + job.config.epochs
+        planned = job.config.freeze_epochs + job.config.epochs if job.config.epochs is not None else None
         st.plotly_chart(train_report.history_figure(job.epochs(), planned), key="train_live_chart")
         st.dataframe(pd.DataFrame(job.epochs()).drop(columns="kind"), hide_index=True, width="stretch")
     if job.running:
@@ -91,7 +91,15 @@ def settings_form(saved: TrainConfig) -> TrainConfig:
         help="\n".join(f"{s.name}: {s.note}" for s in backbones.BACKBONES.values()),
     )
     freeze = c2.number_input("Frozen epochs", 0, 20, saved.freeze_epochs, key="train_freeze")
-    epochs = c3.number_input("Unfrozen epochs", 0, 50, saved.epochs, key="train_epochs")
+    choices = ["auto", *range(0, 21)]
+    epochs = c3.selectbox(
+        "Unfrozen epochs",
+        choices,
+        index=choices.index(saved.epochs if saved.epochs is not None else "auto"),
+        key="train_epochs",
+        help=f"auto: {saved.auto_epochs} only when the frozen stage leaves more "
+        f"than {saved.auto_threshold:.0%} error (they cost 3-10 frozen epochs each on a CPU)",
+    )
     lr = c4.number_input("Learning rate", 1e-5, 1.0, saved.lr, format="%.0e", key="train_lr")
     smoothing = c5.slider("Label smoothing", 0.0, 0.3, saved.label_smoothing, 0.05, key="train_smoothing")
     pretrained = st.checkbox("Start from ImageNet weights (off: random initialisation)", saved.pretrained, key="train_pretrained")
@@ -112,7 +120,7 @@ def settings_form(saved: TrainConfig) -> TrainConfig:
         data=data,
         backbone=backbone,
         freeze_epochs=int(freeze),
-        epochs=int(epochs),
+        epochs=None if epochs == "auto" else int(epochs),
         lr=float(lr),
         label_smoothing=smoothing,
         pretrained=pretrained,

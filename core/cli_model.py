@@ -35,6 +35,15 @@ DATA_FLAGS = ("size", "resize", "split", "valid_pct", "seed", "min_scale", "flip
 TRAIN_FLAGS = ("backbone", "freeze_epochs", "epochs", "lr", "body_lr_factor", "label_smoothing", "seed", "batch_size")
 
 
+def _epochs(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--epochs takes a whole number or 'auto'") from None
+
+
 def config_from_args(ws: workspace.Workspace, args: argparse.Namespace) -> TrainConfig:
     """The workspace's saved training settings, overridden by the flags given."""
     from core import runs
@@ -43,6 +52,8 @@ def config_from_args(ws: workspace.Workspace, args: argparse.Namespace) -> Train
     given = {k: v for k, v in vars(args).items() if v is not None}
     data = replace(cfg.data, **{k: given[k] for k in DATA_FLAGS if k in given})
     cfg = replace(cfg, data=data, **{k: given[k] for k in TRAIN_FLAGS if k in given})
+    if given.get("epochs") == "auto":
+        cfg = replace(cfg, epochs=None)
     return replace(cfg, pretrained=False) if args.random_init else cfg
 
 
@@ -104,7 +115,12 @@ def add_commands(command: Any) -> None:
         "--backbone", help="tf_efficientnet_lite0 (default, offline), resnet18/34/50, mobilenet_v3_large, convnext_tiny"
     )
     t.add_argument("--random-init", action="store_true", help="start from random weights instead of ImageNet")
-    t.add_argument("--epochs", type=int, help=f"unfrozen epochs, whole network (default {TrainConfig.epochs})")
+    t.add_argument(
+        "--epochs",
+        type=_epochs,
+        help="unfrozen epochs, whole network, or 'auto' (default: auto, "
+        f"{TrainConfig.auto_epochs} when frozen features leave over {TrainConfig.auto_threshold:.0%} error)",
+    )
     t.add_argument("--freeze-epochs", type=int, help=f"head-only epochs first (default {TrainConfig.freeze_epochs})")
     t.add_argument("--size", type=int, help="pixels per side (default: automatic)")
     t.add_argument("--resize", help="crop, squish (default) or pad")

@@ -136,7 +136,7 @@ def prepare(ws: Workspace, cfg: TrainConfig) -> tuple[TrainConfig, pd.DataFrame,
     if not cfg.data.size:
         cfg = replace(cfg, data=replace(cfg.data, size=auto_size(catalog)))
     datasets.check_config(cfg.data)
-    if cfg.freeze_epochs < 0 or cfg.epochs < 0 or cfg.freeze_epochs + cfg.epochs == 0:
+    if cfg.freeze_epochs < 0 or (cfg.epochs or 0) < 0 or (cfg.freeze_epochs == 0 and cfg.epochs == 0):
         raise UserError("Train at least one epoch (frozen or unfrozen).")
     catalog = datasets.assign_split(ws, catalog, cfg.data)
     return cfg, catalog, sorted(catalog["label"].unique())
@@ -153,6 +153,12 @@ def train_workspace(
     try:
         cfg, catalog, classes = prepare(ws, cfg)
         with store.connect(ws) as con:
+            # we hold the lock, so a run still marked running was cut off (the app or the process stopped)
+            con.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, message = 'the process stopped' "
+                "WHERE status = 'running'",
+                [store.now()],
+            )
             con.execute(
                 "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, NULL, NULL)", [run_id, store.now(), json.dumps(asdict(cfg))]
             )

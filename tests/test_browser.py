@@ -145,11 +145,13 @@ def test_walk_the_app(page: object, tmp_path: Path) -> None:
 
     page.get_by_role("link", name="Train").click()
     page.get_by_text("Horizontal flips").wait_for()
-    for label, value in (("Frozen epochs", "1"), ("Unfrozen epochs", "1")):
-        field = page.get_by_role("spinbutton", name=label, exact=True)
-        field.fill(value)
-        field.press("Enter")
-        page.wait_for_timeout(500)
+    field = page.get_by_role("spinbutton", name="Frozen epochs", exact=True)
+    field.fill("1")
+    field.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("combobox", name="Unfrozen epochs").click()
+    page.get_by_role("option", name="1", exact=True).click()
+    page.wait_for_timeout(500)
     page.get_by_text("Preview: one image augmented eight times").click()
     page.get_by_role("button", name="Show preview").click()
     page.locator("[data-testid='stImage']").first.wait_for()

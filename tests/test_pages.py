@@ -197,7 +197,7 @@ def test_train_page_trains_in_the_background_and_lists_the_version() -> None:
     at = app("app_pages/train.py", "w")
     assert not at.exception and not errors(at)
     at.number_input(key="train_freeze").set_value(1)
-    at.number_input(key="train_epochs").set_value(1)
+    at.selectbox(key="train_epochs").set_value(1)
     at.button(key="train_start").click()
     at.run()
     job = jobs.current(ws)

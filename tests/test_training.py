@@ -76,6 +76,18 @@ def test_a_run_registers_a_version_that_loads_back_and_predicts_the_same(tiny: W
     assert len(runs.epochs_of(tiny, meta["run_id"])) == 2
 
 
+@pytest.mark.parametrize(
+    "threshold,stages",
+    [(0.05, ["frozen"]), (-1.0, ["frozen", "unfrozen", "unfrozen"])],
+    ids=["frozen-good-enough", "frozen-short"],
+)
+def test_automatic_unfrozen_epochs(tiny: Workspace, threshold: float, stages: list[str]) -> None:
+    events: list[dict] = []
+    runs.train_workspace(tiny, replace(TINY, epochs=None, auto_threshold=threshold), events.append)
+    assert [e["stage"] for e in events if e["kind"] == "epoch"] == stages
+    assert any("unfrozen epoch(s)" in e.get("message", "") for e in events if e["kind"] == "stage")
+
+
 def test_cancel_leaves_no_version_and_releases_the_lock(tiny: Workspace) -> None:
     cancel = threading.Event()
 
@@ -106,6 +118,13 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tiny: Workspace) -> None:
     runs.acquire_lock(tiny)
     assert json.loads((tiny.root / runs.LOCK).read_text())["pid"] == os.getpid()
     runs.release_lock(tiny)
+
+
+def test_a_run_cut_off_is_marked_interrupted(tiny: Workspace) -> None:
+    with store.connect(tiny) as con:
+        con.execute("INSERT INTO runs VALUES ('old', now(), NULL, 'running', '{}', NULL, NULL)")
+    runs.train_workspace(tiny, TINY)
+    assert sorted(runs.run_history(tiny)["status"]) == ["finished", "interrupted"]
 
 
 def closed_port() -> int:
