@@ -1,5 +1,7 @@
 """Workspaces: create (empty or the demo), open, rename and delete (to trash)."""
 
+from collections.abc import Callable
+
 import pandas as pd
 import streamlit as st
 
@@ -34,59 +36,66 @@ if names:
 else:
     st.info("No workspace yet. Start with the demo: 1,797 real handwritten digit scans, no network needed.")
 
-demo, new, rename, delete = st.tabs(["Demo workspace", "New workspace", "Rename", "Delete"])
 
-with demo:
+def apply(action: Callable[[], str]) -> None:
+    """Run a workspace action: show its error, or keep its message for the next run and rerun."""
+    try:
+        message = action()
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.session_state["ws_message"] = message
+    st.rerun()
+
+
+def create_demo(name: str, classes: list[str]) -> str:
+    ws = workspace.create_workspace(name)
+    report = gather.add_demo(ws, classes or None, on_progress=progress_bar("Writing digits"))
+    open_workspace(ws.name)
+    return f"Created {ws.name!r} with {len(report.added)} images; it is open now."
+
+
+def create_empty(name: str) -> str:
+    ws = workspace.create_workspace(name)
+    open_workspace(ws.name)
+    return f"Created {ws.name!r}; bring images in on the Gather page."
+
+
+def rename(old: str, new: str) -> str:
+    ws = workspace.rename_workspace(old, new)
+    open_workspace(ws.name)
+    return f"Renamed {old!r} to {ws.name!r}."
+
+
+def delete(name: str, confirm: str) -> str:
+    return f"Moved {name!r} to {workspace.delete_workspace(name, confirm)}."
+
+
+demo_tab, new_tab, rename_tab, delete_tab = st.tabs(["Demo workspace", "New workspace", "Rename", "Delete"])
+
+with demo_tab:
     st.write("scikit-learn's bundled handwritten digits (1,797 real scans), written as PNG images.")
     demo_name = st.text_input("Name", value="demo", key="ws_demo_name")
     classes = st.multiselect("Digits (all when empty)", [str(d) for d in range(10)], key="ws_demo_classes")
     if st.button("Create demo workspace", type="primary", key="ws_demo_create"):
-        try:
-            ws = workspace.create_workspace(demo_name)
-            report = gather.add_demo(ws, classes or None, on_progress=progress_bar("Writing digits"))
-        except UserError as exc:
-            st.error(str(exc))
-            st.stop()
-        open_workspace(ws.name)
-        st.session_state["ws_message"] = f"Created {ws.name!r} with {len(report.added)} images; it is open now."
-        st.rerun()
+        apply(lambda: create_demo(demo_name, classes))
 
-with new:
+with new_tab:
     new_name = st.text_input("Name", key="ws_new_name", placeholder="bears")
     if st.button("Create empty workspace", key="ws_new_create"):
-        try:
-            ws = workspace.create_workspace(new_name)
-        except UserError as exc:
-            st.error(str(exc))
-            st.stop()
-        open_workspace(ws.name)
-        st.session_state["ws_message"] = f"Created {ws.name!r}; bring images in on the Gather page."
-        st.rerun()
+        apply(lambda: create_empty(new_name))
 
-with rename:
+with rename_tab:
     if names:
         old = st.selectbox("Workspace", names, key="ws_rename_old")
         target = st.text_input("New name", key="ws_rename_new")
         if st.button("Rename", key="ws_rename_go"):
-            try:
-                ws = workspace.rename_workspace(old, target)
-            except UserError as exc:
-                st.error(str(exc))
-                st.stop()
-            open_workspace(ws.name)
-            st.session_state["ws_message"] = f"Renamed {old!r} to {ws.name!r}."
-            st.rerun()
+            apply(lambda: rename(old, target))
 
-with delete:
+with delete_tab:
     if names:
         doomed = st.selectbox("Workspace", names, key="ws_delete_name")
         st.warning("Deleting moves the whole folder to the data root's trash/ (nothing is erased).")
         confirm = st.text_input(f"Type {doomed!r} to confirm", key="ws_delete_confirm")
         if st.button("Delete", key="ws_delete_go"):
-            try:
-                where = workspace.delete_workspace(doomed, confirm)
-            except UserError as exc:
-                st.error(str(exc))
-                st.stop()
-            st.session_state["ws_message"] = f"Moved {doomed!r} to {where}."
-            st.rerun()
+            apply(lambda: delete(doomed, confirm))

@@ -19,9 +19,9 @@ import pandas as pd
 from core import backbones, datasets, registry, store
 from core.errors import UserError
 from core.training import Cancelled, Event, EventFn, TrainConfig, fine_tune
-from core.workspace import Workspace
+from core.workspace import TRAINING_LOCK, Workspace
 
-LOCK = "training.lock"
+LOCK = TRAINING_LOCK
 
 
 def _alive(pid: int) -> bool:

@@ -126,6 +126,23 @@ def _evaluate_head(head: nn.Module, feats: torch.Tensor, y: torch.Tensor, loss_f
         return float(loss_fn(logits, y)), float((logits.argmax(1) == y).float().mean())
 
 
+def _end_epoch(
+    history: list[EpochMetrics],
+    on_event: EventFn,
+    epoch: int,
+    stage: str,
+    train_loss: float,
+    valid_loss: float,
+    accuracy: float,
+    start: float,
+) -> EpochMetrics:
+    """Record an epoch's metrics and tell the subscribers."""
+    metrics = EpochMetrics(epoch, stage, train_loss, valid_loss, 1 - accuracy, accuracy, time.perf_counter() - start)
+    history.append(metrics)
+    on_event({"kind": "epoch", **asdict(metrics)})
+    return metrics
+
+
 def _better(metrics: EpochMetrics, best: EpochMetrics | None) -> bool:
     return best is None or (metrics.error_rate, metrics.valid_loss) < (best.error_rate, best.valid_loss)
 
@@ -167,17 +184,8 @@ def train_frozen(
                 sched.step()
                 losses.append(loss.item())
         valid_loss, accuracy = _evaluate_head(head, valid_feats.to(device), y_valid.to(device), loss_fn)
-        metrics = EpochMetrics(
-            epoch,
-            "frozen",
-            float(np.mean(losses[-steps_per_pass:])),
-            valid_loss,
-            1 - accuracy,
-            accuracy,
-            time.perf_counter() - start,
-        )
-        history.append(metrics)
-        on_event({"kind": "epoch", **asdict(metrics)})
+        train_loss = float(np.mean(losses[-steps_per_pass:]))
+        metrics = _end_epoch(history, on_event, epoch, "frozen", train_loss, valid_loss, accuracy, start)
         if _better(metrics, best):
             best, best_state = metrics, copy.deepcopy(head.state_dict())
     head.load_state_dict(best_state)
@@ -263,17 +271,8 @@ def train_unfrozen(
             losses.append(loss.item())
             clock.tick()
         valid_loss, accuracy, _, _ = _evaluate(model, valid_px, y_valid, spec, cfg.batch_size, device, loss_fn)
-        metrics = EpochMetrics(
-            cfg.freeze_epochs + epoch,
-            "unfrozen",
-            float(np.mean(losses)),
-            valid_loss,
-            1 - accuracy,
-            accuracy,
-            time.perf_counter() - start,
-        )
-        history.append(metrics)
-        on_event({"kind": "epoch", **asdict(metrics)})
+        number = cfg.freeze_epochs + epoch
+        metrics = _end_epoch(history, on_event, number, "unfrozen", float(np.mean(losses)), valid_loss, accuracy, start)
         if _better(metrics, best):
             best, best_state = metrics, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)

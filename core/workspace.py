@@ -13,6 +13,7 @@ from core.errors import UserError
 
 DATA_ROOT_ENV = "IMAGEDP_DATA_ROOT"
 DB_NAME = "workspace.duckdb"
+TRAINING_LOCK = "training.lock"  # present while a training runs (see core.runs)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
 
@@ -120,9 +121,15 @@ def resolve(name_or_path: str, create: bool = False) -> Workspace:
     return create_workspace(root.name)
 
 
+def _refuse_while_training(ws: Workspace, what: str) -> None:
+    if (ws.root / TRAINING_LOCK).exists():
+        raise UserError(f"A training is running in {ws.name!r}; wait for it or cancel it before you {what} the workspace.")
+
+
 def rename_workspace(old: str, new: str) -> Workspace:
     """Rename a workspace folder under the data root."""
     src = resolve(old)
+    _refuse_while_training(src, "rename")
     dst = Workspace(workspaces_dir() / validate_name(new))
     if dst.root.exists():
         raise UserError(f"A workspace named {dst.name!r} already exists; pick another name.")
@@ -136,6 +143,7 @@ def rename_workspace(old: str, new: str) -> Workspace:
 def delete_workspace(name: str, confirm: str) -> Path:
     """Move a workspace to the data root's trash/ (never erased); confirm must repeat its name."""
     ws = resolve(name)
+    _refuse_while_training(ws, "delete")
     if confirm.strip() != ws.name:
         raise UserError(f"To delete, type the workspace name exactly ({ws.name!r}); nothing was deleted.")
     trash = data_root() / "trash"

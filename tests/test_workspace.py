@@ -71,3 +71,13 @@ def test_delete_needs_the_name_and_moves_to_trash(data_root: Path) -> None:
 def test_data_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(workspace.DATA_ROOT_ENV, str(tmp_path / "moved"))
     assert workspace.data_root() == (tmp_path / "moved").resolve()
+
+
+def test_rename_and_delete_wait_for_a_running_training() -> None:
+    ws = workspace.create_workspace("busy")
+    (ws.root / workspace.TRAINING_LOCK).write_text("{}")
+    with pytest.raises(UserError, match="training is running"):
+        workspace.rename_workspace("busy", "other")
+    with pytest.raises(UserError, match="training is running"):
+        workspace.delete_workspace("busy", "busy")
+    assert workspace.list_workspaces() == ["busy"]
