@@ -12,6 +12,9 @@ pages = {
         st.Page("app_pages/gather.py", title="Gather", icon=":material/download:"),
         st.Page("app_pages/explore.py", title="Explore", icon=":material/insights:"),
     ],
-    "Model": [st.Page("app_pages/train.py", title="Train", icon=":material/model_training:")],
+    "Model": [
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    ],
 }
 st.navigation(pages).run()

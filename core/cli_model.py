@@ -93,6 +93,42 @@ def cmd_models(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def default_version(ws: workspace.Workspace, requested: str | None) -> str:
+    """The requested version, else production, else the newest."""
+    if requested:
+        return requested
+    versions = registry.list_versions(ws)
+    if versions.empty:
+        raise UserError("This workspace has no model yet: train one first (python -m core train --workspace ...).")
+    return registry.production_version(ws) or versions["version"].iloc[-1]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from core import evaluation
+
+    ws = workspace.resolve(args.workspace)
+    return evaluation.summary(evaluation.load(ws, default_version(ws, args.model)))
+
+
+def print_evaluate(data: dict[str, Any]) -> None:
+    print(
+        f"version {data['version']}: accuracy {data['accuracy']:.4f} on {data['images']} validation images, "
+        f"expected calibration error {data['ece']:.3f}"
+    )
+    width = max(len(c) for c in data["classes"]) + 2
+    print("confusion matrix (rows actual, columns predicted)")
+    print(" " * width + "".join(f"{c:>{width}}" for c in data["classes"]))
+    for name, row in zip(data["classes"], data["confusion_matrix"], strict=True):
+        print(f"{name:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    for row in data["per_class"]:
+        print(
+            f"{row['class']:>{width}}  precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
+            f"f1 {row['f1']:.3f}  support {row['support']}"
+        )
+    for pair in data["most_confused"]:
+        print(f"confused: {pair['actual']} taken for {pair['predicted']} x{pair['count']}")
+
+
 def print_train(data: dict[str, Any]) -> None:
     print(
         f"version {data['version']}: {data['backbone']} at {data['size']} px, valid accuracy "
@@ -134,6 +170,9 @@ def add_commands(command: Any) -> None:
     t.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
     t.add_argument("--batch-size", type=int, help=f"default {TrainConfig.batch_size}")
     t.add_argument("--promote", action="store_true", help="make the new version the production model")
+
+    e = command("evaluate", "confusion matrix, per-class metrics, calibration of a model version", cmd_evaluate, print_evaluate)
+    e.add_argument("--model", metavar="VERSION", help="default: the production model, else the newest")
 
     m = command("models", "list model versions; promote one or roll back production", cmd_models, print_models)
     m.add_argument("--promote", metavar="VERSION")

@@ -167,6 +167,18 @@ def test_walk_the_app(page: object, tmp_path: Path) -> None:
     no_exception(page)
     shot(page, "09-train-versions")
 
+    page.get_by_role("link", name="Evaluate").click()
+    page.get_by_text("Calibration error (ECE)").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    no_exception(page)
+    shot(page, "10-evaluate-confusion")
+    page.get_by_role("tab", name="Top losses").click()
+    page.locator("[data-testid='stImage']").first.wait_for()
+    shot(page, "11-evaluate-top-losses")
+    page.get_by_role("tab", name="Calibration").click()
+    shot(page, "12-evaluate-calibration")
+    no_exception(page)
+
 
 def make_images(folder: Path) -> None:
     from tests.conftest import png_bytes

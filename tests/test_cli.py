@@ -102,3 +102,6 @@ def test_train_json_has_the_contract_keys(tmp_path: Path) -> None:
     assert result.stderr.count("epoch ") == 2
     models = json.loads(cli("models", "--workspace", "t", "--json").stdout)
     assert [v["version"] for v in models["versions"]] == ["v1"]
+    evaluated = json.loads(cli("evaluate", "--workspace", "t", "--json").stdout)
+    assert {"version", "classes", "accuracy", "confusion_matrix", "per_class"} <= set(evaluated)
+    assert evaluated["version"] == "v1" and sum(map(sum, evaluated["confusion_matrix"])) == 2

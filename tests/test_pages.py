@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from core import gather, store, workspace
 from tests.conftest import png_bytes
 
-PAGES = ["app_pages/workspaces.py", "app_pages/gather.py", "app_pages/explore.py", "app_pages/train.py"]
+PAGES = ["app_pages/workspaces.py", "app_pages/gather.py", "app_pages/explore.py", "app_pages/train.py", "app_pages/evaluate.py"]
 
 
 def app(page: str, ws: str | None = None) -> AppTest:
@@ -234,3 +234,21 @@ def test_train_page_preview_and_lr_finder() -> None:
     at.button(key="train_lr_find").click()
     at.run()
     assert not at.exception and any("Suggested head learning rate" in c.value for c in at.caption)
+
+
+def test_evaluate_page_on_two_versions() -> None:
+    from core import runs
+    from tests.test_training import TINY, fill
+
+    ws = workspace.create_workspace("w")
+    fill(ws, {"red": 6, "blue": 6})
+    runs.train_workspace(ws, TINY)
+    runs.train_workspace(ws, TINY)
+    at = app("app_pages/evaluate.py", "w")
+    assert not at.exception and not errors(at)
+    assert [m.value for m in at.metric][:2] == ["2", "100.0%"]
+    assert len(at.get("plotly_chart")) >= 3
+    assert any("Predictions that changed: 0" in h.value for h in at.subheader)
+    at.selectbox(key="eval_enlarge").set_value(at.selectbox(key="eval_enlarge").options[1])
+    at.run()
+    assert not at.exception
