@@ -27,7 +27,7 @@ class VerifyReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def quarantine(ws: Workspace, image_id: str, reason: str, action: str = "quarantined") -> None:
+def quarantine(ws: Workspace, image_id: str, reason: str, action: str = "quarantined", batch: str | None = None) -> None:
     """Move an image's file to quarantine/ and mark it, with an audit row; never unlinks."""
     with store.connect(ws) as con:
         row = con.execute("SELECT path, label, status FROM images WHERE id = ?", [image_id]).fetchone()
@@ -51,7 +51,7 @@ def quarantine(ws: Workspace, image_id: str, reason: str, action: str = "quarant
             image_id,
             before={"path": path, "status": status},
             after={"path": rel, "status": "quarantined"},
-            detail={"reason": reason, "label": label},
+            detail={"reason": reason, "label": label, **({"batch": batch} if batch else {})},
             con=con,
         )
         con.execute("COMMIT")
