@@ -11,6 +11,7 @@ pages = {
     "Data": [
         st.Page("app_pages/gather.py", title="Gather", icon=":material/download:"),
         st.Page("app_pages/explore.py", title="Explore", icon=":material/insights:"),
+        st.Page("app_pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
     ],
     "Model": [
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),

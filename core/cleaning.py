@@ -184,8 +184,8 @@ def apply(ws: Workspace, decisions: list[Decision]) -> str:
     return batch
 
 
-def _batch_of(detail: str | None) -> str | None:
-    return json.loads(detail).get("batch") if detail else None
+def _batch_of(detail: object) -> str | None:
+    return json.loads(detail).get("batch") if isinstance(detail, str) else None
 
 
 def undo_last(ws: Workspace) -> int:

@@ -179,6 +179,23 @@ def test_walk_the_app(page: object, tmp_path: Path) -> None:
     shot(page, "12-evaluate-calibration")
     no_exception(page)
 
+    page.get_by_role("link", name="Clean").click()
+    page.get_by_text("Pending: 0 deletion(s)").wait_for(timeout=180_000)
+    page.locator("[data-testid='stImage']").first.wait_for()
+    page.get_by_role("combobox", name="Action").first.click()
+    page.get_by_role("option").filter(has_text="→").first.click()
+    page.get_by_text("1 relabel(s)").wait_for()
+    no_exception(page)
+    shot(page, "13-clean-pending")
+    page.get_by_role("button", name="Apply").click()
+    page.get_by_text("Applied").wait_for()
+    page.get_by_text("Pending: 0 deletion(s), 0 relabel(s)").wait_for()  # the rerun has finished drawing
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Undo last batch").click()
+    page.get_by_text("Undid 1 change(s)").wait_for()
+    no_exception(page)
+    shot(page, "14-clean-undone")
+
 
 def make_images(folder: Path) -> None:
     from tests.conftest import png_bytes

@@ -10,7 +10,14 @@ from streamlit.testing.v1 import AppTest
 from core import gather, store, workspace
 from tests.conftest import png_bytes
 
-PAGES = ["app_pages/workspaces.py", "app_pages/gather.py", "app_pages/explore.py", "app_pages/train.py", "app_pages/evaluate.py"]
+PAGES = [
+    "app_pages/workspaces.py",
+    "app_pages/gather.py",
+    "app_pages/explore.py",
+    "app_pages/clean.py",
+    "app_pages/train.py",
+    "app_pages/evaluate.py",
+]
 
 
 def app(page: str, ws: str | None = None) -> AppTest:
@@ -252,3 +259,35 @@ def test_evaluate_page_on_two_versions() -> None:
     at.selectbox(key="eval_enlarge").set_value(at.selectbox(key="eval_enlarge").options[1])
     at.run()
     assert not at.exception
+
+
+def test_clean_page_choices_persist_then_apply_and_undo() -> None:
+    from core import runs
+    from tests.test_training import TINY, fill
+
+    ws = workspace.create_workspace("w")
+    fill(ws, {"red": 6, "blue": 6})
+    runs.train_workspace(ws, TINY)
+    before = store.images(ws).set_index("id")["label"].to_dict()
+    at = app("app_pages/clean.py", "w")
+    assert not at.exception and not errors(at)
+    first = at.selectbox(key="clean_label").value
+    tile = next(s for s in at.selectbox if s.key and s.key.startswith("clean_w_"))
+    image_id = tile.key.removeprefix("clean_w_")
+    other = next(o for o in tile.options if o.startswith("→ "))
+    tile.set_value(other)
+    at.run()
+    at.selectbox(key="clean_label").set_value(next(c for c in ("red", "blue") if c != first))
+    at.run()
+    at.radio(key="clean_split").set_value("train")
+    at.run()
+    assert any("1 relabel(s)" in h.value for h in at.subheader)  # the choice survived the view changes
+    at.button(key="clean_apply").click()
+    at.run()
+    assert not at.exception
+    assert store.images(ws).set_index("id").loc[image_id, "label"] == other.removeprefix("→ ")
+    assert any("0 relabel(s)" in h.value for h in at.subheader)
+    at.button(key="clean_undo").click()
+    at.run()
+    assert store.images(ws).set_index("id")["label"].to_dict() == before
+    assert any("Undid 1 change(s)" in s.value for s in at.success)

@@ -1,0 +1,158 @@
+"""Clean: the images most likely mislabelled, duplicated or leaking, with keep / delete / relabel and undo."""
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import cleaning, jobs, registry, runs, store, verify
+from core.errors import UserError
+from core.workspace import Workspace
+from ui.common import current_workspace, thumbnails
+
+ws = current_workspace()
+st.title("Clean")
+versions = registry.list_versions(ws)
+if versions.empty:
+    st.info("The cleaner ranks images with a trained model: train one on the Train page first.")
+    st.stop()
+names = versions["version"].tolist()[::-1]
+production = registry.production_version(ws)
+version = st.selectbox(
+    "Score with model", names, index=names.index(production) if production in names else 0, key="clean_version"
+)
+pending: dict[str, tuple[str, str | None]] = st.session_state.setdefault("clean_pending", {}).setdefault(ws.name, {})
+if message := st.session_state.pop("clean_message", None):
+    st.success(message)
+
+
+def reset_choices() -> None:
+    """Forget pending choices and the tiles' widget state (applied, discarded or undone)."""
+    pending.clear()
+    for key in [k for k in st.session_state if str(k).startswith(f"clean_{ws.name}_")]:
+        del st.session_state[key]
+
+
+@st.cache_data(show_spinner="Scoring every image out of fold…", max_entries=8)
+def scores_for(root: str, version: str, stamp: int) -> pd.DataFrame:
+    return cleaning.score_images(Workspace(Path(root)), version)
+
+
+try:
+    stamp = int(store.audit_log(ws, limit=1)["seq"].iloc[0])
+    scores = scores_for(str(ws.root), version, stamp)
+except UserError as exc:
+    st.error(str(exc))
+    st.stop()
+classes = sorted(scores["label"].unique())
+
+
+def choose(image_id: str, label: str) -> None:
+    value = st.session_state[f"clean_{ws.name}_{image_id}"]
+    if value == "keep":
+        pending.pop(image_id, None)
+    else:
+        pending[image_id] = ("delete", None) if value == "delete" else ("relabel", value.removeprefix("→ "))
+
+
+def tiles(rows: pd.DataFrame, captions: list[str], columns: int = 6) -> None:
+    """Images with their caption and a keep / delete / relabel choice that survives page changes."""
+    images = thumbnails([ws.root / p for p in rows["path"]])
+    for start in range(0, len(rows), columns):
+        cells = st.columns(columns)
+        for cell, (_, row), image, caption in zip(
+            cells,
+            rows.iloc[start : start + columns].iterrows(),
+            images[start : start + columns],
+            captions[start : start + columns],
+            strict=False,
+        ):
+            options = ["keep", "delete", *(f"→ {c}" for c in classes if c != row["label"])]
+            action, new = pending.get(row["id"], ("keep", None))
+            current = "delete" if action == "delete" else (f"→ {new}" if action == "relabel" else "keep")
+            cell.image(image, width="stretch")
+            cell.caption(caption)
+            cell.selectbox(
+                "Action",
+                options,
+                index=options.index(current) if current in options else 0,
+                key=f"clean_{ws.name}_{row['id']}",
+                label_visibility="collapsed",
+                on_change=choose,
+                args=(row["id"], row["label"]),
+            )
+
+
+source = st.radio("Show", ["Suspicious labels", "Duplicates", "Train/valid leakage"], horizontal=True, key="clean_source")
+if source == "Suspicious labels":
+    c1, c2, c3, c4 = st.columns(4)
+    label = c1.selectbox("Label", classes, key="clean_label")
+    split = c2.radio("Split", ["all", "train", "valid"], horizontal=True, key="clean_split")
+    ranking = c3.selectbox(
+        "Rank by",
+        ["out-of-fold loss", "confident learning", "embedding outliers"],
+        key="clean_ranking",
+        help="Out of fold: each image scored by a model that never saw it.",
+    )
+    count = c4.slider("Images", 6, 120, 30, step=6, key="clean_count")
+    rows = cleaning.queue(scores, label, split, ranking).head(count)
+    tiles(
+        rows,
+        [
+            f"{r.label} → **{r.predicted}** {r.confidence:.0%}  \nloss {r.loss:.2f}" + (" · flagged" if r.label_issue else "")
+            for r in rows.itertuples()
+        ],
+    )
+else:
+    catalog = store.images(ws)
+    groups = (
+        verify.exact_duplicate_groups(catalog) + verify.near_duplicate_groups(catalog)
+        if source == "Duplicates"
+        else cleaning.leakage_groups(catalog)
+    )
+    st.caption(
+        f"{len(groups)} group(s). Keep one of each; leakage groups straddle train and valid and flatter the validation score."
+    )
+    by_id = catalog.set_index("id")
+    for group in groups[:15]:
+        rows = by_id.loc[group].reset_index()
+        tiles(rows, [f"`{r.id}` · {r.label} · {r.split or 'no split'}" for r in rows.itertuples()])
+        st.divider()
+
+st.subheader(
+    f"Pending: {sum(a == 'delete' for a, _ in pending.values())} deletion(s), "
+    f"{sum(a == 'relabel' for a, _ in pending.values())} relabel(s)"
+)
+if pending:
+    st.dataframe(
+        pd.DataFrame([{"id": i, "action": a, "new label": n} for i, (a, n) in pending.items()]), hide_index=True, width="stretch"
+    )
+c1, c2, c3, c4 = st.columns(4)
+if c1.button("Apply", type="primary", key="clean_apply", disabled=not pending):
+    try:
+        cleaning.apply(ws, [cleaning.Decision(i, a, n) for i, (a, n) in pending.items()])
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    reset_choices()
+    st.session_state["clean_message"] = "Applied: deleted images are in quarantine (restore on Explore)."
+    st.rerun()
+if c2.button("Discard choices", key="clean_discard", disabled=not pending):
+    reset_choices()
+    st.rerun()
+if c3.button("Undo last batch", key="clean_undo"):
+    try:
+        st.session_state["clean_message"] = f"Undid {cleaning.undo_last(ws)} change(s)."
+        reset_choices()
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.rerun()
+if c4.button("Retrain with the same settings", key="clean_retrain"):
+    try:
+        jobs.start(ws, runs.defaults(ws))
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.session_state["clean_message"] = "Training started: follow it on the Train page, then compare on Evaluate."
+    st.rerun()

@@ -1,0 +1,127 @@
+"""The cleaner: honest scores find a planted mislabel; apply and undo never lose a file."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import cleaning, datasets, gather, runs, store
+from core.cleaning import Decision
+from core.datasets import DataConfig
+from core.errors import UserError
+from core.workspace import Workspace
+from tests.test_training import TINY, colour_image, fill
+
+
+def snapshot(ws: Workspace) -> tuple[pd.DataFrame, dict[str, str]]:
+    catalog = store.images(ws, status=None)[["id", "label", "path", "status"]].sort_values("id").reset_index(drop=True)
+    files = {
+        str(p.relative_to(ws.root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for d in (ws.images_dir, ws.quarantine_dir)
+        for p in d.rglob("*")
+        if p.is_file()
+    }
+    return catalog, files
+
+
+@pytest.fixture
+def filled(ws: Workspace) -> Workspace:
+    fill(ws, {"red": 6, "blue": 6})
+    return ws
+
+
+def test_apply_then_undo_restores_files_and_catalog_exactly(filled: Workspace) -> None:
+    before = snapshot(filled)
+    ids = store.images(filled).sort_values("id")["id"].tolist()
+    batch = cleaning.apply(filled, [Decision(ids[0], "delete"), Decision(ids[1], "relabel", "green"), Decision(ids[2], "keep")])
+    after = store.images(filled, status=None).set_index("id")
+    assert after.loc[ids[0], "status"] == "quarantined" and after.loc[ids[1], "label"] == "green"
+    assert (filled.root / after.loc[ids[1], "path"]).is_file()
+    assert cleaning.undo_last(filled) == 2
+    catalog, files = snapshot(filled)
+    pd.testing.assert_frame_equal(catalog, before[0])
+    assert files == before[1]
+    actions = store.audit_log(filled)["action"].tolist()
+    assert {"clean_delete", "clean_relabel", "clean_batch", "clean_undo", "restored"} <= set(actions)
+    assert len(batch) == 12
+    with pytest.raises(UserError, match="no cleaning batch left"):
+        cleaning.undo_last(filled)
+
+
+def test_relabel_onto_an_existing_file_name_keeps_both(filled: Workspace) -> None:
+    row = store.images(filled).iloc[0]
+    other = "blue" if row["label"] == "red" else "red"
+    squatter = filled.images_dir / other / Path(row["path"]).name
+    squatter.write_bytes(b"someone else's file")
+    cleaning.apply(filled, [Decision(row["id"], "relabel", other)])
+    moved = store.images(filled).set_index("id").loc[row["id"], "path"]
+    assert moved.endswith("-1.png") and squatter.read_bytes() == b"someone else's file"
+    assert (filled.root / moved).is_file()
+
+
+@pytest.mark.parametrize(
+    "decision,message",
+    [
+        (Decision("x", "burn"), "Unknown action"),
+        (Decision("x", "relabel", "a/b"), "not allowed"),
+        (Decision("x", "relabel", None), "not allowed"),
+    ],
+    ids=["unknown-action", "label-with-slash", "no-label"],
+)
+def test_bad_decisions_are_refused_before_anything_moves(filled: Workspace, decision: Decision, message: str) -> None:
+    before = snapshot(filled)
+    with pytest.raises(UserError, match=message):
+        cleaning.apply(filled, [decision])
+    assert snapshot(filled)[1] == before[1]
+
+
+def test_two_sessions_applying_at_once_lose_no_file(filled: Workspace) -> None:
+    ids = store.images(filled).sort_values("id")["id"].tolist()
+    files_before = len(snapshot(filled)[1])
+    first = [Decision(i, "relabel", "green") for i in ids[:6]]
+    second = [Decision(i, "delete") for i in ids[3:9]]  # overlaps the first on three images
+    errors: list[Exception] = []
+
+    def run(decisions: list[Decision]) -> None:
+        try:
+            cleaning.apply(filled, decisions)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    catalog, files = snapshot(filled)
+    assert len(files) == files_before
+    assert all((filled.root / p).is_file() for p in catalog["path"])
+    assert set(catalog["path"]) == set(files)
+
+
+def test_a_planted_mislabel_rises_to_the_top(ws: Workspace) -> None:
+    fill(ws, {"red": 8, "blue": 8})
+    planted = gather.ingest(ws, gather.upload_items([("odd.png", colour_image(0, 999))], "blue")).added[0]
+    version = runs.train_workspace(ws, TINY)["version"]
+    scores = cleaning.score_images(ws, version)
+    assert cleaning.queue(scores, "blue", "all")["id"].iloc[0] == planted
+    assert cleaning.queue(scores, "blue", "all", "confident learning")["id"].iloc[0] == planted
+    assert scores.set_index("id").loc[planted, "label_issue"]
+    assert scores.set_index("id").loc[planted, "predicted"] == "red"
+
+
+def test_duplicates_across_train_and_valid_are_leakage(ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "src" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "src" / "valid" / "cat").mkdir(parents=True)
+    (tmp_path / "src" / "train" / "cat" / "x.png").write_bytes(colour_image(0, 1))
+    (tmp_path / "src" / "valid" / "cat" / "x.png").write_bytes(colour_image(0, 1))
+    (tmp_path / "src" / "valid" / "cat" / "y.png").write_bytes(colour_image(1, 2))
+    gather.ingest(ws, gather.folder_items(tmp_path / "src")[0])
+    catalog = datasets.assign_split(ws, store.images(ws), DataConfig(split="folders"))
+    groups = cleaning.leakage_groups(catalog)
+    assert len(groups) == 1 and len(groups[0]) == 2
