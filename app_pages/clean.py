@@ -83,7 +83,12 @@ def tiles(rows: pd.DataFrame, captions: list[str], columns: int = 6) -> None:
             )
 
 
-source = st.radio("Show", ["Suspicious labels", "Duplicates", "Train/valid leakage"], horizontal=True, key="clean_source")
+source = st.radio(
+    "Show",
+    ["Suspicious labels", "Duplicates", "Train/valid leakage", "Flagged by verification"],
+    horizontal=True,
+    key="clean_source",
+)
 if source == "Suspicious labels":
     c1, c2, c3, c4 = st.columns(4)
     label = c1.selectbox("Label", classes, key="clean_label")
@@ -103,6 +108,14 @@ if source == "Suspicious labels":
             for r in rows.itertuples()
         ],
     )
+elif source == "Flagged by verification":
+    flagged = cleaning.flagged(store.images(ws))
+    st.caption(
+        f"{len(flagged)} image(s) that decode but needed conversion for training (CMYK, 16-bit, palette, "
+        "alpha, EXIF rotation, animation): worth a look. Broken files are already in quarantine (see Explore)."
+    )
+    rows = flagged.head(60)
+    tiles(rows, [f"{r.label} · {r.notes}" for r in rows.itertuples()])
 else:
     catalog = store.images(ws)
     groups = (

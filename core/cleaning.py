@@ -124,6 +124,13 @@ def queue(scores: pd.DataFrame, label: str | None, split: str, ranking: str = "o
     return rows.sort_values("loss", ascending=False, kind="stable")
 
 
+def flagged(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Images verification let through with a conversion worth checking (grayscale alone is not flagged)."""
+    notes = catalog["notes"].fillna("").str.split(",").map(lambda n: [x for x in n if x and x != "grayscale"])
+    keep = notes.map(len).to_numpy() > 0
+    return catalog[keep].assign(notes=notes[keep].map(", ".join).to_numpy())
+
+
 def leakage_groups(catalog: pd.DataFrame) -> list[list[str]]:
     """Exact or near-duplicate groups with members in both train and valid: they flatter the valid score."""
     split = catalog.set_index("id")["split"]

@@ -125,3 +125,14 @@ def test_duplicates_across_train_and_valid_are_leakage(ws: Workspace, tmp_path: 
     catalog = datasets.assign_split(ws, store.images(ws), DataConfig(split="folders"))
     groups = cleaning.leakage_groups(catalog)
     assert len(groups) == 1 and len(groups[0]) == 2
+
+
+def test_flagged_by_verification(ws: Workspace) -> None:
+    from tests.conftest import alpha_png, exif_rotated_jpeg, png_bytes
+
+    gather.ingest(
+        ws, gather.upload_items([("a.png", alpha_png()), ("r.jpg", exif_rotated_jpeg()), ("plain.png", png_bytes(5))], "cat")
+    )
+    flagged = cleaning.flagged(store.images(ws)).set_index("source")
+    assert sorted(flagged.index) == ["a.png", "r.jpg"]
+    assert flagged.loc["r.jpg", "notes"] == "exif-rotated"
