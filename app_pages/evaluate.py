@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from core import evaluation, registry
+from core import evaluation, registry, store
 from core.errors import UserError
 from ui.common import current_workspace, image_grid, thumbnails
 
@@ -98,4 +98,11 @@ with compare:
         changed = evaluation.changed_predictions(evaluation.load(ws, other), ev)
         st.subheader(f"Predictions that changed: {len(changed)}")
         if len(changed):
+            paths = store.images(ws, status=None).set_index("id")["path"]
+            shown = changed[changed["id"].isin(paths.index)].head(24)
+            image_grid(
+                [ws.root / paths[i] for i in shown["id"]],
+                [f"{r[3]} → {r[4]} (actual {r[2]})" for r in shown.itertuples()],
+                columns=8,
+            )
             st.dataframe(changed, hide_index=True, width="stretch")
