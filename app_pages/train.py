@@ -192,6 +192,9 @@ else:
             st.stop()
         st.rerun()
 
+with st.expander("Run history"):
+    st.dataframe(runs.run_history(ws), hide_index=True, width="stretch")
+
 st.divider()
 st.subheader("Model versions")
 versions = registry.list_versions(ws)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from core import store
 from core.errors import UserError
-from core.images import IMAGE_SUFFIXES, ImageInfo, VerifyConfig, inspect
+from core.images import ImageInfo, VerifyConfig, inspect
 from core.workspace import Workspace
 
 ProgressFn = Callable[[int, int, str], None]
@@ -314,7 +314,3 @@ def _zip_loader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Loader:
         return data, None
 
     return load
-
-
-def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
