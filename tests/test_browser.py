@@ -167,6 +167,11 @@ def test_walk_the_app(page: object, tmp_path: Path) -> None:
     no_exception(page)
     shot(page, "09-train-versions")
 
+    page.get_by_role("button", name="Start training").click()  # a second run, cancelled from the page
+    page.get_by_role("button", name="Cancel training").click()
+    page.get_by_text("Training was cancelled; no model version was written.").wait_for(timeout=180_000)
+    no_exception(page)
+
     page.get_by_role("link", name="Evaluate").click()
     page.get_by_text("Calibration error (ECE)").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
