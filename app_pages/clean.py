@@ -104,7 +104,8 @@ if source == "Suspicious labels":
     tiles(
         rows,
         [
-            f"{r.label} → **{r.predicted}** {r.confidence:.0%}  \nloss {r.loss:.2f}" + (" · flagged" if r.label_issue else "")
+            f"label {r.label} · predicted **{r.predicted}** {r.confidence:.0%}  \nloss {r.loss:.2f}"
+            + (" · flagged" if r.label_issue else "")
             for r in rows.itertuples()
         ],
     )

@@ -198,6 +198,9 @@ def test_walk_the_app(page: object, tmp_path: Path) -> None:
     page.wait_for_timeout(1000)
     page.get_by_role("button", name="Undo last batch").click()
     page.get_by_text("Undid 1 change(s)").wait_for()
+    page.wait_for_timeout(500)
+    page.locator("[data-testid='stSpinner']").wait_for(state="detached", timeout=180_000)
+    page.get_by_text("Pending: 0 deletion(s), 0 relabel(s)").wait_for()
     no_exception(page)
     shot(page, "14-clean-undone")
 
