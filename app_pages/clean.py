@@ -5,21 +5,15 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import cleaning, jobs, registry, runs, store, verify
+from core import cleaning, jobs, runs, store, verify
 from core.errors import UserError
 from core.workspace import Workspace
-from ui.common import current_workspace, thumbnails
+from ui.common import current_workspace, pick_version, thumbnails
 
 ws = current_workspace()
 st.title("Clean")
-versions = registry.list_versions(ws)
-if versions.empty:
-    st.info("The cleaner ranks images with a trained model: train one on the Train page first.")
-    st.stop()
-names = versions["version"].tolist()[::-1]
-production = registry.production_version(ws)
-version = st.selectbox(
-    "Score with model", names, index=names.index(production) if production in names else 0, key="clean_version"
+version, _ = pick_version(
+    ws, "Score with model", "clean_version", "The cleaner ranks images with a trained model: train one on the Train page first."
 )
 pending: dict[str, tuple[str, str | None]] = st.session_state.setdefault("clean_pending", {}).setdefault(ws.name, {})
 if message := st.session_state.pop("clean_message", None):

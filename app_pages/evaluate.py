@@ -5,23 +5,11 @@ import streamlit as st
 
 from core import evaluation, registry, store
 from core.errors import UserError
-from ui.common import current_workspace, image_grid, thumbnails
+from ui.common import current_workspace, image_grid, pick_version, thumbnails
 
 ws = current_workspace()
 st.title("Evaluate")
-versions = registry.list_versions(ws)
-if versions.empty:
-    st.info("No model yet: train one on the Train page.")
-    st.stop()
-names = versions["version"].tolist()[::-1]
-production = registry.production_version(ws)
-version = st.selectbox(
-    "Model version",
-    names,
-    index=names.index(production) if production in names else 0,
-    key="eval_version",
-    format_func=lambda v: f"{v} (production)" if v == production else v,
-)
+version, names = pick_version(ws, "Model version", "eval_version", "No model yet: train one on the Train page.")
 try:
     ev = evaluation.load(ws, version)
 except UserError as exc:

@@ -95,3 +95,23 @@ def image_grid(paths: list[Path], captions: list[str], columns: int = 8, side: i
         for cell, thumb, caption in zip(cells, thumbs[start : start + columns], captions[start : start + columns], strict=False):
             cell.image(thumb, width="stretch")
             cell.caption(caption)
+
+
+def pick_version(ws: Workspace, label: str, key: str, missing: str) -> tuple[str, list[str]]:
+    """A model-version selectbox, newest first, production preselected; stops with `missing` when none."""
+    from core import registry
+
+    versions = registry.list_versions(ws)
+    if versions.empty:
+        st.info(missing)
+        st.stop()
+    names = versions["version"].tolist()[::-1]
+    production = registry.production_version(ws)
+    version = st.selectbox(
+        label,
+        names,
+        index=names.index(production) if production in names else 0,
+        key=key,
+        format_func=lambda v: f"{v} (production)" if v == production else v,
+    )
+    return version, names
