@@ -158,19 +158,15 @@ def _relabel(ws: Workspace, image_id: str, new_label: str, batch: str, action: s
     target = _free_path(folder, Path(path).name)
     shutil.move(str(ws.root / path), str(target))
     rel = str(target.relative_to(ws.root))
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        con.execute("UPDATE images SET label = ?, path = ? WHERE id = ?", [new_label, rel, image_id])
-        store.audit(
-            ws,
-            action,
-            image_id,
-            before={"label": label, "path": path},
-            after={"label": new_label, "path": rel},
-            detail={"batch": batch},
-            con=con,
-        )
-        con.execute("COMMIT")
+    store.update_image(
+        ws,
+        image_id,
+        {"label": new_label, "path": rel},
+        action,
+        before={"label": label, "path": path},
+        after={"label": new_label, "path": rel},
+        detail={"batch": batch},
+    )
 
 
 def apply(ws: Workspace, decisions: list[Decision]) -> str:

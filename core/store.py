@@ -213,6 +213,21 @@ def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "
         con.execute("COMMIT")
 
 
+def update_image(
+    ws: Workspace, image_id: str, changes: dict[str, Any], action: str, before: Any, after: Any, detail: Any = None
+) -> None:
+    """Change catalog fields of one image and append its audit row, in one transaction."""
+    unknown = set(changes) - set(IMAGE_COLUMNS)
+    if unknown:
+        raise ValueError(f"not catalog columns: {sorted(unknown)}")  # a programming error, not user input
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    with connect(ws) as con:
+        con.execute("BEGIN")
+        con.execute(f"UPDATE images SET {assignments} WHERE id = ?", [*changes.values(), image_id])
+        audit(ws, action, image_id, before=before, after=after, detail=detail, con=con)
+        con.execute("COMMIT")
+
+
 def record_failures(ws: Workspace, failures: Sequence[dict[str, Any]]) -> None:
     """Keep every failed source with its reason so the user can see it later."""
     if not failures:

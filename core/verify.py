@@ -42,19 +42,15 @@ def quarantine(ws: Workspace, image_id: str, reason: str, action: str = "quarant
     if src.exists():
         shutil.move(str(src), str(dst))
     rel = str(dst.relative_to(ws.root)) if dst.exists() else path
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        con.execute("UPDATE images SET status = 'quarantined', reason = ?, path = ? WHERE id = ?", [reason, rel, image_id])
-        store.audit(
-            ws,
-            action,
-            image_id,
-            before={"path": path, "status": status},
-            after={"path": rel, "status": "quarantined"},
-            detail={"reason": reason, "label": label, **({"batch": batch} if batch else {})},
-            con=con,
-        )
-        con.execute("COMMIT")
+    store.update_image(
+        ws,
+        image_id,
+        {"status": "quarantined", "reason": reason, "path": rel},
+        action,
+        before={"path": path, "status": status},
+        after={"path": rel, "status": "quarantined"},
+        detail={"reason": reason, "label": label, **({"batch": batch} if batch else {})},
+    )
 
 
 def restore(ws: Workspace, image_id: str) -> str:
@@ -73,18 +69,14 @@ def restore(ws: Workspace, image_id: str) -> str:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(src), str(dst))
     rel = str(dst.relative_to(ws.root))
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        con.execute("UPDATE images SET status = 'ok', reason = NULL, path = ? WHERE id = ?", [rel, image_id])
-        store.audit(
-            ws,
-            "restored",
-            image_id,
-            before={"path": path, "status": "quarantined", "reason": reason},
-            after={"path": rel, "status": "ok"},
-            con=con,
-        )
-        con.execute("COMMIT")
+    store.update_image(
+        ws,
+        image_id,
+        {"status": "ok", "reason": None, "path": rel},
+        "restored",
+        before={"path": path, "status": "quarantined", "reason": reason},
+        after={"path": rel, "status": "ok"},
+    )
     return rel
 
 
