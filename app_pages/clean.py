@@ -6,9 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from core import cleaning, jobs, runs, store, verify
-from core.errors import UserError
 from core.workspace import Workspace
-from ui.common import current_workspace, pick_version, thumbnails
+from ui.common import attempt, current_workspace, pick_version, thumbnails
 
 ws = current_workspace()
 st.title("Clean")
@@ -32,12 +31,8 @@ def scores_for(root: str, version: str, stamp: int) -> pd.DataFrame:
     return cleaning.score_images(Workspace(Path(root)), version)
 
 
-try:
-    stamp = int(store.audit_log(ws, limit=1)["seq"].iloc[0])
-    scores = scores_for(str(ws.root), version, stamp)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
+stamp = int(store.audit_log(ws, limit=1)["seq"].iloc[0])
+scores = attempt(lambda: scores_for(str(ws.root), version, stamp))
 classes = sorted(scores["label"].unique())
 
 
@@ -137,11 +132,7 @@ if pending:
     )
 c1, c2, c3, c4 = st.columns(4)
 if c1.button("Apply", type="primary", key="clean_apply", disabled=not pending):
-    try:
-        cleaning.apply(ws, [cleaning.Decision(i, a, n) for i, (a, n) in pending.items()])
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    attempt(lambda: cleaning.apply(ws, [cleaning.Decision(i, a, n) for i, (a, n) in pending.items()]))
     reset_choices()
     st.session_state["clean_message"] = "Applied: deleted images are in quarantine (restore on Explore)."
     st.rerun()
@@ -149,18 +140,10 @@ if c2.button("Discard choices", key="clean_discard", disabled=not pending):
     reset_choices()
     st.rerun()
 if c3.button("Undo last batch", key="clean_undo"):
-    try:
-        st.session_state["clean_message"] = f"Undid {cleaning.undo_last(ws)} change(s)."
-        reset_choices()
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    st.session_state["clean_message"] = f"Undid {attempt(lambda: cleaning.undo_last(ws))} change(s)."
+    reset_choices()
     st.rerun()
 if c4.button("Retrain with the same settings", key="clean_retrain"):
-    try:
-        jobs.start(ws, runs.defaults(ws))
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    attempt(lambda: jobs.start(ws, runs.defaults(ws)))
     st.session_state["clean_message"] = "Training started: follow it on the Train page, then compare on Evaluate."
     st.rerun()

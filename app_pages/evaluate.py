@@ -4,17 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from core import evaluation, registry, store
-from core.errors import UserError
-from ui.common import current_workspace, image_grid, pick_version, thumbnails
+from ui.common import attempt, current_workspace, image_grid, pick_version, thumbnails
 
 ws = current_workspace()
 st.title("Evaluate")
 version, names = pick_version(ws, "Model version", "eval_version", "No model yet: train one on the Train page.")
-try:
-    ev = evaluation.load(ws, version)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
+ev = attempt(lambda: evaluation.load(ws, version))
 table, ece = evaluation.reliability(ev)
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Validation images", len(ev.ids))

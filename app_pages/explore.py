@@ -6,8 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import explore, store, verify
-from core.errors import UserError
-from ui.common import current_workspace, image_grid, progress_bar
+from ui.common import attempt, current_workspace, image_grid, progress_bar
 
 ws = current_workspace()
 st.title("Explore and verify")
@@ -18,11 +17,8 @@ if st.button(
     help="Fully decode every image, quarantine the broken "
     "ones (moved, never deleted), catalog files placed in images/<label>/ by hand.",
 ):
-    try:
-        st.session_state["verify_report"] = (ws.name, verify.verify_workspace(ws, on_progress=progress_bar("Verifying")))
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    report = attempt(lambda: verify.verify_workspace(ws, on_progress=progress_bar("Verifying")))
+    st.session_state["verify_report"] = (ws.name, report)
     st.rerun()
 last = st.session_state.get("verify_report")
 if last is not None and last[0] == ws.name:
@@ -94,12 +90,8 @@ with quarantine:
         st.dataframe(quarantined[["id", "label", "reason", "source", "path"]], hide_index=True, width="stretch")
         chosen = st.multiselect("Restore these images", quarantined["id"].tolist(), key="explore_restore_ids")
         if st.button("Restore", key="explore_restore_go") and chosen:
-            try:
-                for image_id in chosen:
-                    verify.restore(ws, image_id)
-            except UserError as exc:
-                st.error(str(exc))
-                st.stop()
+            for image_id in chosen:
+                attempt(lambda i=image_id: verify.restore(ws, i))
             st.rerun()
 
 with history:

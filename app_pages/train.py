@@ -8,16 +8,12 @@ import streamlit as st
 from core import backbones, datasets, jobs, registry, runs, store, train_report
 from core.errors import UserError
 from core.training import TrainConfig, lr_find
-from ui.common import current_workspace
+from ui.common import attempt, current_workspace
 
 ws = current_workspace()
 st.title("Train")
 catalog = store.images(ws)
-try:
-    datasets.check_dataset(ws, catalog)
-except UserError as exc:
-    st.error(str(exc))
-    st.stop()
+attempt(lambda: datasets.check_dataset(ws, catalog))
 counts = catalog["label"].value_counts().sort_index()
 st.caption(
     f"Workspace **{ws.name}**: {len(catalog)} images, {len(counts)} labels: " + ", ".join(f"{k} ({v})" for k, v in counts.items())
@@ -209,18 +205,10 @@ st.dataframe(
 c1, c2, c3 = st.columns(3)
 chosen = c1.selectbox("Version", versions["version"].tolist()[::-1], key="train_version")
 if c2.button("Promote to production", key="train_promote"):
-    try:
-        registry.promote(ws, chosen)
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    attempt(lambda: registry.promote(ws, chosen))
     st.rerun()
 if c3.button("Roll back production", key="train_rollback"):
-    try:
-        registry.rollback(ws)
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    attempt(lambda: registry.rollback(ws))
     st.rerun()
 picked = st.multiselect(
     "Compare versions", versions["version"].tolist(), default=versions["version"].tolist()[-2:], key="train_compare"

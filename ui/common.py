@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -15,6 +17,7 @@ from core.gather import GatherReport, ProgressFn
 from core.images import thumbnail
 from core.workspace import Workspace
 
+T = TypeVar("T")
 PICKED = "workspace_name"  # owner: this module (the sidebar picker)
 PENDING = "workspace_to_open"  # pages set this to switch the picker on the next run
 DEFAULT_ENV = "IMAGEDP_WORKSPACE"
@@ -34,6 +37,15 @@ def workspace_picker() -> None:
         else:
             st.caption("No workspace yet: create one on the Workspaces page.")
         st.caption(f"Data root: `{workspace.data_root()}`")
+
+
+def attempt(action: Callable[[], T]) -> T:
+    """Run a core call; on a UserError show its message (never a traceback) and stop the page."""
+    try:
+        return action()
+    except UserError as exc:
+        st.error(str(exc))
+        st.stop()
 
 
 def open_workspace(name: str) -> None:
