@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core import cli_model, store
+from core import cli_model, cli_production, store
 from core.errors import UserError
 from core.gather import GatherReport, ProgressFn
 
@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("new_name", nargs="?")
     w.add_argument("--confirm", help="for delete: the workspace name again")
     cli_model.add_commands(command)
+    cli_production.add_commands(command)
     return parser
 
 

@@ -110,7 +110,7 @@ def contrast(gray: Image.Image) -> float:
     return float(np.asarray(gray, dtype=np.float32).std() / 255.0)
 
 
-def _open_checked(data: bytes, cfg: VerifyConfig) -> Image.Image:
+def open_checked(data: bytes, cfg: VerifyConfig) -> Image.Image:
     if not data:
         raise UserError("empty file (0 bytes)")
     if len(data) > cfg.max_bytes:
@@ -129,7 +129,7 @@ def _open_checked(data: bytes, cfg: VerifyConfig) -> Image.Image:
 
 def inspect(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[ImageInfo, Image.Image]:
     """Fully decode image bytes and measure them; raise UserError with the reason if unusable."""
-    img = _open_checked(data, cfg)
+    img = open_checked(data, cfg)
     fmt = img.format or "unknown"
     try:
         with warnings.catch_warnings():

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core import backbones, datasets, registry, store
+from core import backbones, datasets, prediction, registry, store
 from core.errors import UserError
 from core.training import Cancelled, Event, EventFn, TrainConfig, fine_tune
 from core.workspace import TRAINING_LOCK, Workspace
@@ -202,10 +202,13 @@ def train_workspace(
             "valid_ids": catalog.loc[~train, "id"].tolist(),
             "dataset_fingerprint": fingerprint(catalog),
         }
+        ref = prediction.fit_reference(prediction.head_logits(result.model, result.valid_features), result.valid_features)
+        meta["ood"] = {"score": ref.ood_score, "threshold": ref.ood_threshold, "valid_pass": prediction.VALID_PASS}
         reference = {
             "valid_probs": result.valid_probs.astype(np.float32),
             "valid_features": result.valid_features.astype(np.float32),
             "valid_labels": y[~train].astype(np.int64),
+            **prediction.reference_arrays(ref),
         }
         version = registry.save_version(ws, result.model, meta, reference)
         _finish_run(ws, run_id, "finished", version)

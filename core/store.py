@@ -94,6 +94,23 @@ CREATE TABLE IF NOT EXISTS deployments (   -- history of the production pointer;
 CREATE TABLE IF NOT EXISTS gather_failures (
     ts TIMESTAMP NOT NULL, source_kind VARCHAR, source VARCHAR, label VARCHAR, reason VARCHAR
 );
+CREATE TABLE IF NOT EXISTS predictions (     -- the production log: one row per scored image
+    id VARCHAR NOT NULL,             -- uuid hex, the key feedback refers to
+    ts TIMESTAMP NOT NULL, source VARCHAR NOT NULL,   -- app / batch / simulation
+    model_version VARCHAR NOT NULL, name VARCHAR, sha256 VARCHAR NOT NULL,
+    width INTEGER, height INTEGER, brightness DOUBLE, contrast DOUBLE, saturation DOUBLE, sharpness DOUBLE,
+    probs FLOAT[] NOT NULL,          -- in the model version's class order
+    predicted VARCHAR NOT NULL, confidence DOUBLE NOT NULL,
+    energy DOUBLE, ood_score DOUBLE, ood BOOLEAN NOT NULL,
+    embedding FLOAT[],               -- penultimate features through the version's PCA
+    action VARCHAR, latency_ms DOUBLE,
+    image_path VARCHAR               -- only when the workspace keeps production images
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    prediction_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+    label VARCHAR NOT NULL,          -- the true class, or 'none of these'
+    source VARCHAR
+);
 """
 
 

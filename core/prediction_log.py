@@ -1,0 +1,285 @@
+"""The production log: every prediction and every piece of feedback, in workspace.duckdb.
+
+DuckDB admits one writing process at a time, so writers insert whole batches through short
+connections that wait for the lock (store.connect). When the database stays busy or fails, the
+rows go to a Parquet spool file under the workspace and are ingested by the next write: a
+logging failure never breaks a prediction and never loses a row, and it is counted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from core import store
+from core.errors import UserError
+from core.prediction import Prediction
+from core.workspace import Workspace
+
+SOURCES = ("app", "batch", "simulation")
+NONE_OF_THESE = "none of these"
+KEEP_IMAGES = "keep_production_images"  # workspace setting: store each scored image under production/
+COLUMNS = (
+    "id",
+    "ts",
+    "source",
+    "model_version",
+    "name",
+    "sha256",
+    "width",
+    "height",
+    "brightness",
+    "contrast",
+    "saturation",
+    "sharpness",
+    "probs",
+    "predicted",
+    "confidence",
+    "energy",
+    "ood_score",
+    "ood",
+    "embedding",
+    "action",
+    "latency_ms",
+    "image_path",
+)
+
+
+def spool_dir(ws: Workspace) -> Path:
+    return ws.root / "logs" / "spool"
+
+
+def keep_image(ws: Workspace, p: Prediction) -> str | None:
+    """Store the scored bytes once per content (production/<sha16>.<ext>) and return the relative path."""
+    if not p.data:
+        return None
+    folder = ws.root / "production"
+    folder.mkdir(exist_ok=True)
+    ext = Path(p.name).suffix.lower() if Path(p.name).suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"} else ".img"
+    path = folder / f"{p.sha256[:16]}{ext}"
+    if not path.exists():
+        path.write_bytes(p.data)
+    return str(path.relative_to(ws.root))
+
+
+def to_frame(
+    ws: Workspace,
+    predictions: Sequence[Prediction],
+    source: str,
+    version: str,
+    ts: Sequence[datetime] | None = None,
+) -> pd.DataFrame:
+    """Log rows for predictions (now, unless simulated times are given)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown log source {source!r}")  # a programming error
+    keep = bool(store.get_setting(ws, KEEP_IMAGES))
+    stamp = store.now()
+    rows = {
+        "id": [p.id for p in predictions],
+        "ts": list(ts) if ts is not None else [stamp] * len(predictions),
+        "source": [source] * len(predictions),
+        "model_version": [version] * len(predictions),
+        "name": [p.name for p in predictions],
+        "sha256": [p.sha256 for p in predictions],
+        **{
+            k: [p.properties[k] for p in predictions]
+            for k in ("width", "height", "brightness", "contrast", "saturation", "sharpness")
+        },
+        "probs": [p.probs.tolist() for p in predictions],
+        "predicted": [p.label for p in predictions],
+        "confidence": [p.confidence for p in predictions],
+        "energy": [p.energy for p in predictions],
+        "ood_score": [p.ood_score for p in predictions],
+        "ood": [p.ood for p in predictions],
+        "embedding": [p.embedding.tolist() for p in predictions],
+        "action": [p.action for p in predictions],
+        "latency_ms": [p.latency_ms for p in predictions],
+        "image_path": [keep_image(ws, p) if keep else None for p in predictions],
+    }
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+_COLS = ", ".join(COLUMNS)
+_CAST = {"probs": "probs::FLOAT[]", "embedding": "embedding::FLOAT[]", "ts": "ts::TIMESTAMP"}
+_SELECT = ", ".join(_CAST.get(c, c) for c in COLUMNS)
+
+
+def _insert(ws: Workspace, frame: pd.DataFrame) -> None:
+    with store.connect(ws) as con:
+        con.register("new_rows", frame)
+        con.execute(f"INSERT INTO predictions ({_COLS}) SELECT {_SELECT} FROM new_rows")
+
+
+def _spool(ws: Workspace, frame: pd.DataFrame) -> Path:
+    folder = spool_dir(ws)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{store.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = path.with_suffix(".tmp")
+    con = duckdb.connect()
+    try:
+        con.register("rows", frame)
+        con.execute(f"COPY (SELECT {_SELECT} FROM rows) TO '{tmp}' (FORMAT parquet)")
+    finally:
+        con.close()
+    tmp.rename(path)
+    return path
+
+
+def drain_spool(ws: Workspace) -> int:
+    """Move spooled rows into the database (skipping ids already there); returns the rows added."""
+    added = 0
+    for path in sorted(spool_dir(ws).glob("*.parquet")) if spool_dir(ws).is_dir() else []:
+        with store.connect(ws) as con:
+            con.execute("BEGIN")
+            before = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+            con.execute(
+                f"INSERT INTO predictions ({_COLS}) SELECT {_COLS} FROM read_parquet(?) "
+                "WHERE id NOT IN (SELECT id FROM predictions)",
+                [str(path)],
+            )
+            added += con.execute("SELECT count(*) FROM predictions").fetchone()[0] - before
+            con.execute("COMMIT")
+        path.unlink()  # our own temporary copy: every row in it is now in the database
+    return added
+
+
+def spooled_rows(ws: Workspace) -> int:
+    """Rows waiting in the spool for the database (shown on the pages; normally 0)."""
+    files = sorted(spool_dir(ws).glob("*.parquet")) if spool_dir(ws).is_dir() else []
+    if not files:
+        return 0
+    con = duckdb.connect()
+    try:
+        return int(con.execute("SELECT count(*) FROM read_parquet(?)", [[str(f) for f in files]]).fetchone()[0])
+    finally:
+        con.close()
+
+
+@dataclass
+class LogResult:
+    logged: int = 0
+    spooled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
+    """Insert rows; on a lock timeout or database error spool them instead (and say why)."""
+    if frame.empty:
+        return LogResult()
+    try:
+        _insert(ws, frame)
+    except (UserError, duckdb.Error, OSError) as exc:
+        _spool(ws, frame)
+        return LogResult(spooled=len(frame), errors=[f"database busy or failing, rows spooled: {exc}"])
+    result = LogResult(logged=len(frame))
+    if spool_dir(ws).is_dir() and any(spool_dir(ws).glob("*.parquet")):
+        try:
+            result.logged += drain_spool(ws)
+        except (UserError, duckdb.Error, OSError) as exc:
+            result.errors.append(f"spooled rows wait for the next write: {exc}")
+    return result
+
+
+def log_predictions(
+    ws: Workspace, predictions: Sequence[Prediction], source: str, version: str, ts: Sequence[datetime] | None = None
+) -> LogResult:
+    return write(ws, to_frame(ws, predictions, source, version, ts))
+
+
+class BackgroundLog:
+    """One writer thread per workspace per process: the app's sessions hand it rows and never wait."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._queue: queue.Queue[pd.DataFrame] = queue.Queue()
+        self.submitted = self.logged = self.spooled = self.failed = 0
+        self.last_error: str | None = None
+        threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True).start()
+
+    def submit(self, frame: pd.DataFrame) -> None:
+        self.submitted += len(frame)
+        self._queue.put(frame)
+
+    def _run(self) -> None:
+        while True:
+            frames = [self._queue.get()]
+            while not self._queue.empty() and len(frames) < 256:
+                frames.append(self._queue.get_nowait())
+            try:
+                result = write(self.ws, pd.concat(frames, ignore_index=True))
+                self.logged += result.logged
+                self.spooled += result.spooled
+                self.last_error = result.errors[-1] if result.errors else self.last_error
+            except (OSError, duckdb.Error) as exc:  # the spool itself failed (disk full?): keep the rows, retry later
+                self.failed += sum(len(f) for f in frames)
+                self.last_error = f"could not log or spool {sum(len(f) for f in frames)} row(s): {exc}"
+                threading.Timer(5.0, lambda fs=frames: [self._queue.put(f) for f in fs]).start()
+            finally:
+                for _ in frames:
+                    self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every submitted row is written or spooled."""
+        self._queue.join()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+
+_BACKGROUND: dict[str, BackgroundLog] = {}
+_GUARD = threading.Lock()
+
+
+def background(ws: Workspace) -> BackgroundLog:
+    with _GUARD:
+        key = str(ws.db_path)
+        if key not in _BACKGROUND:
+            _BACKGROUND[key] = BackgroundLog(ws)
+        return _BACKGROUND[key]
+
+
+@atexit.register
+def _flush_all() -> None:
+    for log in list(_BACKGROUND.values()):
+        log.flush()
+
+
+def add_feedback(ws: Workspace, prediction_id: str, label: str, classes: Sequence[str], source: str = "app") -> None:
+    """A human's answer for one prediction: a class of the model, or 'none of these'."""
+    if label not in classes and label != NONE_OF_THESE:
+        raise UserError(f"Feedback {label!r} is not one of the model's classes ({', '.join(classes)}) or {NONE_OF_THESE!r}.")
+    with store.connect(ws) as con:
+        con.execute("INSERT INTO feedback VALUES (?, ?, ?, ?)", [prediction_id, store.now(), label, source])
+
+
+def add_feedback_rows(ws: Workspace, frame: pd.DataFrame) -> None:
+    """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator."""
+    with store.connect(ws) as con:
+        con.register("new_feedback", frame)
+        con.execute("INSERT INTO feedback SELECT prediction_id, ts::TIMESTAMP, label, source FROM new_feedback")
+
+
+def count(ws: Workspace, source: str | None = None) -> int:
+    with store.connect(ws) as con:
+        if source is None:
+            return int(con.execute("SELECT count(*) FROM predictions").fetchone()[0])
+        return int(con.execute("SELECT count(*) FROM predictions WHERE source = ?", [source]).fetchone()[0])
+
+
+def recent(ws: Workspace, limit: int = 50) -> pd.DataFrame:
+    with store.connect(ws) as con:
+        return con.execute(
+            "SELECT ts, source, model_version, name, predicted, confidence, ood, action, latency_ms "
+            "FROM predictions ORDER BY ts DESC LIMIT ?",
+            [limit],
+        ).df()
