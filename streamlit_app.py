@@ -1,8 +1,17 @@
-"""Router: page config, the sidebar workspace picker, and navigation over the pages that work."""
+"""Router: page config, the sidebar workspace picker, and navigation over the pages that work.
+
+IMAGEDP_END_USER=1 serves only the prediction page for IMAGEDP_WORKSPACE: the deployable end-user app.
+"""
 
 import streamlit as st
 
-from ui.common import workspace_picker
+from ui.common import end_user_mode, workspace_picker
+
+if end_user_mode():
+    st.set_page_config(page_title="Prediction", page_icon="🐻", layout="centered")
+    workspace_picker(visible=False)
+    st.navigation([st.Page("app_pages/predict.py", title="Predict", default=True)], position="hidden").run()
+    st.stop()
 
 st.set_page_config(page_title="Image classifier: from model to production", page_icon="🐻", layout="wide")
 workspace_picker()
@@ -16,6 +25,10 @@ pages = {
     "Model": [
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    ],
+    "Production": [
+        st.Page("app_pages/predict.py", title="Predict", icon=":material/photo_camera:"),
+        st.Page("app_pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
     ],
 }
 st.navigation(pages).run()

@@ -49,10 +49,11 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     preds: list[prediction.Prediction] = []
     logged = spooled = 0
     show = None if args.json else _progress("scored")
+    keep = prediction_log.keeps_images(ws)
     for start in range(0, len(items), args.batch_size * 8):  # log as we go: a crash loses no scored batch
         chunk = items[start : start + args.batch_size * 8]
-        done, bad = prediction.predict_images(predictor, chunk, args.batch_size, keep_bytes=True)
-        result = prediction_log.log_predictions(ws, done, "batch", predictor.version)
+        done, bad = prediction.predict_images(predictor, chunk, args.batch_size, keep_bytes=keep)
+        result = prediction_log.log_predictions(ws, done, "batch", predictor.version, keep_images=keep)
         logged, spooled = logged + result.logged, spooled + result.spooled
         preds += done
         failed += bad

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
 from PIL import Image, ImageFilter, ImageOps
 
@@ -304,3 +305,22 @@ def ood_separation(predictor: Predictor, in_domain: np.ndarray, out_domain: np.n
 
     y = np.r_[np.ones(len(in_domain)), np.zeros(len(out_domain))]
     return {kind: float(roc_auc_score(y, in_domain_score(np.r_[in_domain, out_domain], kind))) for kind in OOD_SCORES}
+
+
+def top_k_figure(p: Prediction, classes: Sequence[str], k: int = 5) -> go.Figure:
+    """Horizontal bars of the k most probable classes, the top one highlighted."""
+    top = p.top(classes, k)[::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in top],
+            y=[c for c, _ in top],
+            orientation="h",
+            marker_color=["#4C78A8" if c == p.label else "#B0BEC5" for c, _ in top],
+            text=[f"{v:.1%}" for _, v in top],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        xaxis={"range": [0, 1], "tickformat": ".0%"}, height=60 + 28 * len(top), margin={"t": 10, "b": 10, "l": 10, "r": 10}
+    )
+    return fig

@@ -71,41 +71,60 @@ def keep_image(ws: Workspace, p: Prediction) -> str | None:
     return str(path.relative_to(ws.root))
 
 
+@dataclass(frozen=True)
+class LogBatch:
+    """Predictions waiting to be logged, with what the log needs to know about them."""
+
+    predictions: Sequence[Prediction]
+    source: str
+    version: str
+    ts: Sequence[datetime] | None = None  # None: the time they were handed over
+    keep_images: bool = False
+    stamp: datetime = field(default_factory=store.now)
+
+
+_PROPS = ("width", "height", "brightness", "contrast", "saturation", "sharpness")
+
+
+def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
+    """One DataFrame of log rows for many batches (built once: per-row frames cost milliseconds each)."""
+    rows: dict[str, list[object]] = {c: [] for c in COLUMNS}
+    for b in batches:
+        if b.source not in SOURCES:
+            raise ValueError(f"unknown log source {b.source!r}")  # a programming error
+        n = len(b.predictions)
+        rows["ts"] += list(b.ts) if b.ts is not None else [b.stamp] * n
+        rows["source"] += [b.source] * n
+        rows["model_version"] += [b.version] * n
+        rows["image_path"] += [keep_image(ws, p) if b.keep_images else None for p in b.predictions]
+        for p in b.predictions:
+            rows["id"].append(p.id)
+            rows["name"].append(p.name)
+            rows["sha256"].append(p.sha256)
+            for k in _PROPS:
+                rows[k].append(p.properties[k])
+            rows["probs"].append(p.probs.tolist())
+            rows["predicted"].append(p.label)
+            rows["confidence"].append(p.confidence)
+            rows["energy"].append(p.energy)
+            rows["ood_score"].append(p.ood_score)
+            rows["ood"].append(p.ood)
+            rows["embedding"].append(p.embedding.tolist())
+            rows["action"].append(p.action)
+            rows["latency_ms"].append(p.latency_ms)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
 def to_frame(
     ws: Workspace,
     predictions: Sequence[Prediction],
     source: str,
     version: str,
     ts: Sequence[datetime] | None = None,
+    keep_images: bool = False,
 ) -> pd.DataFrame:
-    """Log rows for predictions (now, unless simulated times are given)."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown log source {source!r}")  # a programming error
-    keep = bool(store.get_setting(ws, KEEP_IMAGES))
-    stamp = store.now()
-    rows = {
-        "id": [p.id for p in predictions],
-        "ts": list(ts) if ts is not None else [stamp] * len(predictions),
-        "source": [source] * len(predictions),
-        "model_version": [version] * len(predictions),
-        "name": [p.name for p in predictions],
-        "sha256": [p.sha256 for p in predictions],
-        **{
-            k: [p.properties[k] for p in predictions]
-            for k in ("width", "height", "brightness", "contrast", "saturation", "sharpness")
-        },
-        "probs": [p.probs.tolist() for p in predictions],
-        "predicted": [p.label for p in predictions],
-        "confidence": [p.confidence for p in predictions],
-        "energy": [p.energy for p in predictions],
-        "ood_score": [p.ood_score for p in predictions],
-        "ood": [p.ood for p in predictions],
-        "embedding": [p.embedding.tolist() for p in predictions],
-        "action": [p.action for p in predictions],
-        "latency_ms": [p.latency_ms for p in predictions],
-        "image_path": [keep_image(ws, p) if keep else None for p in predictions],
-    }
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    """Log rows for predictions (now, unless simulated times are given); images stored if asked."""
+    return frame_of(ws, [LogBatch(predictions, source, version, ts, keep_images)])
 
 
 _COLS = ", ".join(COLUMNS)
@@ -189,42 +208,57 @@ def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
     return result
 
 
+def keeps_images(ws: Workspace) -> bool:
+    return bool(store.get_setting(ws, KEEP_IMAGES))
+
+
 def log_predictions(
-    ws: Workspace, predictions: Sequence[Prediction], source: str, version: str, ts: Sequence[datetime] | None = None
+    ws: Workspace,
+    predictions: Sequence[Prediction],
+    source: str,
+    version: str,
+    ts: Sequence[datetime] | None = None,
+    keep_images: bool | None = None,
 ) -> LogResult:
-    return write(ws, to_frame(ws, predictions, source, version, ts))
+    """Write predictions to the log now (spooled if the database stays busy)."""
+    keep = keeps_images(ws) if keep_images is None else keep_images
+    return write(ws, to_frame(ws, predictions, source, version, ts, keep))
 
 
 class BackgroundLog:
     """One writer thread per workspace per process: the app's sessions hand it rows and never wait."""
 
+    max_rows = 5000  # per write: one connection costs ~30 ms however many rows it carries
+
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
-        self._queue: queue.Queue[pd.DataFrame] = queue.Queue()
+        self._queue: queue.Queue[LogBatch] = queue.Queue()
         self.submitted = self.logged = self.spooled = self.failed = 0
         self.last_error: str | None = None
         threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True).start()
 
-    def submit(self, frame: pd.DataFrame) -> None:
-        self.submitted += len(frame)
-        self._queue.put(frame)
+    def submit(self, batch: LogBatch) -> None:
+        self.submitted += len(batch.predictions)
+        self._queue.put(batch)
 
     def _run(self) -> None:
         while True:
-            frames = [self._queue.get()]
-            while not self._queue.empty() and len(frames) < 256:
-                frames.append(self._queue.get_nowait())
+            batches = [self._queue.get()]
+            rows = len(batches[0].predictions)
+            while not self._queue.empty() and rows < self.max_rows:  # whatever piled up while the last write ran
+                batches.append(self._queue.get_nowait())
+                rows += len(batches[-1].predictions)
             try:
-                result = write(self.ws, pd.concat(frames, ignore_index=True))
+                result = write(self.ws, frame_of(self.ws, batches))
                 self.logged += result.logged
                 self.spooled += result.spooled
                 self.last_error = result.errors[-1] if result.errors else self.last_error
             except (OSError, duckdb.Error) as exc:  # the spool itself failed (disk full?): keep the rows, retry later
-                self.failed += sum(len(f) for f in frames)
-                self.last_error = f"could not log or spool {sum(len(f) for f in frames)} row(s): {exc}"
-                threading.Timer(5.0, lambda fs=frames: [self._queue.put(f) for f in fs]).start()
+                self.failed += rows
+                self.last_error = f"could not log or spool {rows} row(s), retrying in 5 s: {exc}"
+                threading.Timer(5.0, lambda bs=batches: [self._queue.put(b) for b in bs]).start()
             finally:
-                for _ in frames:
+                for _ in batches:
                     self._queue.task_done()
 
     def flush(self) -> None:

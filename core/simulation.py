@@ -142,9 +142,10 @@ def simulate(
     end_day = (end or store.now()).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end_day - timedelta(days=cfg.days - 1)
     events = plan_traffic(ws, predictor.version, cfg, start)
-    preds, failed = prediction.predict_images(predictor, [(e.name, e.data) for e in events], 64, on_progress)
+    keep = prediction_log.keeps_images(ws)
+    preds, failed = prediction.predict_images(predictor, [(e.name, e.data) for e in events], 64, on_progress, keep)
     by_name = {e.name: e for e in events}
-    result = prediction_log.log_predictions(ws, preds, "simulation", predictor.version, [by_name[p.name].ts for p in preds])
+    result = prediction_log.log_predictions(ws, preds, "simulation", predictor.version, [by_name[p.name].ts for p in preds], keep)
     rng = np.random.default_rng(cfg.seed + 1)
     labelled = [p for p in preds if rng.random() < cfg.feedback]
     feedback = pd.DataFrame(

@@ -141,7 +141,7 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
                     ) from exc
                 raise
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, 0.1)  # short: writers hold the file for milliseconds
     try:
         yield con
     finally:

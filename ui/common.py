@@ -23,9 +23,12 @@ PENDING = "workspace_to_open"  # pages set this to switch the picker on the next
 DEFAULT_ENV = "IMAGEDP_WORKSPACE"
 
 
-def workspace_picker() -> None:
-    """Sidebar selectbox over the data root's workspaces."""
+def workspace_picker(visible: bool = True) -> None:
+    """Sidebar selectbox over the data root's workspaces (end-user mode: fixed to IMAGEDP_WORKSPACE, no sidebar)."""
     names = workspace.list_workspaces()
+    if not visible:
+        st.session_state[PICKED] = os.environ.get(DEFAULT_ENV, "demo")
+        return
     if PENDING in st.session_state:
         st.session_state[PICKED] = st.session_state.pop(PENDING)
     if st.session_state.get(PICKED) not in names:
@@ -127,3 +130,28 @@ def pick_version(ws: Workspace, label: str, key: str, missing: str) -> tuple[str
         format_func=lambda v: f"{v} (production)" if v == production else v,
     )
     return version, names
+
+
+END_USER_ENV = "IMAGEDP_END_USER"  # "1": serve only the prediction page for IMAGEDP_WORKSPACE
+
+
+def end_user_mode() -> bool:
+    return os.environ.get(END_USER_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def _predictor(root: str, version: str, stamp: float) -> object:
+    from core import prediction
+
+    return prediction.load_predictor(workspace.resolve(root), version)
+
+
+def load_predictor(ws: Workspace, version: str | None = None) -> object:
+    """The production (or given) model, loaded once per process and version."""
+    from core import prediction, registry
+
+    version = version or registry.production_version(ws)
+    if version is None:
+        return attempt(lambda: prediction.load_predictor(ws))  # raises the "promote a model" message
+    folder = ws.models_dir / version
+    return attempt(lambda: _predictor(str(ws.root), version, folder.stat().st_mtime if folder.exists() else 0.0))
