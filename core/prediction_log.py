@@ -128,7 +128,7 @@ def to_frame(
 
 
 _COLS = ", ".join(COLUMNS)
-_CAST = {"probs": "probs::FLOAT[]", "embedding": "embedding::FLOAT[]", "ts": "ts::TIMESTAMP"}
+_CAST = {"probs": "probs::FLOAT[] AS probs", "embedding": "embedding::FLOAT[] AS embedding", "ts": "ts::TIMESTAMP AS ts"}
 _SELECT = ", ".join(_CAST.get(c, c) for c in COLUMNS)
 
 
@@ -209,7 +209,12 @@ def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
 
 
 def keeps_images(ws: Workspace) -> bool:
-    return bool(store.get_setting(ws, KEEP_IMAGES))
+    """Whether the workspace opted in to keeping scored images; False while the database stays locked
+    (the rows are still logged, through the spool: only the image copy is skipped)."""
+    try:
+        return bool(store.get_setting(ws, KEEP_IMAGES))
+    except (UserError, duckdb.Error):
+        return False
 
 
 def log_predictions(

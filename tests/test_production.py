@@ -1,0 +1,334 @@
+"""Production: inference, the prediction log under concurrency, the simulator, monitoring, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core import monitoring, prediction, prediction_log, registry, runs, simulation, store, workspace
+from core.prediction import Prediction
+from core.workspace import Workspace
+from tests.conftest import bomb_png, encode, exif_rotated_jpeg
+from tests.test_training import TINY, colour_image, fill
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained, promoted workspace per test session; tests get copies."""
+    root = tmp_path_factory.mktemp("template") / "prod"
+    ws = workspace.resolve(str(root), create=True)
+    fill(ws, {"red": 10, "blue": 10, "green": 10})
+    summary = runs.train_workspace(ws, replace(TINY, freeze_epochs=3, epochs=0, lr=1e-2))  # a head that gets colours right
+    registry.promote(ws, summary["version"])
+    return root
+
+
+@pytest.fixture
+def prod(trained_template: Path, data_root: Path) -> Workspace:
+    target = data_root / "workspaces" / "prod"
+    shutil.copytree(trained_template, target)
+    return workspace.resolve("prod")
+
+
+def fake_prediction(i: int) -> Prediction:
+    props = {"width": 10, "height": 10, "brightness": 0.5, "contrast": 0.1, "saturation": 0.2, "sharpness": 0.1}
+    probs = np.array([0.7, 0.2, 0.1], np.float32)
+    return Prediction(
+        uuid.uuid4().hex, f"f{i}.jpg", "ab" * 32, props, probs, "red", 0.7, -3.0, 3.0, False, np.zeros(16, np.float32), "red", 5.0
+    )
+
+
+# --- inference -------------------------------------------------------------------------------
+
+
+def test_the_ood_threshold_passes_95_percent_of_validation_scores() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (1000, 4))
+    feats = rng.normal(0, 1, (1000, 32))
+    for kind in prediction.OOD_SCORES:
+        ref = prediction.fit_reference(logits, feats, kind)
+        passed = (prediction.in_domain_score(logits, kind) >= ref.ood_threshold).mean()
+        assert 0.95 <= passed <= 0.96
+        assert ref.pca_components.shape == (prediction.EMBED_DIM, 32)
+
+
+def test_rescored_validation_images_pass_the_threshold(prod: Workspace) -> None:
+    predictor = prediction.load_predictor(prod)
+    meta = registry.read_meta(prod, predictor.version)
+    catalog = store.images(prod).set_index("id").loc[meta["valid_ids"]]
+    items = [(path, (prod.root / path).read_bytes()) for path in catalog["path"]]
+    preds, failed = prediction.predict_images(predictor, items)
+    assert not failed and len(preds) == len(items)
+    assert np.mean([not p.ood for p in preds]) >= 0.95
+    reference = registry.load_reference(prod, predictor.version)
+    assert np.abs(np.stack([p.probs for p in preds]) - reference["valid_probs"]).max() < 1e-4
+
+
+def test_energy_and_max_probability_scores() -> None:
+    logits = np.array([[10.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    e = prediction.energy(logits)
+    assert e[0] < e[1]  # a confident input has lower energy
+    assert np.allclose(e, -np.log(np.exp(logits).sum(1)))
+    assert prediction.in_domain_score(logits, "max_prob")[0] > 0.99
+
+
+def bad_files() -> list[tuple[str, bytes]]:
+    cmyk = encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG")
+    return [
+        ("corrupt.jpg", colour_image(0, 1)[:200]),
+        ("bomb.png", bomb_png()),
+        ("notes.jpg", b"this is not an image at all"),
+        ("empty.png", b""),
+        ("cmyk.jpg", cmyk),
+        ("rotated.jpg", exif_rotated_jpeg()),
+        ("good.png", colour_image(1, 5)),
+    ]
+
+
+def test_bad_files_get_a_reason_and_the_rest_is_scored(prod: Workspace) -> None:
+    predictor = prediction.load_predictor(prod)
+    preds, failed = prediction.predict_images(predictor, bad_files(), batch_size=4)
+    reasons = {f["source"]: f["reason"] for f in failed}
+    assert set(reasons) == {"corrupt.jpg", "bomb.png", "notes.jpg", "empty.png"}
+    assert "corrupt or truncated" in reasons["corrupt.jpg"] and "decompression bomb" in reasons["bomb.png"]
+    assert "not an image" in reasons["notes.jpg"] and "empty" in reasons["empty.png"]
+    scored = {p.name: p for p in preds}
+    assert set(scored) == {"cmyk.jpg", "rotated.jpg", "good.png"}
+    assert (scored["rotated.jpg"].properties["width"], scored["rotated.jpg"].properties["height"]) == (40, 80)
+    assert scored["good.png"].label == "blue"
+
+
+def test_no_production_model_is_a_clear_message(ws: Workspace) -> None:
+    with pytest.raises(prediction.UserError, match="promote"):
+        prediction.load_predictor(ws)
+
+
+# --- the log ---------------------------------------------------------------------------------
+
+
+def test_logged_rows_carry_every_field(prod: Workspace) -> None:
+    predictor = prediction.load_predictor(prod)
+    preds, _ = prediction.predict_images(predictor, [("a.png", colour_image(0, 3))], keep_bytes=True)
+    store.set_setting(prod, prediction_log.KEEP_IMAGES, True)
+    result = prediction_log.log_predictions(prod, preds, "batch", predictor.version)
+    assert result.logged == 1 and not result.errors
+    with store.connect(prod) as con:
+        row = con.execute("SELECT * FROM predictions").df().iloc[0]
+    assert row["source"] == "batch" and row["model_version"] == predictor.version and row["predicted"] == preds[0].label
+    assert len(row["probs"]) == 3 and len(row["embedding"]) == prediction.EMBED_DIM
+    assert row["sha256"] == preds[0].sha256 and row["latency_ms"] > 0
+    assert all(pd.notna(row[k]) for k in ("width", "brightness", "contrast", "saturation", "sharpness", "energy"))
+    assert (prod.root / row["image_path"]).read_bytes() == colour_image(0, 3)
+
+
+def test_images_are_not_kept_unless_the_workspace_opts_in(prod: Workspace) -> None:
+    predictor = prediction.load_predictor(prod)
+    preds, _ = prediction.predict_images(predictor, [("a.png", colour_image(0, 3))], keep_bytes=True)
+    prediction_log.log_predictions(prod, preds, "batch", predictor.version)
+    with store.connect(prod) as con:
+        assert con.execute("SELECT image_path FROM predictions").fetchone()[0] is None
+    assert not (prod.root / "production").exists()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from core import prediction_log, workspace
+    from tests.test_production import fake_prediction
+    ws = workspace.resolve(sys.argv[1])
+    mode, n = sys.argv[2], int(sys.argv[3])
+    if mode == "app":  # one prediction at a time through the app's background writer
+        log = prediction_log.background(ws)
+        for i in range(n):
+            log.submit(prediction_log.LogBatch([fake_prediction(i)], "app", "v1"))
+        log.flush()
+    else:  # batch scoring: a write per chunk of 50
+        for start in range(0, n, 50):
+            prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(start, start + 50)], "batch", "v1")
+    """
+)
+
+
+def test_four_writer_processes_lose_no_row(ws: Workspace) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(ws.root), mode, "500"], cwd=ROOT)
+        for mode in ("app", "app", "batch", "batch")
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0, 0, 0]
+    prediction_log.drain_spool(ws)
+    assert prediction_log.count(ws) == 2000
+    with store.connect(ws) as con:
+        assert con.execute("SELECT count(DISTINCT id) FROM predictions").fetchone()[0] == 2000
+
+
+HOLDER = "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(float(sys.argv[2]))"
+
+
+def test_a_locked_database_spools_rows_and_the_next_write_adds_them(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.5)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ws.db_path), "3"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    result = prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(7)], "batch", "v1")
+    assert result.spooled == 7 and result.logged == 0 and "spooled" in result.errors[0]
+    assert prediction_log.spooled_rows(ws) == 7
+    holder.wait(timeout=30)
+    result = prediction_log.log_predictions(ws, [fake_prediction(9)], "batch", "v1")
+    assert result.logged == 8 and prediction_log.count(ws) == 8 and prediction_log.spooled_rows(ws) == 0
+
+
+def test_draining_a_spool_twice_adds_nothing_twice(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
+    prediction_log.write(ws, frame)
+    path = prediction_log._spool(ws, frame)  # as if the process died after the insert and before the unlink
+    assert prediction_log.drain_spool(ws) == 0 and not path.exists()
+    assert prediction_log.count(ws) == 3
+
+
+def test_feedback_is_checked_and_kept(prod: Workspace) -> None:
+    prediction_log.add_feedback(prod, "abc", "red", ["red", "blue"])
+    prediction_log.add_feedback(prod, "abd", prediction_log.NONE_OF_THESE, ["red", "blue"])
+    with pytest.raises(prediction.UserError, match="not one of the model's classes"):
+        prediction_log.add_feedback(prod, "abe", "purple", ["red", "blue"])
+    with store.connect(prod) as con:
+        assert con.execute("SELECT label FROM feedback ORDER BY label").fetchall() == [("none of these",), ("red",)]
+
+
+# --- simulator and monitoring ----------------------------------------------------------------
+
+
+def test_drift_starts_on_the_shift_day_and_rises() -> None:
+    cfg = simulation.SimulationConfig(days=14, shift_day=7)
+    ramps = [simulation.drift(d, cfg) for d in range(14)]
+    assert ramps[:7] == [0.0] * 7 and ramps[-1] == 1.0 and all(a < b for a, b in zip(ramps[7:], ramps[8:], strict=False))
+
+
+@pytest.mark.parametrize("kind", simulation.SHIFTS)
+def test_each_shift_changes_the_image(kind: str) -> None:
+    img = Image.open(__import__("io").BytesIO(colour_image(0, 1))).convert("RGB")
+    shifted = simulation.shift_image(img, kind, np.random.default_rng(0))
+    before, after = prediction.properties(img), prediction.properties(shifted)
+    expect = {"darker": ("brightness", -1), "grayscale": ("saturation", -1), "blurred": ("sharpness", -1)}
+    if kind in expect:
+        key, sign = expect[kind]
+        assert sign * (after[key] - before[key]) > 0.02
+    else:
+        assert shifted.size != img.size or not np.array_equal(np.asarray(shifted), np.asarray(img))
+
+
+def test_simulation_logs_days_with_drift_and_feedback(prod: Workspace) -> None:
+    cfg = simulation.SimulationConfig(days=4, per_day=15, shift_day=2, max_ood=0.8, feedback=0.5)
+    end = datetime(2026, 3, 10, 15, 0)
+    result = simulation.simulate(prod, cfg, end=end)
+    assert result["predictions"] == result["logged"] == prediction_log.count(prod, "simulation") > 30
+    assert result["drawings"] > 0 and result["feedback"] > 0
+    with store.connect(prod) as con:
+        days = con.execute("SELECT DISTINCT ts::DATE FROM predictions ORDER BY 1").fetchall()
+        drawn_days = con.execute("SELECT DISTINCT ts::DATE FROM predictions WHERE name LIKE '%drawing%'").fetchall()
+        none = con.execute("SELECT count(*) FROM feedback WHERE label = 'none of these'").fetchone()[0]
+    assert [d for (d,) in days] == [datetime(2026, 3, d).date() for d in (7, 8, 9, 10)]
+    assert {d for (d,) in drawn_days} <= {datetime(2026, 3, 9).date(), datetime(2026, 3, 10).date()}
+    assert none > 0
+
+
+def log_rows(ws: Workspace, day: datetime, n: int, ood: int, predicted: list[str]) -> list[str]:
+    preds = [fake_prediction(i) for i in range(n)]
+    preds = [Prediction(**{**p.__dict__, "ood": i < ood, "label": predicted[i % len(predicted)]}) for i, p in enumerate(preds)]
+    prediction_log.log_predictions(ws, preds, "simulation", "v1", [day + timedelta(hours=1)] * n)
+    return [p.id for p in preds]
+
+
+def test_windows_count_ood_and_feedback_accuracy_exactly(prod: Workspace) -> None:
+    monday, tuesday = datetime(2026, 1, 5), datetime(2026, 1, 6)
+    ids = log_rows(prod, monday, 10, 1, ["red"])
+    log_rows(prod, tuesday, 20, 10, ["red", "blue"])
+    for i, pid in enumerate(ids[:4]):
+        prediction_log.add_feedback(prod, pid, "red" if i < 3 else "blue", ["red", "blue", "green"])
+    prediction_log.add_feedback(prod, ids[3], "red", ["red", "blue", "green"])  # a corrected answer: the latest counts
+    win = monitoring.windows(prod)
+    assert win["predictions"].tolist() == [10, 20]
+    assert win["ood_rate"].tolist() == [0.1, 0.5]
+    assert win["feedback"].tolist() == [4, 0] and win["feedback_accuracy"].iloc[0] == 1.0
+    mix = monitoring.class_mix(prod)
+    assert mix[mix["window"] == pd.Timestamp(tuesday)]["share"].tolist() == [0.5, 0.5]
+
+
+def test_alerts_fire_on_a_shifted_window_only(prod: Workspace) -> None:
+    log_rows(prod, datetime(2026, 1, 5), 100, 4, ["red"])
+    log_rows(prod, datetime(2026, 1, 6), 100, 40, ["red"])
+    base = monitoring.baseline(prod, registry.production_version(prod))
+    found = monitoring.alerts(monitoring.windows(prod), base)
+    assert [(a["window"][:10], a["metric"]) for a in found] == [("2026-01-06", "ood_rate")]
+    assert found[0]["p_value"] < 0.01 and found[0]["effect"] > 0.3
+
+
+def test_monitor_figures_build(prod: Workspace) -> None:
+    log_rows(prod, datetime(2026, 1, 5), 10, 1, ["red"])
+    base = monitoring.baseline(prod, registry.production_version(prod))
+    assert len(monitoring.overview_figure(monitoring.windows(prod), base).data) >= 5
+    assert len(monitoring.class_mix_figure(monitoring.class_mix(prod), base).data) == 3
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_cli_predict_scores_logs_and_writes_csv(prod: Workspace, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, data in bad_files():
+        (folder / name).write_bytes(data)
+    out = tmp_path / "results.csv"
+    done = cli("predict", "--workspace", "prod", str(folder), str(tmp_path / "missing.png"), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert {Path(p["path"]).name for p in data["predictions"]} == {"cmyk.jpg", "rotated.jpg", "good.png"}
+    assert len(data["failed"]) == 5 and data["logged"] == 3
+    assert set(data["predictions"][0]) >= {"path", "label", "confidence", "ood", "action"}
+    table = pd.read_csv(out)
+    assert len(table) == 8 and {"p_red", "p_blue", "p_green", "error"} <= set(table.columns)
+    assert prediction_log.count(prod, "batch") == 3
+
+
+def test_cli_predict_and_the_library_agree(prod: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "x.png").write_bytes(colour_image(2, 8))
+    data = json.loads(cli("predict", "--workspace", "prod", str(tmp_path / "x.png"), "--json").stdout)
+    preds, _ = prediction.predict_images(prediction.load_predictor(prod), [("x.png", colour_image(2, 8))])
+    assert data["predictions"][0]["label"] == preds[0].label
+    assert abs(data["predictions"][0]["confidence"] - preds[0].confidence) < 1e-5
+
+
+def test_cli_predict_without_a_production_model(ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "x.png").write_bytes(colour_image(2, 8))
+    done = cli("predict", "--workspace", "test", str(tmp_path / "x.png"))
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "promote" in done.stderr
+
+
+def test_cli_simulate_then_monitor(prod: Workspace) -> None:
+    done = cli("simulate", "--workspace", "prod", "--days", "3", "--per-day", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["predictions"] > 0
+    report = json.loads(cli("monitor", "--workspace", "prod", "--json").stdout)
+    assert len(report["windows"]) == 3 and "alerts" in report
+    assert report["predictions"] == prediction_log.count(prod)
+
+
+def test_cli_monitor_on_an_empty_log(prod: Workspace) -> None:
+    done = cli("monitor", "--workspace", "prod")
+    assert done.returncode == 2 and "empty" in done.stderr
