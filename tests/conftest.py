@@ -102,3 +102,28 @@ def make_folder(tmp_path: Path) -> Callable[[dict[str, int]], Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained, promoted three-colour workspace per test session; tests get copies (see `prod`)."""
+    from dataclasses import replace
+
+    from core import registry, runs
+    from tests.test_training import TINY, fill
+
+    root = tmp_path_factory.mktemp("template") / "prod"
+    ws = workspace.resolve(str(root), create=True)
+    fill(ws, {"red": 10, "blue": 10, "green": 10})
+    summary = runs.train_workspace(ws, replace(TINY, freeze_epochs=3, epochs=0, lr=1e-2))  # a head that gets colours right
+    registry.promote(ws, summary["version"])
+    return root
+
+
+@pytest.fixture
+def prod(trained_template: Path, data_root: Path) -> Workspace:
+    """A copy of the trained template, named "prod" under this test's data root."""
+    import shutil
+
+    shutil.copytree(trained_template, data_root / "workspaces" / "prod")
+    return workspace.resolve("prod")

@@ -17,6 +17,8 @@ PAGES = [
     "app_pages/clean.py",
     "app_pages/train.py",
     "app_pages/evaluate.py",
+    "app_pages/predict.py",
+    "app_pages/monitor.py",
 ]
 
 

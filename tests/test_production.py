@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
 import uuid
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -17,31 +15,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import monitoring, prediction, prediction_log, registry, runs, simulation, store, workspace
+from core import monitoring, prediction, prediction_log, registry, simulation, store
 from core.prediction import Prediction
 from core.workspace import Workspace
 from tests.conftest import bomb_png, encode, exif_rotated_jpeg
-from tests.test_training import TINY, colour_image, fill
+from tests.test_training import colour_image
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny trained, promoted workspace per test session; tests get copies."""
-    root = tmp_path_factory.mktemp("template") / "prod"
-    ws = workspace.resolve(str(root), create=True)
-    fill(ws, {"red": 10, "blue": 10, "green": 10})
-    summary = runs.train_workspace(ws, replace(TINY, freeze_epochs=3, epochs=0, lr=1e-2))  # a head that gets colours right
-    registry.promote(ws, summary["version"])
-    return root
-
-
-@pytest.fixture
-def prod(trained_template: Path, data_root: Path) -> Workspace:
-    target = data_root / "workspaces" / "prod"
-    shutil.copytree(trained_template, target)
-    return workspace.resolve("prod")
 
 
 def fake_prediction(i: int) -> Prediction:

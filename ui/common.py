@@ -148,10 +148,11 @@ def _predictor(root: str, version: str, stamp: float) -> object:
 
 def load_predictor(ws: Workspace, version: str | None = None) -> object:
     """The production (or given) model, loaded once per process and version."""
-    from core import prediction, registry
+    from core import registry
 
     version = version or registry.production_version(ws)
     if version is None:
-        return attempt(lambda: prediction.load_predictor(ws))  # raises the "promote a model" message
+        st.info("This workspace has no production model yet: train one and promote it on the **Train** page.")
+        st.stop()
     folder = ws.models_dir / version
     return attempt(lambda: _predictor(str(ws.root), version, folder.stat().st_mtime if folder.exists() else 0.0))

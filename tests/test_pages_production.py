@@ -1,0 +1,131 @@
+"""Predict and Monitor through AppTest, in the analyst's app and in end-user mode."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import prediction_log, simulation, store
+from core.workspace import Workspace
+from tests.test_pages import app, errors
+from tests.test_training import colour_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    at.file_uploader(key="predict_upload").set_value([(name, data, "image/png") for name, data in files])
+    return at.run()
+
+
+def logged(ws: Workspace, source: str) -> list[tuple]:
+    prediction_log.background(ws).flush()
+    with store.connect(ws) as con:
+        return con.execute(
+            "SELECT id, predicted, probs, sha256 FROM predictions WHERE source = ? ORDER BY name", [source]
+        ).fetchall()
+
+
+def test_predict_page_scores_logs_once_and_takes_feedback(prod: Workspace) -> None:
+    at = upload(app("app_pages/predict.py", "prod"), [("red.png", colour_image(0, 1))])
+    assert not at.exception and not errors(at)
+    assert any("### red" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 1
+    rows = logged(prod, "app")
+    assert len(rows) == 1 and rows[0][1] == "red"
+    pid = rows[0][0]
+    at.selectbox(key=f"predict_truth_{pid}").set_value("blue").run()
+    at.button(key=f"predict_send_{pid}").click()
+    at.run()
+    assert any("recorded **blue**" in s.value for s in at.success)
+    assert len(logged(prod, "app")) == 1  # reruns reuse the scored upload: logged once
+    with store.connect(prod) as con:
+        assert con.execute("SELECT prediction_id, label FROM feedback").fetchall() == [(pid, "blue")]
+
+
+def test_the_app_path_and_the_batch_path_agree(prod: Workspace, tmp_path: Path) -> None:
+    images = [(f"img{k}.png", colour_image(k, 40 + k)) for k in range(3)]
+    upload(app("app_pages/predict.py", "prod"), images[:1])
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for name, data in images:
+        (folder / name).write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "predict", "--workspace", "prod", str(folder), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    app_row = logged(prod, "app")[0]
+    batch_row = next(r for r in logged(prod, "batch") if r[3] == app_row[3])
+    assert app_row[1] == batch_row[1]
+    assert np.abs(np.array(app_row[2]) - np.array(batch_row[2])).max() < 1e-5
+    assert len(json.loads(done.stdout)["predictions"]) == 3
+
+
+def test_a_bad_upload_gets_a_message_and_the_rest_is_scored(prod: Workspace) -> None:
+    at = upload(app("app_pages/predict.py", "prod"), [("broken.jpg", b"not an image"), ("ok.png", colour_image(2, 3))])
+    assert not at.exception
+    assert any("broken.jpg" in e and "not an image" in e for e in errors(at))
+    assert any("### green" in m.value for m in at.markdown)
+
+
+def test_analyst_saves_the_scope_statement(prod: Workspace) -> None:
+    at = app("app_pages/predict.py", "prod")
+    at.text_area(key="predict_scope").input("This only knows red, green and blue squares.")
+    at.button(key="predict_save_settings").click()
+    at.run()
+    assert not at.exception
+    assert store.get_setting(prod, "scope_statement") == "This only knows red, green and blue squares."
+    assert at.info[0].value == "This only knows red, green and blue squares."
+
+
+def test_end_user_mode_serves_only_the_prediction(prod: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.set_setting(prod, "scope_statement", "Only colours, please.")
+    monkeypatch.setenv("IMAGEDP_END_USER", "1")
+    monkeypatch.setenv("IMAGEDP_WORKSPACE", "prod")
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=120).run()
+    assert not at.exception and not errors(at)
+    assert at.info[0].value == "Only colours, please."
+    assert not at.sidebar.selectbox and not at.expander  # no workspace picker, no deployment settings
+    at = upload(at, [("blue.png", colour_image(1, 2))])
+    assert any("### blue" in m.value for m in at.markdown)
+    assert not any("Action:" in m.value for m in at.markdown)
+    assert len(logged(prod, "app")) == 1
+
+
+def test_end_user_mode_on_a_missing_workspace_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEDP_END_USER", "1")
+    monkeypatch.setenv("IMAGEDP_WORKSPACE", "nowhere")
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=120).run()
+    assert not at.exception and errors(at)
+
+
+def test_monitor_shows_a_simulated_history(prod: Workspace) -> None:
+    simulation.simulate(prod, simulation.SimulationConfig(days=4, per_day=10, shift_day=2))
+    at = app("app_pages/monitor.py", "prod")
+    assert not at.exception and not errors(at)
+    assert [m.label for m in at.metric][:2] == ["Predictions", "OOD rate, last window"]
+    assert len(at.get("plotly_chart")) == 2
+    at.selectbox(key="monitor_version").set_value(at.selectbox(key="monitor_version").options[1])
+    at.run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2
+
+
+def test_monitor_offers_a_simulation_when_the_log_is_empty(prod: Workspace) -> None:
+    at = app("app_pages/monitor.py", "prod")
+    assert "Nothing is logged yet" in at.info[0].value
+    at.number_input(key="monitor_sim_days").set_value(3)
+    at.button(key="monitor_simulate").click()
+    at.run()
+    assert not at.exception and not errors(at)
+    assert prediction_log.count(prod, "simulation") > 0
+    assert any("Simulated" in s.value for s in at.success) and len(at.get("plotly_chart")) == 2
