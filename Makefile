@@ -17,8 +17,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)
-	@$(PY) -c "from core import workspace; import sys; sys.exit('demo' not in workspace.list_workspaces())" \
-	  || $(PY) -m core gather --workspace demo --demo
+	$(PY) -m core demo
 
 run: demo
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.headless true

@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         printer: Callable[[dict[str, Any]], None] | None = None,
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--workspace", required=name != "workspace", help="workspace name or folder path")
+        p.add_argument("--workspace", required=name not in ("workspace", "demo"), help="workspace name or folder path")
         p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
         p.set_defaults(func=func, printer=printer or _print_summary)
         return p

@@ -138,7 +138,20 @@ def print_monitor(data: dict[str, Any]) -> None:
         print(f"{data['spooled']} logged row(s) still wait in the spool for the database")
 
 
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from core import demo
+
+    return demo.prepare_demo(args.workspace or "demo", args.days, say=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def print_demo(data: dict[str, Any]) -> None:
+    print(f"workspace {data['workspace']}: production model {data['production']}, {data['predictions']} logged predictions")
+
+
 def add_commands(command: Any) -> None:
+    d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
+    d.add_argument("--days", type=int, default=14, help="days of simulated traffic")
+
     p = command(
         "predict", "score image files and folders with the production model, logging every prediction", cmd_predict, print_predict
     )

@@ -183,6 +183,7 @@ def class_mix_figure(mix: pd.DataFrame, base: Baseline | None) -> go.Figure:
         fig.add_bar(x=x, y=y, name=c)
     fig.update_layout(
         barmode="stack",
+        xaxis_type="category",  # "validation" then the windows, not a date axis
         yaxis_tickformat=".0%",
         height=360,
         margin={"t": 30, "b": 20},
@@ -217,7 +218,7 @@ def alerts(win: pd.DataFrame, base: Baseline) -> list[dict[str, object]]:
 
 def _alert(window: object, metric: str, value: float, reference: float, n: int, p: float) -> dict[str, object]:
     return {
-        "window": str(window),
+        "window": str(window).removesuffix(" 00:00:00"),
         "metric": metric,
         "value": float(value),
         "reference": float(reference),

@@ -321,6 +321,9 @@ def top_k_figure(p: Prediction, classes: Sequence[str], k: int = 5) -> go.Figure
         )
     )
     fig.update_layout(
-        xaxis={"range": [0, 1], "tickformat": ".0%"}, height=60 + 28 * len(top), margin={"t": 10, "b": 10, "l": 10, "r": 10}
+        xaxis={"range": [0, 1], "tickformat": ".0%"},
+        yaxis={"type": "category"},  # class names like "3" must not become a numeric axis
+        height=60 + 28 * len(top),
+        margin={"t": 10, "b": 10, "l": 10, "r": 10},
     )
     return fig

@@ -36,10 +36,18 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("browser-data")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("browser-data")
+
+
+@pytest.fixture(scope="module")
+def server(data_root: Path) -> Iterator[str]:
+    yield from serve(data_root)
+
+
+def serve(root: Path, **extra_env: str) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "IMAGEDP_DATA_ROOT": str(root)}
+    env = {**os.environ, "IMAGEDP_DATA_ROOT": str(root), **extra_env}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -70,9 +78,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     else:
         proc.kill()
         pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +116,7 @@ def no_exception(page: object) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
 
-def test_walk_the_app(page: object, tmp_path: Path) -> None:
+def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     page.get_by_text("No workspace is open").wait_for()
     assert page.get_by_role("link", name="streamlit app").count() == 0
     page.get_by_role("link", name="Workspaces").click()
@@ -203,6 +213,49 @@ def test_walk_the_app(page: object, tmp_path: Path) -> None:
     page.get_by_text("Pending: 0 deletion(s), 0 relabel(s)").wait_for()
     no_exception(page)
     shot(page, "14-clean-undone")
+
+    page.get_by_role("link", name="Predict").click()
+    page.get_by_text("Production model").wait_for()
+    digit = sorted((data_root / "workspaces" / "demo" / "images" / "3").iterdir())[0]
+    page.locator("input[type='file']").first.set_input_files(str(digit))
+    page.get_by_role("heading", name="3", exact=True).wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_role("combobox", name="What is it really?").click()
+    page.get_by_role("option", name="3", exact=True).click()
+    page.get_by_role("button", name="Send feedback").click()
+    page.get_by_text("Thanks: recorded").wait_for()
+    no_exception(page)
+    shot(page, "15-predict")
+
+    page.get_by_role("link", name="Monitor").click()
+    page.get_by_text("OOD rate, last window").wait_for()
+    page.get_by_text("Simulate more traffic").click()
+    page.get_by_role("button", name="Simulate", exact=True).click()
+    page.get_by_text("Simulated").wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").nth(1).wait_for()
+    no_exception(page)
+    shot(page, "16-monitor")
+
+
+def test_end_user_mode(page: object, data_root: Path) -> None:
+    """The deployable app: only the prediction page for one workspace (after the walk promoted v1)."""
+    server = serve(data_root, IMAGEDP_END_USER="1", IMAGEDP_WORKSPACE="demo")
+    url = next(server)
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})  # the walk's browser
+    tab = context.new_page()
+    try:
+        tab.set_default_timeout(90_000)
+        tab.goto(url)
+        tab.get_by_text("What is in this picture?").wait_for()
+        assert tab.get_by_text("Deployment settings").count() == 0 and tab.get_by_role("link", name="Train").count() == 0
+        digit = sorted((data_root / "workspaces" / "demo" / "images" / "7").iterdir())[0]
+        tab.locator("input[type='file']").first.set_input_files(str(digit))
+        tab.get_by_role("heading", name="7", exact=True).wait_for()
+        no_exception(tab)
+        shot(tab, "17-end-user-app")
+    finally:
+        context.close()
+        server.close()
 
 
 def make_images(folder: Path) -> None:
