@@ -162,13 +162,13 @@ def augmenter(cfg: DataConfig) -> v2.Compose:
 
 def to_batch(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], augment: v2.Compose | None = None) -> torch.Tensor:
     """uint8 [N, S, S, 3] -> normalised float [N, 3, S, S], each image augmented on its own if asked."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)  # NHWC memory: already channels_last
     if augment is not None:
         x = torch.stack([augment(img) for img in x])
-    x = x.float().div_(255.0)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+    shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    x = x.contiguous(memory_format=torch.channels_last).float()  # one pass: uint8 -> float, then in place
+    return x.mul_(scale).sub_(shift)
 
 
 def augmented_views(pixels: np.ndarray, cfg: DataConfig, n: int = 8, seed: int = 0) -> list[np.ndarray]:

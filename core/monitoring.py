@@ -178,7 +178,7 @@ def class_mix_figure(mix: pd.DataFrame, base: Baseline | None) -> go.Figure:
     classes = sorted(set(mix["predicted"]) | set(base.class_mix if base else {}))
     for c in classes:
         part = mix[mix["predicted"] == c]
-        x = (["validation"] if base else []) + [str(w.date()) if hasattr(w, "date") else str(w) for w in part["window"]]
+        x = (["validation"] if base else []) + [str(w).removesuffix(" 00:00:00") for w in part["window"]]
         y = ([base.class_mix.get(c, 0.0)] if base else []) + part["share"].tolist()
         fig.add_bar(x=x, y=y, name=c)
     fig.update_layout(

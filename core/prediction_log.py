@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -233,7 +234,8 @@ def log_predictions(
 class BackgroundLog:
     """One writer thread per workspace per process: the app's sessions hand it rows and never wait."""
 
-    max_rows = 5000  # per write: one connection costs ~30 ms however many rows it carries
+    max_rows = 5000  # per write: one connection costs ~30 ms of CPU however many rows it carries
+    linger_s = 0.5  # rows reach the database at most this much later; the app's CPU stays with predictions
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
@@ -250,8 +252,12 @@ class BackgroundLog:
         while True:
             batches = [self._queue.get()]
             rows = len(batches[0].predictions)
-            while not self._queue.empty() and rows < self.max_rows:  # whatever piled up while the last write ran
-                batches.append(self._queue.get_nowait())
+            deadline = time.monotonic() + self.linger_s
+            while rows < self.max_rows:  # gather what arrives for a moment: one write instead of many
+                try:
+                    batches.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
+                except queue.Empty:
+                    break
                 rows += len(batches[-1].predictions)
             try:
                 result = write(self.ws, frame_of(self.ws, batches))

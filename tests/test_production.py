@@ -200,7 +200,7 @@ def test_drift_starts_on_the_shift_day_and_rises() -> None:
 def test_each_shift_changes_the_image(kind: str) -> None:
     img = Image.open(__import__("io").BytesIO(colour_image(0, 1))).convert("RGB")
     shifted = simulation.shift_image(img, kind, np.random.default_rng(0))
-    before, after = prediction.properties(img), prediction.properties(shifted)
+    before, after = prediction.properties(img.size, img), prediction.properties(shifted.size, shifted)
     expect = {"darker": ("brightness", -1), "grayscale": ("saturation", -1), "blurred": ("sharpness", -1)}
     if kind in expect:
         key, sign = expect[kind]

@@ -1,0 +1,240 @@
+"""Production figures: app-path latency, batch-scoring throughput, concurrent logging, monitor queries at 1M rows.
+
+    .venv/bin/python bench/predict_bench.py [--folder ../shared/data/bears_small] [--ood ../shared/data/ood_sample]
+
+Trains the default recipe on the folder in a throwaway data root (once), then measures:
+1. one image through the app path (decode, measure, resize, model, hand to the log writer): p50/p95
+   against the bare forward pass of the same preprocessed tensor;
+2. batch scoring of the whole folder (the `predict` command's path, logging included) against the
+   bare forward pass at the same batch size;
+3. rows/s from 4 processes logging at once through the app's background writer, and rows lost;
+4. seconds per Monitor query over 1,000,000 generated log rows;
+5. how well each out-of-domain score separates the folder's validation images from --ood (AUROC).
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import datasets, gather, monitoring, prediction, prediction_log, registry, runs, store, workspace  # noqa: E402
+
+
+def trained(folder: Path) -> workspace.Workspace:
+    ws = workspace.resolve("bench", create=True)
+    gather.ingest(ws, gather.folder_items(folder)[0])
+    summary = runs.train_workspace(ws, runs.defaults(ws))
+    registry.promote(ws, summary["version"])
+    print(f"trained {summary['version']}: {summary['valid_accuracy']:.1%} valid accuracy at {summary['size']} px")
+    return ws
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def latency(ws: workspace.Workspace, files: list[Path], repeats: int) -> None:
+    predictor = prediction.load_predictor(ws)
+    log = prediction_log.background(ws)
+    items = [(f.name, f.read_bytes()) for f in files[:repeats]]
+    for name, data in items[:5]:  # warm-up
+        prediction.predict_images(predictor, [(name, data)])
+    tensors = [
+        datasets.to_batch(
+            np.asarray(datasets.resize_item(prediction.decode(d), predictor.size, predictor.resize), np.uint8)[None],
+            predictor.mean,
+            predictor.std,
+        )
+        for _, d in items
+    ]
+    app, bare = [], []
+    for x in tensors:  # all bare forwards, then all app-path calls: neither disturbs the other's caches
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            predictor.model(x)
+        bare.append((time.perf_counter() - t0) * 1000)
+    for name, data in items:  # the log writer runs beside, as it does in the app
+        t0 = time.perf_counter()
+        preds, _ = prediction.predict_images(predictor, [(name, data)])
+        log.submit(prediction_log.LogBatch(preds, "app", predictor.version))
+        app.append((time.perf_counter() - t0) * 1000)
+    log.flush()
+    print(
+        f"\n1. one image, {len(items)} images at {predictor.size} px, {torch.get_num_threads()} torch threads\n"
+        f"   app path (decode, properties, resize, model, hand to log): p50 {pct(app, 50):.1f} ms, p95 {pct(app, 95):.1f} ms\n"
+        f"   bare forward of the same tensor:                         p50 {pct(bare, 50):.1f} ms, p95 {pct(bare, 95):.1f} ms\n"
+        f"   overhead: p50 {pct(app, 50) / pct(bare, 50) - 1:+.0%}, p95 {pct(app, 95) / pct(bare, 95) - 1:+.0%}"
+    )
+
+
+def throughput(ws: workspace.Workspace, folder: Path, batch: int) -> None:
+    predictor = prediction.load_predictor(ws)
+    env = {**os.environ}
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "predict", "--workspace", "bench", str(folder), "--batch-size", str(batch), "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    process_s = time.perf_counter() - t0
+    items, _ = prediction.read_paths([folder])
+    t0 = time.perf_counter()
+    preds, _ = prediction.predict_images(predictor, items, batch)
+    prediction_log.log_predictions(ws, preds, "batch", predictor.version)
+    path_s = time.perf_counter() - t0
+    pixels = np.stack(
+        [np.asarray(datasets.resize_item(prediction.decode(d), predictor.size, predictor.resize)) for _, d in items]
+    )
+    tensors = [datasets.to_batch(pixels[i : i + batch], predictor.mean, predictor.std) for i in range(0, len(pixels), batch)]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for x in tensors:
+            predictor.model(x)
+    bare_s = time.perf_counter() - t0
+    n = len(items)
+    print(
+        f"\n2. batch scoring {n} images at batch {batch}\n"
+        f"   scoring path (read, decode, properties, resize, model, log): {n / path_s:.0f} images/s\n"
+        f"   bare forward on ready tensors:                              {n / bare_s:.0f} images/s\n"
+        f"   ratio {bare_s / path_s:.0%}; the whole `python -m core predict` process (imports, model load): "
+        f"{process_s:.1f} s, exit {done.returncode}"
+    )
+
+
+WRITER = """
+import sys, time, uuid
+import numpy as np
+from core import prediction_log, workspace
+from core.prediction import Prediction
+ws = workspace.resolve(sys.argv[1]); n = int(sys.argv[2]); start = float(sys.argv[3])
+props = {"width": 275, "height": 183, "brightness": .5, "contrast": .2, "saturation": .3, "sharpness": .1}
+preds = [Prediction(uuid.uuid4().hex, f"f{i}.jpg", "ab" * 32, props, np.array([.7, .2, .1], np.float32), "black", .7,
+         -3.0, 3.0, False, np.zeros(16, np.float32), "black", 12.0) for i in range(n)]
+log = prediction_log.background(ws)
+while time.time() < start:
+    time.sleep(0.001)
+for p in preds:
+    log.submit(prediction_log.LogBatch([p], "app", "v1"))
+log.flush()
+print(time.time())
+"""
+
+
+def concurrent_logging(per_process: int) -> None:
+    ws = workspace.resolve("logbench", create=True)
+    start = time.time() + 8.0  # every process imported and waiting
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(ws.root), str(per_process), str(start)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    ends = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    rows = prediction_log.count(ws) + prediction_log.spooled_rows(ws)
+    wall = max(ends) - start
+    print(
+        f"\n3. logging from 4 processes, {per_process} predictions each, one at a time through the background writer\n"
+        f"   {rows} rows in {wall:.2f} s: {rows / wall:,.0f} rows/s in total; lost {4 * per_process - rows}"
+        f"; spooled {prediction_log.spooled_rows(ws)}"
+    )
+
+
+def monitor_queries(n: int) -> None:
+    ws = workspace.resolve("monbench", create=True)
+    t0 = time.perf_counter()
+    with store.connect(ws) as con:
+        con.execute(
+            f"""
+            INSERT INTO predictions
+            SELECT md5(i::VARCHAR), TIMESTAMP '2026-01-01' + to_seconds((i * 2419200 // {n})::BIGINT),
+                   ['app', 'batch', 'simulation'][1 + i % 3], 'v1', 'f' || i || '.jpg', md5(i::VARCHAR),
+                   275, 183, random(), random() / 2, random(), random() / 4,
+                   [random(), random(), random()]::FLOAT[], ['black', 'grizzly', 'teddy'][1 + (i * 7) % 3],
+                   0.34 + random() * 0.66, -random() * 5, random() * 5, random() < 0.05,
+                   [random(), random(), random(), random(), random(), random(), random(), random(),
+                    random(), random(), random(), random(), random(), random(), random(), random()]::FLOAT[],
+                   'black', 10 + random() * 5, NULL
+            FROM range({n}) t(i)
+            """
+        )
+        con.execute(
+            f"INSERT INTO feedback SELECT md5(i::VARCHAR), TIMESTAMP '2026-01-01' + to_seconds((i * 2419200 // {n})::BIGINT), "
+            f"['black', 'grizzly', 'teddy'][1 + i % 3], 'bench' FROM range(0, {n}, 20) t(i)"
+        )
+    print(f"\n4. monitor queries over {prediction_log.count(ws):,} log rows (generated in {time.perf_counter() - t0:.1f} s)")
+    for window in ("day", "hour"):
+        flt = monitoring.LogFilter(window=window)
+        t0 = time.perf_counter()
+        win = monitoring.windows(ws, flt)
+        t1 = time.perf_counter()
+        mix = monitoring.class_mix(ws, flt)
+        t2 = time.perf_counter()
+        monitoring.overview_figure(win, None)
+        monitoring.class_mix_figure(mix, None) if window == "day" else None
+        t3 = time.perf_counter()
+        print(
+            f"   per {window} ({len(win)} windows): volume/confidence/OOD/feedback-accuracy query {t1 - t0:.2f} s, "
+            f"class-mix query {t2 - t1:.2f} s, figures {t3 - t2:.2f} s"
+        )
+
+
+def ood_separation(ws: workspace.Workspace, ood_folder: Path) -> None:
+    predictor = prediction.load_predictor(ws)
+    meta = registry.read_meta(ws, predictor.version)
+    catalog = store.images(ws).set_index("id").loc[meta["valid_ids"]]
+    valid, _ = prediction.predict_images(predictor, [(p, (ws.root / p).read_bytes()) for p in catalog["path"]])
+    ood_items, _ = prediction.read_paths([ood_folder])
+    ood, _ = prediction.predict_images(predictor, ood_items)
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.ones(len(valid)), np.zeros(len(ood))]
+    energy = np.r_[[-p.energy for p in valid], [-p.energy for p in ood]]
+    maxprob = np.r_[[p.confidence for p in valid], [p.confidence for p in ood]]
+    print(
+        f"\n5. out-of-domain scores, {len(valid)} validation images against {len(ood)} images from {ood_folder.name}\n"
+        f"   AUROC: energy {roc_auc_score(y, energy):.3f}, maximum probability {roc_auc_score(y, maxprob):.3f}\n"
+        f"   with the threshold the {predictor.reference.ood_score} score puts at 95% of validation passing: "
+        f"{np.mean([p.ood for p in valid]):.1%} of validation flagged, {np.mean([p.ood for p in ood]):.1%} of OOD flagged"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "bears_small")
+    parser.add_argument("--ood", type=Path, default=ROOT.parent / "shared" / "data" / "ood_sample")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--log-rows", type=int, default=25_000, help="per writer process")
+    parser.add_argument("--monitor-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ[workspace.DATA_ROOT_ENV] = tmp
+        ws = trained(args.folder.resolve())
+        files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        latency(ws, files, args.repeats)
+        throughput(ws, args.folder.resolve(), args.batch)
+        concurrent_logging(args.log_rows)
+        monitor_queries(args.monitor_rows)
+        if args.ood.is_dir():
+            ood_separation(ws, args.ood.resolve())
+
+
+if __name__ == "__main__":
+    main()
