@@ -16,7 +16,16 @@ if end_user_mode():
 st.set_page_config(page_title="Image classifier: from model to production", page_icon="🐻", layout="wide")
 workspace_picker()
 pages = {
-    "": [st.Page("app_pages/workspaces.py", title="Workspaces", icon=":material/folder_open:", default=True)],
+    "": [
+        st.Page("app_pages/overview.py", title="Overview", icon=":material/route:", default=True),
+        st.Page("app_pages/workspaces.py", title="Workspaces", icon=":material/folder_open:"),
+    ],
+    "Drivetrain": [
+        st.Page("app_pages/objective.py", title="Objective", icon=":material/flag:"),
+        st.Page("app_pages/levers.py", title="Levers", icon=":material/tune:"),
+        st.Page("app_pages/policy.py", title="Policy", icon=":material/rule:"),
+        st.Page("app_pages/summary.py", title="Summary", icon=":material/summarize:"),
+    ],
     "Data": [
         st.Page("app_pages/gather.py", title="Gather", icon=":material/download:"),
         st.Page("app_pages/explore.py", title="Explore", icon=":material/insights:"),

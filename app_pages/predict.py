@@ -6,7 +6,7 @@ model's answer, and nothing else.
 
 import streamlit as st
 
-from core import prediction, prediction_log, store
+from core import policies, prediction, prediction_log, store
 from core.prediction import Prediction
 from ui.common import attempt, current_workspace, end_user_mode, load_predictor
 
@@ -19,6 +19,7 @@ ws = current_workspace()
 end_user = end_user_mode()
 predictor = load_predictor(ws)
 log = prediction_log.background(ws)
+policy_id, decide = policies.active_decider(ws, predictor.version)
 scope = store.get_setting(ws, SCOPE) or ""
 
 TITLE = "app_title"  # workspace setting: the end-user app's heading
@@ -73,11 +74,13 @@ if not files:
 
 def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
     """Score once per upload set and model version; reruns (feedback clicks) reuse the result and log nothing twice."""
-    key = (ws.name, predictor.version, tuple(f.file_id for f in files))
+    key = (ws.name, predictor.version, policy_id, tuple(f.file_id for f in files))
     cache = st.session_state.setdefault(RESULTS, {})
     if key not in cache:
         with st.spinner(f"Scoring {len(files)} image(s)…"):
-            preds, failed = prediction.predict_images(predictor, [(f.name, f.getvalue()) for f in files], keep_bytes=True)
+            preds, failed = prediction.predict_images(
+                predictor, [(f.name, f.getvalue()) for f in files], keep_bytes=True, decide=decide
+            )
         log.submit(prediction_log.LogBatch(preds, "app", predictor.version, keep_images=prediction_log.keeps_images(ws)))
         cache.clear()  # only the latest upload set is kept in the session
         cache[key] = (preds, failed)
@@ -122,7 +125,8 @@ for p in preds[:DETAIL_LIMIT]:
                     icon=":material/warning:",
                 )
             if not end_user:
-                st.markdown(f"Action: **{p.action}**")
+                source = "the accepted decision policy" if policy_id else "no policy accepted yet: the predicted label"
+                st.markdown(f"Action: **{p.action}** ({source})")
             if p.id in sent:
                 st.success(f"Thanks: recorded **{sent[p.id]}**.")
             else:

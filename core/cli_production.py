@@ -40,7 +40,7 @@ def write_csv(path: Path, classes: tuple[str, ...], rows: list[Any], failed: lis
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
-    from core import prediction, prediction_log, store
+    from core import policies, prediction, prediction_log, store
 
     ws = workspace.resolve(args.workspace)
     store.init_db(ws)
@@ -50,9 +50,10 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     logged = spooled = 0
     show = None if args.json else _progress("scored")
     keep = prediction_log.keeps_images(ws)
+    _, decide = policies.active_decider(ws, predictor.version)
     for start in range(0, len(items), args.batch_size * 8):  # log as we go: a crash loses no scored batch
         chunk = items[start : start + args.batch_size * 8]
-        done, bad = prediction.predict_images(predictor, chunk, args.batch_size, keep_bytes=keep)
+        done, bad = prediction.predict_images(predictor, chunk, args.batch_size, keep_bytes=keep, decide=decide)
         result = prediction_log.log_predictions(ws, done, "batch", predictor.version, keep_images=keep)
         logged, spooled = logged + result.logged, spooled + result.spooled
         preds += done

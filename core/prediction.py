@@ -34,6 +34,7 @@ VALID_PASS = 0.95  # share of in-domain validation images the OOD threshold lets
 EMBED_DIM = 16
 DECODE = VerifyConfig(min_side=8)  # production inputs are scored even when small; training refuses < 32 px
 ProgressFn = Callable[[int, int, str], None]
+DecideFn = Callable[[np.ndarray, bool], str]  # (logits of one image, OOD flag) -> action
 
 
 @dataclass(frozen=True)
@@ -231,8 +232,10 @@ def predict_images(
     batch_size: int = 32,
     on_progress: ProgressFn | None = None,
     keep_bytes: bool = False,
+    decide: DecideFn | None = None,
 ) -> tuple[list[Prediction], list[dict[str, str]]]:
     """Score (name, bytes) items in batches; unreadable ones go to failures with the reason, the rest are scored.
+    `decide` (the accepted decision policy) turns logits and the OOD flag into the action; else the label.
 
     The next batch is decoded on a second thread while the model runs on this one."""
     done: list[Prediction] = []
@@ -248,14 +251,20 @@ def predict_images(
                 t0 = time.perf_counter()
                 logits, feats = forward(predictor, np.stack([d[2] for d in decoded]))
                 model_s = (time.perf_counter() - t0) / len(decoded)
-                done += _predictions(predictor, decoded, logits, feats, model_s, keep_bytes)
+                done += _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decide)
             if on_progress:
                 on_progress(min((k + 1) * batch_size, len(items)), len(items), "scoring")
     return done, failed
 
 
 def _predictions(
-    predictor: Predictor, decoded: list[tuple[Any, ...]], logits: np.ndarray, feats: np.ndarray, model_s: float, keep: bool
+    predictor: Predictor,
+    decoded: list[tuple[Any, ...]],
+    logits: np.ndarray,
+    feats: np.ndarray,
+    model_s: float,
+    keep: bool,
+    decide: DecideFn | None,
 ) -> list[Prediction]:
     ref = predictor.reference
     probs = softmax(logits)
@@ -279,7 +288,7 @@ def _predictions(
                 ood_score=float(scores[i]),
                 ood=bool(scores[i] < ref.ood_threshold),
                 embedding=embeddings[i].astype(np.float32),
-                action=label,  # the Drivetrain issue's decision policy replaces this when one is accepted
+                action=decide(logits[i], bool(scores[i] < ref.ood_threshold)) if decide else label,
                 latency_ms=(decode_s + model_s) * 1000.0,
                 data=data if keep else b"",
             )

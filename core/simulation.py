@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
-from core import prediction, prediction_log, registry, store
+from core import policies, prediction, prediction_log, registry, store
 from core.errors import UserError
 from core.images import load_rgb
 from core.workspace import Workspace
@@ -143,7 +143,8 @@ def simulate(
     start = end_day - timedelta(days=cfg.days - 1)
     events = plan_traffic(ws, predictor.version, cfg, start)
     keep = prediction_log.keeps_images(ws)
-    preds, failed = prediction.predict_images(predictor, [(e.name, e.data) for e in events], 64, on_progress, keep)
+    _, decide = policies.active_decider(ws, predictor.version)
+    preds, failed = prediction.predict_images(predictor, [(e.name, e.data) for e in events], 64, on_progress, keep, decide)
     by_name = {e.name: e for e in events}
     result = prediction_log.log_predictions(ws, preds, "simulation", predictor.version, [by_name[p.name].ts for p in preds], keep)
     rng = np.random.default_rng(cfg.seed + 1)

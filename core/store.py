@@ -111,6 +111,10 @@ CREATE TABLE IF NOT EXISTS feedback (
     label VARCHAR NOT NULL,          -- the true class, or 'none of these'
     source VARCHAR
 );
+CREATE TABLE IF NOT EXISTS policies (   -- decision policies accepted for a model version; the latest wins
+    policy_id VARCHAR NOT NULL, model_version VARCHAR NOT NULL, accepted_at TIMESTAMP NOT NULL,
+    policy VARCHAR NOT NULL, utility VARCHAR NOT NULL, report VARCHAR
+);
 """
 
 

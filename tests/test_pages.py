@@ -11,7 +11,12 @@ from core import gather, store, workspace
 from tests.conftest import png_bytes
 
 PAGES = [
+    "app_pages/overview.py",
     "app_pages/workspaces.py",
+    "app_pages/objective.py",
+    "app_pages/levers.py",
+    "app_pages/policy.py",
+    "app_pages/summary.py",
     "app_pages/gather.py",
     "app_pages/explore.py",
     "app_pages/clean.py",
@@ -28,7 +33,7 @@ def app(page: str, ws: str | None = None) -> AppTest:
     if ws:
         at.session_state["workspace_name"] = ws
     at.run()
-    if page != "app_pages/workspaces.py":
+    if page != "app_pages/overview.py":  # the default page
         at.switch_page(page)
         at.run()
     return at

@@ -1,0 +1,64 @@
+"""Levers: the actions available, each with a cost of use, and the utility matrix that scores them."""
+
+import pandas as pd
+import streamlit as st
+
+from core import decisions, registry, store
+from ui.common import attempt, current_workspace
+
+ws = current_workspace()
+st.title("Levers")
+st.caption(
+    "Drivetrain step 2: what can we do? One row per action; then, for each thing an image can really be, "
+    "what each action is worth, in your own unit (a missed grizzly -1000, a false alarm -10, ...)."
+)
+production = registry.production_version(ws)
+classes = list(registry.read_meta(ws, production)["classes"]) if production else sorted(store.label_counts(ws))
+if len(classes) < 2:
+    st.info("Levers need at least two classes: gather images of two or more labels first.")
+    st.stop()
+utility, saved = decisions.load_utility(ws, classes)
+if not saved:
+    st.info("These are defaults (right +10, wrong -10, a review costs 2): edit them to your situation and save.")
+
+unit = st.text_input("Unit of utility", utility.unit, key="levers_unit", help="dollars, minutes, points, ...")
+st.subheader("Actions")
+actions = st.data_editor(
+    decisions.actions_frame(utility),
+    num_rows="dynamic",
+    hide_index=True,
+    key="levers_actions",
+    column_config={
+        "action": st.column_config.TextColumn("action", required=True),
+        "cost": st.column_config.NumberColumn(f"cost of use ({unit})", help="subtracted whenever the action is taken"),
+    },
+)
+names = [str(n) for n in actions["action"].tolist() if isinstance(n, str) and n.strip()]
+refer_options = names or [decisions.REFER]
+refer = st.selectbox(
+    "Action that refers an image to a human",
+    refer_options,
+    index=refer_options.index(utility.refer) if utility.refer in refer_options else len(refer_options) - 1,
+    key="levers_refer",
+)
+
+st.subheader("Utility matrix")
+st.caption(f"Rows: what the image really is. Columns: the action taken. Cells: payoff in {unit}, before the cost of use.")
+known = decisions.matrix_frame(utility)
+matrix = pd.DataFrame(
+    {n: [known.loc[r, n] if n in known.columns else None for r in known.index] for n in names}, index=known.index
+)
+edited = st.data_editor(
+    matrix,
+    key=f"levers_matrix_{'|'.join(names)}",  # a new grid when the actions change
+    column_config={n: st.column_config.NumberColumn(n) for n in names},
+)
+if st.button("Save levers", type="primary", key="levers_save"):
+    new = attempt(lambda: decisions.utility_from_tables(actions, edited, refer, classes, unit))
+    decisions.save_utility(ws, new)
+    st.session_state["levers_saved"] = True
+    st.rerun()
+if st.session_state.pop("levers_saved", False):
+    st.success("Saved. See what this matrix means for decisions on **Policy**.")
+with st.expander("Net utility (payoff minus cost of use): what the policy maximises"):
+    st.dataframe(pd.DataFrame(utility.net(), index=list(utility.rows), columns=list(utility.actions)), width="stretch")

@@ -1,0 +1,76 @@
+"""Overview: the Drivetrain walk (objective, levers, data, model) and production, with what each step still needs."""
+
+import streamlit as st
+
+from core import decisions, policies, prediction_log, registry, store
+from ui.common import current_workspace
+
+ws = current_workspace()
+st.title(f"Overview: {ws.name}")
+st.caption("The Drivetrain approach: objective → levers → data → model, then production. Each step says what it still needs.")
+counts = store.label_counts(ws)
+production = registry.production_version(ws)
+objective = decisions.load_objective(ws)
+classes = list(registry.read_meta(ws, production)["classes"]) if production else sorted(counts)
+_, utility_saved = decisions.load_utility(ws, classes) if len(classes) >= 2 else (None, False)
+accepted = policies.active(ws, production) if production else None
+logged = prediction_log.count(ws)
+
+
+def step(title: str, done: bool, state: str, todo: str, links: list[tuple[str, str]]) -> None:
+    with st.container(border=True):
+        st.markdown(f"#### {'✅' if done else '⬜'} {title}")
+        st.write(state)
+        if not done:
+            st.caption(f"Missing: {todo}")
+        cols = st.columns(len(links))
+        for col, (page, label) in zip(cols, links, strict=True):
+            col.page_link(page, label=label)
+
+
+left, right = st.columns(2)
+with left:
+    step(
+        "1. Objective",
+        objective.complete,
+        objective.statement or "No objective written yet.",
+        "the outcome, the decision, who is affected and the success measure.",
+        [("app_pages/objective.py", "Objective")],
+    )
+    step(
+        "3. Data",
+        len(counts) >= 2 and min(counts.values(), default=0) >= 2,
+        f"{sum(counts.values())} images in {len(counts)} labels"
+        + (f" ({store.quarantined_count(ws)} quarantined)." if counts else "."),
+        "at least two labels with images.",
+        [("app_pages/gather.py", "Gather"), ("app_pages/explore.py", "Explore"), ("app_pages/clean.py", "Clean")],
+    )
+with right:
+    step(
+        "2. Levers",
+        utility_saved,
+        "Actions and a utility matrix saved." if utility_saved else "Default actions and utilities.",
+        "actions with their costs and a utility matrix in your own unit.",
+        [("app_pages/levers.py", "Levers")],
+    )
+    versions = registry.list_versions(ws)
+    model_state = (
+        f"Production model {production} ({versions.set_index('version').loc[production, 'valid_accuracy']:.1%} valid accuracy); "
+        + ("a decision policy is accepted." if accepted else "no decision policy accepted.")
+        if production
+        else f"{len(versions)} model version(s), none in production."
+    )
+    step(
+        "4. Model",
+        bool(production and accepted),
+        model_state,
+        "a production model and an accepted decision policy." if production else "a trained model promoted to production.",
+        [("app_pages/train.py", "Train"), ("app_pages/evaluate.py", "Evaluate"), ("app_pages/policy.py", "Policy")],
+    )
+step(
+    "Production",
+    logged > 0,
+    f"{logged:,} predictions logged." if logged else "Nothing scored yet.",
+    "predictions from the app, batch scoring or the simulator.",
+    [("app_pages/predict.py", "Predict"), ("app_pages/monitor.py", "Monitor"), ("app_pages/summary.py", "Summary")],
+)
