@@ -40,8 +40,15 @@ st.caption(
     "of the validation images, and reports on the other half with a 95% bootstrap interval."
 )
 key = (ws.name, v.version, repr(utility))
+use_ood = st.checkbox(
+    f"Out-of-domain inputs take the best action for '{decisions.OUT_OF_DOMAIN}'",
+    value=policy.use_ood,
+    key="policy_use_ood",
+    help="A safety rule the optimizer cannot fit: validation images are all in domain, so there it only costs.",
+)
+key = (*key, use_ood)
 if st.button("Optimize the policy", key="policy_optimize"):
-    st.session_state[SEARCH] = (key, attempt(lambda: policies.optimize(utility, v)))
+    st.session_state[SEARCH] = (key, attempt(lambda: policies.optimize(utility, v, use_ood=use_ood)))
 found = st.session_state.get(SEARCH)
 if found and found[0] == key:
     search = found[1]

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core import cli_model, cli_production, store
+from core import cli_model, cli_policy, cli_production, store
 from core.errors import UserError
 from core.gather import GatherReport, ProgressFn
 
@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--confirm", help="for delete: the workspace name again")
     cli_model.add_commands(command)
     cli_production.add_commands(command)
+    cli_policy.add_commands(command)
     return parser
 
 

@@ -79,13 +79,15 @@ def split_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndar
     return np.array(sorted(fit), int), np.array(sorted(report), int)
 
 
-def candidates(temperature: float) -> list[Policy]:
+def candidates(temperature: float, use_ood: bool) -> list[Policy]:
     thresholds = np.round(np.linspace(0.0, 1.0, 51), 2)
-    return [Policy("top_class")] + [Policy("expected_utility", temperature, float(t)) for t in thresholds]
+    return [Policy("top_class", use_ood=use_ood)] + [
+        Policy("expected_utility", temperature, float(t), use_ood) for t in thresholds
+    ]
 
 
-def optimize(u: Utility, v: Validation, seed: int = 0, boot: int = 1000) -> Search:
-    """The policy with the highest utility on the fit half, reported on the other half."""
+def optimize(u: Utility, v: Validation, seed: int = 0, boot: int = 1000, use_ood: bool = True) -> Search:
+    """The policy with the highest utility on the fit half, reported on the other half (the OOD rule is given)."""
     if len(v.labels) < 4:
         raise UserError(f"Model {v.version} has {len(v.labels)} validation images; the optimizer needs at least 4.")
     fit, report = split_halves(v.labels, seed)
@@ -96,7 +98,7 @@ def optimize(u: Utility, v: Validation, seed: int = 0, boot: int = 1000) -> Sear
     def on(idx: np.ndarray, p: Policy) -> Outcome:
         return simulate(u, p, v.logits[idx], v.labels[idx], v.ood[idx])
 
-    scored = [(on(fit, p).utility_per_image, -i, p) for i, p in enumerate(candidates(temperature))]
+    scored = [(on(fit, p).utility_per_image, -i, p) for i, p in enumerate(candidates(temperature, use_ood))]
     best = max(scored, key=lambda s: (s[0], s[1]))[2]  # ties: the earliest (top class, then lower thresholds)
     chosen = decide(u, best, v.logits[report], v.ood[report])
     gained = u.net()[v.labels[report], chosen]
