@@ -40,4 +40,4 @@ pages = {
         st.Page("app_pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
     ],
 }
-st.navigation(pages).run()
+st.navigation(pages, expanded=True).run()  # 15 pages: all visible, no "View more"

@@ -28,6 +28,7 @@ actions = st.data_editor(
     num_rows="dynamic",
     hide_index=True,
     key="levers_actions",
+    height=36 * (len(utility.actions) + 2) + 4,
     column_config={
         "action": st.column_config.TextColumn("action", required=True),
         "cost": st.column_config.NumberColumn(f"cost of use ({unit})", help="subtracted whenever the action is taken"),
@@ -51,6 +52,8 @@ matrix = pd.DataFrame(
 edited = st.data_editor(
     matrix,
     key=f"levers_matrix_{'|'.join(names)}",  # a new grid when the actions change
+    height=36 * (len(matrix) + 1) + 4,  # every row visible
+    disabled=["_index"],  # the rows are the classes: not editable
     column_config={n: st.column_config.NumberColumn(n) for n in names},
 )
 if st.button("Save levers", type="primary", key="levers_save"):

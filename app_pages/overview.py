@@ -17,9 +17,12 @@ accepted = policies.active(ws, production) if production else None
 logged = prediction_log.count(ws)
 
 
+DONE, TODO = ":material/check_circle:", ":material/radio_button_unchecked:"
+
+
 def step(title: str, done: bool, state: str, todo: str, links: list[tuple[str, str]]) -> None:
     with st.container(border=True):
-        st.markdown(f"#### {'✅' if done else '⬜'} {title}")
+        st.markdown(f"#### {DONE if done else TODO} {title}")
         st.write(state)
         if not done:
             st.caption(f"Missing: {todo}")

@@ -6,6 +6,7 @@ Screenshots of every page land in docs/screenshots/ (override with SCREENSHOT_DI
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -112,6 +113,12 @@ def shot(page: object, name: str) -> Path:
     return path
 
 
+def idle(page: object) -> None:
+    """Wait until the app has finished its current run (the "Running..." status is gone)."""
+    page.wait_for_timeout(300)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=180_000)
+
+
 def no_exception(page: object) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
@@ -214,18 +221,71 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     no_exception(page)
     shot(page, "14-clean-undone")
 
+    page.get_by_role("link", name="Objective").click()
+    page.get_by_role("textbox", name="Outcome wanted").fill("Read handwritten digits on forms; never misfile a 7 as a 1.")
+    page.get_by_role("textbox", name="Decision the model serves").fill("File each scan, or send it to a clerk.")
+    page.get_by_role("textbox", name="Who is affected").fill("Applicants and the clerks who check scans.")
+    page.get_by_role("textbox", name="Success measure").fill("Misfiled forms per 1,000; clerk minutes per day.")
+    page.get_by_role("button", name="Save objective").click()
+    page.get_by_text("Saved. Next").wait_for()
+    no_exception(page)
+    shot(page, "15-objective")
+
+    page.get_by_role("link", name="Levers").click()
+    page.get_by_text("Utility matrix", exact=True).wait_for()
+    grid = page.locator("[data-testid='stDataFrame']").nth(1)  # the utility matrix (the actions table is first)
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 20, box["y"] + 35 + 17)  # row "0" (its label cell is read-only)
+    page.wait_for_timeout(300)
+    page.keyboard.press("ArrowRight")  # the payoff of "act on 0" when the truth is 0
+    page.keyboard.press("Enter")  # open the cell's editor
+    page.wait_for_timeout(400)
+    page.keyboard.press("Control+A")
+    page.keyboard.type("250", delay=60)
+    page.keyboard.press("Enter")
+    idle(page)
+    page.get_by_role("button", name="Save levers").click()
+    page.get_by_text("Saved. See what this matrix means").wait_for()
+    no_exception(page)
+    shot(page, "16-levers")
+    from core import decisions, workspace
+
+    os.environ["IMAGEDP_DATA_ROOT"] = str(data_root)
+    saved, ok = decisions.load_utility(workspace.resolve("demo"), [*map(str, range(10)), "cat", "dog"])
+    assert ok and saved.payoff[0][0] == 250.0  # the cell typed in the browser reached the database
+
+    page.get_by_role("link", name="Policy").click()
+    page.get_by_text("Simulator:").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_role("button", name="Optimize the policy").click()
+    page.get_by_text("held-out images").first.wait_for()
+    idle(page)
+    no_exception(page)
+    shot(page, "17-policy-simulator")
+    page.get_by_role("button", name="Accept this policy").click()
+    page.get_by_text(re.compile(r"^Accepted for model v1:")).wait_for()  # not the "No policy accepted for model" note
+    no_exception(page)
+
+    page.get_by_role("link", name="Summary").click()
+    page.get_by_role("button", name="Download as HTML").wait_for()
+    no_exception(page)
+    shot(page, "18-summary")
+
     page.get_by_role("link", name="Predict").click()
     page.get_by_text("Production model").wait_for()
     digit = sorted((data_root / "workspaces" / "demo" / "images" / "3").iterdir())[0]
     page.locator("input[type='file']").first.set_input_files(str(digit))
-    page.get_by_role("heading", name="3", exact=True).wait_for()
+    page.get_by_text("confidence", exact=False).first.wait_for()  # whatever the walk's one-epoch model answers
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_role("combobox", name="What is it really?").click()
     page.get_by_role("option", name="3", exact=True).click()
     page.get_by_role("button", name="Send feedback").click()
     page.get_by_text("Thanks: recorded").wait_for()
+    assert page.get_by_text("(the accepted decision policy)").count() == 1
     no_exception(page)
-    shot(page, "15-predict")
+    shot(page, "19-predict")
 
     page.get_by_role("link", name="Monitor").click()
     page.get_by_text("OOD rate, last window").wait_for()
@@ -234,7 +294,12 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     page.get_by_text("Simulated").wait_for(timeout=180_000)
     page.locator(".js-plotly-plot").nth(1).wait_for()
     no_exception(page)
-    shot(page, "16-monitor")
+    shot(page, "20-monitor")
+
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_text("1. Objective").wait_for()
+    no_exception(page)
+    shot(page, "21-overview")
 
 
 def test_end_user_mode(page: object, data_root: Path) -> None:
@@ -250,9 +315,9 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
         assert tab.get_by_text("Deployment settings").count() == 0 and tab.get_by_role("link", name="Train").count() == 0
         digit = sorted((data_root / "workspaces" / "demo" / "images" / "7").iterdir())[0]
         tab.locator("input[type='file']").first.set_input_files(str(digit))
-        tab.get_by_role("heading", name="7", exact=True).wait_for()
+        tab.get_by_text("confidence", exact=False).first.wait_for()
         no_exception(tab)
-        shot(tab, "17-end-user-app")
+        shot(tab, "22-end-user-app")
     finally:
         context.close()
         server.close()

@@ -1,0 +1,214 @@
+"""Drivetrain: utility matrix, decision policy, simulator, optimizer, accepted policies, summary, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import decisions, policies, prediction, prediction_log, registry
+from core.decisions import Policy, Utility
+from core.errors import UserError
+from core.workspace import Workspace
+from tests.test_training import colour_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two classes; a missed "bad" costs 100, a false alarm 10, a review 2.
+TOY = Utility(
+    actions=("act on good", "act on bad", "refer to a human"),
+    costs=(0.0, 0.0, 2.0),
+    rows=("good", "bad", decisions.OUT_OF_DOMAIN),
+    payoff=((10.0, -10.0, 0.0), (-100.0, 10.0, 0.0), (-50.0, -50.0, 0.0)),
+)
+
+
+def logits_for(p_good: float) -> np.ndarray:
+    return np.log(np.array([[p_good, 1.0 - p_good]]))
+
+
+@pytest.mark.parametrize(
+    ("p_good", "expected"),
+    [
+        (0.99, "act on good"),  # EU: 9.9 - 1.0 = 8.9 | -9.9 + 0.1 = -9.8 | -2
+        (0.70, "refer to a human"),  # EU: 7 - 30 = -23 | -7 + 3 = -4 | -2
+        (0.10, "act on bad"),  # EU: 1 - 90 = -89 | -1 + 9 = 8 | -2
+    ],
+    ids=["sure-good", "doubt-refers", "likely-bad"],
+)
+def test_expected_utility_picks_the_hand_computed_action(p_good: float, expected: str) -> None:
+    chosen = decisions.decide(TOY, Policy(), logits_for(p_good), np.array([False]))
+    assert TOY.actions[chosen[0]] == expected
+
+
+def test_top_class_ignores_costs_and_referral() -> None:
+    chosen = decisions.decide(TOY, Policy("top_class", use_ood=False), logits_for(0.7), np.array([False]))
+    assert TOY.actions[chosen[0]] == "act on good"
+
+
+def test_low_confidence_refers_and_ood_takes_the_ood_rows_best_action() -> None:
+    assert (
+        TOY.actions[decisions.decide(TOY, Policy(refer_below=0.995), logits_for(0.99), np.array([False]))[0]]
+        == "refer to a human"
+    )
+    assert TOY.actions[decisions.decide(TOY, Policy(), logits_for(0.99), np.array([True]))[0]] == "refer to a human"
+    assert TOY.actions[decisions.decide(TOY, Policy(use_ood=False), logits_for(0.99), np.array([True]))[0]] == "act on good"
+
+
+def test_temperature_changes_the_decision() -> None:
+    logits = logits_for(0.9)  # EU at T=1: 9 - 10 = -1 for good, -9 + 1 = -8 for bad, -2 refer -> act on good
+    assert TOY.actions[decisions.decide(TOY, Policy(), logits, np.array([False]))[0]] == "act on good"
+    softened = decisions.decide(TOY, Policy(temperature=3.0), logits, np.array([False]))  # p_good ~0.68 -> refer
+    assert TOY.actions[softened[0]] == "refer to a human"
+
+
+def test_simulator_adds_up_by_hand() -> None:
+    logits = np.vstack([logits_for(0.99), logits_for(0.7), logits_for(0.1), logits_for(0.99)])
+    labels = np.array([0, 1, 1, 1])  # the last: a confident miss of a bad one
+    out = decisions.simulate(TOY, Policy(), logits, labels, np.zeros(4, bool))
+    # act on good (right) +10; refer -2; act on bad (right) +10; act on good (wrong) -100
+    assert out.utility_total == pytest.approx(-82.0) and out.utility_per_image == pytest.approx(-20.5)
+    assert out.automation_rate == 0.75 and out.automated_error_rate == pytest.approx(1 / 3)
+    assert out.table.loc["bad", "refer to a human"] == 1 and out.table.values.sum() == 4
+
+
+def test_fitted_temperature_recovers_the_truth() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (4000, 3))
+    labels = np.array([rng.choice(3, p=p) for p in decisions.softmax(logits, 2.0)])
+    assert policies.fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_optimizer_is_never_worse_than_top_class_on_its_fit_half(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 60, 3
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k)) + 2.5 * np.eye(k)[labels] * rng.uniform(0, 1.5, (n, 1))
+    payoff = rng.uniform(-100, 20, (k + 1, k + 1))
+    u = Utility(
+        tuple(f"a{i}" for i in range(k)) + ("refer",),
+        (0.0,) * k + (3.0,),
+        ("x", "y", "z", "ood"),
+        tuple(map(tuple, payoff)),
+        "refer",
+    )
+    v = policies.Validation("v1", ("x", "y", "z"), logits, labels, rng.random(n) < 0.05)
+    search = policies.optimize(u, v, seed=seed)
+    chosen, top = search.fit[0], search.fit[1]
+    assert chosen.utility_per_image >= top.utility_per_image - 1e-9
+    assert search.fit_images + search.report_images == n
+    assert search.interval[0] <= search.report[0].utility_per_image <= search.interval[1]
+
+
+def matrix(u: Utility) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return decisions.actions_frame(u), decisions.matrix_frame(u).astype(object)
+
+
+def test_tables_round_trip_into_a_utility() -> None:
+    actions, payoffs = matrix(TOY)
+    assert decisions.utility_from_tables(actions, payoffs, "refer to a human", ["good", "bad"]) == TOY
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda a, m: m.__setitem__("act on bad", [10.0, None, 0.0]), "missing"),
+        (lambda a, m: m.__setitem__("act on bad", [10.0, float("nan"), 0.0]), "missing"),
+        (lambda a, m: m.__setitem__("act on bad", [10.0, "lots", 0.0]), "enter a number"),
+        (lambda a, m: a.__setitem__("cost", [0.0, "two", 2.0]), "cost of 'act on bad'"),
+        (lambda a, m: a.__setitem__("action", ["act on good", "act on good", "refer to a human"]), "must differ"),
+        (lambda a, m: a.__setitem__("action", ["act on good", "", "refer to a human"]), "needs a name"),
+    ],
+    ids=["empty-cell", "nan-cell", "text-cell", "text-cost", "duplicate-action", "unnamed-action"],
+)
+def test_bad_utility_tables_get_a_message(edit: object, message: str) -> None:
+    actions, payoffs = matrix(TOY)
+    edit(actions, payoffs)
+    with pytest.raises(UserError, match=message):
+        decisions.utility_from_tables(actions, payoffs, "refer to a human", ["good", "bad"])
+
+
+def test_a_referral_action_that_is_not_an_action() -> None:
+    actions, payoffs = matrix(TOY)
+    with pytest.raises(UserError, match="referral action"):
+        decisions.utility_from_tables(actions, payoffs, "call the police", ["good", "bad"])
+
+
+def test_saved_utility_and_objective_come_back(prod: Workspace) -> None:
+    classes = ["blue", "green", "red"]
+    u, saved = decisions.load_utility(prod, classes)
+    assert not saved and u.actions[-1] == decisions.REFER and u.rows[-1] == decisions.OUT_OF_DOMAIN
+    custom = Utility(u.actions, u.costs, u.rows, tuple((1.0,) * 4 for _ in range(4)), u.refer, "dollars")
+    decisions.save_utility(prod, custom)
+    assert decisions.load_utility(prod, classes) == (custom, True)
+    assert decisions.load_utility(prod, ["blue", "red"])[1] is False  # classes changed: back to defaults
+    decisions.save_objective(prod, decisions.Objective("a", "b", "c", "d"))
+    assert decisions.load_objective(prod).complete
+
+
+def always_refer(prod: Workspace) -> str:
+    v = policies.validation(prod)
+    u = decisions.load_utility(prod, v.classes)[0]
+    return policies.accept(prod, v.version, Policy(refer_below=1.01), u)
+
+
+def test_an_accepted_policy_decides_every_prediction_path(prod: Workspace, tmp_path: Path) -> None:
+    version = registry.production_version(prod)
+    assert policies.active_decider(prod, version) == (None, None)
+    preds, _ = prediction.predict_images(prediction.load_predictor(prod), [("x.png", colour_image(0, 1))])
+    assert preds[0].action == preds[0].label == "red"  # no policy: the label
+    policy_id = always_refer(prod)
+    found_id, decide = policies.active_decider(prod, version)
+    assert found_id == policy_id
+    preds, _ = prediction.predict_images(prediction.load_predictor(prod), [("x.png", colour_image(0, 1))], decide=decide)
+    assert preds[0].action == decisions.REFER and preds[0].label == "red"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "x.png").write_bytes(colour_image(0, 1))
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "predict", "--workspace", "prod", str(tmp_path / "in"), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert json.loads(done.stdout)["predictions"][0]["action"] == decisions.REFER
+    assert prediction_log.recent(prod, 1)["action"].iloc[0] == decisions.REFER
+
+
+def test_summary_html_is_standalone_and_escaped(prod: Workspace) -> None:
+    v = policies.validation(prod)
+    u = decisions.load_utility(prod, v.classes)[0]
+    outcomes, confusion = policies.held_out(u, Policy(), v)
+    page = policies.summary_html(
+        "prod", decisions.Objective("Warn <hikers>", "alert", "hikers", "no misses"), u, Policy(), outcomes, confusion, v.version
+    )
+    assert page.startswith("<!doctype html>") and "Warn &lt;hikers&gt;" in page
+    assert "per 1,000 images" in page and "refer to a human" in page and "<script" not in page
+
+
+def test_cli_policy_optimize_and_accept(prod: Workspace) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "core", "policy", "--workspace", "prod", "--accept", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert {"validation", "optimized", "accepted"} <= set(data)
+    assert [o["policy"] for o in data["optimized"]["held_out"]] == ["this policy", "always follow the top class", "always refer"]
+    assert policies.active(prod, data["version"])[0] == data["accepted"]
+
+
+def test_cli_policy_without_a_production_model(ws: Workspace) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "core", "policy", "--workspace", "test"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert run.returncode == 2 and "production model" in run.stderr

@@ -1,0 +1,109 @@
+"""Overview, Objective, Levers, Policy and Summary through AppTest."""
+
+from __future__ import annotations
+
+from core import decisions, policies, registry, store, workspace
+from core.workspace import Workspace
+from tests.test_pages import app, errors
+
+from tests.test_pages_production import upload
+from tests.test_training import colour_image
+
+
+DONE, TODO = ":material/check_circle:", ":material/radio_button_unchecked:"
+
+
+def test_overview_says_what_each_step_still_needs(prod: Workspace) -> None:
+    at = app("app_pages/overview.py", "prod")
+    assert not at.exception and not errors(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert TODO + " 1. Objective" in text and DONE + " 3. Data" in text and TODO + " 4. Model" in text
+    assert any("a production model and an accepted decision policy" in c.value for c in at.caption)
+    decisions.save_objective(prod, decisions.Objective("Warn hikers", "alert or not", "hikers", "misses"))
+    at.run()
+    assert DONE + " 1. Objective" in " ".join(m.value for m in at.markdown)
+
+
+def test_overview_on_an_empty_workspace() -> None:
+    workspace.create_workspace("empty")
+    at = app("app_pages/overview.py", "empty")
+    assert not at.exception and not errors(at)
+    assert TODO + " 3. Data" in " ".join(m.value for m in at.markdown)
+
+
+def test_objective_is_saved(prod: Workspace) -> None:
+    at = app("app_pages/objective.py", "prod")
+    areas = at.text_area
+    for area, value in zip(
+        areas, ["Warn hikers about grizzlies", "alert / ignore / refer", "hikers, rangers", "missed grizzlies"], strict=True
+    ):
+        area.input(value)
+    at.button[0].click()
+    at.run()
+    assert not at.exception and any("Saved" in s.value for s in at.success)
+    assert decisions.load_objective(prod) == decisions.Objective(
+        "Warn hikers about grizzlies", "alert / ignore / refer", "hikers, rangers", "missed grizzlies"
+    )
+
+
+MATRIX = "levers_matrix_act on blue|act on green|act on red|refer to a human"  # the default actions' grid
+
+
+def edit_cell(at: object, row: int, column: str, value: object) -> None:
+    """What a browser edit sends: the editor's edit state (AppTest does not type into grids)."""
+    assert any(e.key == MATRIX for e in at.data_editor)
+    at.session_state[MATRIX] = {"edited_rows": {row: {column: value}}, "added_rows": [], "deleted_rows": []}
+
+
+def test_levers_edit_a_cell_and_save(prod: Workspace) -> None:
+    at = app("app_pages/levers.py", "prod")
+    assert not at.exception and "defaults" in at.info[0].value
+    edit_cell(at, 2, "act on blue", -1000.0)  # row 2: the truth is red
+    at.text_input(key="levers_unit").input("dollars")
+    at.run()
+    at.button(key="levers_save").click()
+    at.run()
+    assert not at.exception and not errors(at)
+    u, saved = decisions.load_utility(prod, ["blue", "green", "red"])
+    assert saved and u.unit == "dollars" and u.payoff[2][0] == -1000.0 and u.payoff[2][2] == 10.0
+
+
+def test_levers_refuse_an_empty_cell(prod: Workspace) -> None:
+    at = app("app_pages/levers.py", "prod")
+    edit_cell(at, 1, "act on green", None)
+    at.run()
+    at.button(key="levers_save").click()
+    at.run()
+    assert any("payoff of 'act on green' when the truth is 'green'" in e for e in errors(at))
+    assert decisions.load_utility(prod, ["blue", "green", "red"])[1] is False  # nothing saved
+
+
+def test_policy_optimize_accept_then_predict_shows_the_action(prod: Workspace) -> None:
+    at = app("app_pages/policy.py", "prod")
+    assert not at.exception and not errors(at)
+    assert "No policy accepted" in at.info[0].value and len(at.get("plotly_chart")) == 1
+    at.button(key="policy_optimize").click()
+    at.run()
+    assert any("held-out images" in m.value for m in at.markdown)
+    at.button(key="policy_accept").click()
+    at.run()
+    assert not at.exception and at.success[0].value.startswith("Accepted for model")
+    assert policies.active(prod, registry.production_version(prod)) is not None
+    predict = upload(app("app_pages/predict.py", "prod"), [("red.png", colour_image(0, 1))])
+    assert any("(the accepted decision policy)" in m.value for m in predict.markdown)
+
+
+def test_policy_page_without_a_production_model(prod: Workspace) -> None:
+    with store.connect(prod) as con:
+        con.execute("DELETE FROM deployments")
+    at = app("app_pages/policy.py", "prod")
+    assert not at.exception and "Promote a model" in at.info[0].value
+
+
+def test_summary_page_offers_the_html(prod: Workspace) -> None:
+    decisions.save_objective(prod, decisions.Objective("Warn hikers", "alert", "hikers", "misses"))
+    at = app("app_pages/summary.py", "prod")
+    assert not at.exception and not errors(at)
+    assert len(at.get("download_button")) == 1
+    assert any("Warn hikers" in m.value for m in at.markdown)
+    assert any("No policy is accepted" in w.value for w in at.warning)
