@@ -5,10 +5,8 @@ from __future__ import annotations
 from core import decisions, policies, registry, store, workspace
 from core.workspace import Workspace
 from tests.test_pages import app, errors
-
 from tests.test_pages_production import upload
 from tests.test_training import colour_image
-
 
 DONE, TODO = ":material/check_circle:", ":material/radio_button_unchecked:"
 
