@@ -166,14 +166,24 @@ def decide(u: Utility, policy: Policy, logits: np.ndarray, ood: np.ndarray) -> n
     probs = softmax(np.atleast_2d(logits), policy.temperature)
     n_classes = len(u.classes)
     if policy.rule == "top_class":
-        best_for_class = net[:n_classes].argmax(axis=1)  # the action that is right if the class is certain
-        chosen = best_for_class[probs.argmax(axis=1)]
+        chosen = best_actions(u)[probs.argmax(axis=1)]
     else:
         chosen = (probs @ net[:n_classes]).argmax(axis=1)
         chosen = np.where(probs.max(axis=1) < policy.refer_below, u.actions.index(u.refer), chosen)
     if policy.use_ood:
         chosen = np.where(np.asarray(ood, bool), int(net[n_classes].argmax()), chosen)
     return chosen
+
+
+def best_actions(u: Utility) -> np.ndarray:
+    """Per class, the action that is best when the class is certain; on a tie, "act on <class>" if it is one."""
+    net = u.net()
+    best = []
+    for c, name in enumerate(u.classes):
+        tied = np.flatnonzero(net[c] == net[c].max())
+        own = [a for a in tied if u.actions[a] == f"act on {name}"]
+        best.append(own[0] if own else tied[0])
+    return np.array(best, int)
 
 
 def decider(u: Utility, policy: Policy) -> Any:
@@ -208,7 +218,7 @@ def simulate(
     gained = net[labels, chosen]
     refer = u.actions.index(u.refer)
     automated = chosen != refer
-    right = chosen == net[labels].argmax(axis=1)
+    right = net[labels, chosen] >= net[labels].max(axis=1)  # an action as good as the best one is not an error
     table = pd.crosstab(
         pd.Categorical([u.rows[i] for i in labels], categories=list(u.rows)),
         pd.Categorical([u.actions[i] for i in chosen], categories=list(u.actions)),

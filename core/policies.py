@@ -241,7 +241,7 @@ td,th{{padding:4px 10px}} h2{{margin-top:1.6em}}</style></head><body>
 <b>Success measure:</b> {e(objective.success or "not stated yet")}</p>
 <h2>Levers (actions)</h2>{table(actions, index=False)}
 <h2>Utility matrix ({e(u.unit)}; rows: what the image really is, columns: action)</h2>{table(matrix)}
-<h2>Chosen policy</h2><p>{e(describe(policy))}.</p>
+<h2>Chosen policy</h2><p>{e(describe(policy)[0].upper() + describe(policy)[1:])}.</p>
 <h2>Expected outcome per 1,000 images</h2>
 <p>Measured on validation images the optimizer did not see.</p>{table(outcomes_frame(outcomes, u.unit), index=False)}
 <h2>Confusion (true class by action, same images)</h2>{table(confusion)}

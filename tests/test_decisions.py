@@ -51,6 +51,21 @@ def test_top_class_ignores_costs_and_referral() -> None:
     assert TOY.actions[chosen[0]] == "act on good"
 
 
+def test_top_class_breaks_a_tie_for_the_class_own_action() -> None:
+    tied = Utility(
+        ("act on a", "act on b", "refer to a human"),
+        (0.0, 0.0, 2.0),
+        ("a", "b", decisions.OUT_OF_DOMAIN),
+        ((0.0, -10.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),  # for b, acting on a costs nothing either
+    )
+    chosen = decisions.decide(tied, Policy("top_class", use_ood=False), np.log(np.array([[0.2, 0.8]])), np.array([False]))
+    assert tied.actions[chosen[0]] == "act on b"
+    out = decisions.simulate(
+        tied, Policy("top_class", use_ood=False), np.log(np.array([[0.9, 0.1]])), np.array([1]), np.array([False])
+    )
+    assert out.automated_error_rate == 0.0  # "act on a" for a b is as good as the best action: not an error
+
+
 def test_low_confidence_refers_and_ood_takes_the_ood_rows_best_action() -> None:
     assert (
         TOY.actions[decisions.decide(TOY, Policy(refer_below=0.995), logits_for(0.99), np.array([False]))[0]]
