@@ -79,7 +79,7 @@ def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
     if key not in cache:
         with st.spinner(f"Scoring {len(files)} image(s)…"):
             preds, failed = prediction.predict_images(
-                predictor, [(f.name, f.getvalue()) for f in files], keep_bytes=True, decide=decide
+                predictor, [(f.name, f.getvalue()) for f in files], keep_bytes=True, decide=decide, defer_properties=True
             )
         log.submit(prediction_log.LogBatch(preds, "app", predictor.version, keep_images=prediction_log.keeps_images(ws)))
         cache.clear()  # only the latest upload set is kept in the session

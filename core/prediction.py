@@ -65,7 +65,7 @@ class Prediction:
     id: str
     name: str
     sha256: str
-    properties: dict[str, float]
+    properties: dict[str, float] | None  # None: measured later from `look` (the app defers it off the request)
     probs: np.ndarray
     label: str
     confidence: float
@@ -76,6 +76,12 @@ class Prediction:
     action: str
     latency_ms: float
     data: bytes = field(repr=False, default=b"")
+    size: tuple[int, int] = (0, 0)
+    look: Image.Image | None = field(repr=False, default=None)
+
+    def measured(self) -> dict[str, float]:
+        """The image properties, measuring them now if they were deferred."""
+        return self.properties if self.properties is not None else properties(self.size, self.look)
 
     def top(self, classes: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
         order = np.argsort(-self.probs)[:k]
@@ -206,21 +212,23 @@ def forward(predictor: Predictor, pixels: np.ndarray) -> tuple[np.ndarray, np.nd
     return logits.numpy(), feats.numpy()
 
 
-def _decode_one(predictor: Predictor, data: bytes) -> tuple[np.ndarray, dict[str, float], float]:
+def _decode_one(predictor: Predictor, data: bytes, defer: bool) -> tuple[np.ndarray, Any, float]:
+    """Pixels for the model, and the properties (or, deferred, what to measure them on later)."""
     start = time.perf_counter()
     rgb = decode(data)
     resized = resize_item(rgb, predictor.size, predictor.resize)
-    return np.asarray(resized, np.uint8), properties(rgb.size, resized), time.perf_counter() - start
+    props = (rgb.size, resized) if defer else properties(rgb.size, resized)
+    return np.asarray(resized, np.uint8), props, time.perf_counter() - start
 
 
 Decoded = tuple[list[tuple[Any, ...]], list[dict[str, str]]]
 
 
-def _decode_chunk(predictor: Predictor, chunk: Sequence[tuple[str, bytes]]) -> Decoded:
+def _decode_chunk(predictor: Predictor, chunk: Sequence[tuple[str, bytes]], defer: bool = False) -> Decoded:
     decoded, failed = [], []
     for name, data in chunk:
         try:
-            decoded.append((name, data, *_decode_one(predictor, data)))
+            decoded.append((name, data, *_decode_one(predictor, data, defer)))
         except UserError as exc:
             failed.append({"source": name, "reason": str(exc)})
     return decoded, failed
@@ -233,9 +241,11 @@ def predict_images(
     on_progress: ProgressFn | None = None,
     keep_bytes: bool = False,
     decide: DecideFn | None = None,
+    defer_properties: bool = False,
 ) -> tuple[list[Prediction], list[dict[str, str]]]:
     """Score (name, bytes) items in batches; unreadable ones go to failures with the reason, the rest are scored.
     `decide` (the accepted decision policy) turns logits and the OOD flag into the action; else the label.
+    `defer_properties` leaves the image measurements to whoever logs the prediction (the app's writer thread).
 
     The next batch is decoded on a second thread while the model runs on this one."""
     done: list[Prediction] = []
@@ -244,8 +254,8 @@ def predict_images(
     with ThreadPoolExecutor(max_workers=1) as pool:
         upcoming = None
         for k, chunk in enumerate(chunks):
-            decoded, bad = upcoming.result() if upcoming else _decode_chunk(predictor, chunk)
-            upcoming = pool.submit(_decode_chunk, predictor, chunks[k + 1]) if k + 1 < len(chunks) else None
+            decoded, bad = upcoming.result() if upcoming else _decode_chunk(predictor, chunk, defer_properties)
+            upcoming = pool.submit(_decode_chunk, predictor, chunks[k + 1], defer_properties) if k + 1 < len(chunks) else None
             failed += bad
             if decoded:
                 t0 = time.perf_counter()
@@ -280,7 +290,7 @@ def _predictions(
                 id=uuid.uuid4().hex,
                 name=name,
                 sha256=images.sha256(data),
-                properties=props,
+                properties=None if isinstance(props, tuple) else props,
                 probs=probs[i].astype(np.float32),
                 label=label,
                 confidence=float(probs[i, top]),
@@ -291,6 +301,8 @@ def _predictions(
                 action=decide(logits[i], bool(scores[i] < ref.ood_threshold)) if decide else label,
                 latency_ms=(decode_s + model_s) * 1000.0,
                 data=data if keep else b"",
+                size=props[0] if isinstance(props, tuple) else (0, 0),
+                look=props[1] if isinstance(props, tuple) else None,
             )
         )
     return out

@@ -9,6 +9,7 @@ logging failure never breaks a prediction and never loses a row, and it is count
 from __future__ import annotations
 
 import atexit
+import os
 import queue
 import threading
 import time
@@ -99,11 +100,12 @@ def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
         rows["model_version"] += [b.version] * n
         rows["image_path"] += [keep_image(ws, p) if b.keep_images else None for p in b.predictions]
         for p in b.predictions:
+            props = p.measured()  # deferred by the app: measured here, on the writer's thread
             rows["id"].append(p.id)
             rows["name"].append(p.name)
             rows["sha256"].append(p.sha256)
             for k in _PROPS:
-                rows[k].append(p.properties[k])
+                rows[k].append(props[k])
             rows["probs"].append(p.probs.tolist())
             rows["predicted"].append(p.label)
             rows["confidence"].append(p.confidence)
@@ -249,6 +251,11 @@ class BackgroundLog:
         self._queue.put(batch)
 
     def _run(self) -> None:
+        if hasattr(os, "setpriority"):  # Linux: this thread yields the CPU to predictions (nice 19)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass  # not permitted here: the writer runs at normal priority
         while True:
             batches = [self._queue.get()]
             rows = len(batches[0].predictions)

@@ -39,6 +39,8 @@ def test_predict_page_scores_logs_once_and_takes_feedback(prod: Workspace) -> No
     assert len(at.get("plotly_chart")) == 1
     rows = logged(prod, "app")
     assert len(rows) == 1 and rows[0][1] == "red"
+    with store.connect(prod) as con:  # measured on the writer's thread, not in the request
+        assert con.execute("SELECT count(*) FROM predictions WHERE brightness IS NOT NULL AND sharpness > 0").fetchone()[0] == 1
     pid = rows[0][0]
     at.selectbox(key=f"predict_truth_{pid}").set_value("blue").run()
     at.button(key=f"predict_send_{pid}").click()

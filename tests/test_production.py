@@ -89,6 +89,8 @@ def test_bad_files_get_a_reason_and_the_rest_is_scored(prod: Workspace) -> None:
     scored = {p.name: p for p in preds}
     assert set(scored) == {"cmyk.jpg", "rotated.jpg", "good.png"}
     assert (scored["rotated.jpg"].properties["width"], scored["rotated.jpg"].properties["height"]) == (40, 80)
+    deferred, _ = prediction.predict_images(predictor, [("rotated.jpg", exif_rotated_jpeg())], defer_properties=True)
+    assert deferred[0].properties is None and deferred[0].measured() == scored["rotated.jpg"].properties
     assert scored["good.png"].label == "blue"
 
 
