@@ -54,7 +54,8 @@ edited = st.data_editor(
     key=f"levers_matrix_{'|'.join(names)}",  # a new grid when the actions change
     height=36 * (len(matrix) + 1) + 4,  # every row visible
     disabled=["_index"],  # the rows are the classes: not editable
-    column_config={n: st.column_config.NumberColumn(n) for n in names},
+    column_config={"_index": st.column_config.Column("true class", width="medium")}
+    | {n: st.column_config.NumberColumn(n) for n in names},
 )
 if st.button("Save levers", type="primary", key="levers_save"):
     new = attempt(lambda: decisions.utility_from_tables(actions, edited, refer, classes, unit))
