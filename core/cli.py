@@ -14,16 +14,18 @@ from core.errors import UserError
 from core.gather import GatherReport, ProgressFn
 
 
-def _progress(enabled: bool) -> ProgressFn | None:
+def _progress(enabled: bool, label: str = "") -> ProgressFn | None:
+    """Progress on stderr every tenth of the way (stdout stays for the summary)."""
     if not enabled:
         return None
     state = {"last": -1}
+    prefix = f"  {label} " if label else "  "
 
     def show(done: int, total: int, _: str) -> None:
         step = done * 10 // max(total, 1)
         if step != state["last"] or done == total:
             state["last"] = step
-            print(f"  {done}/{total}", file=sys.stderr, flush=True)
+            print(f"{prefix}{done}/{total}", file=sys.stderr, flush=True)
 
     return show
 

@@ -13,15 +13,9 @@ from core.errors import UserError
 
 
 def _progress(label: str) -> Any:
-    state = {"last": -1}
+    from core.cli import _progress as progress  # core.cli imports this module: import when called
 
-    def show(done: int, total: int, _: str) -> None:
-        step = done * 10 // max(total, 1)
-        if step != state["last"] or done == total:
-            state["last"] = step
-            print(f"  {label} {done}/{total}", file=sys.stderr, flush=True)
-
-    return show
+    return progress(True, label)
 
 
 def write_csv(path: Path, classes: tuple[str, ...], rows: list[Any], failed: list[dict[str, str]]) -> None:

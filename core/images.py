@@ -127,17 +127,23 @@ def open_checked(data: bytes, cfg: VerifyConfig) -> Image.Image:
     return img
 
 
-def inspect(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[ImageInfo, Image.Image]:
-    """Fully decode image bytes and measure them; raise UserError with the reason if unusable."""
-    img = open_checked(data, cfg)
+def load_oriented(img: Image.Image) -> Image.Image:
+    """Decode every pixel and apply EXIF orientation; UserError when the file is corrupt or truncated."""
     fmt = img.format or "unknown"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.load()
-            rotated_img = ImageOps.exif_transpose(img)
+            return ImageOps.exif_transpose(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise UserError(f"corrupt or truncated image ({fmt}): {exc}") from None
+
+
+def inspect(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[ImageInfo, Image.Image]:
+    """Fully decode image bytes and measure them; raise UserError with the reason if unusable."""
+    img = open_checked(data, cfg)
+    fmt = img.format or "unknown"
+    rotated_img = load_oriented(img)
     rotated = _orientation(img) not in (0, 1)
     w, h = rotated_img.size
     if min(w, h) < cfg.min_side:

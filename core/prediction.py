@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageFilter
 
 from core import images, registry
 from core.backbones import Classifier
@@ -190,14 +189,7 @@ def properties(size: tuple[int, int], look: Image.Image) -> dict[str, float]:
 
 def decode(data: bytes) -> Image.Image:
     """Image bytes to RGB with EXIF orientation; UserError saying why when they cannot be scored."""
-    img = images.open_checked(data, DECODE)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
-        raise UserError(f"corrupt or truncated image: {exc}") from None
+    img = images.load_oriented(images.open_checked(data, DECODE))
     if min(img.size) < DECODE.min_side:
         raise UserError(f"image too small to score: {img.width}x{img.height} pixels")
     return images.to_rgb(img)
