@@ -119,6 +119,8 @@ for p in preds[:DETAIL_LIMIT]:
         middle.plotly_chart(prediction.top_k_figure(p, predictor.classes), key=f"predict_bars_{p.id}")
         with right:
             st.markdown(f"### {p.label}\nconfidence **{p.confidence:.1%}**")
+            if p.notes:
+                st.caption(f"Converted before scoring: {p.notes.replace(',', ', ')}.")
             if p.ood:
                 st.warning(
                     "This image does not look like the images the model was trained on: the answer may be meaningless.",

@@ -60,7 +60,8 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         "version": predictor.version,
         "classes": list(predictor.classes),
         "predictions": [
-            {"path": p.name, "label": p.label, "confidence": p.confidence, "ood": p.ood, "action": p.action} for p in preds
+            {"path": p.name, "label": p.label, "confidence": p.confidence, "ood": p.ood, "action": p.action, "notes": p.notes}
+            for p in preds
         ],
         "failed": failed,
         "logged": logged,
@@ -72,7 +73,8 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
 def print_predict(data: dict[str, Any]) -> None:
     for p in data["predictions"]:
         flag = "  OUT OF DOMAIN?" if p["ood"] else ""
-        print(f"{p['label']:<16} {p['confidence']:.3f}  {p['path']}{flag}")
+        note = f"  (converted: {p['notes']})" if p["notes"] else ""
+        print(f"{p['label']:<16} {p['confidence']:.3f}  {p['path']}{flag}{note}")
     for f in data["failed"]:
         print(f"failed  {f['source']}: {f['reason']}")
     print(

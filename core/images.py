@@ -144,7 +144,7 @@ def inspect(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[ImageInfo,
     img = open_checked(data, cfg)
     fmt = img.format or "unknown"
     rotated_img = load_oriented(img)
-    rotated = _orientation(img) not in (0, 1)
+    rotated = orientation(img) not in (0, 1)
     w, h = rotated_img.size
     if min(w, h) < cfg.min_side:
         raise UserError(f"image too small: {w}x{h} pixels (minimum side {cfg.min_side})")
@@ -166,7 +166,7 @@ def inspect(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[ImageInfo,
     return info, rgb
 
 
-def _orientation(img: Image.Image) -> int:
+def orientation(img: Image.Image) -> int:
     try:
         return int(img.getexif().get(0x0112, 1))
     except (ValueError, TypeError):

@@ -75,6 +75,7 @@ class Prediction:
     action: str
     latency_ms: float
     data: bytes = field(repr=False, default=b"")
+    notes: str = ""  # conversions applied before scoring: cmyk, 16-bit, alpha, exif-rotated, ...
     size: tuple[int, int] = (0, 0)
     look: Image.Image | None = field(repr=False, default=None)
 
@@ -187,12 +188,19 @@ def properties(size: tuple[int, int], look: Image.Image) -> dict[str, float]:
     }
 
 
-def decode(data: bytes) -> Image.Image:
-    """Image bytes to RGB with EXIF orientation; UserError saying why when they cannot be scored."""
-    img = images.load_oriented(images.open_checked(data, DECODE))
+def decode_noted(data: bytes) -> tuple[Image.Image, str]:
+    """Image bytes to RGB with EXIF orientation, and the conversions that took (cmyk, 16-bit, alpha,
+    exif-rotated, ...); UserError saying why when they cannot be scored."""
+    opened = images.open_checked(data, DECODE)
+    img = images.load_oriented(opened)  # first: a corrupt file must fail here, with its message
+    rotated = images.orientation(opened) not in (0, 1)
     if min(img.size) < DECODE.min_side:
         raise UserError(f"image too small to score: {img.width}x{img.height} pixels")
-    return images.to_rgb(img)
+    return images.to_rgb(img), images.conversion_notes(opened, rotated)
+
+
+def decode(data: bytes) -> Image.Image:
+    return decode_noted(data)[0]
 
 
 def forward(predictor: Predictor, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,13 +212,13 @@ def forward(predictor: Predictor, pixels: np.ndarray) -> tuple[np.ndarray, np.nd
     return logits.numpy(), feats.numpy()
 
 
-def _decode_one(predictor: Predictor, data: bytes, defer: bool) -> tuple[np.ndarray, Any, float]:
-    """Pixels for the model, and the properties (or, deferred, what to measure them on later)."""
+def _decode_one(predictor: Predictor, data: bytes, defer: bool) -> tuple[np.ndarray, Any, float, str]:
+    """Pixels for the model, the properties (or, deferred, what to measure them on later), seconds, notes."""
     start = time.perf_counter()
-    rgb = decode(data)
+    rgb, notes = decode_noted(data)
     resized = resize_item(rgb, predictor.size, predictor.resize)
     props = (rgb.size, resized) if defer else properties(rgb.size, resized)
-    return np.asarray(resized, np.uint8), props, time.perf_counter() - start
+    return np.asarray(resized, np.uint8), props, time.perf_counter() - start, notes
 
 
 Decoded = tuple[list[tuple[Any, ...]], list[dict[str, str]]]
@@ -274,7 +282,7 @@ def _predictions(
     energies = energy(logits)
     embeddings = (feats - ref.pca_mean) @ ref.pca_components.T
     out = []
-    for i, (name, data, _, props, decode_s) in enumerate(decoded):
+    for i, (name, data, _, props, decode_s, notes) in enumerate(decoded):
         top = int(probs[i].argmax())
         label = predictor.classes[top]
         out.append(
@@ -293,6 +301,7 @@ def _predictions(
                 action=decide(logits[i], bool(scores[i] < ref.ood_threshold)) if decide else label,
                 latency_ms=(decode_s + model_s) * 1000.0,
                 data=data if keep else b"",
+                notes=notes,
                 size=props[0] if isinstance(props, tuple) else (0, 0),
                 look=props[1] if isinstance(props, tuple) else None,
             )

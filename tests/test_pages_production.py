@@ -74,10 +74,15 @@ def test_the_app_path_and_the_batch_path_agree(prod: Workspace, tmp_path: Path) 
 
 
 def test_a_bad_upload_gets_a_message_and_the_rest_is_scored(prod: Workspace) -> None:
-    at = upload(app("app_pages/predict.py", "prod"), [("broken.jpg", b"not an image"), ("ok.png", colour_image(2, 3))])
+    from tests.test_production import bad_files
+
+    cmyk = dict(bad_files())["cmyk.jpg"]
+    files = [("broken.jpg", b"not an image"), ("ok.png", colour_image(2, 3)), ("cmyk.jpg", cmyk)]
+    at = upload(app("app_pages/predict.py", "prod"), files)
     assert not at.exception
     assert any("broken.jpg" in e and "not an image" in e for e in errors(at))
     assert any("### green" in m.value for m in at.markdown)
+    assert any("Converted before scoring: cmyk" in c.value for c in at.caption)
 
 
 def test_analyst_saves_the_scope_statement(prod: Workspace) -> None:

@@ -91,7 +91,8 @@ def test_bad_files_get_a_reason_and_the_rest_is_scored(prod: Workspace) -> None:
     assert (scored["rotated.jpg"].properties["width"], scored["rotated.jpg"].properties["height"]) == (40, 80)
     deferred, _ = prediction.predict_images(predictor, [("rotated.jpg", exif_rotated_jpeg())], defer_properties=True)
     assert deferred[0].properties is None and deferred[0].measured() == scored["rotated.jpg"].properties
-    assert scored["good.png"].label == "blue"
+    assert scored["good.png"].label == "blue" and scored["good.png"].notes == ""
+    assert "cmyk" in scored["cmyk.jpg"].notes and "exif-rotated" in scored["rotated.jpg"].notes  # each says what it took
 
 
 def test_no_production_model_is_a_clear_message(ws: Workspace) -> None:
@@ -282,7 +283,7 @@ def test_cli_predict_scores_logs_and_writes_csv(prod: Workspace, tmp_path: Path)
     data = json.loads(done.stdout)
     assert {Path(p["path"]).name for p in data["predictions"]} == {"cmyk.jpg", "rotated.jpg", "good.png"}
     assert len(data["failed"]) == 5 and data["logged"] == 3
-    assert set(data["predictions"][0]) >= {"path", "label", "confidence", "ood", "action"}
+    assert set(data["predictions"][0]) >= {"path", "label", "confidence", "ood", "action", "notes"}
     table = pd.read_csv(out)
     assert len(table) == 8 and {"p_red", "p_blue", "p_green", "error"} <= set(table.columns)
     assert prediction_log.count(prod, "batch") == 3
