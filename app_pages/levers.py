@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core import decisions, registry, store
+from core.errors import UserError
 from ui.common import attempt, current_workspace
 
 ws = current_workspace()
@@ -57,12 +58,17 @@ edited = st.data_editor(
     column_config={"_index": st.column_config.Column("true class", width="medium")}
     | {n: st.column_config.NumberColumn(n) for n in names},
 )
+try:
+    pending = decisions.utility_from_tables(actions, edited, refer, classes, unit) != utility
+except UserError:
+    pending = True  # a cell is empty or not a number: the Save button says which
 if st.button("Save levers", type="primary", key="levers_save"):
     new = attempt(lambda: decisions.utility_from_tables(actions, edited, refer, classes, unit))
     decisions.save_utility(ws, new)
-    st.session_state["levers_saved"] = True
     st.rerun()
-if st.session_state.pop("levers_saved", False):
+if pending:
+    st.caption("Unsaved changes.")
+elif saved:  # from the database, so any later rerun still shows it
     st.success("Saved. See what this matrix means for decisions on **Policy**.")
 with st.expander("Net utility (payoff minus cost of use): what the policy maximises"):
     st.dataframe(pd.DataFrame(utility.net(), index=list(utility.rows), columns=list(utility.actions)), width="stretch")

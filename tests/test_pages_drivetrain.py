@@ -59,9 +59,13 @@ def test_levers_edit_a_cell_and_save(prod: Workspace) -> None:
     edit_cell(at, 2, "act on blue", -1000.0)  # row 2: the truth is red
     at.text_input(key="levers_unit").input("dollars")
     at.run()
+    assert any(c.value == "Unsaved changes." for c in at.caption) and not at.success
     at.button(key="levers_save").click()
     at.run()
     assert not at.exception and not errors(at)
+    assert at.success[0].value.startswith("Saved.") and not any(c.value == "Unsaved changes." for c in at.caption)
+    at.run()  # any later rerun still says so
+    assert at.success[0].value.startswith("Saved.")
     u, saved = decisions.load_utility(prod, ["blue", "green", "red"])
     assert saved and u.unit == "dollars" and u.payoff[2][0] == -1000.0 and u.payoff[2][2] == 10.0
 
