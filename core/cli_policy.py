@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 from core import workspace
@@ -18,13 +19,13 @@ def cmd_policy(args: argparse.Namespace) -> dict[str, Any]:
         "version": v.version,
         "unit": utility.unit,
         "actions": list(utility.actions),
-        "policy": {"id": policy_id, **policies.asdict(policy), "description": policies.describe(policy), "stale": stale},
+        "policy": {"id": policy_id, **asdict(policy), "description": policies.describe(policy), "stale": stale},
         "validation": [decisions.outcome_dict(o) for o in decisions.baselines(utility, policy, v.logits, v.labels, v.ood)],
     }
     if args.optimize or args.accept:
         search = policies.optimize(utility, v, seed=args.seed, use_ood=not args.no_ood_rule)
         data["optimized"] = {
-            **policies.asdict(search.policy),
+            **asdict(search.policy),
             "description": policies.describe(search.policy),
             "fit_images": search.fit_images,
             "report_images": search.report_images,

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core import prediction, registry, store
-from core.decisions import Objective, Outcome, Policy, Utility, baselines, decide, simulate, softmax
+from core.decisions import Objective, Outcome, Policy, Utility, baselines, decide, decider, load_utility, simulate, softmax
 from core.errors import UserError
 from core.workspace import Workspace
 
@@ -157,8 +157,6 @@ def active(ws: Workspace, version: str) -> tuple[str, Policy, Utility] | None:
 
 def active_decider(ws: Workspace, version: str) -> tuple[str | None, prediction.DecideFn | None]:
     """The accepted policy's id and decision function for the prediction path (None, None without one)."""
-    from core.decisions import decider
-
     found = active(ws, version)
     if found is None:
         return None, None
@@ -260,8 +258,6 @@ def held_out(u: Utility, policy: Policy, v: Validation, seed: int = 0) -> tuple[
 def current(ws: Workspace, v: Validation) -> tuple[Policy, Utility, str | None, bool]:
     """The accepted policy for v's model (else the default), the workspace's utility matrix, the policy id,
     and whether the matrix changed since the policy was accepted (then it should be optimized again)."""
-    from core.decisions import load_utility
-
     utility = load_utility(ws, v.classes)[0]
     found = active(ws, v.version)
     if found:

@@ -23,6 +23,7 @@ from PIL import Image, ImageFilter
 from core import images, registry
 from core.backbones import Classifier
 from core.datasets import resize_item, to_batch
+from core.decisions import softmax
 from core.errors import UserError
 from core.images import VerifyConfig
 from core.workspace import Workspace
@@ -92,11 +93,6 @@ def energy(logits: np.ndarray) -> np.ndarray:
     """Free energy -logsumexp(logits): higher means less like the training data (Liu et al., 2020)."""
     top = logits.max(axis=1, keepdims=True)
     return -(top[:, 0] + np.log(np.exp(logits - top).sum(axis=1)))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def in_domain_score(logits: np.ndarray, kind: str) -> np.ndarray:
@@ -337,14 +333,6 @@ def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
-
-
-def ood_separation(predictor: Predictor, in_domain: np.ndarray, out_domain: np.ndarray) -> dict[str, float]:
-    """AUROC of each in-domain score on logits of known in- and out-of-domain images (for choosing the score)."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.r_[np.ones(len(in_domain)), np.zeros(len(out_domain))]
-    return {kind: float(roc_auc_score(y, in_domain_score(np.r_[in_domain, out_domain], kind))) for kind in OOD_SCORES}
 
 
 def top_k_figure(p: Prediction, classes: Sequence[str], k: int = 5) -> go.Figure:
