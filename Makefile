@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: run test setup demo lint bench clean-venv
+.PHONY: run test screenshots setup demo lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ run: demo
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the browser walk, saving its screenshots in docs/screenshots/ (make test keeps them in a temporary folder)
+screenshots: $(STAMP)
+	SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/test_browser.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

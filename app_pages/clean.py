@@ -5,8 +5,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import cleaning, jobs, runs, store, verify
-from core.workspace import Workspace
+from core.data import verify
+from core.model import cleaning, jobs, runs
+from core.workspace import store
+from core.workspace.paths import Workspace
 from ui.common import attempt, current_workspace, pick_version, thumbnails
 
 ws = current_workspace()

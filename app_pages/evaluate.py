@@ -3,7 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from core import evaluation, registry, store
+from core.model import evaluation, registry
+from core.workspace import store
 from ui.common import attempt, current_workspace, image_grid, pick_version, thumbnails
 
 ws = current_workspace()

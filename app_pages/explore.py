@@ -5,7 +5,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import explore, store, verify
+from core.data import explore, verify
+from core.workspace import store
 from ui.common import attempt, current_workspace, image_grid, progress_bar
 
 ws = current_workspace()

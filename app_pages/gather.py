@@ -1,14 +1,13 @@
 """Gather: bring images in from the demo set, a web search, URLs, uploads or a folder."""
 
 from collections.abc import Callable
-from pathlib import Path
 
 import streamlit as st
 
-from core import download, gather, search, store
-from core.errors import UserError
-from core.gather import GatherReport
-from ui.common import current_workspace, progress_bar, show_report
+from core.data import download, gather, search
+from core.data.gather import GatherReport
+from core.workspace import store
+from ui.common import attempt, current_workspace, progress_bar, show_report
 
 ws = current_workspace()
 st.title("Gather images")
@@ -32,11 +31,7 @@ def label_input(key: str, optional: bool = False) -> str:
 
 def run(work: Callable[[], GatherReport]) -> None:
     """Run a gather action; keep its report for the next rerun; show errors, never tracebacks."""
-    try:
-        st.session_state["gather_report"] = (ws.name, work())
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    st.session_state["gather_report"] = (ws.name, attempt(work))
     st.rerun()
 
 
@@ -87,15 +82,8 @@ with web:
     per_query = st.number_input("Results per query", 1, 500, 50, key="gather_search_n")
     cfg = download_settings("gather_search")
     if st.button("Search and download", key="gather_search_go", type="primary"):
-
-        def work() -> GatherReport:
-            found = search.search_images(
-                search.expand_queries(gather.validate_label(label), queries.splitlines()),
-                search.SearchConfig(provider=provider, max_results=int(per_query)),
-            )
-            return download.download_images(ws, found, label, cfg, on_progress=progress_bar("Downloading"), source_kind="search")
-
-        run(work)
+        wanted = search.SearchConfig(provider=provider, max_results=int(per_query))
+        run(lambda: search.search_and_download(ws, label, queries.splitlines(), wanted, cfg, progress_bar("Downloading")))
 
 with urls:
     label = label_input("gather_urls_label")
@@ -104,29 +92,14 @@ with urls:
     cfg = download_settings("gather_urls")
     if st.button("Download", key="gather_urls_go", type="primary"):
         text = pasted + "\n" + (url_file.getvalue().decode("utf-8", "replace") if url_file else "")
-        items = [download.UrlItem(u) for u in download.parse_url_list(text)]
-        if not items:
-            st.error("No URLs given: paste one per line or upload a text file of them.")
-            st.stop()
-        run(lambda: download.download_images(ws, items, label, cfg, on_progress=progress_bar("Downloading")))
+        run(lambda: download.download_url_text(ws, text, label, cfg, progress_bar("Downloading")))
 
 with upload:
     files = st.file_uploader("Image files or zip archives", accept_multiple_files=True, key="gather_upload_files")
     label = label_input("gather_upload_label", optional=True)
     if st.button("Add uploads", key="gather_upload_go", type="primary"):
-
-        def work() -> GatherReport:
-            if not files:
-                raise UserError("Choose one or more image files or a zip archive first.")
-            zips = [f for f in files if f.name.lower().endswith(".zip")]
-            items = [i for z in zips for i in gather.zip_items(z.getvalue(), label.strip() or None, z.name)]
-            singles = [(f.name, f.getvalue()) for f in files if f not in zips]
-            if singles and not label.strip():
-                raise UserError("Choose a label for the uploaded images (only zip archives can carry their own).")
-            items += gather.upload_items(singles, label) if singles else []
-            return gather.ingest(ws, items, on_progress=progress_bar("Adding"))
-
-        run(work)
+        uploaded = [(f.name, f.getvalue()) for f in files or []]
+        run(lambda: gather.add_uploads(ws, uploaded, label, progress_bar("Adding")))
 
 with folder:
     st.write(
@@ -136,15 +109,7 @@ with folder:
     path = st.text_input("Folder", key="gather_folder_path", placeholder="../shared/data/bears_small")
     flat_label = st.text_input("Label for a flat folder (leave blank for <label>/ subfolders)", key="gather_folder_label")
     if st.button("Import folder", key="gather_folder_go", type="primary"):
-
-        def work() -> GatherReport:
-            if not path.strip():
-                raise UserError("Enter the path of a folder to import.")
-            items, failed = gather.folder_items(Path(path.strip()), flat_label.strip() or None)
-            store.record_failures(ws, failed)
-            return GatherReport(failed=failed).merge(gather.ingest(ws, items, on_progress=progress_bar("Importing")))
-
-        run(work)
+        run(lambda: gather.import_folder(ws, path, flat_label, progress_bar("Importing")))
 
 last = st.session_state.get("gather_report")
 if last is not None and last[0] == ws.name:

@@ -3,8 +3,10 @@
 import pandas as pd
 import streamlit as st
 
-from core import decisions, registry, store
+from core.drivetrain import levers
 from core.errors import UserError
+from core.model import registry
+from core.workspace import store
 from ui.common import attempt, current_workspace
 
 ws = current_workspace()
@@ -18,14 +20,14 @@ classes = list(registry.read_meta(ws, production)["classes"]) if production else
 if len(classes) < 2:
     st.info("Levers need at least two classes: gather images of two or more labels first.")
     st.stop()
-utility, saved = decisions.load_utility(ws, classes)
+utility, saved = levers.load_utility(ws, classes)
 if not saved:
     st.info("These are defaults (right +10, wrong -10, a review costs 2): edit them to your situation and save.")
 
 unit = st.text_input("Unit of utility", utility.unit, key="levers_unit", help="dollars, minutes, points, ...")
 st.subheader("Actions")
 actions = st.data_editor(
-    decisions.actions_frame(utility),
+    levers.actions_frame(utility),
     num_rows="dynamic",
     hide_index=True,
     key="levers_actions",
@@ -36,7 +38,7 @@ actions = st.data_editor(
     },
 )
 names = [str(n) for n in actions["action"].tolist() if isinstance(n, str) and n.strip()]
-refer_options = names or [decisions.REFER]
+refer_options = names or [levers.REFER]
 refer = st.selectbox(
     "Action that refers an image to a human",
     refer_options,
@@ -46,7 +48,7 @@ refer = st.selectbox(
 
 st.subheader("Utility matrix")
 st.caption(f"Rows: what the image really is. Columns: the action taken. Cells: payoff in {unit}, before the cost of use.")
-known = decisions.matrix_frame(utility)
+known = levers.matrix_frame(utility)
 matrix = pd.DataFrame(
     {n: [known.loc[r, n] if n in known.columns else None for r in known.index] for n in names}, index=known.index
 )
@@ -59,12 +61,12 @@ edited = st.data_editor(
     | {n: st.column_config.NumberColumn(n) for n in names},
 )
 try:
-    pending = decisions.utility_from_tables(actions, edited, refer, classes, unit) != utility
+    pending = levers.utility_from_tables(actions, edited, refer, classes, unit) != utility
 except UserError:
     pending = True  # a cell is empty or not a number: the Save button says which
 if st.button("Save levers", type="primary", key="levers_save"):
-    new = attempt(lambda: decisions.utility_from_tables(actions, edited, refer, classes, unit))
-    decisions.save_utility(ws, new)
+    new = attempt(lambda: levers.utility_from_tables(actions, edited, refer, classes, unit))
+    levers.save_utility(ws, new)
     st.rerun()
 if pending:
     st.caption("Unsaved changes.")

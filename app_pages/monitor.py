@@ -3,7 +3,9 @@
 import pandas as pd
 import streamlit as st
 
-from core import monitoring, prediction_log, registry, simulation
+from core.model import registry
+from core.production import prediction_log, traffic
+from core.production.monitoring import alerts, charts, queries, reference
 from ui.common import attempt, current_workspace, progress_bar
 
 ws = current_workspace()
@@ -15,8 +17,8 @@ total = prediction_log.count(ws)
 def simulate_button(label: str) -> None:
     days = st.number_input("Days to simulate", 2, 60, 14, key="monitor_sim_days")
     if st.button(label, key="monitor_simulate", disabled=production is None):
-        cfg = simulation.SimulationConfig(days=int(days), shift_day=int(days) // 2)
-        result = attempt(lambda: simulation.simulate(ws, cfg, on_progress=progress_bar("Simulating traffic")))
+        cfg = traffic.TrafficConfig(days=int(days), shift_day=int(days) // 2)
+        result = attempt(lambda: traffic.replay_traffic(ws, cfg, on_progress=progress_bar("Simulating traffic")))
         st.session_state["monitor_message"] = (
             f"Simulated {result['predictions']} predictions over {result['days']} days "
             f"({result['shifted']} shifted images, {result['drawings']} drawings, {result['feedback']} with feedback)."
@@ -37,16 +39,16 @@ if total == 0:
     st.stop()
 
 c1, c2, c3 = st.columns(3)
-window = c1.segmented_control("Window", list(monitoring.WINDOWS), default="day", key="monitor_window") or "day"
+window = c1.segmented_control("Window", list(queries.WINDOWS), default="day", key="monitor_window") or "day"
 sources = tuple(
     c2.multiselect("Sources", list(prediction_log.SOURCES), default=list(prediction_log.SOURCES), key="monitor_sources")
 )
 versions = ["all", *registry.list_versions(ws)["version"].tolist()[::-1]]
 version = c3.selectbox("Model version", versions, key="monitor_version")
-flt = monitoring.LogFilter(window, sources, None if version == "all" else version)
-reference = flt.version or production
-base = attempt(lambda: monitoring.baseline(ws, reference)) if reference else None
-win = monitoring.windows(ws, flt)
+flt = queries.LogFilter(window, sources, None if version == "all" else version)
+reference_version = flt.version or production
+base = attempt(lambda: reference.log_reference(ws, reference_version)) if reference_version else None
+win = queries.windows(ws, flt)
 if win.empty:
     st.info("No predictions match these filters.")
     st.stop()
@@ -78,15 +80,15 @@ spooled = prediction_log.spooled_rows(ws)
 if spooled:
     st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")
 
-st.plotly_chart(monitoring.overview_figure(win, base), key="monitor_overview")
-st.plotly_chart(monitoring.class_mix_figure(monitoring.class_mix(ws, flt), base), key="monitor_mix")
+st.plotly_chart(charts.overview_figure(win, base), key="monitor_overview")
+st.plotly_chart(charts.class_mix_figure(queries.class_mix(ws, flt), base), key="monitor_mix")
 
 if base is not None:
-    found = monitoring.alerts(win, base)
+    found = alerts.alerts(win, base)
     st.subheader(f"Windows that differ from validation ({len(found)})")
     st.caption(
         f"Reference: model {base.version}'s validation set. An OOD rate above, or an accuracy from feedback below, the "
-        f"reference by more than chance explains (one-sided binomial test, p < {monitoring.ALERT_P}, per window)."
+        f"reference by more than chance explains (one-sided binomial test, p < {alerts.ALERT_P}, per window)."
     )
     if found:
         st.dataframe(

@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from core import decisions
+from core.drivetrain import objective
 from ui.common import current_workspace
 
 ws = current_workspace()
 st.title("Objective")
 st.caption("Drivetrain step 1: what outcome are we trying to achieve? Write it for the people who will read the summary.")
-saved = decisions.load_objective(ws)
+saved = objective.load_objective(ws)
 with st.form("objective_form"):
     statement = st.text_area(
         "Outcome wanted", saved.statement, placeholder="Warn hikers about grizzlies; never scare them over teddy bears."
@@ -23,7 +23,7 @@ with st.form("objective_form"):
         "Success measure", saved.success, placeholder="Missed grizzlies per season (target 0); ranger hours per week."
     )
     if st.form_submit_button("Save objective"):
-        decisions.save_objective(ws, decisions.Objective(statement.strip(), decision.strip(), affected.strip(), success.strip()))
+        objective.save_objective(ws, objective.Objective(statement.strip(), decision.strip(), affected.strip(), success.strip()))
         st.session_state["objective_saved"] = True
         st.rerun()
 if st.session_state.pop("objective_saved", False):

@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-from core import decisions, policies, prediction_log, registry, store
+from core.drivetrain import accepted, levers, objective
+from core.model import registry
+from core.production import prediction_log
+from core.workspace import store
 from ui.common import current_workspace
 
 ws = current_workspace()
@@ -10,10 +13,10 @@ st.title(f"Overview: {ws.name}")
 st.caption("The Drivetrain approach: objective → levers → data → model, then production. Each step says what it still needs.")
 counts = store.label_counts(ws)
 production = registry.production_version(ws)
-objective = decisions.load_objective(ws)
+goal = objective.load_objective(ws)
 classes = list(registry.read_meta(ws, production)["classes"]) if production else sorted(counts)
-_, utility_saved = decisions.load_utility(ws, classes) if len(classes) >= 2 else (None, False)
-accepted = policies.active(ws, production) if production else None
+_, utility_saved = levers.load_utility(ws, classes) if len(classes) >= 2 else (None, False)
+policy = accepted.active(ws, production) if production else None
 logged = prediction_log.count(ws)
 
 
@@ -35,8 +38,8 @@ left, right = st.columns(2)
 with left:
     step(
         "1. Objective",
-        objective.complete,
-        objective.statement or "No objective written yet.",
+        goal.complete,
+        goal.statement or "No objective written yet.",
         "the outcome, the decision, who is affected and the success measure.",
         [("app_pages/objective.py", "Objective")],
     )
@@ -59,13 +62,13 @@ with right:
     versions = registry.list_versions(ws)
     model_state = (
         f"Production model {production} ({versions.set_index('version').loc[production, 'valid_accuracy']:.1%} valid accuracy); "
-        + ("a decision policy is accepted." if accepted else "no decision policy accepted.")
+        + ("a decision policy is accepted." if policy else "no decision policy accepted.")
         if production
         else f"{len(versions)} model version(s), none in production."
     )
     step(
         "4. Model",
-        bool(production and accepted),
+        bool(production and policy),
         model_state,
         "a production model and an accepted decision policy." if production else "a trained model promoted to production.",
         [("app_pages/train.py", "Train"), ("app_pages/evaluate.py", "Evaluate"), ("app_pages/policy.py", "Policy")],

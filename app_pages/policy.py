@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from core import decisions, policies, registry
+from core.drivetrain import accepted, decisions, levers, optimizer, summary
+from core.model import registry
 from ui.common import attempt, current_workspace
 
 SEARCH = "policy_search"  # owner: this page; (workspace, version, utility) -> Search
@@ -16,21 +17,22 @@ st.caption(
 if registry.production_version(ws) is None:
     st.info("Promote a model to production on the **Train** page first: the policy decides on its predictions.")
     st.stop()
-v = attempt(lambda: policies.validation(ws))
-policy, utility, policy_id, stale = policies.current(ws, v)
-if policy_id:
-    st.success(f"Accepted for model {v.version}: {policies.describe(policy)}.")
-    if stale:
+v = attempt(lambda: optimizer.validation(ws))
+force = accepted.in_force(ws, v)
+policy, utility = force.policy, force.utility
+if force.accepted:
+    st.success(f"Accepted for model {v.version}: {summary.describe(policy)}.")
+    if force.stale:
         st.warning("The utility matrix changed since this policy was accepted: optimize and accept again to use it.")
 else:
-    st.info(f"No policy accepted for model {v.version} yet: showing the default ({policies.describe(policy)}).")
+    st.info(f"No policy accepted for model {v.version} yet: showing the default ({summary.describe(policy)}).")
 
-outcomes = decisions.baselines(utility, policy, v.logits, v.labels, v.ood)
+outcomes = decisions.policy_and_baselines(utility, policy, v.logits, v.labels, v.ood)
 st.subheader(f"Simulator: {len(v.labels)} validation images")
-st.dataframe(policies.outcomes_frame(outcomes, utility.unit), hide_index=True, width="stretch")
+st.dataframe(summary.outcomes_frame(outcomes, utility.unit), hide_index=True, width="stretch")
 left, right = st.columns([1.2, 1])
 curve = decisions.threshold_curve(utility, policy, v.logits, v.labels, v.ood)
-left.plotly_chart(policies.curve_figure(curve, policy, outcomes, utility.unit), key="policy_curve")
+left.plotly_chart(summary.curve_figure(curve, policy, outcomes, utility.unit), key="policy_curve")
 right.markdown("**True class × action**")
 right.dataframe(outcomes[0].table, width="stretch")
 
@@ -41,34 +43,30 @@ st.caption(
 )
 key = (ws.name, v.version, repr(utility))
 use_ood = st.checkbox(
-    f"Out-of-domain inputs take the best action for '{decisions.OUT_OF_DOMAIN}'",
+    f"Out-of-domain inputs take the best action for '{levers.OUT_OF_DOMAIN}'",
     value=policy.use_ood,
     key="policy_use_ood",
     help="A safety rule the optimizer cannot fit: validation images are all in domain, so there it only costs.",
 )
 key = (*key, use_ood)
 if st.button("Optimize the policy", key="policy_optimize"):
-    st.session_state[SEARCH] = (key, attempt(lambda: policies.optimize(utility, v, use_ood=use_ood)))
+    st.session_state[SEARCH] = (key, attempt(lambda: optimizer.optimize(utility, v, use_ood=use_ood)))
 found = st.session_state.get(SEARCH)
 if found and found[0] == key:
     search = found[1]
     low, high = search.interval
     st.markdown(
-        f"**Best on the fit half ({search.fit_images} images):** {policies.describe(search.policy)}.  \n"
+        f"**Best on the fit half ({search.fit_images} images):** {summary.describe(search.policy)}.  \n"
         f"On the {search.report_images} held-out images: **{search.report[0].utility_per_image * 1000:,.0f} {utility.unit} "
         f"per 1,000 images** (95% interval {low * 1000:,.0f} to {high * 1000:,.0f}); fitted temperature "
         f"{search.temperature_fitted:.2f} ({'used' if search.temperature_used else 'not used: no better calibrated'})."
     )
     fit_col, report_col = st.columns(2)
     fit_col.markdown("Fit half")
-    fit_col.dataframe(policies.outcomes_frame(search.fit, utility.unit), hide_index=True, width="stretch")
+    fit_col.dataframe(summary.outcomes_frame(search.fit, utility.unit), hide_index=True, width="stretch")
     report_col.markdown("Held-out half")
-    report_col.dataframe(policies.outcomes_frame(search.report, utility.unit), hide_index=True, width="stretch")
+    report_col.dataframe(summary.outcomes_frame(search.report, utility.unit), hide_index=True, width="stretch")
     if st.button("Accept this policy", type="primary", key="policy_accept"):
-        report = {
-            "held_out": [decisions.outcome_dict(o) for o in search.report],
-            "interval_per_image": list(search.interval),
-        }
-        policies.accept(ws, v.version, search.policy, utility, report)
+        attempt(lambda: accepted.accept_search(ws, v.version, search, utility))
         del st.session_state[SEARCH]
         st.rerun()

@@ -6,8 +6,10 @@ model's answer, and nothing else.
 
 import streamlit as st
 
-from core import policies, prediction, prediction_log, store
-from core.prediction import Prediction
+from core.drivetrain import accepted
+from core.production import prediction, prediction_log
+from core.production.prediction import Prediction
+from core.workspace import store
 from ui.common import attempt, current_workspace, end_user_mode, load_predictor
 
 RESULTS = "predict_results"  # owner: this page; (workspace, version, upload key) -> (predictions, failures)
@@ -19,7 +21,9 @@ ws = current_workspace()
 end_user = end_user_mode()
 predictor = load_predictor(ws)
 log = prediction_log.background(ws)
-policy_id, decide = policies.active_decider(ws, predictor.version)
+policy = accepted.active(ws, predictor.version)
+policy_id = policy.policy_id if policy else None
+decide = policy.decider() if policy else None
 scope = store.get_setting(ws, SCOPE) or ""
 
 TITLE = "app_title"  # workspace setting: the end-user app's heading

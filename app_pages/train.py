@@ -5,9 +5,10 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from core import backbones, datasets, jobs, registry, runs, store, train_report
-from core.errors import UserError
-from core.training import TrainConfig, lr_find
+from core.model import backbones, config, datasets, jobs, preview, registry, runs, train_report
+from core.model.config import TrainConfig
+from core.model.events import BatchEvent
+from core.workspace import store
 from ui.common import attempt, current_workspace
 
 ws = current_workspace()
@@ -28,15 +29,15 @@ def live_panel() -> None:
         return
     last = job.last_batch()
     if job.running and last is not None:
-        if last["kind"] == "batch":
-            eta = f" · about {last['eta_s']:.0f} s left in this stage" if last.get("eta_s") is not None else ""
-            st.progress(last["done"] / last["total"], text=f"{last['stage']}: batch {last['done']}/{last['total']}{eta}")
+        if isinstance(last, BatchEvent):
+            eta = f" · about {last.eta_s:.0f} s left in this stage" if last.eta_s is not None else ""
+            st.progress(last.done / last.total, text=f"{last.stage}: batch {last.done}/{last.total}{eta}")
         else:
-            st.progress(0.0, text=last["message"])
+            st.progress(0.0, text=last.message)
     if job.epochs():
         planned = job.config.freeze_epochs + job.config.epochs if job.config.epochs is not None else None
         st.plotly_chart(train_report.history_figure(job.epochs(), planned), key="train_live_chart")
-        st.dataframe(pd.DataFrame(job.epochs()).drop(columns="kind"), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(job.epochs()), hide_index=True, width="stretch")
     if job.running:
         if st.button("Cancel training", key="train_cancel", type="secondary"):
             job.cancel.set()
@@ -59,12 +60,12 @@ def settings_form(saved: TrainConfig) -> TrainConfig:
         format_func=lambda s: "automatic" if s == 0 else f"{s} px",
     )
     resize = c2.radio(
-        "Item resize", datasets.RESIZE_METHODS, index=datasets.RESIZE_METHODS.index(d.resize), key="train_resize", horizontal=True
+        "Item resize", config.RESIZE_METHODS, index=config.RESIZE_METHODS.index(d.resize), key="train_resize", horizontal=True
     )
     split = c3.radio(
         "Split",
-        datasets.SPLIT_MODES,
-        index=datasets.SPLIT_MODES.index(d.split),
+        config.SPLIT_MODES,
+        index=config.SPLIT_MODES.index(d.split),
         key="train_split",
         horizontal=True,
         help="random: seeded stratified fraction; folders: imported train/ and valid/",
@@ -145,47 +146,19 @@ else:
     cfg = settings_form(runs.defaults(ws))
     with st.expander("Preview: one image augmented eight times, and a batch as the model sees it"):
         if st.button("Show preview", key="train_preview"):
-            try:
-                cfg_p, cat_p, _ = runs.prepare(ws, cfg)
-                train_rows = cat_p[cat_p["split"] == "train"]
-                sample = train_rows.sample(min(8, len(train_rows)), random_state=cfg.seed)
-                pixels = datasets.load_pixels(ws, sample, cfg_p.data)
-            except UserError as exc:
-                st.error(str(exc))
-                st.stop()
-            st.image(datasets.augmented_views(pixels[0], cfg_p.data, 8), width=110, caption=[sample.iloc[0]["label"]] * 8)
-            st.image(
-                [datasets.augmented_views(p, cfg_p.data, 1, seed=i)[0] for i, p in enumerate(pixels)],
-                width=110,
-                caption=sample["label"].tolist(),
-            )
+            shown = attempt(lambda: preview.augmentation_preview(ws, cfg))
+            st.image(shown.one, width=110, caption=[shown.one_label] * len(shown.one))
+            st.image(shown.batch, width=110, caption=shown.batch_labels)
     with st.expander("Learning-rate finder"):
         if st.button("Find a learning rate", key="train_lr_find"):
-            try:
-                cfg_f, cat_f, classes = runs.prepare(ws, cfg)
-                train = cat_f[cat_f["split"] == "train"]
-                rates, losses, suggestion = lr_find(
-                    datasets.load_pixels(ws, train, cfg_f.data),
-                    train["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
-                    len(classes),
-                    cfg_f,
-                )
-            except UserError as exc:
-                st.error(str(exc))
-                st.stop()
-            st.session_state["train_lr_result"] = (ws.name, rates, losses, suggestion)
+            st.session_state["train_lr_result"] = (ws.name, attempt(lambda: preview.find_learning_rate(ws, cfg)))
         found = st.session_state.get("train_lr_result")
         if found and found[0] == ws.name:
-            st.plotly_chart(train_report.lr_find_figure(*found[1:]), key="train_lr_chart")
-            st.caption(f"Suggested head learning rate: {found[3]:.1e} (set it above).")
+            lr = found[1]
+            st.plotly_chart(train_report.lr_find_figure(lr.rates, lr.losses, lr.suggestion), key="train_lr_chart")
+            st.caption(f"Suggested head learning rate: {lr.suggestion:.1e} (set it above).")
     if st.button("Start training", type="primary", key="train_start"):
-        try:
-            runs.prepare(ws, cfg)
-            runs.save_defaults(ws, cfg)
-            jobs.start(ws, cfg)
-        except UserError as exc:
-            st.error(str(exc))
-            st.stop()
+        attempt(lambda: jobs.start(ws, cfg))
         st.rerun()
 
 with st.expander("Run history"):
@@ -216,4 +189,4 @@ picked = st.multiselect(
 if picked:
     st.dataframe(registry.compare(ws, picked), hide_index=True, width="stretch")
     meta = registry.read_meta(ws, picked[-1])
-    st.plotly_chart(train_report.history_figure(meta["metrics"]["history"]), key="train_version_chart")
+    st.plotly_chart(train_report.history_figure(train_report.history_of(meta)), key="train_version_chart")

@@ -5,9 +5,9 @@ from collections.abc import Callable
 import pandas as pd
 import streamlit as st
 
-from core import gather, store, workspace
-from core.errors import UserError
-from ui.common import open_workspace, progress_bar
+from core.data import gather
+from core.workspace import store, workspaces
+from ui.common import attempt, open_workspace, progress_bar
 
 st.title("Workspaces")
 st.write(
@@ -17,11 +17,11 @@ st.write(
 if message := st.session_state.pop("ws_message", None):
     st.success(message)
 
-names = workspace.list_workspaces()
+names = workspaces.list_workspaces()
 if names:
     rows = []
     for name in names:
-        ws = workspace.resolve(name)
+        ws = workspaces.resolve(name)
         counts = store.label_counts(ws)
         rows.append(
             {
@@ -39,36 +39,31 @@ else:
 
 def apply(action: Callable[[], str]) -> None:
     """Run a workspace action: show its error, or keep its message for the next run and rerun."""
-    try:
-        message = action()
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
-    st.session_state["ws_message"] = message
+    st.session_state["ws_message"] = attempt(action)
     st.rerun()
 
 
 def create_demo(name: str, classes: list[str]) -> str:
-    ws = workspace.create_workspace(name)
+    ws = workspaces.create_workspace(name)
     report = gather.add_demo(ws, classes or None, on_progress=progress_bar("Writing digits"))
     open_workspace(ws.name)
     return f"Created {ws.name!r} with {len(report.added)} images; it is open now."
 
 
 def create_empty(name: str) -> str:
-    ws = workspace.create_workspace(name)
+    ws = workspaces.create_workspace(name)
     open_workspace(ws.name)
     return f"Created {ws.name!r}; bring images in on the Gather page."
 
 
 def rename(old: str, new: str) -> str:
-    ws = workspace.rename_workspace(old, new)
+    ws = workspaces.rename_workspace(old, new)
     open_workspace(ws.name)
     return f"Renamed {old!r} to {ws.name!r}."
 
 
 def delete(name: str, confirm: str) -> str:
-    return f"Moved {name!r} to {workspace.delete_workspace(name, confirm)}."
+    return f"Moved {name!r} to {workspaces.delete_workspace(name, confirm)}."
 
 
 demo_tab, new_tab, rename_tab, delete_tab = st.tabs(["Demo workspace", "New workspace", "Rename", "Delete"])

@@ -23,9 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import cleaning, datasets, gather, registry, runs, store, workspace  # noqa: E402
-from core.datasets import DataConfig  # noqa: E402
-from core.training import TrainConfig  # noqa: E402
+from core.data import gather  # noqa: E402
+from core.model import cleaning, datasets, runs, weights  # noqa: E402
+from core.model.config import DataConfig, TrainConfig  # noqa: E402
+from core.workspace import paths, store, workspaces  # noqa: E402
 
 
 def plant(src: Path, dst: Path, n: int) -> set[str]:
@@ -41,8 +42,8 @@ def plant(src: Path, dst: Path, n: int) -> set[str]:
     return planted
 
 
-def in_sample_loss(ws: workspace.Workspace, version: str, scores: object) -> np.ndarray:
-    model, meta = registry.load_version(ws, version)
+def in_sample_loss(ws: paths.Workspace, version: str, scores: object) -> np.ndarray:
+    model, meta = weights.load_version(ws, version)
     pre = meta["preprocessing"]
     pixels = datasets.load_pixels(ws, scores, DataConfig(size=pre["size"], resize=pre["resize"]))
     with torch.inference_mode():
@@ -68,9 +69,9 @@ def main() -> None:
     parser.add_argument("--planted", type=int, default=10)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
-        os.environ[workspace.DATA_ROOT_ENV] = root
+        os.environ[workspaces.DATA_ROOT_ENV] = root
         planted = plant(Path(args.folder), Path(root) / "bears", args.planted)
-        ws = workspace.create_workspace("bears")
+        ws = workspaces.create_workspace("bears")
         gather.ingest(ws, gather.folder_items(Path(root) / "bears")[0])
         start = time.perf_counter()
         summary = runs.train_workspace(ws, TrainConfig())

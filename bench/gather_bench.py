@@ -18,11 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import download, gather, verify, workspace  # noqa: E402
+from core.data import download, gather, verify
+from core.workspace import workspaces
 
 
 def bench_folder(folder: Path) -> None:
-    ws = workspace.create_workspace(f"folder-{time.time_ns()}")
+    ws = workspaces.create_workspace(f"folder-{time.time_ns()}")
     start = time.perf_counter()
     items, failed = gather.folder_items(folder)
     report = gather.ingest(ws, items)
@@ -64,7 +65,7 @@ def bench_download(folder: Path, count: int, latency_ms: float) -> None:
     base = f"http://127.0.0.1:{server.server_port}"
     results = {}
     for workers in (1, 8):
-        ws = workspace.create_workspace(f"dl-{workers}-{time.time_ns()}")
+        ws = workspaces.create_workspace(f"dl-{workers}-{time.time_ns()}")
         cfg = download.DownloadConfig(workers=workers, allow_private=("127.0.0.1/32",))
         urls = [download.UrlItem(f"{base}/{i}.jpg") for i in range(len(files))]
         start = time.perf_counter()
@@ -89,7 +90,7 @@ def main() -> None:
     if not folder.is_dir():
         sys.exit(f"error: no folder at {folder}; pass --folder DIR with <label>/<image> files")
     with tempfile.TemporaryDirectory() as root:
-        os.environ[workspace.DATA_ROOT_ENV] = root
+        os.environ[workspaces.DATA_ROOT_ENV] = root
         print(f"machine: {os.cpu_count()} cores; folder: {folder}")
         bench_folder(folder)
         for latency in args.latency_ms:

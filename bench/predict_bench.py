@@ -29,11 +29,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import datasets, gather, monitoring, prediction, prediction_log, registry, runs, store, workspace  # noqa: E402
+from core.data import gather  # noqa: E402
+from core.model import datasets, registry, runs, scoring  # noqa: E402
+from core.production import prediction, prediction_log  # noqa: E402
+from core.production.monitoring import charts, queries  # noqa: E402
+from core.workspace import paths, store, workspaces  # noqa: E402
 
 
-def trained(folder: Path) -> workspace.Workspace:
-    ws = workspace.resolve("bench", create=True)
+def trained(folder: Path) -> paths.Workspace:
+    ws = workspaces.resolve("bench", create=True)
     gather.ingest(ws, gather.folder_items(folder)[0])
     summary = runs.train_workspace(ws, runs.defaults(ws))
     registry.promote(ws, summary["version"])
@@ -45,8 +49,8 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def latency(ws: workspace.Workspace, files: list[Path], repeats: int) -> None:
-    predictor = prediction.load_predictor(ws)
+def latency(ws: paths.Workspace, files: list[Path], repeats: int) -> None:
+    predictor = scoring.load_predictor(ws)
     log = prediction_log.background(ws)
     items = [(f.name, f.read_bytes()) for f in files[:repeats]]
     for name, data in items[:5]:  # warm-up
@@ -81,8 +85,8 @@ def latency(ws: workspace.Workspace, files: list[Path], repeats: int) -> None:
     )
 
 
-def throughput(ws: workspace.Workspace, folder: Path, batch: int) -> None:
-    predictor = prediction.load_predictor(ws)
+def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
+    predictor = scoring.load_predictor(ws)
     env = {**os.environ}
     t0 = time.perf_counter()
     done = subprocess.run(
@@ -120,9 +124,10 @@ def throughput(ws: workspace.Workspace, folder: Path, batch: int) -> None:
 WRITER = """
 import sys, time, uuid
 import numpy as np
-from core import prediction_log, workspace
-from core.prediction import Prediction
-ws = workspace.resolve(sys.argv[1]); n = int(sys.argv[2]); start = float(sys.argv[3])
+from core.production import prediction_log
+from core.workspace import workspaces
+from core.production.prediction import Prediction
+ws = workspaces.resolve(sys.argv[1]); n = int(sys.argv[2]); start = float(sys.argv[3])
 props = {"width": 275, "height": 183, "brightness": .5, "contrast": .2, "saturation": .3, "sharpness": .1}
 preds = [Prediction(uuid.uuid4().hex, f"f{i}.jpg", "ab" * 32, props, np.array([.7, .2, .1], np.float32), "black", .7,
          -3.0, 3.0, False, np.zeros(16, np.float32), "black", 12.0) for i in range(n)]
@@ -137,7 +142,7 @@ print(time.time())
 
 
 def concurrent_logging(per_process: int) -> None:
-    ws = workspace.resolve("logbench", create=True)
+    ws = workspaces.resolve("logbench", create=True)
     start = time.time() + 8.0  # every process imported and waiting
     procs = [
         subprocess.Popen(
@@ -159,7 +164,7 @@ def concurrent_logging(per_process: int) -> None:
 
 
 def monitor_queries(n: int) -> None:
-    ws = workspace.resolve("monbench", create=True)
+    ws = workspaces.resolve("monbench", create=True)
     t0 = time.perf_counter()
     with store.connect(ws) as con:
         con.execute(
@@ -182,14 +187,14 @@ def monitor_queries(n: int) -> None:
         )
     print(f"\n4. monitor queries over {prediction_log.count(ws):,} log rows (generated in {time.perf_counter() - t0:.1f} s)")
     for window in ("day", "hour"):
-        flt = monitoring.LogFilter(window=window)
+        flt = queries.LogFilter(window=window)
         t0 = time.perf_counter()
-        win = monitoring.windows(ws, flt)
+        win = queries.windows(ws, flt)
         t1 = time.perf_counter()
-        mix = monitoring.class_mix(ws, flt)
+        mix = queries.class_mix(ws, flt)
         t2 = time.perf_counter()
-        monitoring.overview_figure(win, None)
-        monitoring.class_mix_figure(mix, None) if window == "day" else None
+        charts.overview_figure(win, None)
+        charts.class_mix_figure(mix, None) if window == "day" else None
         t3 = time.perf_counter()
         print(
             f"   per {window} ({len(win)} windows): volume/confidence/OOD/feedback-accuracy query {t1 - t0:.2f} s, "
@@ -197,8 +202,8 @@ def monitor_queries(n: int) -> None:
         )
 
 
-def ood_separation(ws: workspace.Workspace, ood_folder: Path) -> None:
-    predictor = prediction.load_predictor(ws)
+def ood_separation(ws: paths.Workspace, ood_folder: Path) -> None:
+    predictor = scoring.load_predictor(ws)
     meta = registry.read_meta(ws, predictor.version)
     catalog = store.images(ws).set_index("id").loc[meta["valid_ids"]]
     valid, _ = prediction.predict_images(predictor, [(p, (ws.root / p).read_bytes()) for p in catalog["path"]])
@@ -227,7 +232,7 @@ def main() -> None:
     parser.add_argument("--monitor-rows", type=int, default=1_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ[workspace.DATA_ROOT_ENV] = tmp
+        os.environ[workspaces.DATA_ROOT_ENV] = tmp
         ws = trained(args.folder.resolve())
         files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
         latency(ws, files, args.repeats)

@@ -1,6 +1,7 @@
 """A real browser (Debian's chromium, headless, driven by Playwright) walks the running app.
 
-Screenshots of every page land in docs/screenshots/ (override with SCREENSHOT_DIR).
+Screenshots of every page land in a temporary folder (printed at the end), or in SCREENSHOT_DIR when set:
+`make screenshots` refreshes docs/screenshots/ that way, so `make test` leaves the working tree clean.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "docs" / "screenshots"))
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "imagedp-screenshots")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 pytestmark = pytest.mark.browser
@@ -104,18 +106,31 @@ def shot(page: object, name: str) -> Path:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.mouse.move(5, 990)  # no tooltip over the content
-    page.wait_for_timeout(800)  # let charts and images finish drawing
+    drawn(page)
     height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": 1400, "height": min(max(int(height), 1000), 5000)})
-    page.wait_for_timeout(500)
+    drawn(page)
     page.screenshot(path=str(path))
     page.set_viewport_size({"width": 1400, "height": 1000})
     return path
 
 
+DRAWN = """() => [...document.images].every(i => i.complete)
+    && document.querySelectorAll('[data-testid="stSkeleton"], [data-testid="stSpinner"]').length === 0
+    && [...document.querySelectorAll('.js-plotly-plot')].every(p => p.querySelector('.main-svg'))"""
+FRAMES = "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))"
+
+
+def drawn(page: object) -> None:
+    """Wait until the run is over, images have loaded, charts have drawn, and two frames have painted."""
+    idle(page)
+    page.wait_for_function(DRAWN, timeout=60_000)
+    page.evaluate(FRAMES)
+
+
 def idle(page: object) -> None:
     """Wait until the app has finished its current run (the "Running..." status is gone)."""
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(300)  # a rerun shows the status widget within this; then wait for it to go
     page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=180_000)
 
 
@@ -123,7 +138,7 @@ def no_exception(page: object) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
 
-def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
+def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     page.get_by_text("No workspace is open").wait_for()
     assert page.get_by_role("link", name="streamlit app").count() == 0
     page.get_by_role("link", name="Workspaces").click()
@@ -165,10 +180,10 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     field = page.get_by_role("spinbutton", name="Frozen epochs", exact=True)
     field.fill("1")
     field.press("Enter")
-    page.wait_for_timeout(500)
+    idle(page)
     page.get_by_role("combobox", name="Unfrozen epochs").click()
     page.get_by_role("option", name="1", exact=True).click()
-    page.wait_for_timeout(500)
+    idle(page)
     page.get_by_text("Preview: one image augmented eight times").click()
     page.get_by_role("button", name="Show preview").click()
     page.locator("[data-testid='stImage']").first.wait_for()
@@ -180,7 +195,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     shot(page, "08-train-live")
     page.get_by_text("Trained v1").wait_for(timeout=300_000)
     page.get_by_role("button", name="Promote to production").click()
-    page.wait_for_timeout(1500)
+    idle(page)
     no_exception(page)
     shot(page, "09-train-versions")
 
@@ -211,11 +226,11 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     shot(page, "13-clean-pending")
     page.get_by_role("button", name="Apply").click()
     page.get_by_text("Applied").wait_for()
-    page.get_by_text("Pending: 0 deletion(s), 0 relabel(s)").wait_for()  # the rerun has finished drawing
-    page.wait_for_timeout(1000)
+    page.get_by_text("Pending: 0 deletion(s), 0 relabel(s)").wait_for()
+    idle(page)
     page.get_by_role("button", name="Undo last batch").click()
     page.get_by_text("Undid 1 change(s)").wait_for()
-    page.wait_for_timeout(500)
+    idle(page)
     page.locator("[data-testid='stSpinner']").wait_for(state="detached", timeout=180_000)
     page.get_by_text("Pending: 0 deletion(s), 0 relabel(s)").wait_for()
     no_exception(page)
@@ -235,13 +250,13 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     page.get_by_text("Utility matrix", exact=True).wait_for()
     grid = page.locator("[data-testid='stDataFrame']").nth(1)  # the utility matrix (the actions table is first)
     grid.scroll_into_view_if_needed()
-    page.wait_for_timeout(500)
+    page.evaluate(FRAMES)
     box = grid.bounding_box()
     page.mouse.click(box["x"] + 20, box["y"] + 35 + 17)  # row "0" (its label cell is read-only)
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(300)  # the grid is a canvas: no DOM signal says the cell is selected
     page.keyboard.press("ArrowRight")  # the payoff of "act on 0" when the truth is 0
     page.keyboard.press("Enter")  # open the cell's editor
-    page.wait_for_timeout(400)
+    page.wait_for_timeout(400)  # nor that its editor has opened
     page.keyboard.press("Control+A")
     page.keyboard.type("250", delay=60)
     page.keyboard.press("Enter")
@@ -250,10 +265,11 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path) -> None:
     page.get_by_text("Saved. See what this matrix means").wait_for()
     no_exception(page)
     shot(page, "16-levers")
-    from core import decisions, workspace
+    from core.drivetrain import levers
+    from core.workspace import workspaces
 
-    os.environ["IMAGEDP_DATA_ROOT"] = str(data_root)
-    saved, ok = decisions.load_utility(workspace.resolve("demo"), [*map(str, range(10)), "cat", "dog"])
+    monkeypatch.setenv("IMAGEDP_DATA_ROOT", str(data_root))
+    saved, ok = levers.load_utility(workspaces.resolve("demo"), [*map(str, range(10)), "cat", "dog"])
     assert ok and saved.payoff[0][0] == 250.0  # the cell typed in the browser reached the database
 
     page.get_by_role("link", name="Policy").click()
@@ -324,7 +340,7 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
 
 
 def make_images(folder: Path) -> None:
-    from tests.conftest import png_bytes
+    from tests.helpers import png_bytes
 
     for label in ("cat", "dog"):
         (folder / label).mkdir(parents=True)

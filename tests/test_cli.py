@@ -1,7 +1,9 @@
-"""`python -m core`: JSON keys of the contract, one-line errors and non-zero exits on bad input."""
+"""`python -m core`: JSON keys of the contract (in-process), and as a process: one-line errors, non-zero exits on bad
+input, --help for every command, a closed pipe."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -10,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from core.cli.main import build_parser
+from tests.helpers import cli, colour_image
 from tests.webserver import serve
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "core", *args], cwd=ROOT, capture_output=True, text=True, env=os.environ.copy(), timeout=300
-    )
 
 
 def test_gather_folder_json(make_folder) -> None:
@@ -80,15 +78,51 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(args: list[str], message: str,
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
-def test_help_for_every_command() -> None:
-    for command in ("gather", "verify", "workspace"):
-        result = cli(command, "--help")
-        assert result.returncode == 0 and "--workspace" in result.stdout
+def commands() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+def test_every_command_of_the_contract_is_there() -> None:
+    contract = {"gather", "verify", "train", "evaluate", "predict", "simulate", "monitor", "policy"}
+    assert contract <= set(commands()) and len(commands()) == 11
+
+
+@pytest.mark.parametrize("command", commands())
+def test_help_for_every_command(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m core {command}") and "--json" in result.stdout
+
+
+def test_help_as_a_process_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "core", "train", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stderr == "" and "5% error" in result.stdout
+
+
+def test_a_closed_pipe_ends_quietly(make_folder) -> None:
+    """`python -m core ... | head`: no BrokenPipeError traceback when the reader has gone."""
+    assert cli("gather", "--workspace", "w", "--folder", str(make_folder({"cat": 3, "dog": 2}))).returncode == 0
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "core", "verify", "--workspace", "w", "--json"],
+            cwd=ROOT,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 1 and result.stderr == "", result.stderr
 
 
 def test_train_json_has_the_contract_keys(tmp_path: Path) -> None:
-    from tests.test_training import colour_image
-
     for k, label in enumerate(("red", "blue")):
         (tmp_path / "src" / label).mkdir(parents=True)
         for i in range(6):

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from core import decisions, policies, prediction, prediction_log, registry
-from core.decisions import Policy, Utility
+from core.drivetrain import accepted, decisions, levers, objective, optimizer, summary
+from core.drivetrain.decisions import Policy
+from core.drivetrain.levers import Utility
 from core.errors import UserError
-from core.workspace import Workspace
-from tests.test_training import colour_image
+from core.model import outputs, registry, scoring
+from core.production import prediction, prediction_log
+from core.workspace.paths import Workspace
+from tests.helpers import cli, colour_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TOY = Utility(
     actions=("act on good", "act on bad", "refer to a human"),
     costs=(0.0, 0.0, 2.0),
-    rows=("good", "bad", decisions.OUT_OF_DOMAIN),
+    rows=("good", "bad", levers.OUT_OF_DOMAIN),
     payoff=((10.0, -10.0, 0.0), (-100.0, 10.0, 0.0), (-50.0, -50.0, 0.0)),
 )
 
@@ -55,12 +56,12 @@ def test_top_class_breaks_a_tie_for_the_class_own_action() -> None:
     tied = Utility(
         ("act on a", "act on b", "refer to a human"),
         (0.0, 0.0, 2.0),
-        ("a", "b", decisions.OUT_OF_DOMAIN),
+        ("a", "b", levers.OUT_OF_DOMAIN),
         ((0.0, -10.0, 0.0), (0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),  # for b, acting on a costs nothing either
     )
     chosen = decisions.decide(tied, Policy("top_class", use_ood=False), np.log(np.array([[0.2, 0.8]])), np.array([False]))
     assert tied.actions[chosen[0]] == "act on b"
-    out = decisions.simulate(
+    out = decisions.policy_outcome(
         tied, Policy("top_class", use_ood=False), np.log(np.array([[0.9, 0.1]])), np.array([1]), np.array([False])
     )
     assert out.automated_error_rate == 0.0  # "act on a" for a b is as good as the best action: not an error
@@ -85,7 +86,7 @@ def test_temperature_changes_the_decision() -> None:
 def test_simulator_adds_up_by_hand() -> None:
     logits = np.vstack([logits_for(0.99), logits_for(0.7), logits_for(0.1), logits_for(0.99)])
     labels = np.array([0, 1, 1, 1])  # the last: a confident miss of a bad one
-    out = decisions.simulate(TOY, Policy(), logits, labels, np.zeros(4, bool))
+    out = decisions.policy_outcome(TOY, Policy(), logits, labels, np.zeros(4, bool))
     # act on good (right) +10; refer -2; act on bad (right) +10; act on good (wrong) -100
     assert out.utility_total == pytest.approx(-82.0) and out.utility_per_image == pytest.approx(-20.5)
     assert out.automation_rate == 0.75 and out.automated_error_rate == pytest.approx(1 / 3)
@@ -95,8 +96,8 @@ def test_simulator_adds_up_by_hand() -> None:
 def test_fitted_temperature_recovers_the_truth() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, (4000, 3))
-    labels = np.array([rng.choice(3, p=p) for p in decisions.softmax(logits, 2.0)])
-    assert policies.fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
+    labels = np.array([rng.choice(3, p=p) for p in outputs.softmax(logits, 2.0)])
+    assert optimizer.fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -113,8 +114,8 @@ def test_the_optimizer_is_never_worse_than_top_class_on_its_fit_half(seed: int) 
         tuple(map(tuple, payoff)),
         "refer",
     )
-    v = policies.Validation("v1", ("x", "y", "z"), logits, labels, rng.random(n) < 0.05)
-    search = policies.optimize(u, v, seed=seed)
+    v = optimizer.Validation("v1", ("x", "y", "z"), logits, labels, rng.random(n) < 0.05)
+    search = optimizer.optimize(u, v, seed=seed)
     chosen, top = search.fit[0], search.fit[1]
     assert chosen.utility_per_image >= top.utility_per_image - 1e-9
     assert search.fit_images + search.report_images == n
@@ -122,12 +123,12 @@ def test_the_optimizer_is_never_worse_than_top_class_on_its_fit_half(seed: int) 
 
 
 def matrix(u: Utility) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return decisions.actions_frame(u), decisions.matrix_frame(u).astype(object)
+    return levers.actions_frame(u), levers.matrix_frame(u).astype(object)
 
 
 def test_tables_round_trip_into_a_utility() -> None:
     actions, payoffs = matrix(TOY)
-    assert decisions.utility_from_tables(actions, payoffs, "refer to a human", ["good", "bad"]) == TOY
+    assert levers.utility_from_tables(actions, payoffs, "refer to a human", ["good", "bad"]) == TOY
 
 
 @pytest.mark.parametrize(
@@ -146,84 +147,73 @@ def test_bad_utility_tables_get_a_message(edit: object, message: str) -> None:
     actions, payoffs = matrix(TOY)
     edit(actions, payoffs)
     with pytest.raises(UserError, match=message):
-        decisions.utility_from_tables(actions, payoffs, "refer to a human", ["good", "bad"])
+        levers.utility_from_tables(actions, payoffs, "refer to a human", ["good", "bad"])
 
 
 def test_a_referral_action_that_is_not_an_action() -> None:
     actions, payoffs = matrix(TOY)
     with pytest.raises(UserError, match="referral action"):
-        decisions.utility_from_tables(actions, payoffs, "call the police", ["good", "bad"])
+        levers.utility_from_tables(actions, payoffs, "call the police", ["good", "bad"])
 
 
 def test_saved_utility_and_objective_come_back(prod: Workspace) -> None:
     classes = ["blue", "green", "red"]
-    u, saved = decisions.load_utility(prod, classes)
-    assert not saved and u.actions[-1] == decisions.REFER and u.rows[-1] == decisions.OUT_OF_DOMAIN
+    u, saved = levers.load_utility(prod, classes)
+    assert not saved and u.actions[-1] == levers.REFER and u.rows[-1] == levers.OUT_OF_DOMAIN
     custom = Utility(u.actions, u.costs, u.rows, tuple((1.0,) * 4 for _ in range(4)), u.refer, "dollars")
-    decisions.save_utility(prod, custom)
-    assert decisions.load_utility(prod, classes) == (custom, True)
-    assert decisions.load_utility(prod, ["blue", "red"])[1] is False  # classes changed: back to defaults
-    decisions.save_objective(prod, decisions.Objective("a", "b", "c", "d"))
-    assert decisions.load_objective(prod).complete
+    levers.save_utility(prod, custom)
+    assert levers.load_utility(prod, classes) == (custom, True)
+    assert levers.load_utility(prod, ["blue", "red"])[1] is False  # classes changed: back to defaults
+    objective.save_objective(prod, objective.Objective("a", "b", "c", "d"))
+    assert objective.load_objective(prod).complete
 
 
 def always_refer(prod: Workspace) -> str:
-    v = policies.validation(prod)
-    u = decisions.load_utility(prod, v.classes)[0]
-    return policies.accept(prod, v.version, Policy(refer_below=1.01), u)
+    v = optimizer.validation(prod)
+    u = levers.load_utility(prod, v.classes)[0]
+    return accepted.accept(prod, v.version, Policy(refer_below=1.01), u)
 
 
 def test_an_accepted_policy_decides_every_prediction_path(prod: Workspace, tmp_path: Path) -> None:
     version = registry.production_version(prod)
-    assert policies.active_decider(prod, version) == (None, None)
-    preds, _ = prediction.predict_images(prediction.load_predictor(prod), [("x.png", colour_image(0, 1))])
+    assert accepted.active(prod, version) is None and accepted.active_decider(prod, version) is None
+    preds, _ = prediction.predict_images(scoring.load_predictor(prod), [("x.png", colour_image(0, 1))])
     assert preds[0].action == preds[0].label == "red"  # no policy: the label
     policy_id = always_refer(prod)
-    found_id, decide = policies.active_decider(prod, version)
-    assert found_id == policy_id
-    preds, _ = prediction.predict_images(prediction.load_predictor(prod), [("x.png", colour_image(0, 1))], decide=decide)
-    assert preds[0].action == decisions.REFER and preds[0].label == "red"
+    found = accepted.active(prod, version)
+    assert found is not None and found.policy_id == policy_id and found.policy == Policy(refer_below=1.01)
+    decide = accepted.active_decider(prod, version)
+    preds, _ = prediction.predict_images(scoring.load_predictor(prod), [("x.png", colour_image(0, 1))], decide=decide)
+    assert preds[0].action == levers.REFER and preds[0].label == "red"
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "x.png").write_bytes(colour_image(0, 1))
-    done = subprocess.run(
-        [sys.executable, "-m", "core", "predict", "--workspace", "prod", str(tmp_path / "in"), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert json.loads(done.stdout)["predictions"][0]["action"] == decisions.REFER
-    assert prediction_log.recent(prod, 1)["action"].iloc[0] == decisions.REFER
+    done = cli("predict", "--workspace", "prod", str(tmp_path / "in"), "--json")
+    assert json.loads(done.stdout)["predictions"][0]["action"] == levers.REFER
+    assert prediction_log.recent(prod, 1)["action"].iloc[0] == levers.REFER
 
 
 def test_summary_html_is_standalone_and_escaped(prod: Workspace) -> None:
-    v = policies.validation(prod)
-    u = decisions.load_utility(prod, v.classes)[0]
-    outcomes, confusion = policies.held_out(u, Policy(), v)
-    page = policies.summary_html(
-        "prod", decisions.Objective("Warn <hikers>", "alert", "hikers", "no misses"), u, Policy(), outcomes, confusion, v.version
+    v = optimizer.validation(prod)
+    u = levers.load_utility(prod, v.classes)[0]
+    outcomes, confusion = optimizer.held_out(u, Policy(), v)
+    page = summary.summary_html(
+        "prod", objective.Objective("Warn <hikers>", "alert", "hikers", "no misses"), u, Policy(), outcomes, confusion, v.version
     )
     assert page.startswith("<!doctype html>") and "Warn &lt;hikers&gt;" in page
     assert "per 1,000 images" in page and "refer to a human" in page and "<script" not in page
 
 
 def test_cli_policy_optimize_and_accept(prod: Workspace) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "core", "policy", "--workspace", "prod", "--accept", "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    run = cli("policy", "--workspace", "prod", "--accept", "--json")
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     assert {"validation", "optimized", "accepted"} <= set(data)
     assert [o["policy"] for o in data["optimized"]["held_out"]] == ["this policy", "always follow the top class", "always refer"]
-    assert policies.active(prod, data["version"])[0] == data["accepted"]
+    found = accepted.active(prod, data["version"])
+    assert found is not None and found.policy_id == data["accepted"]
+    assert accepted.in_force(prod, optimizer.validation(prod)).policy_id == data["accepted"]
 
 
 def test_cli_policy_without_a_production_model(ws: Workspace) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "core", "policy", "--workspace", "test"], capture_output=True, text=True, cwd=ROOT
-    )
+    run = cli("policy", "--workspace", "test")
     assert run.returncode == 2 and "production model" in run.stderr

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import download, store
-from core.download import DownloadConfig, UrlItem
-from core.workspace import Workspace
+from core.data import download
+from core.data.download import DownloadConfig, UrlItem
+from core.workspace import store
+from core.workspace.paths import Workspace
 from tests.webserver import Handler, serve
 
 LOCAL = ("127.0.0.1/32",)

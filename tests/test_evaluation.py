@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import evaluation
-from core.evaluation import Evaluation
+from core.model import evaluation
+from core.model.evaluation import Evaluation
 
 # actual: a a a b b c ; predicted: a a b b b a
 PROBS = np.array([[0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.3, 0.6, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])
@@ -29,14 +29,24 @@ def test_most_confused_pairs() -> None:
     assert evaluation.most_confused(EV).values.tolist() == [["a", "b", 1], ["c", "a", 1]]
 
 
-def test_losses_and_expected_calibration_error() -> None:
+def test_losses() -> None:
     assert evaluation.losses(EV)[0] == pytest.approx(-np.log(0.9))
-    table, ece = evaluation.reliability(EV, bins=2)
-    # bin 0-0.5 holds nothing above 0.5 except the 0.5 tie, which goes to the upper bin
-    confidence = PROBS.max(1)
-    correct = (PROBS.argmax(1) == EV.labels).astype(float)
-    assert ece == pytest.approx(abs(correct.mean() - confidence.mean()))
-    assert table["images"].sum() == 6
+    assert evaluation.losses(EV)[5] == pytest.approx(-np.log(0.4))
+
+
+# confidences in four of ten bins, the lowest near chance for three classes; predicted: a b a b b
+SPREAD = np.array([[0.35, 0.33, 0.32], [0.34, 0.35, 0.31], [0.45, 0.30, 0.25], [0.05, 0.95, 0.0], [0.10, 0.85, 0.05]])
+SPREAD_EV = Evaluation("v1", ["a", "b", "c"], ["j0", "j1", "j2", "j3", "j4"], np.array([0, 0, 1, 1, 1]), SPREAD)
+
+
+def test_reliability_bins_and_expected_calibration_error() -> None:
+    table, ece = evaluation.reliability(SPREAD_EV, bins=10)
+    assert table["bin"].tolist() == ["0.3-0.4", "0.4-0.5", "0.8-0.9", "0.9-1.0"]
+    assert table["images"].tolist() == [2, 1, 1, 1]
+    assert table["accuracy"].tolist() == [0.5, 0.0, 1.0, 1.0]
+    np.testing.assert_allclose(table["confidence"], [0.35, 0.45, 0.85, 0.95])
+    # 2/5 * |0.5 - 0.35| + 1/5 * |0 - 0.45| + 1/5 * |1 - 0.85| + 1/5 * |1 - 0.95|
+    assert ece == pytest.approx(0.06 + 0.09 + 0.03 + 0.01)
 
 
 def test_changed_predictions_between_versions() -> None:

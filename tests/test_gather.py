@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
-import stat
-import zipfile
 from pathlib import Path
 
 import pytest
 
-from core import gather, store
+from core.data import gather
+from core.data.gather import GatherReport
 from core.errors import UserError
-from core.gather import GatherReport
-from core.workspace import Workspace
-from tests.conftest import encode, picture, png_bytes
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import encode, make_zip, picture, png_bytes
 
 
 def files_under(path: Path) -> list[Path]:
@@ -126,18 +124,6 @@ def test_flat_folder_with_a_label(ws: Workspace, tmp_path: Path) -> None:
 def test_uploads_go_into_the_chosen_label(ws: Workspace) -> None:
     report = gather.ingest(ws, gather.upload_items([("a.png", png_bytes(1)), ("b.jpg", b"nope")], "cat"))
     assert len(report.added) == 1 and report.failed[0]["source"] == "b.jpg"
-
-
-def make_zip(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-        for name in links:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, "/etc/passwd")
-    return buf.getvalue()
 
 
 def test_zip_with_label_folders(ws: Workspace) -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.data.images import VerifyConfig, hamming, inspect, load_rgb, to_rgb
 from core.errors import UserError
-from core.images import VerifyConfig, hamming, inspect, load_rgb, to_rgb
-from tests.conftest import alpha_png, bomb_png, encode, exif_rotated_jpeg, picture, png_bytes, sixteen_bit_png
+from tests.helpers import alpha_png, bomb_png, encode, exif_rotated_jpeg, picture, png_bytes, sixteen_bit_png
 
 BAD = [
     (b"", "empty file", "zero-byte"),

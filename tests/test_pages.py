@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import gather, store, workspace
-from tests.conftest import png_bytes
+from core.data import gather
+from core.workspace import store, workspaces
+from tests.helpers import app, errors, png_bytes
 
 PAGES = [
     "app_pages/overview.py",
@@ -27,30 +28,14 @@ PAGES = [
 ]
 
 
-def app(page: str, ws: str | None = None) -> AppTest:
-    """The app through its router, on one page, with the workspace the sidebar picker shows."""
-    at = AppTest.from_file("../streamlit_app.py", default_timeout=120)
-    if ws:
-        at.session_state["workspace_name"] = ws
-    at.run()
-    if page != "app_pages/overview.py":  # the default page
-        at.switch_page(page)
-        at.run()
-    return at
-
-
 def test_router_lists_workspaces_in_the_sidebar() -> None:
-    workspace.create_workspace("alpha")
-    workspace.create_workspace("demo")
+    workspaces.create_workspace("alpha")
+    workspaces.create_workspace("demo")
     at = AppTest.from_file("../streamlit_app.py", default_timeout=120)
     at.run()
     assert not at.exception
     picker = at.sidebar.selectbox(key="workspace_name")
     assert picker.options == ["alpha", "demo"] and picker.value == "demo"
-
-
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -63,7 +48,7 @@ def test_every_page_runs_without_a_workspace(page: str) -> None:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_runs_on_a_filled_workspace(page: str, make_folder) -> None:
-    ws = workspace.create_workspace("filled")
+    ws = workspaces.create_workspace("filled")
     gather.ingest(ws, gather.folder_items(make_folder({"cat": 3, "dog": 3}))[0])
     at = app(page, "filled")
     assert not at.exception and not errors(at)
@@ -77,7 +62,7 @@ def test_creating_the_demo_opens_it() -> None:
     assert not at.exception
     assert at.session_state["workspace_name"] == "demo"
     assert at.sidebar.selectbox(key="workspace_name").value == "demo"
-    assert set(store.label_counts(workspace.resolve("demo"))) == {"0", "1"}
+    assert set(store.label_counts(workspaces.resolve("demo"))) == {"0", "1"}
     assert any("Created 'demo'" in s.value for s in at.success)
 
 
@@ -87,21 +72,21 @@ def test_a_bad_workspace_name_shows_an_error() -> None:
     at.button(key="ws_new_create").click()
     at.run()
     assert any("not allowed" in e for e in errors(at))
-    assert workspace.list_workspaces() == []
+    assert workspaces.list_workspaces() == []
 
 
 def test_delete_needs_the_name_typed() -> None:
-    workspace.create_workspace("keep")
+    workspaces.create_workspace("keep")
     at = app("app_pages/workspaces.py")
     at.text_input(key="ws_delete_confirm").input("nope")
     at.button(key="ws_delete_go").click()
     at.run()
     assert any("type the workspace name" in e for e in errors(at))
-    assert workspace.list_workspaces() == ["keep"]
+    assert workspaces.list_workspaces() == ["keep"]
 
 
 def test_gather_folder_import_and_its_report(make_folder) -> None:
-    workspace.create_workspace("w")
+    workspaces.create_workspace("w")
     at = app("app_pages/gather.py", "w")
     at.text_input(key="gather_folder_path").input(str(make_folder({"cat": 2, "dog": 2})))
     at.button(key="gather_folder_go").click()
@@ -122,7 +107,7 @@ def test_gather_folder_import_and_its_report(make_folder) -> None:
     ids=["missing-folder", "no-urls", "label-with-slash", "no-uploads", "search-bad-label"],
 )
 def test_gather_bad_input_shows_an_error(setup: dict[str, str], button: str) -> None:
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     at = app("app_pages/gather.py", "w")
     for key, value in setup.items():
         widget = at.text_area(key=key) if key == "gather_urls_text" else at.text_input(key=key)
@@ -134,7 +119,7 @@ def test_gather_bad_input_shows_an_error(setup: dict[str, str], button: str) -> 
 
 
 def test_explore_verify_and_restore(make_folder) -> None:
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     gather.ingest(ws, gather.folder_items(make_folder({"cat": 3, "dog": 3}))[0])
     broken = store.images(ws).iloc[0]
     (ws.root / broken["path"]).write_bytes(b"broken")
@@ -158,7 +143,7 @@ def test_core_never_imports_streamlit() -> None:
 
 def test_upload_images_and_a_zip() -> None:
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     at = app("app_pages/gather.py", "w")
     at.file_uploader(key="gather_upload_files").set_value(
         [("a.png", png_bytes(1), "image/png"), ("b.png", png_bytes(2), "image/png"), ("bad.jpg", b"nope", "image/jpeg")]
@@ -172,9 +157,9 @@ def test_upload_images_and_a_zip() -> None:
 
 
 def test_an_unsafe_zip_upload_shows_an_error_and_adds_nothing() -> None:
-    from tests.test_gather import make_zip
+    from tests.helpers import make_zip
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     at = app("app_pages/gather.py", "w")
     at.file_uploader(key="gather_upload_files").set_value(
         [("ok.png", png_bytes(1), "image/png"), ("evil.zip", make_zip({"../x.png": png_bytes(2)}), "application/zip")]
@@ -189,7 +174,7 @@ def test_an_unsafe_zip_upload_shows_an_error_and_adds_nothing() -> None:
 def test_download_urls_from_the_page() -> None:
     from tests.webserver import serve
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     with serve() as web:
         at = app("app_pages/gather.py", "w")
         at.text_area(key="gather_urls_text").input(f"{web}/img/1.png\n{web}/missing.png")
@@ -203,10 +188,10 @@ def test_download_urls_from_the_page() -> None:
 
 
 def test_train_page_trains_in_the_background_and_lists_the_version() -> None:
-    from core import jobs, registry
-    from tests.test_training import fill
+    from core.model import jobs, registry
+    from tests.helpers import fill
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     fill(ws, {"red": 6, "blue": 6})
     at = app("app_pages/train.py", "w")
     assert not at.exception and not errors(at)
@@ -228,18 +213,18 @@ def test_train_page_trains_in_the_background_and_lists_the_version() -> None:
 
 
 def test_train_page_refuses_a_one_label_workspace() -> None:
-    from tests.test_training import fill
+    from tests.helpers import fill
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     fill(ws, {"red": 4})
     at = app("app_pages/train.py", "w")
     assert any("at least two labels" in e for e in errors(at))
 
 
 def test_train_page_preview_and_lr_finder() -> None:
-    from tests.test_training import fill
+    from tests.helpers import fill
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     fill(ws, {"red": 6, "blue": 6})
     at = app("app_pages/train.py", "w")
     at.button(key="train_preview").click()
@@ -251,10 +236,10 @@ def test_train_page_preview_and_lr_finder() -> None:
 
 
 def test_evaluate_page_on_two_versions() -> None:
-    from core import runs
-    from tests.test_training import TINY, fill
+    from core.model import runs
+    from tests.helpers import TINY, fill
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     fill(ws, {"red": 6, "blue": 6})
     runs.train_workspace(ws, TINY)
     runs.train_workspace(ws, TINY)
@@ -269,10 +254,10 @@ def test_evaluate_page_on_two_versions() -> None:
 
 
 def test_clean_page_choices_persist_then_apply_and_undo() -> None:
-    from core import runs
-    from tests.test_training import TINY, fill
+    from core.model import runs
+    from tests.helpers import TINY, fill
 
-    ws = workspace.create_workspace("w")
+    ws = workspaces.create_workspace("w")
     fill(ws, {"red": 6, "blue": 6})
     runs.train_workspace(ws, TINY)
     before = store.images(ws).set_index("id")["label"].to_dict()

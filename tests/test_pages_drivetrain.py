@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from core import decisions, policies, registry, store, workspace
-from core.workspace import Workspace
-from tests.test_pages import app, errors
-from tests.test_pages_production import upload
-from tests.test_training import colour_image
+from core.drivetrain import accepted, levers, objective
+from core.model import registry
+from core.workspace import store, workspaces
+from core.workspace.paths import Workspace
+from tests.helpers import app, colour_image, errors, upload
 
 DONE, TODO = ":material/check_circle:", ":material/radio_button_unchecked:"
 
@@ -17,13 +17,13 @@ def test_overview_says_what_each_step_still_needs(prod: Workspace) -> None:
     text = " ".join(m.value for m in at.markdown)
     assert TODO + " 1. Objective" in text and DONE + " 3. Data" in text and TODO + " 4. Model" in text
     assert any("a production model and an accepted decision policy" in c.value for c in at.caption)
-    decisions.save_objective(prod, decisions.Objective("Warn hikers", "alert or not", "hikers", "misses"))
+    objective.save_objective(prod, objective.Objective("Warn hikers", "alert or not", "hikers", "misses"))
     at.run()
     assert DONE + " 1. Objective" in " ".join(m.value for m in at.markdown)
 
 
 def test_overview_on_an_empty_workspace() -> None:
-    workspace.create_workspace("empty")
+    workspaces.create_workspace("empty")
     at = app("app_pages/overview.py", "empty")
     assert not at.exception and not errors(at)
     assert TODO + " 3. Data" in " ".join(m.value for m in at.markdown)
@@ -39,7 +39,7 @@ def test_objective_is_saved(prod: Workspace) -> None:
     at.button[0].click()
     at.run()
     assert not at.exception and any("Saved" in s.value for s in at.success)
-    assert decisions.load_objective(prod) == decisions.Objective(
+    assert objective.load_objective(prod) == objective.Objective(
         "Warn hikers about grizzlies", "alert / ignore / refer", "hikers, rangers", "missed grizzlies"
     )
 
@@ -66,7 +66,7 @@ def test_levers_edit_a_cell_and_save(prod: Workspace) -> None:
     assert at.success[0].value.startswith("Saved.") and not any(c.value == "Unsaved changes." for c in at.caption)
     at.run()  # any later rerun still says so
     assert at.success[0].value.startswith("Saved.")
-    u, saved = decisions.load_utility(prod, ["blue", "green", "red"])
+    u, saved = levers.load_utility(prod, ["blue", "green", "red"])
     assert saved and u.unit == "dollars" and u.payoff[2][0] == -1000.0 and u.payoff[2][2] == 10.0
 
 
@@ -77,7 +77,7 @@ def test_levers_refuse_an_empty_cell(prod: Workspace) -> None:
     at.button(key="levers_save").click()
     at.run()
     assert any("payoff of 'act on green' when the truth is 'green'" in e for e in errors(at))
-    assert decisions.load_utility(prod, ["blue", "green", "red"])[1] is False  # nothing saved
+    assert levers.load_utility(prod, ["blue", "green", "red"])[1] is False  # nothing saved
 
 
 def test_policy_optimize_accept_then_predict_shows_the_action(prod: Workspace) -> None:
@@ -90,7 +90,7 @@ def test_policy_optimize_accept_then_predict_shows_the_action(prod: Workspace) -
     at.button(key="policy_accept").click()
     at.run()
     assert not at.exception and at.success[0].value.startswith("Accepted for model")
-    assert policies.active(prod, registry.production_version(prod)) is not None
+    assert accepted.active(prod, registry.production_version(prod)) is not None
     predict = upload(app("app_pages/predict.py", "prod"), [("red.png", colour_image(0, 1))])
     assert any("(the accepted decision policy)" in m.value for m in predict.markdown)
 
@@ -103,7 +103,7 @@ def test_policy_page_without_a_production_model(prod: Workspace) -> None:
 
 
 def test_summary_page_offers_the_html(prod: Workspace) -> None:
-    decisions.save_objective(prod, decisions.Objective("Warn hikers", "alert", "hikers", "misses"))
+    objective.save_objective(prod, objective.Objective("Warn hikers", "alert", "hikers", "misses"))
     at = app("app_pages/summary.py", "prod")
     assert not at.exception and not errors(at)
     assert len(at.get("download_button")) == 1

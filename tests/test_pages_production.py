@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import prediction_log, simulation, store
-from core.workspace import Workspace
-from tests.test_pages import app, errors
-from tests.test_training import colour_image
+from core.production import prediction_log, traffic
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import app, cli, colour_image, errors, upload
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
-    at.file_uploader(key="predict_upload").set_value([(name, data, "image/png") for name, data in files])
-    return at.run()
 
 
 def logged(ws: Workspace, source: str) -> list[tuple]:
@@ -58,13 +51,7 @@ def test_the_app_path_and_the_batch_path_agree(prod: Workspace, tmp_path: Path) 
     folder.mkdir()
     for name, data in images:
         (folder / name).write_bytes(data)
-    done = subprocess.run(
-        [sys.executable, "-m", "core", "predict", "--workspace", "prod", str(folder), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    done = cli("predict", "--workspace", "prod", str(folder), "--json")
     assert done.returncode == 0, done.stderr
     app_row = logged(prod, "app")[0]
     batch_row = next(r for r in logged(prod, "batch") if r[3] == app_row[3])
@@ -74,7 +61,7 @@ def test_the_app_path_and_the_batch_path_agree(prod: Workspace, tmp_path: Path) 
 
 
 def test_a_bad_upload_gets_a_message_and_the_rest_is_scored(prod: Workspace) -> None:
-    from tests.test_production import bad_files
+    from tests.helpers import bad_files
 
     cmyk = dict(bad_files())["cmyk.jpg"]
     files = [("broken.jpg", b"not an image"), ("ok.png", colour_image(2, 3)), ("cmyk.jpg", cmyk)]
@@ -117,7 +104,7 @@ def test_end_user_mode_on_a_missing_workspace_says_so(monkeypatch: pytest.Monkey
 
 
 def test_monitor_shows_a_simulated_history(prod: Workspace) -> None:
-    simulation.simulate(prod, simulation.SimulationConfig(days=4, per_day=10, shift_day=2))
+    traffic.replay_traffic(prod, traffic.TrafficConfig(days=4, per_day=10, shift_day=2))
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at)
     assert [m.label for m in at.metric][:2] == ["Predictions", "OOD rate, last window"]

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -15,21 +14,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core import monitoring, prediction, prediction_log, registry, simulation, store
-from core.prediction import Prediction
-from core.workspace import Workspace
-from tests.conftest import bomb_png, encode, exif_rotated_jpeg
-from tests.test_training import colour_image
+from core.data import images
+from core.model import config, outputs, registry, scoring
+from core.production import prediction, prediction_log, traffic
+from core.production.monitoring import alerts, charts, queries, reference
+from core.production.prediction import Prediction
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import bad_files, cli, colour_image, exif_rotated_jpeg, fake_prediction
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fake_prediction(i: int) -> Prediction:
-    props = {"width": 10, "height": 10, "brightness": 0.5, "contrast": 0.1, "saturation": 0.2, "sharpness": 0.1}
-    probs = np.array([0.7, 0.2, 0.1], np.float32)
-    return Prediction(
-        uuid.uuid4().hex, f"f{i}.jpg", "ab" * 32, props, probs, "red", 0.7, -3.0, 3.0, False, np.zeros(16, np.float32), "red", 5.0
-    )
 
 
 # --- inference -------------------------------------------------------------------------------
@@ -39,15 +33,15 @@ def test_the_ood_threshold_passes_95_percent_of_validation_scores() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (1000, 4))
     feats = rng.normal(0, 1, (1000, 32))
-    for kind in prediction.OOD_SCORES:
-        ref = prediction.fit_reference(logits, feats, kind)
-        passed = (prediction.in_domain_score(logits, kind) >= ref.ood_threshold).mean()
+    for kind in config.OOD_SCORES:
+        ref = outputs.fit_reference(logits, feats, kind)
+        passed = (outputs.in_domain_score(logits, kind) >= ref.ood_threshold).mean()
         assert 0.95 <= passed <= 0.96
-        assert ref.pca_components.shape == (prediction.EMBED_DIM, 32)
+        assert ref.pca_components.shape == (config.EMBED_DIM, 32)
 
 
 def test_rescored_validation_images_pass_the_threshold(prod: Workspace) -> None:
-    predictor = prediction.load_predictor(prod)
+    predictor = scoring.load_predictor(prod)
     meta = registry.read_meta(prod, predictor.version)
     catalog = store.images(prod).set_index("id").loc[meta["valid_ids"]]
     items = [(path, (prod.root / path).read_bytes()) for path in catalog["path"]]
@@ -60,27 +54,14 @@ def test_rescored_validation_images_pass_the_threshold(prod: Workspace) -> None:
 
 def test_energy_and_max_probability_scores() -> None:
     logits = np.array([[10.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
-    e = prediction.energy(logits)
+    e = outputs.energy(logits)
     assert e[0] < e[1]  # a confident input has lower energy
     assert np.allclose(e, -np.log(np.exp(logits).sum(1)))
-    assert prediction.in_domain_score(logits, "max_prob")[0] > 0.99
-
-
-def bad_files() -> list[tuple[str, bytes]]:
-    cmyk = encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG")
-    return [
-        ("corrupt.jpg", colour_image(0, 1)[:200]),
-        ("bomb.png", bomb_png()),
-        ("notes.jpg", b"this is not an image at all"),
-        ("empty.png", b""),
-        ("cmyk.jpg", cmyk),
-        ("rotated.jpg", exif_rotated_jpeg()),
-        ("good.png", colour_image(1, 5)),
-    ]
+    assert outputs.in_domain_score(logits, "max_prob")[0] > 0.99
 
 
 def test_bad_files_get_a_reason_and_the_rest_is_scored(prod: Workspace) -> None:
-    predictor = prediction.load_predictor(prod)
+    predictor = scoring.load_predictor(prod)
     preds, failed = prediction.predict_images(predictor, bad_files(), batch_size=4)
     reasons = {f["source"]: f["reason"] for f in failed}
     assert set(reasons) == {"corrupt.jpg", "bomb.png", "notes.jpg", "empty.png"}
@@ -97,14 +78,14 @@ def test_bad_files_get_a_reason_and_the_rest_is_scored(prod: Workspace) -> None:
 
 def test_no_production_model_is_a_clear_message(ws: Workspace) -> None:
     with pytest.raises(prediction.UserError, match="promote"):
-        prediction.load_predictor(ws)
+        scoring.load_predictor(ws)
 
 
 # --- the log ---------------------------------------------------------------------------------
 
 
 def test_logged_rows_carry_every_field(prod: Workspace) -> None:
-    predictor = prediction.load_predictor(prod)
+    predictor = scoring.load_predictor(prod)
     preds, _ = prediction.predict_images(predictor, [("a.png", colour_image(0, 3))], keep_bytes=True)
     store.set_setting(prod, prediction_log.KEEP_IMAGES, True)
     result = prediction_log.log_predictions(prod, preds, "batch", predictor.version)
@@ -112,14 +93,14 @@ def test_logged_rows_carry_every_field(prod: Workspace) -> None:
     with store.connect(prod) as con:
         row = con.execute("SELECT * FROM predictions").df().iloc[0]
     assert row["source"] == "batch" and row["model_version"] == predictor.version and row["predicted"] == preds[0].label
-    assert len(row["probs"]) == 3 and len(row["embedding"]) == prediction.EMBED_DIM
+    assert len(row["probs"]) == 3 and len(row["embedding"]) == config.EMBED_DIM
     assert row["sha256"] == preds[0].sha256 and row["latency_ms"] > 0
     assert all(pd.notna(row[k]) for k in ("width", "brightness", "contrast", "saturation", "sharpness", "energy"))
     assert (prod.root / row["image_path"]).read_bytes() == colour_image(0, 3)
 
 
 def test_images_are_not_kept_unless_the_workspace_opts_in(prod: Workspace) -> None:
-    predictor = prediction.load_predictor(prod)
+    predictor = scoring.load_predictor(prod)
     preds, _ = prediction.predict_images(predictor, [("a.png", colour_image(0, 3))], keep_bytes=True)
     prediction_log.log_predictions(prod, preds, "batch", predictor.version)
     with store.connect(prod) as con:
@@ -130,9 +111,10 @@ def test_images_are_not_kept_unless_the_workspace_opts_in(prod: Workspace) -> No
 WRITER = textwrap.dedent(
     """
     import sys
-    from core import prediction_log, workspace
-    from tests.test_production import fake_prediction
-    ws = workspace.resolve(sys.argv[1])
+    from core.production import prediction_log
+    from core.workspace import workspaces
+    from tests.helpers import fake_prediction
+    ws = workspaces.resolve(sys.argv[1])
     mode, n = sys.argv[2], int(sys.argv[3])
     if mode == "app":  # one prediction at a time through the app's background writer
         log = prediction_log.background(ws)
@@ -158,16 +140,20 @@ def test_four_writer_processes_lose_no_row(ws: Workspace) -> None:
         assert con.execute("SELECT count(DISTINCT id) FROM predictions").fetchone()[0] == 2000
 
 
-HOLDER = "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(float(sys.argv[2]))"
+# the other process holds the database until its stdin closes
+HOLDER = "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
 
 
 def test_a_locked_database_spools_rows_and_the_next_write_adds_them(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.5)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ws.db_path), "3"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(ws.db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "held"
     result = prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(7)], "batch", "v1")
     assert result.spooled == 7 and result.logged == 0 and "spooled" in result.errors[0]
     assert prediction_log.spooled_rows(ws) == 7
+    holder.stdin.close()  # the other process lets go of the database
     holder.wait(timeout=30)
     result = prediction_log.log_predictions(ws, [fake_prediction(9)], "batch", "v1")
     assert result.logged == 8 and prediction_log.count(ws) == 8 and prediction_log.spooled_rows(ws) == 0
@@ -194,16 +180,16 @@ def test_feedback_is_checked_and_kept(prod: Workspace) -> None:
 
 
 def test_drift_starts_on_the_shift_day_and_rises() -> None:
-    cfg = simulation.SimulationConfig(days=14, shift_day=7)
-    ramps = [simulation.drift(d, cfg) for d in range(14)]
+    cfg = traffic.TrafficConfig(days=14, shift_day=7)
+    ramps = [traffic.drift(d, cfg) for d in range(14)]
     assert ramps[:7] == [0.0] * 7 and ramps[-1] == 1.0 and all(a < b for a, b in zip(ramps[7:], ramps[8:], strict=False))
 
 
-@pytest.mark.parametrize("kind", simulation.SHIFTS)
+@pytest.mark.parametrize("kind", traffic.SHIFTS)
 def test_each_shift_changes_the_image(kind: str) -> None:
     img = Image.open(__import__("io").BytesIO(colour_image(0, 1))).convert("RGB")
-    shifted = simulation.shift_image(img, kind, np.random.default_rng(0))
-    before, after = prediction.properties(img.size, img), prediction.properties(shifted.size, shifted)
+    shifted = traffic.shift_image(img, kind, np.random.default_rng(0))
+    before, after = images.properties(img.size, img), images.properties(shifted.size, shifted)
     expect = {"darker": ("brightness", -1), "grayscale": ("saturation", -1), "blurred": ("sharpness", -1)}
     if kind in expect:
         key, sign = expect[kind]
@@ -213,9 +199,9 @@ def test_each_shift_changes_the_image(kind: str) -> None:
 
 
 def test_simulation_logs_days_with_drift_and_feedback(prod: Workspace) -> None:
-    cfg = simulation.SimulationConfig(days=4, per_day=15, shift_day=2, max_ood=0.8, feedback=0.5)
+    cfg = traffic.TrafficConfig(days=4, per_day=15, shift_day=2, max_ood=0.8, feedback=0.5)
     end = datetime(2026, 3, 10, 15, 0)
-    result = simulation.simulate(prod, cfg, end=end)
+    result = traffic.replay_traffic(prod, cfg, end=end)
     assert result["predictions"] == result["logged"] == prediction_log.count(prod, "simulation") > 30
     assert result["drawings"] > 0 and result["feedback"] > 0
     with store.connect(prod) as con:
@@ -241,35 +227,31 @@ def test_windows_count_ood_and_feedback_accuracy_exactly(prod: Workspace) -> Non
     for i, pid in enumerate(ids[:4]):
         prediction_log.add_feedback(prod, pid, "red" if i < 3 else "blue", ["red", "blue", "green"])
     prediction_log.add_feedback(prod, ids[3], "red", ["red", "blue", "green"])  # a corrected answer: the latest counts
-    win = monitoring.windows(prod)
+    win = queries.windows(prod)
     assert win["predictions"].tolist() == [10, 20]
     assert win["ood_rate"].tolist() == [0.1, 0.5]
     assert win["feedback"].tolist() == [4, 0] and win["feedback_accuracy"].iloc[0] == 1.0
-    mix = monitoring.class_mix(prod)
+    mix = queries.class_mix(prod)
     assert mix[mix["window"] == pd.Timestamp(tuesday)]["share"].tolist() == [0.5, 0.5]
 
 
 def test_alerts_fire_on_a_shifted_window_only(prod: Workspace) -> None:
     log_rows(prod, datetime(2026, 1, 5), 100, 4, ["red"])
     log_rows(prod, datetime(2026, 1, 6), 100, 40, ["red"])
-    base = monitoring.baseline(prod, registry.production_version(prod))
-    found = monitoring.alerts(monitoring.windows(prod), base)
-    assert [(a["window"][:10], a["metric"]) for a in found] == [("2026-01-06", "ood_rate")]
-    assert found[0]["p_value"] < 0.01 and found[0]["effect"] > 0.3
+    base = reference.log_reference(prod, registry.production_version(prod))
+    found = alerts.alerts(queries.windows(prod), base)
+    assert [(a.window[:10], a.metric, a.n) for a in found] == [("2026-01-06", "ood_rate", 100)]
+    assert found[0].value == 0.4 and found[0].p_value < 0.01 and found[0].effect == pytest.approx(0.4 - base.ood_rate)
 
 
 def test_monitor_figures_build(prod: Workspace) -> None:
     log_rows(prod, datetime(2026, 1, 5), 10, 1, ["red"])
-    base = monitoring.baseline(prod, registry.production_version(prod))
-    assert len(monitoring.overview_figure(monitoring.windows(prod), base).data) >= 5
-    assert len(monitoring.class_mix_figure(monitoring.class_mix(prod), base).data) == 3
+    base = reference.log_reference(prod, registry.production_version(prod))
+    assert len(charts.overview_figure(queries.windows(prod), base).data) >= 5
+    assert len(charts.class_mix_figure(queries.class_mix(prod), base).data) == 3
 
 
 # --- command line ----------------------------------------------------------------------------
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "core", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 def test_cli_predict_scores_logs_and_writes_csv(prod: Workspace, tmp_path: Path) -> None:
@@ -292,7 +274,7 @@ def test_cli_predict_scores_logs_and_writes_csv(prod: Workspace, tmp_path: Path)
 def test_cli_predict_and_the_library_agree(prod: Workspace, tmp_path: Path) -> None:
     (tmp_path / "x.png").write_bytes(colour_image(2, 8))
     data = json.loads(cli("predict", "--workspace", "prod", str(tmp_path / "x.png"), "--json").stdout)
-    preds, _ = prediction.predict_images(prediction.load_predictor(prod), [("x.png", colour_image(2, 8))])
+    preds, _ = prediction.predict_images(scoring.load_predictor(prod), [("x.png", colour_image(2, 8))])
     assert data["predictions"][0]["label"] == preds[0].label
     assert abs(data["predictions"][0]["confidence"] - preds[0].confidence) < 1e-5
 

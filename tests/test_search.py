@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from core import download, search, store
+from core.data import download, search
 from core.errors import UserError
-from core.workspace import Workspace
+from core.workspace import store
+from core.workspace.paths import Workspace
 from tests.webserver import serve
 
 

@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core import store
-from core.workspace import Workspace
+from core.workspace import store
+from core.workspace.paths import Workspace
 
 WRITER = """
 import sys
-from core import store, workspace
-ws = workspace.resolve(sys.argv[1])
+from core.workspace import store, workspaces
+ws = workspaces.resolve(sys.argv[1])
 for i in range(int(sys.argv[2])):
     store.audit(ws, "concurrency_probe", detail={"writer": sys.argv[3], "i": i})
 """

@@ -16,28 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-from core import backbones, datasets, gather, registry, runs, store
-from core.datasets import DataConfig
+from core.data import gather
 from core.errors import UserError
-from core.training import Cancelled, TrainConfig
-from core.workspace import Workspace
-from tests.conftest import encode
-
-TINY = TrainConfig(data=DataConfig(size=32, flip=False), freeze_epochs=1, epochs=1, head_passes=20, batch_size=8)
-
-
-def colour_image(label: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    base = np.array([[200, 40, 40], [40, 40, 200], [40, 180, 40]][label], dtype=np.float64)
-    pixels = np.clip(base + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
-    return encode(Image.fromarray(pixels, "RGB"))
-
-
-def fill(ws: Workspace, counts: dict[str, int]) -> None:
-    items = []
-    for k, (label, n) in enumerate(counts.items()):
-        items += gather.upload_items([(f"{label}{i}.png", colour_image(k, 100 * k + i)) for i in range(n)], label)
-    gather.ingest(ws, items)
+from core.model import backbones, config, datasets, registry, runs, weights
+from core.model.config import DataConfig
+from core.model.events import BatchEvent, Cancelled, DoneEvent, EpochMetrics, StageEvent, TrainEvent
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import TINY, fill
 
 
 @pytest.fixture
@@ -52,13 +38,14 @@ def test_offline_weights_pass_the_load_check() -> None:
 
 
 def test_a_run_registers_a_version_that_loads_back_and_predicts_the_same(tiny: Workspace) -> None:
-    events: list[dict] = []
+    events: list[TrainEvent] = []
     summary = runs.train_workspace(tiny, TINY, events.append)
     assert summary["version"] == "v1" and summary["valid_accuracy"] == 1.0
-    assert [e["stage"] for e in events if e["kind"] == "epoch"] == ["frozen", "unfrozen"]
-    batch = [e for e in events if e["kind"] == "batch" and e["stage"] == "unfrozen"]
-    assert batch[-1]["done"] == batch[-1]["total"] and all("eta_s" in e for e in batch)
-    model, meta = registry.load_version(tiny, "v1")
+    assert [e.stage for e in events if isinstance(e, EpochMetrics)] == ["frozen", "unfrozen"]
+    batch = [e for e in events if isinstance(e, BatchEvent) and e.stage == "unfrozen"]
+    assert batch[-1].done == batch[-1].total and all(e.eta_s is not None and e.eta_s >= 0 for e in batch)
+    assert events[-1] == DoneEvent(summary)
+    model, meta = weights.load_version(tiny, "v1")
     reference = registry.load_reference(tiny, "v1")
     catalog = store.images(tiny).set_index("id").loc[meta["valid_ids"]].reset_index()
     pixels = datasets.load_pixels(tiny, catalog, replace(TINY.data, size=meta["preprocessing"]["size"]))
@@ -82,17 +69,17 @@ def test_a_run_registers_a_version_that_loads_back_and_predicts_the_same(tiny: W
     ids=["frozen-good-enough", "frozen-short"],
 )
 def test_automatic_unfrozen_epochs(tiny: Workspace, threshold: float, stages: list[str]) -> None:
-    events: list[dict] = []
+    events: list[TrainEvent] = []
     runs.train_workspace(tiny, replace(TINY, epochs=None, auto_threshold=threshold), events.append)
-    assert [e["stage"] for e in events if e["kind"] == "epoch"] == stages
-    assert any("unfrozen epoch(s)" in e.get("message", "") for e in events if e["kind"] == "stage")
+    assert [e.stage for e in events if isinstance(e, EpochMetrics)] == stages
+    assert any("unfrozen epoch(s)" in e.message for e in events if isinstance(e, StageEvent))
 
 
 def test_cancel_leaves_no_version_and_releases_the_lock(tiny: Workspace) -> None:
     cancel = threading.Event()
 
-    def on_event(event: dict) -> None:
-        if event["kind"] == "epoch":
+    def on_event(event: TrainEvent) -> None:
+        if isinstance(event, EpochMetrics):
             cancel.set()
 
     with pytest.raises(Cancelled):
@@ -101,6 +88,19 @@ def test_cancel_leaves_no_version_and_releases_the_lock(tiny: Workspace) -> None
     assert registry.list_versions(tiny).empty
     assert runs.run_history(tiny)["status"].tolist() == ["cancelled"]
     assert not (tiny.root / runs.LOCK).exists()
+
+
+def test_an_unexpected_error_leaves_the_run_failed_with_its_reason(tiny: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(runs, "fine_tune", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        runs.train_workspace(tiny, TINY)
+    history = runs.run_history(tiny)
+    assert history["status"].tolist() == ["failed"]
+    assert history["message"].iloc[0] == "internal error: RuntimeError: disk on fire"
+    assert history["finished_at"].notna().all() and not (tiny.root / runs.LOCK).exists()
 
 
 def test_one_training_at_a_time(tiny: Workspace) -> None:
@@ -193,7 +193,7 @@ def test_pixel_cache_is_reused_without_decoding(tiny: Workspace, monkeypatch: py
     np.testing.assert_array_equal(datasets.load_pixels(tiny, catalog.iloc[::-1], DataConfig(size=32)), first[::-1])
 
 
-@pytest.mark.parametrize("method", datasets.RESIZE_METHODS)
+@pytest.mark.parametrize("method", config.RESIZE_METHODS)
 def test_resize_methods_give_square_images(method: str) -> None:
     img = Image.new("RGB", (100, 50), (255, 255, 255))
     out = datasets.resize_item(img, 40, method)
@@ -223,7 +223,7 @@ def test_promote_rollback_and_class_mismatch(tiny: Workspace) -> None:
     with pytest.raises(UserError, match="knows classes"):
         registry.promote(tiny, "v2")
     with pytest.raises(UserError, match="No model version 'v9'"):
-        registry.load_version(tiny, "v9")
+        weights.load_version(tiny, "v9")
 
 
 def test_workspace_training_defaults(tiny: Workspace) -> None:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from core import gather, store, verify
+from core.data import gather, verify
 from core.errors import UserError
-from core.workspace import Workspace
-from tests.conftest import encode, picture, png_bytes
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import encode, picture, png_bytes
 
 
 def all_files(ws: Workspace) -> int:

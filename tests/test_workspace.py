@@ -6,78 +6,78 @@ from pathlib import Path
 
 import pytest
 
-from core import store, workspace
 from core.errors import UserError
+from core.workspace import paths, store, workspaces
 
 
 def test_create_and_list(data_root: Path) -> None:
-    ws = workspace.create_workspace("bears")
+    ws = workspaces.create_workspace("bears")
     assert ws.root == data_root / "workspaces" / "bears"
     assert ws.db_path.is_file() and ws.images_dir.is_dir() and ws.quarantine_dir.is_dir()
-    assert workspace.list_workspaces() == ["bears"]
+    assert workspaces.list_workspaces() == ["bears"]
     assert store.audit_log(ws)["action"].tolist() == ["workspace_created"]
 
 
 @pytest.mark.parametrize("name", ["a/b", "../x", "", ".hidden", "x" * 80], ids=["slash", "dotdot", "empty", "hidden", "too-long"])
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(UserError, match="not allowed"):
-        workspace.create_workspace(name)
+        workspaces.create_workspace(name)
 
 
 def test_duplicate_name_is_refused() -> None:
-    workspace.create_workspace("bears")
+    workspaces.create_workspace("bears")
     with pytest.raises(UserError, match="already exists"):
-        workspace.create_workspace("bears")
+        workspaces.create_workspace("bears")
 
 
 def test_resolve_unknown_names_the_known_ones() -> None:
-    workspace.create_workspace("bears")
+    workspaces.create_workspace("bears")
     with pytest.raises(UserError, match="Known workspaces: bears"):
-        workspace.resolve("cats")
+        workspaces.resolve("cats")
 
 
 def test_resolve_creates_a_workspace_at_a_path(tmp_path: Path) -> None:
-    ws = workspace.resolve(str(tmp_path / "elsewhere" / "ws1"), create=True)
+    ws = workspaces.resolve(str(tmp_path / "elsewhere" / "ws1"), create=True)
     assert ws.db_path.is_file()
-    assert workspace.resolve(str(ws.root)).root == ws.root
+    assert workspaces.resolve(str(ws.root)).root == ws.root
 
 
 def test_resolve_refuses_a_folder_that_is_not_a_workspace(tmp_path: Path) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("hello")
     with pytest.raises(UserError, match="not a workspace"):
-        workspace.resolve(str(tmp_path / "busy"), create=True)
+        workspaces.resolve(str(tmp_path / "busy"), create=True)
 
 
 def test_rename_keeps_the_contents() -> None:
-    ws = workspace.create_workspace("old")
+    ws = workspaces.create_workspace("old")
     (ws.images_dir / "marker.txt").write_text("x")
-    new = workspace.rename_workspace("old", "new")
+    new = workspaces.rename_workspace("old", "new")
     assert (new.images_dir / "marker.txt").read_text() == "x"
-    assert workspace.list_workspaces() == ["new"]
+    assert workspaces.list_workspaces() == ["new"]
     assert "workspace_renamed" in store.audit_log(new)["action"].tolist()
 
 
 def test_delete_needs_the_name_and_moves_to_trash(data_root: Path) -> None:
-    workspace.create_workspace("doomed")
+    workspaces.create_workspace("doomed")
     with pytest.raises(UserError, match="type the workspace name"):
-        workspace.delete_workspace("doomed", "yes")
-    assert workspace.list_workspaces() == ["doomed"]
-    target = workspace.delete_workspace("doomed", "doomed")
-    assert workspace.list_workspaces() == []
+        workspaces.delete_workspace("doomed", "yes")
+    assert workspaces.list_workspaces() == ["doomed"]
+    target = workspaces.delete_workspace("doomed", "doomed")
+    assert workspaces.list_workspaces() == []
     assert target.parent == data_root / "trash" and (target / "workspace.duckdb").is_file()
 
 
 def test_data_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(workspace.DATA_ROOT_ENV, str(tmp_path / "moved"))
-    assert workspace.data_root() == (tmp_path / "moved").resolve()
+    monkeypatch.setenv(workspaces.DATA_ROOT_ENV, str(tmp_path / "moved"))
+    assert workspaces.data_root() == (tmp_path / "moved").resolve()
 
 
 def test_rename_and_delete_wait_for_a_running_training() -> None:
-    ws = workspace.create_workspace("busy")
-    (ws.root / workspace.TRAINING_LOCK).write_text("{}")
+    ws = workspaces.create_workspace("busy")
+    (ws.root / paths.TRAINING_LOCK).write_text("{}")
     with pytest.raises(UserError, match="training is running"):
-        workspace.rename_workspace("busy", "other")
+        workspaces.rename_workspace("busy", "other")
     with pytest.raises(UserError, match="training is running"):
-        workspace.delete_workspace("busy", "busy")
-    assert workspace.list_workspaces() == ["busy"]
+        workspaces.delete_workspace("busy", "busy")
+    assert workspaces.list_workspaces() == ["busy"]

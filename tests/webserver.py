@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 from PIL import Image
 
-from tests.conftest import encode, picture, png_bytes
+from tests.helpers import encode, picture, png_bytes
 
 NOISE = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)), "PNG")
 

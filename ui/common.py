@@ -11,11 +11,11 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core import store, workspace
+from core.data.gather import GatherReport, ProgressFn
+from core.data.images import thumbnail
 from core.errors import UserError
-from core.gather import GatherReport, ProgressFn
-from core.images import thumbnail
-from core.workspace import Workspace
+from core.workspace import store, workspaces
+from core.workspace.paths import Workspace
 
 T = TypeVar("T")
 PICKED = "workspace_name"  # owner: this module (the sidebar picker)
@@ -25,7 +25,7 @@ DEFAULT_ENV = "IMAGEDP_WORKSPACE"
 
 def workspace_picker(visible: bool = True) -> None:
     """Sidebar selectbox over the data root's workspaces (end-user mode: fixed to IMAGEDP_WORKSPACE, no sidebar)."""
-    names = workspace.list_workspaces()
+    names = workspaces.list_workspaces()
     if not visible:
         st.session_state[PICKED] = os.environ.get(DEFAULT_ENV, "demo")
         return
@@ -39,7 +39,7 @@ def workspace_picker(visible: bool = True) -> None:
             st.selectbox("Workspace", names, key=PICKED, help="Each workspace is one classification problem.")
         else:
             st.caption("No workspace yet: create one on the Workspaces page.")
-        st.caption(f"Data root: `{workspace.data_root()}`")
+        st.caption(f"Data root: `{workspaces.data_root()}`")
 
 
 def attempt(action: Callable[[], T]) -> T:
@@ -61,11 +61,7 @@ def current_workspace() -> Workspace:
     if not name:
         st.info("No workspace is open. Create one (or the demo) on the **Workspaces** page.")
         st.stop()
-    try:
-        return workspace.resolve(name)
-    except UserError as exc:
-        st.error(str(exc))
-        st.stop()
+    return attempt(lambda: workspaces.resolve(name))
 
 
 def progress_bar(label: str) -> ProgressFn:
@@ -114,7 +110,7 @@ def image_grid(paths: list[Path], captions: list[str], columns: int = 8, side: i
 
 def pick_version(ws: Workspace, label: str, key: str, missing: str) -> tuple[str, list[str]]:
     """A model-version selectbox, newest first, production preselected; stops with `missing` when none."""
-    from core import registry
+    from core.model import registry
 
     versions = registry.list_versions(ws)
     if versions.empty:
@@ -141,14 +137,14 @@ def end_user_mode() -> bool:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def _predictor(root: str, version: str, stamp: float) -> object:
-    from core import prediction
+    from core.model import scoring
 
-    return prediction.load_predictor(workspace.resolve(root), version)
+    return scoring.load_predictor(workspaces.resolve(root), version)
 
 
 def load_predictor(ws: Workspace, version: str | None = None) -> object:
     """The production (or given) model, loaded once per process and version."""
-    from core import registry
+    from core.model import registry
 
     version = version or registry.production_version(ws)
     if version is None:

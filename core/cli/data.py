@@ -1,0 +1,125 @@
+"""`python -m core gather` and `verify`: bring images into a workspace, check them, report duplicates."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from core.cli.progress import printer
+from core.errors import UserError
+from core.workspace.paths import Workspace
+
+
+def summary(ws: Workspace, failed: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
+    from core.workspace import store
+
+    labels = store.label_counts(ws)
+    return {
+        "workspace": str(ws.root),
+        "images": sum(labels.values()),
+        "labels": labels,
+        "quarantined": store.quarantined_count(ws),
+        "failed": [{"source": f["source"], "reason": f["reason"]} for f in failed],
+        **extra,
+    }
+
+
+def print_summary(data: dict[str, Any]) -> None:
+    print(f"{data['images']} images in {len(data['labels'])} labels: " + ", ".join(f"{k} {v}" for k, v in data["labels"].items()))
+    for key in ("added", "adopted"):
+        if key in data:
+            print(f"{key}: {len(data[key]) if isinstance(data[key], list) else data[key]}")
+    for item in data.get("skipped", []):
+        print(f"skipped {item['source']}: {item['reason']}")
+    for item in data["failed"]:
+        print(f"failed  {item['source']}: {item['reason']}")
+    print(f"quarantined: {data['quarantined']}")
+    for warning in data.get("warnings", []):
+        print(f"warning: {warning}")
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise UserError(f"No file at {path}.")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+
+
+def cmd_gather(args: argparse.Namespace) -> dict[str, Any]:
+    from core.data import download, gather, search
+    from core.workspace import workspaces
+
+    sources = [args.demo, args.folder, args.search, args.urls, args.zip]
+    if sum(bool(s) for s in sources) != 1:
+        raise UserError("Choose exactly one source: --demo, --folder DIR, --search QUERY, --urls FILE or --zip FILE.")
+    ws = workspaces.resolve(args.workspace, create=True)
+    progress = printer(not args.json)
+    dl = download.DownloadConfig(
+        workers=args.workers, timeout_s=args.timeout, max_bytes=args.max_bytes, allow_private=tuple(args.allow_private)
+    )
+    if args.demo:
+        classes = [c for c in (args.classes or "").split(",") if c.strip()] or None
+        report = gather.add_demo(ws, classes, on_progress=progress)
+    elif args.folder:
+        report = gather.import_folder(ws, args.folder, args.label, on_progress=progress)
+    elif args.zip:
+        archive = gather.zip_items(_read(Path(args.zip)), args.label, Path(args.zip).name)
+        report = gather.ingest(ws, archive, on_progress=progress)
+    elif not args.label:
+        raise UserError("--label is required with --search and --urls (the class these images show).")
+    elif args.search:
+        cfg = search.SearchConfig(provider=args.provider, max_results=args.max)
+        report = search.search_and_download(ws, args.label, args.search, cfg, dl, on_progress=progress)
+    else:
+        report = download.download_url_text(ws, _read(Path(args.urls)).decode(errors="replace"), args.label, dl, progress)
+    return summary(ws, report.failed, added=report.added, skipped=report.skipped)
+
+
+def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
+    from core.data import verify
+    from core.data.images import VerifyConfig
+    from core.workspace import store, workspaces
+
+    ws = workspaces.resolve(args.workspace)
+    report = verify.verify_workspace(ws, VerifyConfig(min_side=args.min_side), on_progress=printer(not args.json))
+    catalog = store.images(ws)
+    return summary(
+        ws,
+        report.failed,
+        checked=report.checked,
+        adopted=report.adopted,
+        newly_quarantined=report.quarantined,
+        warnings=report.warnings,
+        exact_duplicates=verify.exact_duplicate_groups(catalog),
+        near_duplicates=verify.near_duplicate_groups(catalog, args.max_distance),
+    )
+
+
+def add_commands(command: Any) -> None:
+    g = command("gather", "bring images into a workspace (created if missing)", cmd_gather, print_summary)
+    g.add_argument("--demo", action="store_true", help="scikit-learn's bundled handwritten digits")
+    g.add_argument("--classes", help="demo subset, e.g. 0,1,7")
+    g.add_argument("--folder", help="a folder of <label>/<image> files")
+    g.add_argument("--zip", help="a zip archive of images (labels from --label or its folders)")
+    g.add_argument("--search", action="append", help="image search query (repeatable)")
+    g.add_argument("--provider", default="duckduckgo", help="duckduckgo (no key) or bing ($BING_SEARCH_KEY)")
+    g.add_argument("--max", type=int, default=50, help="search results per query")
+    g.add_argument("--urls", help="a text file with one image URL per line")
+    g.add_argument("--label", help="the label for --search, --urls, --zip or a flat --folder")
+    g.add_argument("--workers", type=int, default=8, help="concurrent downloads")
+    g.add_argument("--timeout", type=float, default=15.0, help="seconds per download")
+    g.add_argument("--max-bytes", type=int, default=20_000_000, help="largest download accepted")
+    g.add_argument(
+        "--allow-private",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="allow downloads from this private network, e.g. 127.0.0.1/32",
+    )
+
+    v = command("verify", "check every image; quarantine the broken; report duplicates", cmd_verify, print_summary)
+    v.add_argument("--min-side", type=int, default=32, help="smallest width or height accepted")
+    v.add_argument("--max-distance", type=int, default=4, help="perceptual-hash bits for near duplicates")

@@ -1,0 +1,57 @@
+"""`python -m core <command> --workspace W ...`: the stable command-line contract.
+
+Building the parser imports no torch, pandas or DuckDB: each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from core.cli import data, drivetrain, model, production, workspace
+from core.errors import UserError
+
+Command = Callable[[argparse.Namespace], dict[str, Any]]
+Printer = Callable[[dict[str, Any]], None]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="Image-classifier data product.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str, func: Command, printer: Printer | None = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--workspace", required=name not in ("workspace", "demo"), help="workspace name or folder path")
+        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+        p.set_defaults(func=func, printer=printer or (lambda d: print(json.dumps(d, indent=2, default=str))))
+        return p
+
+    data.add_commands(command)
+    workspace.add_commands(command)
+    model.add_commands(command)
+    production.add_commands(command)
+    drivetrain.add_commands(command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: 0 on success, 2 with a one-line error on bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            args.printer(result)
+        sys.stdout.flush()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as cat and grep do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0

@@ -1,0 +1,175 @@
+"""`python -m core predict | simulate | monitor`: batch scoring, simulated traffic, the monitoring report."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.cli.progress import printer
+from core.errors import UserError
+from core.workspace import workspaces
+
+
+def write_csv(path: Path, classes: tuple[str, ...], rows: list[Any], failed: list[dict[str, str]]) -> None:
+    """One line per input: the prediction and every class probability, or the reason it failed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["path", "label", "confidence", "ood", "action", *[f"p_{c}" for c in classes], "error"])
+            for p in rows:
+                writer.writerow([p.name, p.label, f"{p.confidence:.6f}", p.ood, p.action, *[f"{x:.6f}" for x in p.probs], ""])
+            for f in failed:
+                writer.writerow([f["source"], "", "", "", "", *[""] * len(classes), f["reason"]])
+    except OSError as exc:
+        raise UserError(f"Cannot write results to {path}: {exc.strerror or exc}.") from None
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    from core.drivetrain import accepted
+    from core.model import scoring
+    from core.production import prediction, prediction_log
+    from core.workspace import store
+
+    ws = workspaces.resolve(args.workspace)
+    store.init_db(ws)
+    predictor = scoring.load_predictor(ws, args.model)
+    items, failed = prediction.read_paths([Path(p) for p in args.paths])
+    preds: list[prediction.Prediction] = []
+    logged = spooled = 0
+    show = None if args.json else printer(True, "scored")
+    keep = prediction_log.keeps_images(ws)
+    decide = accepted.active_decider(ws, predictor.version)
+    for start in range(0, len(items), args.batch_size * 8):  # log as we go: a crash loses no scored batch
+        chunk = items[start : start + args.batch_size * 8]
+        done, bad = prediction.predict_images(predictor, chunk, args.batch_size, keep_bytes=keep, decide=decide)
+        result = prediction_log.log_predictions(ws, done, "batch", predictor.version, keep_images=keep)
+        logged, spooled = logged + result.logged, spooled + result.spooled
+        preds += done
+        failed += bad
+        if show:
+            show(min(start + len(chunk), len(items)), len(items), "")
+    if args.out:
+        write_csv(Path(args.out), predictor.classes, preds, failed)
+    return {
+        "version": predictor.version,
+        "classes": list(predictor.classes),
+        "predictions": [
+            {"path": p.name, "label": p.label, "confidence": p.confidence, "ood": p.ood, "action": p.action, "notes": p.notes}
+            for p in preds
+        ],
+        "failed": failed,
+        "logged": logged,
+        "spooled": spooled,
+        "out": args.out,
+    }
+
+
+def print_predict(data: dict[str, Any]) -> None:
+    for p in data["predictions"]:
+        flag = "  OUT OF DOMAIN?" if p["ood"] else ""
+        note = f"  (converted: {p['notes']})" if p["notes"] else ""
+        print(f"{p['label']:<16} {p['confidence']:.3f}  {p['path']}{flag}{note}")
+    for f in data["failed"]:
+        print(f"failed  {f['source']}: {f['reason']}")
+    print(
+        f"{len(data['predictions'])} scored with model {data['version']}, {len(data['failed'])} failed; "
+        f"logged {data['logged']}" + (f", spooled {data['spooled']} (the database was busy)" if data["spooled"] else "")
+    )
+    if data["out"]:
+        print(f"results: {data['out']}")
+
+
+def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    from core.production import traffic
+    from core.workspace import store
+
+    ws = workspaces.resolve(args.workspace)
+    store.init_db(ws)
+    cfg = traffic.TrafficConfig(days=args.days, per_day=args.per_day, seed=args.seed, shift_day=args.shift_day or args.days // 2)
+    return traffic.replay_traffic(ws, cfg, on_progress=None if args.json else printer(True, "scored"))
+
+
+def print_simulate(data: dict[str, Any]) -> None:
+    before, after = data["ood_rate_before_shift"], data["ood_rate_after_shift"]
+    print(
+        f"{data['predictions']} simulated predictions over {data['days']} days ({data['start']} to {data['end']}) with model "
+        f"{data['version']}: {data['shifted']} shifted images, {data['drawings']} drawings, {data['feedback']} with feedback"
+    )
+    if before is not None and after is not None:
+        print(f"OOD rate before the shift {before:.1%}, after {after:.1%}")
+
+
+def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:
+    from core.production import prediction_log
+    from core.production.monitoring import queries, report
+    from core.workspace import store
+
+    ws = workspaces.resolve(args.workspace)
+    store.init_db(ws)
+    sources = tuple(args.source) if args.source else prediction_log.SOURCES
+    data = report.summary(ws, queries.LogFilter(args.window, sources, args.model))
+    if not data["predictions"]:
+        raise UserError("The prediction log is empty for these filters: score images (predict) or simulate traffic first.")
+    return data
+
+
+def print_monitor(data: dict[str, Any]) -> None:
+    print(f"{'window':<20} {'n':>6} {'conf p50':>9} {'OOD rate':>9} {'feedback':>9} {'accuracy':>9}")
+    for w in data["windows"]:
+        acc = w["feedback_accuracy"]
+        print(
+            f"{w['window'][:19]:<20} {w['predictions']:>6} {w['confidence_p50']:>9.3f} {w['ood_rate']:>9.1%} "
+            f"{w['feedback']:>9} {'' if acc is None else f'{acc:.1%}':>9}"
+        )
+    for a in data["alerts"]:
+        print(
+            f"alert {a['window'][:10]} {a['metric']}: {a['value']:.1%} against {a['reference']:.1%} "
+            f"on validation (n={a['n']}, p={a['p_value']:.1g})"
+        )
+    if data["spooled"]:
+        print(f"{data['spooled']} logged row(s) still wait in the spool for the database")
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from core.production import demo
+
+    return demo.prepare_demo(args.workspace or "demo", args.days, say=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def print_demo(data: dict[str, Any]) -> None:
+    print(f"workspace {data['workspace']}: production model {data['production']}, {data['predictions']} logged predictions")
+
+
+def add_commands(command: Any) -> None:
+    d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
+    d.add_argument("--days", type=int, default=14, help="days of simulated traffic")
+
+    p = command(
+        "predict", "score image files and folders with the production model, logging every prediction", cmd_predict, print_predict
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    p.add_argument("--out", help="write one CSV line per input here")
+    p.add_argument("--model", metavar="VERSION", help="default: the production model")
+    p.add_argument("--batch-size", type=int, default=32)
+
+    s = command(
+        "simulate", "replay held-back images as production traffic that drifts in its second half", cmd_simulate, print_simulate
+    )
+    s.add_argument("--days", type=int, default=14)
+    s.add_argument("--per-day", type=int, default=60, help="mean predictions per day")
+    s.add_argument("--shift-day", type=int, help="first drifting day, 0-based (default: half way)")
+    s.add_argument("--seed", type=int, default=0)
+
+    m = command(
+        "monitor",
+        "per-window volume, confidence, OOD rate and feedback accuracy from the prediction log",
+        cmd_monitor,
+        print_monitor,
+    )
+    m.add_argument("--window", choices=["hour", "day", "week"], default="day")
+    m.add_argument("--source", action="append", choices=["app", "batch", "simulation"], help="repeatable; default all")
+    m.add_argument("--model", metavar="VERSION", help="only this model version's predictions")

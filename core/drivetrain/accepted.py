@@ -1,0 +1,101 @@
+"""The accepted policy: versioned with its model and the utility matrix it was chosen under, used by
+Predict, batch scoring and the traffic simulator from the moment it is accepted."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from core.drivetrain.decisions import DecideFn, Policy, decider, outcome_dict
+from core.drivetrain.levers import Utility, load_utility
+from core.drivetrain.optimizer import Search, Validation
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+
+@dataclass(frozen=True)
+class AcceptedPolicy:
+    """A policy accepted for one model version, with the utility matrix it was optimized for."""
+
+    policy_id: str
+    version: str
+    policy: Policy
+    utility: Utility
+
+    def decider(self) -> DecideFn:
+        return decider(self.utility, self.policy)
+
+
+@dataclass(frozen=True)
+class PolicyInForce:
+    """What decides for a model version now: the accepted policy, else the default one; and the workspace's
+    current utility matrix, which may have changed since the acceptance (then: optimize and accept again)."""
+
+    policy: Policy
+    utility: Utility
+    accepted: AcceptedPolicy | None
+
+    @property
+    def policy_id(self) -> str | None:
+        return self.accepted.policy_id if self.accepted else None
+
+    @property
+    def stale(self) -> bool:
+        return self.accepted is not None and self.accepted.utility != self.utility
+
+
+def accept(ws: Workspace, version: str, policy: Policy, u: Utility, report: dict[str, Any] | None = None) -> str:
+    """Version the policy with the model: Predict, batch scoring and the log use it from now on."""
+    policy_id = uuid.uuid4().hex[:12]
+    with store.connect(ws) as con:
+        con.execute("BEGIN")
+        con.execute(
+            "INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                policy_id,
+                version,
+                store.now(),
+                json.dumps(asdict(policy)),
+                json.dumps(asdict(u)),
+                json.dumps(report or {}, default=float),
+            ],
+        )
+        store.audit(ws, "policy_accepted", after={"policy_id": policy_id, "model_version": version, **asdict(policy)}, con=con)
+        con.execute("COMMIT")
+    return policy_id
+
+
+def accept_search(ws: Workspace, version: str, search: Search, u: Utility) -> str:
+    """Accept an optimizer's policy, stored with what it realised on the held-out half and the interval."""
+    report = {"held_out": [outcome_dict(o) for o in search.report], "interval_per_image": list(search.interval)}
+    return accept(ws, version, search.policy, u, report)
+
+
+def _utility(data: dict[str, Any]) -> Utility:
+    rows = tuple(tuple(r) for r in data["payoff"])
+    return Utility(tuple(data["actions"]), tuple(data["costs"]), tuple(data["rows"]), rows, data["refer"], data["unit"])
+
+
+def active(ws: Workspace, version: str) -> AcceptedPolicy | None:
+    """The latest policy accepted for this model version, if any."""
+    with store.connect(ws) as con:
+        row = con.execute(
+            "SELECT policy_id, policy, utility FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1", [version]
+        ).fetchone()
+    if row is None:
+        return None
+    return AcceptedPolicy(row[0], version, Policy(**json.loads(row[1])), _utility(json.loads(row[2])))
+
+
+def active_decider(ws: Workspace, version: str) -> DecideFn | None:
+    """The accepted policy's decision function for the prediction path; None without one (the label is the action)."""
+    found = active(ws, version)
+    return found.decider() if found else None
+
+
+def in_force(ws: Workspace, v: Validation) -> PolicyInForce:
+    """The accepted policy for v's model (else the default), with the workspace's current utility matrix."""
+    found = active(ws, v.version)
+    return PolicyInForce(found.policy if found else Policy(), load_utility(ws, v.classes)[0], found)

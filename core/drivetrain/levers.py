@@ -1,0 +1,112 @@
+"""Drivetrain step 2, the levers: the actions, each one's cost of use, and the utility matrix (true class x action)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.errors import UserError
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+OUT_OF_DOMAIN = "out of domain"
+
+
+REFER = "refer to a human"
+
+
+@dataclass(frozen=True)
+class Utility:
+    """Actions with a cost of use, and payoffs: rows = true class + out of domain, columns = actions."""
+
+    actions: tuple[str, ...]
+    costs: tuple[float, ...]
+    rows: tuple[str, ...]
+    payoff: tuple[tuple[float, ...], ...]
+    refer: str = REFER  # the action that hands the image to a human
+    unit: str = "points"
+
+    def net(self) -> np.ndarray:
+        """Payoff minus each action's cost of use: [rows, actions]."""
+        return np.asarray(self.payoff, np.float64) - np.asarray(self.costs, np.float64)[None, :]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.rows[:-1]
+
+
+def default_utility(classes: list[str] | tuple[str, ...]) -> Utility:
+    """One "act on <class>" per class plus referral: +10 right, -10 wrong, a review costs 2."""
+    actions = tuple(f"act on {c}" for c in classes) + (REFER,)
+    rows = tuple(classes) + (OUT_OF_DOMAIN,)
+    payoff = []
+    for r in range(len(rows)):
+        payoff.append(tuple(10.0 if a == r else (0.0 if a == len(classes) else -10.0) for a in range(len(actions))))
+    costs = tuple(0.0 for _ in classes) + (2.0,)
+    return Utility(actions, costs, rows, tuple(payoff))
+
+
+def utility_from_tables(
+    actions: pd.DataFrame, matrix: pd.DataFrame, refer: str, classes: list[str], unit: str = "points"
+) -> Utility:
+    """Validate the Levers page's two tables (actions with costs; payoffs) into a Utility, or say what is wrong."""
+    names = [str(n).strip() for n in actions["action"].tolist() if isinstance(n, str) and n.strip()]
+    if len(names) != len(actions) or not names:
+        raise UserError("Every action needs a name; remove empty rows from the actions table.")
+    if len(set(names)) != len(names):
+        raise UserError(f"Action names must differ; repeated: {sorted({n for n in names if names.count(n) > 1})}.")
+    costs = [_number(v, f"cost of {n!r}") for n, v in zip(names, actions["cost"].tolist(), strict=True)]
+    rows = [*classes, OUT_OF_DOMAIN]
+    missing_rows = [r for r in rows if r not in matrix.index]
+    missing_cols = [n for n in names if n not in matrix.columns]
+    if missing_rows or missing_cols:
+        raise UserError(f"The utility matrix lacks row(s) {missing_rows} or column(s) {missing_cols}; reload the page.")
+    payoff = tuple(tuple(_number(matrix.loc[r, n], f"payoff of {n!r} when the truth is {r!r}") for n in names) for r in rows)
+    if refer not in names:
+        raise UserError(f"The referral action {refer!r} is not among the actions {names}.")
+    return Utility(tuple(names), tuple(costs), tuple(rows), payoff, refer, unit.strip() or "points")
+
+
+def _number(value: object, what: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UserError(f"The {what} is {value!r}: enter a number (e.g. -1000, -10 or 0).") from None
+    if not math.isfinite(number):
+        raise UserError(f"The {what} is missing: enter a number (e.g. -1000, -10 or 0).")
+    return number
+
+
+def matrix_frame(u: Utility) -> pd.DataFrame:
+    return pd.DataFrame(np.asarray(u.payoff), index=list(u.rows), columns=list(u.actions))
+
+
+def actions_frame(u: Utility) -> pd.DataFrame:
+    return pd.DataFrame({"action": list(u.actions), "cost": list(u.costs)})
+
+
+UTILITY_KEY = "utility"
+
+
+def load_utility(ws: Workspace, classes: list[str] | tuple[str, ...]) -> tuple[Utility, bool]:
+    """The saved utility (True) when it fits these classes, else the default (False)."""
+    saved = store.get_setting(ws, UTILITY_KEY)
+    if saved and tuple(saved["rows"]) == (*classes, OUT_OF_DOMAIN):
+        return Utility(
+            tuple(saved["actions"]),
+            tuple(saved["costs"]),
+            tuple(saved["rows"]),
+            tuple(tuple(r) for r in saved["payoff"]),
+            saved.get("refer", REFER),
+            saved.get("unit", "points"),
+        ), True
+    return default_utility(classes), False
+
+
+def save_utility(ws: Workspace, u: Utility) -> None:
+    before = store.get_setting(ws, UTILITY_KEY)
+    store.set_setting(ws, UTILITY_KEY, asdict(u))
+    store.audit(ws, "utility_saved", before=before, after=asdict(u))

@@ -1,0 +1,121 @@
+"""Choosing, accepting and reporting a decision policy for a model version.
+
+The optimizer fits temperature and referral threshold on one half of the validation predictions
+and reports on the other half with a bootstrap interval, so the figure it shows is honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from core.drivetrain.decisions import Outcome, Policy, decide, policy_and_baselines, policy_outcome
+from core.drivetrain.levers import Utility
+from core.errors import UserError
+from core.model import outputs, registry, scoring
+from core.model.outputs import softmax
+from core.workspace.paths import Workspace
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A model version's validation predictions, as the simulator needs them."""
+
+    version: str
+    classes: tuple[str, ...]
+    logits: np.ndarray
+    labels: np.ndarray
+    ood: np.ndarray
+
+
+def validation(ws: Workspace, version: str | None = None) -> Validation:
+    """Logits, true labels and OOD flags of the production (or given) model's validation images."""
+    version = version or registry.production_version(ws)
+    if version is None:
+        raise UserError("There is no production model yet: train one and promote it on the Train page.")
+    predictor = scoring.load_predictor(ws, version)
+    ref = registry.load_reference(ws, version)
+    logits = scoring.head_logits(predictor.model, ref["valid_features"])
+    ood = outputs.in_domain_score(logits, predictor.reference.ood_score) < predictor.reference.ood_threshold
+    return Validation(version, predictor.classes, logits, ref["valid_labels"].astype(int), ood)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    p = softmax(logits, temperature)[np.arange(len(labels)), labels]
+    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature minimising negative log-likelihood (a grid: robust on small sets)."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+    return float(grid[int(np.argmin([nll(logits, labels, t) for t in grid]))])
+
+
+@dataclass(frozen=True)
+class Search:
+    policy: Policy
+    fit: list[Outcome]  # the chosen policy and its baselines on the fit half
+    report: list[Outcome]  # the same on the report half
+    interval: tuple[float, float]  # 95% bootstrap interval of utility per image on the report half
+    temperature_fitted: float
+    temperature_used: bool
+    fit_images: int
+    report_images: int
+
+
+def split_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified halves of the validation set (indices)."""
+    rng = np.random.default_rng(seed)
+    fit, report = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        fit += idx[: (len(idx) + 1) // 2].tolist()
+        report += idx[(len(idx) + 1) // 2 :].tolist()
+    return np.array(sorted(fit), int), np.array(sorted(report), int)
+
+
+def candidates(temperature: float, use_ood: bool) -> list[Policy]:
+    thresholds = np.round(np.linspace(0.0, 1.0, 51), 2)
+    return [Policy("top_class", use_ood=use_ood)] + [
+        Policy("expected_utility", temperature, float(t), use_ood) for t in thresholds
+    ]
+
+
+def optimize(u: Utility, v: Validation, seed: int = 0, boot: int = 1000, use_ood: bool = True) -> Search:
+    """The policy with the highest utility on the fit half, reported on the other half (the OOD rule is given)."""
+    if len(v.labels) < 4:
+        raise UserError(f"Model {v.version} has {len(v.labels)} validation images; the optimizer needs at least 4.")
+    fit, report = split_halves(v.labels, seed)
+    t_fit = fit_temperature(v.logits[fit], v.labels[fit])
+    use_t = nll(v.logits[report], v.labels[report], t_fit) < nll(v.logits[report], v.labels[report], 1.0)
+    temperature = t_fit if use_t else 1.0
+
+    def on(idx: np.ndarray, p: Policy) -> Outcome:
+        return policy_outcome(u, p, v.logits[idx], v.labels[idx], v.ood[idx])
+
+    scored = [(on(fit, p).utility_per_image, -i, p) for i, p in enumerate(candidates(temperature, use_ood))]
+    best = max(scored, key=lambda s: (s[0], s[1]))[2]  # ties: the earliest (top class, then lower thresholds)
+    chosen = decide(u, best, v.logits[report], v.ood[report])
+    gained = u.net()[v.labels[report], chosen]
+    rng = np.random.default_rng(seed)
+    means = gained[rng.integers(0, len(gained), (boot, len(gained)))].mean(axis=1)
+    return Search(
+        best,
+        policy_and_baselines(u, best, v.logits[fit], v.labels[fit], v.ood[fit]),
+        policy_and_baselines(u, best, v.logits[report], v.labels[report], v.ood[report]),
+        (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))),
+        t_fit,
+        bool(use_t),
+        len(fit),
+        len(report),
+    )
+
+
+def held_out(u: Utility, policy: Policy, v: Validation, seed: int = 0) -> tuple[list[Outcome], pd.DataFrame]:
+    """The policy and its baselines on the half of validation the optimizer does not fit on, and its
+    true class x action table there."""
+    _, report = split_halves(v.labels, seed)
+    outcomes = policy_and_baselines(u, policy, v.logits[report], v.labels[report], v.ood[report])
+    return outcomes, outcomes[0].table

@@ -1,0 +1,123 @@
+"""What stakeholders read: the policy in words, its outcomes as a table and a curve, and the decision summary
+(objective, levers, utility, policy, outcome per 1,000 images) on the page and as a standalone HTML file."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from core.drivetrain import accepted, objective, optimizer
+from core.drivetrain.decisions import Outcome, Policy
+from core.drivetrain.levers import Utility
+from core.drivetrain.objective import Objective
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+
+def curve_figure(curve: pd.DataFrame, chosen: Policy, others: list[Outcome], unit: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(x=curve["threshold"], y=curve["utility_per_image"], mode="lines", name="expected-utility policy")
+    for o, dash in zip(others[1:], ("dash", "dot"), strict=False):
+        fig.add_hline(y=o.utility_per_image, line_dash=dash, annotation_text=o.policy, annotation_position="bottom right")
+    if chosen.rule == "expected_utility":
+        fig.add_vline(x=chosen.refer_below, line_color="#E45756", annotation_text="this policy's threshold")
+    fig.update_layout(
+        xaxis_title="refer to a human below this top probability",
+        yaxis_title=f"utility per image ({unit})",
+        height=380,
+        margin={"t": 30, "b": 40},
+        showlegend=False,
+    )
+    return fig
+
+
+def outcomes_frame(outcomes: list[Outcome], unit: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "policy": [o.policy for o in outcomes],
+            f"utility per 1,000 images ({unit})": [round(o.utility_per_image * 1000, 1) for o in outcomes],
+            "automated": [f"{o.automation_rate:.1%}" for o in outcomes],
+            "errors among automated": [f"{o.automated_error_rate:.1%}" for o in outcomes],
+        }
+    )
+
+
+def describe(policy: Policy) -> str:
+    if policy.rule == "top_class":
+        return "act on the most probable class; never refer"
+    parts = ["take the action with the highest expected utility"]
+    if policy.temperature != 1.0:
+        parts.append(f"probabilities temperature-scaled (T = {policy.temperature:.2f})")
+    if policy.refer_below > 0:
+        parts.append(f"refer to a human when the top probability is below {policy.refer_below:.2f}")
+    if policy.use_ood:
+        parts.append("out-of-domain inputs take the best action for 'out of domain'")
+    return "; ".join(parts)
+
+
+def summary_html(
+    workspace_name: str,
+    goal: Objective,
+    u: Utility,
+    policy: Policy,
+    outcomes: list[Outcome],
+    confusion: pd.DataFrame,
+    version: str,
+) -> str:
+    """A standalone HTML page for stakeholders: objective, levers, utility, policy, outcome per 1,000, confusion."""
+    e = html.escape
+    table_style = "border-collapse:collapse"
+
+    def table(frame: pd.DataFrame, index: bool = True) -> str:
+        return frame.to_html(index=index, border=1, justify="center").replace('class="dataframe"', f'style="{table_style}"')
+
+    actions = pd.DataFrame({"action": u.actions, f"cost of use ({u.unit})": u.costs})
+    matrix = pd.DataFrame(np.asarray(u.payoff), index=list(u.rows), columns=list(u.actions))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{e(workspace_name)}: decision summary</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;line-height:1.45}}
+td,th{{padding:4px 10px}} h2{{margin-top:1.6em}}</style></head><body>
+<h1>{e(workspace_name)}: decision summary</h1>
+<p>Model {e(version)}; generated {e(str(store.now())[:16])} UTC.</p>
+<h2>Objective</h2>
+<p><b>Outcome wanted:</b> {e(goal.statement or "not stated yet")}<br>
+<b>Decision served:</b> {e(goal.decision or "not stated yet")}<br>
+<b>Who is affected:</b> {e(goal.affected or "not stated yet")}<br>
+<b>Success measure:</b> {e(goal.success or "not stated yet")}</p>
+<h2>Levers (actions)</h2>{table(actions, index=False)}
+<h2>Utility matrix ({e(u.unit)}; rows: what the image really is, columns: action)</h2>{table(matrix)}
+<h2>Chosen policy</h2><p>{e(describe(policy)[0].upper() + describe(policy)[1:])}.</p>
+<h2>Expected outcome per 1,000 images</h2>
+<p>Measured on validation images the optimizer did not see.</p>{table(outcomes_frame(outcomes, u.unit), index=False)}
+<h2>Confusion (true class by action, same images)</h2>{table(confusion)}
+</body></html>
+"""
+
+
+@dataclass(frozen=True)
+class DecisionSummary:
+    """The Summary page's content for the production model, and the same as a standalone HTML page."""
+
+    version: str
+    objective: Objective
+    utility: Utility  # the matrix the accepted policy was chosen under (else the workspace's current one)
+    policy: Policy
+    accepted: bool
+    outcomes: list[Outcome]  # on the validation half the optimizer does not fit on
+    confusion: pd.DataFrame  # true class x action on those images
+    html: str
+
+
+def decision_summary(ws: Workspace) -> DecisionSummary:
+    """The production model's decision summary: one call for the Summary page."""
+    v = optimizer.validation(ws)
+    force = accepted.in_force(ws, v)
+    utility = force.accepted.utility if force.accepted else force.utility
+    goal = objective.load_objective(ws)
+    outcomes, confusion = optimizer.held_out(utility, force.policy, v)
+    page = summary_html(ws.name, goal, utility, force.policy, outcomes, confusion, v.version)
+    return DecisionSummary(v.version, goal, utility, force.policy, force.accepted is not None, outcomes, confusion, page)

@@ -1,0 +1,64 @@
+"""Training and scoring settings as plain frozen dataclasses and constants: importable without torch,
+so commands and pages that only read settings start fast."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.errors import UserError
+
+OFFLINE = "tf_efficientnet_lite0"
+OOD_SCORES = ("energy", "max_prob")
+DEFAULT_OOD_SCORE = "energy"  # separates bears from cartoons and sketches better than max probability (bench/predict_bench.py)
+VALID_PASS = 0.95  # share of in-domain validation images the OOD threshold lets through
+EMBED_DIM = 16
+
+RESIZE_METHODS = ("crop", "squish", "pad")
+SPLIT_MODES = ("random", "folders")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    size: int = 0  # pixels per side; 0 = automatic: 160 for photos (as accurate as 224 on bears and
+    # 2-3x faster), the images' own size when smaller (digits: 64)
+    resize: str = "squish"  # crop (centre, loses edges) / squish (keeps all, distorts) / pad (black bars)
+    split: str = "random"  # random: seeded stratified fraction; folders: the train/ and valid/ folders imported
+    valid_pct: float = 0.2
+    seed: int = 42
+    min_scale: float = 0.5  # random resized crop keeps at least this share of the image
+    flip: bool = True  # off for data whose mirror image means something else (digits, text)
+    rotate: float = 10.0  # degrees, either way
+    lighting: float = 0.2  # brightness and contrast jitter
+
+
+def check_config(cfg: DataConfig) -> None:
+    if cfg.resize not in RESIZE_METHODS:
+        raise UserError(f"Resize method {cfg.resize!r} is unknown; choose one of {', '.join(RESIZE_METHODS)}.")
+    if cfg.split not in SPLIT_MODES:
+        raise UserError(f"Split {cfg.split!r} is unknown; choose one of {', '.join(SPLIT_MODES)}.")
+    if not 0.05 <= cfg.valid_pct <= 0.5:
+        raise UserError(f"Validation fraction {cfg.valid_pct} is outside 0.05-0.5.")
+    if not 32 <= cfg.size <= 512:  # 0 (automatic) is resolved before this check
+        raise UserError(f"Image size {cfg.size} is outside 32-512 pixels.")
+    if not 0.05 <= cfg.min_scale <= 1.0:
+        raise UserError(f"Minimum crop scale {cfg.min_scale} is outside 0.05-1.")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: str = OFFLINE
+    pretrained: bool = True  # False: random initialisation, an explicit choice
+    freeze_epochs: int = 2  # head only, body frozen; each epoch sees one fresh augmented view
+    epochs: int | None = None  # then the whole network; None = automatic: auto_epochs of them only when the
+    # frozen stage leaves error above auto_threshold. On a CPU an unfrozen epoch costs 3-10 frozen ones; web photos
+    # rarely gain (bears: 2.1%, no better after), images far from ImageNet need them (digits: 85% -> 99%).
+    auto_epochs: int = 2
+    auto_threshold: float = 0.05
+    lr: float = 2e-3  # head rate; the body's latest layers get lr * body_lr_factor, earliest 10x less
+    body_lr_factor: float = 1.0  # digits need the body to move (90% -> 99%); photos keep their frozen best
+    head_passes: int = 8  # passes over each frozen epoch's cached features: cheap, and they help
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    seed: int = 42

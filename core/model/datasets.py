@@ -1,0 +1,149 @@
+"""The DataBlock, as plain functions: labels, a stored split, item resizing, a pixel cache, augmentation."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+
+from core.data.gather import ProgressFn
+from core.data.images import load_rgb
+from core.errors import UserError
+from core.model.config import DataConfig
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+
+def check_dataset(ws: Workspace, catalog: pd.DataFrame) -> None:
+    """Refuse data a classifier cannot learn from, saying what to fix."""
+    empty = [d.name for d in sorted(ws.images_dir.iterdir()) if d.is_dir() and d.name not in set(catalog["label"])]
+    if empty:
+        raise UserError(f"Label folder(s) {', '.join(map(repr, empty))} have no usable images: add some or remove the folder.")
+    counts = catalog["label"].value_counts()
+    if len(counts) < 2:
+        raise UserError(f"Training needs at least two labels; this workspace has {len(counts)}. Gather images of another class.")
+    tiny = counts[counts < 2]
+    if len(tiny):
+        raise UserError(
+            f"Label(s) {', '.join(map(repr, tiny.index))} have a single image: training needs at least two "
+            "per label (one to learn from, one to check)."
+        )
+
+
+def assign_split(ws: Workspace, catalog: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """Train/valid per image, stored in the catalog so every page sees the same split."""
+    if cfg.split == "folders":
+        missing = catalog[~catalog["split"].isin(["train", "valid"])]
+        if len(missing) or not (catalog["split"] == "valid").any():
+            raise UserError(
+                f"{len(missing)} image(s) did not come from train/ or valid/ folders (or none is in valid/); "
+                "choose the random split."
+            )
+        return catalog
+    rng = np.random.default_rng(cfg.seed)
+    split = pd.Series("train", index=catalog.index)
+    for _, group in catalog.sort_values("id").groupby("label"):
+        n_valid = min(max(1, round(len(group) * cfg.valid_pct)), len(group) - 1)
+        split[rng.permutation(group.index.to_numpy())[:n_valid]] = "valid"
+    out = catalog.assign(split=split)
+    changed = out[out["split"] != catalog["split"]]
+    if len(changed):
+        with store.connect(ws) as con:
+            con.execute("BEGIN")
+            con.register("new_split", changed[["id", "split"]])
+            con.execute("UPDATE images SET split = new_split.split FROM new_split WHERE images.id = new_split.id")
+            store.audit(
+                ws,
+                "split_assigned",
+                con=con,
+                detail={
+                    "valid_pct": cfg.valid_pct,
+                    "seed": cfg.seed,
+                    "changed": len(changed),
+                    "train": int((out["split"] == "train").sum()),
+                    "valid": int((out["split"] == "valid").sum()),
+                },
+            )
+            con.execute("COMMIT")
+    return out
+
+
+def resize_item(img: Image.Image, size: int, method: str) -> Image.Image:
+    if method == "crop":
+        return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+    if method == "pad":
+        return ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=(0, 0, 0))
+    return img.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _cache_dir(ws: Workspace, cfg: DataConfig) -> Path:
+    return ws.root / "cache" / f"pixels-{cfg.resize}-{cfg.size}"
+
+
+def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress: ProgressFn | None = None) -> np.ndarray:
+    """Decoded, resized uint8 images [N, S, S, 3] for rows, cached on disk between epochs and runs."""
+    folder = _cache_dir(ws, cfg)
+    index: dict[str, int] = {}
+    cached = np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
+    if (folder / "index.json").is_file() and (folder / "pixels.npy").is_file():
+        index = json.loads((folder / "index.json").read_text())
+        cached = np.load(folder / "pixels.npy", mmap_mode="r")
+    missing = [r for r in rows.itertuples() if r.id not in index]
+    if missing:
+
+        def decode(row: object) -> np.ndarray:
+            return np.asarray(resize_item(load_rgb(ws.root / row.path), cfg.size, cfg.resize), np.uint8)
+
+        fresh = []
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            for done, arr in enumerate(pool.map(decode, missing), 1):
+                fresh.append(arr)
+                if on_progress:
+                    on_progress(done, len(missing), "decoding and resizing")
+        cached = np.concatenate([np.asarray(cached), np.stack(fresh)])
+        index.update({r.id: len(index) + i for i, r in enumerate(missing)})
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "pixels.tmp.npy", cached)
+        os.replace(folder / "pixels.tmp.npy", folder / "pixels.npy")
+        (folder / "index.tmp.json").write_text(json.dumps(index))
+        os.replace(folder / "index.tmp.json", folder / "index.json")
+    return np.ascontiguousarray(cached[[index[i] for i in rows["id"]]])
+
+
+def augmenter(cfg: DataConfig) -> v2.Compose:
+    """Per-image augmentation on uint8 CHW tensors (fastai's aug_transforms, roughly)."""
+    steps: list[v2.Transform] = [v2.RandomResizedCrop(cfg.size, scale=(cfg.min_scale, 1.0), antialias=True)]
+    if cfg.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if cfg.rotate:
+        steps.append(v2.RandomRotation(cfg.rotate))
+    if cfg.lighting:
+        steps.append(v2.ColorJitter(brightness=cfg.lighting, contrast=cfg.lighting))
+    return v2.Compose(steps)
+
+
+def to_batch(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], augment: v2.Compose | None = None) -> torch.Tensor:
+    """uint8 [N, S, S, 3] -> normalised float [N, 3, S, S], each image augmented on its own if asked."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)  # NHWC memory: already channels_last
+    if augment is not None:
+        x = torch.stack([augment(img) for img in x])
+    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+    shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    x = x.contiguous(memory_format=torch.channels_last).float()  # one pass: uint8 -> float, then in place
+    return x.mul_(scale).sub_(shift)
+
+
+def augmented_views(pixels: np.ndarray, cfg: DataConfig, n: int = 8, seed: int = 0) -> list[np.ndarray]:
+    """One image augmented n times, as the model sees it during training (uint8 HWC)."""
+    torch.manual_seed(seed)
+    aug = augmenter(cfg)
+    img = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+    return [aug(img).permute(1, 2, 0).numpy() for _ in range(n)]

@@ -1,0 +1,197 @@
+"""How a model version does on its validation split, from the probabilities stored with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from core.model import registry
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    version: str
+    classes: list[str]
+    ids: list[str]
+    labels: np.ndarray  # actual class index per validation image
+    probs: np.ndarray  # [n, classes]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.labels).mean())
+
+
+def load(ws: Workspace, version: str) -> Evaluation:
+    """The stored validation probabilities of a version (no model run needed)."""
+    meta = registry.read_meta(ws, version)
+    ref = registry.load_reference(ws, version)
+    return Evaluation(version, meta["classes"], meta["valid_ids"], ref["valid_labels"], ref["valid_probs"])
+
+
+def confusion_matrix(ev: Evaluation) -> np.ndarray:
+    """Counts, rows actual, columns predicted."""
+    k = len(ev.classes)
+    return np.bincount(ev.labels * k + ev.predicted, minlength=k * k).reshape(k, k)
+
+
+def per_class(ev: Evaluation) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class."""
+    cm = confusion_matrix(ev)
+    tp = np.diag(cm).astype(float)
+    precision = np.divide(tp, cm.sum(0), out=np.zeros_like(tp), where=cm.sum(0) > 0)
+    recall = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+    return pd.DataFrame({"class": ev.classes, "precision": precision, "recall": recall, "f1": f1, "support": cm.sum(1)})
+
+
+def most_confused(ev: Evaluation, min_count: int = 1) -> pd.DataFrame:
+    """Off-diagonal (actual, predicted) pairs, most frequent first, as fastai's most_confused."""
+    cm = confusion_matrix(ev)
+    rows = [
+        {"actual": ev.classes[i], "predicted": ev.classes[j], "count": int(cm[i, j])}
+        for i in range(len(cm))
+        for j in range(len(cm))
+        if i != j and cm[i, j] >= min_count
+    ]
+    return pd.DataFrame(rows, columns=["actual", "predicted", "count"]).sort_values("count", ascending=False, kind="stable")
+
+
+def losses(ev: Evaluation) -> np.ndarray:
+    """Cross-entropy of each validation image under the stored probabilities."""
+    return -np.log(np.clip(ev.probs[np.arange(len(ev.labels)), ev.labels], 1e-12, 1.0))
+
+
+def top_losses(ws: Workspace, ev: Evaluation, k: int = 16) -> pd.DataFrame:
+    """The k validation images the model got most wrong, with their files (wherever they are now)."""
+    loss = losses(ev)
+    order = np.argsort(-loss)[:k]
+    catalog = store.images(ws, status=None).set_index("id")
+    rows = []
+    for i in order:
+        image_id = ev.ids[i]
+        rows.append(
+            {
+                "id": image_id,
+                "actual": ev.classes[ev.labels[i]],
+                "predicted": ev.classes[ev.predicted[i]],
+                "loss": float(loss[i]),
+                "probability": float(ev.probs[i, ev.predicted[i]]),
+                "path": catalog.loc[image_id, "path"] if image_id in catalog.index else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reliability(ev: Evaluation, bins: int = 10) -> tuple[pd.DataFrame, float]:
+    """Confidence against accuracy in equal-width bins, and the expected calibration error."""
+    confidence = ev.probs.max(1)
+    correct = (ev.predicted == ev.labels).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            gap = abs(correct[mask].mean() - confidence[mask].mean())
+            ece += mask.mean() * gap
+            rows.append(
+                {
+                    "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                    "confidence": confidence[mask].mean(),
+                    "accuracy": correct[mask].mean(),
+                    "images": int(mask.sum()),
+                }
+            )
+    return pd.DataFrame(rows), float(ece)
+
+
+def changed_predictions(a: Evaluation, b: Evaluation) -> pd.DataFrame:
+    """Validation images both versions saw whose predicted class differs between them."""
+    index_b = {image_id: i for i, image_id in enumerate(b.ids)}
+    rows = []
+    for i, image_id in enumerate(a.ids):
+        j = index_b.get(image_id)
+        if j is None or a.classes[a.predicted[i]] == b.classes[b.predicted[j]]:
+            continue
+        rows.append(
+            {
+                "id": image_id,
+                "actual": a.classes[a.labels[i]],
+                a.version: a.classes[a.predicted[i]],
+                b.version: b.classes[b.predicted[j]],
+            }
+        )
+    return pd.DataFrame(rows, columns=["id", "actual", a.version, b.version])
+
+
+def summary(ev: Evaluation) -> dict[str, Any]:
+    """The contract's evaluate keys, plus calibration."""
+    _, ece = reliability(ev)
+    return {
+        "version": ev.version,
+        "classes": ev.classes,
+        "accuracy": ev.accuracy,
+        "images": len(ev.ids),
+        "confusion_matrix": confusion_matrix(ev).tolist(),
+        "per_class": per_class(ev).to_dict(orient="records"),
+        "most_confused": most_confused(ev).head(10).to_dict(orient="records"),
+        "ece": ece,
+    }
+
+
+def confusion_figure(ev: Evaluation, normalise: bool = False) -> go.Figure:
+    """Heatmap, rows actual, columns predicted; counts or shares of each actual class."""
+    cm = confusion_matrix(ev).astype(float)
+    values = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
+    text = [[f"{v:.0%}" if normalise else f"{int(v)}" for v in row] for row in values]
+    fig = go.Figure(
+        go.Heatmap(z=values, x=ev.classes, y=ev.classes, text=text, texttemplate="%{text}", colorscale="Blues", showscale=False)
+    )
+    fig.update_layout(
+        title="Confusion matrix" + (" (share of each actual class)" if normalise else " (counts)"),
+        xaxis_title="predicted",
+        yaxis_title="actual",
+        yaxis_autorange="reversed",
+        xaxis_type="category",
+        yaxis_type="category",
+        margin={"t": 50, "b": 10},
+    )
+    return fig
+
+
+def reliability_figure(ev: Evaluation) -> go.Figure:
+    """Accuracy against confidence per bin; the diagonal is perfect calibration."""
+    table, ece = reliability(ev)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dash", "color": "grey"}, name="perfect calibration")
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=table["confidence"],
+            y=table["accuracy"],
+            mode="lines+markers",
+            name="this model",
+            text=table["images"],
+            hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{text} images",
+        )
+    )
+    fig.update_layout(
+        title=f"Reliability (expected calibration error {ece:.3f})",
+        xaxis_title="confidence",
+        yaxis_title="accuracy",
+        xaxis_range=[0, 1],
+        yaxis_range=[0, 1.02],
+        margin={"t": 50, "b": 10},
+    )
+    return fig

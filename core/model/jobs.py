@@ -1,0 +1,83 @@
+"""Background training jobs: training goes on while the user visits other pages, one per workspace."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import UserError
+from core.model import runs
+from core.model.config import TrainConfig
+from core.model.events import BatchEvent, Cancelled, EpochMetrics, StageEvent, TrainEvent
+from core.workspace.paths import Workspace
+
+
+@dataclass
+class Job:
+    workspace: str
+    config: TrainConfig
+    cancel: threading.Event = field(default_factory=threading.Event)
+    events: list[TrainEvent] = field(default_factory=list)
+    status: str = "running"  # running / finished / cancelled / failed
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def epochs(self) -> list[EpochMetrics]:
+        return [e for e in self.events if isinstance(e, EpochMetrics)]
+
+    def last_batch(self) -> BatchEvent | StageEvent | None:
+        return next((e for e in reversed(self.events) if isinstance(e, BatchEvent | StageEvent)), None)
+
+
+_JOBS: dict[str, Job] = {}
+_LOCK = threading.Lock()
+
+
+def _run(ws: Workspace, job: Job) -> None:
+    try:
+        job.summary = runs.train_workspace(ws, job.config, job.events.append, job.cancel)
+        job.status = "finished"
+    except Cancelled:
+        job.status = "cancelled"
+    except UserError as exc:
+        job.error, job.status = str(exc), "failed"
+    finally:
+        if job.status == "running":  # an unexpected error: say so, and let the thread report the traceback
+            job.error, job.status = "training stopped on an internal error; see the server log", "failed"
+
+
+def start(ws: Workspace, cfg: TrainConfig) -> Job:
+    """Check the settings and data, save them as the workspace's defaults, and train in a background
+    thread; refuse while this workspace already trains."""
+    runs.prepare(ws, cfg)
+    runs.save_defaults(ws, cfg)
+    key = str(ws.root)
+    with _LOCK:
+        current = _JOBS.get(key)
+        if current is not None and current.running:
+            raise UserError("A training is already running in this workspace; wait for it or cancel it.")
+        job = Job(ws.name, cfg)
+        job.thread = threading.Thread(target=_run, args=(ws, job), name=f"train-{ws.name}", daemon=True)
+        _JOBS[key] = job
+        job.thread.start()
+    return job
+
+
+def current(ws: Workspace) -> Job | None:
+    """The latest job of this workspace in this process (running or just ended)."""
+    return _JOBS.get(str(ws.root))
+
+
+def forget(ws: Workspace) -> None:
+    with _LOCK:
+        job = _JOBS.get(str(ws.root))
+        if job is not None and not job.running:
+            del _JOBS[str(ws.root)]

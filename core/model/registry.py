@@ -1,0 +1,146 @@
+"""Model versions: their metadata, reference arrays and registry rows; listed, compared, promoted, rolled back.
+Imports no torch (the weights themselves are core.model.weights), so listing and monitoring start fast."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file as load_arrays
+
+from core.errors import UserError
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+WEIGHTS = "model.safetensors"  # written and read by core.model.weights (torch)
+META = "model.json"
+REFERENCE = "reference.safetensors"  # validation probabilities, embeddings, labels: what later pages compare to
+
+
+def next_version(ws: Workspace) -> str:
+    taken = [int(m.group(1)) for p in ws.models_dir.iterdir() if (m := re.fullmatch(r"v(\d+)", p.name))]
+    with store.connect(ws) as con:
+        taken += [int(v[1:]) for (v,) in con.execute("SELECT version FROM models").fetchall() if v[1:].isdigit()]
+    return f"v{max(taken, default=0) + 1}"
+
+
+def register(ws: Workspace, version: str, meta: dict[str, Any]) -> None:
+    """The registry row and audit entry of a version whose files are in place."""
+    metrics = meta.get("metrics", {})
+    with store.connect(ws) as con:
+        con.execute("BEGIN")
+        con.execute(
+            "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                version,
+                store.now(),
+                meta.get("run_id"),
+                meta["backbone"],
+                json.dumps(meta["classes"]),
+                metrics.get("valid_accuracy"),
+                metrics.get("valid_error"),
+                f"models/{version}",
+            ],
+        )
+        store.audit(ws, "model_registered", detail={"version": version, "backbone": meta["backbone"]}, con=con)
+        con.execute("COMMIT")
+
+
+def read_meta(ws: Workspace, version: str) -> dict[str, Any]:
+    path = ws.models_dir / version / META
+    if not re.fullmatch(r"v\d+", version) or not path.is_file():
+        known = ", ".join(list_versions(ws)["version"]) or "none yet"
+        raise UserError(f"No model version {version!r} in this workspace (versions: {known}).")
+    return json.loads(path.read_text())
+
+
+def load_reference(ws: Workspace, version: str) -> dict[str, np.ndarray]:
+    read_meta(ws, version)
+    return load_arrays(str(ws.models_dir / version / REFERENCE))
+
+
+def check_classes(ws: Workspace, meta: dict[str, Any]) -> None:
+    """Refuse a model whose classes are not the workspace's labels."""
+    labels = sorted(store.label_counts(ws))
+    if sorted(meta["classes"]) != labels:
+        raise UserError(
+            f"Model {meta.get('version')} knows classes {meta['classes']}, but this workspace has "
+            f"{labels}; retrain, or open the workspace it was trained on."
+        )
+
+
+def list_versions(ws: Workspace) -> pd.DataFrame:
+    with store.connect(ws) as con:
+        frame = con.execute(
+            "SELECT version, created_at, backbone, classes, valid_accuracy, valid_error, run_id FROM models ORDER BY created_at"
+        ).df()
+    production = production_version(ws)
+    return frame.assign(production=frame["version"] == production)
+
+
+def _production_stack(ws: Workspace) -> list[str]:
+    """Promotions push, rollbacks pop: the top is production, the one below is what a rollback restores."""
+    stack: list[str] = []
+    with store.connect(ws) as con:
+        for version, action in con.execute("SELECT version, action FROM deployments ORDER BY ts, rowid").fetchall():
+            if action == "promote":
+                stack.append(version)
+            elif stack:
+                stack.pop()
+    return stack
+
+
+def production_version(ws: Workspace) -> str | None:
+    stack = _production_stack(ws)
+    return stack[-1] if stack else None
+
+
+def promote(ws: Workspace, version: str) -> None:
+    """Make version the production model (recorded, so it can be rolled back)."""
+    check_classes(ws, read_meta(ws, version))
+    before = production_version(ws)
+    with store.connect(ws) as con:
+        con.execute("BEGIN")
+        con.execute("INSERT INTO deployments VALUES (?, ?, 'promote')", [store.now(), version])
+        store.audit(ws, "model_promoted", before={"production": before}, after={"production": version}, con=con)
+        con.execute("COMMIT")
+
+
+def rollback(ws: Workspace) -> str:
+    """Return production to the version it had before the latest promotion."""
+    stack = _production_stack(ws)
+    if len(stack) < 2:
+        raise UserError("There is no earlier production model to roll back to.")
+    current, target = stack[-1], stack[-2]
+    with store.connect(ws) as con:
+        con.execute("BEGIN")
+        con.execute("INSERT INTO deployments VALUES (?, ?, 'rollback')", [store.now(), target])
+        store.audit(ws, "model_rolled_back", before={"production": current}, after={"production": target}, con=con)
+        con.execute("COMMIT")
+    return target
+
+
+def compare(ws: Workspace, versions: list[str]) -> pd.DataFrame:
+    """Side-by-side summary of versions: backbone, size, epochs, valid accuracy, wall time."""
+    rows = []
+    for version in versions:
+        meta = read_meta(ws, version)
+        cfg = meta.get("config", {})
+        rows.append(
+            {
+                "version": version,
+                "backbone": meta["backbone"],
+                "size": cfg.get("data", {}).get("size"),
+                "freeze_epochs": cfg.get("freeze_epochs"),
+                "epochs": cfg.get("epochs"),
+                "valid_accuracy": meta["metrics"]["valid_accuracy"],
+                "valid_error": meta["metrics"]["valid_error"],
+                "train_images": len(meta["train_ids"]),
+                "valid_images": len(meta["valid_ids"]),
+                "wall_seconds": meta["metrics"].get("wall_seconds"),
+            }
+        )
+    return pd.DataFrame(rows)

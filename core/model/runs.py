@@ -1,0 +1,296 @@
+"""A training run on a workspace: one at a time, recorded in DuckDB, ending in a registered version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import UserError
+from core.model import backbones, config, datasets, outputs, scoring, weights
+from core.model.config import TrainConfig
+from core.model.events import BatchEvent, Cancelled, DoneEvent, EpochMetrics, EventFn, StageEvent, TrainEvent
+from core.model.training import TrainResult, fine_tune
+from core.workspace import store
+from core.workspace.paths import TRAINING_LOCK, Workspace
+
+LOCK = TRAINING_LOCK
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(ws: Workspace) -> None:
+    """One training per workspace, across threads and processes; a lock left by a dead process is taken over."""
+    path = ws.root / LOCK
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                held = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                held = {}
+            if held.get("host") == info["host"] and not _alive(int(held.get("pid", 0))):
+                path.unlink(missing_ok=True)  # our own stale lock file, not user data
+                continue
+            raise UserError(
+                f"A training is already running in this workspace (since {held.get('started', '?')}, "
+                f"process {held.get('pid', '?')}); wait for it to finish or cancel it on the Train page."
+            ) from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+        return
+    raise UserError(f"Could not take the training lock {path}; remove it if no training is running.")
+
+
+def release_lock(ws: Workspace) -> None:
+    (ws.root / LOCK).unlink(missing_ok=True)
+
+
+def auto_size(catalog: pd.DataFrame) -> int:
+    """160 px for photos; smaller images train at their own size (a multiple of 32, at least 64)."""
+    side = int(np.median(np.minimum(catalog["width"], catalog["height"])))
+    return int(min(160, max(64, side // 32 * 32)))
+
+
+def fingerprint(catalog: pd.DataFrame) -> str:
+    text = "\n".join(f"{i}:{label}" for i, label in sorted(zip(catalog["id"], catalog["label"], strict=True)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+    import timm
+    import torch
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def _record_epoch(ws: Workspace, run_id: str, event: EpochMetrics) -> None:
+    with store.connect(ws) as con:
+        con.execute(
+            "INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id,
+                event.epoch,
+                event.stage,
+                event.train_loss,
+                event.valid_loss,
+                event.error_rate,
+                event.accuracy,
+                event.seconds,
+            ],
+        )
+
+
+def _finish_run(ws: Workspace, run_id: str, status: str, version: str | None = None, message: str | None = None) -> None:
+    with store.connect(ws) as con:
+        con.execute(
+            "UPDATE runs SET finished_at = ?, status = ?, version = ?, message = ? WHERE run_id = ?",
+            [store.now(), status, version, message, run_id],
+        )
+
+
+def defaults(ws: Workspace) -> TrainConfig:
+    """The workspace's saved training settings over the built-in defaults."""
+    saved = store.get_setting(ws, "train_defaults") or {}
+    data_fields = {f.name for f in fields(config.DataConfig)}
+    train_fields = {f.name for f in fields(TrainConfig)} - {"data"}
+    data = replace(config.DataConfig(), **{k: v for k, v in saved.get("data", {}).items() if k in data_fields})
+    return replace(TrainConfig(data=data), **{k: v for k, v in saved.items() if k in train_fields})
+
+
+def save_defaults(ws: Workspace, cfg: TrainConfig) -> None:
+    store.set_setting(ws, "train_defaults", asdict(cfg))
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Settings and data checked for a run: the automatic size filled in, the split stored."""
+
+    config: TrainConfig
+    catalog: pd.DataFrame  # usable images with their split
+    classes: list[str]
+
+
+def prepare(ws: Workspace, cfg: TrainConfig) -> PreparedRun:
+    """Check the config and data, fill in the automatic size, store the split; nothing trains yet."""
+    backbones.spec(cfg.backbone)
+    catalog = store.images(ws)
+    datasets.check_dataset(ws, catalog)
+    if not cfg.data.size:
+        cfg = replace(cfg, data=replace(cfg.data, size=auto_size(catalog)))
+    config.check_config(cfg.data)
+    if cfg.freeze_epochs < 0 or (cfg.epochs or 0) < 0 or (cfg.freeze_epochs == 0 and cfg.epochs == 0):
+        raise UserError("Train at least one epoch (frozen or unfrozen).")
+    catalog = datasets.assign_split(ws, catalog, cfg.data)
+    return PreparedRun(cfg, catalog, sorted(catalog["label"].unique()))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The decoded images of one run, with their labels and split."""
+
+    catalog: pd.DataFrame
+    classes: list[str]
+    pixels: np.ndarray  # uint8 [N, S, S, 3]
+    y: np.ndarray  # class index per image
+    train: np.ndarray  # bool per image: True for training, False for validation
+
+
+def _start_run(ws: Workspace, run_id: str, cfg: TrainConfig) -> None:
+    with store.connect(ws) as con:
+        # we hold the lock, so a run still marked running was cut off (the app or the process stopped)
+        con.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?, message = 'the process stopped' WHERE status = 'running'",
+            [store.now()],
+        )
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, NULL, 'running', ?, NULL, NULL)", [run_id, store.now(), json.dumps(asdict(cfg))]
+        )
+
+
+def _load_data(ws: Workspace, cfg: TrainConfig, catalog: pd.DataFrame, classes: list[str], emit: EventFn) -> TrainingData:
+    emit(StageEvent("cache", "decoding and resizing images (cached for next time)"))
+    pixels = datasets.load_pixels(ws, catalog, cfg.data, on_progress=lambda d, t, _: emit(BatchEvent("cache", d, t, None)))
+    y = catalog["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return TrainingData(catalog, classes, pixels, y, (catalog["split"] == "train").to_numpy())
+
+
+def _version_meta(run_id: str, cfg: TrainConfig, data: TrainingData, result: TrainResult, wall: float) -> dict[str, Any]:
+    """model.json: classes, preprocessing, config, metrics, the images each split used, library versions."""
+    best = next(m for m in result.history if m.epoch == result.best_epoch)
+    spec = backbones.spec(cfg.backbone)
+    return {
+        "classes": data.classes,
+        "backbone": cfg.backbone,
+        "run_id": run_id,
+        "created_at": str(store.now()),
+        "preprocessing": {"size": cfg.data.size, "resize": cfg.data.resize, "mean": spec.mean, "std": spec.std},
+        "config": asdict(cfg),
+        "device": result.device,
+        "library_versions": _versions(),
+        "metrics": {
+            "valid_accuracy": best.accuracy,
+            "valid_error": best.error_rate,
+            "valid_loss": best.valid_loss,
+            "best_epoch": result.best_epoch,
+            "wall_seconds": wall,
+            "history": [asdict(m) for m in result.history],
+        },
+        "train_ids": data.catalog.loc[data.train, "id"].tolist(),
+        "valid_ids": data.catalog.loc[~data.train, "id"].tolist(),
+        "dataset_fingerprint": fingerprint(data.catalog),
+    }
+
+
+def _reference(result: TrainResult, y_valid: np.ndarray) -> tuple[outputs.Reference, dict[str, np.ndarray]]:
+    """The OOD reference and the arrays monitoring compares production with."""
+    ref = outputs.fit_reference(scoring.head_logits(result.model, result.valid_features), result.valid_features)
+    arrays = {
+        "valid_probs": result.valid_probs.astype(np.float32),
+        "valid_features": result.valid_features.astype(np.float32),
+        "valid_labels": y_valid.astype(np.int64),
+        **outputs.reference_arrays(ref),
+    }
+    return ref, arrays
+
+
+def _register(
+    ws: Workspace, run_id: str, cfg: TrainConfig, data: TrainingData, result: TrainResult, wall: float
+) -> dict[str, Any]:
+    """Save the version with its metadata and reference; the run's summary."""
+    meta = _version_meta(run_id, cfg, data, result, wall)
+    ref, arrays = _reference(result, data.y[~data.train])
+    meta["ood"] = {"score": ref.ood_score, "threshold": ref.ood_threshold, "valid_pass": config.VALID_PASS}
+    version = weights.save_version(ws, result.model, meta, arrays)
+    metrics = meta["metrics"]
+    return {
+        "version": version,
+        "backbone": cfg.backbone,
+        "valid_accuracy": metrics["valid_accuracy"],
+        "valid_error": metrics["valid_error"],
+        "wall_seconds": wall,
+        "best_epoch": result.best_epoch,
+        "size": cfg.data.size,
+        "classes": data.classes,
+        "epochs": metrics["history"],
+    }
+
+
+def train_workspace(
+    ws: Workspace, cfg: TrainConfig, on_event: EventFn | None = None, cancel: threading.Event | None = None
+) -> dict[str, Any]:
+    """Train on the workspace's images and register a new version; raises Cancelled if cancelled.
+    Whatever stops a run, its row ends finished, cancelled or failed with the reason, never running."""
+    emit = on_event or (lambda _: None)
+    acquire_lock(ws)
+    run_id = uuid.uuid4().hex[:12]
+    started = time.perf_counter()
+    try:
+        run = prepare(ws, cfg)
+        cfg, classes = run.config, run.classes
+        _start_run(ws, run_id, cfg)
+        data = _load_data(ws, cfg, run.catalog, classes, emit)
+
+        def relay(event: TrainEvent) -> None:
+            if isinstance(event, EpochMetrics):
+                _record_epoch(ws, run_id, event)
+            emit(event)
+
+        d = data
+        result = fine_tune(d.pixels[d.train], d.y[d.train], d.pixels[~d.train], d.y[~d.train], len(classes), cfg, relay, cancel)
+        summary = _register(ws, run_id, cfg, data, result, time.perf_counter() - started)
+        _finish_run(ws, run_id, "finished", summary["version"])
+        emit(DoneEvent(summary))
+        return summary
+    except Cancelled:
+        _finish_run(ws, run_id, "cancelled", message="cancelled by the user")
+        raise
+    except UserError as exc:
+        _finish_run(ws, run_id, "failed", message=str(exc))
+        raise
+    except BaseException as exc:  # a bug or an interruption: the row says so, and the error still propagates
+        _finish_run(ws, run_id, "failed", message=f"internal error: {type(exc).__name__}: {exc}"[:500])
+        raise
+    finally:
+        release_lock(ws)
+
+
+def run_history(ws: Workspace) -> pd.DataFrame:
+    with store.connect(ws) as con:
+        return con.execute(
+            "SELECT run_id, started_at, finished_at, status, version, message FROM runs ORDER BY started_at DESC"
+        ).df()
+
+
+def epochs_of(ws: Workspace, run_id: str) -> pd.DataFrame:
+    with store.connect(ws) as con:
+        return con.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", [run_id]).df()

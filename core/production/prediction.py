@@ -1,0 +1,238 @@
+"""Production inference: decode, measure, preprocess, score, flag out-of-domain inputs, reduce the embedding.
+
+The Predict page, batch scoring and the traffic simulator all call `predict_images`, so the three
+give the same prediction for the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+from core.data import images
+from core.data.images import VerifyConfig, properties
+from core.drivetrain.decisions import DecideFn
+from core.errors import UserError
+from core.model.datasets import resize_item
+from core.model.outputs import energy, in_domain_score, softmax
+from core.model.scoring import Predictor, forward
+
+DECODE = VerifyConfig(min_side=8)  # production inputs are scored even when small; training refuses < 32 px
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    name: str
+    sha256: str
+    properties: dict[str, float] | None  # None: measured later from `look` (the app defers it off the request)
+    probs: np.ndarray
+    label: str
+    confidence: float
+    energy: float
+    ood_score: float
+    ood: bool
+    embedding: np.ndarray
+    action: str
+    latency_ms: float
+    data: bytes = field(repr=False, default=b"")
+    notes: str = ""  # conversions applied before scoring: cmyk, 16-bit, alpha, exif-rotated, ...
+    size: tuple[int, int] = (0, 0)
+    look: Image.Image | None = field(repr=False, default=None)
+
+    def measured(self) -> dict[str, float]:
+        """The image properties, measuring them now if they were deferred."""
+        return self.properties if self.properties is not None else properties(self.size, self.look)
+
+    def top(self, classes: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probs)[:k]
+        return [(classes[i], float(self.probs[i])) for i in order]
+
+
+def decode_noted(data: bytes) -> tuple[Image.Image, str]:
+    """Image bytes to RGB with EXIF orientation, and the conversions that took (cmyk, 16-bit, alpha,
+    exif-rotated, ...); UserError saying why when they cannot be scored."""
+    opened = images.open_checked(data, DECODE)
+    img = images.load_oriented(opened)  # first: a corrupt file must fail here, with its message
+    rotated = images.orientation(opened) not in (0, 1)
+    if min(img.size) < DECODE.min_side:
+        raise UserError(f"image too small to score: {img.width}x{img.height} pixels")
+    return images.to_rgb(img), images.conversion_notes(opened, rotated)
+
+
+def decode(data: bytes) -> Image.Image:
+    return decode_noted(data)[0]
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedImage:
+    """One input, decoded and resized for the model, with what scoring and the log need from it."""
+
+    name: str
+    data: bytes
+    pixels: np.ndarray  # uint8 [S, S, 3], the model's input
+    size: tuple[int, int]  # the original width and height, after EXIF orientation
+    properties: dict[str, float] | None  # None when deferred: measured later on `look`
+    look: Image.Image  # the resized image the properties are measured on
+    seconds: float  # decoding and resizing time
+    notes: str  # conversions applied: cmyk, 16-bit, alpha, exif-rotated, ...
+
+
+def decode_for(predictor: Predictor, name: str, data: bytes, defer: bool = False) -> DecodedImage:
+    """Decode, orient and resize one input for the predictor; measure its properties unless deferred."""
+    start = time.perf_counter()
+    rgb, notes = decode_noted(data)
+    resized = resize_item(rgb, predictor.size, predictor.resize)
+    props = None if defer else properties(rgb.size, resized)
+    pixels = np.asarray(resized, np.uint8)
+    return DecodedImage(name, data, pixels, rgb.size, props, resized, time.perf_counter() - start, notes)
+
+
+def _decode_chunk(
+    predictor: Predictor, chunk: Sequence[tuple[str, bytes]], defer: bool = False
+) -> tuple[list[DecodedImage], list[dict[str, str]]]:
+    decoded, failed = [], []
+    for name, data in chunk:
+        try:
+            decoded.append(decode_for(predictor, name, data, defer))
+        except UserError as exc:
+            failed.append({"source": name, "reason": str(exc)})
+    return decoded, failed
+
+
+def predict_images(
+    predictor: Predictor,
+    items: Sequence[tuple[str, bytes]],
+    batch_size: int = 32,
+    on_progress: ProgressFn | None = None,
+    keep_bytes: bool = False,
+    decide: DecideFn | None = None,
+    defer_properties: bool = False,
+) -> tuple[list[Prediction], list[dict[str, str]]]:
+    """Score (name, bytes) items in batches; unreadable ones go to failures with the reason, the rest are scored.
+    `decide` (the accepted decision policy) turns logits and the OOD flag into the action; else the label.
+    `defer_properties` leaves the image measurements to whoever logs the prediction (the app's writer thread).
+
+    The next batch is decoded on a second thread while the model runs on this one."""
+    done: list[Prediction] = []
+    failed: list[dict[str, str]] = []
+    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = None
+        for k, chunk in enumerate(chunks):
+            decoded, bad = upcoming.result() if upcoming else _decode_chunk(predictor, chunk, defer_properties)
+            upcoming = pool.submit(_decode_chunk, predictor, chunks[k + 1], defer_properties) if k + 1 < len(chunks) else None
+            failed += bad
+            if decoded:
+                t0 = time.perf_counter()
+                logits, feats = forward(predictor, np.stack([d.pixels for d in decoded]))
+                model_s = (time.perf_counter() - t0) / len(decoded)
+                done += _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decide)
+            if on_progress:
+                on_progress(min((k + 1) * batch_size, len(items)), len(items), "scoring")
+    return done, failed
+
+
+def _predictions(
+    predictor: Predictor,
+    decoded: list[DecodedImage],
+    logits: np.ndarray,
+    feats: np.ndarray,
+    model_s: float,
+    keep: bool,
+    decide: DecideFn | None,
+) -> list[Prediction]:
+    ref = predictor.reference
+    probs = softmax(logits)
+    scores = in_domain_score(logits, ref.ood_score)
+    energies = energy(logits)
+    embeddings = (feats - ref.pca_mean) @ ref.pca_components.T
+    out = []
+    for i, d in enumerate(decoded):
+        top = int(probs[i].argmax())
+        label = predictor.classes[top]
+        ood = bool(scores[i] < ref.ood_threshold)
+        out.append(
+            Prediction(
+                id=uuid.uuid4().hex,
+                name=d.name,
+                sha256=images.sha256(d.data),
+                properties=d.properties,
+                probs=probs[i].astype(np.float32),
+                label=label,
+                confidence=float(probs[i, top]),
+                energy=float(energies[i]),
+                ood_score=float(scores[i]),
+                ood=ood,
+                embedding=embeddings[i].astype(np.float32),
+                action=decide(logits[i], ood) if decide else label,
+                latency_ms=(d.seconds + model_s) * 1000.0,
+                data=d.data if keep else b"",
+                notes=d.notes,
+                size=d.size,
+                look=None if d.properties is not None else d.look,
+            )
+        )
+    return out
+
+
+def read_paths(paths: Sequence[Path]) -> tuple[list[tuple[str, bytes]], list[dict[str, str]]]:
+    """Files, and image files under folders, as (path, bytes); missing paths become failures."""
+    items: list[tuple[str, bytes]] = []
+    failed: list[dict[str, str]] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files = [path]
+        else:
+            failed.append({"source": str(path), "reason": "no such file or folder"})
+            continue
+        for file in files:
+            if path.is_dir() and file.suffix.lower() not in images.IMAGE_SUFFIXES:
+                continue
+            try:
+                items.append((str(file), file.read_bytes()))
+            except OSError as exc:
+                failed.append({"source": str(file), "reason": f"cannot read: {exc.strerror or exc}"})
+    if not items and not failed:
+        raise UserError("No image files found in the given paths (looked for .jpg, .png, .webp, .gif, .bmp, .tif).")
+    return items, failed
+
+
+def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def top_k_figure(p: Prediction, classes: Sequence[str], k: int = 5) -> go.Figure:
+    """Horizontal bars of the k most probable classes, the top one highlighted."""
+    top = p.top(classes, k)[::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=[v for _, v in top],
+            y=[c for c, _ in top],
+            orientation="h",
+            marker_color=["#4C78A8" if c == p.label else "#B0BEC5" for c, _ in top],
+            text=[f"{v:.1%}" for _, v in top],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        xaxis={"range": [0, 1], "tickformat": ".0%"},
+        yaxis={"type": "category"},  # class names like "3" must not become a numeric axis
+        height=60 + 28 * len(top),
+        margin={"t": 10, "b": 10, "l": 10, "r": 10},
+    )
+    return fig

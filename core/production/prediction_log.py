@@ -1,0 +1,340 @@
+"""The production log: every prediction and every piece of feedback, in workspace.duckdb.
+
+DuckDB admits one writing process at a time, so writers insert whole batches through short
+connections that wait for the lock (store.connect). When the database stays busy or fails, the
+rows go to a Parquet spool file under the workspace and are ingested by the next write: a
+logging failure never breaks a prediction and never loses a row, and it is counted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import pandas as pd
+
+from core.errors import UserError
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
+    from core.production.prediction import Prediction
+
+SOURCES = ("app", "batch", "simulation")
+NONE_OF_THESE = "none of these"
+KEEP_IMAGES = "keep_production_images"  # workspace setting: store each scored image under production/
+COLUMNS = (
+    "id",
+    "ts",
+    "source",
+    "model_version",
+    "name",
+    "sha256",
+    "width",
+    "height",
+    "brightness",
+    "contrast",
+    "saturation",
+    "sharpness",
+    "probs",
+    "predicted",
+    "confidence",
+    "energy",
+    "ood_score",
+    "ood",
+    "embedding",
+    "action",
+    "latency_ms",
+    "image_path",
+)
+
+
+def spool_dir(ws: Workspace) -> Path:
+    return ws.root / "logs" / "spool"
+
+
+def keep_image(ws: Workspace, p: Prediction) -> str | None:
+    """Store the scored bytes once per content (production/<sha16>.<ext>) and return the relative path."""
+    if not p.data:
+        return None
+    folder = ws.root / "production"
+    folder.mkdir(exist_ok=True)
+    ext = Path(p.name).suffix.lower() if Path(p.name).suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"} else ".img"
+    path = folder / f"{p.sha256[:16]}{ext}"
+    if not path.exists():
+        path.write_bytes(p.data)
+    return str(path.relative_to(ws.root))
+
+
+@dataclass(frozen=True)
+class LogBatch:
+    """Predictions waiting to be logged, with what the log needs to know about them."""
+
+    predictions: Sequence[Prediction]
+    source: str
+    version: str
+    ts: Sequence[datetime] | None = None  # None: the time they were handed over
+    keep_images: bool = False
+    stamp: datetime = field(default_factory=store.now)
+
+
+_PROPS = ("width", "height", "brightness", "contrast", "saturation", "sharpness")
+
+
+def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
+    """One DataFrame of log rows for many batches (built once: per-row frames cost milliseconds each)."""
+    rows: dict[str, list[object]] = {c: [] for c in COLUMNS}
+    for b in batches:
+        if b.source not in SOURCES:
+            raise ValueError(f"unknown log source {b.source!r}")  # a programming error
+        n = len(b.predictions)
+        rows["ts"] += list(b.ts) if b.ts is not None else [b.stamp] * n
+        rows["source"] += [b.source] * n
+        rows["model_version"] += [b.version] * n
+        rows["image_path"] += [keep_image(ws, p) if b.keep_images else None for p in b.predictions]
+        for p in b.predictions:
+            props = p.measured()  # deferred by the app: measured here, on the writer's thread
+            rows["id"].append(p.id)
+            rows["name"].append(p.name)
+            rows["sha256"].append(p.sha256)
+            for k in _PROPS:
+                rows[k].append(props[k])
+            rows["probs"].append(p.probs.tolist())
+            rows["predicted"].append(p.label)
+            rows["confidence"].append(p.confidence)
+            rows["energy"].append(p.energy)
+            rows["ood_score"].append(p.ood_score)
+            rows["ood"].append(p.ood)
+            rows["embedding"].append(p.embedding.tolist())
+            rows["action"].append(p.action)
+            rows["latency_ms"].append(p.latency_ms)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def to_frame(
+    ws: Workspace,
+    predictions: Sequence[Prediction],
+    source: str,
+    version: str,
+    ts: Sequence[datetime] | None = None,
+    keep_images: bool = False,
+) -> pd.DataFrame:
+    """Log rows for predictions (now, unless simulated times are given); images stored if asked."""
+    return frame_of(ws, [LogBatch(predictions, source, version, ts, keep_images)])
+
+
+_COLS = ", ".join(COLUMNS)
+_CAST = {"probs": "probs::FLOAT[] AS probs", "embedding": "embedding::FLOAT[] AS embedding", "ts": "ts::TIMESTAMP AS ts"}
+_SELECT = ", ".join(_CAST.get(c, c) for c in COLUMNS)
+
+
+def _insert(ws: Workspace, frame: pd.DataFrame) -> None:
+    with store.connect(ws) as con:
+        con.register("new_rows", frame)
+        con.execute(f"INSERT INTO predictions ({_COLS}) SELECT {_SELECT} FROM new_rows")
+
+
+def _spool(ws: Workspace, frame: pd.DataFrame) -> Path:
+    folder = spool_dir(ws)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{store.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = path.with_suffix(".tmp")
+    con = duckdb.connect()
+    try:
+        con.register("rows", frame)
+        con.execute(f"COPY (SELECT {_SELECT} FROM rows) TO '{tmp}' (FORMAT parquet)")
+    finally:
+        con.close()
+    tmp.rename(path)
+    return path
+
+
+def drain_spool(ws: Workspace) -> int:
+    """Move spooled rows into the database (skipping ids already there); returns the rows added."""
+    added = 0
+    for path in sorted(spool_dir(ws).glob("*.parquet")) if spool_dir(ws).is_dir() else []:
+        with store.connect(ws) as con:
+            con.execute("BEGIN")
+            before = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+            con.execute(
+                f"INSERT INTO predictions ({_COLS}) SELECT {_COLS} FROM read_parquet(?) "
+                "WHERE id NOT IN (SELECT id FROM predictions)",
+                [str(path)],
+            )
+            added += con.execute("SELECT count(*) FROM predictions").fetchone()[0] - before
+            con.execute("COMMIT")
+        path.unlink()  # our own temporary copy: every row in it is now in the database
+    return added
+
+
+def spooled_rows(ws: Workspace) -> int:
+    """Rows waiting in the spool for the database (shown on the pages; normally 0)."""
+    files = sorted(spool_dir(ws).glob("*.parquet")) if spool_dir(ws).is_dir() else []
+    if not files:
+        return 0
+    con = duckdb.connect()
+    try:
+        return int(con.execute("SELECT count(*) FROM read_parquet(?)", [[str(f) for f in files]]).fetchone()[0])
+    finally:
+        con.close()
+
+
+@dataclass
+class LogResult:
+    logged: int = 0
+    spooled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
+    """Insert rows; on a lock timeout or database error spool them instead (and say why)."""
+    if frame.empty:
+        return LogResult()
+    try:
+        _insert(ws, frame)
+    except (UserError, duckdb.Error, OSError) as exc:
+        _spool(ws, frame)
+        return LogResult(spooled=len(frame), errors=[f"database busy or failing, rows spooled: {exc}"])
+    result = LogResult(logged=len(frame))
+    if spool_dir(ws).is_dir() and any(spool_dir(ws).glob("*.parquet")):
+        try:
+            result.logged += drain_spool(ws)
+        except (UserError, duckdb.Error, OSError) as exc:
+            result.errors.append(f"spooled rows wait for the next write: {exc}")
+    return result
+
+
+def keeps_images(ws: Workspace) -> bool:
+    """Whether the workspace opted in to keeping scored images; False while the database stays locked
+    (the rows are still logged, through the spool: only the image copy is skipped)."""
+    try:
+        return bool(store.get_setting(ws, KEEP_IMAGES))
+    except (UserError, duckdb.Error):
+        return False
+
+
+def log_predictions(
+    ws: Workspace,
+    predictions: Sequence[Prediction],
+    source: str,
+    version: str,
+    ts: Sequence[datetime] | None = None,
+    keep_images: bool | None = None,
+) -> LogResult:
+    """Write predictions to the log now (spooled if the database stays busy)."""
+    keep = keeps_images(ws) if keep_images is None else keep_images
+    return write(ws, to_frame(ws, predictions, source, version, ts, keep))
+
+
+class BackgroundLog:
+    """One writer thread per workspace per process: the app's sessions hand it rows and never wait."""
+
+    max_rows = 5000  # per write: one connection costs ~30 ms of CPU however many rows it carries
+    linger_s = 0.5  # rows reach the database at most this much later; the app's CPU stays with predictions
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._queue: queue.Queue[LogBatch] = queue.Queue()
+        self.submitted = self.logged = self.spooled = self.failed = 0
+        self.last_error: str | None = None
+        threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True).start()
+
+    def submit(self, batch: LogBatch) -> None:
+        self.submitted += len(batch.predictions)
+        self._queue.put(batch)
+
+    def _run(self) -> None:
+        if hasattr(os, "setpriority"):  # Linux: this thread yields the CPU to predictions (nice 19)
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except OSError:
+                pass  # not permitted here: the writer runs at normal priority
+        while True:
+            batches = [self._queue.get()]
+            rows = len(batches[0].predictions)
+            deadline = time.monotonic() + self.linger_s
+            while rows < self.max_rows:  # gather what arrives for a moment: one write instead of many
+                try:
+                    batches.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
+                except queue.Empty:
+                    break
+                rows += len(batches[-1].predictions)
+            try:
+                result = write(self.ws, frame_of(self.ws, batches))
+                self.logged += result.logged
+                self.spooled += result.spooled
+                self.last_error = result.errors[-1] if result.errors else self.last_error
+            except (OSError, duckdb.Error) as exc:  # the spool itself failed (disk full?): keep the rows, retry later
+                self.failed += rows
+                self.last_error = f"could not log or spool {rows} row(s), retrying in 5 s: {exc}"
+                threading.Timer(5.0, lambda bs=batches: [self._queue.put(b) for b in bs]).start()
+            finally:
+                for _ in batches:
+                    self._queue.task_done()
+
+    def flush(self) -> None:
+        """Wait until every submitted row is written or spooled."""
+        self._queue.join()
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+
+_BACKGROUND: dict[str, BackgroundLog] = {}
+_GUARD = threading.Lock()
+
+
+def background(ws: Workspace) -> BackgroundLog:
+    with _GUARD:
+        key = str(ws.db_path)
+        if key not in _BACKGROUND:
+            _BACKGROUND[key] = BackgroundLog(ws)
+        return _BACKGROUND[key]
+
+
+@atexit.register
+def _flush_all() -> None:
+    for log in list(_BACKGROUND.values()):
+        log.flush()
+
+
+def add_feedback(ws: Workspace, prediction_id: str, label: str, classes: Sequence[str], source: str = "app") -> None:
+    """A human's answer for one prediction: a class of the model, or 'none of these'."""
+    if label not in classes and label != NONE_OF_THESE:
+        raise UserError(f"Feedback {label!r} is not one of the model's classes ({', '.join(classes)}) or {NONE_OF_THESE!r}.")
+    with store.connect(ws) as con:
+        con.execute("INSERT INTO feedback VALUES (?, ?, ?, ?)", [prediction_id, store.now(), label, source])
+
+
+def add_feedback_rows(ws: Workspace, frame: pd.DataFrame) -> None:
+    """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator."""
+    with store.connect(ws) as con:
+        con.register("new_feedback", frame)
+        con.execute("INSERT INTO feedback SELECT prediction_id, ts::TIMESTAMP, label, source FROM new_feedback")
+
+
+def count(ws: Workspace, source: str | None = None) -> int:
+    with store.connect(ws) as con:
+        if source is None:
+            return int(con.execute("SELECT count(*) FROM predictions").fetchone()[0])
+        return int(con.execute("SELECT count(*) FROM predictions WHERE source = ?", [source]).fetchone()[0])
+
+
+def recent(ws: Workspace, limit: int = 50) -> pd.DataFrame:
+    with store.connect(ws) as con:
+        return con.execute(
+            "SELECT ts, source, model_version, name, predicted, confidence, ood, action, latency_ms "
+            "FROM predictions ORDER BY ts DESC LIMIT ?",
+            [limit],
+        ).df()

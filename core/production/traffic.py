@@ -1,0 +1,185 @@
+"""A traffic simulator: held-back images replayed as production traffic, drifting in the second half.
+
+Week one looks like the validation set. From the shift day on, a growing share of images is
+darker, grayscale, blurred or rotated, and a growing share is out of domain (line drawings made
+here). A fraction of predictions gets feedback: the true label, or "none of these" for drawings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+
+from core.data.images import load_rgb
+from core.drivetrain import accepted
+from core.errors import UserError
+from core.model import registry, scoring
+from core.production import prediction, prediction_log
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+SHIFTS = ("darker", "grayscale", "blurred", "rotated")
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    days: int = 14
+    per_day: int = 60  # mean predictions per day (Poisson)
+    shift_day: int = 7  # first drifting day (0-based): week two
+    max_shifted: float = 0.7  # share of in-domain images altered on the last day
+    max_ood: float = 0.35  # share of line drawings on the last day
+    feedback: float = 0.25  # share of predictions a human labels
+    seed: int = 0
+
+
+def check_config(cfg: TrafficConfig) -> None:
+    if not 1 <= cfg.days <= 366:
+        raise UserError(f"Simulate between 1 and 366 days, not {cfg.days}.")
+    if not 1 <= cfg.per_day <= 100_000:
+        raise UserError(f"Predictions per day must be 1-100,000, not {cfg.per_day}.")
+    for name in ("max_shifted", "max_ood", "feedback"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise UserError(f"{name.replace('_', ' ')} is a share between 0 and 1, not {getattr(cfg, name)}.")
+
+
+def drift(day: int, cfg: TrafficConfig) -> float:
+    """0 before the shift day, then rising linearly to 1 on the last day."""
+    if day < cfg.shift_day:
+        return 0.0
+    span = max(cfg.days - 1 - cfg.shift_day, 0)
+    return 1.0 if span == 0 else (day - cfg.shift_day + 1) / (span + 1)
+
+
+def shift_image(img: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
+    """One kind of domain shift a camera in the field produces."""
+    if kind == "darker":
+        return ImageEnhance.Brightness(img).enhance(rng.uniform(0.25, 0.5))
+    if kind == "grayscale":
+        return img.convert("L").convert("RGB")
+    if kind == "blurred":
+        return img.filter(ImageFilter.GaussianBlur(radius=max(img.size) * rng.uniform(0.015, 0.03)))
+    if kind == "rotated":
+        return img.rotate(float(rng.choice([-1, 1]) * rng.uniform(60, 120)), expand=True, fillcolor=(0, 0, 0))
+    raise ValueError(kind)
+
+
+def line_drawing(size: int, rng: np.random.Generator) -> Image.Image:
+    """An out-of-domain input: dark strokes on white paper (lines, circles, a polygon)."""
+    img = Image.new("RGB", (size, size), (250, 250, 245))
+    draw = ImageDraw.Draw(img)
+    width = max(1, size // 60)
+    for _ in range(rng.integers(4, 10)):
+        kind = rng.integers(3)
+        x0, y0, x1, y1 = (rng.uniform(0.05, 0.95, 4) * size).tolist()
+        box = [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+        if kind == 0:
+            draw.line([x0, y0, x1, y1], fill=(20, 20, 20), width=width)
+        elif kind == 1:
+            draw.ellipse(box, outline=(20, 20, 20), width=width)
+        else:
+            pts = [tuple((rng.uniform(0.05, 0.95, 2) * size).tolist()) for _ in range(rng.integers(3, 6))]
+            draw.polygon(pts, outline=(20, 20, 20), width=width)
+    return img
+
+
+@dataclass(frozen=True)
+class TrafficRequest:
+    ts: datetime
+    name: str
+    data: bytes
+    truth: str  # the true class, or NONE_OF_THESE for drawings
+    shift: str  # "", one of SHIFTS, or "drawing"
+
+
+def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetime) -> list[TrafficRequest]:
+    """Every simulated request: when it arrives, its bytes, and the truth behind it."""
+    meta = registry.read_meta(ws, version)
+    catalog = store.images(ws)
+    held = catalog[catalog["id"].isin(meta["valid_ids"])]
+    if held.empty:
+        raise UserError(f"Model {version} has no held-back (validation) images left in this workspace to replay.")
+    rng = np.random.default_rng(cfg.seed)
+    side = int(np.median(held["width"].fillna(160)))
+    events = []
+    for day in range(cfg.days):
+        k = drift(day, cfg)
+        n = int(rng.poisson(cfg.per_day))
+        seconds = np.sort(rng.uniform(0, 86_400, n))
+        for i in range(n):
+            ts = start + timedelta(days=day, seconds=float(seconds[i]))
+            if rng.random() < cfg.max_ood * k:
+                events.append(
+                    TrafficRequest(
+                        ts,
+                        f"day{day:02d}-{i:04d}-drawing.jpg",
+                        prediction.encode_jpeg(line_drawing(side, rng)),
+                        prediction_log.NONE_OF_THESE,
+                        "drawing",
+                    )
+                )
+                continue
+            row = held.iloc[int(rng.integers(len(held)))]
+            img, kind = load_rgb(ws.root / row["path"]), ""
+            if rng.random() < cfg.max_shifted * k:
+                kind = str(rng.choice(SHIFTS))
+                img = shift_image(img, kind, rng)
+            name = f"day{day:02d}-{i:04d}-{row['id']}{'-' + kind if kind else ''}.jpg"  # unique: feedback finds its event by name
+            events.append(TrafficRequest(ts, name, prediction.encode_jpeg(img), row["label"], kind))
+    return events
+
+
+def replay_traffic(
+    ws: Workspace,
+    cfg: TrafficConfig = TrafficConfig(),
+    end: datetime | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, object]:
+    """Score cfg.days of simulated traffic with the production model, log it (source 'simulation') with feedback."""
+    check_config(cfg)
+    predictor = scoring.load_predictor(ws)
+    end_day = (end or store.now()).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = end_day - timedelta(days=cfg.days - 1)
+    events = plan_traffic(ws, predictor.version, cfg, start)
+    keep = prediction_log.keeps_images(ws)
+    decide = accepted.active_decider(ws, predictor.version)
+    preds, failed = prediction.predict_images(predictor, [(e.name, e.data) for e in events], 64, on_progress, keep, decide)
+    by_name = {e.name: e for e in events}
+    result = prediction_log.log_predictions(ws, preds, "simulation", predictor.version, [by_name[p.name].ts for p in preds], keep)
+    rng = np.random.default_rng(cfg.seed + 1)
+    labelled = [p for p in preds if rng.random() < cfg.feedback]
+    feedback = pd.DataFrame(
+        {
+            "prediction_id": [p.id for p in labelled],
+            "ts": [by_name[p.name].ts + timedelta(minutes=float(rng.uniform(5, 600))) for p in labelled],
+            "label": [by_name[p.name].truth for p in labelled],
+            "source": ["simulation"] * len(labelled),
+        }
+    )
+    prediction_log.add_feedback_rows(ws, feedback)
+    shift_at = start + timedelta(days=cfg.shift_day)
+    first = [p for p in preds if by_name[p.name].ts < shift_at]
+    second = [p for p in preds if by_name[p.name].ts >= shift_at]
+    return {
+        "version": predictor.version,
+        "days": cfg.days,
+        "start": str(start.date()),
+        "end": str((start + timedelta(days=cfg.days - 1)).date()),
+        "predictions": len(preds),
+        "logged": result.logged,
+        "spooled": result.spooled,
+        "feedback": len(feedback),
+        "drawings": sum(e.shift == "drawing" for e in events),
+        "shifted": sum(e.shift in SHIFTS for e in events),
+        "ood_rate_before_shift": _rate(first),
+        "ood_rate_after_shift": _rate(second),
+        "failed": failed,
+    }
+
+
+def _rate(preds: list[prediction.Prediction]) -> float | None:
+    return None if not preds else sum(p.ood for p in preds) / len(preds)

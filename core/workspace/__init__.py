@@ -1,0 +1,3 @@
+"""Stage 1, the workspace: folders and paths, the DuckDB database (schema, connections, settings,
+audit trail), and creating, opening, renaming and deleting workspaces. Imports nothing else from core
+but `core.errors`."""

@@ -1,0 +1,299 @@
+"""The workspace database: image catalog, audit trail, gather failures.
+
+Writers open short-lived connections and retry with back-off when another process holds the
+file, because DuckDB admits one writing process at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from core.errors import UserError
+from core.workspace.paths import Workspace
+
+SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 30.0
+
+IMAGE_COLUMNS = (
+    "id",
+    "path",
+    "label",
+    "split",
+    "sha256",
+    "phash",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "bytes",
+    "brightness",
+    "contrast",
+    "source_kind",
+    "source",
+    "query",
+    "url",
+    "added_at",
+    "status",
+    "reason",
+    "notes",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS images (
+    id VARCHAR PRIMARY KEY,      -- first 16 hex digits of sha256: names never collide
+    path VARCHAR NOT NULL,       -- relative to the workspace root
+    label VARCHAR NOT NULL,
+    split VARCHAR,               -- train / valid, or NULL until a split is chosen
+    sha256 VARCHAR NOT NULL,
+    phash VARCHAR NOT NULL,      -- 64-bit DCT perceptual hash, hex
+    width INTEGER, height INTEGER,   -- after EXIF orientation
+    mode VARCHAR, format VARCHAR, bytes BIGINT,
+    brightness DOUBLE, contrast DOUBLE,
+    source_kind VARCHAR NOT NULL,    -- demo / folder / upload / zip / url / search / disk
+    source VARCHAR, query VARCHAR, url VARCHAR,
+    added_at TIMESTAMP NOT NULL,
+    status VARCHAR NOT NULL,     -- ok / quarantined
+    reason VARCHAR,              -- why it was quarantined
+    notes VARCHAR                -- conversions training applies (cmyk, 16-bit, alpha, ...)
+);
+CREATE SEQUENCE IF NOT EXISTS audit_seq;
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGINT DEFAULT nextval('audit_seq') PRIMARY KEY,
+    ts TIMESTAMP NOT NULL,
+    action VARCHAR NOT NULL,
+    image_id VARCHAR,
+    before VARCHAR, after VARCHAR, detail VARCHAR
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+    status VARCHAR NOT NULL,     -- running / finished / cancelled / failed
+    config VARCHAR NOT NULL,     -- JSON of the training config
+    version VARCHAR, message VARCHAR
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id VARCHAR NOT NULL, epoch INTEGER NOT NULL, stage VARCHAR NOT NULL,
+    train_loss DOUBLE, valid_loss DOUBLE, error_rate DOUBLE, accuracy DOUBLE, seconds DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models (
+    version VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL, run_id VARCHAR, backbone VARCHAR,
+    classes VARCHAR, valid_accuracy DOUBLE, valid_error DOUBLE, path VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (   -- history of the production pointer; the latest row wins
+    ts TIMESTAMP NOT NULL, version VARCHAR NOT NULL, action VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gather_failures (
+    ts TIMESTAMP NOT NULL, source_kind VARCHAR, source VARCHAR, label VARCHAR, reason VARCHAR
+);
+CREATE TABLE IF NOT EXISTS predictions (     -- the production log: one row per scored image
+    id VARCHAR NOT NULL,             -- uuid hex, the key feedback refers to
+    ts TIMESTAMP NOT NULL, source VARCHAR NOT NULL,   -- app / batch / simulation
+    model_version VARCHAR NOT NULL, name VARCHAR, sha256 VARCHAR NOT NULL,
+    width INTEGER, height INTEGER, brightness DOUBLE, contrast DOUBLE, saturation DOUBLE, sharpness DOUBLE,
+    probs FLOAT[] NOT NULL,          -- in the model version's class order
+    predicted VARCHAR NOT NULL, confidence DOUBLE NOT NULL,
+    energy DOUBLE, ood_score DOUBLE, ood BOOLEAN NOT NULL,
+    embedding FLOAT[],               -- penultimate features through the version's PCA
+    action VARCHAR, latency_ms DOUBLE,
+    image_path VARCHAR               -- only when the workspace keeps production images
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    prediction_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+    label VARCHAR NOT NULL,          -- the true class, or 'none of these'
+    source VARCHAR
+);
+CREATE TABLE IF NOT EXISTS policies (   -- decision policies accepted for a model version; the latest wins
+    policy_id VARCHAR NOT NULL, model_version VARCHAR NOT NULL, accepted_at TIMESTAMP NOT NULL,
+    policy VARCHAR NOT NULL, utility VARCHAR NOT NULL, report VARCHAR
+);
+"""
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "being used by another process" in text
+
+
+@contextmanager
+def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection; waits with jittered back-off while another process writes."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    delay = 0.01
+    while True:
+        try:
+            con = duckdb.connect(str(ws.db_path), read_only=read_only)
+            break
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if not _is_lock_error(exc) or time.monotonic() > deadline:
+                if _is_lock_error(exc):
+                    raise UserError(
+                        f"The workspace database {ws.db_path} stayed locked by another process for "
+                        f"{LOCK_TIMEOUT_S:.0f} s; try again when it finishes."
+                    ) from exc
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)  # short: writers hold the file for milliseconds
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+_READY: set[str] = set()
+
+
+def init_db(ws: Workspace, force: bool = False) -> None:
+    """Create tables if missing (once per process per workspace unless forced) and record the schema version."""
+    if str(ws.db_path) in _READY and not force:
+        return
+    with connect(ws) as con:
+        con.execute(_SCHEMA)
+        con.execute(
+            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+            [str(SCHEMA_VERSION)],
+        )
+    _READY.add(str(ws.db_path))
+
+
+def get_setting(ws: Workspace, key: str) -> Any:
+    """A JSON value from the workspace's settings (None when unset)."""
+    with connect(ws) as con:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [f"setting:{key}"]).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def set_setting(ws: Workspace, key: str, value: Any) -> None:
+    with connect(ws) as con:
+        con.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [f"setting:{key}", json.dumps(value)],
+        )
+
+
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, default=str, sort_keys=True)
+
+
+def audit(
+    ws: Workspace,
+    action: str,
+    image_id: str | None = None,
+    before: Any = None,
+    after: Any = None,
+    detail: Any = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> None:
+    """Append one audit row (on con if given, else on a fresh connection)."""
+    row = [now(), action, image_id, _dump(before), _dump(after), _dump(detail)]
+    sql = "INSERT INTO audit (ts, action, image_id, before, after, detail) VALUES (?, ?, ?, ?, ?, ?)"
+    if con is not None:
+        con.execute(sql, row)
+        return
+    with connect(ws) as c:
+        c.execute(sql, row)
+
+
+def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "image_added") -> None:
+    """Insert catalog rows and one audit row each, in one transaction (bulk: executemany is slow)."""
+    if not rows:
+        return
+    frame = pd.DataFrame([[r.get(c) for c in IMAGE_COLUMNS] for r in rows], columns=list(IMAGE_COLUMNS))
+    stamp = now()
+    audit_rows = pd.DataFrame(
+        {
+            "ts": [stamp] * len(rows),
+            "action": [action] * len(rows),
+            "image_id": [r["id"] for r in rows],
+            "after": [_dump({"path": r["path"], "label": r["label"]}) for r in rows],
+            "detail": [_dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}) for r in rows],
+        }
+    )
+    cols = ", ".join(IMAGE_COLUMNS)
+    with connect(ws) as con:
+        con.register("new_images", frame)
+        con.register("new_audit", audit_rows)
+        con.execute("BEGIN")
+        con.execute(f"INSERT INTO images ({cols}) SELECT {cols} FROM new_images")
+        con.execute(
+            "INSERT INTO audit (ts, action, image_id, before, after, detail) "
+            "SELECT ts, action, image_id, NULL, after, detail FROM new_audit"
+        )
+        con.execute("COMMIT")
+
+
+def update_image(
+    ws: Workspace, image_id: str, changes: dict[str, Any], action: str, before: Any, after: Any, detail: Any = None
+) -> None:
+    """Change catalog fields of one image and append its audit row, in one transaction."""
+    unknown = set(changes) - set(IMAGE_COLUMNS)
+    if unknown:
+        raise ValueError(f"not catalog columns: {sorted(unknown)}")  # a programming error, not user input
+    assignments = ", ".join(f"{column} = ?" for column in changes)
+    with connect(ws) as con:
+        con.execute("BEGIN")
+        con.execute(f"UPDATE images SET {assignments} WHERE id = ?", [*changes.values(), image_id])
+        audit(ws, action, image_id, before=before, after=after, detail=detail, con=con)
+        con.execute("COMMIT")
+
+
+def record_failures(ws: Workspace, failures: Sequence[dict[str, Any]]) -> None:
+    """Keep every failed source with its reason so the user can see it later."""
+    if not failures:
+        return
+    with connect(ws) as con:
+        con.executemany(
+            "INSERT INTO gather_failures VALUES (?, ?, ?, ?, ?)",
+            [[now(), f.get("kind"), f["source"], f.get("label"), f["reason"]] for f in failures],
+        )
+
+
+def images(ws: Workspace, status: str | None = "ok") -> pd.DataFrame:
+    """The catalog as a DataFrame (only one status when given)."""
+    with connect(ws, read_only=False) as con:
+        if status is None:
+            return con.execute("SELECT * FROM images ORDER BY label, added_at, id").df()
+        return con.execute("SELECT * FROM images WHERE status = ? ORDER BY label, added_at, id", [status]).df()
+
+
+def known_keys(ws: Workspace) -> tuple[dict[str, list[tuple[str, str, str, str]]], set[str]]:
+    """sha256 -> [(id, label, status, source)] for every catalog row, and every URL already fetched."""
+    shas: dict[str, list[tuple[str, str, str, str]]] = {}
+    with connect(ws) as con:
+        for sha, *rest in con.execute("SELECT sha256, id, label, status, source FROM images ORDER BY id").fetchall():
+            shas.setdefault(sha, []).append(tuple(rest))
+        urls = {r[0] for r in con.execute("SELECT url FROM images WHERE url IS NOT NULL").fetchall()}
+    return shas, urls
+
+
+def label_counts(ws: Workspace) -> dict[str, int]:
+    with connect(ws) as con:
+        rows = con.execute("SELECT label, count(*) FROM images WHERE status = 'ok' GROUP BY label ORDER BY label").fetchall()
+    return {label: int(n) for label, n in rows}
+
+
+def quarantined_count(ws: Workspace) -> int:
+    with connect(ws) as con:
+        return int(con.execute("SELECT count(*) FROM images WHERE status = 'quarantined'").fetchone()[0])
+
+
+def audit_log(ws: Workspace, limit: int = 200) -> pd.DataFrame:
+    with connect(ws) as con:
+        return con.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", [limit]).df()
+
+
+def failures(ws: Workspace, limit: int = 500) -> pd.DataFrame:
+    with connect(ws) as con:
+        return con.execute("SELECT * FROM gather_failures ORDER BY ts DESC LIMIT ?", [limit]).df()

@@ -1,0 +1,171 @@
+"""Helpers shared by the tests: synthetic images made with PIL, tiny training settings, AppTest runners."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import stat
+import struct
+import uuid
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.cli.main import main
+from core.data import gather
+from core.model.config import DataConfig, TrainConfig
+from core.production.prediction import Prediction
+from core.workspace.paths import Workspace
+
+
+def picture(seed: int, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Image.Image:
+    """A distinct synthetic picture: smooth gradients plus a few random blocks."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack(
+        [
+            (xx * rng.uniform(1, 4) + yy * rng.uniform(0, 3)) % 256,
+            (yy * rng.uniform(1, 4)) % 256,
+            np.full((h, w), rng.uniform(0, 255)),
+        ],
+        axis=-1,
+    )
+    for _ in range(4):
+        x0, y0 = rng.integers(0, w // 2), rng.integers(0, h // 2)
+        base[y0 : y0 + h // 3, x0 : x0 + w // 3] = rng.uniform(0, 255, 3)
+    img = Image.fromarray(base.astype(np.uint8), "RGB")
+    return img if mode == "RGB" else img.convert(mode)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    return encode(picture(seed, size))
+
+
+def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
+    """A tiny PNG whose header claims a huge image: a decompression bomb's calling card."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+
+
+def exif_rotated_jpeg(seed: int = 7) -> bytes:
+    """A 80x40 JPEG whose EXIF says 'rotate 90°': it should be seen as 40x80."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(picture(seed, (80, 40)), "JPEG", exif=exif.tobytes())
+
+
+def sixteen_bit_png(seed: int = 3) -> bytes:
+    arr = np.asarray(picture(seed).convert("L"), dtype=np.uint16) * 257
+    return encode(Image.fromarray(arr))
+
+
+def alpha_png(seed: int = 4) -> bytes:
+    img = picture(seed).convert("RGBA")
+    img.putalpha(Image.new("L", img.size, 0))  # fully transparent: must come out white, not black
+    return encode(img)
+
+
+TINY = TrainConfig(data=DataConfig(size=32, flip=False), freeze_epochs=1, epochs=1, head_passes=20, batch_size=8)
+
+
+def colour_image(label: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    base = np.array([[200, 40, 40], [40, 40, 200], [40, 180, 40]][label], dtype=np.float64)
+    pixels = np.clip(base + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
+    return encode(Image.fromarray(pixels, "RGB"))
+
+
+def fill(ws: Workspace, counts: dict[str, int]) -> None:
+    items = []
+    for k, (label, n) in enumerate(counts.items()):
+        items += gather.upload_items([(f"{label}{i}.png", colour_image(k, 100 * k + i)) for i in range(n)], label)
+    gather.ingest(ws, items)
+
+
+def make_zip(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return buf.getvalue()
+
+
+def app(page: str, ws: str | None = None) -> AppTest:
+    """The app through its router, on one page, with the workspace the sidebar picker shows."""
+    at = AppTest.from_file("../streamlit_app.py", default_timeout=120)
+    if ws:
+        at.session_state["workspace_name"] = ws
+    at.run()
+    if page != "app_pages/overview.py":  # the default page
+        at.switch_page(page)
+        at.run()
+    return at
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
+    at.file_uploader(key="predict_upload").set_value([(name, data, "image/png") for name, data in files])
+    return at.run()
+
+
+def fake_prediction(i: int) -> Prediction:
+    props = {"width": 10, "height": 10, "brightness": 0.5, "contrast": 0.1, "saturation": 0.2, "sharpness": 0.1}
+    probs = np.array([0.7, 0.2, 0.1], np.float32)
+    return Prediction(
+        uuid.uuid4().hex, f"f{i}.jpg", "ab" * 32, props, probs, "red", 0.7, -3.0, 3.0, False, np.zeros(16, np.float32), "red", 5.0
+    )
+
+
+def bad_files() -> list[tuple[str, bytes]]:
+    cmyk = encode(Image.new("CMYK", (64, 64), (0, 255, 255, 0)), "JPEG")
+    return [
+        ("corrupt.jpg", colour_image(0, 1)[:200]),
+        ("bomb.png", bomb_png()),
+        ("notes.jpg", b"this is not an image at all"),
+        ("empty.png", b""),
+        ("cmyk.jpg", cmyk),
+        ("rotated.jpg", exif_rotated_jpeg()),
+        ("good.png", colour_image(1, 5)),
+    ]
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """What `python -m core ...` would have printed and returned, run in this process."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> CliRun:
+    """The command line's entry function, in-process (no interpreter start, no torch import per call)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: --help, or a usage error
+            code = exc.code if isinstance(exc.code, int) else 1
+    return CliRun(code, out.getvalue(), err.getvalue())
