@@ -217,3 +217,31 @@ def test_cli_policy_optimize_and_accept(prod: Workspace) -> None:
 def test_cli_policy_without_a_production_model(ws: Workspace) -> None:
     run = cli("policy", "--workspace", "test")
     assert run.returncode == 2 and "production model" in run.stderr
+
+
+def test_the_policy_in_force_goes_stale_when_the_matrix_changes(prod: Workspace) -> None:
+    v = optimizer.validation(prod)
+    assert accepted.in_force(prod, v) == accepted.PolicyInForce(Policy(), levers.load_utility(prod, v.classes)[0], None)
+    policy_id = always_refer(prod)
+    force = accepted.in_force(prod, v)
+    assert force.policy_id == policy_id and force.policy == Policy(refer_below=1.01) and not force.stale
+    u = force.utility
+    levers.save_utility(prod, levers.Utility(u.actions, tuple(c + 1 for c in u.costs), u.rows, u.payoff, u.refer, u.unit))
+    assert accepted.in_force(prod, v).stale
+
+
+def test_the_decision_summary_uses_the_matrix_the_policy_was_chosen_under(prod: Workspace) -> None:
+    always_refer(prod)
+    chosen_under = accepted.active(prod, registry.production_version(prod)).utility
+    v = optimizer.validation(prod)
+    levers.save_utility(
+        prod,
+        levers.Utility(
+            chosen_under.actions, chosen_under.costs, chosen_under.rows, chosen_under.payoff, chosen_under.refer, "euros"
+        ),
+    )
+    found = summary.decision_summary(prod)
+    assert found.accepted and found.utility == chosen_under and found.policy == Policy(refer_below=1.01)
+    _, report = optimizer.split_halves(v.labels)
+    assert found.outcomes[0].images == len(report) and found.outcomes[0].automation_rate == 0.0
+    assert "refer to a human when the top probability is below 1.01" in found.html and "euros" not in found.html

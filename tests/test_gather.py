@@ -179,3 +179,40 @@ def test_report_merge_keeps_everything() -> None:
     b = GatherReport(["2"], [], [{"source": "f", "reason": "x"}])
     merged = a.merge(b)
     assert merged.added == ["1", "2"] and len(merged.skipped) == len(merged.failed) == 1
+
+
+def test_uploads_open_zips_and_label_them_by_folder_unless_a_label_is_given(ws: Workspace) -> None:
+    archive = make_zip({"cat/a.png": png_bytes(70), "dog/b.png": png_bytes(71)})
+    report = gather.add_uploads(ws, [("pets.zip", archive)], "  ")
+    assert len(report.added) == 2 and store.label_counts(ws) == {"cat": 1, "dog": 1}
+    other = make_zip({"x/d.png": png_bytes(76)})
+    report = gather.add_uploads(ws, [("more.ZIP", other), ("c.png", png_bytes(72))], "cat")
+    assert len(report.added) == 2 and report.failed == []
+    assert store.label_counts(ws) == {"cat": 3, "dog": 1}
+
+
+@pytest.mark.parametrize(
+    "files,label,message",
+    [
+        ([], "cat", "Choose one or more image files"),
+        ([("c.png", png_bytes(73))], "  ", "Choose a label for the uploaded images"),
+    ],
+    ids=["nothing-chosen", "image-without-label"],
+)
+def test_uploads_that_cannot_be_routed_say_why(ws: Workspace, files: list, label: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        gather.add_uploads(ws, files, label)
+    assert store.label_counts(ws) == {}
+
+
+def test_folder_import_records_bad_folders_and_imports_the_rest(ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "src" / "cat").mkdir(parents=True)
+    (tmp_path / "src" / "cat" / "a.png").write_bytes(png_bytes(74))
+    (tmp_path / "src" / "bad:label").mkdir()
+    (tmp_path / "src" / "bad:label" / "b.png").write_bytes(png_bytes(75))
+    report = gather.import_folder(ws, f"  {tmp_path / 'src'}  ")
+    assert store.label_counts(ws) == {"cat": 1}
+    assert [f["source"] for f in report.failed] == [str(tmp_path / "src" / "bad:label")]
+    assert store.failures(ws)["source"].tolist() == [str(tmp_path / "src" / "bad:label")]
+    with pytest.raises(UserError, match="Enter the path of a folder"):
+        gather.import_folder(ws, "   ")

@@ -290,8 +290,20 @@ def test_cli_simulate_then_monitor(prod: Workspace) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["predictions"] > 0
     report = json.loads(cli("monitor", "--workspace", "prod", "--json").stdout)
-    assert len(report["windows"]) == 3 and "alerts" in report
-    assert report["predictions"] == prediction_log.count(prod)
+    assert len(report["windows"]) == 3 and report["reference_version"] == "v1"
+    assert report["predictions"] == prediction_log.count(prod) == sum(w["predictions"] for w in report["windows"])
+
+
+def test_cli_monitor_names_the_window_that_moved(prod: Workspace) -> None:
+    log_rows(prod, datetime(2026, 1, 5), 100, 4, ["red"])
+    log_rows(prod, datetime(2026, 1, 6), 100, 40, ["red"])
+    done = cli("monitor", "--workspace", "prod", "--json")
+    assert done.returncode == 0, done.stderr
+    [alert] = json.loads(done.stdout)["alerts"]
+    assert alert["window"] == "2026-01-06" and alert["metric"] == "ood_rate" and alert["n"] == 100
+    assert alert["value"] == 0.4 and alert["p_value"] < 0.01
+    text = cli("monitor", "--workspace", "prod").stdout
+    assert "alert 2026-01-06 ood_rate: 40.0%" in text
 
 
 def test_cli_monitor_on_an_empty_log(prod: Workspace) -> None:

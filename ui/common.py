@@ -11,9 +11,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from core.data.gather import GatherReport, ProgressFn
+from core.data.gather import GatherReport
 from core.data.images import thumbnail
 from core.errors import UserError
+from core.progress import ProgressFn
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from core.data.gather import ProgressFn
+from core.progress import ProgressFn
 
 
 def printer(enabled: bool, label: str = "") -> ProgressFn | None:

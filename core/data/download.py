@@ -11,9 +11,10 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from core.data.gather import GatherReport, Incoming, Loader, ProgressFn, ingest, validate_label
+from core.data.gather import GatherReport, Incoming, Loader, ingest, validate_label
 from core.data.images import VerifyConfig
 from core.errors import UserError
+from core.progress import ProgressFn
 from core.workspace import store
 from core.workspace.paths import Workspace
 

@@ -22,10 +22,10 @@ from PIL import Image
 
 from core.data.images import ImageInfo, VerifyConfig, inspect
 from core.errors import UserError
+from core.progress import ProgressFn
 from core.workspace import store
 from core.workspace.paths import Workspace
 
-ProgressFn = Callable[[int, int, str], None]
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
 _LABEL_RE = re.compile(r"^[\w][\w .+-]{0,63}$", re.UNICODE)
 SPLIT_FOLDERS = ("train", "valid")

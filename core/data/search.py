@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import requests
 
 from core.data.download import DownloadConfig, UrlItem, download_images
-from core.data.gather import GatherReport, ProgressFn, validate_label
+from core.data.gather import GatherReport, validate_label
 from core.errors import UserError
+from core.progress import ProgressFn
 from core.workspace.paths import Workspace
 
 BING_KEY_ENV = "BING_SEARCH_KEY"

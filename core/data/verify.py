@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data.gather import Incoming, ProgressFn, allocate_id, catalog_row, file_loader, validate_label
+from core.data.gather import Incoming, allocate_id, catalog_row, file_loader, validate_label
 from core.data.images import VerifyConfig, inspect
 from core.errors import UserError
+from core.progress import ProgressFn
 from core.workspace import store
 from core.workspace.paths import Workspace
 

@@ -14,10 +14,10 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
-from core.data.gather import ProgressFn
 from core.data.images import load_rgb
 from core.errors import UserError
 from core.model.config import DataConfig
+from core.progress import ProgressFn
 from core.workspace import store
 from core.workspace.paths import Workspace
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +25,9 @@ from core.errors import UserError
 from core.model.datasets import resize_item
 from core.model.outputs import energy, in_domain_score, softmax
 from core.model.scoring import Predictor, forward
+from core.progress import ProgressFn
 
 DECODE = VerifyConfig(min_side=8)  # production inputs are scored even when small; training refuses < 32 px
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
