@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.data import gather  # noqa: E402
+from core.data import gather, images  # noqa: E402
 from core.model import datasets, registry, runs, scoring  # noqa: E402
 from core.production import prediction, prediction_log  # noqa: E402
 from core.production.monitoring import charts, queries  # noqa: E402
@@ -57,7 +57,7 @@ def latency(ws: paths.Workspace, files: list[Path], repeats: int) -> None:
         prediction.predict_images(predictor, [(name, data)])
     tensors = [
         datasets.to_batch(
-            np.asarray(datasets.resize_item(prediction.decode(d), predictor.size, predictor.resize), np.uint8)[None],
+            np.asarray(images.resize_item(prediction.decode(d), predictor.size, predictor.resize), np.uint8)[None],
             predictor.mean,
             predictor.std,
         )
@@ -102,9 +102,7 @@ def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
     preds, _ = prediction.predict_images(predictor, items, batch)
     prediction_log.log_predictions(ws, preds, "batch", predictor.version)
     path_s = time.perf_counter() - t0
-    pixels = np.stack(
-        [np.asarray(datasets.resize_item(prediction.decode(d), predictor.size, predictor.resize)) for _, d in items]
-    )
+    pixels = np.stack([np.asarray(images.resize_item(prediction.decode(d), predictor.size, predictor.resize)) for _, d in items])
     tensors = [datasets.to_batch(pixels[i : i + batch], predictor.mean, predictor.std) for i in range(0, len(pixels), batch)]
     t0 = time.perf_counter()
     with torch.inference_mode():

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import gather
+from core.data import gather, images
 from core.errors import UserError
 from core.model import backbones, config, datasets, registry, runs, weights
 from core.model.config import DataConfig
@@ -196,7 +196,7 @@ def test_pixel_cache_is_reused_without_decoding(tiny: Workspace, monkeypatch: py
 @pytest.mark.parametrize("method", config.RESIZE_METHODS)
 def test_resize_methods_give_square_images(method: str) -> None:
     img = Image.new("RGB", (100, 50), (255, 255, 255))
-    out = datasets.resize_item(img, 40, method)
+    out = images.resize_item(img, 40, method)
     assert out.size == (40, 40)
     corner = out.getpixel((0, 0))
     assert corner == ((0, 0, 0) if method == "pad" else (255, 255, 255))

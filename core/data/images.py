@@ -226,3 +226,12 @@ def properties(size: tuple[int, int], look: Image.Image) -> dict[str, float]:
         "saturation": saturation(look),
         "sharpness": sharpness(gray),
     }
+
+
+def resize_item(img: Image.Image, size: int, method: str) -> Image.Image:
+    """The item resize of the DataBlock: crop (centre), pad (black bars) or squish to size x size."""
+    if method == "crop":
+        return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
+    if method == "pad":
+        return ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=(0, 0, 0))
+    return img.resize((size, size), Image.Resampling.BILINEAR)

@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
-from core.data.images import load_rgb
+from core.data.images import load_rgb, resize_item
 from core.errors import UserError
 from core.model.config import DataConfig
 from core.progress import ProgressFn
@@ -74,14 +73,6 @@ def assign_split(ws: Workspace, catalog: pd.DataFrame, cfg: DataConfig) -> pd.Da
             )
             con.execute("COMMIT")
     return out
-
-
-def resize_item(img: Image.Image, size: int, method: str) -> Image.Image:
-    if method == "crop":
-        return ImageOps.fit(img, (size, size), Image.Resampling.BILINEAR)
-    if method == "pad":
-        return ImageOps.pad(img, (size, size), Image.Resampling.BILINEAR, color=(0, 0, 0))
-    return img.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def _cache_dir(ws: Workspace, cfg: DataConfig) -> Path:

@@ -13,19 +13,21 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
 from core.data import images
-from core.data.images import VerifyConfig, properties
+from core.data.images import VerifyConfig, properties, resize_item
 from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
-from core.model.datasets import resize_item
 from core.model.outputs import energy, in_domain_score, softmax
-from core.model.scoring import Predictor, forward
 from core.progress import ProgressFn
+
+if TYPE_CHECKING:  # torch comes with the model, when something is scored: the Prediction record needs none
+    from core.model.scoring import Predictor
 
 DECODE = VerifyConfig(min_side=8)  # production inputs are scored even when small; training refuses < 32 px
 
@@ -124,6 +126,8 @@ def predict_images(
     `defer_properties` leaves the image measurements to whoever logs the prediction (the app's writer thread).
 
     The next batch is decoded on a second thread while the model runs on this one."""
+    from core.model import scoring  # torch: imported where a model runs, not where predictions are read
+
     done: list[Prediction] = []
     failed: list[dict[str, str]] = []
     chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
@@ -135,7 +139,7 @@ def predict_images(
             failed += bad
             if decoded:
                 t0 = time.perf_counter()
-                logits, feats = forward(predictor, np.stack([d.pixels for d in decoded]))
+                logits, feats = scoring.forward(predictor, np.stack([d.pixels for d in decoded]))
                 model_s = (time.perf_counter() - t0) / len(decoded)
                 done += _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decide)
             if on_progress:
