@@ -22,8 +22,15 @@ demo: $(STAMP)
 run: demo
 	$(PY) -m streamlit run streamlit_app.py --server.port $(PORT) --server.headless true
 
+# The browser walk runs beside the rest of the suite: it mostly waits on the app and the browser,
+# so two processes share the two cores. `pytest` alone runs everything, one test after another.
 test: $(STAMP)
-	$(PY) -m pytest
+	@log=$$(mktemp); \
+	$(PY) -m pytest -m browser -p no:cacheprovider > $$log 2>&1 & walk=$$!; \
+	$(PY) -m pytest -m "not browser"; rest=$$?; \
+	wait $$walk; browser=$$?; \
+	echo "--- the browser walk, run beside the tests above ---"; cat $$log; rm -f $$log; \
+	test $$rest -eq 0 && test $$browser -eq 0
 
 # the browser walk, saving its screenshots in docs/screenshots/ (make test keeps them in a temporary folder)
 screenshots: $(STAMP)

@@ -121,7 +121,7 @@ def download_images(
 ) -> GatherReport:
     """Download URLs into label; already-fetched URLs are skipped, every failure has a reason."""
     label = validate_label(label)
-    _, seen = store.known_keys(ws)
+    seen = store.known_keys(ws).urls
     report = GatherReport()
     todo: list[Incoming] = []
     for item in dict((u.url, u) for u in urls).values():

@@ -91,23 +91,23 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def duplicate_reason(item: Incoming, prior: Sequence[tuple[str, str, str, str]]) -> str | None:
+def duplicate_reason(item: Incoming, prior: Sequence[store.KnownImage]) -> str | None:
     """Why item is not stored again, or None.
 
     Downloads are stored once per content: a web search returns the same photo under many URLs.
     A user's own files are their dataset: a copy from another source is kept and reported as
     an exact duplicate by verification, so the user decides. The same source twice is a re-run.
     """
-    for image_id, label, status, source in prior:
-        where = f"{image_id} in label {label!r}" + (" (in quarantine)" if status != "ok" else "")
-        if source == item.source:
+    for known in prior:
+        where = f"{known.id} in label {known.label!r}" + (" (in quarantine)" if known.status != "ok" else "")
+        if known.source == item.source:
             return f"already imported as {where}"
         if item.source_kind in DOWNLOAD_KINDS:
             return f"same content already stored as {where}"
     return None
 
 
-def allocate_id(info: ImageInfo, known: dict[str, list[tuple[str, str, str, str]]]) -> str:
+def allocate_id(info: ImageInfo, known: dict[str, list[store.KnownImage]]) -> str:
     """The first 16 hex digits of sha256, with -2, -3, ... for further copies of the same content."""
     copies = len(known.get(info.sha256, []))
     return info.id if copies == 0 else f"{info.id}-{copies + 1}"
@@ -149,7 +149,7 @@ def ingest(
 ) -> GatherReport:
     """Decode items in a bounded pool, store new content once, catalog it with audit rows."""
     report = GatherReport()
-    known, _ = store.known_keys(ws)
+    known = store.known_keys(ws).by_sha256
     rows: list[dict[str, Any]] = []
     total = len(items)
     with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) * 2)) as pool:
@@ -164,7 +164,7 @@ def ingest(
                 image_id = allocate_id(info, known)
                 rel = f"images/{item.label}/{image_id}{info.extension}"
                 _write_atomic(ws.root / rel, payload)  # type: ignore[arg-type]
-                known.setdefault(info.sha256, []).append((image_id, item.label, "ok", item.source))
+                known.setdefault(info.sha256, []).append(store.KnownImage(image_id, item.label, "ok", item.source))
                 rows.append(catalog_row(item, info, rel, image_id))
                 report.added.append(image_id)
             if len(rows) >= batch:

@@ -105,7 +105,7 @@ def _untracked_files(ws: Workspace, tracked: set[str]) -> list[Path]:
 def adopt_untracked(ws: Workspace, cfg: VerifyConfig, report: VerifyReport) -> None:
     """Files dropped into images/<label>/ by hand: catalog the good ones, quarantine the rest."""
     tracked = set(store.images(ws, status=None)["path"])
-    known, _ = store.known_keys(ws)
+    known = store.known_keys(ws).by_sha256
     rows = []
     for path in _untracked_files(ws, tracked):
         rel = str(path.relative_to(ws.root))

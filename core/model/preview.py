@@ -8,7 +8,7 @@ import numpy as np
 
 from core.model import datasets, runs
 from core.model.config import TrainConfig
-from core.model.training import lr_find
+from core.model.training import LrFinding, lr_find
 from core.workspace.paths import Workspace
 
 
@@ -20,15 +20,6 @@ class AugmentationPreview:
     one_label: str
     batch: list[np.ndarray]
     batch_labels: list[str]
-
-
-@dataclass(frozen=True)
-class LrFinding:
-    """Smoothed loss per learning rate, and the suggested head rate (a tenth of the rate at the lowest loss)."""
-
-    rates: np.ndarray
-    losses: np.ndarray
-    suggestion: float
 
 
 def augmentation_preview(ws: Workspace, cfg: TrainConfig, n: int = 8) -> AugmentationPreview:
@@ -47,4 +38,4 @@ def find_learning_rate(ws: Workspace, cfg: TrainConfig) -> LrFinding:
     run = runs.prepare(ws, cfg)
     cfg, classes, train = run.config, run.classes, run.catalog[run.catalog["split"] == "train"]
     y = train["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    return LrFinding(*lr_find(datasets.load_pixels(ws, train, cfg.data), y, len(classes), cfg))
+    return lr_find(datasets.load_pixels(ws, train, cfg.data), y, len(classes), cfg)

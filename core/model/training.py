@@ -287,6 +287,15 @@ def fine_tune(
     return TrainResult(model.cpu().eval(), history, best_epoch, logits.softmax(1).numpy(), feats.numpy(), str(device))
 
 
+@dataclass(frozen=True)
+class LrFinding:
+    """Smoothed loss per learning rate, and the suggested head rate (a tenth of the rate at the lowest loss)."""
+
+    rates: np.ndarray
+    losses: np.ndarray
+    suggestion: float
+
+
 def lr_find(
     train_px: np.ndarray,
     y_train: np.ndarray,
@@ -295,7 +304,7 @@ def lr_find(
     start: float = 1e-5,
     end: float = 10.0,
     steps: int = 80,
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> LrFinding:
     """fastai's learning-rate finder for the head, on cached body features: the rate grows exponentially
     until the loss diverges. Suggests a tenth of the rate at the lowest smoothed loss."""
     torch.manual_seed(cfg.seed)
@@ -322,4 +331,4 @@ def lr_find(
         if step > 5 and losses[-1] > 4 * min(losses):
             break
     losses_a = np.array(losses)
-    return rates[: len(losses_a)], losses_a, float(rates[int(np.argmin(losses_a))] / 10)
+    return LrFinding(rates[: len(losses_a)], losses_a, float(rates[int(np.argmin(losses_a))] / 10))

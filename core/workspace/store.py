@@ -11,8 +11,9 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import pandas as pd
@@ -268,14 +269,31 @@ def images(ws: Workspace, status: str | None = "ok") -> pd.DataFrame:
         return con.execute("SELECT * FROM images WHERE status = ? ORDER BY label, added_at, id", [status]).df()
 
 
-def known_keys(ws: Workspace) -> tuple[dict[str, list[tuple[str, str, str, str]]], set[str]]:
-    """sha256 -> [(id, label, status, source)] for every catalog row, and every URL already fetched."""
-    shas: dict[str, list[tuple[str, str, str, str]]] = {}
+class KnownImage(NamedTuple):
+    """A catalog row as duplicate detection sees it."""
+
+    id: str
+    label: str
+    status: str
+    source: str | None
+
+
+@dataclass(frozen=True)
+class KnownKeys:
+    """What the workspace already holds: catalog rows by content hash, and every URL fetched."""
+
+    by_sha256: dict[str, list[KnownImage]]
+    urls: set[str]
+
+
+def known_keys(ws: Workspace) -> KnownKeys:
+    """Every catalog row by sha256, and every URL already fetched."""
+    shas: dict[str, list[KnownImage]] = {}
     with connect(ws) as con:
         for sha, *rest in con.execute("SELECT sha256, id, label, status, source FROM images ORDER BY id").fetchall():
-            shas.setdefault(sha, []).append(tuple(rest))
+            shas.setdefault(sha, []).append(KnownImage(*rest))
         urls = {r[0] for r in con.execute("SELECT url FROM images WHERE url IS NOT NULL").fetchall()}
-    return shas, urls
+    return KnownKeys(shas, urls)
 
 
 def label_counts(ws: Workspace) -> dict[str, int]:
