@@ -7,14 +7,12 @@ model's answer, and nothing else.
 import streamlit as st
 
 from core.drivetrain import accepted
-from core.production import prediction, prediction_log
+from core.production import deployment, prediction, prediction_log
 from core.production.prediction import Prediction
-from core.workspace import store
 from ui.common import attempt, current_workspace, end_user_mode, load_predictor
 
 RESULTS = "predict_results"  # owner: this page; (workspace, version, upload key) -> (predictions, failures)
 SENT = "predict_feedback_sent"  # owner: this page; prediction id -> label sent
-SCOPE = "scope_statement"  # workspace setting written here by the analyst
 DETAIL_LIMIT = 24
 
 ws = current_workspace()
@@ -24,13 +22,10 @@ log = prediction_log.background(ws)
 policy = accepted.active(ws, predictor.version)
 policy_id = policy.policy_id if policy else None
 decide = policy.decider() if policy else None
-scope = store.get_setting(ws, SCOPE) or ""
-
-TITLE = "app_title"  # workspace setting: the end-user app's heading
-title = store.get_setting(ws, TITLE) or "What is in this picture?"
-st.title(title if end_user else "Predict")
-if scope:
-    st.info(scope, icon=":material/info:")
+settings = attempt(lambda: deployment.load_settings(ws))
+st.title(settings.title if end_user else "Predict")
+if settings.scope:
+    st.info(settings.scope, icon=":material/info:")
 elif end_user:
     st.info(f"This model only knows: {', '.join(predictor.classes)}.", icon=":material/info:")
 
@@ -40,22 +35,20 @@ if not end_user:
         f"{predictor.reference.ood_score.replace('_', ' ')} score is past the threshold 95% of validation images pass"
     )
     with st.expander("Deployment settings (hidden from end users)"):
-        heading = st.text_input("Title of the end-user app", value=title, key="predict_title")
+        heading = st.text_input("Title of the end-user app", value=settings.title, key="predict_title")
         text = st.text_area(
             "Scope statement shown to end users",
-            value=scope,
+            value=settings.scope,
             placeholder=f"This only knows {', '.join(predictor.classes)}; anything else gets a wrong answer.",
             key="predict_scope",
         )
         keep = st.checkbox(
             "Keep a copy of every scored image (production/ in the workspace)",
-            value=bool(store.get_setting(ws, prediction_log.KEEP_IMAGES)),
+            value=settings.keep_images,
             key="predict_keep",
         )
         if st.button("Save settings", key="predict_save_settings"):
-            store.set_setting(ws, SCOPE, text.strip())
-            store.set_setting(ws, TITLE, heading.strip())
-            store.set_setting(ws, prediction_log.KEEP_IMAGES, keep)
+            attempt(lambda: deployment.save_settings(ws, deployment.AppSettings(heading, text, keep)))
             st.rerun()
         st.markdown(
             "End-user mode serves only this page: `IMAGEDP_END_USER=1 IMAGEDP_WORKSPACE="
@@ -82,10 +75,8 @@ def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
     cache = st.session_state.setdefault(RESULTS, {})
     if key not in cache:
         with st.spinner(f"Scoring {len(files)} image(s)…"):
-            preds, failed = prediction.predict_images(
-                predictor, [(f.name, f.getvalue()) for f in files], keep_bytes=True, decide=decide, defer_properties=True
-            )
-        log.submit(prediction_log.LogBatch(preds, "app", predictor.version, keep_images=prediction_log.keeps_images(ws)))
+            uploaded = [(f.name, f.getvalue()) for f in files]
+            preds, failed = deployment.score_uploads(predictor, uploaded, log, decide, settings.keep_images)
         cache.clear()  # only the latest upload set is kept in the session
         cache[key] = (preds, failed)
     return cache[key]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.data import images
 from core.model import config, outputs, registry, scoring
-from core.production import prediction, prediction_log, traffic
+from core.production import deployment, prediction, prediction_log, traffic
 from core.production.monitoring import alerts, charts, queries, reference
 from core.production.prediction import Prediction
 from core.workspace import store
@@ -309,3 +309,24 @@ def test_cli_monitor_names_the_window_that_moved(prod: Workspace) -> None:
 def test_cli_monitor_on_an_empty_log(prod: Workspace) -> None:
     done = cli("monitor", "--workspace", "prod")
     assert done.returncode == 2 and "empty" in done.stderr
+
+
+def test_app_settings_round_trip_through_one_read(prod: Workspace) -> None:
+    assert deployment.load_settings(prod) == deployment.AppSettings()
+    deployment.save_settings(prod, deployment.AppSettings("  Bear or not?  ", " Only bears. ", True))
+    assert deployment.load_settings(prod) == deployment.AppSettings("Bear or not?", "Only bears.", True)
+    assert store.get_settings(prod, ("scope_statement", "never_set")) == {"scope_statement": "Only bears.", "never_set": None}
+    deployment.save_settings(prod, deployment.AppSettings("   ", "", False))
+    assert deployment.load_settings(prod).title == deployment.DEFAULT_TITLE
+
+
+def test_scoring_uploads_hands_every_prediction_to_the_log(prod: Workspace) -> None:
+    log = prediction_log.BackgroundLog(prod)
+    files = [("a.png", colour_image(0, 1)), ("broken.png", b"not an image"), ("b.png", colour_image(1, 2))]
+    preds, failed = deployment.score_uploads(scoring.load_predictor(prod), files, log, None, keep_images=False)
+    log.flush()
+    assert [p.name for p in preds] == ["a.png", "b.png"] and [f["source"] for f in failed] == ["broken.png"]
+    with store.connect(prod) as con:
+        logged = con.execute("SELECT id, source, brightness, sharpness FROM predictions ORDER BY name").fetchall()
+    assert [(i, s) for i, s, _, _ in logged] == [(p.id, "app") for p in preds]
+    assert all(b is not None and sh is not None for _, _, b, sh in logged)  # measured on the log's thread

@@ -1,0 +1,54 @@
+"""The deployed prediction app: its settings (heading, scope statement, whether scored images are kept),
+and what it does with one set of uploads: score, decide, and hand every prediction to the log."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.drivetrain.decisions import DecideFn
+from core.production import prediction, prediction_log
+from core.production.prediction import Prediction
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+if TYPE_CHECKING:
+    from core.model.scoring import Predictor
+
+TITLE = "app_title"  # workspace settings the analyst writes on the Predict page
+SCOPE = "scope_statement"
+DEFAULT_TITLE = "What is in this picture?"
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    title: str = DEFAULT_TITLE  # the end-user app's heading
+    scope: str = ""  # what the model knows, shown to end users above the uploader
+    keep_images: bool = False  # keep a copy of every scored image under production/
+
+
+def load_settings(ws: Workspace) -> AppSettings:
+    """The app's settings, read through one connection."""
+    values = store.get_settings(ws, (TITLE, SCOPE, prediction_log.KEEP_IMAGES))
+    return AppSettings(values[TITLE] or DEFAULT_TITLE, values[SCOPE] or "", bool(values[prediction_log.KEEP_IMAGES]))
+
+
+def save_settings(ws: Workspace, settings: AppSettings) -> None:
+    store.set_setting(ws, TITLE, settings.title.strip() or DEFAULT_TITLE)
+    store.set_setting(ws, SCOPE, settings.scope.strip())
+    store.set_setting(ws, prediction_log.KEEP_IMAGES, settings.keep_images)
+
+
+def score_uploads(
+    predictor: Predictor,
+    files: Sequence[tuple[str, bytes]],
+    log: prediction_log.BackgroundLog,
+    decide: DecideFn | None,
+    keep_images: bool,
+) -> tuple[list[Prediction], list[dict[str, str]]]:
+    """Score a set of uploads as the app does: image properties are measured on the log's thread, off the
+    request; unreadable files come back as failures with their reasons."""
+    preds, failed = prediction.predict_images(predictor, files, keep_bytes=True, decide=decide, defer_properties=True)
+    log.submit(prediction_log.LogBatch(preds, "app", predictor.version, keep_images=keep_images))
+    return preds, failed
