@@ -44,8 +44,7 @@ def apply(action: Callable[[], str]) -> None:
 
 
 def create_demo(name: str, classes: list[str]) -> str:
-    ws = workspaces.create_workspace(name)
-    report = gather.add_demo(ws, classes or None, on_progress=progress_bar("Writing digits"))
+    ws, report = gather.create_demo_workspace(name, classes or None, progress_bar("Writing digits"))
     open_workspace(ws.name)
     return f"Created {ws.name!r} with {len(report.added)} images; it is open now."
 

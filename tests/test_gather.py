@@ -9,7 +9,7 @@ import pytest
 from core.data import gather
 from core.data.gather import GatherReport
 from core.errors import UserError
-from core.workspace import store
+from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 from tests.helpers import encode, make_zip, picture, png_bytes
 
@@ -216,3 +216,11 @@ def test_folder_import_records_bad_folders_and_imports_the_rest(ws: Workspace, t
     assert store.failures(ws)["source"].tolist() == [str(tmp_path / "src" / "bad:label")]
     with pytest.raises(UserError, match="Enter the path of a folder"):
         gather.import_folder(ws, "   ")
+
+
+def test_a_demo_workspace_is_created_with_the_chosen_digits() -> None:
+    ws, report = gather.create_demo_workspace("digits", ["3", "8"])
+    assert set(store.label_counts(ws)) == {"3", "8"} and len(report.added) == sum(store.label_counts(ws).values()) > 300
+    with pytest.raises(UserError, match="digits 0-9"):
+        gather.create_demo_workspace("nope", ["cat"])
+    assert workspaces.list_workspaces() == ["digits"]  # the refused one made no folder

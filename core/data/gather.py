@@ -23,7 +23,7 @@ from PIL import Image
 from core.data.images import ImageInfo, VerifyConfig, inspect
 from core.errors import UserError
 from core.progress import ProgressFn
-from core.workspace import store
+from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
@@ -186,6 +186,15 @@ def add_demo(ws: Workspace, classes: Sequence[str] | None = None, on_progress: P
     return report
 
 
+def create_demo_workspace(
+    name: str, classes: Sequence[str] | None = None, on_progress: ProgressFn | None = None
+) -> tuple[Workspace, GatherReport]:
+    """A new workspace holding the demo digits (all ten, or the chosen ones)."""
+    demo_classes(classes)  # an unknown digit is refused before any folder is made
+    ws = workspaces.create_workspace(name)
+    return ws, add_demo(ws, classes, on_progress)
+
+
 def file_loader(path: Path) -> Loader:
     return lambda: (path.read_bytes(), None)
 
@@ -194,14 +203,20 @@ def _bytes_loader(data: bytes) -> Loader:
     return lambda: (data, None)
 
 
+def demo_classes(classes: Sequence[str] | None) -> set[str] | None:
+    """The chosen digits as labels (None: all ten); anything else is refused."""
+    wanted = {str(c).strip() for c in classes} if classes else None
+    if wanted is not None and not wanted <= {str(t) for t in range(10)}:
+        raise UserError(f"Demo classes must be digits 0-9; got {sorted(wanted)}.")
+    return wanted
+
+
 def demo_items(classes: Sequence[str] | None = None, size: int = 64) -> list[Incoming]:
     """scikit-learn's 1,797 bundled digit scans as PNG bytes, upscaled from 8x8 so they train."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    wanted = {str(c).strip() for c in classes} if classes else None
-    if wanted is not None and not wanted <= {str(t) for t in range(10)}:
-        raise UserError(f"Demo classes must be digits 0-9; got {sorted(wanted)}.")
+    wanted = demo_classes(classes)
     items = []
     for index, (pixels, target) in enumerate(zip(digits.images, digits.target, strict=True)):
         if wanted is not None and str(target) not in wanted:
