@@ -1,4 +1,4 @@
-"""The Drivetrain model: objective, levers, a utility matrix, and a decision policy chosen for expected utility.
+"""Drivetrain step 4, the model of decisions: a policy, the action it takes, and what it realises on labelled predictions.
 
 Probabilities are not decisions. A policy turns a prediction into an action: the action with the
 highest expected utility under the (temperature-scaled) probabilities, the best action for "out of

@@ -1,4 +1,4 @@
-"""Choosing, accepting and reporting a decision policy for a model version.
+"""Choosing a decision policy for a model version from its validation predictions.
 
 The optimizer fits temperature and referral threshold on one half of the validation predictions
 and reports on the other half with a bootstrap interval, so the figure it shows is honest.

@@ -1,4 +1,5 @@
-"""A traffic simulator: held-back images replayed as production traffic, drifting in the second half.
+"""The traffic simulator: held-back images replayed as production traffic, drifting in the second half.
+(The decision simulator, which replays labelled predictions through a policy, is core.drivetrain.decisions.)
 
 Week one looks like the validation set. From the shift day on, a growing share of images is
 darker, grayscale, blurred or rotated, and a growing share is out of domain (line drawings made

@@ -1,4 +1,5 @@
-"""Workspaces: one folder and one DuckDB file per classification problem."""
+"""Workspaces: one folder and one DuckDB file per classification problem, found under the data root,
+created, opened, renamed and moved to the trash."""
 
 from __future__ import annotations
 

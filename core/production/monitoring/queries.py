@@ -1,4 +1,4 @@
-"""Monitoring over the prediction log: per-window volume, class mix, confidence, OOD rate, feedback accuracy.
+"""The prediction log per window: volume, class mix, confidence, OOD rate, feedback accuracy.
 
 Every figure is one SQL aggregation in DuckDB (seconds over millions of rows), compared with the
 model's frozen validation reference.
