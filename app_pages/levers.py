@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 from core.drivetrain import levers
-from core.errors import UserError
 from core.model import registry
 from core.workspace import store
 from ui.common import attempt, current_workspace
@@ -60,13 +59,9 @@ edited = st.data_editor(
     column_config={"_index": st.column_config.Column("true class", width="medium")}
     | {n: st.column_config.NumberColumn(n) for n in names},
 )
-try:
-    pending = levers.utility_from_tables(actions, edited, refer, classes, unit) != utility
-except UserError:
-    pending = True  # a cell is empty or not a number: the Save button says which
+pending = levers.unsaved(utility, actions, edited, refer, classes, unit)
 if st.button("Save levers", type="primary", key="levers_save"):
-    new = attempt(lambda: levers.utility_from_tables(actions, edited, refer, classes, unit))
-    levers.save_utility(ws, new)
+    attempt(lambda: levers.save_utility(ws, levers.utility_from_tables(actions, edited, refer, classes, unit)))
     st.rerun()
 if pending:
     st.caption("Unsaved changes.")

@@ -139,3 +139,15 @@ def test_train_json_has_the_contract_keys(tmp_path: Path) -> None:
     evaluated = json.loads(cli("evaluate", "--workspace", "t", "--json").stdout)
     assert {"version", "classes", "accuracy", "confusion_matrix", "per_class"} <= set(evaluated)
     assert evaluated["version"] == "v1" and sum(map(sum, evaluated["confusion_matrix"])) == 2
+
+
+def test_workspace_commands_create_rename_list_and_delete_to_trash(data_root: Path) -> None:
+    created = json.loads(cli("workspace", "create", "a", "--json").stdout)["created"]
+    assert Path(created) == data_root / "workspaces" / "a"
+    assert cli("workspace", "rename", "a", "b").returncode == 0
+    assert json.loads(cli("workspace", "list", "--json").stdout)["workspaces"] == ["b"]
+    refused = cli("workspace", "delete", "b", "--confirm", "a")
+    assert refused.returncode == 2 and "nothing was deleted" in refused.stderr and (data_root / "workspaces" / "b").is_dir()
+    moved = Path(json.loads(cli("workspace", "delete", "b", "--confirm", "b", "--json").stdout)["moved_to_trash"])
+    assert moved.parent == data_root / "trash" and (moved / "workspace.duckdb").is_file()
+    assert json.loads(cli("workspace", "list", "--json").stdout)["workspaces"] == []

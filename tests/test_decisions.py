@@ -150,6 +150,15 @@ def test_bad_utility_tables_get_a_message(edit: object, message: str) -> None:
         levers.utility_from_tables(actions, payoffs, "refer to a human", ["good", "bad"])
 
 
+def test_unsaved_changes_are_told_apart_from_the_saved_matrix() -> None:
+    actions, payoffs = matrix(TOY)
+    assert not levers.unsaved(TOY, actions, payoffs, "refer to a human", ["good", "bad"])
+    payoffs.loc["good", "act on good"] = 99.0
+    assert levers.unsaved(TOY, actions, payoffs, "refer to a human", ["good", "bad"])
+    payoffs.loc["good", "act on good"] = None  # incomplete: unsaved, and saving says which cell
+    assert levers.unsaved(TOY, actions, payoffs, "refer to a human", ["good", "bad"])
+
+
 def test_a_referral_action_that_is_not_an_action() -> None:
     actions, payoffs = matrix(TOY)
     with pytest.raises(UserError, match="referral action"):

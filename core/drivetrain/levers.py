@@ -70,6 +70,16 @@ def utility_from_tables(
     return Utility(tuple(names), tuple(costs), tuple(rows), payoff, refer, unit.strip() or "points")
 
 
+def unsaved(
+    saved: Utility, actions: pd.DataFrame, matrix: pd.DataFrame, refer: str, classes: list[str], unit: str = "points"
+) -> bool:
+    """Whether the Levers page's tables say something other than the saved matrix (an incomplete table does)."""
+    try:
+        return utility_from_tables(actions, matrix, refer, classes, unit) != saved
+    except UserError:
+        return True  # a cell is empty or not a number: saving says which
+
+
 def _number(value: object, what: str) -> float:
     try:
         number = float(value)  # type: ignore[arg-type]
