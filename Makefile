@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not browser"; rest=$$?; \
 	wait $$walk; browser=$$?; \
 	echo "--- the browser walk, run beside the tests above ---"; cat $$log; rm -f $$log; \
-	test $$rest -eq 0 && test $$browser -eq 0
+	test $$rest -eq 0 && { test $$browser -eq 0 || test $$browser -eq 5; }  # 5: skipped, no chromium here (CI fails instead)
 
 # the browser walk, saving its screenshots in docs/screenshots/ (make test keeps them in a temporary folder)
 screenshots: $(STAMP)
