@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import verify
-from core.model import cleaning, jobs, runs
+from core.model import cleaning, jobs
 from core.workspace import store
 from core.workspace.paths import Workspace
 from ui.common import attempt, current_workspace, pick_version, thumbnails
@@ -145,7 +145,7 @@ if c3.button("Undo last batch", key="clean_undo"):
     st.session_state["clean_message"] = f"Undid {attempt(lambda: cleaning.undo_last(ws))} change(s)."
     reset_choices()
     st.rerun()
-if c4.button("Retrain with the same settings", key="clean_retrain"):
-    attempt(lambda: jobs.start(ws, runs.defaults(ws)))
+if c4.button(f"Retrain with {version}'s settings", key="clean_retrain"):
+    attempt(lambda: jobs.retrain(ws, version))
     st.session_state["clean_message"] = "Training started: follow it on the Train page, then compare on Evaluate."
     st.rerun()

@@ -158,7 +158,7 @@ else:
             st.plotly_chart(train_report.lr_find_figure(lr.rates, lr.losses, lr.suggestion), key="train_lr_chart")
             st.caption(f"Suggested head learning rate: {lr.suggestion:.1e} (set it above).")
     if st.button("Start training", type="primary", key="train_start"):
-        attempt(lambda: jobs.start(ws, cfg))
+        attempt(lambda: jobs.start(ws, cfg, save_as_defaults=True))
         st.rerun()
 
 with st.expander("Run history"):

@@ -188,7 +188,7 @@ def test_download_urls_from_the_page() -> None:
 
 
 def test_train_page_trains_in_the_background_and_lists_the_version() -> None:
-    from core.model import jobs, registry
+    from core.model import jobs, registry, runs
     from tests.helpers import fill
 
     ws = workspaces.create_workspace("w")
@@ -206,6 +206,7 @@ def test_train_page_trains_in_the_background_and_lists_the_version() -> None:
     assert not at.exception, at.exception
     assert any("Trained v1" in s.value for s in at.success)
     assert registry.list_versions(ws)["version"].tolist() == ["v1"]
+    assert runs.defaults(ws).freeze_epochs == 1 and runs.defaults(ws).epochs == 1  # the form's settings are kept
     at.button(key="train_promote").click()
     at.run()
     assert registry.production_version(ws) == "v1"

@@ -232,3 +232,18 @@ def test_workspace_training_defaults(tiny: Workspace) -> None:
     assert runs.defaults(tiny).data.flip is False
     runs.save_defaults(tiny, replace(TINY, epochs=7))
     assert runs.defaults(tiny).epochs == 7 and runs.defaults(tiny).data.size == 32
+
+
+def test_retraining_a_version_uses_its_own_settings_not_the_workspace_defaults(tiny: Workspace) -> None:
+    from core.model import jobs
+
+    trained_with = replace(TINY, lr=3e-3, data=replace(TINY.data, resize="pad"))
+    runs.train_workspace(tiny, trained_with)
+    runs.save_defaults(tiny, replace(TINY, lr=1e-4))  # the Train page's form moved on since
+    assert runs.config_of(tiny, "v1") == trained_with
+    job = jobs.retrain(tiny, "v1")
+    job.thread.join(timeout=300)
+    assert job.status == "finished", job.error
+    assert runs.config_of(tiny, "v2") == trained_with
+    assert runs.defaults(tiny).lr == 1e-4  # a retrain leaves the workspace defaults alone
+    jobs.forget(tiny)

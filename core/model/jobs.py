@@ -54,11 +54,12 @@ def _run(ws: Workspace, job: Job) -> None:
             job.error, job.status = "training stopped on an internal error; see the server log", "failed"
 
 
-def start(ws: Workspace, cfg: TrainConfig) -> Job:
-    """Check the settings and data, save them as the workspace's defaults, and train in a background
-    thread; refuse while this workspace already trains."""
+def start(ws: Workspace, cfg: TrainConfig, save_as_defaults: bool = False) -> Job:
+    """Check the settings and data (and, when asked, keep them as the workspace's defaults), then train in
+    a background thread; refuse while this workspace already trains."""
     runs.prepare(ws, cfg)
-    runs.save_defaults(ws, cfg)
+    if save_as_defaults:
+        runs.save_defaults(ws, cfg)
     key = str(ws.root)
     with _LOCK:
         current = _JOBS.get(key)
@@ -69,6 +70,11 @@ def start(ws: Workspace, cfg: TrainConfig) -> Job:
         _JOBS[key] = job
         job.thread.start()
     return job
+
+
+def retrain(ws: Workspace, version: str) -> Job:
+    """Train again with the settings a version was trained with (after cleaning its data, say)."""
+    return start(ws, runs.config_of(ws, version))
 
 
 def current(ws: Workspace) -> Job | None:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.model import backbones, config, datasets, outputs, scoring, weights
+from core.model import backbones, config, datasets, outputs, registry, scoring, weights
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent, Cancelled, DoneEvent, EpochMetrics, EventFn, StageEvent, TrainEvent
 from core.model.training import TrainResult, fine_tune
@@ -120,7 +120,16 @@ def _finish_run(ws: Workspace, run_id: str, status: str, version: str | None = N
 
 def defaults(ws: Workspace) -> TrainConfig:
     """The workspace's saved training settings over the built-in defaults."""
-    saved = store.get_setting(ws, "train_defaults") or {}
+    return config_from(store.get_setting(ws, "train_defaults") or {})
+
+
+def config_of(ws: Workspace, version: str) -> TrainConfig:
+    """The settings a version was trained with (its model.json), over the built-in defaults."""
+    return config_from(registry.read_meta(ws, version).get("config") or {})
+
+
+def config_from(saved: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from its JSON form; fields this version of the code does not know are ignored."""
     data_fields = {f.name for f in fields(config.DataConfig)}
     train_fields = {f.name for f in fields(TrainConfig)} - {"data"}
     data = replace(config.DataConfig(), **{k: v for k, v in saved.get("data", {}).items() if k in data_fields})
