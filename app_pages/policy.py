@@ -38,8 +38,8 @@ right.dataframe(outcomes[0].table, width="stretch")
 
 st.subheader("Optimizer")
 st.caption(
-    "Fits the temperature (kept only when it calibrates the other half better) and the referral threshold on one half "
-    "of the validation images, and reports on the other half with a 95% bootstrap interval."
+    "Chooses everything on one half of the validation images: the temperature (kept only when the best policy with it "
+    "beats the best without it there) and the referral threshold; reports on the other half with a 95% bootstrap interval."
 )
 key = (ws.name, v.version, repr(utility))
 use_ood = st.checkbox(
@@ -59,7 +59,7 @@ if found and found[0] == key:
         f"**Best on the fit half ({search.fit_images} images):** {summary.describe(search.policy)}.  \n"
         f"On the {search.report_images} held-out images: **{search.report[0].utility_per_image * 1000:,.0f} {utility.unit} "
         f"per 1,000 images** (95% interval {low * 1000:,.0f} to {high * 1000:,.0f}); fitted temperature "
-        f"{search.temperature_fitted:.2f} ({'used' if search.temperature_used else 'not used: no better calibrated'})."
+        f"{search.temperature_fitted:.2f} ({'used' if search.temperature_used else 'not used: no better on the fit half'})."
     )
     fit_col, report_col = st.columns(2)
     fit_col.markdown("Fit half")

@@ -93,6 +93,9 @@ def test_simulator_adds_up_by_hand() -> None:
     assert out.table.loc["bad", "refer to a human"] == 1 and out.table.values.sum() == 4
 
 
+TOY_PAYOFF = ((10.0, -20.0, -20.0, 0.0), (-20.0, 10.0, -20.0, 0.0), (-20.0, -20.0, 10.0, 0.0), (-5.0, -5.0, -5.0, 5.0))
+
+
 def test_fitted_temperature_recovers_the_truth() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, (4000, 3))
@@ -120,6 +123,28 @@ def test_the_optimizer_is_never_worse_than_top_class_on_its_fit_half(seed: int) 
     assert chosen.utility_per_image >= top.utility_per_image - 1e-9
     assert search.fit_images + search.report_images == n
     assert search.interval[0] <= search.report[0].utility_per_image <= search.interval[1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_report_half_cannot_change_what_the_optimizer_chooses(seed: int) -> None:
+    """Everything, the temperature included, is chosen on the fit half: rewrite the report half and the
+    choice stays the same; only the reported figures move."""
+    rng = np.random.default_rng(seed)
+    n, k = 80, 3
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k)) + 3.0 * np.eye(k)[labels]
+    u = Utility(("a0", "a1", "a2", "refer"), (0.0, 0.0, 0.0, 2.0), ("x", "y", "z", "ood"), TOY_PAYOFF, "refer")
+    ids = tuple(f"i{j}" for j in range(n))
+    v = optimizer.Validation("v1", ("x", "y", "z"), logits, labels, np.zeros(n, bool), ids)
+    first = optimizer.optimize(u, v, seed=seed)
+    _, report = optimizer.split_halves(labels, seed)
+    other = logits.copy()
+    other[report] = rng.normal(0, 5, (len(report), k)) * 4.0  # overconfident noise: a very different temperature would fit
+    second = optimizer.optimize(u, optimizer.Validation("v1", v.classes, other, labels, v.ood, ids), seed=seed)
+    assert second.policy == first.policy and second.temperature_used == first.temperature_used
+    assert second.temperature_fitted == first.temperature_fitted
+    assert [decisions.outcome_dict(o) for o in second.fit] == [decisions.outcome_dict(o) for o in first.fit]
+    assert first.report_ids == tuple(ids[i] for i in report) and first.seed == seed
 
 
 def matrix(u: Utility) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -254,3 +279,22 @@ def test_the_decision_summary_uses_the_matrix_the_policy_was_chosen_under(prod: 
     _, report = optimizer.split_halves(v.labels)
     assert found.outcomes[0].images == len(report) and found.outcomes[0].automation_rate == 0.0
     assert "refer to a human when the top probability is below 1.01" in found.html and "euros" not in found.html
+
+
+def test_the_summary_reports_on_the_half_the_accepted_policy_was_not_fitted_on(prod: Workspace) -> None:
+    run = cli("policy", "--workspace", "prod", "--accept", "--seed", "3", "--json")
+    assert run.returncode == 0, run.stderr
+    found = accepted.active(prod, registry.production_version(prod))
+    v = optimizer.validation(prod)
+    _, report = optimizer.split_halves(v.labels, 3)
+    assert found.seed == 3 and found.report_ids == tuple(v.ids[i] for i in report)
+    assert set(found.report_ids) <= set(registry.read_meta(prod, v.version)["valid_ids"])
+    shown = summary.decision_summary(prod)
+    assert shown.outcomes[0].images == len(report) and "(seed 3)" in shown.measured_on and "did not fit on" in shown.measured_on
+    assert shown.measured_on in shown.html
+
+
+def test_a_policy_accepted_without_its_split_says_so(prod: Workspace) -> None:
+    always_refer(prod)  # accepted directly, as policies were before the split was recorded
+    shown = summary.decision_summary(prod)
+    assert "may have seen these images" in shown.measured_on

@@ -37,6 +37,8 @@ def cmd_policy(args: argparse.Namespace) -> dict[str, Any]:
             "held_out_interval_per_image": list(search.interval),
             "temperature_fitted": search.temperature_fitted,
             "temperature_used": search.temperature_used,
+            "seed": search.seed,
+            "report_ids": list(search.report_ids),
         }
         if args.accept:
             data["accepted"] = accepted.accept_search(ws, v.version, search, utility)

@@ -23,6 +23,8 @@ class AcceptedPolicy:
     version: str
     policy: Policy
     utility: Utility
+    seed: int | None = None  # the optimizer's fit/report split; None when accepted without one recorded
+    report_ids: tuple[str, ...] = ()  # the validation images the optimizer did not fit on
 
     def decider(self) -> DecideFn:
         return decider(self.utility, self.policy)
@@ -69,7 +71,12 @@ def accept(ws: Workspace, version: str, policy: Policy, u: Utility, report: dict
 
 def accept_search(ws: Workspace, version: str, search: Search, u: Utility) -> str:
     """Accept an optimizer's policy, stored with what it realised on the held-out half and the interval."""
-    report = {"held_out": [outcome_dict(o) for o in search.report], "interval_per_image": list(search.interval)}
+    report = {
+        "held_out": [outcome_dict(o) for o in search.report],
+        "interval_per_image": list(search.interval),
+        "seed": search.seed,
+        "report_ids": list(search.report_ids),
+    }
     return accept(ws, version, search.policy, u, report)
 
 
@@ -82,11 +89,14 @@ def active(ws: Workspace, version: str) -> AcceptedPolicy | None:
     """The latest policy accepted for this model version, if any."""
     with store.connect(ws) as con:
         row = con.execute(
-            "SELECT policy_id, policy, utility FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1", [version]
+            "SELECT policy_id, policy, utility, report FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1",
+            [version],
         ).fetchone()
     if row is None:
         return None
-    return AcceptedPolicy(row[0], version, Policy(**json.loads(row[1])), _utility(json.loads(row[2])))
+    report = json.loads(row[3] or "{}")
+    ids = tuple(report.get("report_ids", ()))
+    return AcceptedPolicy(row[0], version, Policy(**json.loads(row[1])), _utility(json.loads(row[2])), report.get("seed"), ids)
 
 
 def active_decider(ws: Workspace, version: str) -> DecideFn | None:

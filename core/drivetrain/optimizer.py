@@ -28,6 +28,7 @@ class Validation:
     logits: np.ndarray
     labels: np.ndarray
     ood: np.ndarray
+    ids: tuple[str, ...] = ()  # the images' catalog ids, in the same order
 
 
 def validation(ws: Workspace, version: str | None = None) -> Validation:
@@ -39,7 +40,8 @@ def validation(ws: Workspace, version: str | None = None) -> Validation:
     ref = registry.load_reference(ws, version)
     logits = scoring.head_logits(predictor.model, ref["valid_features"])
     ood = outputs.in_domain_score(logits, predictor.reference.ood_score) < predictor.reference.ood_threshold
-    return Validation(version, predictor.classes, logits, ref["valid_labels"].astype(int), ood)
+    ids = tuple(registry.read_meta(ws, version).get("valid_ids", ()))
+    return Validation(version, predictor.classes, logits, ref["valid_labels"].astype(int), ood, ids)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
@@ -59,10 +61,12 @@ class Search:
     fit: list[Outcome]  # the chosen policy and its baselines on the fit half
     report: list[Outcome]  # the same on the report half
     interval: tuple[float, float]  # 95% bootstrap interval of utility per image on the report half
-    temperature_fitted: float
-    temperature_used: bool
+    temperature_fitted: float  # on the fit half
+    temperature_used: bool  # whether the best policy on the fit half uses it
     fit_images: int
     report_images: int
+    seed: int  # the fit/report split and the bootstrap
+    report_ids: tuple[str, ...]  # the validation images the optimizer never saw
 
 
 def split_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -84,19 +88,20 @@ def candidates(temperature: float, use_ood: bool) -> list[Policy]:
 
 
 def optimize(u: Utility, v: Validation, seed: int = 0, boot: int = 1000, use_ood: bool = True) -> Search:
-    """The policy with the highest utility on the fit half, reported on the other half (the OOD rule is given)."""
+    """The policy with the highest utility on the fit half, reported on the other half (the OOD rule is given).
+    Everything is chosen on the fit half, the temperature too (fitted there, and kept only when the best policy
+    with it beats the best without it there): the report half is touched only to report."""
     if len(v.labels) < 4:
         raise UserError(f"Model {v.version} has {len(v.labels)} validation images; the optimizer needs at least 4.")
     fit, report = split_halves(v.labels, seed)
     t_fit = fit_temperature(v.logits[fit], v.labels[fit])
-    use_t = nll(v.logits[report], v.labels[report], t_fit) < nll(v.logits[report], v.labels[report], 1.0)
-    temperature = t_fit if use_t else 1.0
 
     def on(idx: np.ndarray, p: Policy) -> Outcome:
         return policy_outcome(u, p, v.logits[idx], v.labels[idx], v.ood[idx])
 
-    scored = [(on(fit, p).utility_per_image, -i, p) for i, p in enumerate(candidates(temperature, use_ood))]
-    best = max(scored, key=lambda s: (s[0], s[1]))[2]  # ties: the earliest (top class, then lower thresholds)
+    options = candidates(1.0, use_ood) + [p for p in candidates(t_fit, use_ood) if p.temperature != 1.0]
+    scored = [(on(fit, p).utility_per_image, -i, p) for i, p in enumerate(options)]
+    best = max(scored, key=lambda s: (s[0], s[1]))[2]  # ties: the earliest (no temperature, top class, lower thresholds)
     chosen = decide(u, best, v.logits[report], v.ood[report])
     gained = u.net()[v.labels[report], chosen]
     rng = np.random.default_rng(seed)
@@ -107,9 +112,11 @@ def optimize(u: Utility, v: Validation, seed: int = 0, boot: int = 1000, use_ood
         policy_and_baselines(u, best, v.logits[report], v.labels[report], v.ood[report]),
         (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))),
         t_fit,
-        bool(use_t),
+        best.rule == "expected_utility" and best.temperature != 1.0,
         len(fit),
         len(report),
+        seed,
+        tuple(v.ids[i] for i in report) if len(v.ids) == len(v.labels) else (),
     )
 
 

@@ -67,6 +67,7 @@ def summary_html(
     outcomes: list[Outcome],
     confusion: pd.DataFrame,
     version: str,
+    measured_on: str = "Measured on validation images the optimizer did not see.",
 ) -> str:
     """A standalone HTML page for stakeholders: objective, levers, utility, policy, outcome per 1,000, confusion."""
     e = html.escape
@@ -92,7 +93,7 @@ td,th{{padding:4px 10px}} h2{{margin-top:1.6em}}</style></head><body>
 <h2>Utility matrix ({e(u.unit)}; rows: what the image really is, columns: action)</h2>{table(matrix)}
 <h2>Chosen policy</h2><p>{e(describe(policy)[0].upper() + describe(policy)[1:])}.</p>
 <h2>Expected outcome per 1,000 images</h2>
-<p>Measured on validation images the optimizer did not see.</p>{table(outcomes_frame(outcomes, u.unit), index=False)}
+<p>{e(measured_on)}</p>{table(outcomes_frame(outcomes, u.unit), index=False)}
 <h2>Confusion (true class by action, same images)</h2>{table(confusion)}
 </body></html>
 """
@@ -109,6 +110,7 @@ class DecisionSummary:
     accepted: bool
     outcomes: list[Outcome]  # on the validation half the optimizer does not fit on
     confusion: pd.DataFrame  # true class x action on those images
+    measured_on: str  # which images the outcomes come from, in a sentence
     html: str
 
 
@@ -118,6 +120,21 @@ def decision_summary(ws: Workspace) -> DecisionSummary:
     force = accepted.in_force(ws, v)
     utility = force.accepted.utility if force.accepted else force.utility
     goal = objective.load_objective(ws)
-    outcomes, confusion = optimizer.held_out(utility, force.policy, v)
-    page = summary_html(ws.name, goal, utility, force.policy, outcomes, confusion, v.version)
-    return DecisionSummary(v.version, goal, utility, force.policy, force.accepted is not None, outcomes, confusion, page)
+    seed = force.accepted.seed if force.accepted and force.accepted.seed is not None else 0
+    outcomes, confusion = optimizer.held_out(utility, force.policy, v, seed)
+    said = measured_on(force.accepted, outcomes[0].images, v.version, seed)
+    page = summary_html(ws.name, goal, utility, force.policy, outcomes, confusion, v.version, said)
+    return DecisionSummary(v.version, goal, utility, force.policy, force.accepted is not None, outcomes, confusion, said, page)
+
+
+def measured_on(found: accepted.AcceptedPolicy | None, images: int, version: str, seed: int) -> str:
+    """Which validation images the summary's outcomes come from, and whether the optimizer saw them."""
+    half = f"the {images} validation images of model {version} in the report half (seed {seed})"
+    if found is None:
+        return f"Measured on {half}; no policy is accepted, so nothing was fitted on any image."
+    if found.seed is None:
+        return (
+            f"Measured on {half}. This policy was accepted before the optimizer recorded its split: if it was optimized "
+            "with another seed, it may have seen these images. Optimize and accept it again to be sure."
+        )
+    return f"Measured on {half}, which the optimizer did not fit on: their ids are stored with the policy."
