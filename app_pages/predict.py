@@ -6,7 +6,6 @@ model's answer, and nothing else.
 
 import streamlit as st
 
-from core.drivetrain import accepted
 from core.production import deployment, prediction, prediction_log
 from core.production.prediction import Prediction
 from ui.common import attempt, current_workspace, end_user_mode, load_predictor
@@ -19,10 +18,9 @@ ws = current_workspace()
 end_user = end_user_mode()
 predictor = load_predictor(ws)
 log = prediction_log.background(ws)
-policy = accepted.active(ws, predictor.version)
-policy_id = policy.policy_id if policy else None
-decide = policy.decider() if policy else None
-settings = attempt(lambda: deployment.load_settings(ws))
+serving = attempt(lambda: deployment.serving(ws, predictor.version))
+settings, decide = serving.settings, serving.decide
+policy_id = serving.policy.policy_id if serving.policy else None
 st.title(settings.title if end_user else "Predict")
 if settings.scope:
     st.info(settings.scope, icon=":material/info:")

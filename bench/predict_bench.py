@@ -3,11 +3,13 @@
     .venv/bin/python bench/predict_bench.py [--folder ../shared/data/bears_small] [--ood ../shared/data/ood_sample]
 
 Trains the default recipe on the folder in a throwaway data root (once), then measures:
-1. one image through the app path (decode, measure, resize, model, hand to the log writer): p50/p95
-   against the bare forward pass of the same preprocessed tensor;
-2. batch scoring of the whole folder (the `predict` command's path, logging included) against the
-   bare forward pass at the same batch size;
-3. rows/s from 4 processes logging at once through the app's background writer, and rows lost;
+1. one upload at a time through the Predict page's path (its database reads, decode, resize, model,
+   decision, hand to the log writer): p50/p95 against a full decode plus the bare forward pass, on the
+   folder's thumbnails and on camera-sized JPEGs made from them;
+2. batch scoring of the whole folder (the `predict` command's path: reading files, logging included)
+   against the bare forward pass at the same batch size;
+3. distinct predictions/s from 4 processes logging at once through the app's background writer, and
+   predictions lost;
 4. seconds per Monitor query over 1,000,000 generated log rows;
 5. how well each out-of-domain score separates the folder's validation images from --ood (AUROC).
 Prints figures; asserts nothing.
@@ -31,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.data import gather, images  # noqa: E402
 from core.model import datasets, registry, runs, scoring  # noqa: E402
-from core.production import prediction, prediction_log  # noqa: E402
+from core.production import deployment, prediction, prediction_log  # noqa: E402
 from core.production.monitoring import charts, queries  # noqa: E402
 from core.workspace import paths, store, workspaces  # noqa: E402
 
@@ -49,12 +51,33 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def latency(ws: paths.Workspace, files: list[Path], repeats: int) -> None:
+def camera_photos(files: list[Path], folder: Path, n: int, size: tuple[int, int] = (4000, 3000)) -> list[Path]:
+    """Camera-sized JPEGs (about 4000x3000, quality 90) made from the folder's thumbnails: what a phone sends."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, f in enumerate(files[:n]):
+        path = folder / f"camera-{i:03d}.jpg"
+        Image.open(f).convert("RGB").resize(size, Image.Resampling.BICUBIC).save(path, "JPEG", quality=90)
+        out.append(path)
+    return out
+
+
+def latency(ws: paths.Workspace, files: list[Path], label: str) -> None:
+    """Per upload, what the Predict page does: read the app's settings and the accepted policy from the
+    database, decode, resize, score, decide, hand the prediction to the log writer."""
     predictor = scoring.load_predictor(ws)
     log = prediction_log.background(ws)
-    items = [(f.name, f.read_bytes()) for f in files[:repeats]]
-    for name, data in items[:5]:  # warm-up
-        prediction.predict_images(predictor, [(name, data)])
+    items = [(f.name, f.read_bytes()) for f in files]
+
+    def page(name: str, data: bytes) -> None:
+        serving = deployment.serving(ws, predictor.version)
+        deployment.score_uploads(predictor, [(name, data)], log, serving.decide, serving.settings.keep_images)
+
+    for name, data in items[:3]:  # warm-up
+        page(name, data)
+    log.flush()
     tensors = [
         datasets.to_batch(
             np.asarray(images.resize_item(prediction.decode(d), predictor.size, predictor.resize), np.uint8)[None],
@@ -63,25 +86,32 @@ def latency(ws: paths.Workspace, files: list[Path], repeats: int) -> None:
         )
         for _, d in items
     ]
-    app, bare = [], []
-    block = 20  # alternate blocks of each, so both see the same machine (this one is shared and noisy)
+    app, bare, unavoidable = [], [], []
+    block = 10  # alternate blocks of each, so both see the same machine (this one is shared and noisy)
     for start in range(0, len(items), block):
-        for x in tensors[start : start + block]:
+        for (_, data), x in zip(items[start : start + block], tensors[start : start + block], strict=True):
             t0 = time.perf_counter()
+            prediction.decode(data)
+            t1 = time.perf_counter()
             with torch.inference_mode():
                 predictor.model(x)
-            bare.append((time.perf_counter() - t0) * 1000)
+            t2 = time.perf_counter()
+            bare.append((t2 - t1) * 1000)
+            unavoidable.append((t2 - t0) * 1000)
         for name, data in items[start : start + block]:  # the log writer runs beside, as in the app
             t0 = time.perf_counter()
-            preds, _ = prediction.predict_images(predictor, [(name, data)], defer_properties=True)  # as the Predict page
-            log.submit(prediction_log.LogBatch(preds, "app", predictor.version))
+            page(name, data)
             app.append((time.perf_counter() - t0) * 1000)
         log.flush()  # not timed: the writer's last batch must not land in the next bare block
     print(
-        f"\n1. one image, {len(items)} images at {predictor.size} px, {torch.get_num_threads()} torch threads\n"
-        f"   app path (decode, resize, model, hand to log)    : p50 {pct(app, 50):.1f} ms, p95 {pct(app, 95):.1f} ms\n"
-        f"   bare forward of the same tensor:                         p50 {pct(bare, 50):.1f} ms, p95 {pct(bare, 95):.1f} ms\n"
-        f"   overhead: p50 {pct(app, 50) / pct(bare, 50) - 1:+.0%}, p95 {pct(app, 95) / pct(bare, 95) - 1:+.0%}"
+        f"\n1. one upload at a time, {len(items)} {label}, model at {predictor.size} px, "
+        f"{torch.get_num_threads()} torch threads\n"
+        f"   Predict page path (settings and policy read, decode, resize, model, decide, hand to log): "
+        f"p50 {pct(app, 50):.1f} ms, p95 {pct(app, 95):.1f} ms\n"
+        f"   full decode + bare forward:  p50 {pct(unavoidable, 50):.1f} ms, p95 {pct(unavoidable, 95):.1f} ms; "
+        f"bare forward alone: p50 {pct(bare, 50):.1f} ms, p95 {pct(bare, 95):.1f} ms\n"
+        f"   page over decode + forward: p50 {pct(app, 50) / pct(unavoidable, 50) - 1:+.0%}, "
+        f"p95 {pct(app, 95) / pct(unavoidable, 95) - 1:+.0%}"
     )
 
 
@@ -97,8 +127,8 @@ def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
         text=True,
     )
     process_s = time.perf_counter() - t0
+    t0 = time.perf_counter()  # the clock starts before the files are read, as the command's does
     items, _ = prediction.read_paths([folder])
-    t0 = time.perf_counter()
     preds, _ = prediction.predict_images(predictor, items, batch)
     prediction_log.log_predictions(ws, preds, "batch", predictor.version)
     path_s = time.perf_counter() - t0
@@ -112,7 +142,7 @@ def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
     n = len(items)
     print(
         f"\n2. batch scoring {n} images at batch {batch}\n"
-        f"   scoring path (read, decode, properties, resize, model, log): {n / path_s:.0f} images/s\n"
+        f"   scoring path (read files, decode, properties, resize, model, log): {n / path_s:.0f} images/s\n"
         f"   bare forward on ready tensors:                              {n / bare_s:.0f} images/s\n"
         f"   ratio {bare_s / path_s:.0%}; the whole `python -m core predict` process (imports, model load): "
         f"{process_s:.1f} s, exit {done.returncode}"
@@ -152,11 +182,12 @@ def concurrent_logging(per_process: int) -> None:
         for _ in range(4)
     ]
     ends = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
-    rows = prediction_log.count(ws) + prediction_log.spooled_rows(ws)
+    with store.connect(ws) as con:  # distinct ids: a row written twice must not count as two
+        rows = con.execute("SELECT count(DISTINCT id) FROM predictions").fetchone()[0] + prediction_log.spooled_rows(ws)
     wall = max(ends) - start
     print(
         f"\n3. logging from 4 processes, {per_process} predictions each, one at a time through the background writer\n"
-        f"   {rows} rows in {wall:.2f} s: {rows / wall:,.0f} rows/s in total; lost {4 * per_process - rows}"
+        f"   {rows} distinct predictions in {wall:.2f} s: {rows / wall:,.0f} rows/s in total; lost {4 * per_process - rows}"
         f"; spooled {prediction_log.spooled_rows(ws)}"
     )
 
@@ -225,7 +256,8 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "bears_small")
     parser.add_argument("--ood", type=Path, default=ROOT.parent / "shared" / "data" / "ood_sample")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=400, help="thumbnails timed one at a time")
+    parser.add_argument("--camera", type=int, default=40, help="camera-sized photos timed one at a time")
     parser.add_argument("--log-rows", type=int, default=25_000, help="per writer process")
     parser.add_argument("--monitor-rows", type=int, default=1_000_000)
     args = parser.parse_args()
@@ -233,7 +265,9 @@ def main() -> None:
         os.environ[workspaces.DATA_ROOT_ENV] = tmp
         ws = trained(args.folder.resolve())
         files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-        latency(ws, files, args.repeats)
+        latency(ws, files[: args.repeats], f"thumbnails from {args.folder.name}")
+        camera = camera_photos(files, Path(tmp) / "camera", args.camera)
+        latency(ws, camera, "camera-sized JPEGs (4000x3000, made from those thumbnails)")
         throughput(ws, args.folder.resolve(), args.batch)
         concurrent_logging(args.log_rows)
         monitor_queries(args.monitor_rows)

@@ -330,3 +330,21 @@ def test_scoring_uploads_hands_every_prediction_to_the_log(prod: Workspace) -> N
         logged = con.execute("SELECT id, source, brightness, sharpness FROM predictions ORDER BY name").fetchall()
     assert [(i, s) for i, s, _, _ in logged] == [(p.id, "app") for p in preds]
     assert all(b is not None and sh is not None for _, _, b, sh in logged)  # measured on the log's thread
+
+
+def test_serving_reads_settings_and_the_accepted_policy_through_one_connection(
+    prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.drivetrain import accepted, levers, optimizer
+    from core.drivetrain.decisions import Policy
+
+    v = optimizer.validation(prod)
+    accepted.accept(prod, v.version, Policy(refer_below=1.01), levers.load_utility(prod, v.classes)[0])
+    deployment.save_settings(prod, deployment.AppSettings("Bears", "Only bears.", False))
+    opened = []
+    real = store.connect
+    monkeypatch.setattr(store, "connect", lambda ws, **kw: opened.append(1) or real(ws, **kw))
+    found = deployment.serving(prod, v.version)
+    assert len(opened) == 1
+    assert found.settings.title == "Bears" and found.policy.policy == Policy(refer_below=1.01)
+    assert found.decide(np.array([5.0, 0.0, 0.0]), False) == levers.REFER

@@ -8,6 +8,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import duckdb
+
 from core.drivetrain.decisions import DecideFn, Policy, decider, outcome_dict
 from core.drivetrain.levers import Utility, load_utility
 from core.drivetrain.optimizer import Search, Validation
@@ -85,13 +87,15 @@ def _utility(data: dict[str, Any]) -> Utility:
     return Utility(tuple(data["actions"]), tuple(data["costs"]), tuple(data["rows"]), rows, data["refer"], data["unit"])
 
 
-def active(ws: Workspace, version: str) -> AcceptedPolicy | None:
-    """The latest policy accepted for this model version, if any."""
-    with store.connect(ws) as con:
-        row = con.execute(
-            "SELECT policy_id, policy, utility, report FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1",
-            [version],
-        ).fetchone()
+def active(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection | None = None) -> AcceptedPolicy | None:
+    """The latest policy accepted for this model version, if any (through the given connection, else a new one)."""
+    if con is None:
+        with store.connect(ws) as own:
+            return active(ws, version, own)
+    row = con.execute(
+        "SELECT policy_id, policy, utility, report FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1",
+        [version],
+    ).fetchone()
     if row is None:
         return None
     report = json.loads(row[3] or "{}")

@@ -7,6 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import duckdb
+
+from core.drivetrain import accepted
+from core.drivetrain.accepted import AcceptedPolicy
 from core.drivetrain.decisions import DecideFn
 from core.production import prediction, prediction_log
 from core.production.prediction import Prediction
@@ -28,10 +32,29 @@ class AppSettings:
     keep_images: bool = False  # keep a copy of every scored image under production/
 
 
-def load_settings(ws: Workspace) -> AppSettings:
+@dataclass(frozen=True)
+class Serving:
+    """What the app needs from the database for one request: its settings and the model's accepted policy."""
+
+    settings: AppSettings
+    policy: AcceptedPolicy | None
+
+    @property
+    def decide(self) -> DecideFn | None:
+        return self.policy.decider() if self.policy else None
+
+
+def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> AppSettings:
     """The app's settings, read through one connection."""
-    values = store.get_settings(ws, (TITLE, SCOPE, prediction_log.KEEP_IMAGES))
+    values = store.get_settings(ws, (TITLE, SCOPE, prediction_log.KEEP_IMAGES), con)
     return AppSettings(values[TITLE] or DEFAULT_TITLE, values[SCOPE] or "", bool(values[prediction_log.KEEP_IMAGES]))
+
+
+def serving(ws: Workspace, version: str) -> Serving:
+    """The settings and the accepted policy through one database connection: the Predict page reads them on
+    every run, so each upload pays for one connection, not two."""
+    with store.connect(ws) as con:
+        return Serving(load_settings(ws, con), accepted.active(ws, version, con))
 
 
 def save_settings(ws: Workspace, settings: AppSettings) -> None:

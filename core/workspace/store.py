@@ -176,10 +176,12 @@ def get_setting(ws: Workspace, key: str) -> Any:
     return json.loads(row[0]) if row else None
 
 
-def get_settings(ws: Workspace, keys: Sequence[str]) -> dict[str, Any]:
-    """Several settings through one connection: key -> JSON value (None when unset)."""
-    with connect(ws) as con:
-        rows = con.execute("SELECT key, value FROM meta WHERE list_contains(?, key)", [[f"setting:{k}" for k in keys]]).fetchall()
+def get_settings(ws: Workspace, keys: Sequence[str], con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
+    """Several settings through one connection (the given one, else a new one): key -> JSON value (None when unset)."""
+    if con is None:
+        with connect(ws) as own:
+            return get_settings(ws, keys, own)
+    rows = con.execute("SELECT key, value FROM meta WHERE list_contains(?, key)", [[f"setting:{k}" for k in keys]]).fetchall()
     found = {key.removeprefix("setting:"): json.loads(value) for key, value in rows}
     return {k: found.get(k) for k in keys}
 
