@@ -82,7 +82,7 @@ def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
 
 def preview(data: bytes) -> object:
     """The image as the model saw it (EXIF-rotated, RGB), small enough for the page; browsers cannot show TIFF or CMYK."""
-    img = prediction.decode(data)
+    img = prediction.decode(data, 384)
     img.thumbnail((384, 384))
     return img
 

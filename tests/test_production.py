@@ -21,7 +21,7 @@ from core.production.monitoring import alerts, charts, queries, reference
 from core.production.prediction import Prediction
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import bad_files, cli, colour_image, exif_rotated_jpeg, fake_prediction
+from tests.helpers import bad_files, cli, colour_image, encode, exif_rotated_jpeg, fake_prediction, picture, png_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -348,3 +348,38 @@ def test_serving_reads_settings_and_the_accepted_policy_through_one_connection(
     assert len(opened) == 1
     assert found.settings.title == "Bears" and found.policy.policy == Policy(refer_below=1.01)
     assert found.decide(np.array([5.0, 0.0, 0.0]), False) == levers.REFER
+
+
+def big_jpeg(size: tuple[int, int] = (1600, 1200), rotate_exif: bool = False) -> bytes:
+    exif = Image.Exif()
+    if rotate_exif:
+        exif[0x0112] = 6  # "rotate 90°": seen as portrait
+    return encode(picture(11, size), "JPEG", quality=90, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("rotate_exif", [False, True], ids=["landscape", "exif-rotated"])
+def test_large_photos_decode_at_reduced_scale_and_keep_their_true_size(rotate_exif: bool) -> None:
+    opened = prediction.decode_noted(big_jpeg(rotate_exif=rotate_exif), 64)
+    expected = (1200, 1600) if rotate_exif else (1600, 1200)
+    assert opened.size == expected
+    assert min(opened.rgb.size) >= 64 and max(opened.rgb.size) <= max(expected) // 8  # the decoder's 1/8 scale
+    assert opened.rgb.size[0] > opened.rgb.size[1] if not rotate_exif else opened.rgb.size[0] < opened.rgb.size[1]
+    assert prediction.decode_noted(big_jpeg(), None).rgb.size == (1600, 1200)  # no side: full size
+
+
+def test_training_and_serving_see_the_same_pixels_for_a_large_photo(ws: Workspace) -> None:
+    from types import SimpleNamespace
+
+    from core.data import gather as gather_mod
+    from core.model import datasets
+    from core.model.config import DataConfig
+
+    data = big_jpeg()
+    gather_mod.ingest(ws, gather_mod.upload_items([("big.jpg", data), ("small.png", png_bytes(3))], "x"))
+    catalog = store.images(ws).sort_values("path")
+    for resize in ("squish", "crop", "pad"):
+        trained_on = datasets.load_pixels(ws, catalog, DataConfig(size=48, resize=resize))
+        served = prediction.decode_for(SimpleNamespace(size=48, resize=resize), "big.jpg", data)
+        big = catalog["path"].str.endswith(".jpg").to_numpy().nonzero()[0][0]
+        np.testing.assert_array_equal(trained_on[big], served.pixels)
+        assert served.size == (1600, 1200) and served.properties["width"] == 1600

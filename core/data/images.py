@@ -173,9 +173,20 @@ def orientation(img: Image.Image) -> int:
         return 1
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open an image file for training or display: EXIF orientation applied, RGB."""
+def reduce_on_decode(img: Image.Image, side: int | None) -> None:
+    """Let the decoder scale down by 1/2, 1/4 or 1/8 while keeping at least `side` pixels each way (JPEG only;
+    a no-op for other formats). A 4000x3000 photo for a 160-pixel model decodes at 500x375: several times
+    faster, and the resize to the model's input then starts from a near size. Training and serving both
+    call it before loading, so the model sees the same pixels in both."""
+    if side:
+        img.draft(img.mode, (side, side))
+
+
+def load_rgb(path: Path, side: int | None = None) -> Image.Image:
+    """Open an image file for training or display: EXIF orientation applied, RGB; with `side`, decoded at
+    the smallest reduced scale that keeps `side` pixels each way."""
     with Image.open(path) as img:
+        reduce_on_decode(img, side)
         img.load()
         return to_rgb(ImageOps.exif_transpose(img))
 

@@ -76,7 +76,7 @@ def assign_split(ws: Workspace, catalog: pd.DataFrame, cfg: DataConfig) -> pd.Da
 
 
 def _cache_dir(ws: Workspace, cfg: DataConfig) -> Path:
-    return ws.root / "cache" / f"pixels-{cfg.resize}-{cfg.size}"
+    return ws.root / "cache" / f"pixels-v2-{cfg.resize}-{cfg.size}"  # v2: decoded at reduced scale
 
 
 def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress: ProgressFn | None = None) -> np.ndarray:
@@ -91,7 +91,7 @@ def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress:
     if missing:
 
         def decode(row: object) -> np.ndarray:
-            return np.asarray(resize_item(load_rgb(ws.root / row.path), cfg.size, cfg.resize), np.uint8)
+            return np.asarray(resize_item(load_rgb(ws.root / row.path, cfg.size), cfg.size, cfg.resize), np.uint8)
 
         fresh = []
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:

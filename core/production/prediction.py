@@ -61,19 +61,32 @@ class Prediction:
         return [(classes[i], float(self.probs[i])) for i in order]
 
 
-def decode_noted(data: bytes) -> tuple[Image.Image, str]:
-    """Image bytes to RGB with EXIF orientation, and the conversions that took (cmyk, 16-bit, alpha,
-    exif-rotated, ...); UserError saying why when they cannot be scored."""
+@dataclass(frozen=True, eq=False)
+class Opened:
+    """Image bytes decoded for scoring: RGB, EXIF-oriented, perhaps at a reduced scale."""
+
+    rgb: Image.Image
+    size: tuple[int, int]  # the full image's width and height after orientation
+    notes: str  # conversions applied: cmyk, 16-bit, alpha, exif-rotated, ...
+
+
+def decode_noted(data: bytes, side: int | None = None) -> Opened:
+    """Image bytes to RGB with EXIF orientation (decoded at a reduced scale that keeps `side` pixels each way,
+    when given), and the conversions that took; UserError saying why when they cannot be scored."""
     opened = images.open_checked(data, DECODE)
+    full = opened.size  # from the header, before any reduced decoding
+    images.reduce_on_decode(opened, side)
     img = images.load_oriented(opened)  # first: a corrupt file must fail here, with its message
     rotated = images.orientation(opened) not in (0, 1)
-    if min(img.size) < DECODE.min_side:
-        raise UserError(f"image too small to score: {img.width}x{img.height} pixels")
-    return images.to_rgb(img), images.conversion_notes(opened, rotated)
+    size = (full[1], full[0]) if images.orientation(opened) in (5, 6, 7, 8) else full
+    notes = images.conversion_notes(opened, rotated)
+    if min(size) < DECODE.min_side:
+        raise UserError(f"image too small to score: {size[0]}x{size[1]} pixels")
+    return Opened(images.to_rgb(img), size, notes)
 
 
-def decode(data: bytes) -> Image.Image:
-    return decode_noted(data)[0]
+def decode(data: bytes, side: int | None = None) -> Image.Image:
+    return decode_noted(data, side).rgb
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,11 +106,11 @@ class DecodedImage:
 def decode_for(predictor: Predictor, name: str, data: bytes, defer: bool = False) -> DecodedImage:
     """Decode, orient and resize one input for the predictor; measure its properties unless deferred."""
     start = time.perf_counter()
-    rgb, notes = decode_noted(data)
-    resized = resize_item(rgb, predictor.size, predictor.resize)
-    props = None if defer else properties(rgb.size, resized)
+    opened = decode_noted(data, predictor.size)  # the reduced scale training used too (datasets.load_pixels)
+    resized = resize_item(opened.rgb, predictor.size, predictor.resize)
+    props = None if defer else properties(opened.size, resized)
     pixels = np.asarray(resized, np.uint8)
-    return DecodedImage(name, data, pixels, rgb.size, props, resized, time.perf_counter() - start, notes)
+    return DecodedImage(name, data, pixels, opened.size, props, resized, time.perf_counter() - start, opened.notes)
 
 
 def _decode_chunk(
