@@ -24,7 +24,7 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def layer(module: str, package: str = "core") -> int:
+def layer(module: str) -> int:
     """Position in ORDER; -1 for the base modules and the package itself; __main__ runs the CLI."""
     parts = module.split(".")
     if len(parts) == 1 or parts[1] in BASE:
@@ -63,11 +63,11 @@ def edges(root: Path) -> list[Edge]:
     return found
 
 
-def upward(found: list[Edge], package: str) -> list[str]:
+def upward(found: list[Edge]) -> list[str]:
     """Imports against the stage order, each as 'file:line: message'."""
     problems = []
     for e in found:
-        if layer(e.target, package) > layer(e.source, package):
+        if layer(e.target) > layer(e.source):
             problems.append(
                 f"{e.file}:{e.line}: {e.source} imports {e.target}, a later stage; stages import only leftward: "
                 + " <- ".join(ORDER)
@@ -122,4 +122,4 @@ def cycles(found: list[Edge]) -> list[str]:
 def check(root: Path) -> list[str]:
     """Every breach of the layer rule under the package folder root."""
     found = edges(root)
-    return upward(found, root.name) + cycles(found)
+    return upward(found) + cycles(found)

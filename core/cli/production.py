@@ -40,7 +40,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     items, failed = prediction.read_paths([Path(p) for p in args.paths])
     preds: list[prediction.Prediction] = []
     logged = spooled = 0
-    show = None if args.json else printer(True, "scored")
+    show = printer(not args.json, "scored")
     keep = prediction_log.keeps_images(ws)
     decide = accepted.active_decider(ws, predictor.version)
     for start in range(0, len(items), args.batch_size * 8):  # log as we go: a crash loses no scored batch
@@ -90,7 +90,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     ws = workspaces.resolve(args.workspace)
     store.init_db(ws)
     cfg = traffic.TrafficConfig(days=args.days, per_day=args.per_day, seed=args.seed, shift_day=args.shift_day or args.days // 2)
-    return traffic.replay_traffic(ws, cfg, on_progress=None if args.json else printer(True, "scored"))
+    return traffic.replay_traffic(ws, cfg, on_progress=printer(not args.json, "scored"))
 
 
 def print_simulate(data: dict[str, Any]) -> None:

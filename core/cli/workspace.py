@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from core.errors import UserError
@@ -26,12 +25,7 @@ def cmd_workspace(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_commands(command: Any) -> None:
-    w = command(
-        "workspace",
-        "list, create, rename or delete (to trash) workspaces",
-        cmd_workspace,
-        lambda data: print(json.dumps(data, indent=2)),
-    )
+    w = command("workspace", "list, create, rename or delete (to trash) workspaces", cmd_workspace)
     w.add_argument("action", choices=["list", "create", "rename", "delete"])
     w.add_argument("name", nargs="?")
     w.add_argument("new_name", nargs="?")

@@ -89,13 +89,11 @@ def _utility(data: dict[str, Any]) -> Utility:
 
 def active(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection | None = None) -> AcceptedPolicy | None:
     """The latest policy accepted for this model version, if any (through the given connection, else a new one)."""
-    if con is None:
-        with store.connect(ws) as own:
-            return active(ws, version, own)
-    row = con.execute(
-        "SELECT policy_id, policy, utility, report FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1",
-        [version],
-    ).fetchone()
+    with store.reuse(ws, con) as c:
+        row = c.execute(
+            "SELECT policy_id, policy, utility, report FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1",
+            [version],
+        ).fetchone()
     if row is None:
         return None
     report = json.loads(row[3] or "{}")

@@ -15,7 +15,6 @@ from core.drivetrain.decisions import Outcome, Policy, decide, policy_and_baseli
 from core.drivetrain.levers import Utility
 from core.errors import UserError
 from core.model import outputs, registry, scoring
-from core.model.outputs import softmax
 from core.workspace.paths import Workspace
 
 
@@ -45,7 +44,7 @@ def validation(ws: Workspace, version: str | None = None) -> Validation:
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    p = softmax(logits, temperature)[np.arange(len(labels)), labels]
+    p = outputs.softmax(logits, temperature)[np.arange(len(labels)), labels]
     return float(-np.log(np.clip(p, 1e-12, 1.0)).mean())
 
 

@@ -274,8 +274,8 @@ def train_workspace(
                 _record_epoch(ws, run_id, event)
             emit(event)
 
-        d = data
-        result = fine_tune(d.pixels[d.train], d.y[d.train], d.pixels[~d.train], d.y[~d.train], len(classes), cfg, relay, cancel)
+        train, valid = data.train, ~data.train
+        result = fine_tune(data.pixels[train], data.y[train], data.pixels[valid], data.y[valid], len(classes), cfg, relay, cancel)
         summary = _register(ws, run_id, cfg, data, result, time.perf_counter() - started)
         _finish_run(ws, run_id, "finished", summary["version"])
         emit(DoneEvent(summary))

@@ -77,9 +77,9 @@ def decode_noted(data: bytes, side: int | None = None) -> Opened:
     full = opened.size  # from the header, before any reduced decoding
     images.reduce_on_decode(opened, side)
     img = images.load_oriented(opened)  # first: a corrupt file must fail here, with its message
-    rotated = images.orientation(opened) not in (0, 1)
-    size = (full[1], full[0]) if images.orientation(opened) in (5, 6, 7, 8) else full
-    notes = images.conversion_notes(opened, rotated)
+    turn = images.orientation(opened)
+    size = (full[1], full[0]) if turn in (5, 6, 7, 8) else full  # a quarter turn swaps width and height
+    notes = images.conversion_notes(opened, turn not in (0, 1))
     if min(size) < DECODE.min_side:
         raise UserError(f"image too small to score: {size[0]}x{size[1]} pixels")
     return Opened(images.to_rgb(img), size, notes)

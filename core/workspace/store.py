@@ -153,6 +153,16 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         con.close()
 
 
+@contextmanager
+def reuse(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The given connection (a caller reading several things at once), else a short-lived one."""
+    if con is not None:
+        yield con
+        return
+    with connect(ws) as own:
+        yield own
+
+
 _READY: set[str] = set()
 
 
@@ -171,17 +181,13 @@ def init_db(ws: Workspace, force: bool = False) -> None:
 
 def get_setting(ws: Workspace, key: str) -> Any:
     """A JSON value from the workspace's settings (None when unset)."""
-    with connect(ws) as con:
-        row = con.execute("SELECT value FROM meta WHERE key = ?", [f"setting:{key}"]).fetchone()
-    return json.loads(row[0]) if row else None
+    return get_settings(ws, (key,))[key]
 
 
 def get_settings(ws: Workspace, keys: Sequence[str], con: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any]:
     """Several settings through one connection (the given one, else a new one): key -> JSON value (None when unset)."""
-    if con is None:
-        with connect(ws) as own:
-            return get_settings(ws, keys, own)
-    rows = con.execute("SELECT key, value FROM meta WHERE list_contains(?, key)", [[f"setting:{k}" for k in keys]]).fetchall()
+    with reuse(ws, con) as c:
+        rows = c.execute("SELECT key, value FROM meta WHERE list_contains(?, key)", [[f"setting:{k}" for k in keys]]).fetchall()
     found = {key.removeprefix("setting:"): json.loads(value) for key, value in rows}
     return {k: found.get(k) for k in keys}
 
