@@ -1,4 +1,5 @@
-"""Evaluate: confusion matrix, per-class metrics, top losses, calibration, and two versions compared."""
+"""Evaluate: test beside valid, confusion matrix, per-class metrics, top losses, calibration, and two
+versions compared on the test images both held out."""
 
 import pandas as pd
 import streamlit as st
@@ -6,17 +7,44 @@ import streamlit as st
 from core.model import evaluation, registry
 from core.workspace import store
 from ui.common import attempt, current_workspace, image_grid, pick_version, thumbnails
+from ui.splits import draw_test_button
 
 ws = current_workspace()
 st.title("Evaluate")
 version, names = pick_version(ws, "Model version", "eval_version", "No model yet: train one on the Train page.")
-ev = attempt(lambda: evaluation.load(ws, version))
-table, ece = evaluation.reliability(ev)
+valid = attempt(lambda: evaluation.load(ws, version))
+with st.spinner("Scoring test images that joined after this version was trained..."):
+    test = attempt(lambda: evaluation.load_test(ws, version))
+if said := st.session_state.pop("split_said", None):
+    st.success(said)
+
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Validation images", len(ev.ids))
-c2.metric("Accuracy", f"{ev.accuracy:.1%}")
-c3.metric("Error rate", f"{1 - ev.accuracy:.1%}")
-c4.metric("Calibration error (ECE)", f"{ece:.3f}")
+c1.metric("Test accuracy", f"{test.accuracy:.1%}" if test.ids else "no test images")
+c2.metric("Test images", len(test.ids))
+c3.metric("Validation accuracy", f"{valid.accuracy:.1%}")
+c4.metric("Validation images", len(valid.ids))
+st.caption(
+    "Test images were held out from everything: no weight, epoch, temperature or threshold was chosen on them, so "
+    "test accuracy is what to expect on new images like them. Validation accuracy is optimistic: the validation "
+    "images chose the best epoch."
+    + (f" {test.unknown} test image(s) have a label this version was not trained on and are left out." if test.unknown else "")
+)
+if not test.ids:
+    st.warning(
+        "This version has no test images to report on: the workspace has none, or all of them were in its "
+        "training or validation images. Figures below are on validation images (optimistic)."
+    )
+    if not (store.images(ws)["split"] == "test").any():
+        draw_test_button(ws, "eval_draw_test")
+shown = st.radio(
+    "Figures below on",
+    ["test", "validation"] if test.ids else ["validation"],
+    horizontal=True,
+    key="eval_images",
+    format_func=lambda k: f"{k} images ({len(test.ids) if k == 'test' else len(valid.ids)})",
+)
+ev = test if shown == "test" else valid
+table, ece = evaluation.reliability(ev)
 
 
 @st.dialog("Image", width="large")
@@ -56,7 +84,7 @@ with worst:
     top = evaluation.top_losses(ws, ev, k)
     top = top[top["path"].notna()]
     st.caption(
-        "The validation images with the highest loss, as fastai's plot_top_losses: each tile says predicted / "
+        f"The {shown} images with the highest loss, as fastai's plot_top_losses: each tile says predicted / "
         "actual, the loss and the probability of the prediction. Pick one to enlarge."
     )
     image_grid(
@@ -69,6 +97,7 @@ with worst:
         enlarge(top[top["id"] == pick].iloc[0])
 
 with calibration:
+    st.metric("Expected calibration error", f"{ece:.3f}")
     st.plotly_chart(evaluation.reliability_figure(ev), key="eval_reliability")
     st.dataframe(table, hide_index=True, width="stretch")
 
@@ -78,15 +107,30 @@ with compare:
         st.write("Train another version to compare it with this one.")
     else:
         other = st.selectbox("Compare with", others, key="eval_other")
+        st.caption("As each version was trained (validation images differ if the split changed in between):")
         st.dataframe(registry.compare(ws, [other, version]), hide_index=True, width="stretch")
-        changed = evaluation.changed_predictions(evaluation.load(ws, other), ev)
-        st.subheader(f"Predictions that changed: {len(changed)}")
-        if len(changed):
-            paths = store.images(ws, status=None).set_index("id")["path"]
-            shown = changed[changed["id"].isin(paths.index)].head(24)
-            image_grid(
-                [ws.root / paths[i] for i in shown["id"]],
-                [f"{r[3]} → {r[4]} (actual {r[2]})" for r in shown.itertuples()],
-                columns=8,
+        old, new = attempt(lambda: evaluation.held_out_by_both(ws, other, version))
+        if not old.ids:
+            st.warning(
+                f"No test image was held out by both {other} and {version} (one of them trained or selected on every "
+                "test image there is), so they cannot be compared fairly: draw or add test images and look again."
             )
-            st.dataframe(changed, hide_index=True, width="stretch")
+        else:
+            st.subheader(f"On the same {len(old.ids)} test images, held out by both")
+            st.dataframe(
+                evaluation.side_by_side([old, new]),
+                hide_index=True,
+                width="stretch",
+                column_config={"accuracy": st.column_config.NumberColumn(format="%.3f")},
+            )
+            changed = evaluation.changed_predictions(old, new)
+            st.subheader(f"Predictions that changed: {len(changed)}")
+            if len(changed):
+                paths = store.images(ws, status=None).set_index("id")["path"]
+                shown_changed = changed[changed["id"].isin(paths.index)].head(24)
+                image_grid(
+                    [ws.root / paths[i] for i in shown_changed["id"]],
+                    [f"{r[3]} → {r[4]} (actual {r[2]})" for r in shown_changed.itertuples()],
+                    columns=8,
+                )
+                st.dataframe(changed, hide_index=True, width="stretch")

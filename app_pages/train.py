@@ -10,6 +10,7 @@ from core.model.config import TrainConfig
 from core.model.events import BatchEvent
 from core.workspace import store
 from ui.common import attempt, current_workspace
+from ui.splits import split_panel
 
 ws = current_workspace()
 st.title("Train")
@@ -50,7 +51,7 @@ def settings_form(saved: TrainConfig) -> TrainConfig:
     """The DataBlock and fine_tune settings; starts from the workspace's saved ones."""
     d = saved.data
     st.subheader("Data")
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     sizes = [0, 64, 96, 128, 160, 192, 224]
     size = c1.selectbox(
         "Image size",
@@ -62,20 +63,11 @@ def settings_form(saved: TrainConfig) -> TrainConfig:
     resize = c2.radio(
         "Item resize", config.RESIZE_METHODS, index=config.RESIZE_METHODS.index(d.resize), key="train_resize", horizontal=True
     )
-    split = c3.radio(
-        "Split",
-        config.SPLIT_MODES,
-        index=config.SPLIT_MODES.index(d.split),
-        key="train_split",
-        horizontal=True,
-        help="random: seeded stratified fraction; folders: imported train/ and valid/",
-    )
-    c1, c2, c3, c4, c5 = st.columns(5)
-    valid_pct = c1.slider("Validation share", 0.05, 0.5, d.valid_pct, 0.05, key="train_valid_pct")
-    seed = c2.number_input("Seed", 0, 1_000_000, d.seed, key="train_seed")
-    min_scale = c3.slider("Crop keeps at least", 0.1, 1.0, d.min_scale, 0.05, key="train_min_scale")
-    rotate = c4.slider("Rotation (°)", 0.0, 30.0, d.rotate, 1.0, key="train_rotate")
-    lighting = c5.slider("Lighting", 0.0, 0.5, d.lighting, 0.05, key="train_lighting")
+    c1, c2, c3, c4 = st.columns(4)
+    seed = c1.number_input("Training seed", 0, 1_000_000, saved.seed, key="train_seed")
+    min_scale = c2.slider("Crop keeps at least", 0.1, 1.0, d.min_scale, 0.05, key="train_min_scale")
+    rotate = c3.slider("Rotation (°)", 0.0, 30.0, d.rotate, 1.0, key="train_rotate")
+    lighting = c4.slider("Lighting", 0.0, 0.5, d.lighting, 0.05, key="train_lighting")
     flip = st.checkbox("Horizontal flips", d.flip, key="train_flip", help="Off for digits or text: a mirrored 2 is not a 2.")
     st.subheader("Model")
     c1, c2, c3, c4, c5 = st.columns(5)
@@ -104,9 +96,6 @@ def settings_form(saved: TrainConfig) -> TrainConfig:
         d,
         size=int(size),
         resize=resize,
-        split=split,
-        valid_pct=valid_pct,
-        seed=int(seed),
         min_scale=min_scale,
         rotate=rotate,
         lighting=lighting,
@@ -133,16 +122,24 @@ else:
     if job is not None:
         if job.status == "finished":
             s = job.summary
-            st.success(
-                f"Trained {s['version']}: valid accuracy {s['valid_accuracy']:.1%} (best epoch {s['best_epoch']}) "
-                f"in {s['wall_seconds']:.0f} s."
+            tested = (
+                f"test accuracy {s['test_accuracy']:.1%} on {s['test_images']} held-out images"
+                if s.get("test_accuracy") is not None
+                else "no test images to report on"
             )
+            st.success(
+                f"Trained {s['version']}: {tested}; valid accuracy {s['valid_accuracy']:.1%} (it chose the best "
+                f"epoch, {s['best_epoch']}, so it is optimistic), in {s['wall_seconds']:.0f} s."
+            )
+            for note in s.get("split_notes", []):
+                st.info(f"Split completed: {note} (audited).")
         elif job.status == "cancelled":
             st.warning("Training was cancelled; no model version was written.")
         else:
             st.error(job.error)
         if job.epochs():
             st.plotly_chart(train_report.history_figure(job.epochs()), key="train_last_chart")
+    split_panel(ws)
     cfg = settings_form(runs.defaults(ws))
     with st.expander("Preview: one image augmented eight times, and a batch as the model sees it"):
         if st.button("Show preview", key="train_preview"):

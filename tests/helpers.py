@@ -80,7 +80,7 @@ def alpha_png(seed: int = 4) -> bytes:
     return encode(img)
 
 
-TINY = TrainConfig(data=DataConfig(size=32, flip=False), freeze_epochs=1, epochs=1, head_passes=20, batch_size=8)
+TINY = TrainConfig(data=DataConfig(size=32, flip=False), freeze_epochs=1, epochs=1, head_passes=20, batch_size=8, lr=5e-3)
 
 
 def colour_image(label: int, seed: int) -> bytes:

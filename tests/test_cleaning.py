@@ -12,9 +12,8 @@ import pytest
 
 from core.data import gather
 from core.errors import UserError
-from core.model import cleaning, datasets, runs
+from core.model import cleaning, runs
 from core.model.cleaning import Decision
-from core.model.config import DataConfig
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import TINY, colour_image, fill
@@ -127,8 +126,7 @@ def test_duplicates_across_train_and_valid_are_leakage(ws: Workspace, tmp_path: 
     (tmp_path / "src" / "valid" / "cat" / "x.png").write_bytes(colour_image(0, 1))
     (tmp_path / "src" / "valid" / "cat" / "y.png").write_bytes(colour_image(1, 2))
     gather.ingest(ws, gather.folder_items(tmp_path / "src")[0])
-    catalog = datasets.assign_split(ws, store.images(ws), DataConfig(split="folders"))
-    groups = cleaning.leakage_groups(catalog)
+    groups = cleaning.leakage_groups(store.images(ws))
     assert len(groups) == 1 and len(groups[0]) == 2
 
 

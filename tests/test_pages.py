@@ -236,24 +236,6 @@ def test_train_page_preview_and_lr_finder() -> None:
     assert not at.exception and any("Suggested head learning rate" in c.value for c in at.caption)
 
 
-def test_evaluate_page_on_two_versions() -> None:
-    from core.model import runs
-    from tests.helpers import TINY, fill
-
-    ws = workspaces.create_workspace("w")
-    fill(ws, {"red": 6, "blue": 6})
-    runs.train_workspace(ws, TINY)
-    runs.train_workspace(ws, TINY)
-    at = app("app_pages/evaluate.py", "w")
-    assert not at.exception and not errors(at)
-    assert [m.value for m in at.metric][:2] == ["2", "100.0%"]
-    assert len(at.get("plotly_chart")) >= 3
-    assert any("Predictions that changed: 0" in h.value for h in at.subheader)
-    at.selectbox(key="eval_enlarge").set_value(at.selectbox(key="eval_enlarge").options[1])
-    at.run()
-    assert not at.exception
-
-
 def test_clean_page_choices_persist_then_apply_and_undo() -> None:
     from core.model import runs
     from tests.helpers import TINY, fill

@@ -167,21 +167,6 @@ def test_refusals_have_messages(ws: Workspace, case: str, message: str, monkeypa
     assert registry.list_versions(ws).empty and not (ws.root / runs.LOCK).exists()
 
 
-def test_random_split_is_stored_stratified_and_repeatable(ws: Workspace) -> None:
-    fill(ws, {"red": 10, "blue": 5})
-    first = datasets.assign_split(ws, store.images(ws), DataConfig())
-    assert first.groupby("label")["split"].apply(lambda s: (s == "valid").sum()).to_dict() == {"blue": 1, "red": 2}
-    again = datasets.assign_split(ws, store.images(ws), DataConfig())
-    assert first.set_index("id")["split"].equals(again.set_index("id")["split"])
-    assert store.images(ws).set_index("id")["split"].equals(first.set_index("id")["split"])
-    assert "split_assigned" in store.audit_log(ws)["action"].tolist()
-
-
-def test_folder_split_needs_folders(tiny: Workspace) -> None:
-    with pytest.raises(UserError, match="did not come from train/ or valid/"):
-        datasets.assign_split(tiny, store.images(tiny), DataConfig(split="folders"))
-
-
 def test_pixel_cache_is_reused_without_decoding(tiny: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     catalog = store.images(tiny)
     first = datasets.load_pixels(tiny, catalog, DataConfig(size=32))

@@ -123,3 +123,61 @@ def add_commands(command: Any) -> None:
     v = command("verify", "check every image; quarantine the broken; report duplicates", cmd_verify, print_summary)
     v.add_argument("--min-side", type=int, default=32, help="smallest width or height accepted")
     v.add_argument("--max-distance", type=int, default=4, help="perceptual-hash bits for near duplicates")
+
+    s = command("split", "the train / valid / test split: counts; draw a test set; re-split", cmd_split, print_split)
+    s.add_argument(
+        "--draw-test",
+        nargs="?",
+        const=-1.0,
+        type=float,
+        metavar="SHARE",
+        help="move this share of all images (default: the plan's test share) from train into test, "
+        "for workspaces made before test sets existed",
+    )
+    s.add_argument("--resplit", action="store_true", help="re-split every image not placed by a folder under a new plan")
+    s.add_argument("--seed", type=int, help="with --resplit: the split seed")
+    s.add_argument("--valid", type=float, help="with --resplit: validation share (default 0.2)")
+    s.add_argument("--test", type=float, help="with --resplit: test share (default 0.1)")
+
+
+def cmd_split(args: argparse.Namespace) -> dict[str, Any]:
+    from dataclasses import asdict, replace
+
+    from core.workspace import split_ops, workspaces
+
+    ws = workspaces.resolve(args.workspace)
+    done: dict[str, Any] = {}
+    if args.draw_test is not None and args.resplit:
+        raise UserError("Choose one of --draw-test and --resplit.")
+    if args.draw_test is not None:
+        done["drawn"] = split_ops.draw_test(ws, None if args.draw_test < 0 else args.draw_test)
+    elif args.resplit:
+        given = {k: getattr(args, k) for k in ("seed", "valid", "test") if getattr(args, k) is not None}
+        done["resplit"] = split_ops.resplit(ws, replace(split_ops.plan_of(ws), **given))
+    elif any(getattr(args, k) is not None for k in ("seed", "valid", "test")):
+        raise UserError("--seed, --valid and --test change the plan only with --resplit.")
+    table = split_ops.counts(ws)
+    return {
+        "workspace": str(ws.root),
+        "plan": asdict(split_ops.plan_of(ws)),
+        "splits": {s: int(table.loc["all labels", s]) for s in table.columns},
+        "labels": {label: {s: int(n) for s, n in row.items()} for label, row in table.drop("all labels").iterrows()},
+        "origins": split_ops.origins(ws),
+        **done,
+    }
+
+
+def print_split(data: dict[str, Any]) -> None:
+    if "drawn" in data:
+        print(f"drew {data['drawn']} test image(s) from training images")
+    if "resplit" in data:
+        print("re-split: " + ", ".join(f"{k} {v}" for k, v in data["resplit"].items()))
+    plan = data["plan"]
+    print(f"plan: seed {plan['seed']}, valid {plan['valid']:.0%}, test {plan['test']:.0%}")
+    width = max([len(label) for label in data["labels"]] + [10]) + 2
+    print(f"{'label':<{width}}{'train':>7}{'valid':>7}{'test':>7}")
+    for label, row in [*data["labels"].items(), ("all labels", data["splits"])]:
+        print(f"{label:<{width}}{row['train']:>7}{row['valid']:>7}{row['test']:>7}")
+    print("how placed: " + ", ".join(f"{k} {v}" for k, v in data["origins"].items()))
+    if not data["splits"]["test"]:
+        print("no test images: figures on validation are optimistic; draw a test set with --draw-test")

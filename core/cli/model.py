@@ -32,7 +32,7 @@ def _epoch_printer(stream: Any) -> EventFn:
     return show
 
 
-DATA_FLAGS = ("size", "resize", "split", "valid_pct", "seed", "min_scale", "flip")
+DATA_FLAGS = ("size", "resize", "min_scale", "flip")
 TRAIN_FLAGS = ("backbone", "freeze_epochs", "epochs", "lr", "body_lr_factor", "label_smoothing", "seed", "batch_size")
 
 
@@ -112,14 +112,18 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from core.model import evaluation
 
     ws = workspaces.resolve(args.workspace)
-    return evaluation.summary(evaluation.load(ws, default_version(ws, args.model)))
+    return evaluation.report(ws, default_version(ws, args.model))
 
 
 def print_evaluate(data: dict[str, Any]) -> None:
     print(
-        f"version {data['version']}: accuracy {data['accuracy']:.4f} on {data['images']} validation images, "
-        f"expected calibration error {data['ece']:.3f}"
+        f"version {data['version']}: accuracy {data['accuracy']:.4f} on {data['images']} validation images "
+        f"(optimistic: they chose the epoch), expected calibration error {data['ece']:.3f}"
     )
+    if data["test"]:
+        print(f"test: accuracy {data['test_accuracy']:.4f} on {data['test_images']} held-out images (reporting only)")
+    else:
+        print("test: no held-out images (python -m core split --draw-test)")
     width = max(len(c) for c in data["classes"]) + 2
     print("confusion matrix (rows actual, columns predicted)")
     print(" " * width + "".join(f"{c:>{width}}" for c in data["classes"]))
@@ -135,10 +139,17 @@ def print_evaluate(data: dict[str, Any]) -> None:
 
 
 def print_train(data: dict[str, Any]) -> None:
+    for note in data.get("split_notes", []):
+        print(f"split: {note}")
+    test = (
+        f"test accuracy {data['test_accuracy']:.4f} on {data['test_images']} held-out images"
+        if data.get("test_accuracy") is not None
+        else "no test images (python -m core split --draw-test)"
+    )
     print(
         f"version {data['version']}: {data['backbone']} at {data['size']} px, valid accuracy "
-        f"{data['valid_accuracy']:.4f} (error {data['valid_error']:.4f}, best epoch {data['best_epoch']}), "
-        f"{data['wall_seconds']:.1f} s"
+        f"{data['valid_accuracy']:.4f} (error {data['valid_error']:.4f}, best epoch {data['best_epoch']}; "
+        f"optimistic: it chose the epoch), {test}, {data['wall_seconds']:.1f} s"
     )
 
 
@@ -165,9 +176,7 @@ def add_commands(command: Any) -> None:
     t.add_argument("--freeze-epochs", type=int, help=f"head-only epochs first (default {TrainConfig.freeze_epochs})")
     t.add_argument("--size", type=int, help="pixels per side (default: automatic)")
     t.add_argument("--resize", help="crop, squish (default) or pad")
-    t.add_argument("--split", help="random (seeded fraction, default) or folders (train/ and valid/)")
-    t.add_argument("--valid-pct", type=float, help="validation fraction (default 0.2)")
-    t.add_argument("--seed", type=int, help="split and training seed (default 42)")
+    t.add_argument("--seed", type=int, help="training seed (default 42); the split is the workspace's: see `split`")
     t.add_argument("--min-scale", type=float, help="random resized crop: smallest share kept (default 0.5)")
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="horizontal flips (default on; the demo: off)")
     t.add_argument("--lr", type=float, help=f"head learning rate (default {TrainConfig.lr})")

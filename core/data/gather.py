@@ -28,7 +28,7 @@ from core.workspace.paths import Workspace
 
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
 _LABEL_RE = re.compile(r"^[\w][\w .+-]{0,63}$", re.UNICODE)
-SPLIT_FOLDERS = ("train", "valid")
+SPLIT_FOLDERS = ("train", "valid", "test")
 DOWNLOAD_KINDS = ("url", "search")
 
 

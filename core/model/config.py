@@ -14,7 +14,6 @@ VALID_PASS = 0.95  # share of in-domain validation images the OOD threshold lets
 EMBED_DIM = 16
 
 RESIZE_METHODS = ("crop", "squish", "pad")
-SPLIT_MODES = ("random", "folders")
 
 
 @dataclass(frozen=True)
@@ -22,9 +21,6 @@ class DataConfig:
     size: int = 0  # pixels per side; 0 = automatic: 160 for photos (as accurate as 224 on bears and
     # 2-3x faster), the images' own size when smaller (digits: 64)
     resize: str = "squish"  # crop (centre, loses edges) / squish (keeps all, distorts) / pad (black bars)
-    split: str = "random"  # random: seeded stratified fraction; folders: the train/ and valid/ folders imported
-    valid_pct: float = 0.2
-    seed: int = 42
     min_scale: float = 0.5  # random resized crop keeps at least this share of the image
     flip: bool = True  # off for data whose mirror image means something else (digits, text)
     rotate: float = 10.0  # degrees, either way
@@ -34,10 +30,6 @@ class DataConfig:
 def check_config(cfg: DataConfig) -> None:
     if cfg.resize not in RESIZE_METHODS:
         raise UserError(f"Resize method {cfg.resize!r} is unknown; choose one of {', '.join(RESIZE_METHODS)}.")
-    if cfg.split not in SPLIT_MODES:
-        raise UserError(f"Split {cfg.split!r} is unknown; choose one of {', '.join(SPLIT_MODES)}.")
-    if not 0.05 <= cfg.valid_pct <= 0.5:
-        raise UserError(f"Validation fraction {cfg.valid_pct} is outside 0.05-0.5.")
     if not 32 <= cfg.size <= 512:  # 0 (automatic) is resolved before this check
         raise UserError(f"Image size {cfg.size} is outside 32-512 pixels.")
     if not 0.05 <= cfg.min_scale <= 1.0:

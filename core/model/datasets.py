@@ -1,4 +1,4 @@
-"""The DataBlock, as plain functions: labels, a stored split, item resizing, a pixel cache, augmentation."""
+"""The DataBlock, as plain functions: labels, the stored split, item resizing, a pixel cache, augmentation."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from core.data.images import load_rgb, resize_item
 from core.errors import UserError
 from core.model.config import DataConfig
 from core.progress import ProgressFn
-from core.workspace import store
+from core.workspace import split_ops
 from core.workspace.paths import Workspace
+from core.workspace.splits import SPLITS
 
 
 def check_dataset(ws: Workspace, catalog: pd.DataFrame) -> None:
@@ -37,42 +38,13 @@ def check_dataset(ws: Workspace, catalog: pd.DataFrame) -> None:
         )
 
 
-def assign_split(ws: Workspace, catalog: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
-    """Train/valid per image, stored in the catalog so every page sees the same split."""
-    if cfg.split == "folders":
-        missing = catalog[~catalog["split"].isin(["train", "valid"])]
-        if len(missing) or not (catalog["split"] == "valid").any():
-            raise UserError(
-                f"{len(missing)} image(s) did not come from train/ or valid/ folders (or none is in valid/); "
-                "choose the random split."
-            )
-        return catalog
-    rng = np.random.default_rng(cfg.seed)
-    split = pd.Series("train", index=catalog.index)
-    for _, group in catalog.sort_values("id").groupby("label"):
-        n_valid = min(max(1, round(len(group) * cfg.valid_pct)), len(group) - 1)
-        split[rng.permutation(group.index.to_numpy())[:n_valid]] = "valid"
-    out = catalog.assign(split=split)
-    changed = out[out["split"] != catalog["split"]]
-    if len(changed):
-        with store.connect(ws) as con:
-            con.execute("BEGIN")
-            con.register("new_split", changed[["id", "split"]])
-            con.execute("UPDATE images SET split = new_split.split FROM new_split WHERE images.id = new_split.id")
-            store.audit(
-                ws,
-                "split_assigned",
-                con=con,
-                detail={
-                    "valid_pct": cfg.valid_pct,
-                    "seed": cfg.seed,
-                    "changed": len(changed),
-                    "train": int((out["split"] == "train").sum()),
-                    "valid": int((out["split"] == "valid").sum()),
-                },
-            )
-            con.execute("COMMIT")
-    return out
+def usable_split(ws: Workspace, catalog: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The stored split, completed (stored, audited) where a label lacks a training or validation image;
+    the sentences say what moved."""
+    missing = catalog[~catalog["split"].isin(SPLITS)]
+    if len(missing):  # cannot happen through the store; say so rather than train on a guess
+        raise UserError(f"{len(missing)} image(s) have no split; run `python -m core check` or re-open the workspace.")
+    return split_ops.complete(ws, catalog)
 
 
 def _cache_dir(ws: Workspace, cfg: DataConfig) -> Path:

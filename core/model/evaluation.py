@@ -1,8 +1,12 @@
-"""How a model version does on its validation split, from the probabilities stored with it."""
+"""How a model version does on its validation images (which chose its epoch: optimistic) and on the
+workspace's test images it never learnt from nor selected on (for reporting only), and two versions
+compared on the test images both held out."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -13,14 +17,19 @@ from core.model import registry
 from core.workspace import store
 from core.workspace.paths import Workspace
 
+VALID, TEST = "valid", "test"
+TEST_SCORES = "test_scores.json"  # probabilities of test images that joined the test split after training
+
 
 @dataclass(frozen=True)
 class Evaluation:
     version: str
     classes: list[str]
     ids: list[str]
-    labels: np.ndarray  # actual class index per validation image
+    labels: np.ndarray  # actual class index per image
     probs: np.ndarray  # [n, classes]
+    images: str = VALID  # which images: valid, or test (held out from every choice)
+    unknown: int = 0  # test images left out because their label is not one of the version's classes
 
     @property
     def predicted(self) -> np.ndarray:
@@ -28,7 +37,7 @@ class Evaluation:
 
     @property
     def accuracy(self) -> float:
-        return float((self.predicted == self.labels).mean())
+        return float((self.predicted == self.labels).mean()) if len(self.labels) else float("nan")
 
 
 def load(ws: Workspace, version: str) -> Evaluation:
@@ -36,6 +45,99 @@ def load(ws: Workspace, version: str) -> Evaluation:
     meta = registry.read_meta(ws, version)
     ref = registry.load_reference(ws, version)
     return Evaluation(version, meta["classes"], meta["valid_ids"], ref["valid_labels"], ref["valid_probs"])
+
+
+def _stored_test(ws: Workspace, version: str, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    """id -> probabilities: from training, and from any scoring since."""
+    ref = registry.load_reference(ws, version)
+    found = dict(zip(meta.get("test_ids", []), ref.get("test_probs", np.zeros((0, 0))), strict=False))
+    extra = ws.models_dir / version / TEST_SCORES
+    if extra.is_file():
+        found.update({k: np.asarray(v, np.float32) for k, v in json.loads(extra.read_text()).items()})
+    return found
+
+
+def _score_missing(ws: Workspace, version: str, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Score test images this version has no probabilities for (they joined test after it was trained)."""
+    from core.model import datasets, runs, scoring
+
+    cfg = runs.config_of(ws, version)
+    predictor = scoring.load_predictor(ws, version)
+    probs = scoring.probabilities(predictor.model, datasets.load_pixels(ws, rows, cfg.data), predictor)
+    scored = dict(zip(rows["id"], probs, strict=True))
+    path = ws.models_dir / version / TEST_SCORES
+    kept = json.loads(path.read_text()) if path.is_file() else {}
+    kept.update({k: v.tolist() for k, v in scored.items()})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(kept))
+    os.replace(tmp, path)
+    return scored
+
+
+def load_test(ws: Workspace, version: str, catalog: pd.DataFrame | None = None) -> Evaluation:
+    """The version on the workspace's test images, minus any it trained or selected on (a test set drawn
+    after it was trained can hold its training images). Labels are the catalog's current ones."""
+    meta = registry.read_meta(ws, version)
+    catalog = store.images(ws) if catalog is None else catalog
+    used = set(meta.get("train_ids", [])) | set(meta.get("valid_ids", []))
+    rows = catalog[(catalog["split"] == TEST) & ~catalog["id"].isin(used)]
+    index = {c: i for i, c in enumerate(meta["classes"])}
+    known = rows[rows["label"].isin(index)]
+    probs = _stored_test(ws, version, meta)
+    missing = known[~known["id"].isin(probs)]
+    if len(missing):
+        probs.update(_score_missing(ws, version, missing))
+    k = len(meta["classes"])
+    return Evaluation(
+        version,
+        meta["classes"],
+        known["id"].tolist(),
+        known["label"].map(index).to_numpy(np.int64),
+        np.stack([probs[i] for i in known["id"]]) if len(known) else np.zeros((0, k), np.float32),
+        TEST,
+        len(rows) - len(known),
+    )
+
+
+def restrict(ev: Evaluation, order: list[str]) -> Evaluation:
+    """The same evaluation on the given images only, in that order."""
+    position = {image_id: n for n, image_id in enumerate(ev.ids)}
+    idx = np.array([position[i] for i in order], np.int64)
+    return replace(ev, ids=list(order), labels=ev.labels[idx], probs=ev.probs[idx])
+
+
+def held_out_by_both(ws: Workspace, a: str, b: str) -> tuple[Evaluation, Evaluation]:
+    """Both versions on the test images neither learnt from nor selected on: same images, same order."""
+    catalog = store.images(ws)
+    ea, eb = load_test(ws, a, catalog), load_test(ws, b, catalog)
+    common = [i for i in ea.ids if i in set(eb.ids)]
+    return restrict(ea, common), restrict(eb, common)
+
+
+def side_by_side(evaluations: list[Evaluation]) -> pd.DataFrame:
+    """Accuracy and error count per version (on whatever images each evaluation holds)."""
+    return pd.DataFrame(
+        [
+            {"version": e.version, "images": len(e.ids), "accuracy": e.accuracy, "errors": int((e.predicted != e.labels).sum())}
+            for e in evaluations
+        ]
+    )
+
+
+def report(ws: Workspace, version: str) -> dict[str, Any]:
+    """`evaluate --json`: the validation figures (the contract's keys) and the test figures beside them."""
+    valid, test = load(ws, version), load_test(ws, version)
+    tested = len(test.ids) > 0
+    return {
+        **summary(valid),
+        "valid_accuracy": valid.accuracy,
+        "valid_error": 1 - valid.accuracy,
+        "test_accuracy": test.accuracy if tested else None,
+        "test_error": 1 - test.accuracy if tested else None,
+        "test_images": len(test.ids),
+        "test_unknown_labels": test.unknown,
+        "test": summary(test) if tested else None,
+    }
 
 
 def confusion_matrix(ev: Evaluation) -> np.ndarray:
@@ -116,7 +218,7 @@ def reliability(ev: Evaluation, bins: int = 10) -> tuple[pd.DataFrame, float]:
 
 
 def changed_predictions(a: Evaluation, b: Evaluation) -> pd.DataFrame:
-    """Validation images both versions saw whose predicted class differs between them."""
+    """Images both evaluations hold whose predicted class differs between them."""
     index_b = {image_id: i for i, image_id in enumerate(b.ids)}
     rows = []
     for i, image_id in enumerate(a.ids):
@@ -142,6 +244,7 @@ def summary(ev: Evaluation) -> dict[str, Any]:
         "classes": ev.classes,
         "accuracy": ev.accuracy,
         "images": len(ev.ids),
+        "which_images": ev.images,
         "confusion_matrix": confusion_matrix(ev).tolist(),
         "per_class": per_class(ev).to_dict(orient="records"),
         "most_confused": most_confused(ev).head(10).to_dict(orient="records"),

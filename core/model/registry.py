@@ -124,7 +124,7 @@ def rollback(ws: Workspace) -> str:
 
 
 def compare(ws: Workspace, versions: list[str]) -> pd.DataFrame:
-    """Side-by-side summary of versions: backbone, size, epochs, valid accuracy, wall time."""
+    """Side-by-side summary of versions as trained: backbone, size, epochs, valid and test accuracy, wall time."""
     rows = []
     for version in versions:
         meta = read_meta(ws, version)
@@ -138,8 +138,10 @@ def compare(ws: Workspace, versions: list[str]) -> pd.DataFrame:
                 "epochs": cfg.get("epochs"),
                 "valid_accuracy": meta["metrics"]["valid_accuracy"],
                 "valid_error": meta["metrics"]["valid_error"],
+                "test_accuracy": meta["metrics"].get("test_accuracy"),
                 "train_images": len(meta["train_ids"]),
                 "valid_images": len(meta["valid_ids"]),
+                "test_images": meta["metrics"].get("test_images", 0),
                 "wall_seconds": meta["metrics"].get("wall_seconds"),
             }
         )

@@ -145,8 +145,19 @@ class PreparedRun:
     """Settings and data checked for a run: the automatic size filled in, the split stored."""
 
     config: TrainConfig
-    catalog: pd.DataFrame  # usable images with their split
+    catalog: pd.DataFrame  # usable images with their split (train, valid and test)
     classes: list[str]
+    split_notes: tuple[str, ...] = ()  # moves made so that every label has a train and a valid image
+
+    @property
+    def fitting(self) -> pd.DataFrame:
+        """The images a run may learn from or select on: train and valid, never test."""
+        return self.catalog[self.catalog["split"].isin(("train", "valid"))]
+
+    @property
+    def test(self) -> pd.DataFrame:
+        """Held out for reporting: scored once the model is final, used for nothing else."""
+        return self.catalog[self.catalog["split"] == "test"]
 
 
 def prepare(ws: Workspace, cfg: TrainConfig) -> PreparedRun:
@@ -159,13 +170,13 @@ def prepare(ws: Workspace, cfg: TrainConfig) -> PreparedRun:
     config.check_config(cfg.data)
     if cfg.freeze_epochs < 0 or (cfg.epochs or 0) < 0 or (cfg.freeze_epochs == 0 and cfg.epochs == 0):
         raise UserError("Train at least one epoch (frozen or unfrozen).")
-    catalog = datasets.assign_split(ws, catalog, cfg.data)
-    return PreparedRun(cfg, catalog, sorted(catalog["label"].unique()))
+    catalog, notes = datasets.usable_split(ws, catalog)
+    return PreparedRun(cfg, catalog, sorted(catalog["label"].unique()), tuple(notes))
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The decoded images of one run, with their labels and split."""
+    """The decoded train and valid images of one run, with their labels and split (no test image)."""
 
     catalog: pd.DataFrame
     classes: list[str]
@@ -193,7 +204,39 @@ def _load_data(ws: Workspace, cfg: TrainConfig, catalog: pd.DataFrame, classes: 
     return TrainingData(catalog, classes, pixels, y, (catalog["split"] == "train").to_numpy())
 
 
-def _version_meta(run_id: str, cfg: TrainConfig, data: TrainingData, result: TrainResult, wall: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TestScores:
+    """The final model's probabilities on the test images, for reporting only."""
+
+    ids: list[str]
+    labels: np.ndarray  # class index; -1 for a label the model was not trained on
+    probs: np.ndarray  # [n, classes]
+
+    @property
+    def known(self) -> np.ndarray:
+        return self.labels >= 0
+
+    @property
+    def accuracy(self) -> float | None:
+        known = self.known
+        return float((self.probs[known].argmax(1) == self.labels[known]).mean()) if known.any() else None
+
+
+def score_test(ws: Workspace, cfg: TrainConfig, model: Any, rows: pd.DataFrame, classes: list[str], emit: EventFn) -> TestScores:
+    """Score the held-out test images with the final model: after every choice is made, so none sees them."""
+    index = {c: i for i, c in enumerate(classes)}
+    labels = rows["label"].map(lambda label: index.get(label, -1)).to_numpy(np.int64)
+    if not len(rows):
+        return TestScores([], labels, np.zeros((0, len(classes)), np.float32))
+    emit(StageEvent("test", f"scoring {len(rows)} held-out test image(s): reported, never used to choose"))
+    pixels = datasets.load_pixels(ws, rows, cfg.data)
+    probs = scoring.probabilities(model, pixels, backbones.spec(cfg.backbone), cfg.batch_size)
+    return TestScores(rows["id"].tolist(), labels, probs)
+
+
+def _version_meta(
+    run_id: str, cfg: TrainConfig, data: TrainingData, result: TrainResult, test: TestScores, wall: float
+) -> dict[str, Any]:
     """model.json: classes, preprocessing, config, metrics, the images each split used, library versions."""
     best = next(m for m in result.history if m.epoch == result.best_epoch)
     spec = backbones.spec(cfg.backbone)
@@ -210,34 +253,41 @@ def _version_meta(run_id: str, cfg: TrainConfig, data: TrainingData, result: Tra
             "valid_accuracy": best.accuracy,
             "valid_error": best.error_rate,
             "valid_loss": best.valid_loss,
+            "test_accuracy": test.accuracy,
+            "test_error": None if test.accuracy is None else 1 - test.accuracy,
+            "test_images": int(test.known.sum()),
             "best_epoch": result.best_epoch,
             "wall_seconds": wall,
             "history": [asdict(m) for m in result.history],
         },
         "train_ids": data.catalog.loc[data.train, "id"].tolist(),
         "valid_ids": data.catalog.loc[~data.train, "id"].tolist(),
+        "test_ids": test.ids,
         "dataset_fingerprint": fingerprint(data.catalog),
     }
 
 
-def _reference(result: TrainResult, y_valid: np.ndarray) -> tuple[outputs.Reference, dict[str, np.ndarray]]:
-    """The OOD reference and the arrays monitoring compares production with."""
+def _reference(result: TrainResult, y_valid: np.ndarray, test: TestScores) -> tuple[outputs.Reference, dict[str, np.ndarray]]:
+    """The OOD reference and the arrays monitoring compares production with (validation only), and the
+    test probabilities kept apart for reports."""
     ref = outputs.fit_reference(scoring.head_logits(result.model, result.valid_features), result.valid_features)
     arrays = {
         "valid_probs": result.valid_probs.astype(np.float32),
         "valid_features": result.valid_features.astype(np.float32),
         "valid_labels": y_valid.astype(np.int64),
+        "test_probs": test.probs.astype(np.float32),
+        "test_labels": test.labels.astype(np.int64),
         **outputs.reference_arrays(ref),
     }
     return ref, arrays
 
 
 def _register(
-    ws: Workspace, run_id: str, cfg: TrainConfig, data: TrainingData, result: TrainResult, wall: float
+    ws: Workspace, run_id: str, cfg: TrainConfig, data: TrainingData, result: TrainResult, test: TestScores, wall: float
 ) -> dict[str, Any]:
     """Save the version with its metadata and reference; the run's summary."""
-    meta = _version_meta(run_id, cfg, data, result, wall)
-    ref, arrays = _reference(result, data.y[~data.train])
+    meta = _version_meta(run_id, cfg, data, result, test, wall)
+    ref, arrays = _reference(result, data.y[~data.train], test)
     meta["ood"] = {"score": ref.ood_score, "threshold": ref.ood_threshold, "valid_pass": config.VALID_PASS}
     version = weights.save_version(ws, result.model, meta, arrays)
     metrics = meta["metrics"]
@@ -246,6 +296,9 @@ def _register(
         "backbone": cfg.backbone,
         "valid_accuracy": metrics["valid_accuracy"],
         "valid_error": metrics["valid_error"],
+        "test_accuracy": metrics["test_accuracy"],
+        "test_error": metrics["test_error"],
+        "test_images": metrics["test_images"],
         "wall_seconds": wall,
         "best_epoch": result.best_epoch,
         "size": cfg.data.size,
@@ -267,7 +320,9 @@ def train_workspace(
         run = prepare(ws, cfg)
         cfg, classes = run.config, run.classes
         _start_run(ws, run_id, cfg)
-        data = _load_data(ws, cfg, run.catalog, classes, emit)
+        for note in run.split_notes:
+            emit(StageEvent("split", note))
+        data = _load_data(ws, cfg, run.fitting, classes, emit)
 
         def relay(event: TrainEvent) -> None:
             if isinstance(event, EpochMetrics):
@@ -276,7 +331,9 @@ def train_workspace(
 
         train, valid = data.train, ~data.train
         result = fine_tune(data.pixels[train], data.y[train], data.pixels[valid], data.y[valid], len(classes), cfg, relay, cancel)
-        summary = _register(ws, run_id, cfg, data, result, time.perf_counter() - started)
+        test = score_test(ws, cfg, result.model, run.test, classes, emit)
+        summary = _register(ws, run_id, cfg, data, result, test, time.perf_counter() - started)
+        summary["split_notes"] = list(run.split_notes)
         _finish_run(ws, run_id, "finished", summary["version"])
         emit(DoneEvent(summary))
         return summary

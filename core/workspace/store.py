@@ -11,14 +11,16 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.workspace import splits
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
@@ -29,6 +31,7 @@ IMAGE_COLUMNS = (
     "path",
     "label",
     "split",
+    "split_by",
     "sha256",
     "phash",
     "width",
@@ -54,7 +57,8 @@ CREATE TABLE IF NOT EXISTS images (
     id VARCHAR PRIMARY KEY,      -- first 16 hex digits of sha256: names never collide
     path VARCHAR NOT NULL,       -- relative to the workspace root
     label VARCHAR NOT NULL,
-    split VARCHAR,               -- train / valid, or NULL until a split is chosen
+    split VARCHAR,               -- train / valid / test, set on arrival (core/workspace/splits.py)
+    split_by VARCHAR,            -- how: hash / folder / drawn / completed (NULL: kept from before)
     sha256 VARCHAR NOT NULL,
     phash VARCHAR NOT NULL,      -- 64-bit DCT perceptual hash, hex
     width INTEGER, height INTEGER,   -- after EXIF orientation
@@ -167,16 +171,51 @@ _READY: set[str] = set()
 
 
 def init_db(ws: Workspace, force: bool = False) -> None:
-    """Create tables if missing (once per process per workspace unless forced) and record the schema version."""
+    """Create tables if missing (once per process per workspace unless forced), record the schema version
+    and the split plan, and bring a workspace made by an earlier version up to date."""
     if str(ws.db_path) in _READY and not force:
         return
     with connect(ws) as con:
         con.execute(_SCHEMA)
+        con.execute("ALTER TABLE images ADD COLUMN IF NOT EXISTS split_by VARCHAR")
         con.execute(
             "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
             [str(SCHEMA_VERSION)],
         )
+        con.execute(
+            "INSERT INTO meta VALUES ('setting:split_plan', ?) ON CONFLICT (key) DO NOTHING",
+            [json.dumps(asdict(splits.SplitPlan()))],
+        )
+        _split_unsplit(con)
     _READY.add(str(ws.db_path))
+
+
+def split_plan(con: duckdb.DuckDBPyConnection) -> splits.SplitPlan:
+    rows = con.execute("SELECT value FROM meta WHERE key = 'setting:split_plan'").fetchall()
+    saved = json.loads(rows[0][0]) if rows else {}
+    return splits.SplitPlan(**{k: saved[k] for k in ("seed", "valid", "test") if k in saved})
+
+
+def move_splits(con: duckdb.DuckDBPyConnection, moves: pd.DataFrame, action: str, detail: Any) -> None:
+    """Set split and split_by for the rows in moves (id, split, split_by), one audit row each, on con."""
+    con.register("moves", moves)
+    con.execute(
+        "INSERT INTO audit (ts, action, image_id, before, after, detail) "
+        "SELECT ?, ?, m.id, to_json(i.split)::VARCHAR, to_json(m.split)::VARCHAR, ? "
+        "FROM moves m JOIN images i ON i.id = m.id",
+        [now(), action, dump(detail)],
+    )
+    con.execute("UPDATE images SET split = moves.split, split_by = moves.split_by FROM moves WHERE images.id = moves.id")
+    con.unregister("moves")
+
+
+def _split_unsplit(con: duckdb.DuckDBPyConnection) -> None:
+    """Images that arrived before splits were set on arrival get their hash split (kept ones stay)."""
+    rows = con.execute("SELECT id, sha256 FROM images WHERE split IS NULL").fetchall()
+    if rows:
+        plan = split_plan(con)
+        moves = pd.DataFrame({"id": [r[0] for r in rows], "split": [splits.split_for(r[1], plan) for r in rows]})
+        move_splits(con, moves.assign(split_by="hash"), "split_assigned", {"plan": asdict(plan)})
 
 
 def get_setting(ws: Workspace, key: str) -> Any:
@@ -194,13 +233,17 @@ def get_settings(ws: Workspace, keys: Sequence[str], con: duckdb.DuckDBPyConnect
 
 def set_setting(ws: Workspace, key: str, value: Any) -> None:
     with connect(ws) as con:
-        con.execute(
-            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [f"setting:{key}", json.dumps(value)],
-        )
+        put_setting(con, key, value)
 
 
-def _dump(value: Any) -> str | None:
+def put_setting(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
+    con.execute(
+        "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [f"setting:{key}", json.dumps(value)],
+    )
+
+
+def dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, sort_keys=True)
 
 
@@ -214,7 +257,7 @@ def audit(
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> None:
     """Append one audit row (on con if given, else on a fresh connection)."""
-    row = [now(), action, image_id, _dump(before), _dump(after), _dump(detail)]
+    row = [now(), action, image_id, dump(before), dump(after), dump(detail)]
     sql = "INSERT INTO audit (ts, action, image_id, before, after, detail) VALUES (?, ?, ?, ?, ?, ?)"
     if con is not None:
         con.execute(sql, row)
@@ -228,18 +271,22 @@ def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "
     if not rows:
         return
     frame = pd.DataFrame([[r.get(c) for c in IMAGE_COLUMNS] for r in rows], columns=list(IMAGE_COLUMNS))
+    placed = frame["split"].isin(splits.SPLITS)
     stamp = now()
     audit_rows = pd.DataFrame(
         {
             "ts": [stamp] * len(rows),
             "action": [action] * len(rows),
             "image_id": [r["id"] for r in rows],
-            "after": [_dump({"path": r["path"], "label": r["label"]}) for r in rows],
-            "detail": [_dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}) for r in rows],
+            "after": [dump({"path": r["path"], "label": r["label"]}) for r in rows],
+            "detail": [dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}) for r in rows],
         }
     )
     cols = ", ".join(IMAGE_COLUMNS)
     with connect(ws) as con:
+        plan = split_plan(con)  # each new image's split, from its content: nothing else moves
+        frame["split_by"] = np.where(placed, frame["split_by"].fillna("folder"), "hash")
+        frame.loc[~placed, "split"] = [splits.split_for(sha, plan) for sha in frame.loc[~placed, "sha256"]]
         con.register("new_images", frame)
         con.register("new_audit", audit_rows)
         con.execute("BEGIN")
