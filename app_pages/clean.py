@@ -76,14 +76,14 @@ def tiles(rows: pd.DataFrame, captions: list[str], columns: int = 6) -> None:
 
 source = st.radio(
     "Show",
-    ["Suspicious labels", "Duplicates", "Train/valid leakage", "Flagged by verification"],
+    ["Suspicious labels", "Duplicates", "Train/held-out leakage", "Flagged by verification"],
     horizontal=True,
     key="clean_source",
 )
 if source == "Suspicious labels":
     c1, c2, c3, c4 = st.columns(4)
     label = c1.selectbox("Label", classes, key="clean_label")
-    split = c2.radio("Split", ["all", "train", "valid"], horizontal=True, key="clean_split")
+    split = c2.radio("Split", ["all", "train", "valid", "test"], horizontal=True, key="clean_split")
     ranking = c3.selectbox(
         "Rank by",
         ["out-of-fold loss", "confident learning", "embedding outliers"],
@@ -116,7 +116,7 @@ else:
         else cleaning.leakage_groups(catalog)
     )
     st.caption(
-        f"{len(groups)} group(s). Keep one of each; leakage groups straddle train and valid and flatter the validation score."
+        f"{len(groups)} group(s). Keep one of each; leakage groups straddle train and valid or test and flatter those scores."
     )
     by_id = catalog.set_index("id")
     for group in groups[:15]:

@@ -61,7 +61,7 @@ with right:
     )
     versions = registry.list_versions(ws)
     model_state = (
-        f"Production model {production} ({versions.set_index('version').loc[production, 'valid_accuracy']:.1%} valid accuracy); "
+        f"Production model {production} ({registry.headline_accuracy(ws, production)}); "
         + ("a decision policy is accepted." if policy else "no decision policy accepted.")
         if production
         else f"{len(versions)} model version(s), none in production."

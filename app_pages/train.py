@@ -167,11 +167,13 @@ versions = registry.list_versions(ws)
 if versions.empty:
     st.write("No model yet: train one above.")
     st.stop()
+versions = versions.merge(registry.compare(ws, versions["version"].tolist())[["version", "test_accuracy", "test_images"]])
 st.dataframe(
-    versions[["version", "production", "valid_accuracy", "valid_error", "backbone", "created_at"]],
+    versions[["version", "production", "test_accuracy", "test_images", "valid_accuracy", "backbone", "created_at"]],
     hide_index=True,
     width="stretch",
 )
+st.caption("Test accuracy as trained, on images no step chose on; valid accuracy is optimistic (it chose the epoch).")
 c1, c2, c3 = st.columns(3)
 chosen = c1.selectbox("Version", versions["version"].tolist()[::-1], key="train_version")
 if c2.button("Promote to production", key="train_promote"):

@@ -38,13 +38,39 @@ from core.production.monitoring import charts, queries  # noqa: E402
 from core.workspace import paths, store, workspaces  # noqa: E402
 
 
-def trained(folder: Path) -> paths.Workspace:
-    ws = workspaces.resolve("bench", create=True)
+def trained(folder: Path, size: int = 0, name: str = "bench") -> paths.Workspace:
+    """The default recipe on the folder (at `size` px when given), promoted to production."""
+    from dataclasses import replace
+
+    ws = workspaces.resolve(name, create=True)
     gather.ingest(ws, gather.folder_items(folder)[0])
-    summary = runs.train_workspace(ws, runs.defaults(ws))
+    cfg = runs.defaults(ws)
+    summary = runs.train_workspace(ws, replace(cfg, data=replace(cfg.data, size=size)) if size else cfg)
     registry.promote(ws, summary["version"])
-    print(f"trained {summary['version']}: {summary['valid_accuracy']:.1%} valid accuracy at {summary['size']} px")
+    print(f"trained {summary['version']}: {summary['test_accuracy']:.1%} test accuracy at {summary['size']} px")
     return ws
+
+
+def fastai_predict(python: str, folder: Path, photos: Path) -> None:
+    """fastai's `learn.predict` on the same camera-sized files, a model at 224 px (one epoch: latency only)."""
+    anchor = ROOT.parent / "shared" / "bench" / "fastai_anchor.py"
+    result = subprocess.run(
+        [python, str(anchor), str(folder), "1", "224"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PREDICT_DIR": str(photos)},
+    )
+    line = next((x for x in result.stdout.splitlines() if x.startswith("{")), None)
+    if line is None:
+        print(f"   fastai failed: {result.stderr[-1500:]}")
+        return
+    import json
+
+    data = json.loads(line)
+    print(
+        f"   fastai learn.predict on the same {data['predict_n']} files at 224 px: "
+        f"p50 {data['predict_p50_ms']:.1f} ms, p95 {data['predict_p95_ms']:.1f} ms"
+    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -264,6 +290,8 @@ def main() -> None:
     parser.add_argument("--camera", type=int, default=40, help="camera-sized photos timed one at a time")
     parser.add_argument("--log-rows", type=int, default=25_000, help="per writer process")
     parser.add_argument("--monitor-rows", type=int, default=1_000_000)
+    parser.add_argument("--fastai-python", help="a fastai venv's python: time learn.predict on the same camera photos")
+    parser.add_argument("--only-latency", action="store_true", help="skip throughput, logging, monitor and OOD figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[workspaces.DATA_ROOT_ENV] = tmp
@@ -272,6 +300,12 @@ def main() -> None:
         latency(ws, files[: args.repeats], f"thumbnails from {args.folder.name}")
         camera = camera_photos(files, Path(tmp) / "camera", args.camera)
         latency(ws, camera, "camera-sized JPEGs (4000x3000, made from those thumbnails)")
+        if args.fastai_python:
+            ws224 = trained(args.folder.resolve(), 224, "bench224")
+            latency(ws224, camera, "camera-sized JPEGs, our model at 224 px (fastai's size)")
+            fastai_predict(args.fastai_python, args.folder.resolve(), camera[0].parent)
+        if args.only_latency:
+            return
         throughput(ws, args.folder.resolve(), args.batch)
         concurrent_logging(args.log_rows)
         monitor_queries(args.monitor_rows)

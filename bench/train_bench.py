@@ -128,7 +128,8 @@ def bench_bears(env: dict[str, str], folder: Path, seeds: list[int], fastai_pyth
                 theirs["wall"].append(anchor["process_wall_s"])
                 print(
                     f"        fastai fine_tune(4) at 224 px on the same {anchor['n_valid']} test images: error "
-                    f"{anchor['valid_error']:.4f}, train {anchor['train_wall_s']} s, process wall {anchor['process_wall_s']:.1f} s"
+                    f"{anchor['valid_error']:.4f}, train {anchor['train_wall_s']} s, "
+                    f"process wall {anchor['process_wall_s']:.1f} s"
                 )
     print(f"bears    ours over {len(seeds)} seeds: test error % {mean_sd(ours['test'], 100)}; valid error % (chose the epoch)")
     print(f"         {mean_sd(ours['valid'], 100)}; process wall s {mean_sd(ours['wall'])}")

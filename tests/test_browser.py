@@ -218,7 +218,8 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
 
     page.get_by_role("link", name="Evaluate").click()
-    page.get_by_text("Calibration error (ECE)").wait_for()
+    page.get_by_text("Test accuracy").wait_for()
+    page.get_by_text("validation accuracy is optimistic", exact=False).wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     no_exception(page)
     shot(page, "10-evaluate-confusion")
@@ -226,6 +227,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.locator("[data-testid='stImage']").first.wait_for()
     shot(page, "11-evaluate-top-losses")
     page.get_by_role("tab", name="Calibration").click()
+    page.get_by_text("Expected calibration error").first.wait_for()
     shot(page, "12-evaluate-calibration")
     no_exception(page)
 

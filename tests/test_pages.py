@@ -266,7 +266,7 @@ def test_clean_page_choices_persist_then_apply_and_undo() -> None:
     at.run()
     assert store.images(ws).set_index("id")["label"].to_dict() == before
     assert any("Undid 1 change(s)" in s.value for s in at.success)
-    for view in ("Duplicates", "Train/valid leakage", "Flagged by verification"):
+    for view in ("Duplicates", "Train/held-out leakage", "Flagged by verification"):
         at.radio(key="clean_source").set_value(view)
         at.run()
         assert not at.exception and not errors(at)

@@ -123,6 +123,14 @@ def rollback(ws: Workspace) -> str:
     return target
 
 
+def headline_accuracy(ws: Workspace, version: str) -> str:
+    """The accuracy to quote for a version: test when it had test images, else validation, said which."""
+    metrics = read_meta(ws, version)["metrics"]
+    if metrics.get("test_accuracy") is not None:
+        return f"{metrics['test_accuracy']:.1%} test accuracy on {metrics['test_images']} held-out images"
+    return f"{metrics['valid_accuracy']:.1%} valid accuracy, optimistic: no test images"
+
+
 def compare(ws: Workspace, versions: list[str]) -> pd.DataFrame:
     """Side-by-side summary of versions as trained: backbone, size, epochs, valid and test accuracy, wall time."""
     rows = []
