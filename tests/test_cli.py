@@ -100,7 +100,7 @@ def test_help_as_a_process_exits_zero() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "core", "train", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 0 and result.stderr == "" and "5% error" in result.stdout
+    assert result.returncode == 0 and result.stderr == "" and "10% error" in result.stdout
 
 
 def test_a_closed_pipe_ends_quietly(make_folder) -> None:

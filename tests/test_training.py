@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -232,3 +233,10 @@ def test_retraining_a_version_uses_its_own_settings_not_the_workspace_defaults(t
     assert runs.config_of(tiny, "v2") == trained_with
     assert runs.defaults(tiny).lr == 1e-4  # a retrain leaves the workspace defaults alone
     jobs.forget(tiny)
+
+
+def test_automatic_size_is_224_for_photos_and_the_images_own_size_when_smaller() -> None:
+    photos = pd.DataFrame({"width": [275, 300, 4000], "height": [183, 200, 3000]})
+    assert runs.auto_size(photos) == 224  # thumbnails too: the pretrained body sees objects at its scale
+    assert runs.auto_size(pd.DataFrame({"width": [64, 64], "height": [64, 64]})) == 64
+    assert runs.auto_size(pd.DataFrame({"width": [100], "height": [90]})) == 64

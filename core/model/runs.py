@@ -67,9 +67,10 @@ def release_lock(ws: Workspace) -> None:
 
 
 def auto_size(catalog: pd.DataFrame) -> int:
-    """160 px for photos; smaller images train at their own size (a multiple of 32, at least 64)."""
+    """224 px for photos (128 px or more a side, thumbnails included: the pretrained body sees objects at the scale
+    it learnt them; bench/recipe_bench.py), smaller images at their own size (a multiple of 32, at least 64)."""
     side = int(np.median(np.minimum(catalog["width"], catalog["height"])))
-    return int(min(160, max(64, side // 32 * 32)))
+    return 224 if side >= 128 else int(max(64, side // 32 * 32))
 
 
 def fingerprint(catalog: pd.DataFrame) -> str:
