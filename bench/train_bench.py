@@ -52,8 +52,8 @@ def first_epoch_over(history: list[dict], target: float) -> tuple[int | None, fl
 def bench_digits(env: dict[str, str]) -> None:
     cli(env, "gather", "--workspace", "digits", "--demo")
     summary, wall = cli(env, "train", "--workspace", "digits")
-    epoch, seconds = first_epoch_over(summary["epochs"], 0.97)
-    setup = summary["wall_seconds"] - sum(e["seconds"] for e in summary["epochs"])
+    epoch, seconds = first_epoch_over(summary["history"], 0.97)
+    setup = summary["wall_seconds"] - sum(e["seconds"] for e in summary["history"])
     reached = f"epoch {epoch}, {setup + seconds:.1f} s into training" if epoch is not None else "never"
     print(
         f"digits   default recipe at {summary['size']} px: valid accuracy {summary['valid_accuracy']:.4f}, test accuracy "
@@ -114,7 +114,7 @@ def bench_bears(env: dict[str, str], folder: Path, seeds: list[int], fastai_pyth
         ours["valid"].append(s["valid_error"])
         ours["test"].append(s["test_error"])
         ours["wall"].append(wall)
-        stages = "+".join(sorted({e["stage"] for e in s["epochs"]}))
+        stages = "+".join(sorted({e["stage"] for e in s["history"]}))
         print(
             f"seed {seed} ({split['splits']['train']}/{split['splits']['valid']}/{split['splits']['test']} train/valid/test)  "
             f"ours at {s['size']} px [{stages}]: valid error {s['valid_error']:.4f}, test error {s['test_error']:.4f}, "

@@ -367,6 +367,45 @@ def test_large_photos_decode_at_reduced_scale_and_keep_their_true_size(rotate_ex
     assert prediction.decode_noted(big_jpeg(), None).rgb.size == (1600, 1200)  # no side: full size
 
 
+def test_serving_is_kept_between_uploads_until_any_process_changes_what_is_served(
+    prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.drivetrain import accepted, levers, optimizer
+    from core.drivetrain.decisions import Policy
+
+    v = optimizer.validation(prod)
+    deployment.save_settings(prod, deployment.AppSettings("First", "", False))
+    assert deployment.serving(prod, v.version).settings.title == "First"
+    opened = []
+    real = store.connect
+    monkeypatch.setattr(store, "connect", lambda ws, **kw: opened.append(1) or real(ws, **kw))
+    for _ in range(5):
+        assert deployment.serving(prod, v.version).settings.title == "First"
+    assert opened == []  # nothing changed: no upload opened the database
+
+    deployment.save_settings(prod, deployment.AppSettings("Second", "", False))  # this process
+    assert deployment.serving(prod, v.version).settings.title == "Second"
+    code = textwrap.dedent(f"""
+        import os
+        os.environ["IMAGEDP_DATA_ROOT"] = {str(prod.root.parent.parent)!r}
+        from core.production import deployment
+        from core.workspace import workspaces
+        deployment.save_settings(workspaces.resolve("prod"), deployment.AppSettings("Third", "", True))
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])  # another process
+    found = deployment.serving(prod, v.version)
+    assert found.settings.title == "Third" and found.settings.keep_images
+    assert found.policy is None
+    accepted.accept(prod, v.version, Policy(refer_below=1.01), levers.load_utility(prod, v.classes)[0])
+    assert deployment.serving(prod, v.version).policy.policy == Policy(refer_below=1.01)
+
+    with store.connect(prod) as con:  # a write that bypasses the stamp is still seen once the cache ages out
+        con.execute("UPDATE meta SET value = '\"Fourth\"' WHERE key = 'setting:app_title'")
+    assert deployment.serving(prod, v.version).settings.title == "Third"
+    monkeypatch.setattr(deployment, "SERVED_MAX_AGE_S", 0.0)
+    assert deployment.serving(prod, v.version).settings.title == "Fourth"
+
+
 def test_training_and_serving_see_the_same_pixels_for_a_large_photo(ws: Workspace) -> None:
     from types import SimpleNamespace
 

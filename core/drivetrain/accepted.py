@@ -68,6 +68,7 @@ def accept(ws: Workspace, version: str, policy: Policy, u: Utility, report: dict
         )
         store.audit(ws, "policy_accepted", after={"policy_id": policy_id, "model_version": version, **asdict(policy)}, con=con)
         con.execute("COMMIT")
+    store.touch_serving(ws)
     return policy_id
 
 

@@ -3,6 +3,8 @@ and what it does with one set of uploads: score, decide, and hand every predicti
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -50,11 +52,25 @@ def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -
     return AppSettings(values[TITLE] or DEFAULT_TITLE, values[SCOPE] or "", bool(values[prediction_log.KEEP_IMAGES]))
 
 
+_SERVED: dict[tuple[str, str], tuple[tuple[int, int] | None, float, Serving]] = {}
+_SERVED_LOCK = threading.Lock()
+SERVED_MAX_AGE_S = 30.0  # a write that did not touch the stamp (another tool) is seen within this long
+
+
 def serving(ws: Workspace, version: str) -> Serving:
-    """The settings and the accepted policy through one database connection: the Predict page reads them on
-    every run, so each upload pays for one connection, not two."""
+    """The settings and the accepted policy, as the Predict page needs them on every upload: read through one
+    database connection, then kept until the workspace's serving stamp changes (any process that saves a
+    setting or accepts a policy replaces it) or SERVED_MAX_AGE_S pass, so an upload seldom opens the database."""
+    key, stamp, now = (str(ws.root), version), store.serving_stamp(ws), time.monotonic()
+    with _SERVED_LOCK:
+        hit = _SERVED.get(key)
+    if hit is not None and hit[0] == stamp and now - hit[1] < SERVED_MAX_AGE_S:
+        return hit[2]
     with store.connect(ws) as con:
-        return Serving(load_settings(ws, con), accepted.active(ws, version, con))
+        fresh = Serving(load_settings(ws, con), accepted.active(ws, version, con))
+    with _SERVED_LOCK:
+        _SERVED[key] = (stamp, now, fresh)  # the stamp read before the database: a later write is seen next time
+    return fresh
 
 
 def save_settings(ws: Workspace, settings: AppSettings) -> None:

@@ -7,7 +7,9 @@ file, because DuckDB admits one writing process at a time.
 from __future__ import annotations
 
 import json
+import os
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -234,6 +236,26 @@ def get_settings(ws: Workspace, keys: Sequence[str], con: duckdb.DuckDBPyConnect
 def set_setting(ws: Workspace, key: str, value: Any) -> None:
     with connect(ws) as con:
         put_setting(con, key, value)
+    touch_serving(ws)
+
+
+SERVING_STAMP = "serving.stamp"  # replaced after every write that changes what the Predict page serves
+
+
+def touch_serving(ws: Workspace) -> None:
+    """Tell every process that caches the serving settings to read them again (a new file, so a new inode)."""
+    tmp = ws.root / f".{SERVING_STAMP}.{os.getpid()}.{threading.get_ident()}"
+    tmp.write_text(f"{time.time_ns()}\n")
+    os.replace(tmp, ws.root / SERVING_STAMP)
+
+
+def serving_stamp(ws: Workspace) -> tuple[int, int] | None:
+    """The stamp's identity: changes whenever touch_serving runs, in any process; None before the first."""
+    try:
+        st = os.stat(ws.root / SERVING_STAMP)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def put_setting(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
