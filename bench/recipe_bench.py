@@ -34,14 +34,19 @@ RECIPES = {  # name -> changes to the built-in TrainConfig
     "size224": {"freeze_epochs": 2, "epochs": 0, "size": 224},
     "size128": {"freeze_epochs": 2, "epochs": 0, "size": 128},
     "auto15": {"auto_threshold": 0.15},
+    "frozen1-unfrozen3": {"freeze_epochs": 1, "epochs": 3},
+    "frozen2-unfrozen2": {"freeze_epochs": 2, "epochs": 2},
+    "frozen2-auto": {"freeze_epochs": 2, "epochs": None},
 }
 
 
-def recipe(name: str):  # noqa: ANN201
-    from core.model.config import TrainConfig
+def recipe(ws, name: str):  # noqa: ANN001, ANN201
+    """The workspace's saved training settings (the built-in defaults unless the workspace saved its own, as the
+    demo does), changed as the recipe says."""
+    from core.model import runs
 
     changes = dict(RECIPES[name])
-    cfg = TrainConfig()
+    cfg = runs.defaults(ws)
     if "size" in changes:
         cfg = replace(cfg, data=replace(cfg.data, size=changes.pop("size")))
     return replace(cfg, **changes)
@@ -74,7 +79,7 @@ def main() -> None:
         counts = split_ops.resplit(ws, SplitPlan(seed=seed, valid=args.valid, test=args.test))
         print(f"seed {seed}: train {counts['train']}, valid {counts['valid']}, test {counts['test']}")
         for name in args.recipes:
-            cfg = recipe(name)
+            cfg = recipe(ws, name)
             run = runs.prepare(ws, cfg)
             start = time.perf_counter()
             datasets.load_pixels(ws, run.catalog, run.config.data)  # warm the cache: time training only

@@ -1,0 +1,214 @@
+"""The statistics monitoring rests on, as pure functions of numbers: two-sample tests of a window against
+the reference (itself a sample), effects a person can read, multiple-testing control, and estimates of
+the class mix and the accuracy without labels.
+
+- one number per image (confidence, energy, an image property): two-sample Kolmogorov-Smirnov; effect:
+  the shift of the median in reference standard deviations, and the change in words;
+- the predicted-class mix: chi-square on the 2 x K table; effect: total variation distance;
+- a rate (out-of-domain, accuracy from feedback): Fisher's exact test against the reference's own counts;
+- the embedding: maximum mean discrepancy on random Fourier features (linear time) with a permutation p;
+- Benjamini-Hochberg across every test of every window shown;
+- class mix without labels: black-box shift estimation (Lipton et al. 2018); accuracy without labels:
+  average thresholded confidence (Garg et al. 2022) and average confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+MIN_WINDOW = 30  # fewer predictions: "too few predictions to judge", no test
+
+
+@dataclass(frozen=True)
+class DriftTest:
+    """One metric of one window against the reference."""
+
+    metric: str
+    statistic: float
+    p_value: float
+    effect: float  # median shift in reference SDs; total variation; difference of rates; MMD
+    value: float  # the window's median / rate / share
+    reference: float  # the reference's
+    n: int  # the window's sample for this test
+    n_reference: int
+    words: str  # the change as a person says it
+    adjusted_p: float = math.nan  # after Benjamini-Hochberg over every test reported together
+
+
+# metric -> (word when the window is lower, word when higher)
+DIRECTIONS = {
+    "brightness": ("darker", "brighter"),
+    "contrast": ("flatter (less contrast)", "more contrasted"),
+    "saturation": ("greyer (less colour)", "more colourful"),
+    "sharpness": ("blurrier", "sharper"),
+    "width": ("narrower", "wider"),
+    "height": ("shorter", "taller"),
+    "aspect": ("taller in shape", "wider in shape"),
+    "confidence": ("less confident", "more confident"),
+    "energy": ("more in-domain-like", "more out-of-domain-like"),  # energy grows for unfamiliar inputs
+}
+NOUNS = {"confidence": "predictions", "energy": "images"}
+
+
+def _describe(metric: str, value: float, reference: float) -> str:
+    lower, higher = DIRECTIONS.get(metric, ("lower", "higher"))
+    word = lower if value < reference else higher
+    noun = NOUNS.get(metric, "images")
+    if reference and np.isfinite(reference) and abs(reference) > 1e-9:
+        change = f"{abs(value / reference - 1):.0%} "
+    else:
+        change = ""
+    return f"{noun} {change}{word} than the reference: median {metric} {value:.3g} vs {reference:.3g}"
+
+
+def ks_shift(metric: str, reference: np.ndarray, window: np.ndarray) -> DriftTest:
+    """Two-sample KS on one number per image; effect: median shift in reference standard deviations."""
+    from scipy.stats import ks_2samp
+
+    ref = np.asarray(reference, float)
+    win = np.asarray(window, float)
+    ref, win = ref[np.isfinite(ref)], win[np.isfinite(win)]
+    result = ks_2samp(ref, win)
+    ref_med, win_med = float(np.median(ref)), float(np.median(win))
+    sd = float(np.std(ref, ddof=1)) if len(ref) > 1 else 0.0
+    effect = (win_med - ref_med) / sd if sd > 0 else 0.0
+    return DriftTest(
+        metric, float(result.statistic), float(result.pvalue), effect, win_med, ref_med, len(win), len(ref),
+        _describe(metric, win_med, ref_med),
+    )  # fmt: skip
+
+
+def class_mix_test(reference_counts: np.ndarray, window_counts: np.ndarray, classes: Sequence[str]) -> DriftTest:
+    """Chi-square on the 2 x K table of predicted classes; effect: total variation distance of the shares."""
+    from scipy.stats import chi2_contingency
+
+    ref = np.asarray(reference_counts, float)
+    win = np.asarray(window_counts, float)
+    keep = (ref + win) > 0
+    ref_share, win_share = ref / max(ref.sum(), 1), win / max(win.sum(), 1)
+    tvd = 0.5 * float(np.abs(ref_share - win_share).sum())
+    if keep.sum() < 2:
+        statistic, p = 0.0, 1.0
+    else:
+        statistic, p, _, _ = chi2_contingency(np.vstack([ref[keep], win[keep]]))
+    moved = int(np.argmax(np.abs(win_share - ref_share)))
+    words = (
+        f"class mix moved by {tvd:.0%} (total variation): {classes[moved]!r} is {win_share[moved]:.0%} of "
+        f"predictions vs {ref_share[moved]:.0%} in the reference"
+    )
+    return DriftTest(
+        "class_mix", float(statistic), float(p), tvd, float(win_share[moved]), float(ref_share[moved]),
+        int(win.sum()), int(ref.sum()), words,
+    )  # fmt: skip
+
+
+def rate_test(metric: str, ref_k: int, ref_n: int, win_k: int, win_n: int, alternative: str) -> DriftTest:
+    """Fisher's exact test of a window's rate against the reference's own counts (the reference is a sample).
+    alternative: 'greater' (alarm when the window's rate is higher, as OOD) or 'less' (as accuracy)."""
+    from scipy.stats import fisher_exact
+
+    # rows: window, reference; columns: event, no event. 'greater': the window's odds are higher
+    _, p = fisher_exact([[win_k, win_n - win_k], [ref_k, ref_n - ref_k]], alternative=alternative)
+    value, reference = win_k / max(win_n, 1), ref_k / max(ref_n, 1)
+    name = {"ood_rate": "out-of-domain rate", "feedback_accuracy": "accuracy from feedback"}.get(metric, metric)
+    words = f"{name} {value:.1%} vs {reference:.1%} in the reference ({win_k} of {win_n})"
+    return DriftTest(metric, value - reference, float(p), value - reference, value, reference, win_n, ref_n, words)
+
+
+def _fourier_features(x: np.ndarray, scale: float, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0.0, 1.0 / scale, (x.shape[1], dim))
+    b = rng.uniform(0, 2 * np.pi, dim)
+    return np.sqrt(2.0 / dim) * np.cos(x @ w + b)
+
+
+def mmd_test(reference: np.ndarray, window: np.ndarray, permutations: int = 200, dim: int = 128, seed: int = 0) -> DriftTest:
+    """Maximum mean discrepancy between embeddings with a Gaussian kernel (median-distance bandwidth, from
+    the reference alone), approximated by random Fourier features; p from label permutations."""
+    ref = np.asarray(reference, np.float64)
+    win = np.asarray(window, np.float64)
+    rng = np.random.default_rng(seed)
+    sample = ref[rng.choice(len(ref), min(len(ref), 200), replace=False)]
+    dists = np.sqrt(((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1))
+    scale = float(np.median(dists[np.triu_indices(len(sample), 1)])) or 1.0
+    phi = _fourier_features(np.vstack([ref, win]), scale, dim, seed)
+    n = len(ref)
+    observed = float(((phi[:n].mean(0) - phi[n:].mean(0)) ** 2).sum())
+    exceed = 0
+    for _ in range(permutations):
+        order = rng.permutation(len(phi))
+        a, b = phi[order[:n]], phi[order[n:]]
+        exceed += ((a.mean(0) - b.mean(0)) ** 2).sum() >= observed
+    p = (1 + exceed) / (1 + permutations)
+    words = f"image content (the model's embedding) differs from the reference: MMD {observed:.4f}"
+    return DriftTest("embedding", observed, float(p), observed, observed, 0.0, len(win), n, words)
+
+
+def benjamini_hochberg(tests: Sequence[DriftTest]) -> list[DriftTest]:
+    """The same tests with adjusted_p: Benjamini-Hochberg over all of them (under no drift at all, the chance
+    of any alert among them stays at the level chosen)."""
+    if not tests:
+        return []
+    p = np.array([t.p_value for t in tests])
+    order = np.argsort(p)
+    m = len(p)
+    ranked = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
+    out = np.empty(m)
+    out[order] = adjusted
+    return [replace(t, adjusted_p=float(a)) for t, a in zip(tests, out, strict=True)]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+
+
+def bbse_class_mix(
+    ref_predicted: np.ndarray, ref_labels: np.ndarray, window_predicted: np.ndarray, k: int, boot: int = 200, seed: int = 0
+) -> list[Estimate]:
+    """Black-box shift estimation (Lipton et al. 2018): the window's true class shares from its predicted
+    shares and the reference's joint confusion matrix, assuming only the class mix changed (label shift).
+    The interval is the bootstrap's 5th-95th percentile, resampling both the reference and the window."""
+
+    def solve(rp: np.ndarray, rl: np.ndarray, wp: np.ndarray) -> np.ndarray:
+        joint = np.zeros((k, k))
+        np.add.at(joint, (rp, rl), 1.0)
+        joint /= max(len(rp), 1)
+        prior = np.bincount(rl, minlength=k) / max(len(rl), 1)
+        mu = np.bincount(wp, minlength=k) / max(len(wp), 1)
+        weights, *_ = np.linalg.lstsq(joint, mu, rcond=None)
+        shares = np.clip(weights, 0, None) * prior
+        return shares / shares.sum() if shares.sum() > 0 else prior
+
+    point = solve(ref_predicted, ref_labels, window_predicted)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        r = rng.integers(len(ref_labels), size=len(ref_labels))
+        w = rng.integers(len(window_predicted), size=len(window_predicted))
+        draws.append(solve(ref_predicted[r], ref_labels[r], window_predicted[w]))
+    low, high = np.percentile(np.array(draws), [5, 95], axis=0)
+    return [Estimate(float(v), float(lo), float(hi)) for v, lo, hi in zip(point, low, high, strict=True)]
+
+
+def atc_threshold(ref_confidence: np.ndarray, ref_correct: np.ndarray) -> float:
+    """ATC's threshold (Garg et al. 2022): the confidence above which the reference's share of images equals
+    its accuracy."""
+    accuracy = float(np.mean(ref_correct))
+    return float(np.quantile(np.asarray(ref_confidence, float), 1.0 - accuracy))
+
+
+def atc_accuracy(window_confidence: np.ndarray, threshold: float) -> float:
+    """Estimated accuracy of a window: the share of its predictions above the ATC threshold."""
+    return float(np.mean(np.asarray(window_confidence) > threshold))
+
+
+def average_confidence(window_confidence: np.ndarray) -> float:
+    return float(np.mean(window_confidence))

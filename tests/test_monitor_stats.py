@@ -1,0 +1,104 @@
+"""The monitoring statistics on synthetic numbers with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.production.monitoring import stats
+
+
+def test_identical_samples_do_not_move_and_a_shift_is_found_with_its_size_and_direction() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0.46, 0.1, 1000)
+    same = stats.ks_shift("brightness", ref, ref.copy())
+    assert same.p_value == pytest.approx(1.0) and same.effect == 0.0
+    darker = stats.ks_shift("brightness", ref, rng.normal(0.26, 0.1, 200))
+    assert darker.p_value < 1e-10
+    assert darker.effect == pytest.approx(-2.0, abs=0.25)  # 0.2 lower, in reference SDs of 0.1
+    shown = f"images {1 - darker.value / darker.reference:.0%} darker than the reference: median brightness"
+    assert darker.words.startswith(shown) and 0.35 <= 1 - darker.value / darker.reference <= 0.5
+    blur = stats.ks_shift("sharpness", ref, ref * 0.5)
+    assert "blurrier" in blur.words and "50%" in blur.words
+
+
+def test_ks_p_values_are_uniform_under_no_drift() -> None:
+    rng = np.random.default_rng(1)
+    p = np.array([stats.ks_shift("x", rng.normal(size=300), rng.normal(size=200)).p_value for _ in range(300)])
+    assert 0.0 <= np.mean(p < 0.05) <= 0.09 and 0.4 <= np.mean(p < 0.5) <= 0.6
+
+
+def test_class_mix() -> None:
+    same = stats.class_mix_test(np.array([50, 30, 20]), np.array([100, 60, 40]), ["a", "b", "c"])
+    assert same.p_value == pytest.approx(1.0) and same.effect == pytest.approx(0.0)
+    moved = stats.class_mix_test(np.array([50, 30, 20]), np.array([20, 30, 150]), ["a", "b", "c"])
+    assert moved.p_value < 1e-10
+    assert moved.effect == pytest.approx(0.5 * (abs(0.5 - 0.1) + abs(0.3 - 0.15) + abs(0.2 - 0.75)))
+    assert "'c' is 75% of predictions vs 20%" in moved.words
+    empty_class = stats.class_mix_test(np.array([10, 0]), np.array([20, 0]), ["a", "b"])
+    assert empty_class.p_value == 1.0
+
+
+def test_rates_against_the_reference_counts() -> None:
+    assert stats.rate_test("ood_rate", 5, 100, 10, 200, "greater").p_value > 0.3
+    high = stats.rate_test("ood_rate", 5, 100, 60, 200, "greater")
+    assert high.p_value < 1e-5 and high.value == pytest.approx(0.3) and "30.0% vs 5.0%" in high.words
+    low = stats.rate_test("feedback_accuracy", 95, 100, 30, 50, "less")
+    assert low.p_value < 1e-5 and low.effect == pytest.approx(0.6 - 0.95)
+    # a reference of 100 images is a sample: the same window rate against a constant 5% would look worse
+    assert stats.rate_test("ood_rate", 5, 100, 18, 200, "greater").p_value > 0.05
+
+
+def test_mmd_finds_a_moved_embedding_and_its_p_is_uniform_under_no_drift() -> None:
+    rng = np.random.default_rng(2)
+    moved = stats.mmd_test(rng.normal(size=(300, 16)), rng.normal(size=(200, 16)) + np.r_[1.0, np.zeros(15)])
+    assert moved.p_value < 0.01
+    p = np.array(
+        [
+            stats.mmd_test(rng.normal(size=(300, 16)), rng.normal(size=(200, 16)), permutations=100, seed=s).p_value
+            for s in range(80)
+        ]
+    )
+    assert np.mean(p < 0.05) <= 0.12 and np.mean(p < 0.5) == pytest.approx(0.5, abs=0.15)
+
+
+def test_benjamini_hochberg_by_hand() -> None:
+    tests = [stats.DriftTest("m", 0, p, 0, 0, 0, 1, 1, "") for p in (0.01, 0.04, 0.03, 0.2)]
+    adjusted = [t.adjusted_p for t in stats.benjamini_hochberg(tests)]
+    assert adjusted == pytest.approx([0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.2])
+    assert stats.benjamini_hochberg([]) == []
+
+
+def test_black_box_shift_estimation_recovers_a_label_shift() -> None:
+    rng = np.random.default_rng(3)
+    confusion = np.array([[0.9, 0.1, 0.0], [0.1, 0.8, 0.1], [0.0, 0.2, 0.8]])  # P(predicted | true)
+
+    def predict(labels: np.ndarray) -> np.ndarray:
+        return np.array([rng.choice(3, p=confusion[y]) for y in labels])
+
+    ref_labels = rng.choice(3, 600, p=[1 / 3, 1 / 3, 1 / 3])
+    truth = np.array([0.6, 0.2, 0.2])
+    window = predict(rng.choice(3, 2000, p=truth))
+    found = stats.bbse_class_mix(predict(ref_labels), ref_labels, window, 3, boot=100)
+    assert np.abs(np.array([e.value for e in found]) - truth).sum() < 0.12
+    assert all(e.low <= e.value <= e.high for e in found)
+
+
+def test_average_thresholded_confidence_estimates_accuracy() -> None:
+    rng = np.random.default_rng(4)
+
+    def sample(n: int, hard: float) -> tuple[np.ndarray, np.ndarray]:
+        conf = np.clip(rng.beta(8 - 6 * hard, 2, n), 0.34, 1.0)
+        correct = rng.random(n) < conf  # calibrated on both
+        return conf, correct
+
+    ref_conf, ref_correct = sample(2000, 0.0)
+    threshold = stats.atc_threshold(ref_conf, ref_correct)
+    assert np.mean(ref_conf > threshold) == pytest.approx(ref_correct.mean(), abs=0.002)  # the threshold's definition
+    conf, correct = sample(3000, 0.0)  # a clean window: both estimates within 3 points
+    assert stats.atc_accuracy(conf, threshold) == pytest.approx(correct.mean(), abs=0.03)
+    assert stats.average_confidence(conf) == pytest.approx(correct.mean(), abs=0.03)
+    hard_conf, hard_correct = sample(3000, 0.5)  # a harder window: both estimates fall with the accuracy
+    assert hard_correct.mean() < correct.mean() - 0.05
+    assert stats.atc_accuracy(hard_conf, threshold) < stats.atc_accuracy(conf, threshold) - 0.05
+    assert stats.average_confidence(hard_conf) == pytest.approx(hard_correct.mean(), abs=0.03)
