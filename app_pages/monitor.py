@@ -1,12 +1,13 @@
-"""Monitor: the prediction log per window against the production model's validation reference."""
+"""Monitor: the prediction log per window against the production model's reference: volume and confidence,
+every drift test as a grid, alerts with their images and levers, one metric up close, accuracy estimates."""
 
 import pandas as pd
 import streamlit as st
 
 from core.model import registry
 from core.production import prediction_log, traffic
-from core.production.monitoring import alerts, charts, queries, reference
-from ui.common import attempt, current_workspace, progress_bar
+from core.production.monitoring import charts, drift, drift_charts, queries, reference
+from ui.common import attempt, current_workspace, image_grid, progress_bar
 
 ws = current_workspace()
 st.title("Monitor")
@@ -40,12 +41,15 @@ if total == 0:
 
 c1, c2, c3 = st.columns(3)
 window = c1.segmented_control("Window", list(queries.WINDOWS), default="day", key="monitor_window") or "day"
+size = 200
+if window == "predictions":
+    size = int(c1.number_input("Predictions per window", 30, 100_000, 200, step=50, key="monitor_size"))
 sources = tuple(
     c2.multiselect("Sources", list(prediction_log.SOURCES), default=list(prediction_log.SOURCES), key="monitor_sources")
 )
 versions = ["all", *registry.list_versions(ws)["version"].tolist()[::-1]]
 version = c3.selectbox("Model version", versions, key="monitor_version")
-flt = queries.LogFilter(window, sources, None if version == "all" else version)
+flt = queries.LogFilter(window, sources, None if version == "all" else version, size)
 reference_version = flt.version or production
 base = attempt(lambda: reference.log_reference(ws, reference_version)) if reference_version else None
 win = queries.windows(ws, flt)
@@ -84,24 +88,73 @@ st.plotly_chart(charts.overview_figure(win, base), key="monitor_overview")
 st.plotly_chart(charts.class_mix_figure(queries.class_mix(ws, flt), base), key="monitor_mix")
 
 if base is not None:
-    found = alerts.alerts(win, base)
-    st.subheader(f"Windows that differ from validation ({len(found)})")
+    report = attempt(lambda: drift.drift_report(ws, flt, reference_version))
+    st.subheader(f"Drift: every test, every window ({len(report.alerts)} alert(s))")
+    unjudged = sum(not w.judged for w in report.windows)
     st.caption(
-        f"Reference: model {base.version}'s validation set. An OOD rate above, or an accuracy from feedback below, the "
-        f"reference by more than chance explains (one-sided binomial test, p < {alerts.ALERT_P}, per window)."
-    )
-    if found:
-        st.dataframe(
-            pd.DataFrame(found),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "value": st.column_config.NumberColumn(format="percent"),
-                "reference": st.column_config.NumberColumn(format="percent"),
-                "effect": st.column_config.NumberColumn(format="percent"),
-                "p_value": st.column_config.NumberColumn(format="%.1e"),
-            },
+        f"Each window of model {report.reference_version}'s predictions against its reference: its validation images "
+        "for what depends on the model (class mix, confidence, energy, embedding, OOD rate, accuracy), and every image "
+        "it did not hold out for testing for the image properties, measured the way production measures them. "
+        "Kolmogorov-Smirnov for one number per image, chi-square for the class mix, Fisher's exact test for rates "
+        "(the reference is a sample too), MMD for the embedding; an alert is a test whose p-value stays below "
+        f"{report.q} after Benjamini-Hochberg over all {sum(len(w.tests) for w in report.windows)} tests shown."
+        + (
+            f" {unjudged} window(s) with fewer than {drift.stats.MIN_WINDOW} predictions are too few to judge."
+            if unjudged
+            else ""
         )
+        + (f" {report.excluded} prediction(s) by other versions are not judged." if report.excluded else "")
+    )
+    if any(w.judged for w in report.windows):
+        st.plotly_chart(drift_charts.grid_figure(report), key="monitor_grid")
+    for n, a in enumerate(report.alerts):
+        with st.container(border=True):
+            st.markdown(f"**{a.window} · {drift_charts.METRIC_NAMES.get(a.metric, a.metric)}**: {a.words}")
+            st.caption(f"adjusted p {a.adjusted_p:.1g} (raw {a.p_value:.1g}), {a.n} predictions. What to do: {a.lever}.")
+            kept = [e for e in a.examples if e.image_path]
+            if kept:
+                image_grid(
+                    [ws.root / e.image_path for e in kept],
+                    [f"{e.predicted} · {e.value:.3g}" for e in kept],
+                    columns=6,
+                )
+            else:
+                st.write(
+                    "This workspace does not keep production images (Predict → deployment settings), so here are their "
+                    "names: " + ", ".join(e.name for e in a.examples)
+                )
+        if n >= 19:
+            st.caption(f"... and {len(report.alerts) - 20} more alert(s): see `python -m core monitor --json`.")
+            break
+    judged = [w for w in report.windows if w.judged]
+    if judged:
+        st.subheader("One metric up close")
+        c1, c2 = st.columns(2)
+        metrics = [m for m in drift_charts.METRIC_ORDER if any(t.metric == m for t in judged[0].tests)]
+        first_alert = report.alerts[0] if report.alerts else None
+        metric = c1.selectbox(
+            "Metric",
+            metrics,
+            index=metrics.index(first_alert.metric) if first_alert and first_alert.metric in metrics else 0,
+            format_func=lambda m: drift_charts.METRIC_NAMES.get(m, m),
+            key="monitor_metric",
+        )
+        labels = [w.window for w in judged]
+        chosen = c2.selectbox(
+            "Window",
+            labels,
+            index=labels.index(first_alert.window) if first_alert else len(labels) - 1,
+            key="monitor_close_window",
+        )
+        st.plotly_chart(drift_charts.distribution_figure(report, metric, chosen), key="monitor_distribution")
+        st.subheader("Accuracy without labels")
+        st.caption(
+            "Average thresholded confidence (ATC: the share of predictions above the confidence at which the reference's "
+            "share equals its accuracy) and average confidence estimate accuracy with no label at all; accuracy from "
+            "feedback is shown where people labelled predictions, and the true accuracy where the traffic is simulated."
+        )
+        truth = queries.truth_by_window(ws, flt)
+        st.plotly_chart(drift_charts.estimates_figure(report, truth), key="monitor_estimates")
 
 with st.expander("Latest predictions"):
     st.dataframe(prediction_log.recent(ws, 100), hide_index=True, width="stretch")

@@ -48,11 +48,14 @@ def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from dataclasses import replace
 
     from core.model import registry, runs
+    from core.workspace import split_ops
+    from core.workspace.splits import SplitPlan
     from tests.helpers import TINY, fill
 
     root = tmp_path_factory.mktemp("template") / "prod"
     ws = workspaces.resolve(str(root), create=True)
-    fill(ws, {"red": 10, "blue": 10, "green": 10})
+    fill(ws, {"red": 14, "blue": 14, "green": 14})
+    split_ops.resplit(ws, SplitPlan(seed=42, valid=0.2, test=0.3))  # enough test images to replay as clean traffic
     summary = runs.train_workspace(ws, replace(TINY, freeze_epochs=3, epochs=0, lr=1e-2))  # a head that gets colours right
     registry.promote(ws, summary["version"])
     return root

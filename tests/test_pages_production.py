@@ -104,14 +104,18 @@ def test_end_user_mode_on_a_missing_workspace_says_so(monkeypatch: pytest.Monkey
 
 
 def test_monitor_shows_a_simulated_history(prod: Workspace) -> None:
-    traffic.replay_traffic(prod, traffic.TrafficConfig(days=4, per_day=10, shift_day=2))
+    traffic.replay_traffic(prod, traffic.TrafficConfig(days=4, per_day=40, shift_day=2))
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at)
     assert [m.label for m in at.metric][:2] == ["Predictions", "OOD rate, last window"]
-    assert len(at.get("plotly_chart")) == 2
+    charts = [c.key for c in at.get("plotly_chart")]
+    assert charts == ["monitor_overview", "monitor_mix", "monitor_grid", "monitor_distribution", "monitor_estimates"]
     at.selectbox(key="monitor_version").set_value(at.selectbox(key="monitor_version").options[1])
     at.run()
-    assert not at.exception and len(at.get("plotly_chart")) == 2
+    assert not at.exception and len(at.get("plotly_chart")) == 5
+    at.segmented_control(key="monitor_window").set_value("predictions").run()
+    at.number_input(key="monitor_size").set_value(30).run()
+    assert not at.exception and not errors(at) and len(at.get("plotly_chart")) == 5
 
 
 def test_monitor_offers_a_simulation_when_the_log_is_empty(prod: Workspace) -> None:
@@ -122,4 +126,18 @@ def test_monitor_offers_a_simulation_when_the_log_is_empty(prod: Workspace) -> N
     at.run()
     assert not at.exception and not errors(at)
     assert prediction_log.count(prod, "simulation") > 0
-    assert any("Simulated" in s.value for s in at.success) and len(at.get("plotly_chart")) == 2
+    assert any("Simulated" in s.value for s in at.success) and len(at.get("plotly_chart")) >= 2
+
+
+def test_monitor_shows_an_alert_with_its_words_images_and_lever(prod: Workspace) -> None:
+    from tests.test_drift import log_day
+
+    for day in range(2):
+        log_day(prod, day, 60)
+    log_day(prod, 2, 60, darken=0.3, dark_share=0.8)
+    at = app("app_pages/monitor.py", "prod")
+    assert not at.exception and not errors(at)
+    assert any("brightness**: images" in m.value and "darker" in m.value for m in at.markdown)
+    assert any("What to do: gather images like these" in c.value for c in at.caption)
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
+    assert at.selectbox(key="monitor_close_window").value == "2026-03-04"

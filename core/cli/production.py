@@ -111,7 +111,9 @@ def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:
     ws = workspaces.resolve(args.workspace)
     store.init_db(ws)
     sources = tuple(args.source) if args.source else prediction_log.SOURCES
-    data = report.summary(ws, queries.LogFilter(args.window, sources, args.model))
+    if not 10 <= args.size <= 1_000_000:
+        raise UserError("--size takes 10 to 1,000,000 predictions per window.")
+    data = report.summary(ws, queries.LogFilter(args.window, sources, args.model, args.size))
     if not data["predictions"]:
         raise UserError("The prediction log is empty for these filters: score images (predict) or simulate traffic first.")
     return data
@@ -125,11 +127,16 @@ def print_monitor(data: dict[str, Any]) -> None:
             f"{w['window'][:19]:<20} {w['predictions']:>6} {w['confidence_p50']:>9.3f} {w['ood_rate']:>9.1%} "
             f"{w['feedback']:>9} {'' if acc is None else f'{acc:.1%}':>9}"
         )
+    for w in data["windows"]:
+        if not w["judged"]:
+            print(f"{w['window'][:19]}: too few predictions to judge ({w['predictions']})")
     for a in data["alerts"]:
-        print(
-            f"alert {a['window'][:10]} {a['metric']}: {a['value']:.1%} against {a['reference']:.1%} "
-            f"on validation (n={a['n']}, p={a['p_value']:.1g})"
-        )
+        print(f"alert {a['window'][:19]} {a['metric']}: {a['words']} (n={a['n']}, adjusted p={a['adjusted_p']:.1g})")
+        shown = [e["image_path"] or e["name"] for e in a["examples"]]
+        print(f"  examples: {', '.join(shown)}{'' if a['images_kept'] else ' (images not kept: names only)'}")
+        print(f"  lever: {a['lever']}")
+    if data["excluded"]:
+        print(f"{data['excluded']} prediction(s) by other model versions are not judged against {data['reference_version']}")
     if data["spooled"]:
         print(f"{data['spooled']} logged row(s) still wait in the spool for the database")
 
@@ -166,10 +173,12 @@ def add_commands(command: Any) -> None:
 
     m = command(
         "monitor",
-        "per-window volume, confidence, OOD rate and feedback accuracy from the prediction log",
+        "drift per window of the prediction log against the production model's reference: every test, "
+        "estimates without labels, alerts with example images",
         cmd_monitor,
         print_monitor,
     )
-    m.add_argument("--window", choices=["hour", "day", "week"], default="day")
+    m.add_argument("--window", choices=["hour", "day", "week", "predictions"], default="day")
+    m.add_argument("--size", type=int, default=200, help="with --window predictions: predictions per window (default 200)")
     m.add_argument("--source", action="append", choices=["app", "batch", "simulation"], help="repeatable; default all")
     m.add_argument("--model", metavar="VERSION", help="only this model version's predictions")

@@ -221,6 +221,7 @@ def sharpness(gray: Image.Image) -> float:
 
 
 LOOK_SIDE = 64  # properties are measured near this size: cheap, and comparable across models
+PROPERTIES = ("width", "height", "brightness", "contrast", "saturation", "sharpness")  # what `properties` returns
 
 
 def properties(size: tuple[int, int], look: Image.Image) -> dict[str, float]:

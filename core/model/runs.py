@@ -268,11 +268,25 @@ def _version_meta(
     }
 
 
+def property_reference(data: TrainingData) -> np.ndarray:
+    """Image properties of every train and valid image [N, len(PROPERTIES)], measured by the function the
+    production log uses, on the same input (the model's resized image, the full size after orientation)."""
+    from PIL import Image
+
+    from core.data.images import PROPERTIES, properties
+
+    sizes = zip(data.catalog["width"], data.catalog["height"], strict=True)
+    rows = [properties((int(w), int(h)), Image.fromarray(px)) for (w, h), px in zip(sizes, data.pixels, strict=True)]
+    return np.array([[row[k] for k in PROPERTIES] for row in rows], np.float64).reshape(len(rows), len(PROPERTIES))
+
+
 def _reference(result: TrainResult, y_valid: np.ndarray, test: TestScores) -> tuple[outputs.Reference, dict[str, np.ndarray]]:
     """The OOD reference and the arrays monitoring compares production with (validation only), and the
     test probabilities kept apart for reports."""
-    ref = outputs.fit_reference(scoring.head_logits(result.model, result.valid_features), result.valid_features)
+    logits = scoring.head_logits(result.model, result.valid_features)
+    ref = outputs.fit_reference(logits, result.valid_features)
     arrays = {
+        "valid_logits": logits.astype(np.float32),
         "valid_probs": result.valid_probs.astype(np.float32),
         "valid_features": result.valid_features.astype(np.float32),
         "valid_labels": y_valid.astype(np.int64),
@@ -289,6 +303,8 @@ def _register(
     """Save the version with its metadata and reference; the run's summary."""
     meta = _version_meta(run_id, cfg, data, result, test, wall)
     ref, arrays = _reference(result, data.y[~data.train], test)
+    arrays["reference_properties"] = property_reference(data)  # train and valid: every image but test
+    meta["reference_property_ids"] = data.catalog["id"].tolist()
     meta["ood"] = {"score": ref.ood_score, "threshold": ref.ood_threshold, "valid_pass": config.VALID_PASS}
     version = weights.save_version(ws, result.model, meta, arrays)
     metrics = meta["metrics"]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandas as pd
 
+from core.data.images import PROPERTIES
 from core.errors import UserError
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -88,7 +89,8 @@ class LogBatch:
     stamp: datetime = field(default_factory=store.now)
 
 
-_PROPS = ("width", "height", "brightness", "contrast", "saturation", "sharpness")
+_PROPS = PROPERTIES
+PROPERTY_COLUMNS = PROPERTIES  # the log's columns of image properties
 
 
 def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
@@ -322,6 +324,15 @@ def add_feedback_rows(ws: Workspace, frame: pd.DataFrame) -> None:
     with store.connect(ws) as con:
         con.register("new_feedback", frame)
         con.execute("INSERT INTO feedback SELECT prediction_id, ts::TIMESTAMP, label, source FROM new_feedback")
+
+
+def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
+    """The true class (and the shift applied) of simulated predictions, so estimates can be scored."""
+    if frame.empty:
+        return
+    with store.connect(ws) as con:
+        con.register("truth_rows", frame[["prediction_id", "label", "shift"]])
+        con.execute("INSERT INTO simulation_truth SELECT prediction_id, label, shift FROM truth_rows")
 
 
 def count(ws: Workspace, source: str | None = None) -> int:

@@ -101,9 +101,14 @@ def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetim
     """Every simulated request: when it arrives, its bytes, and the truth behind it."""
     meta = registry.read_meta(ws, version)
     catalog = store.images(ws)
-    held = catalog[catalog["id"].isin(meta["valid_ids"])]
+    used = set(meta.get("train_ids", [])) | set(meta.get("valid_ids", []))  # the reference is made of valid images
+    held = catalog[(catalog["split"] == "test") & ~catalog["id"].isin(used) & catalog["label"].isin(meta["classes"])]
     if held.empty:
-        raise UserError(f"Model {version} has no held-back (validation) images left in this workspace to replay.")
+        raise UserError(
+            f"Model {version} has no test images to replay as clean traffic (validation images are the monitoring "
+            "reference, so replaying them would look cleaner than real traffic): draw a test set "
+            "(python -m core split --draw-test) and retrain, or add images."
+        )
     rng = np.random.default_rng(cfg.seed)
     side = int(np.median(held["width"].fillna(160)))
     events = []
@@ -162,6 +167,14 @@ def replay_traffic(
         }
     )
     prediction_log.add_feedback_rows(ws, feedback)
+    truth = pd.DataFrame(
+        {
+            "prediction_id": [p.id for p in preds],
+            "label": [by_name[p.name].truth for p in preds],
+            "shift": [by_name[p.name].shift for p in preds],
+        }
+    )
+    prediction_log.add_simulation_truth(ws, truth)
     shift_at = start + timedelta(days=cfg.shift_day)
     first = [p for p in preds if by_name[p.name].ts < shift_at]
     second = [p for p in preds if by_name[p.name].ts >= shift_at]

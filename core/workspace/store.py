@@ -118,6 +118,9 @@ CREATE TABLE IF NOT EXISTS feedback (
     label VARCHAR NOT NULL,          -- the true class, or 'none of these'
     source VARCHAR
 );
+CREATE TABLE IF NOT EXISTS simulation_truth (  -- what the traffic simulator knows: scores the estimates
+    prediction_id VARCHAR NOT NULL, label VARCHAR NOT NULL, shift VARCHAR
+);
 CREATE TABLE IF NOT EXISTS policies (   -- decision policies accepted for a model version; the latest wins
     policy_id VARCHAR NOT NULL, model_version VARCHAR NOT NULL, accepted_at TIMESTAMP NOT NULL,
     policy VARCHAR NOT NULL, utility VARCHAR NOT NULL, report VARCHAR
@@ -178,18 +181,35 @@ def init_db(ws: Workspace, force: bool = False) -> None:
     if str(ws.db_path) in _READY and not force:
         return
     with connect(ws) as con:
-        con.execute(_SCHEMA)
-        con.execute("ALTER TABLE images ADD COLUMN IF NOT EXISTS split_by VARCHAR")
-        con.execute(
-            "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
-            [str(SCHEMA_VERSION)],
-        )
-        con.execute(
-            "INSERT INTO meta VALUES ('setting:split_plan', ?) ON CONFLICT (key) DO NOTHING",
-            [json.dumps(asdict(splits.SplitPlan()))],
-        )
+        if not _up_to_date(con):  # most opens find everything in place and write nothing
+            con.execute(_SCHEMA)
+            con.execute("ALTER TABLE images ADD COLUMN IF NOT EXISTS split_by VARCHAR")
+            con.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                [str(SCHEMA_VERSION)],
+            )
+            con.execute(
+                "INSERT INTO meta VALUES ('setting:split_plan', ?) ON CONFLICT (key) DO NOTHING",
+                [json.dumps(asdict(splits.SplitPlan()))],
+            )
         _split_unsplit(con)
     _READY.add(str(ws.db_path))
+
+
+_TABLES = ("meta", "images", "audit", "runs", "epochs", "models", "deployments", "gather_failures", "predictions",
+           "feedback", "simulation_truth", "policies")  # fmt: skip
+
+
+def _up_to_date(con: duckdb.DuckDBPyConnection) -> bool:
+    """Every table, the split_by column, the schema version and the split plan are there."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if not set(_TABLES) <= tables:
+        return False
+    columns = {
+        r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'images'").fetchall()
+    }
+    keys = {r[0] for r in con.execute("SELECT key FROM meta WHERE key IN ('schema_version', 'setting:split_plan')").fetchall()}
+    return "split_by" in columns and len(keys) == 2
 
 
 def split_plan(con: duckdb.DuckDBPyConnection) -> splits.SplitPlan:

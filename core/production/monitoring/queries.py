@@ -14,7 +14,7 @@ from core.production import prediction_log
 from core.workspace import store
 from core.workspace.paths import Workspace
 
-WINDOWS = ("hour", "day", "week")
+WINDOWS = ("hour", "day", "week", "predictions")  # predictions: consecutive blocks of `size` predictions
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class LogFilter:
     window: str = "day"
     sources: tuple[str, ...] = prediction_log.SOURCES
     version: str | None = None  # None: every model version
+    size: int = 200  # predictions per window when window == "predictions"
 
 
 def _where(f: LogFilter, alias: str = "") -> tuple[str, list[object]]:
@@ -37,15 +38,31 @@ def _where(f: LogFilter, alias: str = "") -> tuple[str, list[object]]:
 def _check(f: LogFilter) -> None:
     if f.window not in WINDOWS:
         raise ValueError(f"window must be one of {WINDOWS}")  # pages and the CLI offer only these
+    if f.window == "predictions" and not 10 <= f.size <= 1_000_000:
+        raise ValueError("window size must be 10 to 1,000,000 predictions")
+
+
+def logged(f: LogFilter) -> tuple[str, list[object]]:
+    """A `logged` CTE: the filtered predictions with their window (the start of a time window, or the first
+    timestamp of a block of f.size consecutive predictions)."""
+    _check(f)
+    where, params = _where(f)
+    if f.window != "predictions":
+        return f"logged AS (SELECT *, date_trunc('{f.window}', ts) AS \"window\" FROM predictions WHERE {where})", params
+    return (
+        f"numbered AS (SELECT *, (row_number() OVER (ORDER BY ts, id) - 1) // {int(f.size)} AS block "
+        f"FROM predictions WHERE {where}), "
+        'logged AS (SELECT * EXCLUDE (block), min(ts) OVER (PARTITION BY block) AS "window" FROM numbered)',
+        params,
+    )
 
 
 def windows(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
     """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy."""
-    _check(f)
-    where, params = _where(f, "p")
+    cte, params = logged(f)
     sql = f"""
-        WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id)
-        SELECT date_trunc('{f.window}', p.ts) AS "window",
+        WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id)
+        SELECT p."window",
                count(*) AS predictions,
                avg(p.confidence) AS mean_confidence,
                quantile_cont(p.confidence, 0.1) AS confidence_p10,
@@ -56,28 +73,59 @@ def windows(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
                count(fb.label) AS feedback,
                avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = p.predicted THEN 1 ELSE 0 END) AS feedback_accuracy,
                avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = ? THEN 1 ELSE 0 END) AS feedback_none_share
-        FROM predictions p LEFT JOIN fb ON fb.prediction_id = p.id
-        WHERE {where}
+        FROM logged p LEFT JOIN fb ON fb.prediction_id = p.id
         GROUP BY ALL ORDER BY "window"
     """
     with store.connect(ws) as con:
-        return con.execute(sql, [prediction_log.NONE_OF_THESE, *params]).df()
+        return con.execute(sql, [*params, prediction_log.NONE_OF_THESE]).df()
 
 
 def class_mix(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
     """Per window and predicted class: count and share of the window."""
-    _check(f)
-    where, params = _where(f)
+    cte, params = logged(f)
     sql = f"""
-        WITH counts AS (
-            SELECT date_trunc('{f.window}', ts) AS "window", predicted, count(*) AS n
-            FROM predictions WHERE {where} GROUP BY ALL
-        )
+        WITH {cte}, counts AS (SELECT "window", predicted, count(*) AS n FROM logged GROUP BY ALL)
         SELECT "window", predicted, n, n / sum(n) OVER (PARTITION BY "window") AS share
         FROM counts ORDER BY "window", predicted
     """
     with store.connect(ws) as con:
         return con.execute(sql, params).df()
+
+
+SAMPLE_COLUMNS = (
+    "id", "name", "ts", "predicted", "confidence", "energy", "ood", "embedding", "image_path", *prediction_log.PROPERTY_COLUMNS,
+)  # fmt: skip
+
+
+def window_samples(ws: Workspace, f: LogFilter = LogFilter(), per_window: int = 500) -> pd.DataFrame:
+    """Up to per_window predictions of every window (all of them in smaller windows), chosen by a hash of the
+    id so that the same log gives the same sample, with the latest feedback label when there is one."""
+    cte, params = logged(f)
+    cols = ", ".join(f"s.{c}" for c in SAMPLE_COLUMNS)
+    sql = f"""
+        WITH {cte},
+        fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id),
+        ranked AS (SELECT *, row_number() OVER (PARTITION BY "window" ORDER BY hash(id), id) AS r FROM logged)
+        SELECT s."window", {cols}, fb.label AS feedback_label
+        FROM ranked s LEFT JOIN fb ON fb.prediction_id = s.id
+        WHERE s.r <= {int(per_window)} ORDER BY s."window", s.r
+    """
+    with store.connect(ws) as con:
+        return con.execute(sql, params).df()
+
+
+def truth_by_window(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
+    """Per window, for simulated predictions: the true accuracy the simulator knows (window, accuracy_true)."""
+    cte, params = logged(f)
+    sql = f"""
+        WITH {cte}
+        SELECT p."window", avg((t.label = p.predicted)::INTEGER) AS accuracy_true, count(*) AS truth_n
+        FROM logged p JOIN simulation_truth t ON t.prediction_id = p.id
+        GROUP BY ALL ORDER BY "window"
+    """
+    with store.connect(ws) as con:
+        frame = con.execute(sql, params).df()
+    return frame.assign(window=frame["window"].astype(str).str.removesuffix(" 00:00:00"))
 
 
 def json_records(frame: pd.DataFrame) -> list[dict[str, object]]:

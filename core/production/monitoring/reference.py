@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from core.model import config, registry
+from core.data.images import PROPERTIES
+from core.model import config, outputs, registry
 from core.workspace.paths import Workspace
 
 
@@ -23,6 +25,12 @@ class LogReference:
     accuracy: float
 
 
+def _own_ood_rate(arrays: dict[str, np.ndarray], fallback: float) -> float:
+    if "valid_ood_scores" not in arrays or "ood_threshold" not in arrays:
+        return fallback
+    return float(np.mean(arrays["valid_ood_scores"] < float(arrays["ood_threshold"][0])))
+
+
 def log_reference(ws: Workspace, version: str) -> LogReference:
     ref = registry.load_reference(ws, version)
     meta = registry.read_meta(ws, version)
@@ -35,6 +43,91 @@ def log_reference(ws: Workspace, version: str) -> LogReference:
         float(np.quantile(conf, 0.1)),
         float(np.quantile(conf, 0.5)),
         float(np.quantile(conf, 0.9)),
-        1.0 - config.VALID_PASS,  # the threshold flags this share of in-domain images by construction
+        _own_ood_rate(ref, 1.0 - config.VALID_PASS),  # the version's own share of flagged validation images
         float((predicted == ref["valid_labels"]).mean()),
+    )
+
+
+PROPERTY_CACHE = "reference_properties.json"  # versions trained before properties were stored: derived once
+
+
+@dataclass(frozen=True)
+class DriftReference:
+    """What drift is measured against: the version's validation images as production measures them
+    (predicted class, confidence, energy, embedding, OOD flag, true label) and the image properties of
+    every image the version did not hold out for testing."""
+
+    version: str
+    classes: tuple[str, ...]
+    labels: np.ndarray
+    predicted: np.ndarray
+    confidence: np.ndarray
+    energy: np.ndarray
+    embedding: np.ndarray  # [n, EMBED_DIM], the log's reduced embedding
+    ood: np.ndarray  # bool: flagged by the version's own threshold (about 1 - VALID_PASS of them)
+    properties: pd.DataFrame  # one row per non-test image: PROPERTIES and aspect
+
+    @property
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.predicted, minlength=len(self.classes))
+
+
+def _logits(ws: Workspace, version: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    if "valid_logits" in arrays:
+        return arrays["valid_logits"]
+    from core.model import scoring  # versions trained before logits were stored: the head, once more (torch)
+
+    return scoring.head_logits(scoring.load_predictor(ws, version).model, arrays["valid_features"])
+
+
+def _derived_properties(ws: Workspace, version: str, meta: dict) -> np.ndarray:
+    """Properties of a version's train and valid images, measured now as training measures them (then kept)."""
+    import json
+
+    from PIL import Image
+
+    from core.data.images import load_rgb, properties, resize_item
+    from core.workspace import store
+
+    cache = ws.models_dir / version / PROPERTY_CACHE
+    if cache.is_file():
+        return np.array(json.loads(cache.read_text())["rows"], np.float64).reshape(-1, len(PROPERTIES))
+    size, resize = int(meta["preprocessing"]["size"]), meta["preprocessing"]["resize"]
+    catalog = store.images(ws).set_index("id")
+    ids = [i for i in [*meta.get("train_ids", []), *meta.get("valid_ids", [])] if i in catalog.index]
+    rows = []
+    for image_id in ids:
+        row = catalog.loc[image_id]
+        try:
+            look = resize_item(load_rgb(ws.root / row["path"], size), size, resize)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # gone or unreadable since: the reference is the images that are still there
+        measured = properties((int(row["width"]), int(row["height"])), look)
+        rows.append([measured[k] for k in PROPERTIES])
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"rows": rows}))
+    tmp.replace(cache)
+    return np.array(rows, np.float64).reshape(-1, len(PROPERTIES))
+
+
+def drift_reference(ws: Workspace, version: str) -> DriftReference:
+    """The version's drift reference (numpy only for versions trained by this code)."""
+    arrays = registry.load_reference(ws, version)
+    meta = registry.read_meta(ws, version)
+    logits = _logits(ws, version, arrays)
+    probs = arrays["valid_probs"]
+    embedding = (arrays["valid_features"] - arrays["pca_mean"]) @ arrays["pca_components"].T
+    threshold = float(arrays["ood_threshold"][0])
+    props = arrays["reference_properties"] if "reference_properties" in arrays else _derived_properties(ws, version, meta)
+    frame = pd.DataFrame(props, columns=list(PROPERTIES))
+    return DriftReference(
+        version,
+        tuple(meta["classes"]),
+        arrays["valid_labels"].astype(np.int64),
+        probs.argmax(1),
+        probs.max(1),
+        outputs.energy(logits),
+        embedding.astype(np.float64),
+        arrays["valid_ood_scores"] < threshold,
+        frame.assign(aspect=frame["width"] / frame["height"].clip(lower=1)),
     )

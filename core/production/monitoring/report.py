@@ -1,27 +1,60 @@
-"""The monitoring report the command line prints: windows, alerts and totals, as plain JSON-ready data."""
+"""The monitoring report the command line prints: windows with every drift test and the estimates, alerts
+with their example predictions, and totals, as plain JSON-ready data."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
+from typing import Any
 
-from core.model import registry
 from core.production import prediction_log
-from core.production.monitoring.alerts import alerts
-from core.production.monitoring.queries import LogFilter, json_records, windows
-from core.production.monitoring.reference import log_reference
-from core.workspace.paths import Workspace
+from core.production.monitoring.drift import DriftReport, drift_report
+from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, windows
 
 
-def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None) -> dict[str, object]:
-    """Windows, alerts against the reference of `version` (default production) and totals, for the CLI."""
+def _clean(value: Any) -> Any:
+    """NaN as None, recursively: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def summary(ws: Any, f: LogFilter = LogFilter(), version: str | None = None) -> dict[str, object]:
+    """Windows (each with its tests and estimates), alerts against the reference of `version` (default: the
+    filter's version, else production) and totals, for the CLI."""
     win = windows(ws, f)
-    reference = version or f.version or registry.production_version(ws)
-    base = log_reference(ws, reference) if reference else None
-    return {
-        "window": f.window,
-        "reference_version": reference,
-        "predictions": int(win["predictions"].sum()) if len(win) else 0,
-        "windows": json_records(win),
-        "alerts": [asdict(a) for a in alerts(win, base)] if base is not None else [],
-        "spooled": prediction_log.spooled_rows(ws),
-    }
+    report: DriftReport = drift_report(ws, f, version)
+    by_label = {w.window: w for w in report.windows}
+    truth = truth_by_window(ws, f).set_index("window")["accuracy_true"].to_dict()
+    records = []
+    for record in json_records(win):
+        label = str(record["window"]).removesuffix(" 00:00:00")
+        judged = by_label.get(label)
+        record["judged"] = bool(judged and judged.judged)
+        record["tests"] = [asdict(t) for t in judged.tests] if judged else []
+        record["estimates"] = asdict(judged.estimates) if judged and judged.estimates else None
+        if label in truth:
+            record["accuracy_true"] = truth[label]
+        records.append(record)
+    alerts = []
+    for a in report.alerts:
+        alert = asdict(a)
+        alert["example_ids"] = [e.id for e in a.examples]
+        alerts.append(alert)
+    return _clean(
+        {
+            "window": f.window,
+            "reference_version": report.reference_version or None,
+            "predictions": int(win["predictions"].sum()) if len(win) else 0,
+            "excluded": report.excluded,
+            "alert_level": report.q,
+            "windows": records,
+            "alerts": alerts,
+            "estimates": [{"window": r["window"], **(r["estimates"] or {})} for r in records if r["estimates"]],
+            "spooled": prediction_log.spooled_rows(ws),
+        }
+    )

@@ -1,0 +1,210 @@
+"""Drift per window of the prediction log against the reference model's drift reference: every test with its
+statistic, p, adjusted p and effect; estimates of accuracy and class mix without labels; alerts that name
+the change in words, show the images that moved it and the lever to pull.
+
+Only predictions scored by the reference version are judged (another version's confidence, energy and
+embedding are not comparable); the report says how many that leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from core.model import registry
+from core.production.monitoring import queries, stats
+from core.production.monitoring.queries import LogFilter
+from core.production.monitoring.reference import DriftReference, drift_reference
+from core.production.monitoring.stats import DriftTest, Estimate
+from core.workspace.paths import Workspace
+
+ALERT_Q = 0.01  # Benjamini-Hochberg level over every test of every window shown
+MIN_FEEDBACK = 10  # labelled predictions a window needs before its accuracy is tested
+PER_WINDOW = 500  # predictions sampled per window for the distribution tests (all of them in smaller windows)
+PROPERTY_METRICS = ("brightness", "contrast", "saturation", "sharpness", "width", "height", "aspect")
+EXAMPLES = 6
+MIN_PREDICTIONS = stats.MIN_WINDOW  # smaller windows are not judged
+
+LEVERS = {
+    "class_mix": "check that the decision policy still pays off with this class mix (Policy page); if the mix "
+    "persists, gather more images of the classes that grew and retrain",
+    "confidence": "review the least confident predictions (they are referred to a person if the policy says so); "
+    "gather images like them and retrain",
+    "energy": "look at these images: if they are not one of your classes, add an 'other' class or tighten the "
+    "out-of-domain threshold; if they are, gather images like them and retrain",
+    "embedding": "look at these images: production shows content the training data lacks; gather images like these and retrain",
+    "ood_rate": "look at these images: add an 'other' class, tighten the scope statement users see, or gather "
+    "images like these if they belong to a class",
+    "feedback_accuracy": "retrain on recent feedback (its labels join the data), and check the decision policy",
+}
+for _m in PROPERTY_METRICS:
+    LEVERS[_m] = "gather images like these (the same conditions) and retrain, or fix the camera or upload path"
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    name: str
+    image_path: str | None  # None where the workspace does not keep production images
+    predicted: str
+    value: float  # the image's value on the alert's metric
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """A window's accuracy and class mix without labels, next to accuracy from feedback."""
+
+    accuracy_atc: float
+    accuracy_confidence: float
+    accuracy_feedback: float | None
+    feedback: int
+    class_mix: dict[str, Estimate]  # true share of each class, by black-box shift estimation
+    predicted_mix: dict[str, float]
+
+
+@dataclass(frozen=True)
+class WindowDrift:
+    window: str
+    n: int
+    judged: bool  # False: too few predictions to judge
+    tests: tuple[DriftTest, ...]
+    estimates: Estimates | None
+
+
+@dataclass(frozen=True)
+class DriftAlert:
+    window: str
+    metric: str
+    words: str
+    effect: float
+    p_value: float
+    adjusted_p: float
+    n: int
+    examples: tuple[Example, ...]
+    lever: str
+    images_kept: bool
+
+
+@dataclass(frozen=True, eq=False)
+class DriftReport:
+    reference_version: str
+    windows: tuple[WindowDrift, ...]
+    alerts: tuple[DriftAlert, ...]
+    excluded: int  # predictions in the filter scored by other versions (not judged)
+    q: float = ALERT_Q
+    reference: DriftReference | None = None
+    samples: pd.DataFrame | None = None  # the predictions each window was tested on (window label in "label")
+
+
+def _label(window: object) -> str:
+    return str(window).removesuffix(" 00:00:00")
+
+
+def _window_tests(
+    ref: DriftReference, row: pd.Series, counts: pd.Series, sample: pd.DataFrame, permutations: int
+) -> list[DriftTest]:
+    classes = list(ref.classes) + sorted(set(counts.index) - set(ref.classes))
+    ref_counts = np.array([*ref.class_counts, *[0] * (len(classes) - len(ref.classes))])
+    tests = [stats.class_mix_test(ref_counts, counts.reindex(classes, fill_value=0).to_numpy(), classes)]
+    tests.append(stats.ks_shift("confidence", ref.confidence, sample["confidence"].to_numpy()))
+    tests.append(stats.ks_shift("energy", ref.energy, sample["energy"].to_numpy()))
+    props = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
+    for metric in PROPERTY_METRICS:
+        tests.append(stats.ks_shift(metric, ref.properties[metric].to_numpy(), props[metric].to_numpy(float)))
+    embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy())
+    tests.append(stats.mmd_test(ref.embedding, embedding, permutations))
+    n = int(row["predictions"])
+    tests.append(stats.rate_test("ood_rate", int(ref.ood.sum()), len(ref.ood), round(row["ood_rate"] * n), n, "greater"))
+    labelled = int(row["feedback"])
+    if labelled >= MIN_FEEDBACK:
+        correct = round(row["feedback_accuracy"] * labelled)
+        ref_correct = int((ref.predicted == ref.labels).sum())
+        tests.append(stats.rate_test("feedback_accuracy", ref_correct, len(ref.labels), correct, labelled, "less"))
+    return tests
+
+
+def _estimates(ref: DriftReference, row: pd.Series, sample: pd.DataFrame) -> Estimates:
+    index = {c: i for i, c in enumerate(ref.classes)}
+    predicted = sample["predicted"].map(index).dropna().astype(int).to_numpy()
+    correct = ref.predicted == ref.labels
+    threshold = stats.atc_threshold(ref.confidence, correct)
+    mix = stats.bbse_class_mix(ref.predicted, ref.labels, predicted, len(ref.classes), boot=100) if len(predicted) else []
+    shares = np.bincount(predicted, minlength=len(ref.classes)) / max(len(predicted), 1)
+    labelled = int(row["feedback"])
+    return Estimates(
+        stats.atc_accuracy(sample["confidence"].to_numpy(), threshold),
+        stats.average_confidence(sample["confidence"].to_numpy()),
+        float(row["feedback_accuracy"]) if labelled else None,
+        labelled,
+        dict(zip(ref.classes, mix, strict=False)),
+        {c: float(s) for c, s in zip(ref.classes, shares, strict=True)},
+    )
+
+
+def _examples(test: DriftTest, sample: pd.DataFrame, ref: DriftReference) -> tuple[Example, ...]:
+    """The window's images that show the change most: the most extreme on the metric, in its direction."""
+    frame = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
+    metric = test.metric
+    if metric in PROPERTY_METRICS or metric in ("confidence", "energy"):
+        frame = frame.assign(value=frame[metric].astype(float))
+        chosen = frame.sort_values("value", ascending=test.effect < 0)
+    elif metric == "class_mix":
+        moved = frame[frame["predicted"].astype(str) == test.subject]
+        chosen = moved.assign(value=moved["confidence"]).sort_values("value", ascending=False)
+    elif metric == "embedding":
+        centre = ref.embedding.mean(0)
+        far = frame["embedding"].map(lambda e: float(np.linalg.norm(np.asarray(e) - centre)))
+        chosen = frame.assign(value=far).sort_values("value", ascending=False)
+    elif metric == "ood_rate":
+        chosen = frame[frame["ood"]].assign(value=lambda d: d["energy"]).sort_values("value", ascending=False)
+    else:  # feedback_accuracy: the mistakes people reported
+        wrong = frame[frame["feedback_label"].notna() & (frame["feedback_label"] != frame["predicted"])]
+        chosen = wrong.assign(value=wrong["confidence"]).sort_values("value", ascending=False)
+    return tuple(
+        Example(r.id, r.name, r.image_path if isinstance(r.image_path, str) else None, r.predicted, float(r.value))
+        for r in chosen.head(EXAMPLES).itertuples()
+    )
+
+
+def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None, permutations: int = 200) -> DriftReport:
+    """Every window of the filtered log tested against `version`'s reference (default: f.version, else
+    production), Benjamini-Hochberg over all tests, alerts with examples and levers."""
+    reference_version = version or f.version or registry.production_version(ws)
+    if reference_version is None:
+        return DriftReport("", (), (), 0)
+    ref = drift_reference(ws, reference_version)
+    judged_filter = replace(f, version=reference_version)
+    everything = queries.windows(ws, replace(f, version=None)) if f.version is None else None
+    win = queries.windows(ws, judged_filter)
+    excluded = int(everything["predictions"].sum() - win["predictions"].sum()) if everything is not None else 0
+    mix = queries.class_mix(ws, judged_filter)
+    samples = queries.window_samples(ws, judged_filter, PER_WINDOW)
+    pending: list[tuple[str, int, pd.Series | None, list[DriftTest], pd.DataFrame | None]] = []
+    for _, row in win.iterrows():
+        label, n = _label(row["window"]), int(row["predictions"])
+        if n < stats.MIN_WINDOW:
+            pending.append((label, n, None, [], None))  # too few predictions to judge
+            continue
+        sample = samples[samples["window"] == row["window"]]
+        counts = mix[mix["window"] == row["window"]].set_index("predicted")["n"]
+        pending.append((label, n, row, _window_tests(ref, row, counts, sample, permutations), sample))
+    adjusted = iter(stats.benjamini_hochberg([t for *_, tests, _ in pending for t in tests]))
+    windows: list[WindowDrift] = []
+    alerts: list[DriftAlert] = []
+    for label, n, row, tests, sample in pending:
+        if row is None or sample is None:
+            windows.append(WindowDrift(label, n, False, (), None))
+            continue
+        done = tuple(next(adjusted) for _ in tests)
+        windows.append(WindowDrift(label, n, True, done, _estimates(ref, row, sample)))
+        kept = bool(sample["image_path"].notna().any())
+        for t in done:
+            if t.adjusted_p < ALERT_Q:
+                examples = _examples(t, sample, ref)
+                alerts.append(
+                    DriftAlert(label, t.metric, t.words, t.effect, t.p_value, t.adjusted_p, t.n, examples, LEVERS[t.metric], kept)
+                )
+    samples = samples.assign(label=samples["window"].map(_label))
+    return DriftReport(reference_version, tuple(windows), tuple(alerts), excluded, ALERT_Q, ref, samples)
