@@ -102,3 +102,17 @@ def test_average_thresholded_confidence_estimates_accuracy() -> None:
     assert hard_correct.mean() < correct.mean() - 0.05
     assert stats.atc_accuracy(hard_conf, threshold) < stats.atc_accuracy(conf, threshold) - 0.05
     assert stats.average_confidence(hard_conf) == pytest.approx(hard_correct.mean(), abs=0.03)
+
+
+def test_the_tail_test_finds_part_of_the_traffic_moved_far_where_ks_barely_does() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.normal(0.46, 0.1, 1200)
+    same = stats.tail_test("brightness", ref, rng.normal(0.46, 0.1, 200))
+    assert same.p_value > 0.05 and same.metric == "brightness_tails"
+    window = np.r_[rng.normal(0.46, 0.1, 160), rng.normal(0.1, 0.03, 40)]  # a fifth of the images much darker
+    tails = stats.tail_test("brightness", ref, window)
+    assert tails.p_value < 1e-15 and tails.subject == "low" and tails.effect < 0
+    assert tails.words.startswith("2") and "darker than all but 1% of the reference" in tails.words
+    assert stats.ks_shift("brightness", ref, window).p_value > tails.p_value * 1e6
+    p = np.array([stats.tail_test("x", rng.normal(size=1000), rng.normal(size=200)).p_value for _ in range(300)])
+    assert np.mean(p < 0.05) <= 0.08  # valid under no drift (conservative: the smaller of two p's, doubled)

@@ -130,12 +130,13 @@ def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetim
                 )
                 continue
             row = held.iloc[int(rng.integers(len(held)))]
-            img, kind = load_rgb(ws.root / row["path"]), ""
+            path, kind = ws.root / row["path"], ""
+            data = path.read_bytes()  # clean traffic is the file as it is: re-encoding would itself be a drift
             if rng.random() < cfg.max_shifted * k:
                 kind = str(rng.choice(SHIFTS))
-                img = shift_image(img, kind, rng)
-            name = f"day{day:02d}-{i:04d}-{row['id']}{'-' + kind if kind else ''}.jpg"  # unique: feedback finds its event by name
-            events.append(TrafficRequest(ts, name, prediction.encode_jpeg(img), row["label"], kind))
+                data = prediction.encode_jpeg(shift_image(load_rgb(path), kind, rng))
+            suffix = f"-{kind}.jpg" if kind else path.suffix  # unique: feedback finds its event by name
+            events.append(TrafficRequest(ts, f"day{day:02d}-{i:04d}-{row['id']}{suffix}", data, row["label"], kind))
     return events
 
 

@@ -41,6 +41,8 @@ LEVERS = {
 }
 for _m in PROPERTY_METRICS:
     LEVERS[_m] = "gather images like these (the same conditions) and retrain, or fix the camera or upload path"
+for _m in ("confidence", "energy", *PROPERTY_METRICS):
+    LEVERS[f"{_m}_tails"] = LEVERS[_m]
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,13 @@ def _window_tests(
     classes = list(ref.classes) + sorted(set(counts.index) - set(ref.classes))
     ref_counts = np.array([*ref.class_counts, *[0] * (len(classes) - len(ref.classes))])
     tests = [stats.class_mix_test(ref_counts, counts.reindex(classes, fill_value=0).to_numpy(), classes)]
-    tests.append(stats.ks_shift("confidence", ref.confidence, sample["confidence"].to_numpy()))
-    tests.append(stats.ks_shift("energy", ref.energy, sample["energy"].to_numpy()))
     props = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
-    for metric in PROPERTY_METRICS:
-        tests.append(stats.ks_shift(metric, ref.properties[metric].to_numpy(), props[metric].to_numpy(float)))
+    pairs = [("confidence", ref.confidence), ("energy", ref.energy)]
+    pairs += [(metric, ref.properties[metric].to_numpy()) for metric in PROPERTY_METRICS]
+    for metric, reference in pairs:
+        values = props[metric].to_numpy(float)
+        tests.append(stats.ks_shift(metric, reference, values))  # the whole distribution moved
+        tests.append(stats.tail_test(metric, reference, values))  # part of the traffic moved far
     embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy())
     tests.append(stats.mmd_test(ref.embedding, embedding, permutations))
     n = int(row["predictions"])
@@ -146,10 +150,11 @@ def _estimates(ref: DriftReference, row: pd.Series, sample: pd.DataFrame) -> Est
 def _examples(test: DriftTest, sample: pd.DataFrame, ref: DriftReference) -> tuple[Example, ...]:
     """The window's images that show the change most: the most extreme on the metric, in its direction."""
     frame = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
-    metric = test.metric
+    metric = test.metric.removesuffix("_tails")
     if metric in PROPERTY_METRICS or metric in ("confidence", "energy"):
         frame = frame.assign(value=frame[metric].astype(float))
-        chosen = frame.sort_values("value", ascending=test.effect < 0)
+        lowest = test.subject == "low" if test.metric.endswith("_tails") else test.effect < 0
+        chosen = frame.sort_values("value", ascending=lowest)
     elif metric == "class_mix":
         moved = frame[frame["predicted"].astype(str) == test.subject]
         chosen = moved.assign(value=moved["confidence"]).sort_values("value", ascending=False)

@@ -12,7 +12,10 @@ import plotly.graph_objects as go
 from core.production.monitoring.drift import PROPERTY_METRICS, DriftReport
 from core.production.monitoring.stats import DriftTest
 
-METRIC_ORDER = ("class_mix", "confidence", "energy", "embedding", "ood_rate", "feedback_accuracy", *PROPERTY_METRICS)
+_ONE_NUMBER = ("confidence", "energy", *PROPERTY_METRICS)
+METRIC_ORDER = (
+    "class_mix", "embedding", "ood_rate", "feedback_accuracy", *[m for base in _ONE_NUMBER for m in (base, f"{base}_tails")],
+)  # fmt: skip
 METRIC_NAMES = {
     "class_mix": "class mix",
     "confidence": "confidence",
@@ -20,6 +23,7 @@ METRIC_NAMES = {
     "embedding": "embedding (content)",
     "ood_rate": "out-of-domain rate",
     "feedback_accuracy": "accuracy (feedback)",
+    **{f"{m}_tails": f"{m}: extremes" for m in _ONE_NUMBER},
 }
 
 
@@ -28,7 +32,7 @@ def strength(test: DriftTest) -> float:
     variation or 20 points of rate difference count as 1; the embedding by its adjusted p."""
     if test.metric == "class_mix":
         return min(test.effect / 0.3, 1.0)
-    if test.metric in ("ood_rate", "feedback_accuracy"):
+    if test.metric in ("ood_rate", "feedback_accuracy") or test.metric.endswith("_tails"):
         return min(abs(test.effect) / 0.2, 1.0)
     if test.metric == "embedding":
         return min(-math.log10(max(test.adjusted_p, 1e-12)) / 4, 1.0)
@@ -79,6 +83,7 @@ def metric_values(report: DriftReport, metric: str, window: str) -> tuple[np.nda
     """The reference's values and the window's, for one metric (energy stands in for the OOD rate, the
     distance from the reference's centre for the embedding)."""
     ref, sample = report.reference, report.samples
+    metric = metric.removesuffix("_tails")
     if ref is None or sample is None:
         return np.zeros(0), np.zeros(0)
     part = sample[sample["label"] == window]

@@ -83,6 +83,42 @@ def ks_shift(metric: str, reference: np.ndarray, window: np.ndarray) -> DriftTes
     )  # fmt: skip
 
 
+def tail_test(metric: str, reference: np.ndarray, window: np.ndarray) -> DriftTest:
+    """Whether more of the window than of the reference lies beyond the reference's extremes (its lowest and
+    highest few percent): Fisher's exact test per tail against the reference's own counts, the smaller p
+    doubled. Far more sensitive than KS when part of the traffic changes a lot, as when one camera or one
+    source starts sending dark, blurred or foreign images among normal ones."""
+    from scipy.stats import fisher_exact
+
+    ref = np.asarray(reference, float)
+    win = np.asarray(window, float)
+    ref, win = ref[np.isfinite(ref)], win[np.isfinite(win)]
+    tail = max(0.01, 5.0 / max(len(ref), 1))  # a few reference images in each tail, at least
+    low, high = np.quantile(ref, tail), np.quantile(ref, 1.0 - tail)
+    best = None
+    for side, r, w in (
+        ("low", int((ref < low).sum()), int((win < low).sum())),
+        ("high", int((ref > high).sum()), int((win > high).sum())),
+    ):
+        _, p = fisher_exact([[w, len(win) - w], [r, len(ref) - r]], alternative="greater")
+        if best is None or p < best[1]:
+            best = (side, p, w, r)
+    side, p, w, r = best
+    lower, higher = DIRECTIONS.get(metric, ("lower", "higher"))
+    share, ref_share = w / max(len(win), 1), r / max(len(ref), 1)
+    bound = low if side == "low" else high
+    words = (
+        f"{share:.0%} of {NOUNS.get(metric, 'images')} {lower if side == 'low' else higher} than all but "
+        f"{tail:.0%} of the reference ({metric} {'below' if side == 'low' else 'above'} {bound:.3g}; "
+        f"{ref_share:.0%} of the reference)"
+    )
+    effect = (share - ref_share) * (-1 if side == "low" else 1)
+    return DriftTest(
+        f"{metric}_tails", float(share - ref_share), min(1.0, 2 * float(p)), effect, share, ref_share, len(win), len(ref),
+        words, subject=side,
+    )  # fmt: skip
+
+
 def class_mix_test(reference_counts: np.ndarray, window_counts: np.ndarray, classes: Sequence[str]) -> DriftTest:
     """Chi-square on the 2 x K table of predicted classes; effect: total variation distance of the shares."""
     from scipy.stats import chi2_contingency

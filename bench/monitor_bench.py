@@ -1,0 +1,213 @@
+"""Monitoring figures, measured as Failing Loudly (Rabanser et al. 2019) measures drift detectors.
+
+    .venv/bin/python bench/monitor_bench.py [--data ../shared/data/bears_small | --demo] [--windows 40]
+
+Trains the default recipe on a workspace re-split 50/20/30 (the test split is the pool of clean traffic:
+replayed, never the validation images that form the reference), promotes it, then scores through the real
+scoring path (prediction.predict_images) every test image as it is, every test image once per shift
+(darker, grayscale, blurred, rotated: the simulator's shift_image) and 300 line drawings. Windows are drawn
+from these scored pools (with replacement: a window can hold an image twice), tested by the Monitor's own
+per-window tests (drift._window_tests), and every window is judged inside a 30-window report, as on the
+page: Benjamini-Hochberg over all tests of that report, alert when an adjusted p < 0.01.
+
+1. False alarms: clean windows of 200 predictions; share of windows with any alert.
+2. Detection power: share of shifted windows with any alert, per kind, share of the window shifted
+   (10/20/50%) and window size (50/100/200/500). Label shift: one class three times as frequent.
+3. Estimates: mean absolute error of accuracy by ATC and by average confidence, and the L1 error of the
+   BBSE class mix, per kind at 20% of 200-prediction windows (drawings count as errors: no class fits).
+4. Speed: drift_report over 30 daily windows of 1,000,000 logged rows (database reads included).
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.data import gather  # noqa: E402
+from core.data.images import load_rgb  # noqa: E402
+from core.model import registry, runs, scoring  # noqa: E402
+from core.production import prediction, prediction_log, traffic  # noqa: E402
+from core.production.monitoring import drift, queries, reference, stats  # noqa: E402
+from core.workspace import split_ops, store, workspaces  # noqa: E402
+from core.workspace.splits import SplitPlan  # noqa: E402
+
+KINDS = ("darker", "grayscale", "blurred", "rotated", "drawings")
+SHARES = (0.1, 0.2, 0.5)
+SIZES = (50, 100, 200, 500)
+REPORT = 30  # windows per report, as a month of days on the page
+
+
+def trained(data: Path | None, seed: int) -> workspaces.Workspace:
+    ws = workspaces.resolve("monitor-bench", create=True)
+    if data is None:
+        gather.add_demo(ws)
+    else:
+        gather.ingest(ws, gather.folder_items(data)[0])
+    split_ops.resplit(ws, SplitPlan(seed=seed, valid=0.2, test=0.3))
+    summary = runs.train_workspace(ws, runs.defaults(ws))
+    registry.promote(ws, summary["version"])
+    print(f"trained {summary['version']} at {summary['size']} px: test accuracy {summary['test_accuracy']:.1%}")
+    return ws
+
+
+def score(
+    ws: workspaces.Workspace, predictor: scoring.Predictor, items: list[tuple[str, bytes]], truth: list[str], kind: str
+) -> pd.DataFrame:
+    preds, failed = prediction.predict_images(predictor, items, 64)
+    assert not failed, failed
+    frame = prediction_log.to_frame(ws, preds, "simulation", predictor.version)
+    return frame.assign(truth=truth, kind=kind)
+
+
+def pools(ws: workspaces.Workspace, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+    """Scored predictions: the clean test images, each shift of them, and line drawings."""
+    predictor = scoring.load_predictor(ws)
+    meta = registry.read_meta(ws, predictor.version)
+    catalog = store.images(ws)
+    test = catalog[(catalog["split"] == "test") & ~catalog["id"].isin(meta["train_ids"] + meta["valid_ids"])]
+    images = [load_rgb(ws.root / p) for p in test["path"]]
+    labels = list(test["label"])
+    files = [(Path(p).name, (ws.root / p).read_bytes()) for p in test["path"]]  # clean: the files as they are
+    out = {"clean": score(ws, predictor, files, labels, "clean")}
+    for kind in KINDS[:-1]:
+        items = [(f"{kind}{i}.jpg", prediction.encode_jpeg(traffic.shift_image(img, kind, rng))) for i, img in enumerate(images)]
+        out[kind] = score(ws, predictor, items, labels, kind)
+    side = int(np.median(test["width"]))
+    drawings = [(f"draw{i}.jpg", prediction.encode_jpeg(traffic.line_drawing(side, rng))) for i in range(300)]
+    out["drawings"] = score(ws, predictor, drawings, [prediction_log.NONE_OF_THESE] * len(drawings), "drawings")
+    print(f"pools: {len(test)} clean test images (and one shifted copy of each per kind), 300 drawings")
+    return out
+
+
+def window(pool: dict[str, pd.DataFrame], kind: str, share: float, size: int, rng: np.random.Generator) -> pd.DataFrame:
+    clean = pool["clean"]
+    if kind == "clean":
+        return clean.iloc[rng.integers(len(clean), size=size)]
+    if kind == "label shift":  # one class (the first) three times as frequent as the others
+        weights = np.where(clean["truth"] == sorted(clean["truth"].unique())[0], 3.0, 1.0)
+        return clean.iloc[rng.choice(len(clean), size=size, p=weights / weights.sum())]
+    k = int((rng.random(size) < share).sum())
+    moved = pool[kind].iloc[rng.integers(len(pool[kind]), size=k)]
+    return pd.concat([clean.iloc[rng.integers(len(clean), size=size - k)], moved]).sample(
+        frac=1.0, random_state=int(rng.integers(1 << 31))
+    )
+
+
+def tests_of(ref: reference.DriftReference, frame: pd.DataFrame) -> list[stats.DriftTest]:
+    n = len(frame)
+    row = pd.Series({"predictions": n, "ood_rate": float(frame["ood"].mean()), "feedback": 0, "feedback_accuracy": None})
+    counts = frame["predicted"].value_counts()
+    return drift._window_tests(ref, row, counts, frame, permutations=200)
+
+
+def alerted(target: list[stats.DriftTest], others: list[list[stats.DriftTest]]) -> bool:
+    """Whether the target window raises any alert in a report with the other windows (BH over all tests)."""
+    adjusted = stats.benjamini_hochberg(target + [t for w in others for t in w])
+    return any(t.adjusted_p < drift.ALERT_Q for t in adjusted[: len(target)])
+
+
+def accuracy_errors(ref: reference.DriftReference, frame: pd.DataFrame) -> tuple[float, float, float]:
+    truth_acc = float((frame["truth"] == frame["predicted"]).mean())
+    threshold = stats.atc_threshold(ref.confidence, ref.predicted == ref.labels)
+    atc = stats.atc_accuracy(frame["confidence"].to_numpy(), threshold)
+    conf = stats.average_confidence(frame["confidence"].to_numpy())
+    index = {c: i for i, c in enumerate(ref.classes)}
+    predicted = frame["predicted"].map(index).to_numpy(int)
+    mix = np.array([e.value for e in stats.bbse_class_mix(ref.predicted, ref.labels, predicted, len(ref.classes), boot=20)])
+    known = frame["truth"].map(index).dropna().astype(int).to_numpy()
+    true_mix = np.bincount(known, minlength=len(ref.classes)) / max(len(known), 1)
+    return abs(atc - truth_acc), abs(conf - truth_acc), float(np.abs(mix - true_mix).sum())
+
+
+def speed(ws: workspaces.Workspace, pool: dict[str, pd.DataFrame], n: int, rng: np.random.Generator) -> None:
+    everything = pd.concat(pool.values(), ignore_index=True)
+    rows = everything.iloc[rng.integers(len(everything), size=n)].reset_index(drop=True)
+    rows = rows.assign(
+        id=[f"{i:012x}" for i in range(n)],
+        ts=pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(n) * (30 * 86_400 / n), unit="s"),
+    )
+    t0 = time.perf_counter()
+    with store.connect(ws) as con:
+        con.register("rows", rows[list(prediction_log.COLUMNS)])
+        con.execute(f"INSERT INTO predictions SELECT {', '.join(prediction_log.COLUMNS)} FROM rows")
+    print(f"\n4. speed: {prediction_log.count(ws):,} rows logged ({time.perf_counter() - t0:.1f} s to insert)")
+    for attempt in range(2):
+        t0 = time.perf_counter()
+        report = drift.drift_report(ws, queries.LogFilter(window="day", sources=("simulation",)))
+        wall = time.perf_counter() - t0
+        tests = sum(len(w.tests) for w in report.windows)
+        print(
+            f"   drift_report over {len(report.windows)} daily windows, {tests} tests: {wall:.2f} s"
+            + (" (warm)" if attempt else "")
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "bears_small")
+    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--windows", type=int, default=40, help="windows per kind, share and size")
+    parser.add_argument("--clean", type=int, default=210, help="clean 200-prediction windows for the false-alarm share")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    os.environ[workspaces.DATA_ROOT_ENV] = tempfile.mkdtemp(prefix="monitor-bench-")
+    rng = np.random.default_rng(args.seed)
+    ws = trained(None if args.demo else args.data.resolve(), args.seed)
+    pool = pools(ws, rng)
+    ref = reference.drift_reference(ws, registry.production_version(ws))
+    print(f"reference: {len(ref.labels)} validation images, {len(ref.properties)} images for the properties")
+
+    clean = {
+        size: [tests_of(ref, window(pool, "clean", 0, size, rng)) for _ in range(max(REPORT, args.windows))] for size in SIZES
+    }
+    false_200 = [tests_of(ref, window(pool, "clean", 0, 200, rng)) for _ in range(args.clean)]
+    groups = [false_200[i : i + REPORT] for i in range(0, len(false_200), REPORT)]
+    flagged = sum(alerted(w, g[:k] + g[k + 1 :]) for g in groups for k, w in enumerate(g))
+    which: dict[str, int] = {}
+    for g in groups:
+        adjusted = stats.benjamini_hochberg([t for w in g for t in w])
+        for t in adjusted:
+            if t.adjusted_p < drift.ALERT_Q:
+                which[t.metric] = which.get(t.metric, 0) + 1
+    print(
+        f"\n1. false alarms: {flagged} of {len(false_200)} clean 200-prediction windows "
+        f"({flagged / len(false_200):.1%}) raise any alert" + (f"; tests that fired: {which}" if which else "")
+    )
+
+    print("\n2. detection power: share of shifted windows with any alert (each judged in a report with 29 clean windows)")
+    print(f"   {'kind':<12} {'share':>5} " + " ".join(f"{f'n={s}':>7}" for s in SIZES))
+    for kind in (*KINDS, "label shift"):
+        for share in SHARES if kind != "label shift" else (None,):
+            cells = []
+            for size in SIZES:
+                hits = 0
+                for _ in range(args.windows):
+                    others = [clean[size][i] for i in rng.choice(len(clean[size]), REPORT - 1, replace=False)]
+                    hits += alerted(tests_of(ref, window(pool, kind, share or 0, size, rng)), others)
+                cells.append(f"{hits / args.windows:>7.0%}")
+            print(f"   {kind:<12} {'' if share is None else f'{share:.0%}':>5} " + " ".join(cells))
+
+    print("\n3. estimates at 20% of 200-prediction windows: mean absolute error (accuracy in points, class mix as L1)")
+    for kind in ("clean", *KINDS, "label shift"):
+        errors = np.array([accuracy_errors(ref, window(pool, kind, 0.2, 200, rng)) for _ in range(args.windows)])
+        print(
+            f"   {kind:<12} ATC {errors[:, 0].mean() * 100:5.1f}  average confidence {errors[:, 1].mean() * 100:5.1f}  "
+            f"BBSE class mix L1 {errors[:, 2].mean():.3f}"
+        )
+    speed(ws, pool, args.rows, rng)
+
+
+if __name__ == "__main__":
+    main()
