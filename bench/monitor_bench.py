@@ -107,7 +107,7 @@ def window(pool: dict[str, pd.DataFrame], kind: str, share: float, size: int, rn
 def tests_of(ref: reference.DriftReference, frame: pd.DataFrame) -> list[stats.DriftTest]:
     n = len(frame)
     row = pd.Series({"predictions": n, "ood_rate": float(frame["ood"].mean()), "feedback": 0, "feedback_accuracy": None})
-    counts = frame["predicted"].value_counts()
+    counts = {str(c): int(n) for c, n in frame["predicted"].value_counts().items()}
     return drift._window_tests(ref, row, counts, frame, permutations=200)
 
 

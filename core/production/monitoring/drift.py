@@ -18,6 +18,7 @@ from core.production.monitoring import queries, stats
 from core.production.monitoring.queries import LogFilter
 from core.production.monitoring.reference import DriftReference, drift_reference
 from core.production.monitoring.stats import DriftTest, Estimate
+from core.workspace import store
 from core.workspace.paths import Workspace
 
 ALERT_Q = 0.01  # Benjamini-Hochberg level over every test of every window shown
@@ -105,11 +106,11 @@ def _label(window: object) -> str:
 
 
 def _window_tests(
-    ref: DriftReference, row: pd.Series, counts: pd.Series, sample: pd.DataFrame, permutations: int
+    ref: DriftReference, row: pd.Series, counts: dict[str, int], sample: pd.DataFrame, permutations: int
 ) -> list[DriftTest]:
-    classes = list(ref.classes) + sorted(set(counts.index) - set(ref.classes))
+    classes = list(ref.classes) + sorted(set(counts) - set(ref.classes))
     ref_counts = np.array([*ref.class_counts, *[0] * (len(classes) - len(ref.classes))])
-    tests = [stats.class_mix_test(ref_counts, counts.reindex(classes, fill_value=0).to_numpy(), classes)]
+    tests = [stats.class_mix_test(ref_counts, np.array([counts.get(c, 0) for c in classes]), classes)]
     props = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
     pairs = [("confidence", ref.confidence), ("energy", ref.energy)]
     pairs += [(metric, ref.properties[metric].to_numpy()) for metric in PROPERTY_METRICS]
@@ -181,11 +182,12 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
         return DriftReport("", (), (), 0)
     ref = drift_reference(ws, reference_version)
     judged_filter = replace(f, version=reference_version)
-    everything = queries.windows(ws, replace(f, version=None)) if f.version is None else None
-    win = queries.windows(ws, judged_filter)
+    with store.connect(ws) as con:  # one connection for every query
+        everything = queries.windows(ws, replace(f, version=None), con) if f.version is None else None
+        win = queries.windows(ws, judged_filter, con)
+        mix = queries.class_mix(ws, judged_filter, con)
+        samples = queries.window_samples(ws, judged_filter, PER_WINDOW, con)
     excluded = int(everything["predictions"].sum() - win["predictions"].sum()) if everything is not None else 0
-    mix = queries.class_mix(ws, judged_filter)
-    samples = queries.window_samples(ws, judged_filter, PER_WINDOW)
     pending: list[tuple[str, int, pd.Series | None, list[DriftTest], pd.DataFrame | None]] = []
     for _, row in win.iterrows():
         label, n = _label(row["window"]), int(row["predictions"])
@@ -193,7 +195,8 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
             pending.append((label, n, None, [], None))  # too few predictions to judge
             continue
         sample = samples[samples["window"] == row["window"]]
-        counts = mix[mix["window"] == row["window"]].set_index("predicted")["n"]
+        part = mix[mix["window"] == row["window"]]
+        counts = {str(c): int(n) for c, n in zip(part["predicted"], part["n"], strict=True)}
         pending.append((label, n, row, _window_tests(ref, row, counts, sample, permutations), sample))
     adjusted = iter(stats.benjamini_hochberg([t for *_, tests, _ in pending for t in tests]))
     windows: list[WindowDrift] = []
@@ -211,5 +214,6 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
                 alerts.append(
                     DriftAlert(label, t.metric, t.words, t.effect, t.p_value, t.adjusted_p, t.n, examples, LEVERS[t.metric], kept)
                 )
-    samples = samples.assign(label=samples["window"].map(_label))
+    labels = {w: _label(w) for w in samples["window"].unique()}
+    samples = samples.assign(label=samples["window"].map(labels))
     return DriftReport(reference_version, tuple(windows), tuple(alerts), excluded, ALERT_Q, ref, samples)

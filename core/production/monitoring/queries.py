@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import duckdb
 import pandas as pd
 
 from core.production import prediction_log
@@ -57,7 +58,7 @@ def logged(f: LogFilter) -> tuple[str, list[object]]:
     )
 
 
-def windows(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
+def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy."""
     cte, params = logged(f)
     sql = f"""
@@ -76,11 +77,11 @@ def windows(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
         FROM logged p LEFT JOIN fb ON fb.prediction_id = p.id
         GROUP BY ALL ORDER BY "window"
     """
-    with store.connect(ws) as con:
-        return con.execute(sql, [*params, prediction_log.NONE_OF_THESE]).df()
+    with store.reuse(ws, con) as c:
+        return c.execute(sql, [*params, prediction_log.NONE_OF_THESE]).df()
 
 
-def class_mix(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
+def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window and predicted class: count and share of the window."""
     cte, params = logged(f)
     sql = f"""
@@ -88,8 +89,8 @@ def class_mix(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
         SELECT "window", predicted, n, n / sum(n) OVER (PARTITION BY "window") AS share
         FROM counts ORDER BY "window", predicted
     """
-    with store.connect(ws) as con:
-        return con.execute(sql, params).df()
+    with store.reuse(ws, con) as c:
+        return c.execute(sql, params).df()
 
 
 SAMPLE_COLUMNS = (
@@ -97,7 +98,9 @@ SAMPLE_COLUMNS = (
 )  # fmt: skip
 
 
-def window_samples(ws: Workspace, f: LogFilter = LogFilter(), per_window: int = 500) -> pd.DataFrame:
+def window_samples(
+    ws: Workspace, f: LogFilter = LogFilter(), per_window: int = 500, con: duckdb.DuckDBPyConnection | None = None
+) -> pd.DataFrame:
     """Up to per_window predictions of every window (all of them in smaller windows), chosen by a hash of the
     id so that the same log gives the same sample, with the latest feedback label when there is one."""
     cte, params = logged(f)
@@ -105,16 +108,21 @@ def window_samples(ws: Workspace, f: LogFilter = LogFilter(), per_window: int = 
     sql = f"""
         WITH {cte},
         fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id),
-        ranked AS (SELECT *, row_number() OVER (PARTITION BY "window" ORDER BY hash(id), id) AS r FROM logged)
+        sizes AS (SELECT "window", count(*) AS c FROM logged GROUP BY ALL),
+        thinned AS (  -- keep about 3x the sample by hash first, so that ranking sorts thousands, not millions
+            SELECT l.* FROM logged l JOIN sizes USING ("window")
+            WHERE hash(l.id) % 1000003 < 1000003 * least(1.0, {3 * int(per_window)} / sizes.c)
+        ),
+        ranked AS (SELECT *, row_number() OVER (PARTITION BY "window" ORDER BY hash(id), id) AS r FROM thinned)
         SELECT s."window", {cols}, fb.label AS feedback_label
         FROM ranked s LEFT JOIN fb ON fb.prediction_id = s.id
         WHERE s.r <= {int(per_window)} ORDER BY s."window", s.r
     """
-    with store.connect(ws) as con:
-        return con.execute(sql, params).df()
+    with store.reuse(ws, con) as c:
+        return c.execute(sql, params).df()
 
 
-def truth_by_window(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
+def truth_by_window(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window, for simulated predictions: the true accuracy the simulator knows (window, accuracy_true)."""
     cte, params = logged(f)
     sql = f"""
@@ -123,8 +131,8 @@ def truth_by_window(ws: Workspace, f: LogFilter = LogFilter()) -> pd.DataFrame:
         FROM logged p JOIN simulation_truth t ON t.prediction_id = p.id
         GROUP BY ALL ORDER BY "window"
     """
-    with store.connect(ws) as con:
-        frame = con.execute(sql, params).df()
+    with store.reuse(ws, con) as c:
+        frame = c.execute(sql, params).df()
     return frame.assign(window=frame["window"].astype(str).str.removesuffix(" 00:00:00"))
 
 
