@@ -147,6 +147,10 @@ if base is not None:
             key="monitor_close_window",
         )
         st.plotly_chart(drift_charts.distribution_figure(report, metric, chosen), key="monitor_distribution")
+        shown = [e for e in drift.examples_for(report, metric, chosen) if e.image_path]
+        if shown:
+            st.caption(f"The images of {chosen} that show it most:")
+            image_grid([ws.root / e.image_path for e in shown], [f"{e.predicted} · {e.value:.3g}" for e in shown], columns=6)
         st.subheader("Accuracy without labels")
         st.caption(
             "Average thresholded confidence (ATC: the share of predictions above the confidence at which the reference's "

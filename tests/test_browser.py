@@ -326,6 +326,14 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.locator(".js-plotly-plot").nth(1).wait_for()
     no_exception(page)
     shot(page, "20-monitor")
+    page.get_by_text("Drift: every test, every window").wait_for()
+    page.get_by_text("What to do:").first.scroll_into_view_if_needed()  # the first alert, with its example images
+    alert = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(has_text="What to do:").first
+    alert.locator("[data-testid='stImage']").first.wait_for()
+    no_exception(page)
+    shot(page, "20b-monitor-alert")
+    page.get_by_text("Accuracy without labels").scroll_into_view_if_needed()
+    shot(page, "20c-monitor-estimates")
 
     page.get_by_role("link", name="Overview").click()
     page.get_by_text("1. Objective").wait_for()

@@ -150,3 +150,20 @@ def test_cli_monitor_names_the_window_that_moved_with_its_tests_estimates_and_ex
     assert all(names[i].endswith("-dark.png") for i in alerts[0]["example_ids"])
     text = cli("monitor", "--workspace", "prod").stdout
     assert "alert 2026-03-04 brightness: images" in text and "darker" in text and "lever: gather images like these" in text
+
+
+def test_a_class_that_grows_is_an_alert_measured_against_the_expected_mix(prod: Workspace) -> None:
+    ref = reference.drift_reference(prod, registry.production_version(prod))
+    assert ref.prior_n == len(ref.properties) and ref.expected_mix.sum() == pytest.approx(1.0)
+    assert ref.expected_counts.sum() == pytest.approx(ref.prior_n)
+    for day in range(2):
+        log_day(prod, day, 60)
+    predictor = scoring.load_predictor(prod)
+    items = [(f"red{i}.png", colour(0, 50_000 + i)) for i in range(60)]  # day 2: only red
+    preds, _ = prediction.predict_images(predictor, items, keep_bytes=True)
+    stamps = [START + timedelta(days=2, minutes=i) for i in range(len(preds))]
+    prediction_log.log_predictions(prod, preds, "simulation", predictor.version, stamps, True)
+    report = drift.drift_report(prod)
+    mix = [a for a in report.alerts if a.metric == "class_mix"]
+    assert [a.window for a in mix] == ["2026-03-04"] and "'red' is" in mix[0].words
+    assert all(e.predicted == "red" for e in mix[0].examples)

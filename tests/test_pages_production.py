@@ -141,3 +141,4 @@ def test_monitor_shows_an_alert_with_its_words_images_and_lever(prod: Workspace)
     assert any("What to do: gather images like these" in c.value for c in at.caption)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
     assert at.selectbox(key="monitor_close_window").value == "2026-03-04"
+    assert any("that show it most" in c.value for c in at.caption)

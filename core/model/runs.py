@@ -304,6 +304,7 @@ def _register(
     meta = _version_meta(run_id, cfg, data, result, test, wall)
     ref, arrays = _reference(result, data.y[~data.train], test)
     arrays["reference_properties"] = property_reference(data)  # train and valid: every image but test
+    arrays["reference_labels"] = data.y.astype(np.int64)  # their classes: the class mix monitoring expects
     meta["reference_property_ids"] = data.catalog["id"].tolist()
     meta["ood"] = {"score": ref.ood_score, "threshold": ref.ood_threshold, "valid_pass": config.VALID_PASS}
     version = weights.save_version(ws, result.model, meta, arrays)

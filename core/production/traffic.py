@@ -152,7 +152,7 @@ def replay_traffic(
     end_day = (end or store.now()).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end_day - timedelta(days=cfg.days - 1)
     events = plan_traffic(ws, predictor.version, cfg, start)
-    keep = prediction_log.keeps_images(ws)
+    keep = True  # simulated images are always kept, so alerts on simulated traffic can show them
     decide = accepted.active_decider(ws, predictor.version)
     preds, failed = prediction.predict_images(predictor, [(e.name, e.data) for e in events], 64, on_progress, keep, decide)
     by_name = {e.name: e for e in events}

@@ -109,7 +109,7 @@ def _window_tests(
     ref: DriftReference, row: pd.Series, counts: dict[str, int], sample: pd.DataFrame, permutations: int
 ) -> list[DriftTest]:
     classes = list(ref.classes) + sorted(set(counts) - set(ref.classes))
-    ref_counts = np.array([*ref.class_counts, *[0] * (len(classes) - len(ref.classes))])
+    ref_counts = np.array([*ref.expected_counts, *[0] * (len(classes) - len(ref.classes))])
     tests = [stats.class_mix_test(ref_counts, np.array([counts.get(c, 0) for c in classes]), classes)]
     props = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
     pairs = [("confidence", ref.confidence), ("energy", ref.energy)]
@@ -172,6 +172,15 @@ def _examples(test: DriftTest, sample: pd.DataFrame, ref: DriftReference) -> tup
         Example(r.id, r.name, r.image_path if isinstance(r.image_path, str) else None, r.predicted, float(r.value))
         for r in chosen.head(EXAMPLES).itertuples()
     )
+
+
+def examples_for(report: DriftReport, metric: str, window: str) -> tuple[Example, ...]:
+    """The window's images that show most of what one metric measures (as an alert on it would show)."""
+    if report.reference is None or report.samples is None:
+        return ()
+    test = next((t for w in report.windows if w.window == window for t in w.tests if t.metric == metric), None)
+    sample = report.samples[report.samples["label"] == window]
+    return _examples(test, sample, report.reference) if test is not None and len(sample) else ()
 
 
 def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None, permutations: int = 200) -> DriftReport:

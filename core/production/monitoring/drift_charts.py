@@ -110,9 +110,9 @@ def distribution_figure(report: DriftReport, metric: str, window: str) -> go.Fig
         if metric == "class_mix" and report.reference is not None and report.samples is not None:
             part = report.samples[report.samples["label"] == window]
             classes = list(report.reference.classes)
-            ref_share = report.reference.class_counts / max(report.reference.class_counts.sum(), 1)
+            ref_share = report.reference.expected_mix
             win_share = part["predicted"].value_counts(normalize=True).reindex(classes, fill_value=0.0)
-            fig.add_bar(x=classes, y=ref_share, name="reference (validation)")
+            fig.add_bar(x=classes, y=ref_share, name="expected from the reference")
             fig.add_bar(x=classes, y=win_share.to_numpy(), name=f"window {window} (sample)")
         elif test is not None:
             fig.add_bar(x=["reference", f"window {window}"], y=[test.reference, test.value], name=name)

@@ -66,10 +66,30 @@ class DriftReference:
     embedding: np.ndarray  # [n, EMBED_DIM], the log's reduced embedding
     ood: np.ndarray  # bool: flagged by the version's own threshold (about 1 - VALID_PASS of them)
     properties: pd.DataFrame  # one row per non-test image: PROPERTIES and aspect
+    prior: np.ndarray  # share of each class among the non-test images (their labels)
+    prior_n: int  # how many images the prior counts
 
     @property
     def class_counts(self) -> np.ndarray:
+        """Predicted classes of the validation images."""
         return np.bincount(self.predicted, minlength=len(self.classes))
+
+    @property
+    def expected_mix(self) -> np.ndarray:
+        """The predicted-class shares to expect without drift: P(predicted | true) from the validation images,
+        applied to the class shares of every non-test image (a prior counted on several times more images
+        than the validation set alone, which gives the class-mix test its power)."""
+        k = len(self.classes)
+        joint = np.zeros((k, k))
+        np.add.at(joint, (self.labels, self.predicted), 1.0)
+        rows = joint.sum(1, keepdims=True)
+        given = np.where(rows > 0, joint / np.maximum(rows, 1), np.eye(k))  # a class never validated: taken as right
+        return self.prior @ given
+
+    @property
+    def expected_counts(self) -> np.ndarray:
+        """expected_mix as counts of a reference sample the size of the prior's."""
+        return self.expected_mix * self.prior_n
 
 
 def _logits(ws: Workspace, version: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -120,6 +140,17 @@ def drift_reference(ws: Workspace, version: str) -> DriftReference:
     threshold = float(arrays["ood_threshold"][0])
     props = arrays["reference_properties"] if "reference_properties" in arrays else _derived_properties(ws, version, meta)
     frame = pd.DataFrame(props, columns=list(PROPERTIES))
+    k = len(meta["classes"])
+    if "reference_labels" in arrays:
+        labels = arrays["reference_labels"]
+    else:  # older versions: the labels their train and valid images carry now
+        from core.workspace import store
+
+        index = {c: i for i, c in enumerate(meta["classes"])}
+        catalog = store.images(ws).set_index("id")["label"]
+        ids = [*meta.get("train_ids", []), *meta.get("valid_ids", [])]
+        labels = np.array([index[catalog[i]] for i in ids if i in catalog.index and catalog[i] in index], np.int64)
+    prior = np.bincount(labels, minlength=k) / max(len(labels), 1)
     return DriftReference(
         version,
         tuple(meta["classes"]),
@@ -130,4 +161,6 @@ def drift_reference(ws: Workspace, version: str) -> DriftReference:
         embedding.astype(np.float64),
         arrays["valid_ood_scores"] < threshold,
         frame.assign(aspect=frame["width"] / frame["height"].clip(lower=1)),
+        prior,
+        len(labels),
     )

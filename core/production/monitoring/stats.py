@@ -135,7 +135,7 @@ def class_mix_test(reference_counts: np.ndarray, window_counts: np.ndarray, clas
     moved = int(np.argmax(np.abs(win_share - ref_share)))
     words = (
         f"class mix moved by {tvd:.0%} (total variation): {classes[moved]!r} is {win_share[moved]:.0%} of "
-        f"predictions vs {ref_share[moved]:.0%} in the reference"
+        f"predictions vs {ref_share[moved]:.0%} expected from the reference"
     )
     return DriftTest(
         "class_mix", float(statistic), float(p), tvd, float(win_share[moved]), float(ref_share[moved]),
