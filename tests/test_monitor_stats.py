@@ -116,3 +116,20 @@ def test_the_tail_test_finds_part_of_the_traffic_moved_far_where_ks_barely_does(
     assert stats.ks_shift("brightness", ref, window).p_value > tails.p_value * 1e6
     p = np.array([stats.tail_test("x", rng.normal(size=1000), rng.normal(size=200)).p_value for _ in range(300)])
     assert np.mean(p < 0.05) <= 0.08  # valid under no drift (conservative: the smaller of two p's, doubled)
+
+
+def test_one_class_that_grows_is_found_more_surely_than_by_the_chi_square() -> None:
+    ref, win = np.array([117, 100, 107]), np.array([120, 40, 40])
+    share = stats.class_share_test(ref, win, ["black", "grizzly", "teddy"])
+    assert share.subject == "black" and share.value == pytest.approx(0.6) and "'black' is 60%" in share.words
+    digits = [str(i) for i in range(10)]  # with many classes, one growing is diluted in the chi-square's 9 degrees
+    ten_ref, ten_win = np.full(10, 129), np.array([50] + [17] * 9)
+    assert stats.class_share_test(ten_ref, ten_win, digits).p_value < stats.class_mix_test(ten_ref, ten_win, digits).p_value / 50
+    assert stats.class_share_test(ref, np.array([72, 62, 66]), ["a", "b", "c"]).p_value > 0.3
+
+
+def test_the_fast_fisher_is_scipys_fisher() -> None:
+    from scipy.stats import fisher_exact
+
+    for a, b, c, d in [(3, 17, 1, 99), (0, 10, 5, 5), (40, 160, 13, 1276), (7, 3, 2, 8)]:
+        assert stats.fisher_greater(a, b, c, d) == pytest.approx(fisher_exact([[a, b], [c, d]], alternative="greater")[1])

@@ -31,6 +31,8 @@ MIN_PREDICTIONS = stats.MIN_WINDOW  # smaller windows are not judged
 LEVERS = {
     "class_mix": "check that the decision policy still pays off with this class mix (Policy page); if the mix "
     "persists, gather more images of the classes that grew and retrain",
+    "class_share": "check that the decision policy still pays off with this class mix (Policy page); if the mix "
+    "persists, gather more images of the class that grew and retrain",
     "confidence": "review the least confident predictions (they are referred to a person if the policy says so); "
     "gather images like them and retrain",
     "energy": "look at these images: if they are not one of your classes, add an 'other' class or tighten the "
@@ -110,7 +112,8 @@ def _window_tests(
 ) -> list[DriftTest]:
     classes = list(ref.classes) + sorted(set(counts) - set(ref.classes))
     ref_counts = np.array([*ref.expected_counts, *[0] * (len(classes) - len(ref.classes))])
-    tests = [stats.class_mix_test(ref_counts, np.array([counts.get(c, 0) for c in classes]), classes)]
+    window_counts = np.array([counts.get(c, 0) for c in classes])
+    tests = [stats.class_mix_test(ref_counts, window_counts, classes), stats.class_share_test(ref_counts, window_counts, classes)]
     props = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
     pairs = [("confidence", ref.confidence), ("energy", ref.energy)]
     pairs += [(metric, ref.properties[metric].to_numpy()) for metric in PROPERTY_METRICS]
@@ -150,27 +153,36 @@ def _estimates(ref: DriftReference, row: pd.Series, sample: pd.DataFrame) -> Est
 
 def _examples(test: DriftTest, sample: pd.DataFrame, ref: DriftReference) -> tuple[Example, ...]:
     """The window's images that show the change most: the most extreme on the metric, in its direction."""
-    frame = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
     metric = test.metric.removesuffix("_tails")
     if metric in PROPERTY_METRICS or metric in ("confidence", "energy"):
-        frame = frame.assign(value=frame[metric].astype(float))
+        if metric == "aspect":
+            values = (sample["width"] / sample["height"].clip(lower=1)).to_numpy(float)
+        else:
+            values = sample[metric].to_numpy(float)
         lowest = test.subject == "low" if test.metric.endswith("_tails") else test.effect < 0
-        chosen = frame.sort_values("value", ascending=lowest)
-    elif metric == "class_mix":
-        moved = frame[frame["predicted"].astype(str) == test.subject]
-        chosen = moved.assign(value=moved["confidence"]).sort_values("value", ascending=False)
+        order = np.argsort(values if lowest else -values, kind="stable")
+    elif metric in ("class_mix", "class_share"):
+        values = sample["confidence"].to_numpy(float)
+        chosen = np.flatnonzero(sample["predicted"].to_numpy(object) == test.subject)
+        order = chosen[np.argsort(-values[chosen], kind="stable")]
     elif metric == "embedding":
-        centre = ref.embedding.mean(0)
-        far = frame["embedding"].map(lambda e: float(np.linalg.norm(np.asarray(e) - centre)))
-        chosen = frame.assign(value=far).sort_values("value", ascending=False)
+        embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy()) if len(sample) else np.zeros((0, 1))
+        values = np.linalg.norm(embedding - ref.embedding.mean(0), axis=1)
+        order = np.argsort(-values, kind="stable")
     elif metric == "ood_rate":
-        chosen = frame[frame["ood"]].assign(value=lambda d: d["energy"]).sort_values("value", ascending=False)
+        values = sample["energy"].to_numpy(float)
+        chosen = np.flatnonzero(sample["ood"].to_numpy(bool))
+        order = chosen[np.argsort(-values[chosen], kind="stable")]
     else:  # feedback_accuracy: the mistakes people reported
-        wrong = frame[frame["feedback_label"].notna() & (frame["feedback_label"] != frame["predicted"])]
-        chosen = wrong.assign(value=wrong["confidence"]).sort_values("value", ascending=False)
+        values = sample["confidence"].to_numpy(float)
+        labels, predicted = sample["feedback_label"].to_numpy(object), sample["predicted"].to_numpy(object)
+        chosen = np.flatnonzero(pd.notna(labels) & (labels != predicted))
+        order = chosen[np.argsort(-values[chosen], kind="stable")]
+    top = order[:EXAMPLES]
+    ids, names, paths, predicted = (sample[c].to_numpy(object)[top] for c in ("id", "name", "image_path", "predicted"))
     return tuple(
-        Example(r.id, r.name, r.image_path if isinstance(r.image_path, str) else None, r.predicted, float(r.value))
-        for r in chosen.head(EXAMPLES).itertuples()
+        Example(str(i), str(n), p if isinstance(p, str) else None, str(c), float(v))
+        for i, n, p, c, v in zip(ids, names, paths, predicted, values[top], strict=True)
     )
 
 
@@ -197,6 +209,7 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
         mix = queries.class_mix(ws, judged_filter, con)
         samples = queries.window_samples(ws, judged_filter, PER_WINDOW, con)
     excluded = int(everything["predictions"].sum() - win["predictions"].sum()) if everything is not None else 0
+    samples = samples.assign(predicted=samples["predicted"].astype(object))  # plain strings: compared per row below
     pending: list[tuple[str, int, pd.Series | None, list[DriftTest], pd.DataFrame | None]] = []
     for _, row in win.iterrows():
         label, n = _label(row["window"]), int(row["predictions"])

@@ -14,10 +14,12 @@ from core.production.monitoring.stats import DriftTest
 
 _ONE_NUMBER = ("confidence", "energy", *PROPERTY_METRICS)
 METRIC_ORDER = (
-    "class_mix", "embedding", "ood_rate", "feedback_accuracy", *[m for base in _ONE_NUMBER for m in (base, f"{base}_tails")],
+    "class_mix", "class_share", "embedding", "ood_rate", "feedback_accuracy",
+    *[m for base in _ONE_NUMBER for m in (base, f"{base}_tails")],
 )  # fmt: skip
 METRIC_NAMES = {
     "class_mix": "class mix",
+    "class_share": "one class's share",
     "confidence": "confidence",
     "energy": "energy (OOD-ness)",
     "embedding": "embedding (content)",
@@ -32,7 +34,7 @@ def strength(test: DriftTest) -> float:
     variation or 20 points of rate difference count as 1; the embedding by its adjusted p."""
     if test.metric == "class_mix":
         return min(test.effect / 0.3, 1.0)
-    if test.metric in ("ood_rate", "feedback_accuracy") or test.metric.endswith("_tails"):
+    if test.metric in ("ood_rate", "feedback_accuracy", "class_share") or test.metric.endswith("_tails"):
         return min(abs(test.effect) / 0.2, 1.0)
     if test.metric == "embedding":
         return min(-math.log10(max(test.adjusted_p, 1e-12)) / 4, 1.0)
@@ -105,9 +107,9 @@ def distribution_figure(report: DriftReport, metric: str, window: str) -> go.Fig
     """The reference against one window on one metric: overlaid histograms (shares), or bars for the mix."""
     fig = go.Figure()
     name = METRIC_NAMES.get(metric, metric)
-    if metric in ("class_mix", "feedback_accuracy"):
+    if metric in ("class_mix", "class_share", "feedback_accuracy"):
         test = next((t for w in report.windows if w.window == window for t in w.tests if t.metric == metric), None)
-        if metric == "class_mix" and report.reference is not None and report.samples is not None:
+        if metric in ("class_mix", "class_share") and report.reference is not None and report.samples is not None:
             part = report.samples[report.samples["label"] == window]
             classes = list(report.reference.classes)
             ref_share = report.reference.expected_mix
