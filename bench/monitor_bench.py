@@ -12,7 +12,9 @@ page: Benjamini-Hochberg over all tests of that report, alert when an adjusted p
 
 1. False alarms: clean windows of 200 predictions; share of windows with any alert.
 2. Detection power: share of shifted windows with any alert, per kind, share of the window shifted
-   (10/20/50%) and window size (50/100/200/500). Label shift: one class three times as frequent.
+   (10/20/50%) and window size (50/100/200/500). Label shift: one class three times as frequent as in
+   the reference. Every window's classes follow the reference's class shares (drawn per class from
+   the pool: the test pool alone holds a few hundred images, whose mix differs from the population's).
 3. Estimates: mean absolute error of accuracy by ATC and by average confidence, and the L1 error of the
    BBSE class mix, per kind at 20% of 200-prediction windows (drawings count as errors: no class fits).
 4. Speed: drift_report over 30 daily windows of 1,000,000 logged rows (database reads included).
@@ -90,18 +92,31 @@ def pools(ws: workspaces.Workspace, rng: np.random.Generator) -> dict[str, pd.Da
     return out
 
 
-def window(pool: dict[str, pd.DataFrame], kind: str, share: float, size: int, rng: np.random.Generator) -> pd.DataFrame:
-    clean = pool["clean"]
-    if kind == "clean":
-        return clean.iloc[rng.integers(len(clean), size=size)]
-    if kind == "label shift":  # one class (the first) three times as frequent as the others
-        weights = np.where(clean["truth"] == sorted(clean["truth"].unique())[0], 3.0, 1.0)
-        return clean.iloc[rng.choice(len(clean), size=size, p=weights / weights.sum())]
-    k = int((rng.random(size) < share).sum())
-    moved = pool[kind].iloc[rng.integers(len(pool[kind]), size=k)]
-    return pd.concat([clean.iloc[rng.integers(len(clean), size=size - k)], moved]).sample(
-        frac=1.0, random_state=int(rng.integers(1 << 31))
-    )
+def by_class(frame: pd.DataFrame, classes: tuple[str, ...], shares: np.ndarray, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """n rows of frame whose true classes follow `shares` (rows drawn at random within each class)."""
+    drawn = rng.choice(len(classes), size=n, p=shares / shares.sum())
+    truth = frame["truth"].to_numpy(object)
+    members = [np.flatnonzero(truth == c) for c in classes]
+    rows = [members[k][rng.integers(len(members[k]))] for k in drawn]
+    return frame.iloc[rows]
+
+
+def window(
+    pool: dict[str, pd.DataFrame], kind: str, share: float, size: int, rng: np.random.Generator, ref: reference.DriftReference
+) -> pd.DataFrame:
+    """A window of traffic: classes in the reference's proportions (the test pool alone holds a few hundred
+    images, whose own class mix differs from the population's by chance), part of it shifted as `kind` says."""
+    prior = ref.prior.copy()
+    if kind == "label shift":  # one class (the first) three times as frequent as it is in the reference
+        prior[0] *= 3.0
+        return by_class(pool["clean"], ref.classes, prior, size, rng)
+    k = 0 if kind == "clean" else int((rng.random(size) < share).sum())
+    clean = by_class(pool["clean"], ref.classes, prior, size - k, rng)
+    if kind == "drawings":
+        moved = pool[kind].iloc[rng.integers(len(pool[kind]), size=k)]
+    else:
+        moved = by_class(pool[kind], ref.classes, prior, k, rng) if k else pool["clean"].iloc[:0]
+    return pd.concat([clean, moved]).sample(frac=1.0, random_state=int(rng.integers(1 << 31)))
 
 
 def tests_of(ref: reference.DriftReference, frame: pd.DataFrame) -> list[stats.DriftTest]:
@@ -170,9 +185,10 @@ def main() -> None:
     print(f"reference: {len(ref.labels)} validation images, {len(ref.properties)} images for the properties")
 
     clean = {
-        size: [tests_of(ref, window(pool, "clean", 0, size, rng)) for _ in range(max(REPORT, args.windows))] for size in SIZES
+        size: [tests_of(ref, window(pool, "clean", 0, size, rng, ref)) for _ in range(max(REPORT, args.windows))]
+        for size in SIZES
     }
-    false_200 = [tests_of(ref, window(pool, "clean", 0, 200, rng)) for _ in range(args.clean)]
+    false_200 = [tests_of(ref, window(pool, "clean", 0, 200, rng, ref)) for _ in range(args.clean)]
     groups = [false_200[i : i + REPORT] for i in range(0, len(false_200), REPORT)]
     flagged = sum(alerted(w, g[:k] + g[k + 1 :]) for g in groups for k, w in enumerate(g))
     which: dict[str, int] = {}
@@ -195,13 +211,13 @@ def main() -> None:
                 hits = 0
                 for _ in range(args.windows):
                     others = [clean[size][i] for i in rng.choice(len(clean[size]), REPORT - 1, replace=False)]
-                    hits += alerted(tests_of(ref, window(pool, kind, share or 0, size, rng)), others)
+                    hits += alerted(tests_of(ref, window(pool, kind, share or 0, size, rng, ref)), others)
                 cells.append(f"{hits / args.windows:>7.0%}")
             print(f"   {kind:<12} {'' if share is None else f'{share:.0%}':>5} " + " ".join(cells))
 
     print("\n3. estimates at 20% of 200-prediction windows: mean absolute error (accuracy in points, class mix as L1)")
     for kind in ("clean", *KINDS, "label shift"):
-        errors = np.array([accuracy_errors(ref, window(pool, kind, 0.2, 200, rng)) for _ in range(args.windows)])
+        errors = np.array([accuracy_errors(ref, window(pool, kind, 0.2, 200, rng, ref)) for _ in range(args.windows)])
         print(
             f"   {kind:<12} ATC {errors[:, 0].mean() * 100:5.1f}  average confidence {errors[:, 1].mean() * 100:5.1f}  "
             f"BBSE class mix L1 {errors[:, 2].mean():.3f}"
