@@ -107,24 +107,35 @@ if base is not None:
     )
     if any(w.judged for w in report.windows):
         st.plotly_chart(drift_charts.grid_figure(report), key="monitor_grid")
-    for n, a in enumerate(report.alerts):
+    by_window: dict[str, list] = {}
+    for a in report.alerts:
+        by_window.setdefault(a.window, []).append(a)
+    for n, (label, found) in enumerate(reversed(list(by_window.items()))):  # the latest window first
+        found = sorted(found, key=lambda a: a.adjusted_p)
+        top = found[0]
         with st.container(border=True):
-            st.markdown(f"**{a.window} · {drift_charts.METRIC_NAMES.get(a.metric, a.metric)}**: {a.words}")
-            st.caption(f"adjusted p {a.adjusted_p:.1g} (raw {a.p_value:.1g}), {a.n} predictions. What to do: {a.lever}.")
-            kept = [e for e in a.examples if e.image_path]
-            if kept:
-                image_grid(
-                    [ws.root / e.image_path for e in kept],
-                    [f"{e.predicted} · {e.value:.3g}" for e in kept],
-                    columns=6,
+            st.markdown(f"**{label}**: {len(found)} test(s) moved")
+            st.markdown(
+                "\n".join(
+                    f"- **{drift_charts.METRIC_NAMES.get(a.metric, a.metric)}**: {a.words} (adjusted p {a.adjusted_p:.1g}, "
+                    f"n {a.n})"
+                    for a in found
                 )
+            )
+            st.caption(f"What to do: {'; '.join(dict.fromkeys(a.lever for a in found))}.")
+            kept = [e for e in top.examples if e.image_path]
+            if kept:
+                st.caption(
+                    f"The images that show the strongest change ({drift_charts.METRIC_NAMES.get(top.metric, top.metric)}):"
+                )
+                image_grid([ws.root / e.image_path for e in kept], [f"{e.predicted} · {e.value:.3g}" for e in kept], columns=6)
             else:
                 st.write(
                     "This workspace does not keep production images (Predict → deployment settings), so here are their "
-                    "names: " + ", ".join(e.name for e in a.examples)
+                    "names: " + ", ".join(e.name for e in top.examples)
                 )
-        if n >= 19:
-            st.caption(f"... and {len(report.alerts) - 20} more alert(s): see `python -m core monitor --json`.")
+        if n >= 9 and len(by_window) > 10:
+            st.caption(f"... and {len(by_window) - 10} more window(s) with alerts: see `python -m core monitor --json`.")
             break
     judged = [w for w in report.windows if w.judged]
     if judged:

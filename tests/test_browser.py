@@ -328,7 +328,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     shot(page, "20-monitor")
     page.get_by_text("Drift: every test, every window").wait_for()
     page.get_by_text("What to do:").first.scroll_into_view_if_needed()  # the first alert, with its example images
-    alert = page.locator("[data-testid='stVerticalBlockBorderWrapper']").filter(has_text="What to do:").first
+    alert = page.locator("[data-testid='stVerticalBlock']").filter(has_text="What to do:").last  # innermost: an alert
     alert.locator("[data-testid='stImage']").first.wait_for()
     no_exception(page)
     shot(page, "20b-monitor-alert")

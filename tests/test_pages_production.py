@@ -137,7 +137,8 @@ def test_monitor_shows_an_alert_with_its_words_images_and_lever(prod: Workspace)
     log_day(prod, 2, 60, darken=0.3, dark_share=0.8)
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at)
-    assert any("brightness**: images" in m.value and "darker" in m.value for m in at.markdown)
+    assert any("**2026-03-04**: " in m.value for m in at.markdown)
+    assert any("**brightness**: images" in m.value and "darker" in m.value for m in at.markdown)
     assert any("What to do: gather images like these" in c.value for c in at.caption)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
     assert at.selectbox(key="monitor_close_window").value == "2026-03-04"

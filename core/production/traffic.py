@@ -111,6 +111,12 @@ def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetim
         )
     rng = np.random.default_rng(cfg.seed)
     side = int(np.median(held["width"].fillna(160)))
+    # clean traffic comes in the classes' proportions among the images the model learnt from, not in the test
+    # split's own proportions (a few images per class differ from those by chance, which is itself a shift)
+    seen = catalog[catalog["id"].isin(used)]["label"].value_counts()
+    kinds = sorted(set(held["label"]))
+    weights = np.array([float(seen.get(c, 0)) or 1.0 for c in kinds])
+    members = {c: held[held["label"] == c] for c in kinds}
     events = []
     for day in range(cfg.days):
         k = drift(day, cfg)
@@ -129,7 +135,8 @@ def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetim
                     )
                 )
                 continue
-            row = held.iloc[int(rng.integers(len(held)))]
+            group = members[kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]]
+            row = group.iloc[int(rng.integers(len(group)))]
             path, kind = ws.root / row["path"], ""
             data = path.read_bytes()  # clean traffic is the file as it is: re-encoding would itself be a drift
             if rng.random() < cfg.max_shifted * k:
