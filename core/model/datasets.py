@@ -95,7 +95,8 @@ def augmenter(cfg: DataConfig) -> v2.Compose:
 
 def to_batch(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], augment: v2.Compose | None = None) -> torch.Tensor:
     """uint8 [N, S, S, 3] -> normalised float [N, 3, S, S], each image augmented on its own if asked."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)  # NHWC memory: already channels_last
+    x = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).permute(0, 3, 1, 2)  # NHWC: already channels_last; a
+    # read-only array (a decoded PIL image) is copied, as torch cannot wrap it without a warning
     if augment is not None:
         x = torch.stack([augment(img) for img in x])
     scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
