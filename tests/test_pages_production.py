@@ -143,3 +143,23 @@ def test_monitor_shows_an_alert_with_its_words_images_and_lever(prod: Workspace)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
     assert at.selectbox(key="monitor_close_window").value == "2026-03-04"
     assert any("that show it most" in c.value for c in at.caption)
+
+
+def test_monitor_tests_again_only_when_the_log_changes(prod: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.production.monitoring import drift
+    from tests.test_drift import log_day
+
+    for day in range(2):
+        log_day(prod, day, 60)
+    calls = []
+    real = drift.drift_report
+    monkeypatch.setattr(drift, "drift_report", lambda *a, **k: calls.append(1) or real(*a, **k))
+    at = app("app_pages/monitor.py", "prod")
+    at.selectbox(key="monitor_metric").set_value("brightness").run()
+    at.selectbox(key="monitor_close_window").set_value("2026-03-02").run()
+    assert not at.exception and len(calls) == 1  # clicking through metrics and windows reuses the report
+    with store.connect(prod) as con:
+        pid = con.execute("SELECT id FROM predictions LIMIT 1").fetchone()[0]
+    prediction_log.add_feedback(prod, pid, "red", ["red", "blue", "green"])
+    at.run()
+    assert not at.exception and len(calls) == 2  # new feedback: tested again

@@ -335,6 +335,18 @@ def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
         con.execute("INSERT INTO simulation_truth SELECT prediction_id, label, shift FROM truth_rows")
 
 
+def stamp(ws: Workspace) -> tuple[object, ...]:
+    """What changes whenever the log or its feedback does (rows and latest times): a cache key for figures
+    computed from the log."""
+    with store.connect(ws) as con:
+        return tuple(
+            con.execute(
+                "SELECT (SELECT count(*) FROM predictions), (SELECT max(ts) FROM predictions), "
+                "(SELECT count(*) FROM feedback), (SELECT max(ts) FROM feedback)"
+            ).fetchone()
+        )
+
+
 def count(ws: Workspace, source: str | None = None) -> int:
     with store.connect(ws) as con:
         if source is None:
