@@ -68,7 +68,7 @@ def score(
 ) -> pd.DataFrame:
     preds, failed = prediction.predict_images(predictor, items, 64)
     assert not failed, failed
-    frame = prediction_log.to_frame(ws, preds, "simulation", predictor.version)
+    frame = reference.with_aspect(prediction_log.to_frame(ws, preds, "simulation", predictor.version))
     return frame.assign(truth=truth, kind=kind)
 
 

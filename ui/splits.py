@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.workspace import split_ops
 from core.workspace.paths import Workspace
-from core.workspace.splits import SplitPlan
+from core.workspace.splits import ORIGINS, SplitPlan
 from ui.common import attempt
 
 
@@ -38,7 +38,7 @@ def split_panel(ws: Workspace) -> None:
     c3.metric("Test", int(totals["test"]))
     with st.expander("Per label, how each split was made, and changing the split"):
         st.dataframe(table, width="stretch")
-        st.caption("How placed: " + ", ".join(f"{n} {split_ops.ORIGINS.get(k, k)}" for k, n in split_ops.origins(ws).items()))
+        st.caption("How placed: " + ", ".join(f"{n} {ORIGINS.get(k, k)}" for k, n in split_ops.origins(ws).items()))
         if not totals["test"]:
             st.warning("No test images: every figure is on images that chose the model, so it is optimistic.")
             draw_test_button(ws, "split_draw_test")

@@ -13,7 +13,7 @@ import duckdb
 from core.drivetrain.decisions import DecideFn, Policy, decider, outcome_dict
 from core.drivetrain.levers import Utility, load_utility
 from core.drivetrain.optimizer import Search, Validation
-from core.workspace import store
+from core.workspace import stamps, store
 from core.workspace.paths import Workspace
 
 
@@ -68,7 +68,7 @@ def accept(ws: Workspace, version: str, policy: Policy, u: Utility, report: dict
         )
         store.audit(ws, "policy_accepted", after={"policy_id": policy_id, "model_version": version, **asdict(policy)}, con=con)
         con.execute("COMMIT")
-    store.touch_serving(ws)
+    stamps.touch_serving(ws)
     return policy_id
 
 

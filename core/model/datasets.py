@@ -42,8 +42,8 @@ def usable_split(ws: Workspace, catalog: pd.DataFrame) -> tuple[pd.DataFrame, li
     """The stored split, completed (stored, audited) where a label lacks a training or validation image;
     the sentences say what moved."""
     missing = catalog[~catalog["split"].isin(SPLITS)]
-    if len(missing):  # cannot happen through the store; say so rather than train on a guess
-        raise UserError(f"{len(missing)} image(s) have no split; run `python -m core check` or re-open the workspace.")
+    if len(missing):  # the store gives every image a split on arrival or on opening; say so rather than guess
+        raise UserError(f"{len(missing)} image(s) have no split; open the workspace again (a new process) to assign them.")
     return split_ops.complete(ws, catalog)
 
 

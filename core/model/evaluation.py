@@ -63,7 +63,7 @@ def _score_missing(ws: Workspace, version: str, rows: pd.DataFrame) -> dict[str,
 
     cfg = runs.config_of(ws, version)
     predictor = scoring.load_predictor(ws, version)
-    probs = scoring.probabilities(predictor.model, datasets.load_pixels(ws, rows, cfg.data), predictor)
+    probs = scoring.probabilities(predictor.model, datasets.load_pixels(ws, rows, cfg.data), predictor.mean, predictor.std)
     scored = dict(zip(rows["id"], probs, strict=True))
     path = ws.models_dir / version / TEST_SCORES
     kept = json.loads(path.read_text()) if path.is_file() else {}
@@ -110,7 +110,8 @@ def held_out_by_both(ws: Workspace, a: str, b: str) -> tuple[Evaluation, Evaluat
     """Both versions on the test images neither learnt from nor selected on: same images, same order."""
     catalog = store.images(ws)
     ea, eb = load_test(ws, a, catalog), load_test(ws, b, catalog)
-    common = [i for i in ea.ids if i in set(eb.ids)]
+    held_by_b = set(eb.ids)
+    common = [i for i in ea.ids if i in held_by_b]
     return restrict(ea, common), restrict(eb, common)
 
 

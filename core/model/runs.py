@@ -231,7 +231,8 @@ def score_test(ws: Workspace, cfg: TrainConfig, model: Any, rows: pd.DataFrame, 
         return TestScores([], labels, np.zeros((0, len(classes)), np.float32))
     emit(StageEvent("test", f"scoring {len(rows)} held-out test image(s): reported, never used to choose"))
     pixels = datasets.load_pixels(ws, rows, cfg.data)
-    probs = scoring.probabilities(model, pixels, backbones.spec(cfg.backbone), cfg.batch_size)
+    spec = backbones.spec(cfg.backbone)
+    probs = scoring.probabilities(model, pixels, spec.mean, spec.std, cfg.batch_size)
     return TestScores(rows["id"].tolist(), labels, probs)
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -70,11 +70,13 @@ def forward(predictor: Predictor, pixels: np.ndarray) -> tuple[np.ndarray, np.nd
     return logits.numpy(), feats.numpy()
 
 
-def probabilities(model: Classifier, pixels: np.ndarray, spec: Any, batch: int = 64) -> np.ndarray:
+def probabilities(
+    model: Classifier, pixels: np.ndarray, mean: Sequence[float], std: Sequence[float], batch: int = 64
+) -> np.ndarray:
     """Softmax of a model over uint8 [N, S, S, 3] pixels, in batches (evaluation transform)."""
     model.eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(pixels), batch):
-            out.append(model(to_batch(pixels[i : i + batch], spec.mean, spec.std)).float().softmax(1).numpy())
+            out.append(model(to_batch(pixels[i : i + batch], mean, std)).float().softmax(1).numpy())
     return np.concatenate(out) if out else np.zeros((0, model.head[-1].out_features), np.float32)

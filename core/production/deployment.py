@@ -16,7 +16,7 @@ from core.drivetrain.accepted import AcceptedPolicy
 from core.drivetrain.decisions import DecideFn
 from core.production import prediction, prediction_log
 from core.production.prediction import Prediction
-from core.workspace import store
+from core.workspace import stamps, store
 from core.workspace.paths import Workspace
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def serving(ws: Workspace, version: str) -> Serving:
     """The settings and the accepted policy, as the Predict page needs them on every upload: read through one
     database connection, then kept until the workspace's serving stamp changes (any process that saves a
     setting or accepts a policy replaces it) or SERVED_MAX_AGE_S pass, so an upload seldom opens the database."""
-    key, stamp, now = (str(ws.root), version), store.serving_stamp(ws), time.monotonic()
+    key, stamp, now = (str(ws.root), version), stamps.serving_stamp(ws), time.monotonic()
     with _SERVED_LOCK:
         hit = _SERVED.get(key)
     if hit is not None and hit[0] == stamp and now - hit[1] < SERVED_MAX_AGE_S:

@@ -89,10 +89,6 @@ class LogBatch:
     stamp: datetime = field(default_factory=store.now)
 
 
-_PROPS = PROPERTIES
-PROPERTY_COLUMNS = PROPERTIES  # the log's columns of image properties
-
-
 def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
     """One DataFrame of log rows for many batches (built once: per-row frames cost milliseconds each)."""
     rows: dict[str, list[object]] = {c: [] for c in COLUMNS}
@@ -109,7 +105,7 @@ def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
             rows["id"].append(p.id)
             rows["name"].append(p.name)
             rows["sha256"].append(p.sha256)
-            for k in _PROPS:
+            for k in PROPERTIES:
                 rows[k].append(props[k])
             rows["probs"].append(p.probs.tolist())
             rows["predicted"].append(p.label)

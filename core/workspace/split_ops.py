@@ -10,9 +10,7 @@ import pandas as pd
 from core.errors import UserError
 from core.workspace import store
 from core.workspace.paths import Workspace
-from core.workspace.splits import ORIGINS, SPLITS, SplitPlan, check_plan, position, split_for
-
-__all__ = ["ORIGINS", "SPLITS", "SplitPlan"]
+from core.workspace.splits import SPLITS, SplitPlan, check_plan, position, split_for
 
 
 def plan_of(ws: Workspace) -> SplitPlan:

@@ -7,9 +7,7 @@ file, because DuckDB admits one writing process at a time.
 from __future__ import annotations
 
 import json
-import os
 import random
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.workspace import splits
+from core.workspace import splits, stamps
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
@@ -225,7 +223,7 @@ def move_splits(con: duckdb.DuckDBPyConnection, moves: pd.DataFrame, action: str
         "INSERT INTO audit (ts, action, image_id, before, after, detail) "
         "SELECT ?, ?, m.id, to_json(i.split)::VARCHAR, to_json(m.split)::VARCHAR, ? "
         "FROM moves m JOIN images i ON i.id = m.id",
-        [now(), action, dump(detail)],
+        [now(), action, _dump(detail)],
     )
     con.execute("UPDATE images SET split = moves.split, split_by = moves.split_by FROM moves WHERE images.id = moves.id")
     con.unregister("moves")
@@ -256,26 +254,7 @@ def get_settings(ws: Workspace, keys: Sequence[str], con: duckdb.DuckDBPyConnect
 def set_setting(ws: Workspace, key: str, value: Any) -> None:
     with connect(ws) as con:
         put_setting(con, key, value)
-    touch_serving(ws)
-
-
-SERVING_STAMP = "serving.stamp"  # replaced after every write that changes what the Predict page serves
-
-
-def touch_serving(ws: Workspace) -> None:
-    """Tell every process that caches the serving settings to read them again (a new file, so a new inode)."""
-    tmp = ws.root / f".{SERVING_STAMP}.{os.getpid()}.{threading.get_ident()}"
-    tmp.write_text(f"{time.time_ns()}\n")
-    os.replace(tmp, ws.root / SERVING_STAMP)
-
-
-def serving_stamp(ws: Workspace) -> tuple[int, int] | None:
-    """The stamp's identity: changes whenever touch_serving runs, in any process; None before the first."""
-    try:
-        st = os.stat(ws.root / SERVING_STAMP)
-    except OSError:
-        return None
-    return st.st_ino, st.st_mtime_ns
+    stamps.touch_serving(ws)
 
 
 def put_setting(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
@@ -285,7 +264,7 @@ def put_setting(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:
     )
 
 
-def dump(value: Any) -> str | None:
+def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value, default=str, sort_keys=True)
 
 
@@ -299,7 +278,7 @@ def audit(
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> None:
     """Append one audit row (on con if given, else on a fresh connection)."""
-    row = [now(), action, image_id, dump(before), dump(after), dump(detail)]
+    row = [now(), action, image_id, _dump(before), _dump(after), _dump(detail)]
     sql = "INSERT INTO audit (ts, action, image_id, before, after, detail) VALUES (?, ?, ?, ?, ?, ?)"
     if con is not None:
         con.execute(sql, row)
@@ -320,8 +299,8 @@ def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "
             "ts": [stamp] * len(rows),
             "action": [action] * len(rows),
             "image_id": [r["id"] for r in rows],
-            "after": [dump({"path": r["path"], "label": r["label"]}) for r in rows],
-            "detail": [dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}) for r in rows],
+            "after": [_dump({"path": r["path"], "label": r["label"]}) for r in rows],
+            "detail": [_dump({"source_kind": r["source_kind"], "source": r.get("source"), "url": r.get("url")}) for r in rows],
         }
     )
     cols = ", ".join(IMAGE_COLUMNS)

@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.production.monitoring.queries import window_label
 from core.production.monitoring.reference import LogReference
 
 
@@ -75,7 +76,7 @@ def class_mix_figure(mix: pd.DataFrame, base: LogReference | None) -> go.Figure:
     classes = sorted(set(mix["predicted"]) | set(base.class_mix if base else {}))
     for c in classes:
         part = mix[mix["predicted"] == c]
-        x = (["validation"] if base else []) + [str(w).removesuffix(" 00:00:00") for w in part["window"]]
+        x = (["validation"] if base else []) + [window_label(w) for w in part["window"]]
         y = ([base.class_mix.get(c, 0.0)] if base else []) + part["share"].tolist()
         fig.add_bar(x=x, y=y, name=c)
     fig.update_layout(

@@ -15,8 +15,8 @@ import pandas as pd
 
 from core.model import registry
 from core.production.monitoring import queries, stats
-from core.production.monitoring.queries import LogFilter
-from core.production.monitoring.reference import DriftReference, drift_reference
+from core.production.monitoring.queries import LogFilter, window_label
+from core.production.monitoring.reference import DriftReference, drift_reference, with_aspect
 from core.production.monitoring.stats import DriftTest, Estimate
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -26,7 +26,6 @@ MIN_FEEDBACK = 10  # labelled predictions a window needs before its accuracy is 
 PER_WINDOW = 500  # predictions sampled per window for the distribution tests (all of them in smaller windows)
 PROPERTY_METRICS = ("brightness", "contrast", "saturation", "sharpness", "width", "height", "aspect")
 EXAMPLES = 6
-MIN_PREDICTIONS = stats.MIN_WINDOW  # smaller windows are not judged
 
 LEVERS = {
     "class_mix": "check that the decision policy still pays off with this class mix (Policy page); if the mix "
@@ -100,11 +99,7 @@ class DriftReport:
     excluded: int  # predictions in the filter scored by other versions (not judged)
     q: float = ALERT_Q
     reference: DriftReference | None = None
-    samples: pd.DataFrame | None = None  # the predictions each window was tested on (window label in "label")
-
-
-def _label(window: object) -> str:
-    return str(window).removesuffix(" 00:00:00")
+    samples: pd.DataFrame | None = None  # the predictions each window was tested on (window label in "label", aspect added)
 
 
 def _window_tests(
@@ -114,11 +109,10 @@ def _window_tests(
     ref_counts = np.array([*ref.expected_counts, *[0] * (len(classes) - len(ref.classes))])
     window_counts = np.array([counts.get(c, 0) for c in classes])
     tests = [stats.class_mix_test(ref_counts, window_counts, classes), stats.class_share_test(ref_counts, window_counts, classes)]
-    props = sample.assign(aspect=sample["width"] / sample["height"].clip(lower=1))
     pairs = [("confidence", ref.confidence), ("energy", ref.energy)]
     pairs += [(metric, ref.properties[metric].to_numpy()) for metric in PROPERTY_METRICS]
     for metric, reference in pairs:
-        values = props[metric].to_numpy(float)
+        values = sample[metric].to_numpy(float)
         tests.append(stats.ks_shift(metric, reference, values))  # the whole distribution moved
         tests.append(stats.tail_test(metric, reference, values))  # part of the traffic moved far
     embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy())
@@ -155,10 +149,7 @@ def _examples(test: DriftTest, sample: pd.DataFrame, ref: DriftReference) -> tup
     """The window's images that show the change most: the most extreme on the metric, in its direction."""
     metric = test.metric.removesuffix("_tails")
     if metric in PROPERTY_METRICS or metric in ("confidence", "energy"):
-        if metric == "aspect":
-            values = (sample["width"] / sample["height"].clip(lower=1)).to_numpy(float)
-        else:
-            values = sample[metric].to_numpy(float)
+        values = sample[metric].to_numpy(float)
         lowest = test.subject == "low" if test.metric.endswith("_tails") else test.effect < 0
         order = np.argsort(values if lowest else -values, kind="stable")
     elif metric in ("class_mix", "class_share"):
@@ -209,16 +200,20 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
         mix = queries.class_mix(ws, judged_filter, con)
         samples = queries.window_samples(ws, judged_filter, PER_WINDOW, con)
     excluded = int(everything["predictions"].sum() - win["predictions"].sum()) if everything is not None else 0
-    samples = samples.assign(predicted=samples["predicted"].astype(object))  # plain strings: compared per row below
+    labels = {w: window_label(w) for w in samples["window"].unique()}
+    samples = with_aspect(samples).assign(
+        predicted=samples["predicted"].astype(object),  # plain strings: compared per row below
+        label=samples["window"].map(labels),
+    )
     pending: list[tuple[str, int, pd.Series | None, list[DriftTest], pd.DataFrame | None]] = []
     for _, row in win.iterrows():
-        label, n = _label(row["window"]), int(row["predictions"])
+        label, n = window_label(row["window"]), int(row["predictions"])
         if n < stats.MIN_WINDOW:
             pending.append((label, n, None, [], None))  # too few predictions to judge
             continue
         sample = samples[samples["window"] == row["window"]]
         part = mix[mix["window"] == row["window"]]
-        counts = {str(c): int(n) for c, n in zip(part["predicted"], part["n"], strict=True)}
+        counts = {str(c): int(k) for c, k in zip(part["predicted"], part["n"], strict=True)}
         pending.append((label, n, row, _window_tests(ref, row, counts, sample, permutations), sample))
     adjusted = iter(stats.benjamini_hochberg([t for *_, tests, _ in pending for t in tests]))
     windows: list[WindowDrift] = []
@@ -236,6 +231,4 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
                 alerts.append(
                     DriftAlert(label, t.metric, t.words, t.effect, t.p_value, t.adjusted_p, t.n, examples, LEVERS[t.metric], kept)
                 )
-    labels = {w: _label(w) for w in samples["window"].unique()}
-    samples = samples.assign(label=samples["window"].map(labels))
     return DriftReport(reference_version, tuple(windows), tuple(alerts), excluded, ALERT_Q, ref, samples)

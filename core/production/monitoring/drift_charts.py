@@ -90,8 +90,7 @@ def metric_values(report: DriftReport, metric: str, window: str) -> tuple[np.nda
         return np.zeros(0), np.zeros(0)
     part = sample[sample["label"] == window]
     if metric in PROPERTY_METRICS:
-        values = part.assign(aspect=part["width"] / part["height"].clip(lower=1))[metric].to_numpy(float)
-        return ref.properties[metric].to_numpy(float), values
+        return ref.properties[metric].to_numpy(float), part[metric].to_numpy(float)
     if metric == "confidence":
         return ref.confidence, part["confidence"].to_numpy(float)
     if metric in ("energy", "ood_rate"):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from core.data.images import PROPERTIES
 from core.production import prediction_log
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -94,7 +95,7 @@ def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyCon
 
 
 SAMPLE_COLUMNS = (
-    "id", "name", "ts", "predicted", "confidence", "energy", "ood", "embedding", "image_path", *prediction_log.PROPERTY_COLUMNS,
+    "id", "name", "ts", "predicted", "confidence", "energy", "ood", "embedding", "image_path", *PROPERTIES,
 )  # fmt: skip
 
 
@@ -133,7 +134,12 @@ def truth_by_window(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckD
     """
     with store.reuse(ws, con) as c:
         frame = c.execute(sql, params).df()
-    return frame.assign(window=frame["window"].astype(str).str.removesuffix(" 00:00:00"))
+    return frame.assign(window=frame["window"].map(window_label))
+
+
+def window_label(window: object) -> str:
+    """A window as pages and reports name it: the date alone for days and weeks."""
+    return str(window).removesuffix(" 00:00:00")
 
 
 def json_records(frame: pd.DataFrame) -> list[dict[str, object]]:

@@ -48,6 +48,11 @@ def log_reference(ws: Workspace, version: str) -> LogReference:
     )
 
 
+def with_aspect(frame: pd.DataFrame) -> pd.DataFrame:
+    """Image properties with the aspect ratio (width / height) beside them, as drift tests it."""
+    return frame.assign(aspect=frame["width"] / frame["height"].clip(lower=1))
+
+
 PROPERTY_CACHE = "reference_properties.json"  # versions trained before properties were stored: derived once
 
 
@@ -68,11 +73,6 @@ class DriftReference:
     properties: pd.DataFrame  # one row per non-test image: PROPERTIES and aspect
     prior: np.ndarray  # share of each class among the non-test images (their labels)
     prior_n: int  # how many images the prior counts
-
-    @property
-    def class_counts(self) -> np.ndarray:
-        """Predicted classes of the validation images."""
-        return np.bincount(self.predicted, minlength=len(self.classes))
 
     @property
     def expected_mix(self) -> np.ndarray:
@@ -160,7 +160,7 @@ def drift_reference(ws: Workspace, version: str) -> DriftReference:
         outputs.energy(logits),
         embedding.astype(np.float64),
         arrays["valid_ood_scores"] < threshold,
-        frame.assign(aspect=frame["width"] / frame["height"].clip(lower=1)),
+        with_aspect(frame),
         prior,
         len(labels),
     )

@@ -9,7 +9,8 @@ from typing import Any
 
 from core.production import prediction_log
 from core.production.monitoring.drift import DriftReport, drift_report
-from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, windows
+from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, window_label, windows
+from core.workspace.paths import Workspace
 
 
 def _clean(value: Any) -> Any:
@@ -23,7 +24,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def summary(ws: Any, f: LogFilter = LogFilter(), version: str | None = None) -> dict[str, object]:
+def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None) -> dict[str, object]:
     """Windows (each with its tests and estimates), alerts against the reference of `version` (default: the
     filter's version, else production) and totals, for the CLI."""
     win = windows(ws, f)
@@ -32,7 +33,7 @@ def summary(ws: Any, f: LogFilter = LogFilter(), version: str | None = None) -> 
     truth = truth_by_window(ws, f).set_index("window")["accuracy_true"].to_dict()
     records = []
     for record in json_records(win):
-        label = str(record["window"]).removesuffix(" 00:00:00")
+        label = window_label(record["window"])
         judged = by_label.get(label)
         record["judged"] = bool(judged and judged.judged)
         record["tests"] = [asdict(t) for t in judged.tests] if judged else []
