@@ -19,7 +19,8 @@ end_user = end_user_mode()
 predictor = load_predictor(ws)
 log = prediction_log.background(ws)
 serving = attempt(lambda: deployment.serving(ws, predictor.version))
-settings, decide = serving.settings, serving.decide
+settings = serving.settings
+candidate = load_predictor(ws, serving.rollout.candidate) if serving.rollout else None
 policy_id = serving.policy.policy_id if serving.policy else None
 st.title(settings.title if end_user else "Predict")
 if settings.scope:
@@ -44,7 +45,11 @@ if not end_user:
             "Keep a copy of every scored image (production/ in the workspace)",
             value=settings.keep_images,
             key="predict_keep",
+            help="Images that enter the review queue (referred, out of domain, or disputed by a candidate) are kept "
+            "either way: a reviewer needs to see them.",
         )
+        if not keep:
+            st.caption("Only images that enter the review queue are kept (referred, out of domain, disputed by a candidate).")
         if st.button("Save settings", key="predict_save_settings"):
             attempt(lambda: deployment.save_settings(ws, deployment.AppSettings(heading, text, keep)))
             st.rerun()
@@ -69,15 +74,20 @@ if not files:
 
 def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
     """Score once per upload set and model version; reruns (feedback clicks) reuse the result and log nothing twice."""
-    key = (ws.name, predictor.version, policy_id, tuple(f.file_id for f in files))
+    key = (ws.name, predictor.version, policy_id, serving.rollout, tuple(f.file_id for f in files))
     cache = st.session_state.setdefault(RESULTS, {})
     if key not in cache:
         with st.spinner(f"Scoring {len(files)} image(s)…"):
             uploaded = [(f.name, f.getvalue()) for f in files]
-            preds, failed = deployment.score_uploads(predictor, uploaded, log, decide, settings.keep_images)
+            scored = deployment.score_uploads(predictor, candidate, serving, uploaded, log)
         cache.clear()  # only the latest upload set is kept in the session
-        cache[key] = (preds, failed)
+        cache[key] = (scored.shown, scored.failed)
     return cache[key]
+
+
+def review_reasons(p: Prediction) -> str:
+    reasons = [("referred by the policy", p.referred), ("out of domain", p.ood), ("the candidate disagreed", p.disagrees)]
+    return ", ".join(text for text, why in reasons if why)
 
 
 def preview(data: bytes) -> object:
@@ -122,6 +132,10 @@ for p in preds[:DETAIL_LIMIT]:
             if not end_user:
                 source = "the accepted decision policy" if policy_id else "no policy accepted yet: the predicted label"
                 st.markdown(f"Action: **{p.action}** ({source})")
+                if p.stage != "production":
+                    st.caption(f"Answered by candidate {p.version} ({p.stage} rollout), not production {predictor.version}.")
+                if p.needs_review:
+                    st.caption("In the review queue (Review page): " + review_reasons(p) + ".")
             if p.id in sent:
                 st.success(f"Thanks: recorded **{sent[p.id]}**.")
             else:

@@ -99,7 +99,7 @@ def latency(ws: paths.Workspace, files: list[Path], label: str) -> None:
 
     def page(name: str, data: bytes) -> None:
         serving = deployment.serving(ws, predictor.version)
-        deployment.score_uploads(predictor, [(name, data)], log, serving.decide, serving.settings.keep_images)
+        deployment.score_uploads(predictor, None, serving, [(name, data)], log)
 
     for name, data in items[:3]:  # warm-up
         page(name, data)

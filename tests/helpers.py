@@ -169,3 +169,20 @@ def cli(*args: str) -> CliRun:
         except SystemExit as exc:  # argparse: --help, or a usage error
             code = exc.code if isinstance(exc.code, int) else 1
     return CliRun(code, out.getvalue(), err.getvalue())
+
+
+def derived_version(ws: Workspace, source: str, permute: list[int] | None = None) -> str:
+    """A new registered version with `source`'s weights; with `permute`, its head's outputs reordered, so it
+    answers differently from `source` (a candidate that disagrees, without training another model)."""
+    import torch
+
+    from core.model import registry, weights
+
+    model, meta = weights.load_version(ws, source)
+    if permute is not None:
+        last = model.head[-1]
+        with torch.no_grad():
+            last.weight.copy_(last.weight[permute].clone())
+            last.bias.copy_(last.bias[permute].clone())
+    reference = dict(registry.load_reference(ws, source))
+    return weights.save_version(ws, model, {k: v for k, v in meta.items() if k != "version"}, reference)

@@ -302,7 +302,9 @@ def test_app_settings_round_trip_through_one_read(prod: Workspace) -> None:
 def test_scoring_uploads_hands_every_prediction_to_the_log(prod: Workspace) -> None:
     log = prediction_log.BackgroundLog(prod)
     files = [("a.png", colour_image(0, 1)), ("broken.png", b"not an image"), ("b.png", colour_image(1, 2))]
-    preds, failed = deployment.score_uploads(scoring.load_predictor(prod), files, log, None, keep_images=False)
+    serving = deployment.Serving(deployment.AppSettings(), None)
+    scored = deployment.score_uploads(scoring.load_predictor(prod), None, serving, files, log)
+    preds, failed = scored.shown, scored.failed
     log.flush()
     assert [p.name for p in preds] == ["a.png", "b.png"] and [f["source"] for f in failed] == ["broken.png"]
     with store.connect(prod) as con:

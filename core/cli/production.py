@@ -30,26 +30,30 @@ def write_csv(path: Path, classes: tuple[str, ...], rows: list[Any], failed: lis
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from core.drivetrain import accepted
-    from core.model import scoring
-    from core.production import prediction, prediction_log
+    from core.model import registry, scoring
+    from core.production import prediction, prediction_log, rollout
     from core.workspace import store
 
     ws = workspaces.resolve(args.workspace)
     store.init_db(ws)
     predictor = scoring.load_predictor(ws, args.model)
     items, failed = prediction.read_paths([Path(p) for p in args.paths])
+    serves = predictor.version == registry.production_version(ws)  # a candidate runs beside production only
+    active, candidate = rollout.load_candidate(ws, predictor.version) if serves else (None, None)
+    deciders = rollout.Deciders.of(
+        accepted.active(ws, predictor.version), accepted.active(ws, active.candidate) if active else None
+    )
     preds: list[prediction.Prediction] = []
     logged = spooled = 0
     show = printer(not args.json, "scored")
     keep = prediction_log.keeps_images(ws)
-    decide = accepted.active_decider(ws, predictor.version)
     for start in range(0, len(items), args.batch_size * 8):  # log as we go: a crash loses no scored batch
         chunk = items[start : start + args.batch_size * 8]
-        done, bad = prediction.predict_images(predictor, chunk, args.batch_size, keep_bytes=keep, decide=decide)
-        result = prediction_log.log_predictions(ws, done, "batch", predictor.version, keep_images=keep)
+        scored = rollout.score(predictor, candidate, active, chunk, deciders, args.batch_size, keep_bytes=True)
+        result = prediction_log.log_predictions(ws, scored.logged, "batch", predictor.version, keep_images=keep)
         logged, spooled = logged + result.logged, spooled + result.spooled
-        preds += done
-        failed += bad
+        preds += scored.shown
+        failed += scored.failed
         if show:
             show(min(start + len(chunk), len(items)), len(items), "")
     if args.out:
@@ -57,8 +61,19 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "version": predictor.version,
         "classes": list(predictor.classes),
+        "rollout": {"candidate": active.candidate, "stage": active.stage} if active else None,
         "predictions": [
-            {"path": p.name, "label": p.label, "confidence": p.confidence, "ood": p.ood, "action": p.action, "notes": p.notes}
+            {
+                "path": p.name,
+                "label": p.label,
+                "confidence": p.confidence,
+                "ood": p.ood,
+                "action": p.action,
+                "notes": p.notes,
+                "version": p.version,
+                "stage": p.stage,
+                "review": p.needs_review,
+            }
             for p in preds
         ],
         "failed": failed,
@@ -75,6 +90,10 @@ def print_predict(data: dict[str, Any]) -> None:
         print(f"{p['label']:<16} {p['confidence']:.3f}  {p['path']}{flag}{note}")
     for f in data["failed"]:
         print(f"failed  {f['source']}: {f['reason']}")
+    if data["rollout"]:
+        r = data["rollout"]
+        acted = sum(p["version"] == r["candidate"] for p in data["predictions"])
+        print(f"candidate {r['candidate']} in {r['stage']}: scored every image too; answered {acted}")
     print(
         f"{len(data['predictions'])} scored with model {data['version']}, {len(data['failed'])} failed; "
         f"logged {data['logged']}" + (f", spooled {data['spooled']} (the database was busy)" if data["spooled"] else "")

@@ -14,8 +14,8 @@ import duckdb
 from core.drivetrain import accepted
 from core.drivetrain.accepted import AcceptedPolicy
 from core.drivetrain.decisions import DecideFn
-from core.production import prediction, prediction_log
-from core.production.prediction import Prediction
+from core.production import prediction_log, rollout
+from core.production.rollout import Deciders, Rollout, Scored
 from core.workspace import stamps, store
 from core.workspace.paths import Workspace
 
@@ -40,10 +40,16 @@ class Serving:
 
     settings: AppSettings
     policy: AcceptedPolicy | None
+    rollout: Rollout | None = None  # a candidate beside production (shadow or limited)
+    candidate_policy: AcceptedPolicy | None = None  # the candidate's own accepted policy, if any
 
     @property
     def decide(self) -> DecideFn | None:
         return self.policy.decider() if self.policy else None
+
+    @property
+    def deciders(self) -> Deciders:
+        return Deciders.of(self.policy, self.candidate_policy)
 
 
 def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> AppSettings:
@@ -67,7 +73,10 @@ def serving(ws: Workspace, version: str) -> Serving:
     if hit is not None and hit[0] == stamp and now - hit[1] < SERVED_MAX_AGE_S:
         return hit[2]
     with store.connect(ws) as con:
-        fresh = Serving(load_settings(ws, con), accepted.active(ws, version, con))
+        active = rollout.current(ws, con)
+        active = active if active is not None and active.candidate != version else None
+        candidate_policy = accepted.active(ws, active.candidate, con) if active else None
+        fresh = Serving(load_settings(ws, con), accepted.active(ws, version, con), active, candidate_policy)
     with _SERVED_LOCK:
         _SERVED[key] = (stamp, now, fresh)  # the stamp read before the database: a later write is seen next time
     return fresh
@@ -81,13 +90,15 @@ def save_settings(ws: Workspace, settings: AppSettings) -> None:
 
 def score_uploads(
     predictor: Predictor,
+    candidate: Predictor | None,
+    serving: Serving,
     files: Sequence[tuple[str, bytes]],
     log: prediction_log.BackgroundLog,
-    decide: DecideFn | None,
-    keep_images: bool,
-) -> tuple[list[Prediction], list[dict[str, str]]]:
-    """Score a set of uploads as the app does: image properties are measured on the log's thread, off the
-    request; unreadable files come back as failures with their reasons."""
-    preds, failed = prediction.predict_images(predictor, files, keep_bytes=True, decide=decide, defer_properties=True)
-    log.submit(prediction_log.LogBatch(preds, "app", predictor.version, keep_images=keep_images))
-    return preds, failed
+) -> Scored:
+    """Score a set of uploads as the app does (with the candidate beside production when one is in shadow or
+    limited): image properties are measured on the log's thread, off the request; unreadable files come back as
+    failures with their reasons. Every prediction is handed to the log, the candidate's with its stage."""
+    scored = rollout.score(predictor, candidate, serving.rollout, files, serving.deciders, keep_bytes=True, defer_properties=True)
+    keep = serving.settings.keep_images
+    log.submit(prediction_log.LogBatch(scored.logged, "app", predictor.version, keep_images=keep))
+    return scored

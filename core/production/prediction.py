@@ -51,6 +51,17 @@ class Prediction:
     notes: str = ""  # conversions applied before scoring: cmyk, 16-bit, alpha, exif-rotated, ...
     size: tuple[int, int] = (0, 0)
     look: Image.Image | None = field(repr=False, default=None)
+    version: str = ""  # the model version that made it
+    stage: str = "production"  # or a candidate's rollout stage: shadow / limited
+    served: bool = True  # shown and acted on (a shadow prediction never is)
+    request_id: str = ""  # shared by the production and the candidate prediction of one request
+    referred: bool = False  # the decision policy handed it to a human
+    disagrees: bool = False  # production and the candidate predicted different classes for this request
+
+    @property
+    def needs_review(self) -> bool:
+        """Whether it enters the review queue: referred, out of domain, or disputed by the other model."""
+        return self.served and (self.referred or self.ood or self.disagrees)
 
     def measured(self) -> dict[str, float]:
         """The image properties, measuring them now if they were deferred."""
@@ -101,28 +112,47 @@ class DecodedImage:
     look: Image.Image  # the resized image the properties are measured on
     seconds: float  # decoding and resizing time
     notes: str  # conversions applied: cmyk, 16-bit, alpha, exif-rotated, ...
+    candidate_pixels: np.ndarray | None = None  # the candidate's input, when a candidate scores beside production
 
 
-def decode_for(predictor: Predictor, name: str, data: bytes, defer: bool = False) -> DecodedImage:
-    """Decode, orient and resize one input for the predictor; measure its properties unless deferred."""
+def decode_for(
+    predictor: Predictor, name: str, data: bytes, defer: bool = False, candidate: Predictor | None = None
+) -> DecodedImage:
+    """Decode, orient and resize one input for the predictor (and the candidate's input from the same decoded
+    image when it takes the same size; else decoded again as its training was); measure its properties unless
+    deferred."""
     start = time.perf_counter()
     opened = decode_noted(data, predictor.size)  # the reduced scale training used too (datasets.load_pixels)
     resized = resize_item(opened.rgb, predictor.size, predictor.resize)
     props = None if defer else properties(opened.size, resized)
     pixels = np.asarray(resized, np.uint8)
-    return DecodedImage(name, data, pixels, opened.size, props, resized, time.perf_counter() - start, opened.notes)
+    other = None
+    if candidate is not None:
+        same = (candidate.size, candidate.resize) == (predictor.size, predictor.resize)
+        rgb = opened.rgb if candidate.size == predictor.size else decode_noted(data, candidate.size).rgb
+        other = pixels if same else np.asarray(resize_item(rgb, candidate.size, candidate.resize), np.uint8)
+    seconds = time.perf_counter() - start
+    return DecodedImage(name, data, pixels, opened.size, props, resized, seconds, opened.notes, other)
 
 
 def _decode_chunk(
-    predictor: Predictor, chunk: Sequence[tuple[str, bytes]], defer: bool = False
+    predictor: Predictor, chunk: Sequence[tuple[str, bytes]], defer: bool = False, candidate: Predictor | None = None
 ) -> tuple[list[DecodedImage], list[dict[str, str]]]:
     decoded, failed = [], []
     for name, data in chunk:
         try:
-            decoded.append(decode_for(predictor, name, data, defer))
+            decoded.append(decode_for(predictor, name, data, defer, candidate))
         except UserError as exc:
             failed.append({"source": name, "reason": str(exc)})
     return decoded, failed
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One request scored by production and by the candidate beside it (same bytes, one decode)."""
+
+    production: Prediction
+    candidate: Prediction
 
 
 def predict_images(
@@ -139,22 +169,65 @@ def predict_images(
     `defer_properties` leaves the image measurements to whoever logs the prediction (the app's writer thread).
 
     The next batch is decoded on a second thread while the model runs on this one."""
+    scored, failed = _score(predictor, None, items, batch_size, on_progress, keep_bytes, (decide, None), defer_properties)
+    return [p for p, _ in scored], failed
+
+
+def predict_pairs(
+    predictor: Predictor,
+    candidate: Predictor,
+    items: Sequence[tuple[str, bytes]],
+    batch_size: int = 32,
+    on_progress: ProgressFn | None = None,
+    keep_bytes: bool = False,
+    decides: tuple[DecideFn | None, DecideFn | None] = (None, None),
+    defer_properties: bool = False,
+) -> tuple[list[Pair], list[dict[str, str]]]:
+    """predict_images for production and a candidate at once: each input decoded once, run through both models;
+    both predictions share the request's id, and each carries the latency of the whole request."""
+    scored, failed = _score(predictor, candidate, items, batch_size, on_progress, keep_bytes, decides, defer_properties)
+    return [Pair(p, c) for p, c in scored if c is not None], failed
+
+
+def _score(
+    predictor: Predictor,
+    candidate: Predictor | None,
+    items: Sequence[tuple[str, bytes]],
+    batch_size: int,
+    on_progress: ProgressFn | None,
+    keep_bytes: bool,
+    decides: tuple[DecideFn | None, DecideFn | None],
+    defer_properties: bool,
+) -> tuple[list[tuple[Prediction, Prediction | None]], list[dict[str, str]]]:
     from core.model import scoring  # torch: imported where a model runs, not where predictions are read
 
-    done: list[Prediction] = []
+    done: list[tuple[Prediction, Prediction | None]] = []
     failed: list[dict[str, str]] = []
     chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     with ThreadPoolExecutor(max_workers=1) as pool:
         upcoming = None
         for k, chunk in enumerate(chunks):
-            decoded, bad = upcoming.result() if upcoming else _decode_chunk(predictor, chunk, defer_properties)
-            upcoming = pool.submit(_decode_chunk, predictor, chunks[k + 1], defer_properties) if k + 1 < len(chunks) else None
+            decoded, bad = upcoming.result() if upcoming else _decode_chunk(predictor, chunk, defer_properties, candidate)
+            if k + 1 < len(chunks):
+                upcoming = pool.submit(_decode_chunk, predictor, chunks[k + 1], defer_properties, candidate)
+            else:
+                upcoming = None
             failed += bad
             if decoded:
                 t0 = time.perf_counter()
                 logits, feats = scoring.forward(predictor, np.stack([d.pixels for d in decoded]))
+                other = None
+                if candidate is not None:
+                    other = scoring.forward(candidate, np.stack([d.candidate_pixels for d in decoded]))
                 model_s = (time.perf_counter() - t0) / len(decoded)
-                done += _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decide)
+                requests = [uuid.uuid4().hex for _ in decoded]
+                first = _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decides[0], requests)
+                second = (
+                    _predictions(candidate, decoded, *other, model_s, keep_bytes, decides[1], requests)
+                    if candidate is not None and other is not None
+                    else [None] * len(first)
+                )
+                done += list(zip(first, second, strict=True))
             if on_progress:
                 on_progress(min((k + 1) * batch_size, len(items)), len(items), "scoring")
     return done, failed
@@ -168,6 +241,7 @@ def _predictions(
     model_s: float,
     keep: bool,
     decide: DecideFn | None,
+    requests: Sequence[str],
 ) -> list[Prediction]:
     ref = predictor.reference
     probs = softmax(logits)
@@ -198,6 +272,8 @@ def _predictions(
                 notes=d.notes,
                 size=d.size,
                 look=None if d.properties is not None else d.look,
+                version=predictor.version,
+                request_id=requests[i],
             )
         )
     return out

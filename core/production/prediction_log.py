@@ -57,6 +57,10 @@ COLUMNS = (
     "action",
     "latency_ms",
     "image_path",
+    "stage",
+    "served",
+    "request_id",
+    "referred",
 )
 
 
@@ -98,9 +102,14 @@ def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
         n = len(b.predictions)
         rows["ts"] += list(b.ts) if b.ts is not None else [b.stamp] * n
         rows["source"] += [b.source] * n
-        rows["model_version"] += [b.version] * n
-        rows["image_path"] += [keep_image(ws, p) if b.keep_images else None for p in b.predictions]
+        # the review queue needs its images even where the workspace keeps no others
+        rows["image_path"] += [keep_image(ws, p) if b.keep_images or p.needs_review else None for p in b.predictions]
         for p in b.predictions:
+            rows["model_version"].append(p.version or b.version)
+            rows["stage"].append(p.stage)
+            rows["served"].append(p.served)
+            rows["request_id"].append(p.request_id or p.id)
+            rows["referred"].append(p.referred)
             props = p.measured()  # deferred by the app: measured here, on the writer's thread
             rows["id"].append(p.id)
             rows["name"].append(p.name)
@@ -164,8 +173,10 @@ def drain_spool(ws: Workspace) -> int:
         with store.connect(ws) as con:
             con.execute("BEGIN")
             before = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+            present = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()}
+            chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)  # spooled by an earlier version
             con.execute(
-                f"INSERT INTO predictions ({_COLS}) SELECT {_COLS} FROM read_parquet(?) "
+                f"INSERT INTO predictions ({_COLS}) SELECT {chosen} FROM read_parquet(?) "
                 "WHERE id NOT IN (SELECT id FROM predictions)",
                 [str(path)],
             )
@@ -307,19 +318,32 @@ def _flush_all() -> None:
         log.flush()
 
 
-def add_feedback(ws: Workspace, prediction_id: str, label: str, classes: Sequence[str], source: str = "app") -> None:
-    """A human's answer for one prediction: a class of the model, or 'none of these'."""
+FEEDBACK_SOURCES = ("app", "review", "import", "simulation")  # provenance of a label
+
+
+def add_feedback(
+    ws: Workspace, prediction_id: str, label: str, classes: Sequence[str], source: str = "app", reviewer: str | None = None
+) -> None:
+    """A human's answer for one prediction: a class of the model, or 'none of these', with where it came from."""
+    if source not in FEEDBACK_SOURCES:
+        raise ValueError(f"unknown feedback source {source!r}")  # a programming error
     if label not in classes and label != NONE_OF_THESE:
         raise UserError(f"Feedback {label!r} is not one of the model's classes ({', '.join(classes)}) or {NONE_OF_THESE!r}.")
     with store.connect(ws) as con:
-        con.execute("INSERT INTO feedback VALUES (?, ?, ?, ?)", [prediction_id, store.now(), label, source])
+        con.execute(
+            "INSERT INTO feedback (prediction_id, ts, label, source, reviewer) VALUES (?, ?, ?, ?, ?)",
+            [prediction_id, store.now(), label, source, reviewer],
+        )
 
 
 def add_feedback_rows(ws: Workspace, frame: pd.DataFrame) -> None:
     """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator."""
     with store.connect(ws) as con:
         con.register("new_feedback", frame)
-        con.execute("INSERT INTO feedback SELECT prediction_id, ts::TIMESTAMP, label, source FROM new_feedback")
+        con.execute(
+            "INSERT INTO feedback (prediction_id, ts, label, source) "
+            "SELECT prediction_id, ts::TIMESTAMP, label, source FROM new_feedback"
+        )
 
 
 def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:

@@ -20,7 +20,7 @@ from core.data.images import load_rgb
 from core.drivetrain import accepted
 from core.errors import UserError
 from core.model import registry, scoring
-from core.production import prediction, prediction_log
+from core.production import prediction, prediction_log, rollout
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -160,10 +160,16 @@ def replay_traffic(
     start = end_day - timedelta(days=cfg.days - 1)
     events = plan_traffic(ws, predictor.version, cfg, start)
     keep = True  # simulated images are always kept, so alerts on simulated traffic can show them
-    decide = accepted.active_decider(ws, predictor.version)
-    preds, failed = prediction.predict_images(predictor, [(e.name, e.data) for e in events], 64, on_progress, keep, decide)
+    active, candidate = rollout.load_candidate(ws, predictor.version)
+    deciders = rollout.Deciders.of(
+        accepted.active(ws, predictor.version), accepted.active(ws, active.candidate) if active else None
+    )
+    items = [(e.name, e.data) for e in events]
+    scored = rollout.score(predictor, candidate, active, items, deciders, 64, on_progress, keep)
+    preds, failed = scored.shown, scored.failed
     by_name = {e.name: e for e in events}
-    result = prediction_log.log_predictions(ws, preds, "simulation", predictor.version, [by_name[p.name].ts for p in preds], keep)
+    times = [by_name[p.name].ts for p in scored.logged]
+    result = prediction_log.log_predictions(ws, scored.logged, "simulation", predictor.version, times, keep)
     rng = np.random.default_rng(cfg.seed + 1)
     labelled = [p for p in preds if rng.random() < cfg.feedback]
     feedback = pd.DataFrame(
@@ -177,9 +183,9 @@ def replay_traffic(
     prediction_log.add_feedback_rows(ws, feedback)
     truth = pd.DataFrame(
         {
-            "prediction_id": [p.id for p in preds],
-            "label": [by_name[p.name].truth for p in preds],
-            "shift": [by_name[p.name].shift for p in preds],
+            "prediction_id": [p.id for p in scored.logged],
+            "label": [by_name[p.name].truth for p in scored.logged],
+            "shift": [by_name[p.name].shift for p in scored.logged],
         }
     )
     prediction_log.add_simulation_truth(ws, truth)

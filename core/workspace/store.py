@@ -49,6 +49,10 @@ IMAGE_COLUMNS = (
     "status",
     "reason",
     "notes",
+    "label_source",
+    "labelled_by",
+    "prediction_id",
+    "model_version",
 )
 
 _SCHEMA = """
@@ -69,7 +73,11 @@ CREATE TABLE IF NOT EXISTS images (
     added_at TIMESTAMP NOT NULL,
     status VARCHAR NOT NULL,     -- ok / quarantined
     reason VARCHAR,              -- why it was quarantined
-    notes VARCHAR                -- conversions training applies (cmyk, 16-bit, alpha, ...)
+    notes VARCHAR,               -- conversions training applies (cmyk, 16-bit, alpha, ...)
+    label_source VARCHAR,        -- who gave the label of a production image: review / app / import / model
+    labelled_by VARCHAR,         -- the reviewer, where one was named
+    prediction_id VARCHAR,       -- a production image: the prediction it came from
+    model_version VARCHAR        -- ... and the model version that made it
 );
 CREATE SEQUENCE IF NOT EXISTS audit_seq;
 CREATE TABLE IF NOT EXISTS audit (
@@ -109,15 +117,24 @@ CREATE TABLE IF NOT EXISTS predictions (     -- the production log: one row per 
     energy DOUBLE, ood_score DOUBLE, ood BOOLEAN NOT NULL,
     embedding FLOAT[],               -- penultimate features through the version's PCA
     action VARCHAR, latency_ms DOUBLE,
-    image_path VARCHAR               -- only when the workspace keeps production images
+    image_path VARCHAR,              -- when the workspace keeps production images, or the review queue needs it
+    stage VARCHAR,                   -- production / shadow / limited (a candidate's rollout stage); NULL: production
+    served BOOLEAN,                  -- whether this prediction was the one shown and acted on; NULL: it was
+    request_id VARCHAR,              -- the request: a production and a candidate prediction of the same image share it
+    referred BOOLEAN                 -- the decision policy handed it to a human
 );
 CREATE TABLE IF NOT EXISTS feedback (
     prediction_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
     label VARCHAR NOT NULL,          -- the true class, or 'none of these'
-    source VARCHAR
+    source VARCHAR,                  -- provenance: app (Predict page) / review / import / simulation
+    reviewer VARCHAR
 );
 CREATE TABLE IF NOT EXISTS simulation_truth (  -- what the traffic simulator knows: scores the estimates
     prediction_id VARCHAR NOT NULL, label VARCHAR NOT NULL, shift VARCHAR
+);
+CREATE TABLE IF NOT EXISTS rollouts (   -- a candidate version beside production; the latest row is the state
+    ts TIMESTAMP NOT NULL, candidate VARCHAR, stage VARCHAR NOT NULL,  -- shadow / limited / expanded / ended
+    production VARCHAR, scope VARCHAR, action VARCHAR NOT NULL, figures VARCHAR, note VARCHAR
 );
 CREATE TABLE IF NOT EXISTS policies (   -- decision policies accepted for a model version; the latest wins
     policy_id VARCHAR NOT NULL, model_version VARCHAR NOT NULL, accepted_at TIMESTAMP NOT NULL,
@@ -181,7 +198,9 @@ def init_db(ws: Workspace, force: bool = False) -> None:
     with connect(ws) as con:
         if not _up_to_date(con):  # most opens find everything in place and write nothing
             con.execute(_SCHEMA)
-            con.execute("ALTER TABLE images ADD COLUMN IF NOT EXISTS split_by VARCHAR")
+            for table, columns in _ADDED.items():
+                for column, kind in columns.items():
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
             con.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
                 [str(SCHEMA_VERSION)],
@@ -195,19 +214,24 @@ def init_db(ws: Workspace, force: bool = False) -> None:
 
 
 _TABLES = ("meta", "images", "audit", "runs", "epochs", "models", "deployments", "gather_failures", "predictions",
-           "feedback", "simulation_truth", "policies")  # fmt: skip
+           "feedback", "simulation_truth", "policies", "rollouts")  # fmt: skip
+_ADDED = {  # columns later versions added: a workspace made before gets them on first open
+    "images": {"split_by": "VARCHAR", "label_source": "VARCHAR", "labelled_by": "VARCHAR", "prediction_id": "VARCHAR",
+               "model_version": "VARCHAR"},
+    "predictions": {"stage": "VARCHAR", "served": "BOOLEAN", "request_id": "VARCHAR", "referred": "BOOLEAN"},
+    "feedback": {"reviewer": "VARCHAR"},
+}  # fmt: skip
 
 
 def _up_to_date(con: duckdb.DuckDBPyConnection) -> bool:
-    """Every table, the split_by column, the schema version and the split plan are there."""
+    """Every table and every added column, the schema version and the split plan are there."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if not set(_TABLES) <= tables:
         return False
-    columns = {
-        r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'images'").fetchall()
-    }
+    present = {tuple(r) for r in con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall()}
+    added = all((table, column) in present for table, columns in _ADDED.items() for column in columns)
     keys = {r[0] for r in con.execute("SELECT key FROM meta WHERE key IN ('schema_version', 'setting:split_plan')").fetchall()}
-    return "split_by" in columns and len(keys) == 2
+    return added and len(keys) == 2
 
 
 def split_plan(con: duckdb.DuckDBPyConnection) -> splits.SplitPlan:

@@ -23,7 +23,7 @@ WINDOWS = ("hour", "day", "week", "predictions")  # predictions: consecutive blo
 class LogFilter:
     window: str = "day"
     sources: tuple[str, ...] = prediction_log.SOURCES
-    version: str | None = None  # None: every model version
+    version: str | None = None  # None: every model version, the prediction served for each request
     size: int = 200  # predictions per window when window == "predictions"
 
 
@@ -31,9 +31,11 @@ def _where(f: LogFilter, alias: str = "") -> tuple[str, list[object]]:
     a = f"{alias}." if alias else ""
     clauses = [f"{a}source IN ({', '.join('?' for _ in f.sources)})"] if f.sources else ["FALSE"]
     params: list[object] = list(f.sources)
-    if f.version:
+    if f.version:  # every prediction of that version, a candidate's shadow ones included
         clauses.append(f"{a}model_version = ?")
         params.append(f.version)
+    else:  # one prediction per request: the one served (a shadow prediction would count the request twice)
+        clauses.append(f"{a}served IS NOT FALSE")
     return " AND ".join(clauses), params
 
 
