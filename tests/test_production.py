@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -99,13 +100,21 @@ def test_logged_rows_carry_every_field(prod: Workspace) -> None:
     assert (prod.root / row["image_path"]).read_bytes() == colour_image(0, 3)
 
 
-def test_images_are_not_kept_unless_the_workspace_opts_in(prod: Workspace) -> None:
+def test_images_are_kept_only_for_the_review_queue_unless_the_workspace_opts_in(prod: Workspace) -> None:
     predictor = scoring.load_predictor(prod)
-    preds, _ = prediction.predict_images(predictor, [("a.png", colour_image(0, 3))], keep_bytes=True)
+    items = [(f"c{i}.png", colour_image(i % 3, 50 + i)) for i in range(6)]
+    preds, _ = prediction.predict_images(predictor, items, keep_bytes=True)
+    preds = [dataclasses.replace(p, ood=False, referred=False) for p in preds[:4]] + [
+        dataclasses.replace(preds[4], ood=True),  # the queue needs these two images: a reviewer must see them
+        dataclasses.replace(preds[5], ood=False, referred=True),
+    ]
     prediction_log.log_predictions(prod, preds, "batch", predictor.version)
     with store.connect(prod) as con:
-        assert con.execute("SELECT image_path FROM predictions").fetchone()[0] is None
-    assert not (prod.root / "production").exists()
+        kept = dict(con.execute("SELECT name, image_path FROM predictions").fetchall())
+    assert [kept[f"c{i}.png"] is not None for i in range(6)] == [False] * 4 + [True] * 2
+    stored = sorted(p.name for p in (prod.root / "production").iterdir())
+    assert stored == sorted(Path(kept[n]).name for n in ("c4.png", "c5.png"))
+    assert (prod.root / kept["c4.png"]).read_bytes() == items[4][1]
 
 
 WRITER = textwrap.dedent(

@@ -29,7 +29,7 @@ from core.workspace.paths import Workspace
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
 _LABEL_RE = re.compile(r"^[\w][\w .+-]{0,63}$", re.UNICODE)
 SPLIT_FOLDERS = ("train", "valid", "test")
-DOWNLOAD_KINDS = ("url", "search")
+DOWNLOAD_KINDS = ("url", "search", "production")  # stored once per content: the same bytes again add nothing
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Incoming:
     query: str | None = None
     url: str | None = None
     split: str | None = None
+    provenance: dict[str, Any] | None = None  # a production image: label_source, labelled_by, prediction_id, model_version
 
 
 @dataclass
@@ -136,6 +137,7 @@ def catalog_row(item: Incoming, info: ImageInfo, rel: str, image_id: str) -> dic
         "status": "ok",
         "reason": None,
         "notes": info.notes,
+        **(item.provenance or {}),
     }
 
 

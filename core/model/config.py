@@ -55,3 +55,4 @@ class TrainConfig:
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
     seed: int = 42
+    allow_model_labels: bool = False  # train on production images only the model labelled (a feedback loop): explicit

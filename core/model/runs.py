@@ -172,7 +172,24 @@ def prepare(ws: Workspace, cfg: TrainConfig) -> PreparedRun:
     if cfg.freeze_epochs < 0 or (cfg.epochs or 0) < 0 or (cfg.freeze_epochs == 0 and cfg.epochs == 0):
         raise UserError("Train at least one epoch (frozen or unfrozen).")
     catalog, notes = datasets.usable_split(ws, catalog)
+    notes += _model_labels(catalog, cfg)
     return PreparedRun(cfg, catalog, sorted(catalog["label"].unique()), tuple(notes))
+
+
+def _model_labels(catalog: pd.DataFrame, cfg: TrainConfig) -> list[str]:
+    """Refuse, unless allowed, labels no human confirmed (production images the model labelled itself): training
+    on them feeds the model its own mistakes. Allowed, the run says how many it took."""
+    fitting = catalog["split"].isin(["train", "valid"])
+    mine = int((fitting & (catalog.get("label_source", pd.Series(index=catalog.index, dtype=object)) == "model")).sum())
+    if not mine:
+        return []
+    if not cfg.allow_model_labels:
+        raise UserError(
+            f"{mine} training or validation image(s) carry labels only the model gave (production images no person "
+            "confirmed): training on them teaches the model its own mistakes (a feedback loop). Review them on the "
+            "Review page, or allow them explicitly (Train page: 'train on model labels too'; CLI: --allow-model-labels)."
+        )
+    return [f"{mine} image(s) labelled only by the model are in the training data: allowed by this run's settings."]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,11 @@ from core.production.monitoring.stats import DriftTest, Estimate
 from core.workspace import store
 from core.workspace.paths import Workspace
 
-ALERT_Q = 0.01  # Benjamini-Hochberg level over every test of every window shown
+# Benjamini-Hochberg level over every test of every window shown: under no drift at all, at most 5% of reports
+# raise any alert (about one window in 600 of a 30-window report). bench/monitor_bench.py measured 0 of 210
+# clean windows alerting at 0.05 and at 0.01 on bears and on the demo, and more power at 0.05 (drawings in 20%
+# of 200 predictions: 98% vs 82% of windows; label shift: 75-88% vs 52-78%)
+ALERT_Q = 0.05
 MIN_FEEDBACK = 10  # labelled predictions a window needs before its accuracy is tested
 PER_WINDOW = 500  # predictions sampled per window for the distribution tests (all of them in smaller windows)
 PROPERTY_METRICS = ("brightness", "contrast", "saturation", "sharpness", "width", "height", "aspect")

@@ -1,0 +1,207 @@
+"""A candidate against production on the same requests: agreement, accuracy of each from the same labelled
+images with an interval on the difference, the disagreements, and the promotion gate with its criteria.
+
+Every request in shadow or limited is scored by both models (same bytes, one decode), so the comparison is
+paired: the difference in accuracy is measured on the same images, and its interval is the paired one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What the gate asks before a candidate takes over (the analyst may still decide otherwise; it is recorded)."""
+
+    min_paired: int = 200  # requests both models scored
+    min_agreement: float = 0.90  # share of those where they predict the same class
+    min_labelled: int = 30  # of those, labelled by a person (review, feedback, import)
+    margin: float = 0.02  # the candidate may be worse by at most this much: the 95% interval's low end must be above -margin
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Accuracy of both models on the same labelled requests, and the paired difference (candidate - production)."""
+
+    labelled: int
+    production: float | None
+    candidate: float | None
+    difference: float | None
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    candidate: str
+    production: str
+    paired: int  # requests scored by both
+    agreement: float | None
+    acted: int  # requests the candidate answered (limited)
+    accuracy: Paired
+    windows: pd.DataFrame  # per window: paired, agreement, labelled, production/candidate accuracy, difference, low, high
+
+
+@dataclass(frozen=True)
+class Check:
+    criterion: str
+    met: bool
+    value: str
+
+
+@dataclass(frozen=True)
+class Gate:
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.met for c in self.checks)
+
+
+def paired_accuracy(production_right: np.ndarray, candidate_right: np.ndarray) -> Paired:
+    """Accuracy of each on the same images and a 95% interval for the difference: Wald on the paired counts
+    with half a pseudo-count in each cell (Agresti and Min 2005), so no interval is ever a single point."""
+    a, b = np.asarray(production_right, bool), np.asarray(candidate_right, bool)
+    n = len(a)
+    if n == 0:
+        return Paired(0, None, None, None, None, None)
+    only_production, only_candidate = float((a & ~b).sum()) + 0.5, float((~a & b).sum()) + 0.5
+    total = n + 2.0
+    centre = (only_candidate - only_production) / total
+    var = ((only_production + only_candidate) - (only_candidate - only_production) ** 2 / total) / total**2
+    half = Z95 * float(np.sqrt(max(var, 0.0)))
+    return Paired(n, float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), centre - half, centre + half)
+
+
+def _pairs(ws: Workspace, candidate: str, production: str | None, window: str) -> pd.DataFrame:
+    """Every request both models scored: its window, each model's class, whether the candidate acted, the truth."""
+    if window not in ("hour", "day", "week"):
+        raise ValueError(f"window must be hour, day or week, not {window!r}")  # pages and the CLI offer only these
+    with store.connect(ws) as con:
+        return con.execute(
+            f"""
+            WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id),
+            c AS (SELECT * FROM predictions WHERE model_version = ? AND stage IN ('shadow', 'limited')),
+            p AS (SELECT * FROM predictions WHERE coalesce(stage, 'production') = 'production'
+                  AND (? IS NULL OR model_version = ?))
+            SELECT date_trunc('{window}', p.ts) AS "window", p.id AS production_id, c.id AS candidate_id,
+                   p.model_version AS production_version, p.predicted AS production_label, c.predicted AS candidate_label,
+                   c.served AS acted, coalesce(f1.label, f2.label) AS truth, p.ts, p.name, p.image_path
+            FROM p JOIN c ON c.request_id = p.request_id
+            LEFT JOIN fb f1 ON f1.prediction_id = p.id LEFT JOIN fb f2 ON f2.prediction_id = c.id
+            ORDER BY p.ts
+            """,
+            [candidate, production, production],
+        ).df()
+
+
+def compare(ws: Workspace, candidate: str, production: str | None = None, window: str = "day") -> Comparison:
+    """The candidate against production (any production version it ran beside, unless one is named)."""
+    pairs = _pairs(ws, candidate, production, window)
+    agree = (pairs["production_label"] == pairs["candidate_label"]).to_numpy()
+    rows = []
+    for start, part in pairs.groupby("window", sort=True):
+        acc = _accuracy(part)
+        same = (part["production_label"] == part["candidate_label"]).mean()
+        rows.append({"window": start, "paired": len(part), "agreement": float(same), **asdict(acc)})
+    names = sorted(set(pairs["production_version"])) if len(pairs) else [production or ""]
+    return Comparison(
+        candidate,
+        production or ", ".join(names),
+        len(pairs),
+        float(agree.mean()) if len(pairs) else None,
+        int(pairs["acted"].fillna(False).astype(bool).sum()),
+        _accuracy(pairs),
+        pd.DataFrame(rows, columns=["window", "paired", "agreement", *Paired.__dataclass_fields__]),
+    )
+
+
+def _accuracy(pairs: pd.DataFrame) -> Paired:
+    labelled = pairs[pairs["truth"].notna()]
+    truth = labelled["truth"].to_numpy(object)
+    return paired_accuracy(
+        labelled["production_label"].to_numpy(object) == truth, labelled["candidate_label"].to_numpy(object) == truth
+    )
+
+
+def gate(c: Comparison, criteria: Criteria = Criteria()) -> Gate:
+    acc = c.accuracy
+    low = acc.low if acc.low is not None else float("-inf")
+    checks = (
+        Check(f"at least {criteria.min_paired} requests scored by both", c.paired >= criteria.min_paired, f"{c.paired}"),
+        Check(
+            f"agreement at least {criteria.min_agreement:.0%}",
+            c.agreement is not None and c.agreement >= criteria.min_agreement,
+            "no requests yet" if c.agreement is None else f"{c.agreement:.1%}",
+        ),
+        Check(
+            f"at least {criteria.min_labelled} of them labelled by a person",
+            acc.labelled >= criteria.min_labelled,
+            f"{acc.labelled}",
+        ),
+        Check(
+            f"accuracy not worse by more than {criteria.margin * 100:.0f} points (95% interval of candidate - production)",
+            acc.labelled >= criteria.min_labelled and low >= -criteria.margin,
+            "no labels yet"
+            if acc.difference is None
+            else f"{acc.difference * 100:+.1f} points ({acc.low * 100:+.1f} to {acc.high * 100:+.1f}); "
+            f"candidate {acc.candidate:.1%} vs production {acc.production:.1%} on {acc.labelled}",
+        ),
+    )
+    return Gate(checks)
+
+
+def figures(c: Comparison, g: Gate) -> dict[str, object]:
+    """What the analyst saw, recorded with a decision."""
+    a = c.accuracy
+    return {
+        "candidate": c.candidate,
+        "production": c.production,
+        "paired": c.paired,
+        "agreement": c.agreement,
+        "acted": c.acted,
+        "labelled": a.labelled,
+        "production_accuracy": a.production,
+        "candidate_accuracy": a.candidate,
+        "difference": a.difference,
+        "difference_low": a.low,
+        "difference_high": a.high,
+        "gate_passed": g.passed,
+        "checks": [asdict(x) for x in g.checks],
+    }
+
+
+def disagreements(ws: Workspace, candidate: str, limit: int = 12) -> pd.DataFrame:
+    """The latest requests where the two models answered differently, with the kept image (disputes are kept)."""
+    pairs = _pairs(ws, candidate, None, "day")
+    differ = pairs[pairs["production_label"] != pairs["candidate_label"]]
+    return differ.sort_values("ts", ascending=False).head(limit).reset_index(drop=True)
+
+
+def comparison_figure(c: Comparison) -> go.Figure:
+    """Per window: agreement, and each model's accuracy on the labelled requests (with the difference's interval)."""
+    w = c.windows
+    titles = ("Agreement between candidate and production", "Accuracy on the same labelled requests")
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=titles)
+    fig.add_trace(go.Scatter(x=w["window"], y=w["agreement"], mode="lines+markers", name="agreement"), row=1, col=1)
+    for name, column, colour in (("production", "production", "#4C78A8"), ("candidate", "candidate", "#F58518")):
+        fig.add_trace(
+            go.Scatter(x=w["window"], y=w[column], mode="lines+markers", name=f"{name} accuracy", line={"color": colour}),
+            row=2,
+            col=1,
+        )
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(tickformat=".0%", row=2, col=1)
+    fig.update_layout(height=460, margin={"t": 40, "b": 10, "l": 10, "r": 10}, legend={"orientation": "h", "y": -0.12})
+    return fig

@@ -1,0 +1,326 @@
+"""The human loop: a review queue of the predictions a person should look at (referred by the policy, flagged
+out of domain, or disputed by a candidate in shadow or limited), labels with their provenance, and reviewed
+production images back into the training data.
+
+Labels no human gave (the model's own predictions) enter the data only when asked explicitly, marked
+`label_source = 'model'`, and training refuses them unless told otherwise: a model trained on its own outputs
+learns its own mistakes (the fastai book's feedback loops).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from core.data import gather
+from core.errors import UserError
+from core.model import registry
+from core.production import prediction_log
+from core.production.prediction_log import NONE_OF_THESE
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+REASONS = ("referred", "out of domain", "disputed")  # why a prediction waits for a person
+
+_PAIRS = """pairs AS (  -- requests scored by production and a candidate: the other model's answer
+    SELECT request_id, count(DISTINCT predicted) > 1 AS disputed,
+           arg_max(CASE WHEN NOT served THEN predicted END, ts) AS other_label,
+           arg_max(CASE WHEN NOT served THEN model_version END, ts) AS other_version
+    FROM predictions WHERE request_id IS NOT NULL GROUP BY request_id HAVING count(*) > 1
+)"""
+_LABELLED = """labelled AS (  -- requests someone already labelled (on any of their predictions)
+    SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM predictions p JOIN feedback f ON f.prediction_id = p.id
+)"""
+_PENDING = f"""WITH {_PAIRS}, {_LABELLED}
+    SELECT p.id, p.ts, p.source, p.name, p.model_version, coalesce(p.stage, 'production') AS stage, p.predicted,
+           p.confidence, p.probs, p.action, p.ood, coalesce(p.referred, FALSE) AS referred,
+           coalesce(d.disputed, FALSE) AS disputed, d.other_label, d.other_version, p.image_path
+    FROM predictions p LEFT JOIN pairs d ON d.request_id = p.request_id
+    WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE))
+      AND coalesce(p.request_id, p.id) NOT IN (SELECT request FROM labelled)"""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    by_reason: dict[str, int]  # a prediction can have several reasons
+    oldest: datetime | None
+    reviewed: int  # labels given through the review queue, ever
+
+
+@dataclass(frozen=True)
+class Item:
+    """One prediction waiting for a person: what the model said and why it waits."""
+
+    id: str
+    ts: datetime
+    source: str
+    name: str
+    version: str
+    stage: str
+    predicted: str
+    confidence: float
+    top: tuple[tuple[str, float], ...]  # the model's three most probable classes
+    action: str
+    reasons: tuple[str, ...]
+    other: str | None  # the other model's answer, when disputed
+    image_path: str | None  # relative to the workspace; None when the image was not kept
+
+
+def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Backlog:
+    with store.reuse(ws, con) as c:
+        n, referred, ood, disputed, oldest = c.execute(
+            f"SELECT count(*), count_if(referred), count_if(ood), count_if(disputed), min(ts) FROM ({_PENDING})"
+        ).fetchone()
+        reviewed = c.execute("SELECT count(*) FROM feedback WHERE source = 'review'").fetchone()[0]
+    by_reason = {"referred": int(referred or 0), "out of domain": int(ood or 0), "disputed": int(disputed or 0)}
+    return Backlog(int(n), by_reason, oldest, int(reviewed))
+
+
+def pending(ws: Workspace, limit: int = 20, offset: int = 0) -> list[Item]:
+    """The queue, oldest first."""
+    with store.connect(ws) as con:
+        frame = con.execute(f"{_PENDING} ORDER BY p.ts, p.id LIMIT ? OFFSET ?", [int(limit), int(offset)]).df()
+    classes: dict[str, tuple[str, ...]] = {}
+    items = []
+    for r in frame.to_dict("records"):
+        names = classes.setdefault(r["model_version"], tuple(registry.read_meta(ws, r["model_version"])["classes"]))
+        probs = np.asarray(r["probs"], float)
+        order = np.argsort(-probs)[:3]
+        reasons = tuple(w for w, on in zip(REASONS, (r["referred"], r["ood"], r["disputed"]), strict=True) if on)
+        items.append(
+            Item(
+                r["id"], r["ts"], r["source"], r["name"], r["model_version"], r["stage"], r["predicted"],
+                float(r["confidence"]), tuple((names[i], float(probs[i])) for i in order), r["action"], reasons,
+                r["other_label"] if isinstance(r["other_label"], str) else None,
+                r["image_path"] if isinstance(r["image_path"], str) else None,
+            )
+        )  # fmt: skip
+    return items
+
+
+def _classes_of(con: duckdb.DuckDBPyConnection, ws: Workspace, prediction_id: str) -> tuple[str, ...]:
+    row = con.execute("SELECT model_version FROM predictions WHERE id = ?", [prediction_id]).fetchone()
+    if row is None:
+        raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
+    return tuple(registry.read_meta(ws, row[0])["classes"])
+
+
+def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None = None) -> None:
+    """A reviewer's answer for one queued prediction: a class, or 'none of these'."""
+    with store.connect(ws) as con:
+        classes = _classes_of(con, ws, prediction_id)
+    prediction_log.add_feedback(ws, prediction_id, answer, classes, "review", (reviewer or "").strip() or None)
+
+
+@dataclass
+class Imported:
+    labelled: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)  # {row, reason}
+
+
+def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Imported:
+    """Labels from elsewhere, as CSV with a header: `prediction_id` (or `sha256`: every prediction of that image)
+    and `label`. Each label lands in feedback with source 'import'; bad rows are reported, the rest kept."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError("The labels file is not UTF-8 text: export it as CSV (comma-separated, UTF-8).") from None
+    reader = csv.DictReader(io.StringIO(text))
+    fields = set(reader.fieldnames or ())
+    if "label" not in fields or not fields & {"prediction_id", "sha256"}:
+        raise UserError(
+            "The labels file needs a header with `label` and `prediction_id` (or `sha256`); found: "
+            f"{', '.join(sorted(fields)) or 'no header'}."
+        )
+    out = Imported()
+    rows: list[tuple[str, str, str]] = []
+    with store.connect(ws) as con:
+        for number, row in enumerate(reader, start=2):
+            key, answer = (row.get("prediction_id") or "").strip(), (row.get("label") or "").strip()
+            sha = (row.get("sha256") or "").strip().lower()
+            found = (
+                con.execute("SELECT id, model_version FROM predictions WHERE id = ?", [key]).fetchall()
+                if key
+                else con.execute(
+                    "SELECT id, model_version FROM predictions WHERE sha256 = ? AND served IS NOT FALSE", [sha]
+                ).fetchall()
+            )
+            if not found:
+                out.failed.append({"row": str(number), "reason": f"no prediction {key or sha!r} in the log"})
+                continue
+            for pid, version in found:
+                classes = registry.read_meta(ws, version)["classes"]
+                if answer not in classes and answer != NONE_OF_THESE:
+                    out.failed.append(
+                        {
+                            "row": str(number),
+                            "reason": f"label {answer!r} is not one of {', '.join(classes)} or {NONE_OF_THESE!r}",
+                        }
+                    )
+                    break
+                rows.append((pid, answer, (row.get("reviewer") or reviewer or "").strip()))
+        if rows:
+            frame = pd.DataFrame(rows, columns=["prediction_id", "label", "reviewer"]).assign(ts=store.now(), source="import")
+            frame["reviewer"] = frame["reviewer"].replace("", None)
+            con.register("imported", frame)
+            con.execute(
+                "INSERT INTO feedback (prediction_id, ts, label, source, reviewer) "
+                "SELECT prediction_id, ts, label, source, reviewer FROM imported"
+            )
+            store.audit(ws, "labels_imported", detail={"labels": len(rows), "failed": len(out.failed)}, con=con)
+    out.labelled = len(rows)
+    return out
+
+
+@dataclass
+class Added:
+    """What adding production images to the data did."""
+
+    added: list[str] = field(default_factory=list)  # new catalog ids
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {source, reason}
+    model_labelled: int = 0  # added with the model's own label (no human confirmed it)
+
+
+_CANDIDATES = """
+    WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source,
+                       arg_max(reviewer, ts) AS reviewer, max(ts) AS labelled_at FROM feedback GROUP BY prediction_id),
+    req AS (SELECT coalesce(p.request_id, p.id) AS request, arg_max(fb.label, fb.labelled_at) AS label,
+                   arg_max(fb.source, fb.labelled_at) AS label_source, arg_max(fb.reviewer, fb.labelled_at) AS reviewer
+            FROM predictions p JOIN fb ON fb.prediction_id = p.id GROUP BY ALL)
+    SELECT p.id, p.name, p.model_version, p.predicted, p.ood, p.image_path, p.source,
+           r.label, r.label_source, r.reviewer
+    FROM predictions p LEFT JOIN req r ON r.request = coalesce(p.request_id, p.id)
+    WHERE p.served IS NOT FALSE AND p.image_path IS NOT NULL
+      AND p.id NOT IN (SELECT prediction_id FROM images WHERE prediction_id IS NOT NULL)
+"""
+
+
+def addable(ws: Workspace, model_labels: bool = False) -> pd.DataFrame:
+    """Production predictions whose image was kept and that a person labelled (or, with model_labels, any
+    in-domain one, labelled by the model), not yet in the data."""
+    with store.connect(ws) as con:
+        frame = con.execute(f"{_CANDIDATES} ORDER BY p.ts, p.id").df()
+    human = frame["label"].notna() & (frame["label_source"] != "simulation")
+    if model_labels:
+        return frame[human | (frame["label"].isna() & ~frame["ood"].astype(bool))]
+    return frame[human]
+
+
+def add_to_data(ws: Workspace, ids: Sequence[str] | None = None, model_labels: bool = False) -> Added:
+    """Reviewed production images into the catalog (source `production`), each with the prediction it came
+    from, the model version that made it, and who labelled it. 'none of these' is not a class: such images
+    are skipped and said so. With model_labels, unlabelled in-domain predictions join too, labelled by the
+    model and marked so: training refuses them until told to accept them."""
+    frame = addable(ws, model_labels)
+    if ids is not None:
+        frame = frame[frame["id"].isin(list(ids))]
+    out = Added()
+    items: list[gather.Incoming] = []
+    for r in frame.to_dict("records"):
+        by_model = not isinstance(r["label"], str)
+        answer = r["predicted"] if by_model else r["label"]
+        if answer == NONE_OF_THESE:
+            out.skipped.append({"source": r["name"], "reason": f"labelled {NONE_OF_THESE!r}: not one of the classes"})
+            continue
+        path = ws.root / r["image_path"]
+        if not path.is_file():
+            out.skipped.append({"source": r["name"], "reason": f"its kept image {r['image_path']} is missing"})
+            continue
+        provenance = {
+            "label_source": "model" if by_model else r["label_source"],
+            "labelled_by": None if by_model or not isinstance(r["reviewer"], str) else r["reviewer"],
+            "prediction_id": r["id"],
+            "model_version": r["model_version"],
+        }
+        source = f"prediction {r['id']} ({r['name']})"
+        items.append(gather.Incoming(gather.file_loader(path), answer, "production", source, provenance=provenance))
+    if items:
+        report = gather.ingest(ws, items)
+        out.added += report.added
+        out.skipped += report.skipped + report.failed
+        with store.connect(ws) as con:
+            placeholders = ", ".join("?" for _ in report.added) or "NULL"
+            out.model_labelled = int(
+                con.execute(
+                    f"SELECT count(*) FROM images WHERE id IN ({placeholders}) AND label_source = 'model'", report.added
+                ).fetchone()[0]
+            )
+    store.audit(
+        ws,
+        "production_images_added",
+        detail={"added": len(out.added), "skipped": len(out.skipped), "model_labelled": out.model_labelled},
+    )
+    return out
+
+
+def model_labelled(ws: Workspace) -> int:
+    """Usable catalog images whose label only a model gave (they would feed the model its own outputs)."""
+    with store.connect(ws) as con:
+        return int(con.execute("SELECT count(*) FROM images WHERE status = 'ok' AND label_source = 'model'").fetchone()[0])
+
+
+def provenance(ws: Workspace) -> pd.DataFrame:
+    """The dataset's make-up: images per origin (how they were gathered) and who gave their labels."""
+    with store.connect(ws) as con:
+        return con.execute(
+            """SELECT source_kind AS origin,
+                      CASE WHEN source_kind <> 'production' THEN 'as gathered (folder, query or upload)'
+                           WHEN label_source = 'model' THEN 'the model (no human confirmed it)'
+                           WHEN label_source = 'review' THEN 'a reviewer'
+                           WHEN label_source = 'import' THEN 'imported labels'
+                           ELSE 'feedback on the Predict page' END AS labelled_by,
+                      label, count(*) AS images
+               FROM images WHERE status = 'ok' GROUP BY ALL ORDER BY origin, labelled_by, label"""
+        ).df()
+
+
+def read_csv_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+
+
+def summary(ws: Workspace, limit: int = 20) -> dict[str, Any]:
+    """The queue as the CLI prints it (--json)."""
+    b = backlog(ws)
+    return {
+        "pending": b.pending,
+        "by_reason": b.by_reason,
+        "oldest": str(b.oldest) if b.oldest else None,
+        "reviewed": b.reviewed,
+        "items": [
+            {
+                "id": i.id,
+                "ts": str(i.ts),
+                "name": i.name,
+                "version": i.version,
+                "stage": i.stage,
+                "predicted": i.predicted,
+                "confidence": i.confidence,
+                "top": [list(t) for t in i.top],
+                "action": i.action,
+                "reasons": list(i.reasons),
+                "other": i.other,
+                "image_path": i.image_path,
+            }
+            for i in pending(ws, limit)
+        ],  # fmt: skip
+        "addable": int(len(addable(ws))),
+        "model_labelled": model_labelled(ws),
+    }
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, default=str)
