@@ -55,6 +55,8 @@ def config_from_args(ws: paths.Workspace, args: argparse.Namespace) -> TrainConf
     cfg = replace(cfg, data=data, **{k: given[k] for k in TRAIN_FLAGS if k in given})
     if given.get("epochs") == "auto":
         cfg = replace(cfg, epochs=None)
+    if args.allow_model_labels:
+        cfg = replace(cfg, allow_model_labels=True)
     return replace(cfg, pretrained=False) if args.random_init else cfg
 
 
@@ -184,6 +186,11 @@ def add_commands(command: Any) -> None:
     t.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
     t.add_argument("--batch-size", type=int, help=f"default {TrainConfig.batch_size}")
     t.add_argument("--promote", action="store_true", help="make the new version the production model")
+    t.add_argument(
+        "--allow-model-labels",
+        action="store_true",
+        help="train on production images only the model labelled (refused by default: a feedback loop)",
+    )
 
     e = command("evaluate", "confusion matrix, per-class metrics, calibration of a model version", cmd_evaluate, print_evaluate)
     e.add_argument("--model", metavar="VERSION", help="default: the production model, else the newest")

@@ -170,6 +170,119 @@ def print_demo(data: dict[str, Any]) -> None:
     print(f"workspace {data['workspace']}: production model {data['production']}, {data['predictions']} logged predictions")
 
 
+def cmd_rollout(args: argparse.Namespace) -> dict[str, Any]:
+    from core.production import rollout
+    from core.workspace import store
+
+    ws = workspaces.resolve(args.workspace)
+    store.init_db(ws)
+    note = args.note or ""
+    if args.shadow:
+        rollout.start(ws, args.shadow, "shadow", note=note)
+    elif args.limited:
+        if args.share is None:
+            raise UserError("--limited needs --share S: the share of requests the candidate answers (0 to 1).")
+        scope = rollout.Scope(args.share, args.min_confidence or 0.0, args.in_domain_only)
+        rollout.start(ws, args.limited, "limited", scope, _decision_figures(ws, args.limited), note)
+    elif args.expand:
+        active = rollout.current(ws)
+        if active is None:
+            raise UserError("No candidate is in shadow or limited: start one (--shadow V) before expanding it.")
+        rollout.expand(ws, _decision_figures(ws, active.candidate), note)
+    elif args.rollback:
+        rollout.rollback(ws, note)
+    return _rollout_status(ws, args.window)
+
+
+def _decision_figures(ws: Any, candidate: str) -> dict[str, Any]:
+    from core.production import gate
+
+    comparison = gate.compare(ws, candidate)
+    return gate.figures(comparison, gate.gate(comparison))
+
+
+def _rollout_status(ws: Any, window: str) -> dict[str, Any]:
+    from core.model import registry
+    from core.production import gate, rollout
+
+    active = rollout.current(ws)
+    out: dict[str, Any] = {
+        "production": registry.production_version(ws),
+        "candidate": active.candidate if active else None,
+        "stage": active.stage if active else None,
+        "scope": active.scope.words() if active and active.stage == "limited" else None,
+        "history": rollout.history(ws)[:10],
+    }
+    if active:
+        comparison = gate.compare(ws, active.candidate, window=window)
+        out["comparison"] = gate.figures(comparison, gate.gate(comparison))
+        out["windows"] = comparison.windows.to_dict("records")
+    return out
+
+
+def print_rollout(data: dict[str, Any]) -> None:
+    print(f"production: {data['production'] or 'none yet'}")
+    if not data["candidate"]:
+        print("no candidate beside production (start one: rollout --shadow VERSION)")
+    else:
+        scope = f", acting on {data['scope']}" if data["scope"] else " (scores every request; never shown or acted on)"
+        print(f"candidate: {data['candidate']} in {data['stage']}{scope}")
+        c = data["comparison"]
+        agreement = "n/a" if c["agreement"] is None else f"{c['agreement']:.1%}"
+        print(f"scored by both: {c['paired']} requests, agreement {agreement}, answered by the candidate: {c['acted']}")
+        print("promotion gate: " + ("met" if c["gate_passed"] else "not met"))
+        for check in c["checks"]:
+            print(f"  [{'x' if check['met'] else ' '}] {check['criterion']}: {check['value']}")
+    for step in data["history"][:5]:
+        print(f"  {step['ts']:%Y-%m-%d %H:%M}  {step['action']:<12} {step['candidate'] or ''}  {step['note'] or ''}")
+
+
+def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
+    from core.production import review
+    from core.workspace import store
+
+    ws = workspaces.resolve(args.workspace)
+    store.init_db(ws)
+    done: dict[str, Any] = {}
+    if args.label:
+        prediction_id, answer = args.label
+        review.label(ws, prediction_id, answer, args.reviewer)
+        done["labelled"] = prediction_id
+    if args.import_csv:
+        imported = review.import_labels(ws, review.read_csv_file(Path(args.import_csv)), args.reviewer)
+        done["imported"] = {"labelled": imported.labelled, "failed": imported.failed}
+    if args.add_to_data:
+        added = review.add_to_data(ws, args.ids, model_labels=args.model_labels)
+        done["added"] = {"images": added.added, "skipped": added.skipped, "model_labelled": added.model_labelled}
+    return {**review.summary(ws, args.limit), "done": done}
+
+
+def print_review(data: dict[str, Any]) -> None:
+    done = data["done"]
+    if "labelled" in done:
+        print(f"labelled {done['labelled']}")
+    if "imported" in done:
+        print(f"imported {done['imported']['labelled']} label(s); {len(done['imported']['failed'])} row(s) refused")
+        for f in done["imported"]["failed"]:
+            print(f"  row {f['row']}: {f['reason']}")
+    if "added" in done:
+        a = done["added"]
+        extra = f" ({a['model_labelled']} labelled only by the model)" if a["model_labelled"] else ""
+        print(f"added {len(a['images'])} production image(s) to the data{extra}; skipped {len(a['skipped'])}")
+        for s in a["skipped"]:
+            print(f"  skipped {s['source']}: {s['reason']}")
+    reasons = ", ".join(f"{k} {v}" for k, v in data["by_reason"].items())
+    oldest = f", oldest {data['oldest']}" if data["oldest"] else ""
+    print(f"review queue: {data['pending']} waiting ({reasons}){oldest}; {data['reviewed']} reviewed so far")
+    for i in data["items"]:
+        top = ", ".join(f"{c} {p:.0%}" for c, p in i["top"])
+        other = f"; candidate says {i['other']}" if i["other"] else ""
+        print(f"  {i['id']}  {i['ts'][:16]}  {i['name']}: {top} -> {i['action']} [{', '.join(i['reasons'])}]{other}")
+    print(f"reviewed images not yet in the data: {data['addable']} (add them: review --add-to-data)")
+    if data["model_labelled"]:
+        print(f"warning: {data['model_labelled']} image(s) in the data carry labels only the model gave")
+
+
 def add_commands(command: Any) -> None:
     d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
     d.add_argument("--days", type=int, default=14, help="days of simulated traffic")
@@ -201,3 +314,43 @@ def add_commands(command: Any) -> None:
     m.add_argument("--size", type=int, default=200, help="with --window predictions: predictions per window (default 200)")
     m.add_argument("--source", action="append", choices=["app", "batch", "simulation"], help="repeatable; default all")
     m.add_argument("--model", metavar="VERSION", help="only this model version's predictions")
+
+    r = command(
+        "rollout",
+        "run a candidate version beside production: shadow, limited, expand, rollback; its comparison and gate",
+        cmd_rollout,
+        print_rollout,
+    )
+    stage = r.add_mutually_exclusive_group()
+    stage.add_argument("--shadow", metavar="VERSION", help="score every request with VERSION too; never shown or acted on")
+    stage.add_argument("--limited", metavar="VERSION", help="VERSION answers a share of requests (with --share)")
+    stage.add_argument("--expand", action="store_true", help="the candidate becomes production (rollback returns)")
+    stage.add_argument("--rollback", action="store_true", help="stop the candidate; without one, production's previous version")
+    stage.add_argument("--status", action="store_true", help="the stage, the comparison and the gate (the default)")
+    r.add_argument("--share", type=float, help="with --limited: share of requests, by image hash (0 to 1)")
+    r.add_argument("--min-confidence", type=float, help="with --limited: the candidate acts only at this confidence or above")
+    r.add_argument("--in-domain-only", action="store_true", help="with --limited: never on inputs it flags out of domain")
+    r.add_argument("--note", help="why: recorded with the decision")
+    r.add_argument("--window", choices=["hour", "day", "week"], default="day")
+
+    v = command(
+        "review",
+        "the review queue (referred, out-of-domain and disputed predictions): list, label, import labels, "
+        "add reviewed images to the data",
+        cmd_review,
+        print_review,
+    )
+    v.add_argument("--limit", type=int, default=20, help="queue items to list (oldest first)")
+    v.add_argument(
+        "--label", nargs=2, metavar=("PREDICTION_ID", "LABEL"), help="label one prediction (a class or 'none of these')"
+    )
+    v.add_argument("--reviewer", help="who labels: recorded with each label")
+    v.add_argument("--import", dest="import_csv", metavar="CSV", help="labels from elsewhere: prediction_id (or sha256), label")
+    v.add_argument("--add-to-data", action="store_true", help="add reviewed production images to the catalog")
+    v.add_argument("--ids", nargs="+", metavar="PREDICTION_ID", help="with --add-to-data: only these")
+    v.add_argument(
+        "--model-labels",
+        action="store_true",
+        help="with --add-to-data: also unreviewed in-domain predictions, labelled by the model (training refuses "
+        "them unless --allow-model-labels)",
+    )

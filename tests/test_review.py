@@ -1,0 +1,220 @@
+"""The review queue, labels with provenance, production images back into the data, the feedback-loop guard,
+and the paired comparison and promotion gate of a candidate."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from core.errors import UserError
+from core.model import registry, runs, scoring
+from core.production import gate, prediction, prediction_log, review, rollout
+from core.production.prediction_log import NONE_OF_THESE
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import TINY, cli, colour_image, derived_version
+
+CLASSES = ("red", "blue", "green")
+
+
+def log_scored(ws: Workspace, n: int, seed: int = 0, keep: bool = False, **changes: object) -> list[prediction.Prediction]:
+    """n real predictions of colour images by production, logged an hour apart (oldest first), images kept only
+    where the queue needs them unless `keep`."""
+    predictor = scoring.load_predictor(ws)
+    items = [(f"s{seed}-{i}.png", colour_image(i % 3, 500 + 100 * seed + i)) for i in range(n)]
+    preds, _ = prediction.predict_images(predictor, items, keep_bytes=True)
+    preds = [dataclasses.replace(p, **{"ood": False, "referred": False, **changes}) for p in preds]
+    start = store.now() - timedelta(days=2)
+    prediction_log.log_predictions(ws, preds, "app", predictor.version, [start + timedelta(hours=i) for i in range(n)], keep)
+    return preds
+
+
+def test_the_queue_holds_referred_out_of_domain_and_disputed_predictions_oldest_first(prod: Workspace) -> None:
+    v1 = registry.production_version(prod)
+    plain = log_scored(prod, 3, seed=1)
+    odd = log_scored(prod, 2, seed=2, ood=True)
+    sent = log_scored(prod, 2, seed=3, referred=True)
+    # a candidate that disagrees on every image, in shadow: its disputes join the queue
+    v2 = derived_version(prod, v1, permute=[1, 2, 0])
+    active = rollout.start(prod, v2, "shadow")
+    scored = rollout.score(
+        scoring.load_predictor(prod), scoring.load_predictor(prod, v2), active, [("d.png", colour_image(0, 9))], keep_bytes=True
+    )
+    prediction_log.log_predictions(prod, scored.logged, "app", v1, keep_images=False)
+
+    b = review.backlog(prod)
+    assert b.pending == 5 and b.reviewed == 0
+    assert b.by_reason == {"referred": 2, "out of domain": 2, "disputed": 1}
+    items = review.pending(prod)
+    queued_ids = [i.id for i in items]
+    assert set(queued_ids) == {p.id for p in odd + sent} | {scored.shown[0].id}
+    assert [i.ts for i in items] == sorted(i.ts for i in items)  # oldest first
+    assert not {p.id for p in plain} & set(queued_ids)
+    disputed = next(i for i in items if i.reasons == ("disputed",))
+    assert disputed.other == scored.logged[1].label and disputed.other != disputed.predicted
+    assert all(i.image_path and (prod.root / i.image_path).is_file() for i in items)  # kept for the reviewer
+    assert items[0].top[0][0] == items[0].predicted and len(items[0].top) == 3
+
+    review.label(prod, items[0].id, "blue", reviewer="ana")
+    assert review.backlog(prod).pending == 4 and review.backlog(prod).reviewed == 1
+    with store.connect(prod) as con:
+        assert con.execute("SELECT label, source, reviewer FROM feedback").fetchall() == [("blue", "review", "ana")]
+    with pytest.raises(UserError, match="not one of the model's classes"):
+        review.label(prod, items[1].id, "purple")
+    with pytest.raises(UserError, match="No prediction 'nope'"):
+        review.label(prod, "nope", "blue")
+
+
+def test_imported_labels_land_with_their_provenance_and_bad_rows_are_reported(prod: Workspace) -> None:
+    preds = log_scored(prod, 3, ood=True)
+    csv = (
+        "prediction_id,sha256,label\n"
+        f"{preds[0].id},,red\n"
+        f",{preds[1].sha256},{NONE_OF_THESE}\n"
+        "missing,,red\n"
+        f"{preds[2].id},,violet\n"
+    ).encode()
+    done = review.import_labels(prod, csv, reviewer="lab")
+    assert done.labelled == 2
+    assert [f["row"] for f in done.failed] == ["4", "5"]
+    assert "no prediction 'missing'" in done.failed[0]["reason"] and "'violet' is not one of" in done.failed[1]["reason"]
+    with store.connect(prod) as con:
+        rows = con.execute("SELECT prediction_id, label, source, reviewer FROM feedback ORDER BY label").fetchall()
+    assert rows == [(preds[1].id, NONE_OF_THESE, "import", "lab"), (preds[0].id, "red", "import", "lab")]
+    assert review.backlog(prod).pending == 1
+    with pytest.raises(UserError, match="needs a header"):
+        review.import_labels(prod, b"id,answer\n1,red\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        review.import_labels(prod, b"\xff\xfe\x00bad")
+
+
+def test_reviewed_images_join_the_data_with_provenance_and_none_of_these_does_not(prod: Workspace) -> None:
+    preds = log_scored(prod, 4, ood=True)
+    review.label(prod, preds[0].id, "red", reviewer="ana")
+    review.label(prod, preds[1].id, NONE_OF_THESE)
+    prediction_log.add_feedback(prod, preds[2].id, "green", CLASSES, source="app")
+    before = len(store.images(prod))
+
+    added = review.add_to_data(prod)
+    assert len(added.added) == 2 and added.model_labelled == 0
+    assert [s["reason"] for s in added.skipped] == [f"labelled {NONE_OF_THESE!r}: not one of the classes"]
+    catalog = store.images(prod)
+    assert len(catalog) == before + 2
+    new = catalog[catalog["source_kind"] == "production"].set_index("prediction_id")
+    assert new.loc[preds[0].id, ["label", "label_source", "labelled_by", "model_version"]].tolist() == [
+        "red", "review", "ana", registry.production_version(prod)
+    ]  # fmt: skip
+    assert new.loc[preds[2].id, ["label", "label_source"]].tolist() == ["green", "app"]
+    assert (prod.root / new.loc[preds[0].id, "path"]).read_bytes() == preds[0].data
+    assert set(new["split"]) <= {"train", "valid", "test"}  # split by hash, as every image
+    assert review.add_to_data(prod).added == []  # nothing twice
+    assert "production_images_added" in set(store.audit_log(prod)["action"])
+    make_up = review.provenance(prod)
+    assert int(make_up[make_up["labelled_by"] == "a reviewer"]["images"].sum()) == 1
+    assert int(make_up[make_up["labelled_by"] == "feedback on the Predict page"]["images"].sum()) == 1
+
+
+def test_model_labels_never_enter_training_silently(prod: Workspace) -> None:
+    log_scored(prod, 6, keep=True)  # in domain, nobody labelled them, images kept
+    assert review.add_to_data(prod).added == []  # without asking, nothing
+    added = review.add_to_data(prod, model_labels=True)
+    assert len(added.added) == 6 and added.model_labelled == 6 and review.model_labelled(prod) == 6
+    catalog = store.images(prod)
+    fitting = catalog["split"].isin(["train", "valid"]) & (catalog["label_source"] == "model")
+    assert fitting.any()  # some landed where training would take them
+    with pytest.raises(UserError, match=r"carry labels only the model gave .* feedback loop"):
+        runs.train_workspace(prod, TINY)
+    with store.connect(prod) as con:
+        assert con.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone()[0] == 0
+    summary = runs.train_workspace(prod, dataclasses.replace(TINY, allow_model_labels=True))
+    assert any("labelled only by the model" in note for note in summary["split_notes"])
+    assert registry.read_meta(prod, summary["version"])["config"]["allow_model_labels"] is True
+
+
+def test_paired_accuracy_interval_matches_a_hand_count() -> None:
+    production = np.array([True] * 80 + [False] * 20)
+    candidate = production.copy()
+    candidate[:5] = False  # 5 that production got right and the candidate not
+    candidate[80:83] = True  # 3 the other way
+    p = gate.paired_accuracy(production, candidate)
+    assert (p.labelled, p.production, p.candidate) == (100, 0.8, 0.78) and p.difference == pytest.approx(-0.02)
+    b, c, n = 5.5, 3.5, 102.0
+    half = gate.Z95 * np.sqrt(((b + c) - (c - b) ** 2 / n) / n**2)
+    assert p.low == pytest.approx((c - b) / n - half) and p.high == pytest.approx((c - b) / n + half)
+    same = gate.paired_accuracy(production, production)
+    assert same.low < 0 < same.high  # never a single point
+    assert gate.paired_accuracy(np.array([], bool), np.array([], bool)).difference is None
+
+
+def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decision(prod: Workspace) -> None:
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1)  # the same weights: agrees everywhere
+    active = rollout.start(prod, v2, "shadow")
+    items = [(f"g{i}.png", colour_image(i % 3, 700 + i)) for i in range(36)]
+    scored = rollout.score(scoring.load_predictor(prod), scoring.load_predictor(prod, v2), active, items)
+    prediction_log.log_predictions(prod, scored.logged, "app", v1, keep_images=False)
+    for p in scored.shown[:31]:
+        prediction_log.add_feedback(prod, p.id, p.label, CLASSES)  # labelled on production's prediction only
+    comparison = gate.compare(prod, v2)
+    assert comparison.paired == 36 and comparison.agreement == 1.0 and comparison.acted == 0
+    assert comparison.accuracy.labelled == 31 and comparison.accuracy.difference == 0.0
+    # identical answers, yet 31 labels only bound the difference to about 6 points (1.96 / 33)
+    assert comparison.accuracy.low == pytest.approx(-gate.Z95 / 33)
+    loose = gate.gate(comparison, gate.Criteria(min_paired=30, min_labelled=30, margin=0.07))
+    assert [c.met for c in loose.checks] == [True, True, True, True] and loose.passed
+    strict = gate.gate(comparison)  # the default asks for 200 requests and a 2-point bound
+    assert not strict.passed and [c.met for c in strict.checks] == [False, True, True, False]
+    assert len(comparison.windows) >= 1 and comparison.windows["paired"].sum() == 36
+
+    rollout.expand(prod, gate.figures(comparison, strict), note="enough")
+    recorded = rollout.history(prod)[0]["figures"]
+    assert recorded["paired"] == 36 and recorded["gate_passed"] is False and len(recorded["checks"]) == 4
+
+
+def test_rollout_and_review_commands(prod: Workspace) -> None:
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1, permute=[1, 2, 0])
+    shadow = cli("rollout", "--workspace", "prod", "--shadow", v2, "--note", "first look", "--json")
+    assert shadow.returncode == 0, shadow.stderr
+    state = json.loads(shadow.stdout)
+    assert (state["candidate"], state["stage"], state["production"]) == (v2, "shadow", v1)
+    assert state["comparison"]["paired"] == 0 and state["comparison"]["gate_passed"] is False
+
+    folder = prod.root.parent / "incoming"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"x{i}.png").write_bytes(colour_image(i, 900 + i))
+    scored = cli("predict", "--workspace", "prod", str(folder), "--json")
+    assert scored.returncode == 0, scored.stderr
+    out = json.loads(scored.stdout)
+    assert out["rollout"] == {"candidate": v2, "stage": "shadow"} and out["logged"] == 6
+    assert all(p["version"] == v1 and p["review"] for p in out["predictions"])  # every one disputed
+
+    queue = json.loads(cli("review", "--workspace", "prod", "--json").stdout)
+    assert queue["pending"] == 3 and queue["by_reason"]["disputed"] == 3
+    first = queue["items"][0]
+    labelled = cli("review", "--workspace", "prod", "--label", first["id"], first["other"], "--reviewer", "bo", "--json")
+    assert labelled.returncode == 0 and json.loads(labelled.stdout)["pending"] == 2
+    added = json.loads(cli("review", "--workspace", "prod", "--add-to-data", "--json").stdout)
+    assert len(added["done"]["added"]["images"]) == 1
+
+    limited = cli("rollout", "--workspace", "prod", "--limited", v2, "--json")
+    assert limited.returncode == 2 and "--share" in limited.stderr
+    assert cli("rollout", "--workspace", "prod", "--limited", v2, "--share", "0.5").returncode == 0
+    status = json.loads(cli("rollout", "--workspace", "prod", "--json").stdout)
+    assert status["stage"] == "limited" and status["comparison"]["paired"] == 3
+    assert cli("rollout", "--workspace", "prod", "--expand").returncode == 0
+    assert registry.production_version(prod) == v2
+    back = json.loads(cli("rollout", "--workspace", "prod", "--rollback", "--json").stdout)
+    assert back["production"] == v1 and [h["action"] for h in back["history"][:4]] == [
+        "rolled_back",
+        "expanded",
+        "limited",
+        "shadow",
+    ]
+    bad = cli("rollout", "--workspace", "prod", "--shadow", "v99")
+    assert bad.returncode == 2 and "No model version 'v99'" in bad.stderr
