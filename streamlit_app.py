@@ -38,6 +38,8 @@ pages = {
     "Production": [
         st.Page("app_pages/predict.py", title="Predict", icon=":material/photo_camera:"),
         st.Page("app_pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
+        st.Page("app_pages/rollout.py", title="Rollout", icon=":material/alt_route:"),
+        st.Page("app_pages/review.py", title="Review", icon=":material/how_to_reg:"),
     ],
 }
-st.navigation(pages, expanded=True).run()  # 15 pages: all visible, no "View more"
+st.navigation(pages, expanded=True).run()  # 17 pages: all visible, no "View more"

@@ -60,6 +60,13 @@ with charts:
     right.plotly_chart(explore.brightness_figure(catalog), key="fig_brightness")
     left.plotly_chart(explore.size_figure(catalog), key="fig_sizes")
     right.plotly_chart(explore.aspect_figure(catalog), key="fig_aspect")
+    make_up = explore.provenance_table(catalog)
+    st.plotly_chart(explore.provenance_figure(make_up), key="fig_provenance")
+    if (make_up["origin"] == "production").any():
+        st.caption(
+            "Production images came back from the review queue (Review page) with the prediction they came from; "
+            "labels only the model gave are refused by training unless allowed."
+        )
 
 with samples:
     left, right = st.columns(2)

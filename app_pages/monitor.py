@@ -90,6 +90,14 @@ if base is not None:
         )
     else:
         m4.metric("Accuracy from feedback, last window", "no feedback")
+reviews = int(win["reviews"].sum())
+if reviews:
+    agreed = float((win["review_agreement"].fillna(0) * win["reviews"]).sum() / reviews)
+    st.caption(
+        f"Reviewers agreed with the model on {agreed:.0%} of the {reviews} prediction(s) they reviewed (Review page). "
+        "These are the hard cases the queue collects (referred, out of domain, disputed), so expect less than the "
+        "model's accuracy on all traffic."
+    )
 spooled = prediction_log.spooled_rows(ws)
 if spooled:
     st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")

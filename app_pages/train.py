@@ -8,6 +8,7 @@ import streamlit as st
 from core.model import backbones, config, datasets, jobs, preview, registry, runs, train_report
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent
+from core.production import review, rollout
 from core.workspace import store
 from ui.common import attempt, current_workspace
 from ui.splits import split_panel
@@ -154,6 +155,15 @@ else:
             lr = found[1]
             st.plotly_chart(train_report.lr_find_figure(lr.rates, lr.losses, lr.suggestion), key="train_lr_chart")
             st.caption(f"Suggested head learning rate: {lr.suggestion:.1e} (set it above).")
+    model_only = review.model_labelled(ws)
+    if model_only:
+        st.warning(
+            f"{model_only} image(s) in the data carry labels only the model gave (production images no person "
+            "confirmed). Training on them teaches the model its own mistakes (a feedback loop): review them on the "
+            "Review page, or allow them for this run."
+        )
+        if st.checkbox("Train on model labels too", key="train_allow_model_labels"):
+            cfg = replace(cfg, allow_model_labels=True)
     if st.button("Start training", type="primary", key="train_start"):
         attempt(lambda: jobs.start(ws, cfg, save_as_defaults=True))
         st.rerun()
@@ -174,14 +184,20 @@ st.dataframe(
     width="stretch",
 )
 st.caption("Test accuracy as trained, on images no step chose on; valid accuracy is optimistic (it chose the epoch).")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 chosen = c1.selectbox("Version", versions["version"].tolist()[::-1], key="train_version")
-if c2.button("Promote to production", key="train_promote"):
+if c2.button("Run beside production in shadow", key="train_shadow", help="Rollout page: compare it on real requests first"):
+    attempt(lambda: rollout.start(ws, chosen, "shadow"))
+    st.session_state["train_message"] = f"{chosen} is in shadow beside production: see the Rollout page."
+    st.rerun()
+if c3.button("Promote to production", key="train_promote"):
     attempt(lambda: registry.promote(ws, chosen))
     st.rerun()
-if c3.button("Roll back production", key="train_rollback"):
+if c4.button("Roll back production", key="train_rollback"):
     attempt(lambda: registry.rollback(ws))
     st.rerun()
+if message := st.session_state.pop("train_message", None):
+    st.success(message)
 picked = st.multiselect(
     "Compare versions", versions["version"].tolist(), default=versions["version"].tolist()[-2:], key="train_compare"
 )

@@ -10,6 +10,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from core.data import explore
 from core.errors import UserError
 from core.model import registry, runs, scoring
 from core.production import gate, prediction, prediction_log, review, rollout
@@ -113,9 +114,11 @@ def test_reviewed_images_join_the_data_with_provenance_and_none_of_these_does_no
     assert set(new["split"]) <= {"train", "valid", "test"}  # split by hash, as every image
     assert review.add_to_data(prod).added == []  # nothing twice
     assert "production_images_added" in set(store.audit_log(prod)["action"])
-    make_up = review.provenance(prod)
+    make_up = explore.provenance_table(store.images(prod))
     assert int(make_up[make_up["labelled_by"] == "a reviewer"]["images"].sum()) == 1
     assert int(make_up[make_up["labelled_by"] == "feedback on the Predict page"]["images"].sum()) == 1
+    gathered = make_up[make_up["origin"] != "production"]
+    assert set(gathered["labelled_by"]) == {"as gathered (folder, query or upload)"} and gathered["images"].sum() == before
 
 
 def test_model_labels_never_enter_training_silently(prod: Workspace) -> None:
@@ -133,6 +136,9 @@ def test_model_labels_never_enter_training_silently(prod: Workspace) -> None:
     summary = runs.train_workspace(prod, dataclasses.replace(TINY, allow_model_labels=True))
     assert any("labelled only by the model" in note for note in summary["split_notes"])
     assert registry.read_meta(prod, summary["version"])["config"]["allow_model_labels"] is True
+    assert runs.config_of(prod, summary["version"]).allow_model_labels is False  # a retrain asks again
+    runs.save_defaults(prod, dataclasses.replace(TINY, allow_model_labels=True))
+    assert runs.defaults(prod).allow_model_labels is False
 
 
 def test_paired_accuracy_interval_matches_a_hand_count() -> None:

@@ -85,3 +85,32 @@ def provenance(row: pd.Series) -> str:
     if row["source_kind"] == "demo":
         return source.replace("sklearn digits ", "digits ")
     return f"{row['source_kind']}: {source.split('/')[-1][-40:]}"
+
+
+LABELLED_BY = {
+    "review": "a reviewer",
+    "app": "feedback on the Predict page",
+    "import": "imported labels",
+    "model": "the model (no person confirmed it)",
+}
+
+
+def provenance_table(catalog: pd.DataFrame) -> pd.DataFrame:
+    """The dataset's make-up: images per origin (how they came in) and who gave their labels, per label."""
+    source = catalog.get("label_source", pd.Series(None, index=catalog.index, dtype=object))
+    labelled_by = source.map(LABELLED_BY).where(catalog["source_kind"] == "production", "as gathered (folder, query or upload)")
+    frame = catalog.assign(origin=catalog["source_kind"], labelled_by=labelled_by.fillna("feedback"))
+    return frame.groupby(["origin", "labelled_by", "label"]).size().rename("images").reset_index()
+
+
+def provenance_figure(table: pd.DataFrame) -> go.Figure:
+    """Images per label, stacked by origin and who labelled them."""
+    stacked = table.assign(provenance=table["origin"] + " · labelled by " + table["labelled_by"])
+    fig = px.bar(stacked, x="label", y="images", color="provenance", title="Where the images and their labels came from")
+    fig.update_layout(
+        xaxis={"type": "category"},
+        height=340,
+        margin={"t": 40, "b": 10, "l": 10, "r": 10},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig

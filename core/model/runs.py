@@ -130,15 +130,16 @@ def config_of(ws: Workspace, version: str) -> TrainConfig:
 
 
 def config_from(saved: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from its JSON form; fields this version of the code does not know are ignored."""
+    """A TrainConfig from its JSON form; fields this version of the code does not know are ignored, and the
+    permission to train on model labels is never inherited (each run asks for it)."""
     data_fields = {f.name for f in fields(config.DataConfig)}
-    train_fields = {f.name for f in fields(TrainConfig)} - {"data"}
+    train_fields = {f.name for f in fields(TrainConfig)} - {"data", "allow_model_labels"}
     data = replace(config.DataConfig(), **{k: v for k, v in saved.get("data", {}).items() if k in data_fields})
     return replace(TrainConfig(data=data), **{k: v for k, v in saved.items() if k in train_fields})
 
 
 def save_defaults(ws: Workspace, cfg: TrainConfig) -> None:
-    store.set_setting(ws, "train_defaults", asdict(cfg))
+    store.set_setting(ws, "train_defaults", asdict(replace(cfg, allow_model_labels=False)))
 
 
 @dataclass(frozen=True)

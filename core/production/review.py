@@ -270,21 +270,6 @@ def model_labelled(ws: Workspace) -> int:
         return int(con.execute("SELECT count(*) FROM images WHERE status = 'ok' AND label_source = 'model'").fetchone()[0])
 
 
-def provenance(ws: Workspace) -> pd.DataFrame:
-    """The dataset's make-up: images per origin (how they were gathered) and who gave their labels."""
-    with store.connect(ws) as con:
-        return con.execute(
-            """SELECT source_kind AS origin,
-                      CASE WHEN source_kind <> 'production' THEN 'as gathered (folder, query or upload)'
-                           WHEN label_source = 'model' THEN 'the model (no human confirmed it)'
-                           WHEN label_source = 'review' THEN 'a reviewer'
-                           WHEN label_source = 'import' THEN 'imported labels'
-                           ELSE 'feedback on the Predict page' END AS labelled_by,
-                      label, count(*) AS images
-               FROM images WHERE status = 'ok' GROUP BY ALL ORDER BY origin, labelled_by, label"""
-        ).df()
-
-
 def read_csv_file(path: Path) -> bytes:
     try:
         return path.read_bytes()

@@ -62,10 +62,12 @@ def logged(f: LogFilter) -> tuple[str, list[object]]:
 
 
 def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
-    """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy."""
+    """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy, and how often
+    reviewers agreed with the model on the predictions they reviewed (the queue's: referred, OOD, disputed)."""
     cte, params = logged(f)
     sql = f"""
-        WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id)
+        WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
+                           FROM feedback GROUP BY prediction_id)
         SELECT p."window",
                count(*) AS predictions,
                avg(p.confidence) AS mean_confidence,
@@ -76,7 +78,9 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
                quantile_cont(p.latency_ms, 0.5) AS latency_p50_ms,
                count(fb.label) AS feedback,
                avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = p.predicted THEN 1 ELSE 0 END) AS feedback_accuracy,
-               avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = ? THEN 1 ELSE 0 END) AS feedback_none_share
+               avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = ? THEN 1 ELSE 0 END) AS feedback_none_share,
+               count_if(fb.source = 'review') AS reviews,
+               avg(CASE WHEN fb.source = 'review' THEN (fb.label = p.predicted)::INTEGER END) AS review_agreement
         FROM logged p LEFT JOIN fb ON fb.prediction_id = p.id
         GROUP BY ALL ORDER BY "window"
     """

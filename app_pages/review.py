@@ -1,0 +1,93 @@
+"""Review: the predictions a person should look at (referred by the policy, out of domain, or disputed by a
+candidate), oldest first, labelled with one click; labels from elsewhere; reviewed images back into the data."""
+
+from datetime import datetime
+
+import streamlit as st
+
+from core.production import review
+from core.production.prediction_log import NONE_OF_THESE
+from core.workspace import store
+from ui.common import attempt, current_workspace, thumbnails
+
+PAGE = 6  # queue items shown at once
+
+ws = current_workspace()
+st.title("Review")
+st.caption(
+    "Predictions wait here when the decision policy referred them to a person, when the model flagged the image as "
+    "out of domain, or when a candidate in shadow or limited answered differently from production. Each label is "
+    "recorded as feedback with who gave it; reviewed images can then join the training data."
+)
+if message := st.session_state.pop("review_message", None):
+    st.success(message)
+
+backlog = review.backlog(ws)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Waiting", f"{backlog.pending:,}")
+age = store.now() - backlog.oldest if isinstance(backlog.oldest, datetime) else None
+m2.metric("Oldest waiting", "–" if age is None else f"{age.days} d {age.seconds // 3600} h")
+m3.metric("Reviewed so far", f"{backlog.reviewed:,}")
+m4.metric("Why", ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) or "–")
+
+reviewer = st.text_input("Your name (recorded with each label)", key="review_reviewer")
+items = review.pending(ws, PAGE)
+if not items:
+    st.info("Nothing waits for review.")
+for item in items:
+    with st.container(border=True):
+        left, right = st.columns([1, 2])
+        if item.image_path and (ws.root / item.image_path).is_file():
+            left.image(thumbnails([ws.root / item.image_path], 320)[0], caption=item.name, width="stretch")
+        else:
+            left.write(f"{item.name}: the image was not kept.")
+        with right:
+            top = " · ".join(f"**{c}** {p:.0%}" for c, p in item.top)
+            st.markdown(f"Model {item.version}: {top}  \nAction taken: **{item.action}**")
+            why = ", ".join(item.reasons)
+            other = f"; the other model said **{item.other}**" if item.other else ""
+            st.caption(f"{item.ts:%Y-%m-%d %H:%M} · {item.source} · waiting because: {why}{other}")
+            st.markdown("What is it?")
+            choices = [c for c, _ in sorted(item.top)] + [NONE_OF_THESE]
+            buttons = st.columns(len(choices))
+            for cell, choice in zip(buttons, choices, strict=True):
+                if cell.button(choice, key=f"review_{item.id}_{choice}"):
+                    attempt(lambda i=item, c=choice: review.label(ws, i.id, c, reviewer))
+                    st.session_state["review_message"] = f"Recorded {item.name} as {choice}."
+                    st.rerun()
+if backlog.pending > PAGE:
+    st.caption(f"{backlog.pending - PAGE} more wait after these (oldest first).")
+
+st.divider()
+st.subheader("Into the training data")
+ready = review.addable(ws)
+model_only = review.model_labelled(ws)
+st.write(
+    f"{len(ready)} labelled production image(s) are not in the data yet. They join with their provenance: the "
+    "prediction they came from, the model version, and who labelled them (source `production` on Explore)."
+)
+if st.button(f"Add {len(ready)} image(s) to the data", key="review_add", disabled=ready.empty):
+    added = attempt(lambda: review.add_to_data(ws))
+    st.session_state["review_message"] = (
+        f"Added {len(added.added)} image(s) to the data; skipped {len(added.skipped)}"
+        + (": " + "; ".join(f"{s['source']}: {s['reason']}" for s in added.skipped[:5]) if added.skipped else ".")
+        + " Retrain on the Train page, then run the new version in shadow on Rollout."
+    )
+    st.rerun()
+if model_only:
+    st.warning(
+        f"{model_only} image(s) in the data carry labels only the model gave: training refuses them unless allowed "
+        "(a model trained on its own answers learns its own mistakes)."
+    )
+
+with st.expander("Labels from elsewhere (CSV)"):
+    st.caption("A header with `label` and `prediction_id` (from `python -m core review --json`) or `sha256` of the image.")
+    upload = st.file_uploader("Labels file", type=["csv"], key="review_csv")
+    if upload is not None and st.button("Import labels", key="review_import"):
+        done = attempt(lambda: review.import_labels(ws, upload.getvalue(), reviewer))
+        st.session_state["review_message"] = f"Imported {done.labelled} label(s)." + (
+            f" {len(done.failed)} row(s) refused: " + "; ".join(f"row {f['row']}: {f['reason']}" for f in done.failed[:5])
+            if done.failed
+            else ""
+        )
+        st.rerun()

@@ -1,0 +1,137 @@
+"""Rollout: a candidate version beside production, as the fastai book's "How to avoid disaster" lays it out:
+shadow (it scores every request, never shown), limited (it answers a share), expanded (it becomes production),
+with the comparison on the same requests, the disagreements as images, and a gate whose criteria are visible."""
+
+import pandas as pd
+import streamlit as st
+
+from core.model import registry
+from core.production import gate, rollout
+from ui.common import attempt, current_workspace, image_grid
+
+ws = current_workspace()
+st.title("Rollout")
+st.caption(
+    "Run a new version in **shadow** first: it scores every request beside production and is never shown or acted on. "
+    "Then let it answer a **limited** share of requests (chosen by image hash, so an image always goes the same way), "
+    "and **expand** it to production when the gate is met; rollback stays one click away. Every step is recorded with "
+    "the figures shown when it was taken."
+)
+if message := st.session_state.pop("rollout_message", None):
+    st.success(message)
+production = registry.production_version(ws)
+if production is None:
+    st.info("No production model yet: train one and promote it on the **Train** page, then run candidates beside it.")
+    st.stop()
+active = rollout.current(ws)
+others = [v for v in registry.list_versions(ws)["version"].tolist()[::-1] if v != production]
+
+
+def limited_controls(key: str, scope: rollout.Scope) -> rollout.Scope:
+    c1, c2, c3 = st.columns(3)
+    share = c1.slider("Share of requests it answers", 0.01, 1.0, scope.share or 0.1, 0.01, key=f"{key}_share")
+    floor = c2.slider("Only at this confidence or above", 0.0, 1.0, scope.min_confidence, 0.05, key=f"{key}_conf")
+    in_domain = c3.checkbox("Only on in-domain inputs", scope.in_domain_only, key=f"{key}_domain")
+    return rollout.Scope(float(share), float(floor), bool(in_domain))
+
+
+if active is None:
+    st.subheader(f"Production {production} answers every request")
+    if not others:
+        st.info("Train another version on the **Train** page to run it beside production.")
+    else:
+        candidate = st.selectbox("Candidate version", others, key="rollout_candidate")
+        stage = st.radio("Stage", ["shadow", "limited"], horizontal=True, key="rollout_stage")
+        scope = limited_controls("rollout_start", rollout.Scope()) if stage == "limited" else rollout.Scope()
+        note = st.text_input("Why (recorded with the decision)", key="rollout_start_note")
+        if st.button(f"Start {candidate} in {stage}", type="primary", key="rollout_start"):
+            attempt(lambda: rollout.start(ws, candidate, stage, scope, note=note))
+            st.session_state["rollout_message"] = f"{candidate} is in {stage} beside {production}."
+            st.rerun()
+    if st.button("Roll back production to the version before it", key="rollout_back_production"):
+        result = attempt(lambda: rollout.rollback(ws))
+        st.session_state["rollout_message"] = f"Production is {result['production']} again."
+        st.rerun()
+else:
+    where = f"answers {active.scope.words()}" if active.stage == "limited" else "scores every request; never shown or acted on"
+    st.subheader(f"Candidate {active.candidate} in {active.stage} beside production {production}")
+    st.caption(f"Since {active.since:%Y-%m-%d %H:%M}; it {where}.")
+    window = st.segmented_control("Window", ["hour", "day", "week"], default="day", key="rollout_window") or "day"
+    comparison = attempt(lambda: gate.compare(ws, active.candidate, window=window))
+    acc = comparison.accuracy
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Scored by both", f"{comparison.paired:,}")
+    m2.metric("Agreement", "–" if comparison.agreement is None else f"{comparison.agreement:.1%}")
+    m3.metric("Labelled by people", f"{acc.labelled:,}")
+    m4.metric(
+        "Accuracy, candidate − production",
+        "–" if acc.difference is None else f"{acc.difference * 100:+.1f} pts",
+        None if acc.low is None else f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f}",
+        delta_color="off",
+    )
+    checks = gate.gate(comparison)
+    st.markdown("**Promotion gate: " + ("met**" if checks.passed else "not met yet**"))
+    st.dataframe(
+        pd.DataFrame([{"": "✅" if c.met else "❌", "criterion": c.criterion, "now": c.value} for c in checks.checks]),
+        hide_index=True,
+        width="stretch",
+    )
+    if comparison.paired:
+        st.plotly_chart(gate.comparison_figure(comparison), key="rollout_comparison")
+    differ = gate.disagreements(ws, active.candidate)
+    st.markdown(f"**Latest disagreements** ({len(differ)} shown; the images are kept for the review queue)")
+    kept = differ[differ["image_path"].notna()]
+    if kept.empty:
+        st.write("None yet.")
+    else:
+        captions = [f"production {r.production_label} · candidate {r.candidate_label}" for r in kept.itertuples()]
+        image_grid([ws.root / p for p in kept["image_path"]], captions, columns=6)
+
+    st.divider()
+    note = st.text_input("Why (recorded with the decision and the figures above)", key="rollout_note")
+    figures = gate.figures(comparison, checks)
+    left, middle, right = st.columns(3)
+    with left:
+        st.markdown("**Limited**")
+        scope = limited_controls("rollout_limited", active.scope if active.stage == "limited" else rollout.Scope())
+        if st.button("Let it answer this share", key="rollout_limit"):
+            attempt(lambda: rollout.start(ws, active.candidate, "limited", scope, figures, note))
+            st.session_state["rollout_message"] = f"{active.candidate} now answers {scope.words()}."
+            st.rerun()
+    with middle:
+        st.markdown("**Expand**")
+        anyway = True
+        if not checks.passed:
+            anyway = st.checkbox("Expand although the gate is not met", key="rollout_anyway")
+        if st.button(f"Make {active.candidate} production", type="primary", key="rollout_expand", disabled=not anyway):
+            attempt(lambda: rollout.expand(ws, figures, note))
+            st.session_state["rollout_message"] = f"{active.candidate} is production; rollback returns {production}."
+            st.rerun()
+    with right:
+        st.markdown("**Roll back**")
+        if st.button(f"Stop {active.candidate}", key="rollout_stop"):
+            attempt(lambda: rollout.rollback(ws, note))
+            st.session_state["rollout_message"] = f"{active.candidate} stopped: production {production} answers alone."
+            st.rerun()
+
+steps = rollout.history(ws)
+if steps:
+    with st.expander(f"History ({len(steps)} decisions)", expanded=False):
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "when": s["ts"],
+                        "decision": s["action"],
+                        "candidate": s["candidate"],
+                        "production": s["production"],
+                        "gate met": None if not s["figures"] else s["figures"].get("gate_passed"),
+                        "agreement": None if not s["figures"] else s["figures"].get("agreement"),
+                        "why": s["note"],
+                    }
+                    for s in steps
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
