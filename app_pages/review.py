@@ -62,9 +62,11 @@ st.divider()
 st.subheader("Into the training data")
 ready = review.addable(ws)
 model_only = review.model_labelled(ws)
+held = review.held_back(ws)
 st.write(
-    f"{len(ready)} labelled production image(s) are not in the data yet. They join with their provenance: the "
-    "prediction they came from, the model version, and who labelled them (source `production` on Explore)."
+    f"{len(ready)} labelled production image(s) are ready to join the data, with their provenance: the prediction "
+    "they came from, the model version, and who labelled them (source `production` on Explore)."
+    + (" Not joining: " + "; ".join(f"{n} {why}" for why, n in held.items()) + "." if held else "")
 )
 if st.button(f"Add {len(ready)} image(s) to the data", key="review_add", disabled=ready.empty):
     added = attempt(lambda: review.add_to_data(ws))

@@ -100,9 +100,9 @@ def test_reviewed_images_join_the_data_with_provenance_and_none_of_these_does_no
     prediction_log.add_feedback(prod, preds[2].id, "green", CLASSES, source="app")
     before = len(store.images(prod))
 
+    assert review.held_back(prod) == {f"labelled {NONE_OF_THESE!r}: not one of the classes": 1}
     added = review.add_to_data(prod)
-    assert len(added.added) == 2 and added.model_labelled == 0
-    assert [s["reason"] for s in added.skipped] == [f"labelled {NONE_OF_THESE!r}: not one of the classes"]
+    assert len(added.added) == 2 and added.model_labelled == 0 and added.skipped == []
     catalog = store.images(prod)
     assert len(catalog) == before + 2
     new = catalog[catalog["source_kind"] == "production"].set_index("prediction_id")
@@ -113,6 +113,16 @@ def test_reviewed_images_join_the_data_with_provenance_and_none_of_these_does_no
     assert (prod.root / new.loc[preds[0].id, "path"]).read_bytes() == preds[0].data
     assert set(new["split"]) <= {"train", "valid", "test"}  # split by hash, as every image
     assert review.add_to_data(prod).added == []  # nothing twice
+    asked = review.add_to_data(prod, ids=[preds[1].id])
+    assert asked.added == [] and [s["reason"] for s in asked.skipped] == [f"labelled {NONE_OF_THESE!r}: not one of the classes"]
+    # a labelled production image whose bytes are already in the data (a replayed training photo) stays out
+    catalog_bytes = (prod.root / store.images(prod)["path"].iloc[0]).read_bytes()
+    predictor = scoring.load_predictor(prod)
+    copy, _ = prediction.predict_images(predictor, [("copy.png", catalog_bytes)], keep_bytes=True)
+    prediction_log.log_predictions(prod, [dataclasses.replace(copy[0], ood=True)], "app", predictor.version)
+    review.label(prod, copy[0].id, "red")
+    assert review.held_back(prod)["already in the data (the same bytes)"] == 1
+    assert review.add_to_data(prod).added == []
     assert "production_images_added" in set(store.audit_log(prod)["action"])
     make_up = explore.provenance_table(store.images(prod))
     assert int(make_up[make_up["labelled_by"] == "a reviewer"]["images"].sum()) == 1

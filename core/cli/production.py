@@ -278,7 +278,11 @@ def print_review(data: dict[str, Any]) -> None:
         top = ", ".join(f"{c} {p:.0%}" for c, p in i["top"])
         other = f"; candidate says {i['other']}" if i["other"] else ""
         print(f"  {i['id']}  {i['ts'][:16]}  {i['name']}: {top} -> {i['action']} [{', '.join(i['reasons'])}]{other}")
-    print(f"reviewed images not yet in the data: {data['addable']} (add them: review --add-to-data)")
+    held = "; ".join(f"{n} {why}" for why, n in data["held_back"].items())
+    print(
+        f"reviewed images ready to join the data: {data['addable']} (review --add-to-data)"
+        + (f"; not joining: {held}" if held else "")
+    )
     if data["model_labelled"]:
         print(f"warning: {data['model_labelled']} image(s) in the data carry labels only the model gave")
 

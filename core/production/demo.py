@@ -1,21 +1,41 @@
-"""The ready demo `make run` opens: digits, a trained production model, and two simulated weeks of traffic."""
+"""The ready demo `make run` opens, as a worked example every page can show: digits, an objective, levers with
+a utility matrix, a trained production model with an accepted policy, a week of simulated traffic, a few
+items reviewed from the queue, a retrained candidate in shadow over the second (drifting) week, and its
+comparison with production on the same requests.
+
+Everything here is simulated and says so: the traffic replays held-out test images (and shifted copies and
+line drawings), the reviewer is the simulator's truth under the name "simulated reviewer".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from core.data import gather
+from core.drivetrain import accepted, levers, objective, optimizer
 from core.model import registry, runs
-from core.production import prediction_log, traffic
+from core.production import prediction_log, review, rollout, traffic
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 
 Say = Callable[[str], None]
+REVIEWER = "simulated reviewer"
+REVIEWED = 5  # queue items the demo reviews (from the simulator's truth)
+OBJECTIVE = objective.Objective(
+    statement="Route scanned handwritten digits on forms without a clerk reading each one; never misfile silently.",
+    decision="For each scan: file it under the digit read, or send it to a clerk.",
+    affected="Applicants whose forms are misfiled; the clerks who read what the model sends them.",
+    success="Misfiled scans per 1,000 (target below 5) and clerk minutes per day.",
+)
 
 
 def prepare_demo(name: str = "demo", days: int = 14, say: Say = print) -> dict[str, Any]:
-    """Each missing step only: gather the digits, train and promote a model, simulate `days` of traffic."""
+    """Each missing step only: gather the digits, train and promote a model, state the objective and levers,
+    accept a policy; then, on an empty log, simulate the first half of `days`, review a few queue items,
+    retrain a candidate, put it in shadow and simulate the second half."""
     done: dict[str, Any] = {"workspace": name}
     ws: Workspace = workspaces.resolve(name, create=True)
     if not store.label_counts(ws):
@@ -26,10 +46,61 @@ def prepare_demo(name: str = "demo", days: int = 14, say: Say = print) -> dict[s
         summary = runs.train_workspace(ws, runs.defaults(ws))
         registry.promote(ws, summary["version"])
         done["trained"] = {k: summary[k] for k in ("version", "valid_accuracy", "wall_seconds")}
+    production = registry.production_version(ws)
+    if not objective.load_objective(ws).complete:
+        objective.save_objective(ws, OBJECTIVE)
+    classes = registry.read_meta(ws, production)["classes"]
+    if not levers.load_utility(ws, classes)[1]:
+        levers.save_utility(ws, levers.default_utility(classes))
+    if accepted.active(ws, production) is None:
+        say("demo: choosing and accepting a decision policy")
+        accept_policy(ws, production)
     if prediction_log.count(ws) == 0:
-        say(f"demo: simulating {days} days of production traffic")
-        result = traffic.replay_traffic(ws, traffic.TrafficConfig(days=days, shift_day=days // 2))
-        done["simulated"] = {k: result[k] for k in ("predictions", "feedback", "start", "end")}
+        done.update(history(ws, production, days, say))
     done["production"] = registry.production_version(ws)
     done["predictions"] = prediction_log.count(ws)
     return done
+
+
+def accept_policy(ws: Workspace, version: str) -> str:
+    """The optimizer's policy for version under the workspace's utility matrix, accepted."""
+    v = optimizer.validation(ws, version)
+    u = levers.load_utility(ws, v.classes)[0]
+    return accepted.accept_search(ws, version, optimizer.optimize(u, v), u)
+
+
+def history(ws: Workspace, production: str, days: int, say: Say) -> dict[str, Any]:
+    """Two halves of simulated traffic with the human loop in between: reviews, a retrained candidate in shadow."""
+    first = max(days // 2, 1)
+    second = max(days - first, 1)
+    today = store.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    say(f"demo: simulating {first} days of production traffic")
+    before = traffic.replay_traffic(ws, traffic.TrafficConfig(days=first, shift_day=first), end=today - timedelta(days=second))
+    reviewed = review_some(ws, REVIEWED)
+    say("demo: retraining a candidate (another seed) and running it in shadow")
+    summary = runs.train_workspace(ws, replace(runs.defaults(ws), seed=7))
+    candidate = summary["version"]
+    accept_policy(ws, candidate)
+    rollout.start(ws, candidate, "shadow", note="demo: a retrained candidate, compared with production on live traffic")
+    say(f"demo: simulating {second} more days (drifting) with the candidate in shadow")
+    after = traffic.replay_traffic(ws, traffic.TrafficConfig(days=second, shift_day=second // 2, seed=1), end=today)
+    return {
+        "simulated": {"predictions": before["predictions"] + after["predictions"], "start": before["start"], "end": after["end"]},
+        "reviewed": reviewed,
+        "candidate": candidate,
+    }
+
+
+def review_some(ws: Workspace, n: int) -> int:
+    """Label the n oldest queue items with the simulator's truth, as a reviewer would, under a name that says so."""
+    items = review.pending(ws, n)
+    marks = ", ".join("?" for _ in items) or "NULL"
+    with store.connect(ws) as con:
+        rows = con.execute(
+            f"SELECT prediction_id, label FROM simulation_truth WHERE prediction_id IN ({marks})", [i.id for i in items]
+        )
+        truth = dict(rows.fetchall())
+    for item in items:
+        if item.id in truth:
+            review.label(ws, item.id, truth[item.id], REVIEWER)
+    return sum(i.id in truth for i in items)

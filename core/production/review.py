@@ -199,40 +199,54 @@ _CANDIDATES = """
                    arg_max(fb.source, fb.labelled_at) AS label_source, arg_max(fb.reviewer, fb.labelled_at) AS reviewer
             FROM predictions p JOIN fb ON fb.prediction_id = p.id GROUP BY ALL)
     SELECT p.id, p.name, p.model_version, p.predicted, p.ood, p.image_path, p.source,
-           r.label, r.label_source, r.reviewer
+           r.label, r.label_source, r.reviewer, p.sha256 IN (SELECT sha256 FROM images) AS known
     FROM predictions p LEFT JOIN req r ON r.request = coalesce(p.request_id, p.id)
     WHERE p.served IS NOT FALSE AND p.image_path IS NOT NULL
       AND p.id NOT IN (SELECT prediction_id FROM images WHERE prediction_id IS NOT NULL)
 """
 
 
-def addable(ws: Workspace, model_labels: bool = False) -> pd.DataFrame:
+def _candidates(ws: Workspace, model_labels: bool) -> pd.DataFrame:
     """Production predictions whose image was kept and that a person labelled (or, with model_labels, any
-    in-domain one, labelled by the model), not yet in the data."""
+    in-domain one, labelled by the model) and that did not join the data yet; `why_not` says what keeps one
+    out (None: ready)."""
     with store.connect(ws) as con:
         frame = con.execute(f"{_CANDIDATES} ORDER BY p.ts, p.id").df()
     human = frame["label"].notna() & (frame["label_source"] != "simulation")
-    if model_labels:
-        return frame[human | (frame["label"].isna() & ~frame["ood"].astype(bool))]
-    return frame[human]
+    chosen = frame[human | (frame["label"].isna() & ~frame["ood"].astype(bool))] if model_labels else frame[human]
+    why = pd.Series(None, index=chosen.index, dtype=object)
+    why[chosen["known"].astype(bool)] = "already in the data (the same bytes)"
+    why[chosen["label"] == NONE_OF_THESE] = f"labelled {NONE_OF_THESE!r}: not one of the classes"
+    return chosen.assign(why_not=why)
+
+
+def addable(ws: Workspace, model_labels: bool = False) -> pd.DataFrame:
+    """The labelled production images ready to join the data."""
+    frame = _candidates(ws, model_labels)
+    return frame[frame["why_not"].isna()]
+
+
+def held_back(ws: Workspace) -> dict[str, int]:
+    """Labelled production images that will not join the data, counted by reason."""
+    frame = _candidates(ws, False)
+    return {str(k): int(v) for k, v in frame["why_not"].value_counts().items()}
 
 
 def add_to_data(ws: Workspace, ids: Sequence[str] | None = None, model_labels: bool = False) -> Added:
     """Reviewed production images into the catalog (source `production`), each with the prediction it came
-    from, the model version that made it, and who labelled it. 'none of these' is not a class: such images
-    are skipped and said so. With model_labels, unlabelled in-domain predictions join too, labelled by the
-    model and marked so: training refuses them until told to accept them."""
-    frame = addable(ws, model_labels)
-    if ids is not None:
-        frame = frame[frame["id"].isin(list(ids))]
+    from, the model version that made it, and who labelled it. 'none of these' is not a class and the same
+    bytes are never stored twice: such images stay out (said so when asked for by id). With model_labels,
+    unlabelled in-domain predictions join too, labelled by the model and marked so: training refuses them
+    until told to accept them."""
+    frame = _candidates(ws, model_labels)
     out = Added()
+    if ids is not None:  # the ones asked for: each is added or said why not
+        frame = frame[frame["id"].isin(list(ids))]
+        out.skipped += [{"source": r["name"], "reason": r["why_not"]} for r in frame[frame["why_not"].notna()].to_dict("records")]
     items: list[gather.Incoming] = []
-    for r in frame.to_dict("records"):
+    for r in frame[frame["why_not"].isna()].to_dict("records"):
         by_model = not isinstance(r["label"], str)
         answer = r["predicted"] if by_model else r["label"]
-        if answer == NONE_OF_THESE:
-            out.skipped.append({"source": r["name"], "reason": f"labelled {NONE_OF_THESE!r}: not one of the classes"})
-            continue
         path = ws.root / r["image_path"]
         if not path.is_file():
             out.skipped.append({"source": r["name"], "reason": f"its kept image {r['image_path']} is missing"})
@@ -303,6 +317,7 @@ def summary(ws: Workspace, limit: int = 20) -> dict[str, Any]:
             for i in pending(ws, limit)
         ],  # fmt: skip
         "addable": int(len(addable(ws))),
+        "held_back": held_back(ws),
         "model_labelled": model_labelled(ws),
     }
 
