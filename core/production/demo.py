@@ -9,7 +9,7 @@ line drawings), the reviewer is the simulator's truth under the name "simulated 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from core.data import gather
 from core.drivetrain import accepted, levers, objective, optimizer
 from core.model import registry, runs
+from core.model.config import TrainConfig
 from core.production import prediction_log, review, rollout, traffic
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
@@ -32,18 +33,25 @@ OBJECTIVE = objective.Objective(
 )
 
 
-def prepare_demo(name: str = "demo", days: int = 14, say: Say = print) -> dict[str, Any]:
-    """Each missing step only: gather the digits, train and promote a model, state the objective and levers,
-    accept a policy; then, on an empty log, simulate the first half of `days`, review a few queue items,
-    retrain a candidate, put it in shadow and simulate the second half."""
+def prepare_demo(
+    name: str = "demo",
+    days: int = 14,
+    say: Say = print,
+    classes: Sequence[str] | None = None,
+    cfg: TrainConfig | None = None,
+    per_day: int = 60,
+) -> dict[str, Any]:
+    """Each missing step only: gather the digits (all, or `classes`), train and promote a model (the demo's
+    recipe, or `cfg`), state the objective and levers, accept a policy; then, on an empty log, simulate the first
+    half of `days`, review a few queue items, retrain a candidate, put it in shadow and simulate the second half."""
     done: dict[str, Any] = {"workspace": name}
     ws: Workspace = workspaces.resolve(name, create=True)
     if not store.label_counts(ws):
         say("demo: writing the bundled digits")
-        done["images"] = len(gather.add_demo(ws).added)
+        done["images"] = len(gather.add_demo(ws, classes).added)
     if registry.production_version(ws) is None:
         say("demo: training a model (about 30 s on a laptop CPU)")
-        summary = runs.train_workspace(ws, runs.defaults(ws))
+        summary = runs.train_workspace(ws, cfg or runs.defaults(ws))
         registry.promote(ws, summary["version"])
         done["trained"] = {k: summary[k] for k in ("version", "valid_accuracy", "wall_seconds")}
     production = registry.production_version(ws)
@@ -56,7 +64,7 @@ def prepare_demo(name: str = "demo", days: int = 14, say: Say = print) -> dict[s
         say("demo: choosing and accepting a decision policy")
         accept_policy(ws, production)
     if prediction_log.count(ws) == 0:
-        done.update(history(ws, production, days, say))
+        done.update(history(ws, cfg or runs.defaults(ws), days, per_day, say))
     done["production"] = registry.production_version(ws)
     done["predictions"] = prediction_log.count(ws)
     return done
@@ -69,21 +77,23 @@ def accept_policy(ws: Workspace, version: str) -> str:
     return accepted.accept_search(ws, version, optimizer.optimize(u, v), u)
 
 
-def history(ws: Workspace, production: str, days: int, say: Say) -> dict[str, Any]:
+def history(ws: Workspace, cfg: TrainConfig, days: int, per_day: int, say: Say) -> dict[str, Any]:
     """Two halves of simulated traffic with the human loop in between: reviews, a retrained candidate in shadow."""
     first = max(days // 2, 1)
     second = max(days - first, 1)
     today = store.now().replace(hour=0, minute=0, second=0, microsecond=0)
     say(f"demo: simulating {first} days of production traffic")
-    before = traffic.replay_traffic(ws, traffic.TrafficConfig(days=first, shift_day=first), end=today - timedelta(days=second))
+    calm = traffic.TrafficConfig(days=first, per_day=per_day, shift_day=first)
+    before = traffic.replay_traffic(ws, calm, end=today - timedelta(days=second))
     reviewed = review_some(ws, REVIEWED)
-    say("demo: retraining a candidate (another seed) and running it in shadow")
-    summary = runs.train_workspace(ws, replace(runs.defaults(ws), seed=7))
+    say("demo: retraining a candidate (the next seed) and running it in shadow")
+    summary = runs.train_workspace(ws, replace(cfg, seed=cfg.seed + 1))
     candidate = summary["version"]
     accept_policy(ws, candidate)
     rollout.start(ws, candidate, "shadow", note="demo: a retrained candidate, compared with production on live traffic")
     say(f"demo: simulating {second} more days (drifting) with the candidate in shadow")
-    after = traffic.replay_traffic(ws, traffic.TrafficConfig(days=second, shift_day=second // 2, seed=1), end=today)
+    drifting = traffic.TrafficConfig(days=second, per_day=per_day, shift_day=second // 2, seed=1)
+    after = traffic.replay_traffic(ws, drifting, end=today)
     return {
         "simulated": {"predictions": before["predictions"] + after["predictions"], "start": before["start"], "end": after["end"]},
         "reviewed": reviewed,
