@@ -30,8 +30,10 @@ m2.metric("Oldest waiting", "–" if age is None else f"{age.days} d {age.second
 m3.metric("Reviewed so far", f"{backlog.reviewed:,}")
 m4.metric("Why", ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) or "–")
 
-reviewer = st.text_input("Your name (recorded with each label)", key="review_reviewer")
-items = review.pending(ws, PAGE)
+left, right = st.columns([2, 1])
+reviewer = left.text_input("Your name (recorded with each label)", key="review_reviewer")
+order = right.segmented_control("Order", ["Oldest first", "Newest first"], default="Oldest first", key="review_order")
+items = review.pending(ws, PAGE, newest_first=order == "Newest first")
 if not items:
     st.info("Nothing waits for review.")
 for item in items:
@@ -56,7 +58,7 @@ for item in items:
                     st.session_state["review_message"] = f"Recorded {item.name} as {choice}."
                     st.rerun()
 if backlog.pending > PAGE:
-    st.caption(f"{backlog.pending - PAGE} more wait after these (oldest first).")
+    st.caption(f"{backlog.pending - PAGE} more wait after these.")
 
 st.divider()
 st.subheader("Into the training data")

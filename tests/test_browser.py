@@ -281,7 +281,8 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
     shot(page, "16-levers")
     from core.drivetrain import levers
-    from core.workspace import workspaces
+    from core.model import registry
+    from core.workspace import store, workspaces
 
     monkeypatch.setenv("IMAGEDP_DATA_ROOT", str(data_root))
     saved, ok = levers.load_utility(workspaces.resolve("demo"), [*DIGITS, "cat", "dog"])
@@ -334,6 +335,57 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     shot(page, "20b-monitor-alert")
     page.get_by_text("Accuracy without labels").scroll_into_view_if_needed()
     shot(page, "20c-monitor-estimates")
+
+    # the human loop: review three queued images, add them to the data, retrain, shadow, expand
+    page.get_by_role("link", name="Review").click()
+    page.get_by_text("Oldest waiting").wait_for()
+    page.get_by_role("textbox", name="Your name (recorded with each label)").fill("walker")
+    page.keyboard.press("Enter")
+    idle(page)
+    page.get_by_text("Newest first", exact=True).click()  # the drifting days: new images, not replays of the data
+    idle(page)
+    for _ in range(3):
+        page.locator("[class*='st-key-review_'] button").first.click()
+        page.get_by_text("Recorded").wait_for()
+        idle(page)
+    no_exception(page)
+    shot(page, "22-review")
+    page.get_by_role("button", name=re.compile(r"^Add [1-9]\d* image\(s\) to the data$")).click()
+    page.get_by_text(re.compile(r"^Added [1-9]\d* image\(s\) to the data")).wait_for()
+    no_exception(page)
+    catalog = store.images(workspaces.resolve("demo"))
+    joined = catalog[catalog["source_kind"] == "production"]
+    assert 1 <= len(joined) <= 3 and set(joined["labelled_by"]) == {"walker"} and set(joined["label_source"]) == {"review"}
+
+    page.get_by_role("link", name="Train").click()
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Trained v2").wait_for(timeout=300_000)
+    idle(page)
+    page.get_by_role("button", name="Run beside production in shadow").click()
+    page.get_by_text("v2 is in shadow beside production").wait_for()
+    no_exception(page)
+    assert set(joined["id"]) <= set(registry.read_meta(workspaces.resolve("demo"), "v2")["train_ids"]) | set(
+        registry.read_meta(workspaces.resolve("demo"), "v2")["valid_ids"]
+    ) | set(catalog[catalog["split"] == "test"]["id"])  # each reviewed image went where its split says
+
+    page.get_by_role("link", name="Monitor").click()
+    page.get_by_text("Simulate more traffic").click()
+    page.get_by_role("button", name="Simulate", exact=True).click()
+    page.get_by_text("Simulated").wait_for(timeout=180_000)
+    page.get_by_role("link", name="Rollout").click()
+    page.get_by_text("Candidate v2 in shadow beside production v1").wait_for()
+    page.locator(".js-plotly-plot").first.wait_for()
+    page.get_by_text("Promotion gate").wait_for()
+    no_exception(page)
+    shot(page, "23-rollout-shadow")
+    if page.get_by_text("Promotion gate: not met yet").count():
+        page.get_by_text("Expand although the gate is not met").click()
+        idle(page)
+    page.get_by_role("button", name="Make v2 production").click()
+    page.get_by_text("v2 is production; rollback returns v1").wait_for()
+    no_exception(page)
+    assert registry.production_version(workspaces.resolve("demo")) == "v2"
+    shot(page, "24-rollout-expanded")
 
     page.get_by_role("link", name="Overview").click()
     page.get_by_text("1. Objective").wait_for()

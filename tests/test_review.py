@@ -54,6 +54,7 @@ def test_the_queue_holds_referred_out_of_domain_and_disputed_predictions_oldest_
     queued_ids = [i.id for i in items]
     assert set(queued_ids) == {p.id for p in odd + sent} | {scored.shown[0].id}
     assert [i.ts for i in items] == sorted(i.ts for i in items)  # oldest first
+    assert [i.id for i in review.pending(prod, newest_first=True)] == queued_ids[::-1]
     assert not {p.id for p in plain} & set(queued_ids)
     disputed = next(i for i in items if i.reasons == ("disputed",))
     assert disputed.other == scored.logged[1].label and disputed.other != disputed.predicted

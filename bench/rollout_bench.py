@@ -1,0 +1,147 @@
+"""Rollout figures: what a candidate in shadow costs the user's request and batch scoring.
+
+    .venv/bin/python bench/rollout_bench.py [--folder ../shared/data/bears_small] [--camera 40] [--rounds 3]
+
+Trains the default recipe on the folder twice (seeds 42 and 43) in a throwaway data root, promotes the first,
+then measures, alternating blocks of 10 uploads so both arms see the same (shared, noisy) machine:
+1. one upload at a time through the Predict page's path (serving settings read, decode, resize, model(s),
+   decide, route, hand to the log writer), production alone against production with the second version in
+   shadow (one decode, a second forward pass, both logged): p50 and p95 per arm and their ratio, per round and
+   as mean (sd) over rounds, on the folder's own files and on camera-sized JPEGs (4000x3000) made from them;
+2. batch scoring of the whole folder through the serving path with logging (rollout.score + log_predictions,
+   as `predict` does), alone and with shadow: images/s.
+The candidate's predictions are logged too (that is part of the cost). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.predict_bench import camera_photos, pct  # noqa: E402
+from core.data import gather, images  # noqa: E402
+from core.model import registry, runs, scoring  # noqa: E402
+from core.production import deployment, prediction_log, rollout  # noqa: E402
+from core.workspace import paths, workspaces  # noqa: E402
+
+
+def two_versions(folder: Path) -> paths.Workspace:
+    ws = workspaces.resolve("rollout-bench", create=True)
+    gather.ingest(ws, gather.folder_items(folder)[0])
+    cfg = runs.defaults(ws)
+    first = runs.train_workspace(ws, cfg)
+    second = runs.train_workspace(ws, replace(cfg, seed=cfg.seed + 1))
+    registry.promote(ws, first["version"])
+    rollout.start(ws, second["version"], "shadow")
+    print(
+        f"production {first['version']} ({first['test_accuracy']:.1%} test accuracy), candidate {second['version']} "
+        f"({second['test_accuracy']:.1%}) in shadow, both at {first['size']} px"
+    )
+    return ws
+
+
+def latency(ws: paths.Workspace, files: list[Path], label: str, rounds: int) -> None:
+    predictor = scoring.load_predictor(ws)
+    serving = deployment.serving(ws, predictor.version)
+    candidate = scoring.load_predictor(ws, serving.rollout.candidate)  # the page keeps it loaded (cache_resource)
+    log = prediction_log.background(ws)
+    items = [(f.name, f.read_bytes()) for f in files]
+
+    def alone(name: str, data: bytes) -> None:
+        s = deployment.serving(ws, predictor.version)  # the page reads it on every upload
+        deployment.score_uploads(predictor, None, replace(s, rollout=None), [(name, data)], log)
+
+    def shadow(name: str, data: bytes) -> None:
+        s = deployment.serving(ws, predictor.version)
+        deployment.score_uploads(predictor, candidate, s, [(name, data)], log)
+
+    for name, data in items[:3]:  # warm-up
+        alone(name, data)
+        shadow(name, data)
+    log.flush()
+    ratios50, ratios95 = [], []
+    print(f"\n1. one upload at a time, {len(items)} {label}, {torch.get_num_threads()} torch threads")
+    for r in range(rounds):
+        times: dict[str, list[float]] = {"alone": [], "shadow": []}
+        block = 10
+        for start in range(0, len(items), block):
+            for arm, fn in (
+                (("alone", alone), ("shadow", shadow))
+                if (start // block + r) % 2 == 0
+                else (("shadow", shadow), ("alone", alone))
+            ):
+                for name, data in items[start : start + block]:
+                    t0 = time.perf_counter()
+                    fn(name, data)
+                    times[arm].append((time.perf_counter() - t0) * 1000)
+                log.flush()  # not timed: the writer's batch must not land in the other arm's block
+        a50, a95, s50, s95 = pct(times["alone"], 50), pct(times["alone"], 95), pct(times["shadow"], 50), pct(times["shadow"], 95)
+        ratios50.append(s50 / a50)
+        ratios95.append(s95 / a95)
+        print(
+            f"   round {r + 1}: production alone p50 {a50:.1f} ms, p95 {a95:.1f} ms; with shadow p50 {s50:.1f} ms, "
+            f"p95 {s95:.1f} ms; ratio p50 {s50 / a50:.2f}x, p95 {s95 / a95:.2f}x"
+        )
+    print(
+        f"   ratio over {rounds} rounds: p50 {np.mean(ratios50):.2f}x (sd {np.std(ratios50, ddof=1) if rounds > 1 else 0:.2f}), "
+        f"p95 {np.mean(ratios95):.2f}x (sd {np.std(ratios95, ddof=1) if rounds > 1 else 0:.2f}); target at most 1.9x"
+    )
+
+
+def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
+    predictor = scoring.load_predictor(ws)
+    active, candidate = rollout.load_candidate(ws, predictor.version)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in images.IMAGE_SUFFIXES)
+    rates = {}
+    for arm in ("alone", "shadow", "alone again"):
+        t0 = time.perf_counter()  # from reading the files, as the command's clock does
+        items = [(str(f), f.read_bytes()) for f in files]
+        on = arm == "shadow"
+        scored = rollout.score(predictor, candidate if on else None, active if on else None, items, batch_size=batch)
+        prediction_log.log_predictions(ws, scored.logged, "batch", predictor.version)
+        rates[arm] = len(scored.shown) / (time.perf_counter() - t0)
+    print(
+        f"\n2. batch scoring {len(files)} files at batch {batch} (read, decode, properties, resize, model(s), route, log): "
+        f"alone {rates['alone']:.0f} and {rates['alone again']:.0f} images/s, with shadow {rates['shadow']:.0f} images/s "
+        f"({rates['shadow'] / np.mean([rates['alone'], rates['alone again']]):.0%} of alone)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "bears_small")
+    parser.add_argument("--camera", type=int, default=40, help="camera-sized photos timed one at a time")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    os.environ[workspaces.DATA_ROOT_ENV] = tempfile.mkdtemp(prefix="rollout-bench-")
+    ws = two_versions(args.folder.resolve())
+    files = sorted(p for p in args.folder.resolve().rglob("*") if p.suffix.lower() in images.IMAGE_SUFFIXES)
+    rng = np.random.default_rng(0)
+    sample = [files[i] for i in rng.choice(len(files), min(60, len(files)), replace=False)]
+    latency(ws, sample, f"of the folder's own files (median {median_size(sample)})", args.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        latency(ws, camera_photos(sample, Path(tmp) / "camera", args.camera), "camera-sized JPEGs (4000x3000)", args.rounds)
+    throughput(ws, args.folder.resolve(), args.batch)
+
+
+def median_size(files: list[Path]) -> str:
+    from PIL import Image
+
+    sizes = [Image.open(f).size for f in files]
+    return f"{int(np.median([w for w, _ in sizes]))}x{int(np.median([h for _, h in sizes]))} px"
+
+
+if __name__ == "__main__":
+    main()
