@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.drivetrain import accepted, levers, objective
 from core.model import registry
-from core.production import prediction_log
+from core.production import prediction_log, review, rollout
 from core.workspace import store
 from ui.common import current_workspace
 
@@ -73,10 +73,23 @@ with right:
         "a production model and an accepted decision policy." if production else "a trained model promoted to production.",
         [("app_pages/train.py", "Train"), ("app_pages/evaluate.py", "Evaluate"), ("app_pages/policy.py", "Policy")],
     )
+active = rollout.current(ws)
+waiting = review.backlog(ws) if logged else None
+in_production = f"{logged:,} predictions logged." if logged else "Nothing scored yet."
+if active:
+    in_production += f" Candidate {active.candidate} runs in {active.stage} beside production {production}."
+if waiting is not None:
+    in_production += f" {waiting.pending} prediction(s) wait for review; {waiting.reviewed} reviewed so far."
 step(
     "Production",
     logged > 0,
-    f"{logged:,} predictions logged." if logged else "Nothing scored yet.",
+    in_production,
     "predictions from the app, batch scoring or the simulator.",
-    [("app_pages/predict.py", "Predict"), ("app_pages/monitor.py", "Monitor"), ("app_pages/summary.py", "Summary")],
+    [
+        ("app_pages/predict.py", "Predict"),
+        ("app_pages/monitor.py", "Monitor"),
+        ("app_pages/rollout.py", "Rollout"),
+        ("app_pages/review.py", "Review"),
+        ("app_pages/summary.py", "Summary"),
+    ],
 )

@@ -11,6 +11,7 @@ from core.workspace import store
 from ui.common import attempt, current_workspace, thumbnails
 
 PAGE = 6  # queue items shown at once
+ROW = 5  # buttons per row
 
 ws = current_workspace()
 st.title("Review")
@@ -23,12 +24,15 @@ if message := st.session_state.pop("review_message", None):
     st.success(message)
 
 backlog = review.backlog(ws)
-m1, m2, m3, m4 = st.columns(4)
+m1, m2, m3 = st.columns(3)
 m1.metric("Waiting", f"{backlog.pending:,}")
 age = store.now() - backlog.oldest if isinstance(backlog.oldest, datetime) else None
 m2.metric("Oldest waiting", "–" if age is None else f"{age.days} d {age.seconds // 3600} h")
 m3.metric("Reviewed so far", f"{backlog.reviewed:,}")
-m4.metric("Why", ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) or "–")
+if backlog.pending:
+    st.caption(
+        "Why they wait (one can have several reasons): " + ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) + "."
+    )
 
 left, right = st.columns([2, 1])
 reviewer = left.text_input("Your name (recorded with each label)", key="review_reviewer")
@@ -50,13 +54,17 @@ for item in items:
             other = f"; the other model said **{item.other}**" if item.other else ""
             st.caption(f"{item.ts:%Y-%m-%d %H:%M} · {item.source} · waiting because: {why}{other}")
             st.markdown("What is it?")
-            choices = [c for c, _ in sorted(item.top)] + [NONE_OF_THESE]
-            buttons = st.columns(len(choices))
-            for cell, choice in zip(buttons, choices, strict=True):
-                if cell.button(choice, key=f"review_{item.id}_{choice}"):
-                    attempt(lambda i=item, c=choice: review.label(ws, i.id, c, reviewer))
-                    st.session_state["review_message"] = f"Recorded {item.name} as {choice}."
-                    st.rerun()
+            choices = [*item.classes, NONE_OF_THESE]  # one click per class
+            picked = None
+            for start in range(0, len(choices), ROW):
+                cells = st.columns(ROW)
+                for cell, choice in zip(cells, choices[start : start + ROW], strict=False):
+                    if cell.button(choice, key=f"label_{item.id}_{choice}", width="stretch"):
+                        picked = choice
+            if picked is not None:
+                attempt(lambda i=item, c=picked: review.label(ws, i.id, c, reviewer))
+                st.session_state["review_message"] = f"Recorded {item.name} as {picked}."
+                st.rerun()
 if backlog.pending > PAGE:
     st.caption(f"{backlog.pending - PAGE} more wait after these.")
 

@@ -63,21 +63,24 @@ else:
     m1.metric("Scored by both", f"{comparison.paired:,}")
     m2.metric("Agreement", "–" if comparison.agreement is None else f"{comparison.agreement:.1%}")
     m3.metric("Labelled by people", f"{acc.labelled:,}")
-    m4.metric(
-        "Accuracy, candidate − production",
-        "–" if acc.difference is None else f"{acc.difference * 100:+.1f} pts",
-        None if acc.low is None else f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f}",
-        delta_color="off",
-    )
+    m4.metric("Accuracy, candidate − production", "–" if acc.difference is None else f"{acc.difference * 100:+.1f} points")
+    if acc.low is not None:
+        m4.caption(f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f} points, on the same {acc.labelled} images")
     checks = gate.gate(comparison)
     st.markdown("**Promotion gate: " + ("met**" if checks.passed else "not met yet**"))
     st.dataframe(
-        pd.DataFrame([{"": "✅" if c.met else "❌", "criterion": c.criterion, "now": c.value} for c in checks.checks]),
+        pd.DataFrame([{"met": "yes" if c.met else "not yet", "criterion": c.criterion, "now": c.value} for c in checks.checks]),
         hide_index=True,
         width="stretch",
     )
     if comparison.paired:
         st.plotly_chart(gate.comparison_figure(comparison), key="rollout_comparison")
+        with st.expander(f"Per {window}: agreement, accuracy of each on the same labelled requests, and the difference"):
+            st.dataframe(
+                gate.windows_table(comparison),
+                hide_index=True,
+                width="stretch",
+            )
     differ = gate.disagreements(ws, active.candidate)
     st.markdown(f"**Latest disagreements** ({len(differ)} shown; the images are kept for the review queue)")
     kept = differ[differ["image_path"].notna()]
@@ -85,21 +88,20 @@ else:
         st.write("None yet.")
     else:
         captions = [f"production {r.production_label} · candidate {r.candidate_label}" for r in kept.itertuples()]
-        image_grid([ws.root / p for p in kept["image_path"]], captions, columns=6)
+        image_grid([ws.root / p for p in kept["image_path"]], captions, columns=4)
 
     st.divider()
     note = st.text_input("Why (recorded with the decision and the figures above)", key="rollout_note")
     figures = gate.figures(comparison, checks)
-    left, middle, right = st.columns(3)
+    st.markdown("**Limited**: let it answer a share of requests (production answers the rest)")
+    scope = limited_controls("rollout_limited", active.scope if active.stage == "limited" else rollout.Scope())
+    if st.button("Let it answer this share", key="rollout_limit"):
+        attempt(lambda: rollout.start(ws, active.candidate, "limited", scope, figures, note))
+        st.session_state["rollout_message"] = f"{active.candidate} now answers {scope.words()}."
+        st.rerun()
+    left, right = st.columns(2)
     with left:
-        st.markdown("**Limited**")
-        scope = limited_controls("rollout_limited", active.scope if active.stage == "limited" else rollout.Scope())
-        if st.button("Let it answer this share", key="rollout_limit"):
-            attempt(lambda: rollout.start(ws, active.candidate, "limited", scope, figures, note))
-            st.session_state["rollout_message"] = f"{active.candidate} now answers {scope.words()}."
-            st.rerun()
-    with middle:
-        st.markdown("**Expand**")
+        st.markdown("**Expand**: it becomes production")
         anyway = True
         if not checks.passed:
             anyway = st.checkbox("Expand although the gate is not met", key="rollout_anyway")
@@ -108,7 +110,7 @@ else:
             st.session_state["rollout_message"] = f"{active.candidate} is production; rollback returns {production}."
             st.rerun()
     with right:
-        st.markdown("**Roll back**")
+        st.markdown("**Roll back**: production answers alone again")
         if st.button(f"Stop {active.candidate}", key="rollout_stop"):
             attempt(lambda: rollout.rollback(ws, note))
             st.session_state["rollout_message"] = f"{active.candidate} stopped: production {production} answers alone."

@@ -185,7 +185,9 @@ st.dataframe(
 )
 st.caption("Test accuracy as trained, on images no step chose on; valid accuracy is optimistic (it chose the epoch).")
 c1, c2, c3, c4 = st.columns(4)
-chosen = c1.selectbox("Version", versions["version"].tolist()[::-1], key="train_version")
+chosen = c1.selectbox(
+    "Version", versions["version"].tolist()[::-1], key=f"train_version_{len(versions)}"
+)  # newest first, after each new one
 if c2.button("Run beside production in shadow", key="train_shadow", help="Rollout page: compare it on real requests first"):
     attempt(lambda: rollout.start(ws, chosen, "shadow"))
     st.session_state["train_message"] = f"{chosen} is in shadow beside production: see the Rollout page."

@@ -68,3 +68,19 @@ def prod(trained_template: Path, data_root: Path) -> Workspace:
 
     shutil.copytree(trained_template, data_root / "workspaces" / "prod")
     return workspaces.resolve("prod")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """A failed browser test leaves a screenshot of the page it failed on (failed-<test>.png beside the others)."""
+    outcome = yield
+    report = outcome.get_result()
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.when == "call" and report.failed and page is not None:
+        from tests.test_browser import SHOTS
+
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        try:
+            page.screenshot(path=str(SHOTS / f"failed-{item.name}.png"), full_page=True)
+        except Exception:  # noqa: BLE001 - the failure being reported matters more than its picture
+            pass

@@ -323,7 +323,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("OOD rate, last window").wait_for()
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
-    page.get_by_text("Simulated").wait_for(timeout=180_000)
+    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=180_000)
     page.locator(".js-plotly-plot").nth(1).wait_for()
     no_exception(page)
     shot(page, "20-monitor")
@@ -342,17 +342,32 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_role("textbox", name="Your name (recorded with each label)").fill("walker")
     page.keyboard.press("Enter")
     idle(page)
+    first_item = "[class*='st-key-label_']"
+    changed = "k => document.querySelector(`[class*='st-key-label_']`).className.split(' ')[2] !== k"
+
+    def first_key() -> str:
+        return page.locator(first_item).first.get_attribute("class").split(" ")[2]  # st-key-label_<id>_<class>
+
+    before = first_key()
     page.get_by_text("Newest first", exact=True).click()  # the drifting days: new images, not replays of the data
+    page.wait_for_function(changed, arg=before)  # the new order is drawn (a click on the old one would be lost)
     idle(page)
-    for _ in range(3):
-        page.locator("[class*='st-key-review_'] button").first.click()
-        page.get_by_text("Recorded").wait_for()
+    demo_ws = workspaces.resolve("demo")
+    for k in range(3):
+        before = first_key()
+        page.locator(f"{first_item} button").first.click()
+        page.wait_for_function(changed, arg=before)  # the labelled item left the queue
         idle(page)
+        page.get_by_text(re.compile(r"^Recorded .+ as ")).wait_for()
+        with store.connect(demo_ws) as con:
+            assert con.execute("SELECT count(*) FROM feedback WHERE reviewer = 'walker'").fetchone()[0] == k + 1
     no_exception(page)
     shot(page, "22-review")
     page.get_by_role("button", name=re.compile(r"^Add [1-9]\d* image\(s\) to the data$")).click()
     page.get_by_text(re.compile(r"^Added [1-9]\d* image\(s\) to the data")).wait_for()
     no_exception(page)
+    with store.connect(workspaces.resolve("demo")) as con:
+        assert con.execute("SELECT count(*) FROM feedback WHERE source = 'review' AND reviewer = 'walker'").fetchone()[0] == 3
     catalog = store.images(workspaces.resolve("demo"))
     joined = catalog[catalog["source_kind"] == "production"]
     assert 1 <= len(joined) <= 3 and set(joined["labelled_by"]) == {"walker"} and set(joined["label_source"]) == {"review"}
@@ -371,7 +386,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_role("link", name="Monitor").click()
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
-    page.get_by_text("Simulated").wait_for(timeout=180_000)
+    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=180_000)
     page.get_by_role("link", name="Rollout").click()
     page.get_by_text("Candidate v2 in shadow beside production v1").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()

@@ -73,7 +73,7 @@ def test_review_page_labels_with_one_click_and_adds_to_the_data(prod: Workspace)
     assert at.metric[0].value == "3"
     at.text_input(key="review_reviewer").set_value("ana").run()
     first = review.pending(prod)[0]
-    at.button(key=f"review_{first.id}_green").click().run()
+    at.button(key=f"label_{first.id}_green").click().run()
     assert any("as green" in s.value for s in at.success)
     with store.connect(prod) as con:
         assert con.execute("SELECT prediction_id, label, source, reviewer FROM feedback").fetchall() == [

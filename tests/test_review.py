@@ -186,6 +186,9 @@ def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decisio
     strict = gate.gate(comparison)  # the default asks for 200 requests and a 2-point bound
     assert not strict.passed and [c.met for c in strict.checks] == [False, True, True, False]
     assert len(comparison.windows) >= 1 and comparison.windows["paired"].sum() == 36
+    table = gate.windows_table(comparison)
+    assert table["scored by both"].sum() == 36 and set(table["agreement"]) == {"100.0%"}
+    assert set(table["difference (points)"]) <= {"+0.0", ""} and table["95% interval"].iloc[-1].count(" to ") <= 1
 
     rollout.expand(prod, gate.figures(comparison, strict), note="enough")
     recorded = rollout.history(prod)[0]["figures"]

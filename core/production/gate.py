@@ -182,6 +182,29 @@ def figures(c: Comparison, g: Gate) -> dict[str, object]:
     }
 
 
+def windows_table(c: Comparison) -> pd.DataFrame:
+    """The per-window figures as a person reads them: percentages, the difference with its 95% interval."""
+
+    def points(v: object) -> str:
+        return "" if v is None or pd.isna(v) else f"{float(v) * 100:+.1f}"
+
+    w = c.windows
+    return pd.DataFrame(
+        {
+            "window": w["window"],
+            "scored by both": w["paired"],
+            "agreement": w["agreement"].map(lambda v: f"{v:.1%}"),
+            "labelled": w["labelled"],
+            "production accuracy": w["production"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
+            "candidate accuracy": w["candidate"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
+            "difference (points)": w["difference"].map(points),
+            "95% interval": [
+                "" if pd.isna(lo) else f"{points(lo)} to {points(hi)}" for lo, hi in zip(w["low"], w["high"], strict=True)
+            ],
+        }
+    )
+
+
 def disagreements(ws: Workspace, candidate: str, limit: int = 12) -> pd.DataFrame:
     """The latest requests where the two models answered differently, with the kept image (disputes are kept)."""
     pairs = _pairs(ws, candidate, None, "day")
@@ -194,13 +217,14 @@ def comparison_figure(c: Comparison) -> go.Figure:
     w = c.windows
     titles = ("Agreement between candidate and production", "Accuracy on the same labelled requests")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, subplot_titles=titles)
-    fig.add_trace(go.Scatter(x=w["window"], y=w["agreement"], mode="lines+markers", name="agreement"), row=1, col=1)
-    for name, column, colour in (("production", "production", "#4C78A8"), ("candidate", "candidate", "#F58518")):
-        fig.add_trace(
-            go.Scatter(x=w["window"], y=w[column], mode="lines+markers", name=f"{name} accuracy", line={"color": colour}),
-            row=2,
-            col=1,
-        )
+    agreement = go.Scatter(x=w["window"], y=w["agreement"], mode="lines+markers", name="agreement", line={"color": "#54A24B"})
+    fig.add_trace(agreement, row=1, col=1)
+    styles = (("production", "#4C78A8", "solid", "circle", 9), ("candidate", "#F58518", "dash", "diamond-open", 13))
+    for name, colour, dash, symbol, size in styles:  # drawn so that equal values still show both
+        line = {"color": colour, "dash": dash}
+        marker = {"symbol": symbol, "size": size}
+        trace = go.Scatter(x=w["window"], y=w[name], mode="lines+markers", name=f"{name} accuracy", line=line, marker=marker)
+        fig.add_trace(trace, row=2, col=1)
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
     fig.update_yaxes(tickformat=".0%", row=2, col=1)
     fig.update_layout(height=460, margin={"t": 40, "b": 10, "l": 10, "r": 10}, legend={"orientation": "h", "y": -0.12})

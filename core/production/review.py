@@ -75,6 +75,7 @@ class Item:
     reasons: tuple[str, ...]
     other: str | None  # the other model's answer, when disputed
     image_path: str | None  # relative to the workspace; None when the image was not kept
+    classes: tuple[str, ...] = ()  # every class of the model that made it: the reviewer's choices
 
 
 def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Backlog:
@@ -104,7 +105,7 @@ def pending(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool 
                 r["id"], r["ts"], r["source"], r["name"], r["model_version"], r["stage"], r["predicted"],
                 float(r["confidence"]), tuple((names[i], float(probs[i])) for i in order), r["action"], reasons,
                 r["other_label"] if isinstance(r["other_label"], str) else None,
-                r["image_path"] if isinstance(r["image_path"], str) else None,
+                r["image_path"] if isinstance(r["image_path"], str) else None, names,
             )
         )  # fmt: skip
     return items
