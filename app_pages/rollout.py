@@ -62,7 +62,7 @@ else:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Scored by both", f"{comparison.paired:,}")
     m2.metric("Agreement", "–" if comparison.agreement is None else f"{comparison.agreement:.1%}")
-    m3.metric("Labelled by people", f"{acc.labelled:,}")
+    m3.metric("Labelled (feedback, reviews)", f"{acc.labelled:,}")
     m4.metric("Accuracy, candidate − production", "–" if acc.difference is None else f"{acc.difference * 100:+.1f} points")
     if acc.low is not None:
         m4.caption(f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f} points, on the same {acc.labelled} images")
@@ -118,7 +118,7 @@ else:
 
 steps = rollout.history(ws)
 if steps:
-    with st.expander(f"History ({len(steps)} decisions)", expanded=False):
+    with st.expander(f"History ({len(steps)} decision(s))", expanded=False):
         st.dataframe(
             pd.DataFrame(
                 [

@@ -362,7 +362,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
         with store.connect(demo_ws) as con:
             assert con.execute("SELECT count(*) FROM feedback WHERE reviewer = 'walker'").fetchone()[0] == k + 1
     no_exception(page)
-    shot(page, "22-review")
+    shot(page, "21-review")
     page.get_by_role("button", name=re.compile(r"^Add [1-9]\d* image\(s\) to the data$")).click()
     page.get_by_text(re.compile(r"^Added [1-9]\d* image\(s\) to the data")).wait_for()
     no_exception(page)
@@ -392,7 +392,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_text("Promotion gate").wait_for()
     no_exception(page)
-    shot(page, "23-rollout-shadow")
+    shot(page, "22-rollout-shadow")
     if page.get_by_text("Promotion gate: not met yet").count():
         page.get_by_text("Expand although the gate is not met").click()
         idle(page)
@@ -400,12 +400,12 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("v2 is production; rollback returns v1").wait_for()
     no_exception(page)
     assert registry.production_version(workspaces.resolve("demo")) == "v2"
-    shot(page, "24-rollout-expanded")
+    shot(page, "23-rollout-expanded")
 
     page.get_by_role("link", name="Overview").click()
     page.get_by_text("1. Objective").wait_for()
     no_exception(page)
-    shot(page, "21-overview")
+    shot(page, "24-overview")
 
 
 def test_end_user_mode(page: object, data_root: Path) -> None:
@@ -423,7 +423,7 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
         tab.locator("input[type='file']").first.set_input_files(str(digit))
         tab.get_by_text("confidence", exact=False).first.wait_for()
         no_exception(tab)
-        shot(tab, "22-end-user-app")
+        shot(tab, "25-end-user-app")
     finally:
         context.close()
         server.close()

@@ -10,6 +10,7 @@ import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,6 +175,22 @@ def test_draining_a_spool_twice_adds_nothing_twice(ws: Workspace, monkeypatch: p
     path = prediction_log._spool(ws, frame)  # as if the process died after the insert and before the unlink
     assert prediction_log.drain_spool(ws) == 0 and not path.exists()
     assert prediction_log.count(ws) == 3
+
+
+def test_rows_spooled_by_an_earlier_version_are_ingested_without_the_columns_it_lacked(ws: Workspace) -> None:
+    frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(4)], "batch", "v1")
+    old = frame.drop(columns=["stage", "served", "request_id", "referred"])  # the log's columns before rollouts
+    prediction_log.spool_dir(ws).mkdir(parents=True)
+    path = prediction_log.spool_dir(ws) / "20260101T000000-earlier.parquet"
+    con = duckdb.connect()
+    con.register("rows", old)
+    arrays = "probs::FLOAT[] AS probs, embedding::FLOAT[] AS embedding"
+    con.execute(f"COPY (SELECT * EXCLUDE (probs, embedding), {arrays} FROM rows) TO '{path}' (FORMAT parquet)")
+    con.close()
+    assert prediction_log.drain_spool(ws) == 4 and not path.exists()
+    with store.connect(ws) as con:
+        rows = con.execute("SELECT stage, served, request_id, referred FROM predictions").fetchall()
+    assert rows == [(None, None, None, None)] * 4  # read as production's, served (IS NOT FALSE), not referred
 
 
 def test_feedback_is_checked_and_kept(prod: Workspace) -> None:

@@ -26,7 +26,7 @@ class Criteria:
 
     min_paired: int = 200  # requests both models scored
     min_agreement: float = 0.90  # share of those where they predict the same class
-    min_labelled: int = 30  # of those, labelled by a person (review, feedback, import)
+    min_labelled: int = 30  # of those, labelled (feedback, review, import; the simulator's feedback on simulated traffic)
     margin: float = 0.02  # the candidate may be worse by at most this much: the 95% interval's low end must be above -margin
 
 
@@ -146,7 +146,7 @@ def gate(c: Comparison, criteria: Criteria = Criteria()) -> Gate:
             "no requests yet" if c.agreement is None else f"{c.agreement:.1%}",
         ),
         Check(
-            f"at least {criteria.min_labelled} of them labelled by a person",
+            f"at least {criteria.min_labelled} of them labelled (feedback, review or import)",
             acc.labelled >= criteria.min_labelled,
             f"{acc.labelled}",
         ),
