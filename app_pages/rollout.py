@@ -5,6 +5,7 @@ with the comparison on the same requests, the disagreements as images, and a gat
 import pandas as pd
 import streamlit as st
 
+from core.drivetrain import accepted
 from core.model import registry
 from core.production import gate, rollout
 from ui.common import attempt, current_workspace, image_grid
@@ -56,6 +57,15 @@ else:
     where = f"answers {active.scope.words()}" if active.stage == "limited" else "scores every request; never shown or acted on"
     st.subheader(f"Candidate {active.candidate} in {active.stage} beside production {production}")
     st.caption(f"Since {active.since:%Y-%m-%d %H:%M}; it {where}.")
+    if accepted.active(ws, active.candidate) is None:
+        st.warning(
+            f"{active.candidate} has no accepted decision policy: where it answers (limited, or after expanding) its "
+            "action is its top class and nothing is referred to a person."
+        )
+        if st.button(f"Accept the optimizer's policy for {active.candidate} (the current utility matrix)", key="rollout_policy"):
+            attempt(lambda: accepted.accept_optimized(ws, active.candidate))
+            st.session_state["rollout_message"] = f"Accepted a policy for {active.candidate} (see Policy after expanding)."
+            st.rerun()
     window = st.segmented_control("Window", ["hour", "day", "week"], default="day", key="rollout_window") or "day"
     comparison = attempt(lambda: gate.compare(ws, active.candidate, window=window))
     acc = comparison.accuracy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from core.drivetrain import accepted
 from core.model import registry, scoring
 from core.production import prediction, prediction_log, review, rollout
 from core.workspace import store
@@ -48,6 +49,9 @@ def test_limited_and_stop_from_the_rollout_page(prod: Workspace) -> None:
     v2 = derived_version(prod, registry.production_version(prod))
     rollout.start(prod, v2, "shadow")
     at = app("app_pages/rollout.py", "prod")
+    assert any("has no accepted decision policy" in w.value for w in at.warning)
+    at.button(key="rollout_policy").click().run()
+    assert accepted.active(prod, v2) is not None and not any("no accepted decision policy" in w.value for w in at.warning)
     at.slider(key="rollout_limited_share").set_value(0.3).run()
     at.button(key="rollout_limit").click().run()
     active = rollout.current(prod)

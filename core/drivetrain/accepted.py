@@ -10,6 +10,7 @@ from typing import Any
 
 import duckdb
 
+from core.drivetrain import optimizer
 from core.drivetrain.decisions import DecideFn, Policy, decider, outcome_dict
 from core.drivetrain.levers import Utility, load_utility
 from core.drivetrain.optimizer import Search, Validation
@@ -81,6 +82,14 @@ def accept_search(ws: Workspace, version: str, search: Search, u: Utility) -> st
         "report_ids": list(search.report_ids),
     }
     return accept(ws, version, search.policy, u, report)
+
+
+def accept_optimized(ws: Workspace, version: str, seed: int = 0) -> str:
+    """The optimizer's policy for a version under the workspace's utility matrix, accepted (as the Policy page
+    does for production; the Rollout page for a candidate before it acts)."""
+    v = optimizer.validation(ws, version)
+    u = load_utility(ws, v.classes)[0]
+    return accept_search(ws, version, optimizer.optimize(u, v, seed=seed), u)
 
 
 def _utility(data: dict[str, Any]) -> Utility:

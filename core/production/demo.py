@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from core.data import gather
-from core.drivetrain import accepted, levers, objective, optimizer
+from core.drivetrain import accepted, levers, objective
 from core.model import registry, runs
 from core.model.config import TrainConfig
 from core.production import prediction_log, review, rollout, traffic
@@ -62,19 +62,12 @@ def prepare_demo(
         levers.save_utility(ws, levers.default_utility(classes))
     if accepted.active(ws, production) is None:
         say("demo: choosing and accepting a decision policy")
-        accept_policy(ws, production)
+        accepted.accept_optimized(ws, production)
     if prediction_log.count(ws) == 0:
         done.update(history(ws, cfg or runs.defaults(ws), days, per_day, say))
     done["production"] = registry.production_version(ws)
     done["predictions"] = prediction_log.count(ws)
     return done
-
-
-def accept_policy(ws: Workspace, version: str) -> str:
-    """The optimizer's policy for version under the workspace's utility matrix, accepted."""
-    v = optimizer.validation(ws, version)
-    u = levers.load_utility(ws, v.classes)[0]
-    return accepted.accept_search(ws, version, optimizer.optimize(u, v), u)
 
 
 def history(ws: Workspace, cfg: TrainConfig, days: int, per_day: int, say: Say) -> dict[str, Any]:
@@ -89,7 +82,7 @@ def history(ws: Workspace, cfg: TrainConfig, days: int, per_day: int, say: Say) 
     say("demo: retraining a candidate (the next seed) and running it in shadow")
     summary = runs.train_workspace(ws, replace(cfg, seed=cfg.seed + 1))
     candidate = summary["version"]
-    accept_policy(ws, candidate)
+    accepted.accept_optimized(ws, candidate)
     rollout.start(ws, candidate, "shadow", note="demo: a retrained candidate, compared with production on live traffic")
     say(f"demo: simulating {second} more days (drifting) with the candidate in shadow")
     drifting = traffic.TrafficConfig(days=second, per_day=per_day, shift_day=second // 2, seed=1)
