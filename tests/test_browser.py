@@ -280,7 +280,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("Saved. See what this matrix means").wait_for()
     no_exception(page)
     shot(page, "16-levers")
-    from core.drivetrain import levers
+    from core.drivetrain import accepted, levers
     from core.model import registry
     from core.workspace import store, workspaces
 
@@ -389,6 +389,8 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=180_000)
     page.get_by_role("link", name="Rollout").click()
     page.get_by_text("Candidate v2 in shadow beside production v1").wait_for()
+    page.get_by_role("button", name="Accept the optimizer's policy for v2 (the current utility matrix)").click()
+    page.get_by_text("Accepted a policy for v2").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_text("Promotion gate").wait_for()
     no_exception(page)
@@ -400,6 +402,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("v2 is production; rollback returns v1").wait_for()
     no_exception(page)
     assert registry.production_version(workspaces.resolve("demo")) == "v2"
+    assert accepted.active(workspaces.resolve("demo"), "v2") is not None  # it decides as the analyst accepted
     shot(page, "23-rollout-expanded")
 
     page.get_by_role("link", name="Overview").click()
