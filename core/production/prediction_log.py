@@ -11,10 +11,11 @@ from __future__ import annotations
 import atexit
 import os
 import queue
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -93,7 +94,23 @@ class LogBatch:
     stamp: datetime = field(default_factory=store.now)
 
 
-def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
+def measured_frame(ws: Workspace, batches: Sequence[LogBatch]) -> tuple[pd.DataFrame, list[str]]:
+    """frame_of, where an image whose properties cannot be measured is logged without them (and said so)."""
+    problems: list[str] = []
+
+    def measure(p: Prediction) -> dict[str, float | None]:
+        try:
+            return p.measured()
+        except Exception as exc:  # noqa: BLE001 - the prediction is logged whatever its measurement does
+            problems.append(f"{p.name}: logged without image properties ({exc!r})"[:300])
+            return dict.fromkeys(PROPERTIES)
+
+    return frame_of(ws, batches, measure), problems
+
+
+def frame_of(
+    ws: Workspace, batches: Sequence[LogBatch], measure: Callable[[Prediction], dict[str, float | None]] | None = None
+) -> pd.DataFrame:
     """One DataFrame of log rows for many batches (built once: per-row frames cost milliseconds each)."""
     rows: dict[str, list[object]] = {c: [] for c in COLUMNS}
     for b in batches:
@@ -110,7 +127,7 @@ def frame_of(ws: Workspace, batches: Sequence[LogBatch]) -> pd.DataFrame:
             rows["served"].append(p.served)
             rows["request_id"].append(p.request_id or p.id)
             rows["referred"].append(p.referred)
-            props = p.measured()  # deferred by the app: measured here, on the writer's thread
+            props = measure(p) if measure else p.measured()  # deferred by the app: measured here, on the writer's thread
             rows["id"].append(p.id)
             rows["name"].append(p.name)
             rows["sha256"].append(p.sha256)
@@ -211,7 +228,7 @@ def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
         return LogResult()
     try:
         _insert(ws, frame)
-    except (UserError, duckdb.Error, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - busy, failing or a bug: the rows go to the spool, with the reason
         _spool(ws, frame)
         return LogResult(spooled=len(frame), errors=[f"database busy or failing, rows spooled: {exc}"])
     result = LogResult(logged=len(frame))
@@ -246,21 +263,44 @@ def log_predictions(
 
 
 class BackgroundLog:
-    """One writer thread per workspace per process: the app's sessions hand it rows and never wait."""
+    """One writer thread per workspace per process: the app's sessions hand it rows and never wait.
+
+    Rows leave its care only when they are in the database or in the spool. Whatever fails in a batch (the
+    database, the spool, measuring an image, a bug), the thread lives on, keeps the rows, says why, and tries
+    again; `flush` waits, with a bound, until every row submitted is in one of the two places."""
 
     max_rows = 5000  # per write: one connection costs ~30 ms of CPU however many rows it carries
     linger_s = 0.5  # rows reach the database at most this much later; the app's CPU stays with predictions
+    retry_s = 5.0  # after a batch could be neither written nor spooled
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self._queue: queue.Queue[LogBatch] = queue.Queue()
+        self._settled = threading.Condition()
+        self._unsettled = 0  # rows submitted and not yet in the database or the spool
         self.submitted = self.logged = self.spooled = self.failed = 0
         self.last_error: str | None = None
-        threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True)
+        self._thread.start()
 
     def submit(self, batch: LogBatch) -> None:
+        with self._settled:
+            self._unsettled += len(batch.predictions)
         self.submitted += len(batch.predictions)
         self._queue.put(batch)
+
+    def _next(self) -> list[LogBatch]:
+        """The next batches to write: what waits now, gathered for a moment (one write instead of many)."""
+        batches = [self._queue.get()]
+        rows = len(batches[0].predictions)
+        deadline = time.monotonic() + self.linger_s
+        while rows < self.max_rows:
+            try:
+                batches.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
+            except queue.Empty:
+                break
+            rows += len(batches[-1].predictions)
+        return batches
 
     def _run(self) -> None:
         if hasattr(os, "setpriority"):  # Linux: this thread yields the CPU to predictions (nice 19)
@@ -268,36 +308,37 @@ class BackgroundLog:
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
             except OSError:
                 pass  # not permitted here: the writer runs at normal priority
+        held: list[LogBatch] = []
         while True:
-            batches = [self._queue.get()]
-            rows = len(batches[0].predictions)
-            deadline = time.monotonic() + self.linger_s
-            while rows < self.max_rows:  # gather what arrives for a moment: one write instead of many
-                try:
-                    batches.append(self._queue.get(timeout=max(deadline - time.monotonic(), 0.0)))
-                except queue.Empty:
-                    break
-                rows += len(batches[-1].predictions)
+            batches, held = held or self._next(), []
+            rows = sum(len(b.predictions) for b in batches)
             try:
-                result = write(self.ws, frame_of(self.ws, batches))
-                self.logged += result.logged
-                self.spooled += result.spooled
-                self.last_error = result.errors[-1] if result.errors else self.last_error
-            except (OSError, duckdb.Error) as exc:  # the spool itself failed (disk full?): keep the rows, retry later
+                frame, problems = measured_frame(self.ws, batches)
+                result = write(self.ws, frame)
+            except BaseException as exc:  # noqa: BLE001 - neither written nor spooled: keep the rows, try again
                 self.failed += rows
-                self.last_error = f"could not log or spool {rows} row(s), retrying in 5 s: {exc}"
-                threading.Timer(5.0, lambda bs=batches: [self._queue.put(b) for b in bs]).start()
-            finally:
-                for _ in batches:
-                    self._queue.task_done()
+                self.last_error = f"could not log or spool {rows} row(s), retrying in {self.retry_s:g} s: {exc!r}"[:500]
+                held = batches
+                time.sleep(self.retry_s)
+                continue
+            self.logged += result.logged
+            self.spooled += result.spooled
+            errors = problems + result.errors
+            self.last_error = errors[-1] if errors else self.last_error
+            with self._settled:
+                self._unsettled -= rows
+                self._settled.notify_all()
 
-    def flush(self) -> None:
-        """Wait until every submitted row is written or spooled."""
-        self._queue.join()
+    def flush(self, timeout: float | None = 60.0) -> bool:
+        """Wait until every submitted row is in the database or the spool (True), or `timeout` seconds pass
+        with some still held because both failed (False: they stay held and are tried again)."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._unsettled == 0, timeout)
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Rows submitted and not yet in the database or the spool."""
+        return self._unsettled
 
 
 _BACKGROUND: dict[str, BackgroundLog] = {}
@@ -312,10 +353,19 @@ def background(ws: Workspace) -> BackgroundLog:
         return _BACKGROUND[key]
 
 
+EXIT_WAIT_S = 30.0
+
+
 @atexit.register
 def _flush_all() -> None:
+    """At exit, give each writer time to settle its rows; say so on stderr (never silently) when it cannot."""
     for log in list(_BACKGROUND.values()):
-        log.flush()
+        if not log.flush(EXIT_WAIT_S):
+            print(
+                f"prediction log: {log.pending} prediction(s) could be neither written to {log.ws.db_path} nor spooled "
+                f"before exit: {log.last_error or 'still being written when the wait ran out'}",
+                file=sys.stderr,
+            )
 
 
 FEEDBACK_SOURCES = ("app", "review", "import", "simulation")  # provenance of a label

@@ -117,6 +117,9 @@ def _window_tests(
     pairs += [(metric, ref.properties[metric].to_numpy()) for metric in PROPERTY_METRICS]
     for metric, reference in pairs:
         values = sample[metric].to_numpy(float)
+        values = values[np.isfinite(values)]  # an image the log could not measure has no properties
+        if len(values) < stats.MIN_WINDOW:
+            continue
         tests.append(stats.ks_shift(metric, reference, values))  # the whole distribution moved
         tests.append(stats.tail_test(metric, reference, values))  # part of the traffic moved far
     embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy())
