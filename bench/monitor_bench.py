@@ -174,7 +174,8 @@ def speed(ws: workspaces.Workspace, pool: dict[str, pd.DataFrame], n: int, rng: 
     t0 = time.perf_counter()
     with store.connect(ws) as con:
         con.register("rows", rows[list(prediction_log.COLUMNS)])
-        con.execute(f"INSERT INTO predictions SELECT {', '.join(prediction_log.COLUMNS)} FROM rows")
+        cols = ", ".join(prediction_log.COLUMNS)
+        con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM rows")
     print(f"\n4. speed: {prediction_log.count(ws):,} rows logged ({time.perf_counter() - t0:.1f} s to insert)")
     for attempt in range(2):
         t0 = time.perf_counter()

@@ -228,7 +228,7 @@ def monitor_queries(n: int) -> None:
     with store.connect(ws) as con:
         con.execute(
             f"""
-            INSERT INTO predictions
+            INSERT INTO predictions ({", ".join(prediction_log.COLUMNS[:22])})
             SELECT md5(i::VARCHAR), TIMESTAMP '2026-01-01' + to_seconds((i * 2419200 // {n})::BIGINT),
                    ['app', 'batch', 'simulation'][1 + i % 3], 'v1', 'f' || i || '.jpg', md5(i::VARCHAR),
                    275, 183, random(), random() / 2, random(), random() / 4,
@@ -241,7 +241,8 @@ def monitor_queries(n: int) -> None:
             """
         )
         con.execute(
-            f"INSERT INTO feedback SELECT md5(i::VARCHAR), TIMESTAMP '2026-01-01' + to_seconds((i * 2419200 // {n})::BIGINT), "
+            "INSERT INTO feedback (prediction_id, ts, label, source) "
+            f"SELECT md5(i::VARCHAR), TIMESTAMP '2026-01-01' + to_seconds((i * 2419200 // {n})::BIGINT), "
             f"['black', 'grizzly', 'teddy'][1 + i % 3], 'bench' FROM range(0, {n}, 20) t(i)"
         )
     print(f"\n4. monitor queries over {prediction_log.count(ws):,} log rows (generated in {time.perf_counter() - t0:.1f} s)")

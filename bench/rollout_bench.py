@@ -9,7 +9,9 @@ then measures, alternating blocks of 10 uploads so both arms see the same (share
    shadow (one decode, a second forward pass, both logged): p50 and p95 per arm and their ratio, per round and
    as mean (sd) over rounds, on the folder's own files and on camera-sized JPEGs (4000x3000) made from them;
 2. batch scoring of the whole folder through the serving path with logging (rollout.score + log_predictions,
-   as `predict` does), alone and with shadow: images/s.
+   as `predict` does), alone and with shadow: images/s;
+3. the Rollout and Review pages' queries (comparison and gate, disagreements, the queue) over 1,000,000
+   generated log rows (500,000 requests in shadow).
 The candidate's predictions are logged too (that is part of the cost). Prints figures; asserts nothing.
 """
 
@@ -118,14 +120,63 @@ def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
     )
 
 
+def queries_at_scale(n: int) -> None:
+    """The Rollout and Review pages' queries over n logged rows: n/2 requests scored by production and by a
+    candidate in shadow over 30 days, 5% of them labelled, 5% flagged out of domain, 3% referred."""
+    from core.production import gate, review
+    from core.workspace import store
+
+    ws = workspaces.resolve("rollout-scale", create=True)
+    half = n // 2
+    cols = ", ".join(prediction_log.COLUMNS)
+    t0 = time.perf_counter()
+    with store.connect(ws) as con:
+        for version, stage, served, salt in (("v1", "production", True, 0), ("v2", "shadow", False, 1)):
+            con.execute(
+                f"""
+                INSERT INTO predictions ({cols})
+                SELECT md5(i::VARCHAR || '{salt}'), TIMESTAMP '2026-01-01' + to_seconds((i * 2592000 // {half})::BIGINT),
+                       'app', '{version}', 'f' || i || '.jpg', md5(i::VARCHAR), 275, 183, 0.5, 0.2, 0.3, 0.1,
+                       [0.7, 0.2, 0.1]::FLOAT[],
+                       CASE WHEN {salt} = 1 AND i % 20 = 0 THEN 'grizzly' ELSE 'black' END, 0.7, -3.0, 3.0,
+                       i % 20 = 1, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]::FLOAT[],
+                       CASE WHEN i % 33 = 2 THEN 'refer to a human' ELSE 'black' END, 12.0, NULL,
+                       '{stage}', {served}, md5(i::VARCHAR), i % 33 = 2
+                FROM range({half}) t(i)
+                """
+            )
+        con.execute(
+            "INSERT INTO feedback (prediction_id, ts, label, source) "
+            f"SELECT md5(i::VARCHAR || '0'), TIMESTAMP '2026-01-02', 'black', 'app' FROM range(0, {half}, 20) t(i)"
+        )
+    made = time.perf_counter() - t0
+    print(f"\n3. the pages' queries over {n:,} logged rows ({half:,} requests in shadow; generated in {made:.1f} s)")
+    for label, run in (
+        ("gate.compare (Rollout page: per-day comparison and gate)", lambda: gate.gate(gate.compare(ws, "v2"))),
+        ("gate.disagreements (Rollout page)", lambda: gate.disagreements(ws, "v2")),
+        ("review.backlog + the queue's first page (Review page)", lambda: (review.backlog(ws), review.pending_rows(ws, 6))),
+    ):
+        walls = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            run()
+            walls.append(time.perf_counter() - t0)
+        print(f"   {label}: {np.median(walls):.2f} s (median of 3; min {min(walls):.2f}, max {max(walls):.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "bears_small")
     parser.add_argument("--camera", type=int, default=40, help="camera-sized photos timed one at a time")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="logged rows for the queries' timing")
+    parser.add_argument("--only-queries", action="store_true", help="skip training and the latency figures")
     args = parser.parse_args()
     os.environ[workspaces.DATA_ROOT_ENV] = tempfile.mkdtemp(prefix="rollout-bench-")
+    if args.only_queries:
+        queries_at_scale(args.rows)
+        return
     ws = two_versions(args.folder.resolve())
     files = sorted(p for p in args.folder.resolve().rglob("*") if p.suffix.lower() in images.IMAGE_SUFFIXES)
     rng = np.random.default_rng(0)
@@ -134,6 +185,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         latency(ws, camera_photos(sample, Path(tmp) / "camera", args.camera), "camera-sized JPEGs (4000x3000)", args.rounds)
     throughput(ws, args.folder.resolve(), args.batch)
+    queries_at_scale(args.rows)
 
 
 def median_size(files: list[Path]) -> str:

@@ -88,11 +88,16 @@ def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Back
     return Backlog(int(n), by_reason, oldest, int(reviewed))
 
 
-def pending(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> list[Item]:
-    """The queue, oldest first (the backlog), or newest first (what production sees now)."""
+def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> pd.DataFrame:
+    """The queue's rows as the log holds them, oldest first (the backlog) or newest first."""
     order = "p.ts DESC, p.id DESC" if newest_first else "p.ts, p.id"
     with store.connect(ws) as con:
-        frame = con.execute(f"{_PENDING} ORDER BY {order} LIMIT ? OFFSET ?", [int(limit), int(offset)]).df()
+        return con.execute(f"{_PENDING} ORDER BY {order} LIMIT ? OFFSET ?", [int(limit), int(offset)]).df()
+
+
+def pending(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> list[Item]:
+    """The queue, oldest first (the backlog), or newest first (what production sees now)."""
+    frame = pending_rows(ws, limit, offset, newest_first)
     classes: dict[str, tuple[str, ...]] = {}
     items = []
     for r in frame.to_dict("records"):
