@@ -12,12 +12,13 @@ import pandas as pd
 from safetensors.numpy import load_file as load_arrays
 
 from core.errors import UserError
+from core.model import integrity
 from core.workspace import store
 from core.workspace.paths import Workspace
 
-WEIGHTS = "model.safetensors"  # written and read by core.model.weights (torch)
-META = "model.json"
-REFERENCE = "reference.safetensors"  # validation probabilities, embeddings, labels: what later pages compare to
+WEIGHTS = integrity.WEIGHTS  # written and read by core.model.weights (torch)
+META = integrity.META
+REFERENCE = integrity.REFERENCE  # validation probabilities, embeddings, labels: what later pages compare to
 
 
 def next_version(ws: Workspace) -> str:
@@ -30,10 +31,12 @@ def next_version(ws: Workspace) -> str:
 def register(ws: Workspace, version: str, meta: dict[str, Any]) -> None:
     """The registry row and audit entry of a version whose files are in place."""
     metrics = meta.get("metrics", {})
+    sums = integrity.checksums(ws.models_dir / version)  # what later loads compare the files with
     with store.connect(ws) as con:
         con.execute("BEGIN")
         con.execute(
-            "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO models (version, created_at, run_id, backbone, classes, valid_accuracy, valid_error, path, "
+            "checksums) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 version,
                 store.now(),
@@ -43,6 +46,7 @@ def register(ws: Workspace, version: str, meta: dict[str, Any]) -> None:
                 metrics.get("valid_accuracy"),
                 metrics.get("valid_error"),
                 f"models/{version}",
+                json.dumps(sums),
             ],
         )
         store.audit(ws, "model_registered", detail={"version": version, "backbone": meta["backbone"]}, con=con)
@@ -54,11 +58,48 @@ def read_meta(ws: Workspace, version: str) -> dict[str, Any]:
     if not re.fullmatch(r"v\d+", version) or not path.is_file():
         known = ", ".join(list_versions(ws)["version"]) or "none yet"
         raise UserError(f"No model version {version!r} in this workspace (versions: {known}).")
-    return json.loads(path.read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise UserError(damaged(version, [f"{META} is not readable JSON"])) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("classes"), list):
+        raise UserError(damaged(version, [f"{META} names no classes"]))
+    return meta
+
+
+def damaged(version: str, found: list[str]) -> str:
+    return (
+        f"Model {version} is damaged or was changed on disk ({'; '.join(found)}), so it is not used: not scored, "
+        "not evaluated, not promoted. Train a new version or use another; `python -m core check` lists every problem."
+    )
+
+
+def recorded(ws: Workspace, version: str) -> tuple[dict[str, str] | None, list[str] | None]:
+    """The checksums and classes registered for a version (None where it predates checksums or has no row)."""
+    with store.connect(ws) as con:
+        row = con.execute("SELECT checksums, classes FROM models WHERE version = ?", [version]).fetchone()
+    if row is None:
+        return None, None
+    return (json.loads(row[0]) if row[0] else None), (json.loads(row[1]) if row[1] else None)
+
+
+def problems(ws: Workspace, version: str) -> list[str]:
+    """What is wrong with a version's files, in words ([] when intact); hashed once per change of the files."""
+    sums, classes = recorded(ws, version)
+    return integrity.checked(ws.models_dir / version, sums, classes)
+
+
+def require_intact(ws: Workspace, version: str) -> dict[str, Any]:
+    """The version's metadata, or UserError when its files are damaged, changed or inconsistent."""
+    meta = read_meta(ws, version)
+    found = problems(ws, version)
+    if found:
+        raise UserError(damaged(version, found))
+    return meta
 
 
 def load_reference(ws: Workspace, version: str) -> dict[str, np.ndarray]:
-    read_meta(ws, version)
+    require_intact(ws, version)
     return load_arrays(str(ws.models_dir / version / REFERENCE))
 
 
@@ -100,7 +141,7 @@ def production_version(ws: Workspace) -> str | None:
 
 def promote(ws: Workspace, version: str) -> None:
     """Make version the production model (recorded, so it can be rolled back)."""
-    check_classes(ws, read_meta(ws, version))
+    check_classes(ws, require_intact(ws, version))
     before = production_version(ws)
     with store.connect(ws) as con:
         con.execute("BEGIN")

@@ -37,8 +37,9 @@ def save_version(ws: Workspace, model: Classifier, meta: dict[str, Any], referen
 
 
 def load_version(ws: Workspace, version: str) -> tuple[Classifier, dict[str, Any]]:
-    """The model (no unpickling: safetensors only) and its metadata."""
-    meta = registry.read_meta(ws, version)
+    """The model (no unpickling: safetensors only) and its metadata; UserError when its files are damaged or
+    are not the ones registered."""
+    meta = registry.require_intact(ws, version)
     model = backbones.build(meta["backbone"], len(meta["classes"]), pretrained=False)
     model.load_state_dict(load_file(str(ws.models_dir / version / registry.WEIGHTS)))
     return model.eval(), meta

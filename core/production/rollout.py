@@ -132,7 +132,7 @@ def _state(r: Rollout | None) -> dict[str, Any] | None:
 
 def _candidate_ok(ws: Workspace, version: str) -> str:
     """A candidate must exist, know the workspace's classes (or the production model's), and not be production."""
-    meta = registry.read_meta(ws, version)
+    meta = registry.require_intact(ws, version)
     production = registry.production_version(ws)
     if production is None:
         raise UserError("There is no production model yet: promote a version first, then run a candidate beside it.")

@@ -99,7 +99,8 @@ CREATE TABLE IF NOT EXISTS epochs (
 );
 CREATE TABLE IF NOT EXISTS models (
     version VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL, run_id VARCHAR, backbone VARCHAR,
-    classes VARCHAR, valid_accuracy DOUBLE, valid_error DOUBLE, path VARCHAR NOT NULL
+    classes VARCHAR, valid_accuracy DOUBLE, valid_error DOUBLE, path VARCHAR NOT NULL,
+    checksums VARCHAR                -- sha256 of each of the version's files at registration (JSON)
 );
 CREATE TABLE IF NOT EXISTS deployments (   -- history of the production pointer; the latest row wins
     ts TIMESTAMP NOT NULL, version VARCHAR NOT NULL, action VARCHAR NOT NULL
@@ -220,6 +221,7 @@ _ADDED = {  # columns later versions added: a workspace made before gets them on
                "model_version": "VARCHAR"},
     "predictions": {"stage": "VARCHAR", "served": "BOOLEAN", "request_id": "VARCHAR", "referred": "BOOLEAN"},
     "feedback": {"reviewer": "VARCHAR"},
+    "models": {"checksums": "VARCHAR"},
 }  # fmt: skip
 
 
