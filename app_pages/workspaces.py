@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import gather
+from core.production import check
 from core.workspace import store, workspaces
 from ui.common import attempt, open_workspace, progress_bar
 
@@ -65,7 +66,9 @@ def delete(name: str, confirm: str) -> str:
     return f"Moved {name!r} to {workspaces.delete_workspace(name, confirm)}."
 
 
-demo_tab, new_tab, rename_tab, delete_tab = st.tabs(["Demo workspace", "New workspace", "Rename", "Delete"])
+demo_tab, new_tab, rename_tab, delete_tab, check_tab = st.tabs(
+    ["Demo workspace", "New workspace", "Rename", "Delete", "Check and repair"]
+)
 
 with demo_tab:
     st.write("scikit-learn's bundled handwritten digits (1,797 real scans), written as PNG images.")
@@ -93,3 +96,34 @@ with delete_tab:
         confirm = st.text_input(f"Type {doomed!r} to confirm", key="ws_delete_confirm")
         if st.button("Delete", key="ws_delete_go"):
             apply(lambda: delete(doomed, confirm))
+
+with check_tab:
+    if names:
+        st.write(
+            "Every catalog row has its file and every image file its row; every model is intact and the one "
+            "registered; production, policies and the rollout name versions that exist; no run says running without "
+            "a live training; the log's spool is ingested. Repair moves, marks and records; it never deletes."
+        )
+        checked = st.selectbox("Workspace", names, key="ws_check_name")
+        left, right = st.columns(2)
+        for column, label, fix in ((left, "Check", False), (right, "Repair what can be repaired", True)):
+            if column.button(label, key=f"ws_check_{'repair' if fix else 'run'}"):
+                found = attempt(lambda fix=fix: check.check(workspaces.resolve(checked), repair=fix))
+                st.session_state["ws_check"] = (checked, found.as_dict())
+        last = st.session_state.get("ws_check")
+        if last and last[0] == checked:
+            data = last[1]
+            for line in data["repaired"]:
+                st.success(f"Repaired: {line}")
+            if not data["problems"]:
+                st.success("No problems found.")
+            elif data["remaining"]:
+                st.warning(
+                    f"{len(data['remaining'])} problem(s) " + ("remain: no repair for them." if data["repaired"] else "found.")
+                )
+            if data["problems"]:
+                st.dataframe(
+                    [{k: p[k] for k in ("kind", "subject", "detail", "repair")} for p in data["problems"]],
+                    hide_index=True,
+                    width="stretch",
+                )

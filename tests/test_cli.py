@@ -85,8 +85,8 @@ def commands() -> list[str]:
 
 
 def test_every_command_of_the_contract_is_there() -> None:
-    contract = {"gather", "verify", "train", "evaluate", "predict", "simulate", "monitor", "policy", "rollout", "review"}
-    assert contract <= set(commands()) and len(commands()) == 14
+    contract = {"gather", "verify", "train", "evaluate", "predict", "simulate", "monitor", "policy", "rollout", "review", "check"}
+    assert contract <= set(commands()) and len(commands()) == 15
 
 
 @pytest.mark.parametrize("command", commands())

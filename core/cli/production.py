@@ -287,6 +287,29 @@ def print_review(data: dict[str, Any]) -> None:
         print(f"warning: {data['model_labelled']} image(s) in the data carry labels only the model gave")
 
 
+def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
+    from core.production import check
+
+    ws = workspaces.resolve(args.workspace)
+    return check.check(ws, repair=args.repair).as_dict()
+
+
+def print_check(data: dict[str, Any]) -> None:
+    if not data["problems"]:
+        print("no problems: every row has its file, every file its row, every model is intact, nothing is stale")
+        return
+    print(f"{len(data['problems'])} problem(s):")
+    for p in data["problems"]:
+        print(f"  [{p['kind']}] {p['subject']}: {p['detail']}\n      repair: {p['repair']}")
+    for line in data["repaired"]:
+        print(f"repaired: {line}")
+    if data["remaining"]:
+        print(
+            f"{len(data['remaining'])} problem(s) "
+            + ("remain (no repair for them)" if data["repaired"] else "found; --repair fixes the repairable ones")
+        )
+
+
 def add_commands(command: Any) -> None:
     d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
     d.add_argument("--days", type=int, default=14, help="days of simulated traffic")
@@ -358,3 +381,12 @@ def add_commands(command: Any) -> None:
         help="with --add-to-data: also unreviewed in-domain predictions, labelled by the model (training refuses "
         "them unless --allow-model-labels)",
     )
+
+    c = command(
+        "check",
+        "workspace integrity: rows and files, models, pointers, runs, the log's spool; --repair fixes what it can, "
+        "never deleting",
+        cmd_check,
+        print_check,
+    )
+    c.add_argument("--repair", action="store_true", help="move orphans to quarantine, mark missing rows, end stale runs, ...")

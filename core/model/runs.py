@@ -62,6 +62,29 @@ def acquire_lock(ws: Workspace) -> None:
     raise UserError(f"Could not take the training lock {path}; remove it if no training is running.")
 
 
+def lock_holder(ws: Workspace) -> dict[str, Any] | None:
+    """What the training lock says (pid, host, started), or None without one."""
+    path = ws.root / LOCK
+    if not path.exists():
+        return None
+    try:
+        held = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        held = {}
+    return held if isinstance(held, dict) else {}
+
+
+def training_alive(ws: Workspace) -> bool:
+    """Whether a training process holds this workspace now (a lock from another host counts as alive)."""
+    held = lock_holder(ws)
+    if held is None:
+        return False
+    if held.get("host") != socket.gethostname():
+        return True
+    pid = int(held.get("pid", 0) or 0)
+    return pid > 0 and _alive(pid)
+
+
 def release_lock(ws: Workspace) -> None:
     (ws.root / LOCK).unlink(missing_ok=True)
 

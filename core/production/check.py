@@ -1,0 +1,209 @@
+"""Is a workspace consistent? Every catalog row has its file and every image file its row; every registered
+model is intact; the production pointer, accepted policies and the rollout name versions that exist; no run
+says `running` without a live training; the log's spool is ingested.
+
+`check(ws, repair=True)` fixes what can be fixed without losing anything, each fix an audit row: orphan files
+and leftover model folders move to quarantine/, rows whose file is gone are marked missing, stale runs become
+interrupted (and a dead process's lock goes), missing checksums are recorded, spooled rows are ingested, a
+rollout whose candidate is gone ends. It never deletes a user's file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from core.model import integrity, registry, runs
+from core.production import prediction_log, rollout
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
+LEFTOVERS = "models"  # quarantine/models/: model folders no registry row names
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: (
+        str  # missing_file / orphan_file / model / checksum / leftover / pointer / policy / rollout / run / lock / spool / schema
+    )
+    subject: str  # the image id, path, version or run it is about
+    detail: str  # what is wrong, in words
+    repair: str  # what --repair does about it, in words
+    repairable: bool
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    problems: tuple[Problem, ...]  # as found (before any repair)
+    repaired: tuple[str, ...]  # what --repair did, in words
+
+    @property
+    def remaining(self) -> tuple[Problem, ...]:
+        """Problems no repair handles (all of them when nothing was repaired)."""
+        return tuple(p for p in self.problems if not (self.repaired and p.repairable))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": not self.remaining,
+            "problems": [asdict(p) for p in self.problems],
+            "repaired": list(self.repaired),
+            "remaining": [asdict(p) for p in self.remaining],
+        }
+
+
+def _move(ws: Workspace, src: Path, folder: str) -> str:
+    """Move a file or folder under quarantine/<folder>/ with a name no one holds yet; returns where it went."""
+    dst_dir = ws.quarantine_dir / folder
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / src.name
+    n = 1
+    while dst.exists():
+        dst = dst_dir / f"{n}-{src.name}"
+        n += 1
+    shutil.move(str(src), str(dst))
+    return str(dst.relative_to(ws.root))
+
+
+def _catalog(ws: Workspace) -> list[Problem]:
+    catalog = store.images(ws, status=None)
+    found = []
+    for row in catalog[catalog["status"].isin(["ok", "quarantined"])].itertuples():
+        if not (ws.root / row.path).is_file():
+            found.append(
+                Problem("missing_file", row.id, f"{row.path} is gone ({row.status}, label {row.label})",
+                        "mark the row missing (audited): training and pages leave it out", True)
+            )  # fmt: skip
+    tracked = set(catalog["path"])
+    if ws.images_dir.is_dir():
+        for path in sorted(p for p in ws.images_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            rel = str(path.relative_to(ws.root))
+            if rel not in tracked:
+                found.append(
+                    Problem("orphan_file", rel, "an image file no catalog row names (left by an interrupted import; "
+                            "files placed by hand are adopted by `verify` instead)",
+                            f"move it to quarantine/{ORPHANS}/ (audited); gather it again to add it once", True)
+                )  # fmt: skip
+    return found
+
+
+def _models(ws: Workspace) -> list[Problem]:
+    versions = registry.list_versions(ws)["version"].tolist()
+    found = []
+    for version in versions:
+        problems = registry.problems(ws, version)
+        if problems:
+            found.append(Problem("model", version, "; ".join(problems), "nothing: a damaged model is refused everywhere; "
+                                 "train a new version (its folder stays for inspection)", False))  # fmt: skip
+        elif registry.recorded(ws, version)[0] is None:
+            found.append(Problem("checksum", version, "no checksum recorded (registered before checksums existed)",
+                                 "record its files' checksums now", True))  # fmt: skip
+    if ws.models_dir.is_dir():
+        for folder in sorted(p for p in ws.models_dir.iterdir() if p.is_dir() and p.name not in versions):
+            found.append(
+                Problem("leftover", folder.name, "a model folder no registry row names (an interrupted training or registration)",
+                        f"move it to quarantine/{LEFTOVERS}/ (audited)", True)
+            )  # fmt: skip
+    production = registry.production_version(ws)
+    if production is not None and production not in versions:
+        found.append(Problem("pointer", production, "production names a version that is not registered",
+                             "nothing: promote an intact version", False))  # fmt: skip
+    with store.connect(ws) as con:
+        named = [r[0] for r in con.execute("SELECT DISTINCT model_version FROM policies").fetchall()]
+    for version in sorted(set(named) - set(versions)):
+        found.append(Problem("policy", version, "an accepted policy names a version that is not registered",
+                             "nothing: it is never used (policies apply to their own version)", False))  # fmt: skip
+    active = rollout.current(ws)
+    if active is not None and active.candidate not in versions:
+        found.append(Problem("rollout", active.candidate, f"the {active.stage} candidate is not registered",
+                             "end the rollout (audited): production answers alone", True))  # fmt: skip
+    return found
+
+
+def _runs(ws: Workspace) -> list[Problem]:
+    alive = runs.training_alive(ws)
+    found = []
+    with store.connect(ws) as con:
+        stale = [] if alive else con.execute("SELECT run_id, started_at FROM runs WHERE status = 'running'").fetchall()
+    for run_id, started in stale:
+        found.append(Problem("run", run_id, f"says running since {started:%Y-%m-%d %H:%M}, but no training process is alive",
+                             "mark it interrupted", True))  # fmt: skip
+    held = runs.lock_holder(ws)
+    if held is not None and not alive:
+        found.append(Problem("lock", runs.LOCK, f"a training lock left by process {held.get('pid', '?')}, which is gone",
+                             "remove the stale lock (it is not data)", True))  # fmt: skip
+    return found
+
+
+def _log(ws: Workspace) -> list[Problem]:
+    rows = prediction_log.spooled_rows(ws)
+    if not rows:
+        return []
+    return [Problem("spool", "logs/spool", f"{rows} logged prediction(s) wait in the spool for the database",
+                    "ingest them (ids already in the database are skipped)", True)]  # fmt: skip
+
+
+def _schema(ws: Workspace) -> list[Problem]:
+    with store.connect(ws) as con:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is not None and int(row[0]) > store.SCHEMA_VERSION:
+        return [Problem("schema", str(row[0]), f"made by a newer version of this tool (schema {row[0]}, "
+                        f"this one knows {store.SCHEMA_VERSION})", "nothing: use the newer version", False)]  # fmt: skip
+    return []
+
+
+def check(ws: Workspace, repair: bool = False) -> CheckReport:
+    """Every problem found, and with repair, what was done about each repairable one."""
+    store.init_db(ws)
+    problems = [*_schema(ws), *_catalog(ws), *_models(ws), *_runs(ws), *_log(ws)]
+    done: list[str] = []
+    if repair:
+        for p in problems:
+            if p.repairable:
+                done.append(_repair(ws, p))
+        if done:
+            store.audit(ws, "workspace_repaired", detail={"repaired": done})
+    return CheckReport(tuple(problems), tuple(done))
+
+
+def _repair(ws: Workspace, p: Problem) -> str:
+    if p.kind == "missing_file":
+        store.update_image(ws, p.subject, {"status": "missing", "reason": "file missing on disk (check --repair)"},
+                           "image_marked_missing", before={"problem": p.detail}, after={"status": "missing"})  # fmt: skip
+        return f"marked image {p.subject} missing"
+    if p.kind == "orphan_file":
+        where = _move(ws, ws.root / p.subject, ORPHANS)
+        store.audit(ws, "orphan_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
+        return f"moved {p.subject} to {where}"
+    if p.kind == "leftover":
+        where = _move(ws, ws.models_dir / p.subject, LEFTOVERS)
+        store.audit(ws, "model_folder_moved", before={"path": f"models/{p.subject}"}, after={"path": where})
+        return f"moved models/{p.subject} to {where}"
+    if p.kind == "checksum":
+        sums = integrity.checksums(ws.models_dir / p.subject)
+        with store.connect(ws) as con:
+            con.execute("UPDATE models SET checksums = ? WHERE version = ?", [json.dumps(sums), p.subject])
+        store.audit(ws, "model_checksums_recorded", detail={"version": p.subject, "checksums": sums})
+        return f"recorded the checksums of {p.subject}"
+    if p.kind == "rollout":
+        rollout.rollback(ws, note="check --repair: the candidate is not registered")
+        return f"ended the rollout of {p.subject}"
+    if p.kind == "run":
+        with store.connect(ws) as con:
+            con.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, message = 'the process stopped (check --repair)' "
+                "WHERE run_id = ? AND status = 'running'",
+                [store.now(), p.subject],
+            )
+        store.audit(ws, "run_interrupted", detail={"run_id": p.subject})
+        return f"marked run {p.subject} interrupted"
+    if p.kind == "lock":
+        runs.release_lock(ws)
+        store.audit(ws, "stale_lock_removed", detail={"lock": p.subject})
+        return "removed the stale training lock"
+    if p.kind == "spool":
+        return f"ingested {prediction_log.drain_spool(ws)} spooled prediction(s)"
+    raise ValueError(f"no repair for {p.kind}")  # a programming error: every repairable kind is handled above

@@ -1,0 +1,111 @@
+"""`check` finds what an interrupted process or a hand on the files left behind; `--repair` fixes what it can
+without deleting anything, each fix audited; what it cannot fix it says."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from core.model import registry, runs
+from core.production import check, prediction_log
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import app, cli, colour_image, derived_version, fake_prediction
+
+
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def damage(ws: Workspace) -> dict[str, object]:
+    """One of everything check looks for."""
+    catalog = store.images(ws)
+    gone = catalog.iloc[0]
+    (ws.root / gone["path"]).unlink()  # a row whose file is gone
+    orphan = ws.images_dir / "red" / "left-behind.png"
+    orphan.write_bytes(colour_image(0, 77))  # a file no row names
+    leftover = ws.models_dir / ".tmp-0123abcd"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    with store.connect(ws) as con:  # a run a killed process left running, and its lock
+        con.execute("INSERT INTO runs VALUES ('deadbeef0000', now(), NULL, 'running', '{}', NULL, NULL)")
+        con.execute("UPDATE models SET checksums = NULL")  # a version registered before checksums
+    (ws.root / runs.LOCK).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "x"}))
+    frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
+    prediction_log._spool(ws, frame)  # rows a busy database sent to the spool
+    broken = derived_version(ws, registry.production_version(ws))
+    weights = ws.models_dir / broken / registry.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:1000])  # a damaged model: no repair
+    return {"gone": gone["id"], "orphan": orphan, "leftover": leftover, "broken": broken}
+
+
+def test_a_clean_workspace_has_no_problems(prod: Workspace) -> None:
+    report = check.check(prod)
+    assert report.problems == () and report.as_dict()["ok"]
+
+
+def test_check_reports_without_changing_anything_and_repair_fixes_without_deleting(prod: Workspace) -> None:
+    made = damage(prod)
+    orphan_bytes = made["orphan"].read_bytes()
+    before = store.audit_log(prod, 10_000)
+    report = check.check(prod)
+    kinds = sorted(p.kind for p in report.problems)
+    assert kinds == sorted(["missing_file", "orphan_file", "leftover", "run", "lock", "spool", "checksum", "model"])
+    assert report.repaired == () and len(report.remaining) == len(report.problems)
+    assert made["orphan"].exists() and made["leftover"].exists() and prediction_log.spooled_rows(prod) == 3
+    assert len(store.audit_log(prod, 10_000)) == len(before)  # looking changes nothing
+
+    fixed = check.check(prod, repair=True)
+    assert len(fixed.repaired) == 7 and [p.kind for p in fixed.remaining] == ["model"]
+    assert made["broken"] in fixed.remaining[0].subject
+    moved = prod.quarantine_dir / check.ORPHANS / "left-behind.png"
+    assert not made["orphan"].exists() and moved.read_bytes() == orphan_bytes  # moved, not deleted
+    assert (
+        not made["leftover"].exists() and (prod.quarantine_dir / check.LEFTOVERS / ".tmp-0123abcd" / "model.safetensors").exists()
+    )
+    catalog = store.images(prod, status=None).set_index("id")
+    assert catalog.loc[made["gone"], "status"] == "missing"
+    with store.connect(prod) as con:
+        assert con.execute("SELECT status FROM runs WHERE run_id = 'deadbeef0000'").fetchone() == ("interrupted",)
+        assert con.execute("SELECT count(*) FROM models WHERE checksums IS NULL").fetchone()[0] == 0
+    assert not (prod.root / runs.LOCK).exists() and prediction_log.spooled_rows(prod) == 0 and prediction_log.count(prod) == 3
+    actions = set(store.audit_log(prod, 10_000)["action"])
+    assert {"image_marked_missing", "orphan_file_moved", "model_folder_moved", "run_interrupted", "stale_lock_removed",
+            "model_checksums_recorded", "workspace_repaired"} <= actions  # fmt: skip
+
+    again = check.check(prod)
+    assert [p.kind for p in again.problems] == ["model"]  # only what no repair can fix
+    # training and the pages work on the repaired workspace: the missing image is simply left out
+    assert made["gone"] not in set(store.images(prod)["id"])
+
+
+def test_a_live_training_is_not_stale(prod: Workspace) -> None:
+    runs.acquire_lock(prod)  # this process trains
+    try:
+        with store.connect(prod) as con:
+            con.execute("INSERT INTO runs VALUES ('live00000000', now(), NULL, 'running', '{}', NULL, NULL)")
+        assert check.check(prod).problems == ()
+    finally:
+        runs.release_lock(prod)
+
+
+def test_check_command_and_the_workspaces_page(prod: Workspace) -> None:
+    damage(prod)
+    done = cli("check", "--workspace", "prod", "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert not data["ok"] and len(data["problems"]) == 8 and data["repaired"] == []
+    at = app("app_pages/workspaces.py", "prod")
+    at.selectbox(key="ws_check_name").set_value("prod").run()
+    at.button(key="ws_check_run").click().run()
+    assert not at.exception and any("8 problem(s) found" in w.value for w in at.warning)
+    at.button(key="ws_check_repair").click().run()
+    assert sum("Repaired:" in s.value for s in at.success) == 7
+    assert any("1 problem(s) remain" in w.value for w in at.warning)
+    text = cli("check", "--workspace", "prod")
+    assert text.returncode == 0 and "[model]" in text.stdout and "repair: nothing" in text.stdout
+    assert os.path.isdir(prod.quarantine_dir / check.ORPHANS)
