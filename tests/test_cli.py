@@ -4,6 +4,8 @@ input, --help for every command, a closed pipe."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli.main import build_parser
+from core.cli.main import build_parser, main
 from tests.helpers import cli, colour_image
 from tests.webserver import serve
 
@@ -151,3 +153,55 @@ def test_workspace_commands_create_rename_list_and_delete_to_trash(data_root: Pa
     moved = Path(json.loads(cli("workspace", "delete", "b", "--confirm", "b", "--json").stdout)["moved_to_trash"])
     assert moved.parent == data_root / "trash" and (moved / "workspace.duckdb").is_file()
     assert json.loads(cli("workspace", "list", "--json").stdout)["workspaces"] == []
+
+
+@pytest.mark.parametrize(
+    "flags,says",
+    [
+        (["--workers", "-1"], "must be at least 1"),
+        (["--workers", "many"], "not a whole number"),
+        (["--timeout", "0"], "must be above 0"),
+        (["--allow-private", "localhost-ish"], "not a network such as 127.0.0.1/32"),
+    ],
+    ids=["negative-workers", "words-for-workers", "zero-timeout", "bad-network"],
+)
+def test_bad_download_settings_are_refused_before_anything_runs(flags: list[str], says: str, tmp_path: Path) -> None:
+    urls = tmp_path / "urls.txt"
+    urls.write_text("http://127.0.0.1:9/a.png\n")
+    with pytest.raises(SystemExit) as stop, contextlib.redirect_stderr(io.StringIO()) as err:
+        main(["gather", "--workspace", "w", "--urls", str(urls), "--label", "cat", *flags])
+    assert stop.value.code == 2 and says in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def test_a_binary_file_of_urls_prints_no_control_characters(tmp_path: Path) -> None:
+    urls = tmp_path / "urls.bin"
+    urls.write_bytes(b"\x1b[2J\x1b]0;owned\x07http://\x00\x01\x02/\n\xff\xfe\x1b[31m")
+    done = cli("gather", "--workspace", "w", "--urls", str(urls), "--label", "cat")
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout + done.stderr
+    assert "\x1b" not in printed and "\x07" not in printed and "\x00" not in printed
+    assert "failed" in done.stdout
+
+
+def test_an_unwritable_data_root_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("IMAGEDP_DATA_ROOT", str(blocker / "root"))  # a data root under a file cannot be made
+    done = cli("gather", "--workspace", "w", "--demo", "--classes", "0")
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.cli import workspace as ws_cli
+
+    def broken(_: object) -> dict:
+        raise RuntimeError("something no one planned for")
+
+    monkeypatch.setattr(ws_cli, "cmd_workspace", broken)
+    done = cli("workspace", "list")
+    assert done.returncode == 1 and "internal error: RuntimeError: something no one planned for" in done.stderr
+    assert "Traceback" not in done.stderr
+    monkeypatch.setenv("IMAGEDP_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["workspace", "list"])

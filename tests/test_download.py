@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -106,3 +107,28 @@ def test_progress_reaches_the_total(ws: Workspace, web: str) -> None:
 def test_parse_url_list_ignores_blanks_comments_and_repeats() -> None:
     text = "# my list\nhttp://a/1.png\n\n  http://a/2.png \nhttp://a/1.png\n"
     assert download.parse_url_list(text) == ["http://a/1.png", "http://a/2.png"]
+
+
+def test_the_deadline_holds_however_slowly_a_server_sends(ws: Workspace, web: str) -> None:
+    started = time.monotonic()
+    report = download.download_images(ws, [UrlItem(f"{web}/drip.png")], "cat", FAST)  # a byte every 0.2 s, for 2 min
+    took = time.monotonic() - started
+    assert "timed out after 1 s (body too slow)" in report.failed[0]["reason"]
+    assert took < 5, f"a 1 s deadline held the download {took:.1f} s"
+
+
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ("http://[zz]/a.png", "not a valid URL"),
+        ("http://example.com:99999999/a.png", "not a valid URL"),
+        ("http://exa\x1b[31mmple.com/\x07a.png", "not a valid URL"),
+    ],
+    ids=["bad-ipv6-host", "bad-port", "control-characters"],
+)
+def test_a_malformed_url_fails_alone_with_a_printable_reason(ws: Workspace, web: str, line: str, reason: str) -> None:
+    report = download.download_url_text(ws, f"{line}\n{web}/img/5.png\n", "cat", FAST)
+    assert len(report.added) == 1, "one bad URL must not stop the others"
+    assert reason in report.failed[0]["reason"]
+    assert all(c.isprintable() for c in report.failed[0]["reason"])
+    assert len(store.images(ws)) == 1 and not [p for p in (ws.images_dir / "cat").iterdir() if p.name.startswith(".")]

@@ -25,15 +25,20 @@ def summary(ws: Workspace, failed: list[dict[str, str]], **extra: Any) -> dict[s
     }
 
 
+def shown(text: object) -> str:
+    """Text from outside (a URL, a file name) safe for a terminal: control characters escaped, never executed."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def print_summary(data: dict[str, Any]) -> None:
     print(f"{data['images']} images in {len(data['labels'])} labels: " + ", ".join(f"{k} {v}" for k, v in data["labels"].items()))
     for key in ("added", "adopted"):
         if key in data:
             print(f"{key}: {len(data[key]) if isinstance(data[key], list) else data[key]}")
     for item in data.get("skipped", []):
-        print(f"skipped {item['source']}: {item['reason']}")
+        print(f"skipped {shown(item['source'])}: {shown(item['reason'])}")
     for item in data["failed"]:
-        print(f"failed  {item['source']}: {item['reason']}")
+        print(f"failed  {shown(item['source'])}: {shown(item['reason'])}")
     print(f"quarantined: {data['quarantined']}")
     for warning in data.get("warnings", []):
         print(f"warning: {warning}")
@@ -98,6 +103,37 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def network(text: str) -> str:
+    """A CIDR network such as 127.0.0.1/32 or 10.0.0.0/8."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a network such as 127.0.0.1/32: {text!r}") from None
+    return text
+
+
 def add_commands(command: Any) -> None:
     g = command("gather", "bring images into a workspace (created if missing)", cmd_gather, print_summary)
     g.add_argument("--demo", action="store_true", help="scikit-learn's bundled handwritten digits")
@@ -106,15 +142,16 @@ def add_commands(command: Any) -> None:
     g.add_argument("--zip", help="a zip archive of images (labels from --label or its folders)")
     g.add_argument("--search", action="append", help="image search query (repeatable)")
     g.add_argument("--provider", default="duckduckgo", help="duckduckgo (no key) or bing ($BING_SEARCH_KEY)")
-    g.add_argument("--max", type=int, default=50, help="search results per query")
+    g.add_argument("--max", type=positive_int, default=50, help="search results per query")
     g.add_argument("--urls", help="a text file with one image URL per line")
     g.add_argument("--label", help="the label for --search, --urls, --zip or a flat --folder")
-    g.add_argument("--workers", type=int, default=8, help="concurrent downloads")
-    g.add_argument("--timeout", type=float, default=15.0, help="seconds per download")
-    g.add_argument("--max-bytes", type=int, default=20_000_000, help="largest download accepted")
+    g.add_argument("--workers", type=positive_int, default=8, help="concurrent downloads")
+    g.add_argument("--timeout", type=positive_float, default=15.0, help="seconds per download, whole request")
+    g.add_argument("--max-bytes", type=positive_int, default=20_000_000, help="largest download accepted")
     g.add_argument(
         "--allow-private",
         action="append",
+        type=network,
         default=[],
         metavar="CIDR",
         help="allow downloads from this private network, e.g. 127.0.0.1/32",

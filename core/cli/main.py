@@ -15,6 +15,7 @@ from typing import Any
 from core.cli import data, drivetrain, model, production, workspace
 from core.errors import UserError
 
+DEBUG_ENV = "IMAGEDP_DEBUG"
 Command = Callable[[argparse.Namespace], dict[str, Any]]
 Printer = Callable[[dict[str, Any]], None]
 
@@ -53,5 +54,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as cat and grep do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:  # a read-only or full disk, a folder where a file should be, ...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # never a traceback for a user; IMAGEDP_DEBUG=1 shows it to whoever fixes the bug
+        if os.environ.get(DEBUG_ENV):
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        if type(exc).__module__.split(".")[0] == "duckdb":
+            print(f"error: the workspace database failed: {first}", file=sys.stderr)
+            return 2
+        print(f"internal error: {type(exc).__name__}: {first} (a bug; {DEBUG_ENV}=1 shows where)", file=sys.stderr)
         return 1
     return 0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from core.data.gather import GatherReport, Incoming, Loader, ingest, validate_label
 from core.data.images import VerifyConfig
@@ -37,14 +38,24 @@ class UrlItem:
     query: str | None = None
 
 
+def printable(text: str, limit: int = 100) -> str:
+    """Text safe to print in a message: control characters escaped, cut to `limit` characters."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + ("…" if len(text) > limit else "")
+
+
 def _check_host(url: str, cfg: DownloadConfig) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"not an http(s) URL: {url[:100]}")
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except socket.gaierror:
-        raise UserError(f"host {parts.hostname} not found (offline, or a typo in the URL?)") from None
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "http://[zz]/a", a port that is not a number, ...
+        raise UserError(f"not a valid URL ({exc}): {printable(url)}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"not an http(s) URL: {printable(url)}")
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+    except (socket.gaierror, UnicodeError):
+        raise UserError(f"host {printable(parts.hostname)} not found (offline, or a typo in the URL?)") from None
     allowed = [ipaddress.ip_network(n, strict=False) for n in cfg.allow_private]
     for info in infos:
         ip = ipaddress.ip_address(info[4][0])
@@ -82,22 +93,27 @@ def fetch(url: str, cfg: DownloadConfig = DownloadConfig()) -> tuple[bytes, str 
 
 
 def _read_body(response: requests.Response, cfg: DownloadConfig, deadline: float) -> bytes:
+    """The body, within the size cap and the whole-request deadline. It is read one network read at a time
+    (urllib3's read1), so the deadline is checked however slowly the server sends: a byte every few seconds
+    never trips the per-read timeout, and 64 KB chunks would wait for the whole chunk."""
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cfg.max_bytes:
         raise UserError(f"too large: {int(declared) / 1e6:.1f} MB > {cfg.max_bytes / 1e6:.0f} MB")
     chunks, size = [], 0
-    try:
-        for chunk in response.iter_content(chunk_size=65536):
-            size += len(chunk)
-            if size > cfg.max_bytes:
-                raise UserError(f"too large: body passed {cfg.max_bytes / 1e6:.0f} MB")
-            if time.monotonic() > deadline:
-                raise UserError(f"timed out after {cfg.timeout_s:.0f} s (body too slow)")
-            chunks.append(chunk)
-    except requests.RequestException as exc:
-        text = "timed out" if "timed out" in str(exc).lower() else type(exc).__name__
-        raise UserError(f"download interrupted: {text}") from None
-    return b"".join(chunks)
+    while True:
+        if time.monotonic() > deadline:
+            raise UserError(f"timed out after {cfg.timeout_s:.0f} s (body too slow)")
+        try:
+            chunk = response.raw.read1(65536, decode_content=True)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            text = "timed out" if "timed out" in str(exc).lower() else type(exc).__name__
+            raise UserError(f"download interrupted: {text}") from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > cfg.max_bytes:
+            raise UserError(f"too large: body passed {cfg.max_bytes / 1e6:.0f} MB")
+        chunks.append(chunk)
 
 
 def _url_loader(url: str, cfg: DownloadConfig) -> Loader:
