@@ -85,11 +85,37 @@ def _prepare(item: Incoming, cfg: VerifyConfig) -> tuple[Incoming, ImageInfo | N
     return item, info, data
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def part_path(path: Path) -> Path:
+    """Where a file waits, hidden, until its catalog row is committed."""
+    return path.with_name(f".{path.name}.part")
+
+
+def _stage(path: Path, data: bytes) -> None:
+    """Write a new image beside its final name, flushed to disk; it takes its name once its row is committed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with part_path(path).open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _commit(ws: Workspace, rows: list[dict[str, Any]]) -> None:
+    """Catalog rows in one transaction, then give their staged files their names: a kill before the commit
+    leaves hidden .part files no row names (gathering again rewrites them; `check --repair` moves them to
+    quarantine), a kill after it leaves rows whose files are still staged (`finish_staged` completes them)."""
+    store.insert_images(ws, rows)
+    for row in rows:
+        final = ws.root / row["path"]
+        os.replace(part_path(final), final)
+
+
+def finish_staged(ws: Workspace, rel: str) -> bool:
+    """Complete an interrupted import: a cataloged file still waiting under its staged name takes its name."""
+    final = ws.root / rel
+    if final.exists() or not part_path(final).is_file():
+        return False
+    os.replace(part_path(final), final)
+    return True
 
 
 def duplicate_reason(item: Incoming, prior: Sequence[store.KnownImage]) -> str | None:
@@ -165,16 +191,16 @@ def ingest(
             else:
                 image_id = allocate_id(info, known)
                 rel = f"images/{item.label}/{image_id}{info.extension}"
-                _write_atomic(ws.root / rel, payload)  # type: ignore[arg-type]
+                _stage(ws.root / rel, payload)  # type: ignore[arg-type]
                 known.setdefault(info.sha256, []).append(store.KnownImage(image_id, item.label, "ok", item.source))
                 rows.append(catalog_row(item, info, rel, image_id))
                 report.added.append(image_id)
             if len(rows) >= batch:
-                store.insert_images(ws, rows)
+                _commit(ws, rows)
                 rows = []
             if on_progress:
                 on_progress(done, total, item.source)
-    store.insert_images(ws, rows)
+    _commit(ws, rows)
     store.record_failures(ws, report.failed)
     return report
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data.gather import Incoming, allocate_id, catalog_row, file_loader, validate_label
+from core.data.gather import Incoming, allocate_id, catalog_row, file_loader, finish_staged, validate_label
 from core.data.images import VerifyConfig, inspect
 from core.errors import UserError
 from core.progress import ProgressFn
@@ -83,7 +83,7 @@ def restore(ws: Workspace, image_id: str) -> str:
 
 def _check(ws: Workspace, row: pd.Series, cfg: VerifyConfig) -> str | None:
     path = ws.root / row["path"]
-    if not path.is_file():
+    if not path.is_file() and not finish_staged(ws, row["path"]):  # an interrupted import's file takes its name
         return "file missing on disk"
     try:
         inspect(path.read_bytes(), cfg)

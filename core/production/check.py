@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import prediction_log, rollout
 from core.workspace import store
@@ -72,13 +73,25 @@ def _catalog(ws: Workspace) -> list[Problem]:
     catalog = store.images(ws, status=None)
     found = []
     for row in catalog[catalog["status"].isin(["ok", "quarantined"])].itertuples():
-        if not (ws.root / row.path).is_file():
+        if not (ws.root / row.path).is_file() and gather.part_path(ws.root / row.path).is_file():
+            found.append(
+                Problem("unfinished", row.id, f"{row.path} is still staged: an import stopped between cataloging and "
+                        "naming its file", "finish the import: the staged file takes its name", True)
+            )  # fmt: skip
+        elif not (ws.root / row.path).is_file():
             found.append(
                 Problem("missing_file", row.id, f"{row.path} is gone ({row.status}, label {row.label})",
                         "mark the row missing (audited): training and pages leave it out", True)
             )  # fmt: skip
     tracked = set(catalog["path"])
     if ws.images_dir.is_dir():
+        for part in sorted(ws.images_dir.rglob(".*.part")):
+            final = str(part.with_name(part.name[1:].removesuffix(".part")).relative_to(ws.root))
+            if final not in tracked:
+                found.append(
+                    Problem("orphan_file", str(part.relative_to(ws.root)), "a file an interrupted import staged but never "
+                            "cataloged", f"move it to quarantine/{ORPHANS}/ (audited); gather again to add it once", True)
+                )  # fmt: skip
         for path in sorted(p for p in ws.images_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
             rel = str(path.relative_to(ws.root))
             if rel not in tracked:
@@ -174,6 +187,11 @@ def _repair(ws: Workspace, p: Problem) -> str:
         store.update_image(ws, p.subject, {"status": "missing", "reason": "file missing on disk (check --repair)"},
                            "image_marked_missing", before={"problem": p.detail}, after={"status": "missing"})  # fmt: skip
         return f"marked image {p.subject} missing"
+    if p.kind == "unfinished":
+        row = store.images(ws, status=None).set_index("id").loc[p.subject]
+        gather.finish_staged(ws, row["path"])
+        store.audit(ws, "import_finished", image_id=p.subject, detail={"path": row["path"]})
+        return f"finished the import of {row['path']}"
     if p.kind == "orphan_file":
         where = _move(ws, ws.root / p.subject, ORPHANS)
         store.audit(ws, "orphan_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
