@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,20 @@ def test_rename_and_delete_wait_for_a_running_training() -> None:
     with pytest.raises(UserError, match="training is running"):
         workspaces.delete_workspace("busy", "busy")
     assert workspaces.list_workspaces() == ["busy"]
+
+
+def test_a_lock_a_killed_training_left_does_not_block_rename_or_delete() -> None:
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    ws = workspaces.create_workspace("was-busy")
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    (ws.root / paths.TRAINING_LOCK).write_text(json.dumps({"pid": gone, "host": socket.gethostname(), "started": "x"}))
+    renamed = workspaces.rename_workspace("was-busy", "free")
+    assert renamed.name == "free" and workspaces.list_workspaces() == ["free"]
+    live = workspaces.create_workspace("live")
+    (live.root / paths.TRAINING_LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    with pytest.raises(UserError, match="training is running"):
+        workspaces.delete_workspace("live", "live")

@@ -21,20 +21,10 @@ from core.model import backbones, config, datasets, outputs, registry, scoring, 
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent, Cancelled, DoneEvent, EpochMetrics, EventFn, StageEvent, TrainEvent
 from core.model.training import TrainResult, fine_tune
-from core.workspace import store
+from core.workspace import locks, store
 from core.workspace.paths import TRAINING_LOCK, Workspace
 
 LOCK = TRAINING_LOCK
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def acquire_lock(ws: Workspace) -> None:
@@ -49,7 +39,7 @@ def acquire_lock(ws: Workspace) -> None:
                 held = json.loads(path.read_text() or "{}")
             except (OSError, ValueError):
                 held = {}
-            if held.get("host") == info["host"] and not _alive(int(held.get("pid", 0))):
+            if not locks.is_live(held):
                 path.unlink(missing_ok=True)  # our own stale lock file, not user data
                 continue
             raise UserError(
@@ -60,29 +50,6 @@ def acquire_lock(ws: Workspace) -> None:
             json.dump(info, fh)
         return
     raise UserError(f"Could not take the training lock {path}; remove it if no training is running.")
-
-
-def lock_holder(ws: Workspace) -> dict[str, Any] | None:
-    """What the training lock says (pid, host, started), or None without one."""
-    path = ws.root / LOCK
-    if not path.exists():
-        return None
-    try:
-        held = json.loads(path.read_text() or "{}")
-    except (OSError, ValueError):
-        held = {}
-    return held if isinstance(held, dict) else {}
-
-
-def training_alive(ws: Workspace) -> bool:
-    """Whether a training process holds this workspace now (a lock from another host counts as alive)."""
-    held = lock_holder(ws)
-    if held is None:
-        return False
-    if held.get("host") != socket.gethostname():
-        return True
-    pid = int(held.get("pid", 0) or 0)
-    return pid > 0 and _alive(pid)
 
 
 def release_lock(ws: Workspace) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import prediction_log, rollout
-from core.workspace import store
+from core.workspace import locks, store
 from core.workspace.paths import Workspace
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
@@ -137,14 +137,14 @@ def _models(ws: Workspace) -> list[Problem]:
 
 
 def _runs(ws: Workspace) -> list[Problem]:
-    alive = runs.training_alive(ws)
+    alive = locks.training_alive(ws)
     found = []
     with store.connect(ws) as con:
         stale = [] if alive else con.execute("SELECT run_id, started_at FROM runs WHERE status = 'running'").fetchall()
     for run_id, started in stale:
         found.append(Problem("run", run_id, f"says running since {started:%Y-%m-%d %H:%M}, but no training process is alive",
                              "mark it interrupted", True))  # fmt: skip
-    held = runs.lock_holder(ws)
+    held = locks.holder(ws)
     if held is not None and not alive:
         found.append(Problem("lock", runs.LOCK, f"a training lock left by process {held.get('pid', '?')}, which is gone",
                              "remove the stale lock (it is not data)", True))  # fmt: skip

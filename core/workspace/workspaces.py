@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import UserError
-from core.workspace import store
-from core.workspace.paths import DB_NAME, TRAINING_LOCK, Workspace
+from core.workspace import locks, store
+from core.workspace.paths import DB_NAME, Workspace
 
 DATA_ROOT_ENV = "IMAGEDP_DATA_ROOT"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
@@ -89,7 +89,7 @@ def resolve(name_or_path: str, create: bool = False) -> Workspace:
 
 
 def _refuse_while_training(ws: Workspace, what: str) -> None:
-    if (ws.root / TRAINING_LOCK).exists():
+    if locks.training_alive(ws):  # a lock a killed training left does not block
         raise UserError(f"A training is running in {ws.name!r}; wait for it or cancel it before you {what} the workspace.")
 
 
