@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -224,3 +227,26 @@ def test_a_demo_workspace_is_created_with_the_chosen_digits() -> None:
     with pytest.raises(UserError, match="digits 0-9"):
         gather.create_demo_workspace("nope", ["cat"])
     assert workspaces.list_workspaces() == ["digits"]  # the refused one made no folder
+
+
+def test_a_huge_file_is_refused_before_it_is_read(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "src" / "cat"
+    folder.mkdir(parents=True)
+    (folder / "ok.png").write_bytes(png_bytes(1))
+    with (folder / "huge.png").open("wb") as fh:  # 3 GB on paper, nothing on disk (sparse)
+        fh.truncate(3_000_000_000)
+    read: list[str] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or real(self))
+    report = gather.import_folder(ws, tmp_path / "src")
+    assert len(report.added) == 1 and "huge.png" not in read
+    assert [f["reason"] for f in report.failed] == ["file too large (3000 MB > 50 MB)"]
+
+
+def test_a_zip_entry_larger_than_a_file_may_be_is_refused_before_it_is_read(ws: Workspace) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # stored: no ratio gives it away
+        zf.writestr("cat/big.png", os.urandom(51_000_000))
+        zf.writestr("cat/ok.png", png_bytes(2))
+    report = gather.ingest(ws, gather.zip_items(buf.getvalue(), None))
+    assert len(report.added) == 1 and report.failed[0]["reason"] == "file too large (51 MB > 50 MB)"

@@ -223,8 +223,19 @@ def create_demo_workspace(
     return ws, add_demo(ws, classes, on_progress)
 
 
+def _too_large(size: int, limit: int = VerifyConfig.max_bytes) -> UserError | None:
+    return UserError(f"file too large ({size / 1e6:.0f} MB > {limit / 1e6:.0f} MB)") if size > limit else None
+
+
 def file_loader(path: Path) -> Loader:
-    return lambda: (path.read_bytes(), None)
+    """The file's bytes, its size checked before it is read (a huge file never reaches memory)."""
+
+    def load() -> tuple[bytes, str | None]:
+        if refused := _too_large(path.stat().st_size):
+            raise refused
+        return path.read_bytes(), None
+
+    return load
 
 
 def _bytes_loader(data: bytes) -> Loader:
@@ -350,6 +361,8 @@ def zip_items(data: bytes, label: str | None, name: str = "archive.zip", limits:
 
 def _zip_loader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Loader:
     def load() -> tuple[bytes, str | None]:
+        if refused := _too_large(member.file_size):  # before reading: one entry may declare gigabytes
+            raise refused
         with archive.open(member) as fh:  # read at most the declared size: headers can lie
             data = fh.read(member.file_size + 1)
         if len(data) > member.file_size:
