@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from core.data import gather, images
 from core.data.images import VerifyConfig, hamming, inspect, load_rgb, to_rgb
 from core.errors import UserError
+from core.workspace.paths import Workspace
 from tests.helpers import alpha_png, bomb_png, encode, exif_rotated_jpeg, picture, png_bytes, sixteen_bit_png
 
 BAD = [
@@ -101,3 +106,32 @@ def test_brightness_orders_dark_and_light() -> None:
 def test_to_rgb_keeps_rgb_untouched() -> None:
     img = picture(14)
     assert to_rgb(img) is img
+
+
+@pytest.mark.parametrize("budget,serial", [(64 * 48, True), (10**9, False)], ids=["one-image-budget", "room-for-all"])
+def test_parallel_decoding_is_bounded_by_pixels_in_flight(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, budget: int, serial: bool
+) -> None:
+    """With a budget smaller than two images, workers decode one at a time; with room, they overlap (so the
+    count below can see overlap when it happens)."""
+    inside, peak = [0], [0]
+    guard = threading.Lock()
+    real = images.load_oriented
+
+    def slow(img: object) -> object:
+        with guard:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        time.sleep(0.05)
+        try:
+            return real(img)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(images, "load_oriented", slow)
+    monkeypatch.setattr(images, "DECODING", images.PixelBudget(budget))
+    items = gather.upload_items([(f"{i}.png", png_bytes(i)) for i in range(8)], "cat")
+    report = gather.ingest(ws, items, workers=4)
+    assert len(report.added) == 8
+    assert (peak[0] == 1) if serial else (peak[0] > 1)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,9 +142,40 @@ def load_oriented(img: Image.Image) -> Image.Image:
         raise UserError(f"corrupt or truncated image ({fmt}): {exc}") from None
 
 
+class PixelBudget:
+    """Decoding in parallel bounded by pixels in flight, not by the worker count: a worker waits until its image
+    fits (an image larger than the whole budget waits until it decodes alone)."""
+
+    def __init__(self, pixels: int) -> None:
+        self.capacity = pixels
+        self.used = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def take(self, pixels: int) -> Iterator[None]:
+        need = min(int(pixels), self.capacity)
+        with self._room:
+            self._room.wait_for(lambda: self.used + need <= self.capacity)
+            self.used += need
+        try:
+            yield
+        finally:
+            with self._room:
+                self.used -= need
+                self._room.notify_all()
+
+
+DECODING = PixelBudget(150_000_000)  # about 450 MB of RGB in flight in one process, however many workers decode
+
+
 def inspect(data: bytes, cfg: VerifyConfig = VerifyConfig()) -> tuple[ImageInfo, Image.Image]:
     """Fully decode image bytes and measure them; raise UserError with the reason if unusable."""
     img = open_checked(data, cfg)
+    with DECODING.take(img.size[0] * img.size[1]):  # the header's size: nothing is decoded yet
+        return _measure(data, img, cfg)
+
+
+def _measure(data: bytes, img: Image.Image, cfg: VerifyConfig) -> tuple[ImageInfo, Image.Image]:
     fmt = img.format or "unknown"
     rotated_img = load_oriented(img)
     rotated = orientation(img) not in (0, 1)
