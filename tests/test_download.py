@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -132,3 +134,23 @@ def test_a_malformed_url_fails_alone_with_a_printable_reason(ws: Workspace, web:
     assert reason in report.failed[0]["reason"]
     assert all(c.isprintable() for c in report.failed[0]["reason"])
     assert len(store.images(ws)) == 1 and not [p for p in (ws.images_dir / "cat").iterdir() if p.name.startswith(".")]
+
+
+def test_the_download_connects_to_the_address_it_checked(ws: Workspace, web: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name resolves to a public address when checked, then to this machine. The request must
+    go to the checked address (unreachable here), never to the private one a second lookup would give."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def rebinding(host: str, *args: object, **kwargs: object) -> list:
+        if host != "rebind.test":
+            return real(host, *args, **kwargs)
+        asked.append(host)
+        address = "93.184.216.34" if len(asked) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 80))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = urlsplit(web).port
+    report = download.download_images(ws, [UrlItem(f"http://rebind.test:{port}/img/3.png")], "cat", FAST)
+    assert report.added == [] and asked == ["rebind.test"]  # looked up once, and not followed to 127.0.0.1
+    assert report.failed[0]["reason"].startswith(("connection failed", "timed out"))

@@ -7,10 +7,12 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 
 from core.data.gather import GatherReport, Incoming, Loader, ingest, validate_label
 from core.data.images import VerifyConfig
@@ -44,7 +46,29 @@ def printable(text: str, limit: int = 100) -> str:
     return shown + ("…" if len(text) > limit else "")
 
 
-def _check_host(url: str, cfg: DownloadConfig) -> None:
+@dataclass(frozen=True)
+class Checked:
+    """A URL whose host resolved to addresses that are all allowed, and the one address to connect to."""
+
+    url: str
+    hostname: str
+    address: str
+
+    @property
+    def pinned_url(self) -> str:
+        """The URL with its host replaced by the checked address: the connection goes where the check looked,
+        whatever the name resolves to a moment later (DNS rebinding)."""
+        parts = urlsplit(self.url)
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+
+    @property
+    def host_header(self) -> str:
+        return urlsplit(self.url).netloc.rsplit("@", 1)[-1]
+
+
+def _check_host(url: str, cfg: DownloadConfig) -> Checked:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -53,7 +77,7 @@ def _check_host(url: str, cfg: DownloadConfig) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UserError(f"not an http(s) URL: {printable(url)}")
     try:
-        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+        infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
         raise UserError(f"host {printable(parts.hostname)} not found (offline, or a typo in the URL?)") from None
     allowed = [ipaddress.ip_network(n, strict=False) for n in cfg.allow_private]
@@ -61,21 +85,39 @@ def _check_host(url: str, cfg: DownloadConfig) -> None:
         ip = ipaddress.ip_address(info[4][0])
         if not ip.is_global and not any(ip in net for net in allowed):
             raise UserError(f"refused: {parts.hostname} resolves to private address {ip}")
+    if not infos:
+        raise UserError(f"host {printable(parts.hostname)} not found (offline, or a typo in the URL?)")
+    return Checked(url, parts.hostname, str(infos[0][4][0]))
+
+
+class _PinnedTLS(HTTPAdapter):
+    """HTTPS to a checked address, with the certificate and SNI still those of the URL's host name."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self.hostname
+        kwargs["assert_hostname"] = self.hostname
+        super().init_poolmanager(*args, **kwargs)
 
 
 def fetch(url: str, cfg: DownloadConfig = DownloadConfig()) -> tuple[bytes, str | None]:
-    """The body of url and its content type, or UserError with the reason it failed."""
+    """The body of url and its content type, or UserError with the reason it failed. Each hop's host is resolved
+    and checked once, and the request goes to that checked address."""
     deadline = time.monotonic() + cfg.timeout_s
     current = url
-    with requests.Session() as session:
-        for _ in range(cfg.max_redirects + 1):
-            _check_host(current, cfg)
+    for _ in range(cfg.max_redirects + 1):
+        checked = _check_host(current, cfg)
+        with requests.Session() as session:
+            session.mount("https://", _PinnedTLS(checked.hostname))
             try:
                 response = session.get(
-                    current,
+                    checked.pinned_url,
                     stream=True,
                     allow_redirects=False,
-                    headers={"User-Agent": USER_AGENT},
+                    headers={"User-Agent": USER_AGENT, "Host": checked.host_header},
                     timeout=(cfg.connect_timeout_s, max(0.1, deadline - time.monotonic())),
                 )
             except requests.Timeout:
