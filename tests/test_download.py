@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
+import ssl
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -14,6 +18,7 @@ from core.data import download
 from core.data.download import DownloadConfig, UrlItem
 from core.workspace import store
 from core.workspace.paths import Workspace
+from tests.helpers import png_bytes
 from tests.webserver import Handler, serve
 
 LOCAL = ("127.0.0.1/32",)
@@ -154,3 +159,50 @@ def test_the_download_connects_to_the_address_it_checked(ws: Workspace, web: str
     report = download.download_images(ws, [UrlItem(f"http://rebind.test:{port}/img/3.png")], "cat", FAST)
     assert report.added == [] and asked == ["rebind.test"]  # looked up once, and not followed to 127.0.0.1
     assert report.failed[0]["reason"].startswith(("connection failed", "timed out"))
+
+
+TLS = Path(__file__).resolve().parent / "data" / "tls"  # a self-signed certificate for rebind.test, for tests only
+
+
+def test_https_to_the_checked_address_still_verifies_the_host_name(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Pinning connects by address, yet TLS must still present and verify the URL's host name: the certificate
+    for rebind.test is accepted for https://rebind.test/..., and refused when the URL names the address."""
+
+    class Images(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = png_bytes(5)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Images)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "rebind.test.crt", TLS / "rebind.test.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    real = socket.getaddrinfo
+
+    def resolve(host: str, *args: object, **kwargs: object) -> list:
+        if host == "rebind.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TLS / "rebind.test.crt"))
+    try:
+        report = download.download_images(
+            ws, [UrlItem(f"https://rebind.test:{port}/a.png"), UrlItem(f"https://127.0.0.1:{port}/b.png")], "cat", FAST
+        )
+    finally:
+        server.shutdown()
+    assert len(report.added) == 1 and store.images(ws)["url"].tolist() == [f"https://rebind.test:{port}/a.png"]
+    assert report.failed[0]["source"] == f"https://127.0.0.1:{port}/b.png"
+    assert report.failed[0]["reason"] == "connection failed: SSLError"
