@@ -240,3 +240,18 @@ def test_automatic_size_is_224_for_photos_and_the_images_own_size_when_smaller()
     assert runs.auto_size(photos) == 224  # thumbnails too: the pretrained body sees objects at its scale
     assert runs.auto_size(pd.DataFrame({"width": [64, 64], "height": [64, 64]})) == 64
     assert runs.auto_size(pd.DataFrame({"width": [100], "height": [90]})) == 64
+
+
+@pytest.mark.parametrize("damage", ["truncated-pixels", "index-past-the-pixels"])
+def test_a_damaged_pixel_cache_is_decoded_again(ws: Workspace, damage: str) -> None:
+    fill(ws, {"red": 3, "blue": 3})
+    catalog = store.images(ws)
+    cfg = DataConfig(size=32)
+    first = datasets.load_pixels(ws, catalog, cfg)
+    folder = datasets._cache_dir(ws, cfg)
+    if damage == "truncated-pixels":
+        (folder / "pixels.npy").write_bytes((folder / "pixels.npy").read_bytes()[:100])
+    else:
+        index = json.loads((folder / "index.json").read_text())
+        (folder / "index.json").write_text(json.dumps({k: v + 100 for k, v in index.items()}))
+    np.testing.assert_array_equal(datasets.load_pixels(ws, catalog, cfg), first)

@@ -57,8 +57,13 @@ def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress:
     index: dict[str, int] = {}
     cached = np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
     if (folder / "index.json").is_file() and (folder / "pixels.npy").is_file():
-        index = json.loads((folder / "index.json").read_text())
-        cached = np.load(folder / "pixels.npy", mmap_mode="r")
+        try:
+            index = json.loads((folder / "index.json").read_text())
+            cached = np.load(folder / "pixels.npy", mmap_mode="r")
+            if cached.shape[1:] != (cfg.size, cfg.size, 3) or max(index.values(), default=-1) >= len(cached):
+                raise ValueError("the cache does not match its index")
+        except (OSError, ValueError, AttributeError):  # a damaged cache is only a cache: decode again
+            index, cached = {}, np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
     missing = [r for r in rows.itertuples() if r.id not in index]
     if missing:
 
