@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from core.model import registry, runs
 from core.production import check, prediction_log
@@ -109,3 +110,17 @@ def test_check_command_and_the_workspaces_page(prod: Workspace) -> None:
     text = cli("check", "--workspace", "prod")
     assert text.returncode == 0 and "[model]" in text.stdout and "repair: nothing" in text.stdout
     assert os.path.isdir(prod.quarantine_dir / check.ORPHANS)
+
+
+def test_a_quarantine_stopped_halfway_is_completed(prod: Workspace) -> None:
+    """verify moves a broken file to quarantine/ and then updates its row: a kill between the two leaves the row
+    pointing at the old place. The repair finds the file by name and content and completes the quarantine."""
+    row = store.images(prod).iloc[0]
+    prod.quarantine_dir.mkdir(exist_ok=True)
+    (prod.root / row["path"]).rename(prod.quarantine_dir / Path(row["path"]).name)  # moved, row not updated
+    report = check.check(prod)
+    assert [(p.kind, p.subject) for p in report.problems] == [("halfway", row["id"])]
+    check.check(prod, repair=True)
+    fixed = store.images(prod, status=None).set_index("id").loc[row["id"]]
+    assert fixed["status"] == "quarantined" and fixed["path"] == f"quarantine/{Path(row['path']).name}"
+    assert (prod.root / fixed["path"]).is_file() and check.check(prod).problems == ()

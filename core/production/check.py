@@ -10,6 +10,7 @@ rollout whose candidate is gone ends. It never deletes a user's file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -78,6 +79,11 @@ def _catalog(ws: Workspace) -> list[Problem]:
                 Problem("unfinished", row.id, f"{row.path} is still staged: an import stopped between cataloging and "
                         "naming its file", "finish the import: the staged file takes its name", True)
             )  # fmt: skip
+        elif not (ws.root / row.path).is_file() and _in_quarantine(ws, row.path, row.sha256):
+            found.append(
+                Problem("halfway", row.id, f"{row.path} is in quarantine/ but its row still points here (a quarantine "
+                        "stopped between moving the file and updating the row)", "point the row at it, quarantined", True)
+            )  # fmt: skip
         elif not (ws.root / row.path).is_file():
             found.append(
                 Problem("missing_file", row.id, f"{row.path} is gone ({row.status}, label {row.label})",
@@ -101,6 +107,14 @@ def _catalog(ws: Workspace) -> list[Problem]:
                             f"move it to quarantine/{ORPHANS}/ (audited); gather it again to add it once", True)
                 )  # fmt: skip
     return found
+
+
+def _in_quarantine(ws: Workspace, rel: str, sha: str) -> Path | None:
+    """The file verify moved to quarantine/ under the same name, if its bytes are this row's."""
+    moved = ws.quarantine_dir / Path(rel).name
+    if rel.startswith("quarantine/") or not moved.is_file():
+        return None
+    return moved if hashlib.sha256(moved.read_bytes()).hexdigest() == sha else None
 
 
 def _models(ws: Workspace) -> list[Problem]:
@@ -187,6 +201,13 @@ def _repair(ws: Workspace, p: Problem) -> str:
         store.update_image(ws, p.subject, {"status": "missing", "reason": "file missing on disk (check --repair)"},
                            "image_marked_missing", before={"problem": p.detail}, after={"status": "missing"})  # fmt: skip
         return f"marked image {p.subject} missing"
+    if p.kind == "halfway":
+        row = store.images(ws, status=None).set_index("id").loc[p.subject]
+        moved = _in_quarantine(ws, row["path"], row["sha256"])
+        where = str(moved.relative_to(ws.root)) if moved else row["path"]
+        store.update_image(ws, p.subject, {"status": "quarantined", "path": where, "reason": row["reason"] or "quarantined"},
+                           "quarantine_completed", before={"path": row["path"]}, after={"path": where})  # fmt: skip
+        return f"pointed image {p.subject} at {where}"
     if p.kind == "unfinished":
         row = store.images(ws, status=None).set_index("id").loc[p.subject]
         gather.finish_staged(ws, row["path"])
