@@ -427,6 +427,17 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
         tab.get_by_text("confidence", exact=False).first.wait_for()
         no_exception(tab)
         shot(tab, "25-end-user-app")
+        analyst = ("monitor", "train", "workspaces", "rollout", "review", "evaluate", "clean", "gather", "policy")
+        for path in (*analyst, "?page=monitor", "predict?embed=true&page=train", "overview#review", "nothing-here"):
+            tab.goto(f"{url}/{path}")  # every analyst page by name, a query string, a fragment, an unknown path
+            tab.get_by_text("What is in this picture?").wait_for()
+            idle(tab)
+            no_exception(tab)
+            assert tab.get_by_text("Deployment settings").count() == 0, path
+            assert tab.get_by_role("link").filter(has_text=re.compile("Train|Monitor|Rollout|Review|Workspaces")).count() == 0, (
+                path
+            )
+            assert tab.get_by_text("Drift: every test").count() == 0 and tab.get_by_text("Model versions").count() == 0, path
     finally:
         context.close()
         server.close()
