@@ -218,7 +218,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
 
     page.get_by_role("link", name="Evaluate").click()
-    page.get_by_text("Test accuracy").wait_for()
+    page.get_by_text("Test accuracy", exact=True).wait_for()  # the caption under it says "test accuracy" too
     page.get_by_text("validation accuracy is optimistic", exact=False).wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     no_exception(page)
