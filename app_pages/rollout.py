@@ -91,7 +91,7 @@ else:
                 hide_index=True,
                 width="stretch",
             )
-    differ = gate.disagreements(ws, active.candidate)
+    differ = gate.disagreements(comparison)
     st.markdown(f"**Latest disagreements** ({len(differ)} shown; the images are kept for the review queue)")
     kept = differ[differ["image_path"].notna()]
     if kept.empty:

@@ -103,7 +103,7 @@ def latency(ws: paths.Workspace, files: list[Path], label: str, rounds: int) -> 
 
 def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
     predictor = scoring.load_predictor(ws)
-    active, candidate = rollout.load_candidate(ws, predictor.version)
+    active, candidate, _ = rollout.load_candidate(ws, predictor.version)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in images.IMAGE_SUFFIXES)
     rates = {}
     for arm in ("alone", "shadow", "alone again"):
@@ -120,10 +120,18 @@ def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
     )
 
 
+def rollout_page(ws: paths.Workspace) -> None:
+    from core.production import gate
+
+    comparison = gate.compare(ws, "v2")
+    gate.gate(comparison)
+    gate.disagreements(comparison)
+
+
 def queries_at_scale(n: int) -> None:
     """The Rollout and Review pages' queries over n logged rows: n/2 requests scored by production and by a
     candidate in shadow over 30 days, 5% of them labelled, 5% flagged out of domain, 3% referred."""
-    from core.production import gate, review
+    from core.production import review
     from core.workspace import store
 
     ws = workspaces.resolve("rollout-scale", create=True)
@@ -152,8 +160,7 @@ def queries_at_scale(n: int) -> None:
     made = time.perf_counter() - t0
     print(f"\n3. the pages' queries over {n:,} logged rows ({half:,} requests in shadow; generated in {made:.1f} s)")
     for label, run in (
-        ("gate.compare (Rollout page: per-day comparison and gate)", lambda: gate.gate(gate.compare(ws, "v2"))),
-        ("gate.disagreements (Rollout page)", lambda: gate.disagreements(ws, "v2")),
+        ("the Rollout page's comparison, gate and disagreements (one read)", lambda: rollout_page(ws)),
         ("review.backlog + the queue's first page (Review page)", lambda: (review.backlog(ws), review.pending_rows(ws, 6))),
     ):
         walls = []

@@ -35,6 +35,20 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def trickle(self, piece: bytes, times: int, pause_s: float) -> None:
+        """Headers promising 100 kB, then `piece` every `pause_s` seconds, `times` times (the client may go away)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(times):
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(pause_s)
+        except OSError:
+            pass
+
     def redirect(self, where: str) -> None:
         self.send_response(302)
         self.send_header("Location", where)
@@ -57,29 +71,9 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(3)
             self.send(200, png_bytes(2))
         elif path == "/trickle.png":
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            try:
-                for _ in range(40):
-                    self.wfile.write(b"\0" * 10)
-                    self.wfile.flush()
-                    time.sleep(0.1)
-            except OSError:
-                pass
-        elif path == "/drip.png":  # a byte at a time, forever: only a whole-request deadline stops it
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", "100000")
-            self.end_headers()
-            try:
-                for _ in range(600):
-                    self.wfile.write(b"\0")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            except OSError:
-                pass
+            self.trickle(b"\0" * 10, 40, 0.1)
+        elif path == "/drip.png":  # a byte at a time, for two minutes: only a whole-request deadline stops it
+            self.trickle(b"\0", 600, 0.2)
         elif path == "/loop":
             self.redirect("/loop")
         elif path == "/redirect":

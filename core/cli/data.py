@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli.progress import printer
-from core.errors import UserError
+from core.errors import UserError, printable
 from core.workspace.paths import Workspace
 
 
@@ -25,26 +25,22 @@ def summary(ws: Workspace, failed: list[dict[str, str]], **extra: Any) -> dict[s
     }
 
 
-def shown(text: object) -> str:
-    """Text from outside (a URL, a file name) safe for a terminal: control characters escaped, never executed."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
 def print_summary(data: dict[str, Any]) -> None:
     print(f"{data['images']} images in {len(data['labels'])} labels: " + ", ".join(f"{k} {v}" for k, v in data["labels"].items()))
     for key in ("added", "adopted"):
         if key in data:
             print(f"{key}: {len(data[key]) if isinstance(data[key], list) else data[key]}")
     for item in data.get("skipped", []):
-        print(f"skipped {shown(item['source'])}: {shown(item['reason'])}")
+        print(f"skipped {printable(item['source'])}: {printable(item['reason'])}")
     for item in data["failed"]:
-        print(f"failed  {shown(item['source'])}: {shown(item['reason'])}")
+        print(f"failed  {printable(item['source'])}: {printable(item['reason'])}")
     print(f"quarantined: {data['quarantined']}")
     for warning in data.get("warnings", []):
         print(f"warning: {warning}")
 
 
-def _read(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
+    """A file the user named, or UserError saying why it cannot be read."""
     if not path.is_file():
         raise UserError(f"No file at {path}.")
     try:
@@ -71,7 +67,7 @@ def cmd_gather(args: argparse.Namespace) -> dict[str, Any]:
     elif args.folder:
         report = gather.import_folder(ws, args.folder, args.label, on_progress=progress)
     elif args.zip:
-        archive = gather.zip_items(_read(Path(args.zip)), args.label, Path(args.zip).name)
+        archive = gather.zip_items(read_file(Path(args.zip)), args.label, Path(args.zip).name)
         report = gather.ingest(ws, archive, on_progress=progress)
     elif not args.label:
         raise UserError("--label is required with --search and --urls (the class these images show).")
@@ -79,7 +75,7 @@ def cmd_gather(args: argparse.Namespace) -> dict[str, Any]:
         cfg = search.SearchConfig(provider=args.provider, max_results=args.max)
         report = search.search_and_download(ws, args.label, args.search, cfg, dl, on_progress=progress)
     else:
-        report = download.download_url_text(ws, _read(Path(args.urls)).decode(errors="replace"), args.label, dl, progress)
+        report = download.download_url_text(ws, read_file(Path(args.urls)).decode(errors="replace"), args.label, dl, progress)
     return summary(ws, report.failed, added=report.added, skipped=report.skipped)
 
 

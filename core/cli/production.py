@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.cli.data import read_file
 from core.cli.progress import printer
 from core.errors import UserError
 from core.workspace import workspaces
@@ -38,11 +39,10 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     store.init_db(ws)
     predictor = scoring.load_predictor(ws, args.model)
     items, failed = prediction.read_paths([Path(p) for p in args.paths])
-    serves = predictor.version == registry.production_version(ws)  # a candidate runs beside production only
-    active, candidate = rollout.load_candidate(ws, predictor.version) if serves else (None, None)
-    deciders = rollout.Deciders.of(
-        accepted.active(ws, predictor.version), accepted.active(ws, active.candidate) if active else None
-    )
+    if predictor.version == registry.production_version(ws):  # a candidate runs beside production only
+        active, candidate, deciders = rollout.load_candidate(ws, predictor.version)
+    else:
+        active, candidate, deciders = None, None, rollout.Deciders.of(accepted.active(ws, predictor.version))
     preds: list[prediction.Prediction] = []
     logged = spooled = 0
     show = printer(not args.json, "scored")
@@ -249,7 +249,7 @@ def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
         review.label(ws, prediction_id, answer, args.reviewer)
         done["labelled"] = prediction_id
     if args.import_csv:
-        imported = review.import_labels(ws, review.read_csv_file(Path(args.import_csv)), args.reviewer)
+        imported = review.import_labels(ws, read_file(Path(args.import_csv)), args.reviewer)
         done["imported"] = {"labelled": imported.labelled, "failed": imported.failed}
     if args.add_to_data:
         added = review.add_to_data(ws, args.ids, model_labels=args.model_labels)

@@ -16,7 +16,7 @@ from requests.adapters import HTTPAdapter
 
 from core.data.gather import GatherReport, Incoming, Loader, ingest, validate_label
 from core.data.images import VerifyConfig
-from core.errors import UserError
+from core.errors import UserError, printable
 from core.progress import ProgressFn
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -38,12 +38,6 @@ class DownloadConfig:
 class UrlItem:
     url: str
     query: str | None = None
-
-
-def printable(text: str, limit: int = 100) -> str:
-    """Text safe to print in a message: control characters escaped, cut to `limit` characters."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return shown + ("…" if len(text) > limit else "")
 
 
 @dataclass(frozen=True)
@@ -73,20 +67,20 @@ def _check_host(url: str, cfg: DownloadConfig) -> Checked:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:  # "http://[zz]/a", a port that is not a number, ...
-        raise UserError(f"not a valid URL ({exc}): {printable(url)}") from None
+        raise UserError(f"not a valid URL ({exc}): {printable(url, 100)}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"not an http(s) URL: {printable(url)}")
+        raise UserError(f"not an http(s) URL: {printable(url, 100)}")
     try:
         infos = socket.getaddrinfo(parts.hostname, port or (443 if parts.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError):
-        raise UserError(f"host {printable(parts.hostname)} not found (offline, or a typo in the URL?)") from None
+        raise UserError(f"host {printable(parts.hostname, 100)} not found (offline, or a typo in the URL?)") from None
     allowed = [ipaddress.ip_network(n, strict=False) for n in cfg.allow_private]
     for info in infos:
         ip = ipaddress.ip_address(info[4][0])
         if not ip.is_global and not any(ip in net for net in allowed):
             raise UserError(f"refused: {parts.hostname} resolves to private address {ip}")
     if not infos:
-        raise UserError(f"host {printable(parts.hostname)} not found (offline, or a typo in the URL?)")
+        raise UserError(f"host {printable(parts.hostname, 100)} not found (offline, or a typo in the URL?)")
     return Checked(url, parts.hostname, str(infos[0][4][0]))
 
 

@@ -35,10 +35,7 @@ def acquire_lock(ws: Workspace) -> None:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                held = json.loads(path.read_text() or "{}")
-            except (OSError, ValueError):
-                held = {}
+            held = locks.holder(ws) or {}
             if not locks.is_live(held):
                 path.unlink(missing_ok=True)  # our own stale lock file, not user data
                 continue
@@ -171,7 +168,7 @@ def _model_labels(catalog: pd.DataFrame, cfg: TrainConfig) -> list[str]:
     """Refuse, unless allowed, labels no human confirmed (production images the model labelled itself): training
     on them feeds the model its own mistakes. Allowed, the run says how many it took."""
     fitting = catalog["split"].isin(["train", "valid"])
-    mine = int((fitting & (catalog.get("label_source", pd.Series(index=catalog.index, dtype=object)) == "model")).sum())
+    mine = int((fitting & (catalog["label_source"] == "model")).sum())
     if not mine:
         return []
     if not cfg.allow_model_labels:

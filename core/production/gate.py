@@ -51,6 +51,7 @@ class Comparison:
     acted: int  # requests the candidate answered (limited)
     accuracy: Paired
     windows: pd.DataFrame  # per window: paired, agreement, labelled, production/candidate accuracy, difference, low, high
+    pairs: pd.DataFrame  # every request both scored (labels, truth, time, name, kept image), oldest first
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def compare(ws: Workspace, candidate: str, production: str | None = None, window
         int(pairs["acted"].fillna(False).astype(bool).sum()),
         _accuracy(pairs),
         pd.DataFrame(rows, columns=["window", "paired", "agreement", *Paired.__dataclass_fields__]),
+        pairs,
     )
 
 
@@ -205,9 +207,9 @@ def windows_table(c: Comparison) -> pd.DataFrame:
     )
 
 
-def disagreements(ws: Workspace, candidate: str, limit: int = 12) -> pd.DataFrame:
+def disagreements(c: Comparison, limit: int = 12) -> pd.DataFrame:
     """The latest requests where the two models answered differently, with the kept image (disputes are kept)."""
-    pairs = _pairs(ws, candidate, None, "day")
+    pairs = c.pairs
     differ = pairs[pairs["production_label"] != pairs["candidate_label"]]
     return differ.sort_values("ts", ascending=False).head(limit).reset_index(drop=True)
 

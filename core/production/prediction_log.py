@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -94,25 +94,21 @@ class LogBatch:
     stamp: datetime = field(default_factory=store.now)
 
 
-def measured_frame(ws: Workspace, batches: Sequence[LogBatch]) -> tuple[pd.DataFrame, list[str]]:
-    """frame_of, where an image whose properties cannot be measured is logged without them (and said so)."""
-    problems: list[str] = []
-
-    def measure(p: Prediction) -> dict[str, float | None]:
-        try:
-            return p.measured()
-        except Exception as exc:  # noqa: BLE001 - the prediction is logged whatever its measurement does
-            problems.append(f"{p.name}: logged without image properties ({exc!r})"[:300])
-            return dict.fromkeys(PROPERTIES)
-
-    return frame_of(ws, batches, measure), problems
+def _measured(p: Prediction, problems: list[str]) -> dict[str, float | None]:
+    """The image's properties, or none of them (said in `problems`) when they cannot be measured: the
+    prediction is logged whatever its measurement does."""
+    try:
+        return p.measured()  # deferred by the app: measured here, on the writer's thread
+    except Exception as exc:  # noqa: BLE001
+        problems.append(f"{p.name}: logged without image properties ({exc!r})"[:300])
+        return dict.fromkeys(PROPERTIES)
 
 
-def frame_of(
-    ws: Workspace, batches: Sequence[LogBatch], measure: Callable[[Prediction], dict[str, float | None]] | None = None
-) -> pd.DataFrame:
-    """One DataFrame of log rows for many batches (built once: per-row frames cost milliseconds each)."""
+def frame_of(ws: Workspace, batches: Sequence[LogBatch], problems: list[str] | None = None) -> pd.DataFrame:
+    """One DataFrame of log rows for many batches (built once: per-row frames cost milliseconds each); an image
+    that cannot be measured is logged without its properties, and said so in `problems`."""
     rows: dict[str, list[object]] = {c: [] for c in COLUMNS}
+    problems = problems if problems is not None else []
     for b in batches:
         if b.source not in SOURCES:
             raise ValueError(f"unknown log source {b.source!r}")  # a programming error
@@ -127,7 +123,7 @@ def frame_of(
             rows["served"].append(p.served)
             rows["request_id"].append(p.request_id or p.id)
             rows["referred"].append(p.referred)
-            props = measure(p) if measure else p.measured()  # deferred by the app: measured here, on the writer's thread
+            props = _measured(p, problems)
             rows["id"].append(p.id)
             rows["name"].append(p.name)
             rows["sha256"].append(p.sha256)
@@ -313,8 +309,8 @@ class BackgroundLog:
             batches, held = held or self._next(), []
             rows = sum(len(b.predictions) for b in batches)
             try:
-                frame, problems = measured_frame(self.ws, batches)
-                result = write(self.ws, frame)
+                problems: list[str] = []
+                result = write(self.ws, frame_of(self.ws, batches, problems))
             except BaseException as exc:  # noqa: BLE001 - neither written nor spooled: keep the rows, try again
                 self.failed += rows
                 self.last_error = f"could not log or spool {rows} row(s), retrying in {self.retry_s:g} s: {exc!r}"[:500]

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -98,10 +96,9 @@ def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: 
 def pending(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> list[Item]:
     """The queue, oldest first (the backlog), or newest first (what production sees now)."""
     frame = pending_rows(ws, limit, offset, newest_first)
-    classes: dict[str, tuple[str, ...]] = {}
-    items = []
+    items, seen = [], {}
     for r in frame.to_dict("records"):
-        names = classes.setdefault(r["model_version"], tuple(registry.read_meta(ws, r["model_version"])["classes"]))
+        names = _classes(ws, r["model_version"], seen)
         probs = np.asarray(r["probs"], float)
         order = np.argsort(-probs)[:3]
         reasons = tuple(w for w, on in zip(REASONS, (r["referred"], r["ood"], r["disputed"]), strict=True) if on)
@@ -116,18 +113,21 @@ def pending(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool 
     return items
 
 
-def _classes_of(con: duckdb.DuckDBPyConnection, ws: Workspace, prediction_id: str) -> tuple[str, ...]:
-    row = con.execute("SELECT model_version FROM predictions WHERE id = ?", [prediction_id]).fetchone()
-    if row is None:
-        raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
-    return tuple(registry.read_meta(ws, row[0])["classes"])
+def _classes(ws: Workspace, version: str, seen: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """A version's classes (each version's model.json read once per call site that passes `seen`)."""
+    seen = {} if seen is None else seen
+    if version not in seen:
+        seen[version] = tuple(registry.read_meta(ws, version)["classes"])
+    return seen[version]
 
 
 def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None = None) -> None:
     """A reviewer's answer for one queued prediction: a class, or 'none of these'."""
     with store.connect(ws) as con:
-        classes = _classes_of(con, ws, prediction_id)
-    prediction_log.add_feedback(ws, prediction_id, answer, classes, "review", (reviewer or "").strip() or None)
+        row = con.execute("SELECT model_version FROM predictions WHERE id = ?", [prediction_id]).fetchone()
+    if row is None:
+        raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
+    prediction_log.add_feedback(ws, prediction_id, answer, _classes(ws, row[0]), "review", (reviewer or "").strip() or None)
 
 
 @dataclass
@@ -152,6 +152,7 @@ def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Im
         )
     out = Imported()
     rows: list[tuple[str, str, str]] = []
+    seen: dict[str, tuple[str, ...]] = {}
     with store.connect(ws) as con:
         for number, row in enumerate(reader, start=2):
             key, answer = (row.get("prediction_id") or "").strip(), (row.get("label") or "").strip()
@@ -167,7 +168,7 @@ def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Im
                 out.failed.append({"row": str(number), "reason": f"no prediction {key or sha!r} in the log"})
                 continue
             for pid, version in found:
-                classes = registry.read_meta(ws, version)["classes"]
+                classes = _classes(ws, version, seen)
                 if answer not in classes and answer != NONE_OF_THESE:
                     out.failed.append(
                         {
@@ -291,13 +292,6 @@ def model_labelled(ws: Workspace) -> int:
         return int(con.execute("SELECT count(*) FROM images WHERE status = 'ok' AND label_source = 'model'").fetchone()[0])
 
 
-def read_csv_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-
-
 def summary(ws: Workspace, limit: int = 20) -> dict[str, Any]:
     """The queue as the CLI prints it (--json)."""
     b = backlog(ws)
@@ -327,7 +321,3 @@ def summary(ws: Workspace, limit: int = 20) -> dict[str, Any]:
         "held_back": held_back(ws),
         "model_labelled": model_labelled(ws),
     }
-
-
-def dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, default=str)

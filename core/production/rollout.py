@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from core.drivetrain import accepted
 from core.drivetrain.accepted import AcceptedPolicy
 from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
@@ -99,6 +100,25 @@ def _record(
     figures: dict[str, Any] | None,
     note: str,
     before: Rollout | None,
+) -> None:
+    """One stage change: its rollouts row and its audit row in one transaction, then the Predict page is told."""
+    with store.connect(ws) as con:
+        con.execute("BEGIN")
+        _rows(ws, action, stage, candidate, production, scope, figures, note, before, con)
+        con.execute("COMMIT")
+    stamps.touch_serving(ws)  # every process serving predictions picks the change up on its next request
+
+
+def _rows(
+    ws: Workspace,
+    action: str,
+    stage: str,
+    candidate: str | None,
+    production: str | None,
+    scope: Scope | None,
+    figures: dict[str, Any] | None,
+    note: str,
+    before: Rollout | None,
     con: duckdb.DuckDBPyConnection,
 ) -> None:
     con.execute(
@@ -138,10 +158,11 @@ def _candidate_ok(ws: Workspace, version: str) -> str:
         raise UserError("There is no production model yet: promote a version first, then run a candidate beside it.")
     if version == production:
         raise UserError(f"{version} is the production model already: choose another version as the candidate.")
-    if sorted(meta["classes"]) != sorted(registry.read_meta(ws, production)["classes"]):
+    known = registry.read_meta(ws, production)["classes"]
+    if sorted(meta["classes"]) != sorted(known):
         raise UserError(
-            f"{version} knows classes {meta['classes']}, production {production} knows "
-            f"{registry.read_meta(ws, production)['classes']}: a candidate must answer the same question."
+            f"{version} knows classes {meta['classes']}, production {production} knows {known}: a candidate must "
+            "answer the same question."
         )
     return production
 
@@ -154,12 +175,7 @@ def start(
         raise UserError(f"A candidate runs in one of {', '.join(ACTIVE)} (got {stage!r}).")
     production = _candidate_ok(ws, version)
     scope = check_scope(scope) if stage == "limited" else Scope(share=0.0)
-    before = current(ws)
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        _record(ws, stage, stage, version, production, scope, figures, note, before, con)
-        con.execute("COMMIT")
-    stamps.touch_serving(ws)  # the Predict page picks the candidate up on its next upload
+    _record(ws, stage, stage, version, production, scope, figures, note, current(ws))
     return current(ws)  # type: ignore[return-value]
 
 
@@ -169,11 +185,7 @@ def expand(ws: Workspace, figures: dict[str, Any] | None = None, note: str = "")
     if active is None:
         raise UserError("No candidate is in shadow or limited: start one before expanding it.")
     registry.promote(ws, active.candidate)
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        _record(ws, "expanded", "expanded", active.candidate, active.candidate, None, figures, note, active, con)
-        con.execute("COMMIT")
-    stamps.touch_serving(ws)
+    _record(ws, "expanded", "expanded", active.candidate, active.candidate, None, figures, note, active)
     return active.candidate
 
 
@@ -182,19 +194,11 @@ def rollback(ws: Workspace, note: str = "") -> dict[str, Any]:
     returns to the version before the latest promotion (an expansion included)."""
     active = current(ws)
     if active is not None:
-        with store.connect(ws) as con:
-            con.execute("BEGIN")
-            _record(ws, "rolled_back", "ended", active.candidate, active.production, None, None, note, active, con)
-            con.execute("COMMIT")
-        stamps.touch_serving(ws)
+        _record(ws, "rolled_back", "ended", active.candidate, active.production, None, None, note, active)
         return {"stopped": active.candidate, "production": active.production}
     before = registry.production_version(ws)
     restored = registry.rollback(ws)
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        _record(ws, "rolled_back", "ended", before, restored, None, None, note, None, con)
-        con.execute("COMMIT")
-    stamps.touch_serving(ws)
+    _record(ws, "rolled_back", "ended", before, restored, None, None, note, None)
     return {"stopped": before, "production": restored}
 
 
@@ -287,13 +291,14 @@ def score(
     return Scored([r.shown for r in routes], [p for r in routes for p in r.logged], failed)
 
 
-def load_candidate(
-    ws: Workspace, production: str, con: duckdb.DuckDBPyConnection | None = None
-) -> tuple[Rollout | None, Predictor | None]:
-    """The rollout now and its candidate ready to score (torch), or (None, None) when production runs alone."""
-    active = current(ws, con)
-    if active is None or active.candidate == production:
-        return None, None
+def load_candidate(ws: Workspace, production: str) -> tuple[Rollout | None, Predictor | None, Deciders]:
+    """What batch scoring and the simulator serve with beside `production`: the rollout now, its candidate ready to
+    score (torch), and both models' accepted policies; (None, None, production's policy) when it runs alone."""
+    active = current(ws)
+    active = active if active is not None and active.candidate != production else None
+    deciders = Deciders.of(accepted.active(ws, production), accepted.active(ws, active.candidate) if active else None)
+    if active is None:
+        return None, None, deciders
     from core.model import scoring
 
-    return active, scoring.load_predictor(ws, active.candidate)
+    return active, scoring.load_predictor(ws, active.candidate), deciders

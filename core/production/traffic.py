@@ -17,7 +17,6 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from core.data.images import load_rgb
-from core.drivetrain import accepted
 from core.errors import UserError
 from core.model import registry, scoring
 from core.production import prediction, prediction_log, rollout
@@ -160,10 +159,7 @@ def replay_traffic(
     start = end_day - timedelta(days=cfg.days - 1)
     events = plan_traffic(ws, predictor.version, cfg, start)
     keep = True  # simulated images are always kept, so alerts on simulated traffic can show them
-    active, candidate = rollout.load_candidate(ws, predictor.version)
-    deciders = rollout.Deciders.of(
-        accepted.active(ws, predictor.version), accepted.active(ws, active.candidate) if active else None
-    )
+    active, candidate, deciders = rollout.load_candidate(ws, predictor.version)
     items = [(e.name, e.data) for e in events]
     scored = rollout.score(predictor, candidate, active, items, deciders, 64, on_progress, keep)
     preds, failed = scored.shown, scored.failed
