@@ -124,3 +124,21 @@ def test_a_quarantine_stopped_halfway_is_completed(prod: Workspace) -> None:
     fixed = store.images(prod, status=None).set_index("id").loc[row["id"]]
     assert fixed["status"] == "quarantined" and fixed["path"] == f"quarantine/{Path(row['path']).name}"
     assert (prod.root / fixed["path"]).is_file() and check.check(prod).problems == ()
+
+
+def test_a_relabel_stopped_halfway_is_moved_back(prod: Workspace) -> None:
+    """Cleaning moves a relabelled file to its new label's folder and then updates its row: a kill between the two
+    leaves the file in the new folder, untracked, and the row naming the old place. The repair recognises the
+    file by name and bytes (not an orphan: nothing goes to quarantine) and puts it back where its row says."""
+    catalog = store.images(prod)
+    row = catalog.iloc[0]
+    other = next(label for label in catalog["label"].unique() if label != row["label"])
+    src = prod.root / row["path"]
+    (prod.images_dir / other / src.name).write_bytes(src.read_bytes())
+    src.unlink()  # the same as a move, done by hand
+    report = check.check(prod)
+    assert [(p.kind, p.subject) for p in report.problems] == [("moved", row["id"])]
+    check.check(prod, repair=True)
+    assert src.is_file() and not (prod.images_dir / other / src.name).exists()
+    assert store.images(prod, status=None).set_index("id").loc[row["id"], "path"] == row["path"]
+    assert check.check(prod).problems == () and not (prod.quarantine_dir / check.ORPHANS).exists()

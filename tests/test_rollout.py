@@ -62,6 +62,34 @@ def test_rollback_during_shadow_stops_the_candidate_and_keeps_production(prod: W
     assert detail["note"] == "too slow"
 
 
+def test_a_stage_change_asked_twice_is_recorded_once(prod: Workspace) -> None:
+    """A command run again (by a user, or after it was killed once it had committed) changes nothing more."""
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1)
+    rollout.start(prod, v2, "shadow")
+    rollout.start(prod, v2, "shadow")
+    assert [r["action"] for r in rollout.history(prod)] == ["shadow"]
+    assert rollout.expand(prod) == v2 and rollout.expand(prod) == v2
+    assert [r["action"] for r in rollout.history(prod)] == ["expanded", "shadow"]
+    assert audit_actions(prod).count("model_promoted") == 2 and registry.rollback(prod) == v1  # v1's, then v2's once
+
+
+def test_a_promotion_and_its_stage_change_land_together(prod: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after the promotion's rows and before the rollout's row leaves neither (one transaction)."""
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1)
+    rollout.start(prod, v2, "shadow")
+
+    def fail(*args: object) -> None:
+        raise OSError("the process died here")
+
+    monkeypatch.setattr(rollout, "_rows", fail)
+    with pytest.raises(OSError):
+        rollout.expand(prod)
+    assert registry.production_version(prod) == v1 and rollout.current(prod).candidate == v2
+    assert audit_actions(prod).count("model_promoted") == 1  # v1's only
+
+
 def test_bad_requests_are_refused_with_a_message(prod: Workspace) -> None:
     v1 = registry.production_version(prod)
     with pytest.raises(UserError, match="production model already"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -61,6 +62,9 @@ class Handler(BaseHTTPRequestHandler):
         Handler.hits[path] = Handler.hits.get(path, 0) + 1
         if path.startswith("/img/"):
             self.send(200, png_bytes(int(path.split("/")[-1].split(".")[0]), (96, 64)))
+        elif path.startswith("/slowimg/"):  # a distinct image after a short wait: a download that takes a while
+            time.sleep(0.05)
+            self.send(200, png_bytes(int(path.split("/")[-1].split(".")[0]), (96, 64)))
         elif path.startswith("/copy/"):
             self.send(200, png_bytes(1, (96, 64)))
         elif path == "/page.jpg":
@@ -95,10 +99,18 @@ class Handler(BaseHTTPRequestHandler):
             self.send(404, b"not found", "text/plain")
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away (a killed download) is expected here; anything else is printed as usual."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def serve() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -38,7 +38,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     ws = workspaces.resolve(args.workspace)
     store.init_db(ws)
     predictor = scoring.load_predictor(ws, args.model)
-    items, failed = prediction.read_paths([Path(p) for p in args.paths])
+    files, failed = prediction.list_files([Path(p) for p in args.paths])
     if predictor.version == registry.production_version(ws):  # a candidate runs beside production only
         active, candidate, deciders = rollout.load_candidate(ws, predictor.version)
     else:
@@ -47,15 +47,16 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     logged = spooled = 0
     show = printer(not args.json, "scored")
     keep = prediction_log.keeps_images(ws)
-    for start in range(0, len(items), args.batch_size * 8):  # log as we go: a crash loses no scored batch
-        chunk = items[start : start + args.batch_size * 8]
+    for start in range(0, len(files), args.batch_size * 8):  # read and log as we go: a crash loses no scored batch
+        chunk, unread = prediction.read_files(files[start : start + args.batch_size * 8])
+        failed += unread
         scored = rollout.score(predictor, candidate, active, chunk, deciders, args.batch_size, keep_bytes=True)
         result = prediction_log.log_predictions(ws, scored.logged, "batch", predictor.version, keep_images=keep)
         logged, spooled = logged + result.logged, spooled + result.spooled
         preds += scored.shown
         failed += scored.failed
         if show:
-            show(min(start + len(chunk), len(items)), len(items), "")
+            show(min(start + args.batch_size * 8, len(files)), len(files), "")
     if args.out:
         write_csv(Path(args.out), predictor.classes, preds, failed)
     return {
@@ -186,9 +187,7 @@ def cmd_rollout(args: argparse.Namespace) -> dict[str, Any]:
         rollout.start(ws, args.limited, "limited", scope, _decision_figures(ws, args.limited), note)
     elif args.expand:
         active = rollout.current(ws)
-        if active is None:
-            raise UserError("No candidate is in shadow or limited: start one (--shadow V) before expanding it.")
-        rollout.expand(ws, _decision_figures(ws, active.candidate), note)
+        rollout.expand(ws, _decision_figures(ws, active.candidate) if active else None, note)
     elif args.rollback:
         rollout.rollback(ws, note)
     return _rollout_status(ws, args.window)

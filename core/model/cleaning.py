@@ -181,12 +181,13 @@ def apply(ws: Workspace, decisions: list[Decision]) -> str:
             validate_label(d.new_label or "")
     batch = uuid.uuid4().hex[:12]
     with _APPLY_LOCK, _file_lock(ws):
+        # the batch's row first: a batch stopped halfway (a killed process) can still be undone as one
+        store.audit(ws, "clean_batch", detail={"batch": batch, "changes": sum(d.action != "keep" for d in decisions)})
         for d in decisions:
             if d.action == "delete":
                 verify.quarantine(ws, d.image_id, "deleted while cleaning", action="clean_delete", batch=batch)
             elif d.action == "relabel":
                 _relabel(ws, d.image_id, d.new_label.strip(), batch)
-        store.audit(ws, "clean_batch", detail={"batch": batch, "changes": sum(d.action != "keep" for d in decisions)})
     return batch
 
 

@@ -5,7 +5,6 @@ compared on the test images both held out."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,7 +14,7 @@ import plotly.graph_objects as go
 
 from core.model import registry
 from core.workspace import store
-from core.workspace.paths import Workspace
+from core.workspace.paths import Workspace, write_atomic
 
 VALID, TEST = "valid", "test"
 TEST_SCORES = "test_scores.json"  # probabilities of test images that joined the test split after training
@@ -68,9 +67,7 @@ def _score_missing(ws: Workspace, version: str, rows: pd.DataFrame) -> dict[str,
     path = ws.models_dir / version / TEST_SCORES
     kept = json.loads(path.read_text()) if path.is_file() else {}
     kept.update({k: v.tolist() for k, v in scored.items()})
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(kept))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(kept))
     return scored
 
 

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file as load_arrays
@@ -122,10 +123,10 @@ def list_versions(ws: Workspace) -> pd.DataFrame:
     return frame.assign(production=frame["version"] == production)
 
 
-def _production_stack(ws: Workspace) -> list[str]:
+def _production_stack(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
     """Promotions push, rollbacks pop: the top is production, the one below is what a rollback restores."""
     stack: list[str] = []
-    with store.connect(ws) as con:
+    with store.reuse(ws, con) as con:
         for version, action in con.execute("SELECT version, action FROM deployments ORDER BY ts, rowid").fetchall():
             if action == "promote":
                 stack.append(version)
@@ -134,33 +135,44 @@ def _production_stack(ws: Workspace) -> list[str]:
     return stack
 
 
-def production_version(ws: Workspace) -> str | None:
-    stack = _production_stack(ws)
+def production_version(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> str | None:
+    stack = _production_stack(ws, con)
     return stack[-1] if stack else None
 
 
 def promote(ws: Workspace, version: str) -> None:
     """Make version the production model (recorded, so it can be rolled back)."""
     check_classes(ws, require_intact(ws, version))
-    before = production_version(ws)
     with store.connect(ws) as con:
         con.execute("BEGIN")
-        con.execute("INSERT INTO deployments VALUES (?, ?, 'promote')", [store.now(), version])
-        store.audit(ws, "model_promoted", before={"production": before}, after={"production": version}, con=con)
+        promote_rows(ws, version, con)
         con.execute("COMMIT")
+
+
+def promote_rows(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection) -> None:
+    """The promotion's rows, inside the caller's transaction (a rollout writes its own row in the same one)."""
+    before = production_version(ws, con=con)
+    con.execute("INSERT INTO deployments VALUES (?, ?, 'promote')", [store.now(), version])
+    store.audit(ws, "model_promoted", before={"production": before}, after={"production": version}, con=con)
 
 
 def rollback(ws: Workspace) -> str:
     """Return production to the version it had before the latest promotion."""
-    stack = _production_stack(ws)
+    with store.connect(ws) as con:
+        con.execute("BEGIN")
+        target = rollback_rows(ws, con)
+        con.execute("COMMIT")
+    return target
+
+
+def rollback_rows(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
+    """The rollback's rows, inside the caller's transaction; returns the version production returns to."""
+    stack = _production_stack(ws, con)
     if len(stack) < 2:
         raise UserError("There is no earlier production model to roll back to.")
     current, target = stack[-1], stack[-2]
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        con.execute("INSERT INTO deployments VALUES (?, ?, 'rollback')", [store.now(), target])
-        store.audit(ws, "model_rolled_back", before={"production": current}, after={"production": target}, con=con)
-        con.execute("COMMIT")
+    con.execute("INSERT INTO deployments VALUES (?, ?, 'rollback')", [store.now(), target])
+    store.audit(ws, "model_rolled_back", before={"production": current}, after={"production": target}, con=con)
     return target
 
 

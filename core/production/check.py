@@ -29,9 +29,7 @@ LEFTOVERS = "models"  # quarantine/models/: model folders no registry row names
 
 @dataclass(frozen=True)
 class Problem:
-    kind: (
-        str  # missing_file / orphan_file / model / checksum / leftover / pointer / policy / rollout / run / lock / spool / schema
-    )
+    kind: str  # missing_file / moved / halfway / unfinished / orphan_file / model / checksum / leftover / pointer / ...
     subject: str  # the image id, path, version or run it is about
     detail: str  # what is wrong, in words
     repair: str  # what --repair does about it, in words
@@ -72,9 +70,18 @@ def _move(ws: Workspace, src: Path, folder: str) -> str:
 
 def _catalog(ws: Workspace) -> list[Problem]:
     catalog = store.images(ws, status=None)
-    found = []
+    tracked = set(catalog["path"])
+    untracked = _untracked(ws, tracked)
+    found, moved = [], set()
     for row in catalog[catalog["status"].isin(["ok", "quarantined"])].itertuples():
-        if not (ws.root / row.path).is_file() and gather.part_path(ws.root / row.path).is_file():
+        elsewhere = None if (ws.root / row.path).is_file() else _same_bytes(untracked.get(Path(row.path).name, []), row.sha256)
+        if elsewhere is not None:
+            moved.add(elsewhere)
+            found.append(
+                Problem("moved", row.id, f"{row.path} is at {elsewhere.relative_to(ws.root)} (a relabel or restore stopped "
+                        "between moving the file and updating the row)", "move it back where its row says", True)
+            )  # fmt: skip
+        elif not (ws.root / row.path).is_file() and gather.part_path(ws.root / row.path).is_file():
             found.append(
                 Problem("unfinished", row.id, f"{row.path} is still staged: an import stopped between cataloging and "
                         "naming its file", "finish the import: the staged file takes its name", True)
@@ -89,7 +96,6 @@ def _catalog(ws: Workspace) -> list[Problem]:
                 Problem("missing_file", row.id, f"{row.path} is gone ({row.status}, label {row.label})",
                         "mark the row missing (audited): training and pages leave it out", True)
             )  # fmt: skip
-    tracked = set(catalog["path"])
     if ws.images_dir.is_dir():
         for part in sorted(ws.images_dir.rglob(".*.part")):
             final = str(part.with_name(part.name[1:].removesuffix(".part")).relative_to(ws.root))
@@ -98,15 +104,28 @@ def _catalog(ws: Workspace) -> list[Problem]:
                     Problem("orphan_file", str(part.relative_to(ws.root)), "a file an interrupted import staged but never "
                             "cataloged", f"move it to quarantine/{ORPHANS}/ (audited); gather again to add it once", True)
                 )  # fmt: skip
-        for path in sorted(p for p in ws.images_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        for path in sorted(p for paths in untracked.values() for p in paths if p not in moved):
             rel = str(path.relative_to(ws.root))
-            if rel not in tracked:
-                found.append(
-                    Problem("orphan_file", rel, "an image file no catalog row names (left by an interrupted import; "
-                            "files placed by hand are adopted by `verify` instead)",
-                            f"move it to quarantine/{ORPHANS}/ (audited); gather it again to add it once", True)
-                )  # fmt: skip
+            found.append(
+                Problem("orphan_file", rel, "an image file no catalog row names (left by an interrupted import; "
+                        "files placed by hand are adopted by `verify` instead)",
+                        f"move it to quarantine/{ORPHANS}/ (audited); gather it again to add it once", True)
+            )  # fmt: skip
     return found
+
+
+def _untracked(ws: Workspace, tracked: set[str]) -> dict[str, list[Path]]:
+    """Image files under images/ that no catalog row names, by file name (staged files left out)."""
+    found: dict[str, list[Path]] = {}
+    if ws.images_dir.is_dir():
+        for path in sorted(p for p in ws.images_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if str(path.relative_to(ws.root)) not in tracked:
+                found.setdefault(path.name, []).append(path)
+    return found
+
+
+def _same_bytes(paths: list[Path], sha: str) -> Path | None:
+    return next((p for p in paths if hashlib.sha256(p.read_bytes()).hexdigest() == sha), None)
 
 
 def _in_quarantine(ws: Workspace, rel: str, sha: str) -> Path | None:
@@ -208,6 +227,17 @@ def _repair(ws: Workspace, p: Problem) -> str:
         store.update_image(ws, p.subject, {"status": "quarantined", "path": where, "reason": row["reason"] or "quarantined"},
                            "quarantine_completed", before={"path": row["path"]}, after={"path": where})  # fmt: skip
         return f"pointed image {p.subject} at {where}"
+    if p.kind == "moved":
+        row = store.images(ws, status=None).set_index("id").loc[p.subject]
+        tracked = set(store.images(ws, status=None)["path"])
+        src = _same_bytes(_untracked(ws, tracked).get(Path(row["path"]).name, []), row["sha256"])
+        if src is None or (ws.root / row["path"]).exists():
+            return f"left image {p.subject} as it was (its file moved again meanwhile)"
+        (ws.root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(ws.root / row["path"]))
+        where = str(src.relative_to(ws.root))
+        store.audit(ws, "file_moved_back", image_id=p.subject, before={"path": where}, after={"path": row["path"]})
+        return f"moved {where} back to {row['path']}"
     if p.kind == "unfinished":
         row = store.images(ws, status=None).set_index("id").loc[p.subject]
         gather.finish_staged(ws, row["path"])

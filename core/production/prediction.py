@@ -19,7 +19,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from core.data import images
+from core.data import gather, images
 from core.data.images import VerifyConfig, properties, resize_item
 from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
@@ -279,28 +279,50 @@ def _predictions(
     return out
 
 
-def read_paths(paths: Sequence[Path]) -> tuple[list[tuple[str, bytes]], list[dict[str, str]]]:
-    """Files, and image files under folders, as (path, bytes); missing paths become failures."""
-    items: list[tuple[str, bytes]] = []
+def list_files(paths: Sequence[Path]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Files, and image files under folders, without reading them; missing paths become failures."""
+    found: list[Path] = []
     failed: list[dict[str, str]] = []
     for path in paths:
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in images.IMAGE_SUFFIXES
+            )
         elif path.is_file():
-            files = [path]
+            found.append(path)
         else:
             failed.append({"source": str(path), "reason": "no such file or folder"})
-            continue
-        for file in files:
-            if path.is_dir() and file.suffix.lower() not in images.IMAGE_SUFFIXES:
-                continue
-            try:
-                items.append((str(file), file.read_bytes()))
-            except OSError as exc:
-                failed.append({"source": str(file), "reason": f"cannot read: {exc.strerror or exc}"})
-    if not items and not failed:
+    if not found and not failed:
         raise UserError("No image files found in the given paths (looked for .jpg, .png, .webp, .gif, .bmp, .tif).")
+    return found, failed
+
+
+def _image_file(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in images.IMAGE_SUFFIXES
+
+
+def read_files(files: Sequence[Path]) -> tuple[list[tuple[str, bytes]], list[dict[str, str]]]:
+    """(path, bytes) of each file, its size checked before it is read; unreadable or too large ones become failures.
+    Callers read a batch at a time, so a folder of any size never sits in memory whole."""
+    items: list[tuple[str, bytes]] = []
+    failed: list[dict[str, str]] = []
+    for file in files:
+        try:
+            items.append((str(file), gather.file_loader(file)()[0]))
+        except UserError as exc:
+            failed.append({"source": str(file), "reason": str(exc)})
+        except OSError as exc:
+            failed.append({"source": str(file), "reason": f"cannot read: {exc.strerror or exc}"})
     return items, failed
+
+
+def read_paths(paths: Sequence[Path]) -> tuple[list[tuple[str, bytes]], list[dict[str, str]]]:
+    """Every file under paths, read (for a benchmark's fixed set; commands read a batch at a time)."""
+    files, failed = list_files(paths)
+    items, unread = read_files(files)
+    return items, failed + unread
 
 
 def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:

@@ -27,7 +27,7 @@ import pandas as pd
 from core.data.images import PROPERTIES
 from core.errors import UserError
 from core.workspace import store
-from core.workspace.paths import Workspace
+from core.workspace.paths import Workspace, write_atomic
 
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
     from core.production.prediction import Prediction
@@ -77,8 +77,8 @@ def keep_image(ws: Workspace, p: Prediction) -> str | None:
     folder.mkdir(exist_ok=True)
     ext = Path(p.name).suffix.lower() if Path(p.name).suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"} else ".img"
     path = folder / f"{p.sha256[:16]}{ext}"
-    if not path.exists():
-        path.write_bytes(p.data)
+    if not path.exists():  # named by content: a file there is whole (written under another name, then renamed)
+        write_atomic(path, p.data)
     return str(path.relative_to(ws.root))
 
 
@@ -175,6 +175,8 @@ def _spool(ws: Workspace, frame: pd.DataFrame) -> Path:
         con.execute(f"COPY (SELECT {_SELECT} FROM rows) TO '{tmp}' (FORMAT parquet)")
     finally:
         con.close()
+    with open(tmp, "rb") as fh:  # on disk before it takes a name the drain reads
+        os.fsync(fh.fileno())
     tmp.rename(path)
     return path
 

@@ -175,7 +175,10 @@ def start(
         raise UserError(f"A candidate runs in one of {', '.join(ACTIVE)} (got {stage!r}).")
     production = _candidate_ok(ws, version)
     scope = check_scope(scope) if stage == "limited" else Scope(share=0.0)
-    _record(ws, stage, stage, version, production, scope, figures, note, current(ws))
+    before = current(ws)
+    if before is not None and (before.candidate, before.stage, before.scope) == (version, stage, scope):
+        return before  # asked again (a command run twice, or after it was killed): nothing changes, nothing recorded
+    _record(ws, stage, stage, version, production, scope, figures, note, before)
     return current(ws)  # type: ignore[return-value]
 
 
@@ -183,9 +186,17 @@ def expand(ws: Workspace, figures: dict[str, Any] | None = None, note: str = "")
     """The candidate becomes production (a promotion: rollback returns the one before); returns its version."""
     active = current(ws)
     if active is None:
-        raise UserError("No candidate is in shadow or limited: start one before expanding it.")
-    registry.promote(ws, active.candidate)
-    _record(ws, "expanded", "expanded", active.candidate, active.candidate, None, figures, note, active)
+        latest = history(ws)[:1]
+        if latest and latest[0]["action"] == "expanded" and latest[0]["candidate"] == registry.production_version(ws):
+            return latest[0]["candidate"]  # expanded already (a command run twice, or after it was killed)
+        raise UserError("No candidate is in shadow or limited: start one before expanding it (rollout --shadow VERSION).")
+    registry.check_classes(ws, registry.require_intact(ws, active.candidate))
+    with store.connect(ws) as con:  # the promotion and the stage change land together or not at all
+        con.execute("BEGIN")
+        registry.promote_rows(ws, active.candidate, con)
+        _rows(ws, "expanded", "expanded", active.candidate, active.candidate, None, figures, note, active, con)
+        con.execute("COMMIT")
+    stamps.touch_serving(ws)
     return active.candidate
 
 
@@ -197,8 +208,12 @@ def rollback(ws: Workspace, note: str = "") -> dict[str, Any]:
         _record(ws, "rolled_back", "ended", active.candidate, active.production, None, None, note, active)
         return {"stopped": active.candidate, "production": active.production}
     before = registry.production_version(ws)
-    restored = registry.rollback(ws)
-    _record(ws, "rolled_back", "ended", before, restored, None, None, note, None)
+    with store.connect(ws) as con:
+        con.execute("BEGIN")
+        restored = registry.rollback_rows(ws, con)
+        _rows(ws, "rolled_back", "ended", before, restored, None, None, note, None, con)
+        con.execute("COMMIT")
+    stamps.touch_serving(ws)
     return {"stopped": before, "production": restored}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,17 @@ DB_NAME = "workspace.duckdb"
 
 
 TRAINING_LOCK = "training.lock"  # present while a training runs (see core.model.runs)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Replace path with data so that a reader (or a process killed midway) sees the old file or the new one,
+    never half of one: write a hidden temporary beside it, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,16 @@ any process caching them can tell without opening the database: a stat, not a co
 from __future__ import annotations
 
 import os
-import threading
 import time
 
-from core.workspace.paths import Workspace
+from core.workspace.paths import Workspace, write_atomic
 
 SERVING_STAMP = "serving.stamp"  # replaced after every write that changes what the Predict page serves
 
 
 def touch_serving(ws: Workspace) -> None:
     """Tell every process that caches the serving settings to read them again (a new file, so a new inode)."""
-    tmp = ws.root / f".{SERVING_STAMP}.{os.getpid()}.{threading.get_ident()}"
-    tmp.write_text(f"{time.time_ns()}\n")
-    os.replace(tmp, ws.root / SERVING_STAMP)
+    write_atomic(ws.root / SERVING_STAMP, f"{time.time_ns()}\n")  # a new file, so a new inode
 
 
 def serving_stamp(ws: Workspace) -> tuple[int, int] | None:

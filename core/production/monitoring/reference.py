@@ -9,7 +9,7 @@ import pandas as pd
 
 from core.data.images import PROPERTIES
 from core.model import config, outputs, registry
-from core.workspace.paths import Workspace
+from core.workspace.paths import Workspace, write_atomic
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,7 @@ def _derived_properties(ws: Workspace, version: str, meta: dict) -> np.ndarray:
             continue  # gone or unreadable since: the reference is the images that are still there
         measured = properties((int(row["width"]), int(row["height"])), look)
         rows.append([measured[k] for k in PROPERTIES])
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"rows": rows}))
-    tmp.replace(cache)
+    write_atomic(cache, json.dumps({"rows": rows}))
     return np.array(rows, np.float64).reshape(-1, len(PROPERTIES))
 
 

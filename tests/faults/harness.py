@@ -1,0 +1,133 @@
+"""What every fault test does: start a real `python -m core` process on a data root, SIGKILL it at seeded
+random moments of a run timed on this machine, then hold the workspace to the promise: `check --repair` leaves no
+problem, the workspace opens in the app, and the interrupted command succeeds when run again.
+
+Each test prints one `FAULTS` line (kills, kills that landed before the command finished, repairs made, files or
+rows lost) that `pytest -m faults -s` collects for the closing note."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+
+from core.production import check
+from core.workspace.paths import Workspace
+from tests.helpers import app, errors
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(data_root: Path, *args: str, code: str | None = None) -> subprocess.Popen:
+    """`python -m core ARGS` (or `python -c CODE ARGS`: a core call, for what has no command) on data_root."""
+    cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "core", *args]
+    env = {**os.environ, "IMAGEDP_DATA_ROOT": str(data_root)}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    """Wait for a started process; its stdout, after checking it succeeded."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()
+
+
+def timed(data_root: Path, *args: str, code: str | None = None) -> tuple[float, str]:
+    """One whole run on this machine now (interpreter start and imports included): seconds and stdout."""
+    started = time.monotonic()
+    out = finish(start(data_root, *args, code=code))
+    return time.monotonic() - started, out
+
+
+@dataclass
+class Tally:
+    """What the fault tests injected and what it cost, printed for the closing note."""
+
+    name: str
+    kills: int = 0
+    landed: int = 0  # killed before finishing on its own
+    midway: int = 0  # killed after it had changed the workspace (its first audit row) and before it finished
+    duration_s: float = 0.0  # one whole run, timed first
+    repairs: int = 0
+    lost: int = 0
+    details: list[str] = field(default_factory=list)
+
+    def print(self) -> None:
+        print(f"\nFAULTS {self.name}: run={self.duration_s:.1f}s kills={self.kills} landed={self.landed} "
+              f"midway={self.midway} repairs={self.repairs} lost={self.lost}")  # fmt: skip
+
+
+def kills(
+    data_root: Path,
+    duration: float,
+    n: int,
+    seed: int,
+    *args: str,
+    tally: Tally,
+    code: str | None = None,
+    lo: float = 0.1,
+    hi: float = 0.95,
+    progress: Callable[[], int] | None = None,
+) -> Iterator[int]:
+    """Start the command n times, SIGKILL each after a seeded fraction of `duration`; yields after each kill.
+    `progress` counts what the command has committed (default: audit rows) to tell a kill midway from one
+    during the interpreter's start."""
+    rng = np.random.default_rng(seed)
+    tally.duration_s = duration
+    progress = progress or (lambda: audit_rows(data_root / "workspaces"))
+    for k in range(n):
+        before = progress()
+        proc = start(data_root, *args, code=code)
+        time.sleep(float(rng.uniform(lo, hi)) * duration)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        tally.kills += 1
+        landed = proc.returncode == -signal.SIGKILL
+        tally.landed += landed
+        tally.midway += landed and progress() > before
+        yield k
+
+
+def audit_rows(workspaces_dir: Path) -> int:
+    """Audit rows in every workspace under a data root: grows with each change a command commits."""
+    total = 0
+    for db in workspaces_dir.glob("*/workspace.duckdb"):
+        total += count(db, "SELECT count(*) FROM audit")
+    return total
+
+
+def count(db: Path, sql: str) -> int:
+    """One count from a workspace database; 0 when the tables are not there yet (killed while creating them)."""
+    con = duckdb.connect(str(db))
+    try:
+        return con.execute(sql).fetchone()[0]
+    except duckdb.CatalogException:
+        return 0
+    finally:
+        con.close()
+
+
+def repaired(ws: Workspace, tally: Tally) -> check.CheckReport:
+    """check --repair, then check again: nothing may be left, and nothing may have been lost."""
+    report = check.check(ws, repair=True)
+    tally.repairs += len(report.repaired)
+    tally.lost += sum(p.kind == "missing_file" for p in report.problems)
+    assert report.remaining == () or not report.repaired, report.as_dict()
+    again = check.check(ws)
+    assert again.problems == (), again.as_dict()
+    assert not any(p.kind == "missing_file" for p in report.problems), report.as_dict()  # a file lost
+    return report
+
+
+def opens_in_app(ws: Workspace) -> None:
+    """The workspace opens on the Overview page without an exception or an error message."""
+    at = app("app_pages/overview.py", ws.name)
+    assert not at.exception and errors(at) == [], (at.exception, errors(at))
