@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import gather
+from core.errors import UserError
 from core.production import check
 from core.workspace import store, workspaces
 from ui.common import attempt, open_workspace, progress_bar
@@ -20,20 +21,28 @@ if message := st.session_state.pop("ws_message", None):
 
 names = workspaces.list_workspaces()
 if names:
-    rows = []
+    rows, unreadable = [], []
     for name in names:
-        ws = workspaces.resolve(name)
-        counts = store.label_counts(ws)
+        try:
+            ws = workspaces.resolve(name)
+            counts = store.label_counts(ws)
+            quarantined = store.quarantined_count(ws)
+        except UserError as exc:  # one unreadable workspace (read-only, newer, locked) does not hide the others
+            unreadable.append(f"**{name}**: {exc}")
+            continue
         rows.append(
             {
                 "workspace": name,
                 "images": sum(counts.values()),
                 "labels": len(counts),
-                "quarantined": store.quarantined_count(ws),
+                "quarantined": quarantined,
                 "folder": str(ws.root),
             }
         )
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    for line in unreadable:
+        st.error(line)
 else:
     st.info("No workspace yet. Start with the demo: 1,797 real handwritten digit scans, no network needed.")
 

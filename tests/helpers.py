@@ -97,15 +97,18 @@ def fill(ws: Workspace, counts: dict[str, int]) -> None:
     gather.ingest(ws, items)
 
 
-def make_zip(members: dict[str, bytes], links: tuple[str, ...] = ()) -> bytes:
+def make_zip(members: dict[str, bytes], links: tuple[str, ...] = (), devices: tuple[str, ...] = ()) -> bytes:
+    """A zip of members; `links` become symbolic links to /etc/passwd, `devices` character devices (as a hostile
+    archiver would record them)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
-        for name in links:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            zf.writestr(info, "/etc/passwd")
+        for names, kind, body in ((links, stat.S_IFLNK, "/etc/passwd"), (devices, stat.S_IFCHR, "")):
+            for name in names:
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (kind | 0o777) << 16
+                zf.writestr(info, body)
     return buf.getvalue()
 
 

@@ -80,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
             self.trickle(b"\0", 600, 0.2)
         elif path == "/loop":
             self.redirect("/loop")
+        elif path == "/to-metadata":  # a public-looking page that sends the client to the cloud metadata address
+            self.redirect("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
         elif path == "/redirect":
             self.redirect("/img/5.png")
         elif path == "/big.png":

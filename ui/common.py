@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.data.gather import GatherReport
 from core.data.images import thumbnail
-from core.errors import UserError
+from core.errors import UserError, os_message
 from core.progress import ProgressFn
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
@@ -44,11 +44,15 @@ def workspace_picker(visible: bool = True) -> None:
 
 
 def attempt(action: Callable[[], T]) -> T:
-    """Run a core call; on a UserError show its message (never a traceback) and stop the page."""
+    """Run a core call; on a UserError or what the disk said (read-only, full) show the message (never a
+    traceback) and stop the page."""
     try:
         return action()
     except UserError as exc:
         st.error(str(exc))
+        st.stop()
+    except OSError as exc:
+        st.error(os_message(exc))
         st.stop()
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.cli import data, drivetrain, model, production, workspace
-from core.errors import UserError
+from core.errors import UserError, os_message
 
 DEBUG_ENV = "IMAGEDP_DEBUG"
 Command = Callable[[argparse.Namespace], dict[str, Any]]
@@ -56,8 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except OSError as exc:  # a read-only or full disk, a folder where a file should be, ...
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"error: {os_message(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:  # never a traceback for a user; IMAGEDP_DEBUG=1 shows it to whoever fixes the bug
         if os.environ.get(DEBUG_ENV):

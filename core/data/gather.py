@@ -29,6 +29,8 @@ from core.workspace.paths import Workspace
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
 _LABEL_RE = re.compile(r"^[\w][\w .+-]{0,63}$", re.UNICODE)
 SPLIT_FOLDERS = ("train", "valid", "test")
+# names Windows reserves for devices, with or without an extension: a workspace copied there would break on them
+_DEVICE_RE = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
 DOWNLOAD_KINDS = ("url", "search", "production")  # stored once per content: the same bytes again add nothing
 
 
@@ -59,10 +61,10 @@ class GatherReport:
 def validate_label(label: str) -> str:
     """Return the stripped label or raise UserError saying what a label may contain."""
     clean = label.strip()
-    if not _LABEL_RE.match(clean) or clean in SPLIT_FOLDERS:
+    if not _LABEL_RE.match(clean) or clean in SPLIT_FOLDERS or _DEVICE_RE.match(clean):
         raise UserError(
             f"Label {label!r} is not allowed: use 1-64 letters, digits, spaces, '_', '-', '+' or '.', "
-            "starting with a letter or digit, no slashes, and not 'train' or 'valid'."
+            "starting with a letter or digit, no slashes, not 'train' or 'valid' and not a device name like NUL or CON."
         )
     return clean
 
@@ -324,8 +326,13 @@ def _check_member(info: zipfile.ZipInfo, limits: ZipLimits) -> None:
     path = PurePosixPath(name.replace("\\", "/"))
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in path.parts:
         raise UserError(f"Archive refused: member {name!r} has an unsafe path; nothing was imported.")
-    if stat.S_ISLNK(info.external_attr >> 16):
+    mode = info.external_attr >> 16
+    if stat.S_ISLNK(mode):
         raise UserError(f"Archive refused: member {name!r} is a link; nothing was imported.")
+    if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise UserError(f"Archive refused: member {name!r} is a device or pipe, not a file; nothing was imported.")
+    if any(_DEVICE_RE.match(part) for part in path.parts):
+        raise UserError(f"Archive refused: member {name!r} uses a device name (CON, NUL, ...); nothing was imported.")
     if info.compress_size and info.file_size / info.compress_size > limits.max_ratio and info.file_size > 1_000_000:
         raise UserError(
             f"Archive refused: member {name!r} expands {info.file_size / info.compress_size:.0f}x "

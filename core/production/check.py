@@ -192,19 +192,11 @@ def _log(ws: Workspace) -> list[Problem]:
                     "ingest them (ids already in the database are skipped)", True)]  # fmt: skip
 
 
-def _schema(ws: Workspace) -> list[Problem]:
-    with store.connect(ws) as con:
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is not None and int(row[0]) > store.SCHEMA_VERSION:
-        return [Problem("schema", str(row[0]), f"made by a newer version of this tool (schema {row[0]}, "
-                        f"this one knows {store.SCHEMA_VERSION})", "nothing: use the newer version", False)]  # fmt: skip
-    return []
-
-
 def check(ws: Workspace, repair: bool = False) -> CheckReport:
-    """Every problem found, and with repair, what was done about each repairable one."""
+    """Every problem found, and with repair, what was done about each repairable one. A workspace from a newer
+    version of the tool is refused before anything is read (store.init_db says so)."""
     store.init_db(ws)
-    problems = [*_schema(ws), *_catalog(ws), *_models(ws), *_runs(ws), *_log(ws)]
+    problems = [*_catalog(ws), *_models(ws), *_runs(ws), *_log(ws)]
     done: list[str] = []
     if repair:
         for p in problems:

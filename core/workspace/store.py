@@ -153,6 +153,11 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text or "conflicting" in text or "being used by another process" in text
 
 
+def _unwritable(exc: Exception) -> str | None:
+    text = str(exc).lower()
+    return next((why for why in ("read-only file system", "permission denied", "no space left on device") if why in text), None)
+
+
 @contextmanager
 def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection; waits with jittered back-off while another process writes."""
@@ -163,6 +168,11 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
             con = duckdb.connect(str(ws.db_path), read_only=read_only)
             break
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
+            if _unwritable(exc):
+                raise UserError(
+                    f"The workspace database {ws.db_path} cannot be written ({_unwritable(exc)}): make the data root "
+                    "writable, or copy the workspace somewhere writable and point IMAGEDP_DATA_ROOT there. Nothing was changed."
+                ) from exc
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 if _is_lock_error(exc):
                     raise UserError(
@@ -197,6 +207,7 @@ def init_db(ws: Workspace, force: bool = False) -> None:
     if str(ws.db_path) in _READY and not force:
         return
     with connect(ws) as con:
+        _refuse_newer(ws, con)
         if not _up_to_date(con):  # most opens find everything in place and write nothing
             con.execute(_SCHEMA)
             for table, columns in _ADDED.items():
@@ -223,6 +234,19 @@ _ADDED = {  # columns later versions added: a workspace made before gets them on
     "feedback": {"reviewer": "VARCHAR"},
     "models": {"checksums": "VARCHAR"},
 }  # fmt: skip
+
+
+def _refuse_newer(ws: Workspace, con: duckdb.DuckDBPyConnection) -> None:
+    """A workspace a newer version of this tool made may hold what this one would misread or overwrite."""
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.CatalogException:
+        return  # a new workspace: no meta table yet
+    if row is not None and int(row[0]) > SCHEMA_VERSION:
+        raise UserError(
+            f"Workspace {ws.name!r} was made by a newer version of this tool (schema {row[0]}; this one knows "
+            f"{SCHEMA_VERSION}): update the tool to open it. Nothing was changed."
+        )
 
 
 def _up_to_date(con: duckdb.DuckDBPyConnection) -> bool:
