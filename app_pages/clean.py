@@ -16,7 +16,8 @@ st.title("Clean")
 version, _ = pick_version(
     ws, "Score with model", "clean_version", "The cleaner ranks images with a trained model: train one on the Train page first."
 )
-pending: dict[str, tuple[str, str | None]] = st.session_state.setdefault("clean_pending", {}).setdefault(ws.name, {})
+# image -> (action, new label, the label it had when chosen: another session may change it before Apply)
+pending: dict[str, tuple[str, str | None, str]] = st.session_state.setdefault("clean_pending", {}).setdefault(ws.name, {})
 if message := st.session_state.pop("clean_message", None):
     st.success(message)
 
@@ -43,7 +44,7 @@ def choose(image_id: str, label: str) -> None:
     if value == "keep":
         pending.pop(image_id, None)
     else:
-        pending[image_id] = ("delete", None) if value == "delete" else ("relabel", value.removeprefix("→ "))
+        pending[image_id] = ("delete", None, label) if value == "delete" else ("relabel", value.removeprefix("→ "), label)
 
 
 def tiles(rows: pd.DataFrame, captions: list[str], columns: int = 6) -> None:
@@ -59,7 +60,7 @@ def tiles(rows: pd.DataFrame, captions: list[str], columns: int = 6) -> None:
             strict=False,
         ):
             options = ["keep", "delete", *(f"→ {c}" for c in classes if c != row["label"])]
-            action, new = pending.get(row["id"], ("keep", None))
+            action, new, _ = pending.get(row["id"], ("keep", None, None))
             current = "delete" if action == "delete" else (f"→ {new}" if action == "relabel" else "keep")
             cell.image(image, width="stretch")
             cell.caption(caption)
@@ -125,18 +126,25 @@ else:
         st.divider()
 
 st.subheader(
-    f"Pending: {sum(a == 'delete' for a, _ in pending.values())} deletion(s), "
-    f"{sum(a == 'relabel' for a, _ in pending.values())} relabel(s)"
+    f"Pending: {sum(a == 'delete' for a, _, _ in pending.values())} deletion(s), "
+    f"{sum(a == 'relabel' for a, _, _ in pending.values())} relabel(s)"
 )
 if pending:
     st.dataframe(
-        pd.DataFrame([{"id": i, "action": a, "new label": n} for i, (a, n) in pending.items()]), hide_index=True, width="stretch"
+        pd.DataFrame([{"id": i, "action": a, "new label": n} for i, (a, n, _) in pending.items()]),
+        hide_index=True,
+        width="stretch",
     )
 c1, c2, c3, c4 = st.columns(4)
 if c1.button("Apply", type="primary", key="clean_apply", disabled=not pending):
-    attempt(lambda: cleaning.apply(ws, [cleaning.Decision(i, a, n) for i, (a, n) in pending.items()]))
+    done = attempt(lambda: cleaning.apply(ws, [cleaning.Decision(i, a, n, seen) for i, (a, n, seen) in pending.items()]))
     reset_choices()
-    st.session_state["clean_message"] = "Applied: deleted images are in quarantine (restore on Explore)."
+    skipped = (
+        f" {len(done.skipped)} choice(s) skipped: another session changed those images after you chose." if done.skipped else ""
+    )
+    st.session_state["clean_message"] = (
+        f"Applied {done.changed} change(s): deleted images are in quarantine (restore on Explore).{skipped}"
+    )
     st.rerun()
 if c2.button("Discard choices", key="clean_discard", disabled=not pending):
     reset_choices()

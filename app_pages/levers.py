@@ -8,6 +8,8 @@ from core.model import registry
 from core.workspace import store
 from ui.common import attempt, current_workspace
 
+BASE = "levers_base"  # (workspace, the saved utility this session's edits started from)
+
 ws = current_workspace()
 st.title("Levers")
 st.caption(
@@ -60,8 +62,13 @@ edited = st.data_editor(
     | {n: st.column_config.NumberColumn(n) for n in names},
 )
 pending = levers.unsaved(utility, actions, edited, refer, classes, unit)
+if not pending or st.session_state.get(BASE, (None,))[0] != ws.name:
+    st.session_state[BASE] = (ws.name, utility)  # what the edits start from: another session may save meanwhile
 if st.button("Save levers", type="primary", key="levers_save"):
-    attempt(lambda: levers.save_utility(ws, levers.utility_from_tables(actions, edited, refer, classes, unit)))
+    mine = attempt(lambda: levers.utility_from_tables(actions, edited, refer, classes, unit))
+    attempt(lambda: levers.save_utility(ws, mine, base=st.session_state[BASE][1]))  # merged with theirs, cell by cell
+    for key in (BASE, "levers_unit", "levers_refer"):  # shown again from what was saved
+        st.session_state.pop(key, None)
     st.rerun()
 if pending:
     st.caption("Unsaved changes.")

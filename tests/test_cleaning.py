@@ -39,7 +39,9 @@ def filled(ws: Workspace) -> Workspace:
 def test_apply_then_undo_restores_files_and_catalog_exactly(filled: Workspace) -> None:
     before = snapshot(filled)
     ids = store.images(filled).sort_values("id")["id"].tolist()
-    batch = cleaning.apply(filled, [Decision(ids[0], "delete"), Decision(ids[1], "relabel", "green"), Decision(ids[2], "keep")])
+    batch = cleaning.apply(
+        filled, [Decision(ids[0], "delete"), Decision(ids[1], "relabel", "green"), Decision(ids[2], "keep")]
+    ).batch
     after = store.images(filled, status=None).set_index("id")
     assert after.loc[ids[0], "status"] == "quarantined" and after.loc[ids[1], "label"] == "green"
     assert (filled.root / after.loc[ids[1], "path"]).is_file()
@@ -139,3 +141,26 @@ def test_flagged_by_verification(ws: Workspace) -> None:
     flagged = cleaning.flagged(store.images(ws)).set_index("source")
     assert sorted(flagged.index) == ["a.png", "r.jpg"]
     assert flagged.loc["r.jpg", "notes"] == "exif-rotated"
+
+
+def test_a_choice_on_an_image_another_session_changed_is_skipped_not_applied_twice(filled: Workspace) -> None:
+    """Two analysts chose for the same images from the same page: the second's choices on images the first
+    changed meanwhile are skipped and reported, never applied on top; their other choices apply."""
+    catalog = store.images(filled).sort_values("id")
+    seen = dict(zip(catalog["id"], catalog["label"], strict=True))
+    ids = catalog["id"].tolist()
+    first = cleaning.apply(
+        filled, [Decision(ids[0], "relabel", "green", seen[ids[0]]), Decision(ids[1], "delete", seen=seen[ids[1]])]
+    )
+    assert (first.changed, first.skipped) == (2, ())
+    second = cleaning.apply(
+        filled,
+        [Decision(ids[0], "relabel", "blue", seen[ids[0]]), Decision(ids[1], "relabel", "blue", seen[ids[1]]),
+         Decision(ids[2], "delete", seen=seen[ids[2]])],
+    )  # fmt: skip
+    assert second.changed == 1 and set(second.skipped) == {ids[0], ids[1]}
+    after = store.images(filled, status=None).set_index("id")
+    assert after.loc[ids[0], "label"] == "green" and after.loc[ids[1], "status"] == "quarantined"
+    assert after.loc[ids[2], "status"] == "quarantined"
+    relabels = store.audit_log(filled).query("action == 'clean_relabel'")
+    assert list(relabels["image_id"]) == [ids[0]]  # changed once

@@ -298,3 +298,33 @@ def test_a_policy_accepted_without_its_split_says_so(prod: Workspace) -> None:
     always_refer(prod)  # accepted directly, as policies were before the split was recorded
     shown = summary.decision_summary(prod)
     assert "may have seen these images" in shown.measured_on
+
+
+def test_two_sessions_editing_the_utility_keep_both_changes(ws: Workspace) -> None:
+    """Each session saves the matrix it edited from the same start: the second save merges cell by cell, so
+    neither change is lost; the same cell changed both ways is refused with what to do, and nothing is saved."""
+    from dataclasses import replace
+
+    from core.drivetrain import levers
+
+    start = levers.default_utility(["cat", "dog"])
+    levers.save_utility(ws, start)
+
+    def with_cell(u: levers.Utility, r: int, a: int, value: float) -> levers.Utility:
+        payoff = [list(row) for row in u.payoff]
+        payoff[r][a] = value
+        return replace(u, payoff=tuple(tuple(row) for row in payoff))
+
+    first = with_cell(start, 0, 0, 99.0)
+    second = replace(with_cell(start, 1, 1, -77.0), unit="dollars", costs=(0.0, 0.0, 5.0))
+    levers.save_utility(ws, first, base=start)
+    saved = levers.save_utility(ws, second, base=start)
+    assert levers.load_utility(ws, ["cat", "dog"])[0] == saved
+    assert saved.payoff[0][0] == 99.0 and saved.payoff[1][1] == -77.0 and saved.unit == "dollars" and saved.costs[2] == 5.0
+    with pytest.raises(UserError, match=r"The payoff of 'act on cat' when the truth is 'cat' was changed in another session"):
+        levers.save_utility(ws, with_cell(start, 0, 0, -1.0), base=start)
+    assert levers.load_utility(ws, ["cat", "dog"])[0] == saved  # the refused save changed nothing
+    added = replace(saved, actions=(*saved.actions, "call a ranger"), costs=(*saved.costs, 50.0),
+                    payoff=tuple((*row, 1.0) for row in saved.payoff))  # fmt: skip
+    levers.save_utility(ws, added, base=saved)
+    assert levers.save_utility(ws, replace(saved, unit="euros"), base=saved).actions[-1] == "call a ranger"

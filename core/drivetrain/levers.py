@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.workspace import store
+from core.workspace import stamps, store
 from core.workspace.paths import Workspace
 
 OUT_OF_DOMAIN = "out of domain"
@@ -105,18 +107,67 @@ def load_utility(ws: Workspace, classes: list[str] | tuple[str, ...]) -> tuple[U
     """The saved utility (True) when it fits these classes, else the default (False)."""
     saved = store.get_setting(ws, UTILITY_KEY)
     if saved and tuple(saved["rows"]) == (*classes, OUT_OF_DOMAIN):
-        return Utility(
-            tuple(saved["actions"]),
-            tuple(saved["costs"]),
-            tuple(saved["rows"]),
-            tuple(tuple(r) for r in saved["payoff"]),
-            saved.get("refer", REFER),
-            saved.get("unit", "points"),
-        ), True
+        return _from_dict(saved), True
     return default_utility(classes), False
 
 
-def save_utility(ws: Workspace, u: Utility) -> None:
-    before = store.get_setting(ws, UTILITY_KEY)
-    store.set_setting(ws, UTILITY_KEY, asdict(u))
-    store.audit(ws, "utility_saved", before=before, after=asdict(u))
+_SAVING = threading.Lock()  # sessions of one app process save one at a time (processes: the database's own lock)
+
+
+def save_utility(ws: Workspace, u: Utility, base: Utility | None = None) -> Utility:
+    """Save u; with `base` (what this editor started from), merge into whatever another session saved since,
+    cell by cell, so neither loses a change (the same cell changed both ways is refused). Returns what was saved."""
+    with _SAVING, store.connect(ws) as con:
+        con.execute("BEGIN")
+        before = store.get_settings(ws, (UTILITY_KEY,), con)[UTILITY_KEY]
+        current = _from_dict(before) if before else None
+        saved = merge(base, u, current) if base is not None and current is not None and current != base else u
+        store.put_setting(con, UTILITY_KEY, asdict(saved))
+        store.audit(ws, "utility_saved", before=before, after=asdict(saved), con=con)
+        con.execute("COMMIT")
+    stamps.touch_serving(ws)
+    return saved
+
+
+def merge(base: Utility, mine: Utility, theirs: Utility) -> Utility:
+    """A three-way merge of two sessions' edits of one utility: each field and cell takes the side that changed
+    it; one changed by both to different values is a conflict, refused with what to do."""
+    if tuple(mine.rows) != tuple(theirs.rows):
+        raise UserError("The classes changed while you edited (another session or a new model): reload the page.")
+
+    def pick(what: str, b: object, m: object, t: object) -> Any:
+        if m == b or t == m:
+            return t
+        if t == b:
+            return m
+        raise UserError(
+            f"{what} was changed in another session (to {t!r}) while you changed it (to {m!r}): reload the page to "
+            "see the saved matrix, then make your change again."
+        )
+
+    actions = pick("The list of actions", base.actions, mine.actions, theirs.actions)
+    costs = [dict(zip(u.actions, u.costs, strict=True)) for u in (base, mine, theirs)]
+    cells = [{(r, a): v for r, row in zip(u.rows, u.payoff, strict=True) for a, v in zip(u.actions, row, strict=True)}
+             for u in (base, mine, theirs)]  # fmt: skip
+    return Utility(
+        tuple(actions),
+        tuple(pick(f"The cost of {a!r}", *(c.get(a) for c in costs)) for a in actions),
+        tuple(mine.rows),
+        tuple(
+            tuple(pick(f"The payoff of {a!r} when the truth is {r!r}", *(c.get((r, a)) for c in cells)) for a in actions)
+            for r in mine.rows
+        ),
+        pick("The referral action", base.refer, mine.refer, theirs.refer),
+        pick("The unit", base.unit, mine.unit, theirs.unit),
+    )
+
+
+def _from_dict(saved: dict[str, Any]) -> Utility:
+    return Utility(
+        tuple(saved["actions"]),
+        tuple(saved["costs"]),
+        tuple(saved["rows"]),
+        tuple(tuple(r) for r in saved["payoff"]),
+        saved.get("refer", REFER),
+        saved.get("unit", "points"),
+    )

@@ -39,6 +39,17 @@ class Decision:
     image_id: str
     action: str  # keep / delete / relabel
     new_label: str | None = None
+    seen: str | None = None  # the label shown when the choice was made: skipped if another session changed it since
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One applied cleaning batch: its id (for undo), the changes made, and the choices skipped because another
+    session had changed or removed the image since it was shown."""
+
+    batch: str
+    changed: int
+    skipped: tuple[str, ...]
 
 
 def body_features(ws: Workspace, version: str, catalog: pd.DataFrame) -> np.ndarray:
@@ -172,8 +183,9 @@ def _relabel(ws: Workspace, image_id: str, new_label: str, batch: str, action: s
     )
 
 
-def apply(ws: Workspace, decisions: list[Decision]) -> str:
-    """Apply deletions (to quarantine) and relabels as one batch that can be undone; returns its id."""
+def apply(ws: Workspace, decisions: list[Decision]) -> Applied:
+    """Apply deletions (to quarantine) and relabels as one batch that can be undone. A choice made on an image
+    another session has changed since (its label, or no longer in the data) is skipped, never applied twice."""
     for d in decisions:
         if d.action not in ACTIONS:
             raise UserError(f"Unknown action {d.action!r}; choose one of {', '.join(ACTIONS)}.")
@@ -183,12 +195,23 @@ def apply(ws: Workspace, decisions: list[Decision]) -> str:
     with _APPLY_LOCK, _file_lock(ws):
         # the batch's row first: a batch stopped halfway (a killed process) can still be undone as one
         store.audit(ws, "clean_batch", detail={"batch": batch, "changes": sum(d.action != "keep" for d in decisions)})
+        skipped = []
         for d in decisions:
-            if d.action == "delete":
+            if d.action != "keep" and d.seen is not None and _now(ws, d.image_id) != ("ok", d.seen):
+                skipped.append(d.image_id)
+            elif d.action == "delete":
                 verify.quarantine(ws, d.image_id, "deleted while cleaning", action="clean_delete", batch=batch)
             elif d.action == "relabel":
                 _relabel(ws, d.image_id, d.new_label.strip(), batch)
-    return batch
+        if skipped:
+            store.audit(ws, "clean_skipped", detail={"batch": batch, "images": skipped, "reason": "changed in another session"})
+    return Applied(batch, sum(d.action != "keep" for d in decisions) - len(skipped), tuple(skipped))
+
+
+def _now(ws: Workspace, image_id: str) -> tuple[str, str] | None:
+    with store.connect(ws) as con:
+        row = con.execute("SELECT status, label FROM images WHERE id = ?", [image_id]).fetchone()
+    return tuple(row) if row else None
 
 
 def _batch_of(detail: object) -> str | None:
