@@ -6,6 +6,7 @@ Screenshots of every page land in a temporary folder (printed at the end), or in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -147,6 +148,30 @@ def no_exception(page: object) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
 
+def edit_matrix_cell(page: object, row: int, column: int, value: str) -> None:
+    """Type a value into the Levers page's utility matrix (a canvas grid: clicked and typed into like a user)."""
+    grid = page.locator("[data-testid='stDataFrame']").nth(1)  # the utility matrix (the actions table is first)
+    grid.scroll_into_view_if_needed()
+    page.evaluate(FRAMES)
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 20, box["y"] + 35 + 17 + 35 * row)  # the row's label cell (read-only)
+    page.wait_for_timeout(300)  # the grid is a canvas: no DOM signal says the cell is selected
+    for _ in range(column + 1):
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")  # open the cell's editor
+    page.wait_for_timeout(400)  # nor that its editor has opened
+    page.keyboard.press("Control+A")
+    page.keyboard.type(value, delay=60)
+    page.keyboard.press("Enter")
+    idle(page)
+
+
+def matrix_cell(page: object, row: int, column: int) -> str:
+    """One payoff as the page shows it (from the grid's accessible table; its column 0 is the row's label)."""
+    cell = page.locator("[data-testid='stDataFrame']").nth(1).get_by_test_id(f"glide-cell-{column + 1}-{row}")
+    return cell.inner_text()
+
+
 def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     page.get_by_text("No workspace is open").wait_for()
     assert page.get_by_role("link", name="streamlit app").count() == 0
@@ -263,19 +288,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
     page.get_by_role("link", name="Levers").click()
     page.get_by_text("Utility matrix", exact=True).wait_for()
-    grid = page.locator("[data-testid='stDataFrame']").nth(1)  # the utility matrix (the actions table is first)
-    grid.scroll_into_view_if_needed()
-    page.evaluate(FRAMES)
-    box = grid.bounding_box()
-    page.mouse.click(box["x"] + 20, box["y"] + 35 + 17)  # row "0" (its label cell is read-only)
-    page.wait_for_timeout(300)  # the grid is a canvas: no DOM signal says the cell is selected
-    page.keyboard.press("ArrowRight")  # the payoff of "act on 0" when the truth is 0
-    page.keyboard.press("Enter")  # open the cell's editor
-    page.wait_for_timeout(400)  # nor that its editor has opened
-    page.keyboard.press("Control+A")
-    page.keyboard.type("250", delay=60)
-    page.keyboard.press("Enter")
-    idle(page)
+    edit_matrix_cell(page, 0, 0, "250")  # the payoff of "act on 1" when the truth is 1
     page.get_by_role("button", name="Save levers").click()
     page.get_by_text("Saved. See what this matrix means").wait_for()
     no_exception(page)
@@ -398,7 +411,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     if page.get_by_text("Promotion gate: not met yet").count():
         page.get_by_text("Expand although the gate is not met").click()
         idle(page)
-    page.get_by_role("button", name="Make v2 production").click()
+    page.get_by_role("button", name="Make v2 production", disabled=False).click()  # not a stale disabled one mid-rerun
     page.get_by_text("v2 is production; rollback returns v1").wait_for()
     no_exception(page)
     assert registry.production_version(workspaces.resolve("demo")) == "v2"
@@ -450,3 +463,82 @@ def make_images(folder: Path) -> None:
         (folder / label).mkdir(parents=True)
         for i in range(2):
             (folder / label / f"{i}.png").write_bytes(png_bytes(500 + i + (10 if label == "dog" else 0), (96, 96)))
+
+
+def test_two_analysts_clean_and_edit_the_matrix_at_once(
+    page: object, server: str, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two browser contexts (two analysts) on the walk's workspace: each picks a cleaning choice for a different
+    image and both press Apply together; then each edits a different cell of the utility matrix and both press
+    Save together. No change is lost or doubled, and after a refresh each sees the other's."""
+    from core.drivetrain import levers
+    from core.workspace import store, workspaces
+
+    monkeypatch.setenv("IMAGEDP_DATA_ROOT", str(data_root))  # this process reads the database the server writes
+    ws = workspaces.resolve("demo")
+    mark = int(store.audit_log(ws, limit=1)["seq"].iloc[0])
+    browser = page.context.browser
+    contexts = [browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+    first, second = tabs = [c.new_page() for c in contexts]
+    try:
+        for tab in tabs:
+            tab.set_default_timeout(90_000)
+            tab.goto(f"{server}/clean")
+            tab.get_by_text("Pending: 0 deletion(s)").wait_for(timeout=180_000)
+            tab.locator("[data-testid='stImage']").first.wait_for()
+        first.get_by_role("combobox", name="Action").nth(0).click()
+        first.get_by_role("option").filter(has_text="→").first.click()
+        first.get_by_text("1 relabel(s)").wait_for()
+        second.get_by_role("combobox", name="Action").nth(1).click()
+        second.get_by_role("option", name="delete", exact=True).click()
+        second.get_by_text("1 deletion(s)").wait_for()
+        idle(first), idle(second)
+        first.get_by_role("button", name="Apply").click(no_wait_after=True)
+        second.get_by_role("button", name="Apply").click(no_wait_after=True)
+        for tab in tabs:
+            tab.get_by_text("Applied 1 change(s)").wait_for()
+        log = store.audit_log(ws, limit=1000).query(f"seq > {mark}")
+        changes = log[log["action"].isin(["clean_relabel", "clean_delete"])]
+        assert sorted(changes["action"]) == ["clean_delete", "clean_relabel"] and changes["image_id"].nunique() == 2
+        assert (log["action"] == "clean_batch").sum() == 2  # one batch per analyst, none doubled, none lost
+        catalog = store.images(ws, status=None).set_index("id")
+        deleted = changes.loc[changes["action"] == "clean_delete", "image_id"].iloc[0]
+        relabelled = changes.loc[changes["action"] == "clean_relabel", "image_id"].iloc[0]
+        assert catalog.loc[deleted, "status"] == "quarantined" and catalog.loc[relabelled, "status"] == "ok"
+        assert (
+            catalog.loc[relabelled, "label"]
+            == json.loads(changes.loc[changes["action"] == "clean_relabel", "after"].iloc[0])["label"]
+        )
+        for tab in tabs:
+            tab.reload()
+            tab.get_by_text("Pending: 0 deletion(s)").wait_for()
+            tab.locator("[data-testid='stImage']").first.wait_for()
+            no_exception(tab)
+
+        classes = [*DIGITS, "cat", "dog"]
+        start, _ = levers.load_utility(ws, classes)
+        for tab in tabs:
+            tab.goto(f"{server}/levers")
+            tab.get_by_text("Utility matrix", exact=True).wait_for()
+        edit_matrix_cell(first, 1, 1, "111")  # truth 3, act on 3
+        edit_matrix_cell(second, 2, 3, "-222")  # truth 7, act on 8
+        first.get_by_text("Unsaved changes.").wait_for()
+        second.get_by_text("Unsaved changes.").wait_for()
+        first.get_by_role("button", name="Save levers").click(no_wait_after=True)
+        second.get_by_role("button", name="Save levers").click(no_wait_after=True)
+        for tab in tabs:
+            tab.get_by_text("Saved. See what this matrix means").wait_for()
+        saved, _ = levers.load_utility(ws, classes)
+        assert saved.payoff[1][1] == 111.0 and saved.payoff[2][3] == -222.0 and saved.payoff[0][0] == start.payoff[0][0]
+        for tab in tabs:  # after a refresh each sees both changes
+            tab.reload()
+            tab.get_by_text("Utility matrix", exact=True).wait_for()
+            idle(tab)
+            assert (matrix_cell(tab, 1, 1), matrix_cell(tab, 2, 3)) == ("111", "-222")
+            no_exception(tab)
+        shot(second, "26-two-analysts-levers")
+        saves = store.audit_log(ws, limit=1000).query(f"seq > {mark} and action == 'utility_saved'")
+        assert len(saves) == 2  # one per analyst
+    finally:
+        for c in contexts:
+            c.close()
