@@ -542,3 +542,65 @@ def test_two_analysts_clean_and_edit_the_matrix_at_once(
     finally:
         for c in contexts:
             c.close()
+
+
+ANSWERS = "() => [...document.querySelectorAll('p')].filter(p => p.textContent.startsWith('confidence ')).length"
+
+
+def test_eight_end_users_upload_at_once(page: object, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight people on the deployed app each drop twenty photos at the same moment: every one gets twenty
+    answers, and the log holds each of the 160 predictions exactly once (bench/concurrency_bench.py times it)."""
+    from PIL import Image
+
+    from core.workspace import store, workspaces
+
+    monkeypatch.setenv("IMAGEDP_DATA_ROOT", str(data_root))
+    ws = workspaces.resolve("demo")
+    digits = sorted((ws.images_dir / "7").iterdir())[:20]
+    folders = []
+    for user in range(8):  # distinct bytes per user: each a slightly brighter copy of the same scans
+        folder = tmp_path / f"user{user}"
+        folder.mkdir()
+        for i, path in enumerate(digits):
+            Image.open(path).convert("L").point(lambda v, u=user: min(255, v + u)).save(folder / f"{i}.png")
+        folders.append(sorted(folder.iterdir()))
+    with store.connect(ws) as con:  # the walk's simulated traffic is dated ahead: tell new rows by id, not time
+        since = [r[0] for r in con.execute("SELECT id FROM predictions").fetchall()]
+    new_rows = "FROM predictions WHERE source = 'app' AND NOT list_contains(?, id)"
+    server = serve(data_root, IMAGEDP_END_USER="1", IMAGEDP_WORKSPACE="demo")
+    url = next(server)
+    contexts = [page.context.browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(8)]
+    tabs = [c.new_page() for c in contexts]
+    try:
+        for tab in tabs:
+            tab.set_default_timeout(180_000)
+            tab.goto(url)
+            tab.get_by_text("What is in this picture?").wait_for()
+        for tab, files in zip(tabs, folders, strict=True):  # one after another, without waiting for answers
+            tab.locator("input[type='file']").first.set_input_files([str(f) for f in files])
+        for k, tab in enumerate(tabs):
+            try:
+                tab.wait_for_function(f"({ANSWERS})() === 20", timeout=300_000)
+            except Exception:
+                shot(tab, f"failed-end-user-{k}")
+                raise
+            no_exception(tab)
+        shot(tabs[-1], "27-eight-end-users")
+        deadline = time.monotonic() + 60
+        while True:  # the app's log writer lingers up to half a second before it writes
+            with store.connect(ws) as con:
+                rows, ids, requests = con.execute(
+                    f"SELECT count(*), count(DISTINCT id), count(DISTINCT request_id) {new_rows}", [since]
+                ).fetchone()
+            if rows >= 160 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)  # and nothing more arrives after
+        with store.connect(ws) as con:
+            final = con.execute(f"SELECT count(*) {new_rows}", [since]).fetchone()[0]
+        # the walk expanded v2: no candidate runs beside it, so one prediction per request
+        assert rows == final == 160 and ids == rows and requests == rows
+    finally:
+        for c in contexts:
+            c.close()
+        server.close()
