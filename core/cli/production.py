@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         scored = rollout.score(predictor, candidate, active, chunk, deciders, args.batch_size, keep_bytes=True)
         result = prediction_log.log_predictions(ws, scored.logged, "batch", predictor.version, keep_images=keep)
         logged, spooled = logged + result.logged, spooled + result.spooled
-        preds += scored.shown
+        preds += [replace(p, data=b"") for p in scored.shown]  # logged: the bytes are not needed to report
         failed += scored.failed
         if show:
             show(min(start + args.batch_size * 8, len(files)), len(files), "")
