@@ -216,6 +216,7 @@ CASES = [
     Case("workspace-control-chars", new_workspace("w\x1b]0;x\x07"), r"Workspace name .* is not allowed"),
     Case("workspace-very-long", new_workspace("w" * 300), r"1-64 letters"),
     Case("workspace-html", new_workspace("<script>alert(1)</script>"), r"Workspace name .* is not allowed"),
+    Case("workspace-device-name", new_workspace("nul.txt"), r"not a device name"),
     Case("png-200-megapixels", gather_image(bomb_png(14_150, 14_150)), r"image too large"),
     Case("png-decodes-to-10-GB", gather_image(bomb_png(60_000, 60_000)), r"decompression bomb"),
     Case("file-over-50-MB", huge_file, r"file too large \(60 MB > 50 MB\)"),

@@ -24,13 +24,11 @@ from core.data.images import ImageInfo, VerifyConfig, inspect
 from core.errors import UserError
 from core.progress import ProgressFn
 from core.workspace import store, workspaces
-from core.workspace.paths import Workspace
+from core.workspace.paths import DEVICE_NAME, Workspace
 
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
 _LABEL_RE = re.compile(r"^[\w][\w .+-]{0,63}$", re.UNICODE)
 SPLIT_FOLDERS = ("train", "valid", "test")
-# names Windows reserves for devices, with or without an extension: a workspace copied there would break on them
-_DEVICE_RE = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
 DOWNLOAD_KINDS = ("url", "search", "production")  # stored once per content: the same bytes again add nothing
 
 
@@ -61,7 +59,7 @@ class GatherReport:
 def validate_label(label: str) -> str:
     """Return the stripped label or raise UserError saying what a label may contain."""
     clean = label.strip()
-    if not _LABEL_RE.match(clean) or clean in SPLIT_FOLDERS or _DEVICE_RE.match(clean):
+    if not _LABEL_RE.match(clean) or clean in SPLIT_FOLDERS or DEVICE_NAME.match(clean):
         raise UserError(
             f"Label {label!r} is not allowed: use 1-64 letters, digits, spaces, '_', '-', '+' or '.', "
             "starting with a letter or digit, no slashes, not 'train' or 'valid' and not a device name like NUL or CON."
@@ -331,7 +329,7 @@ def _check_member(info: zipfile.ZipInfo, limits: ZipLimits) -> None:
         raise UserError(f"Archive refused: member {name!r} is a link; nothing was imported.")
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
         raise UserError(f"Archive refused: member {name!r} is a device or pipe, not a file; nothing was imported.")
-    if any(_DEVICE_RE.match(part) for part in path.parts):
+    if any(DEVICE_NAME.match(part) for part in path.parts):
         raise UserError(f"Archive refused: member {name!r} uses a device name (CON, NUL, ...); nothing was imported.")
     if info.compress_size and info.file_size / info.compress_size > limits.max_ratio and info.file_size > 1_000_000:
         raise UserError(

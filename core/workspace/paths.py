@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ DB_NAME = "workspace.duckdb"
 
 
 TRAINING_LOCK = "training.lock"  # present while a training runs (see core.model.runs)
+# names Windows reserves for devices, with or without an extension: a workspace copied there would break on them
+DEVICE_NAME = re.compile(r"^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])(\..*)?$", re.IGNORECASE)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

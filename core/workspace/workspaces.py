@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.workspace import locks, store
-from core.workspace.paths import DB_NAME, Workspace
+from core.workspace.paths import DB_NAME, DEVICE_NAME, Workspace
 
 DATA_ROOT_ENV = "IMAGEDP_DATA_ROOT"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
@@ -31,10 +31,10 @@ def workspaces_dir() -> Path:
 def validate_name(name: str) -> str:
     """Return the stripped name, or raise UserError saying what a name may contain."""
     name = name.strip()
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.match(name) or DEVICE_NAME.match(name):
         raise UserError(
             f"Workspace name {name!r} is not allowed: use 1-64 letters, digits, spaces, '_', '-' "
-            "or '.', starting with a letter or digit (no slashes)."
+            "or '.', starting with a letter or digit (no slashes, not a device name like NUL or CON)."
         )
     return name
 
