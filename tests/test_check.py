@@ -112,18 +112,23 @@ def test_check_command_and_the_workspaces_page(prod: Workspace) -> None:
     assert os.path.isdir(prod.quarantine_dir / check.ORPHANS)
 
 
-def test_a_quarantine_stopped_halfway_is_completed(prod: Workspace) -> None:
-    """verify moves a broken file to quarantine/ and then updates its row: a kill between the two leaves the row
-    pointing at the old place. The repair finds the file by name and content and completes the quarantine."""
+def test_a_quarantine_stopped_halfway_is_put_back_and_done_once_when_run_again(prod: Workspace) -> None:
+    """Quarantining moves the file to quarantine/ and then updates its row: a kill between the two leaves the row
+    pointing at the old place. The repair finds the file by name and bytes and puts it back where the row says
+    (the row's state wins), so the interrupted command, run again, quarantines it once, in its own batch."""
+    from core.data import verify
+
     row = store.images(prod).iloc[0]
     prod.quarantine_dir.mkdir(exist_ok=True)
     (prod.root / row["path"]).rename(prod.quarantine_dir / Path(row["path"]).name)  # moved, row not updated
     report = check.check(prod)
-    assert [(p.kind, p.subject) for p in report.problems] == [("halfway", row["id"])]
+    assert [(p.kind, p.subject) for p in report.problems] == [("moved", row["id"])]
     check.check(prod, repair=True)
+    assert (prod.root / row["path"]).is_file() and not (prod.quarantine_dir / Path(row["path"]).name).exists()
+    assert check.check(prod).problems == ()
+    verify.quarantine(prod, row["id"], "broken", action="clean_delete", batch="b1")
     fixed = store.images(prod, status=None).set_index("id").loc[row["id"]]
-    assert fixed["status"] == "quarantined" and fixed["path"] == f"quarantine/{Path(row['path']).name}"
-    assert (prod.root / fixed["path"]).is_file() and check.check(prod).problems == ()
+    assert fixed["status"] == "quarantined" and (prod.root / fixed["path"]).is_file()
 
 
 def test_a_relabel_stopped_halfway_is_moved_back(prod: Workspace) -> None:

@@ -164,3 +164,53 @@ def test_a_choice_on_an_image_another_session_changed_is_skipped_not_applied_twi
     assert after.loc[ids[2], "status"] == "quarantined"
     relabels = store.audit_log(filled).query("action == 'clean_relabel'")
     assert list(relabels["image_id"]) == [ids[0]]  # changed once
+
+
+def test_a_deletion_stopped_halfway_is_repaired_then_done_and_undone_with_its_batch(
+    filled: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies after moving a deleted image's file to quarantine/ and before its row says so. check
+    --repair puts the file back where the row says; applying again deletes it in a batch that undo reverses.
+    (Completing the quarantine instead left it quarantined by no batch: undo could never bring it back.)"""
+    from core.production import check
+
+    image = store.images(filled).sort_values("id")["id"].iloc[0]
+
+    def dies(*args: object, **kwargs: object) -> None:
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(store, "update_image", dies)
+    with pytest.raises(SystemExit):
+        cleaning.apply(filled, [Decision(image, "delete")])
+    monkeypatch.undo()
+    check.check(filled, repair=True)
+    assert check.check(filled).problems == ()
+    cleaning.apply(filled, [Decision(image, "delete")])
+    assert store.images(filled, status=None).set_index("id").loc[image, "status"] == "quarantined"
+    while True:
+        try:
+            cleaning.undo_last(filled)
+        except UserError:
+            break
+    assert store.images(filled, status=None).set_index("id").loc[image, "status"] == "ok"
+
+
+def test_an_undo_stopped_halfway_finishes_when_run_again(filled: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo restores deletions one by one and writes its own row last: stopped after the first restore, running
+    it again restores the rest instead of failing on the image already back."""
+    ids = store.images(filled).sort_values("id")["id"].tolist()[:3]
+    cleaning.apply(filled, [Decision(i, "delete") for i in ids])
+    real, calls = cleaning.verify.restore, []
+
+    def once_then_die(ws: Workspace, image_id: str) -> str:
+        if calls:
+            raise SystemExit("killed")
+        calls.append(image_id)
+        return real(ws, image_id)
+
+    monkeypatch.setattr(cleaning.verify, "restore", once_then_die)
+    with pytest.raises(SystemExit):
+        cleaning.undo_last(filled)
+    monkeypatch.undo()
+    assert cleaning.undo_last(filled) == 3
+    assert (store.images(filled, status=None).set_index("id").loc[ids, "status"] == "ok").all()

@@ -231,7 +231,8 @@ def undo_last(ws: Workspace) -> int:
         changes = log[(log["batch"] == batch) & log["action"].isin(["clean_relabel", "clean_delete"])]
         for change in changes.itertuples():  # newest first: the reverse of the order they were applied in
             if change.action == "clean_delete":
-                verify.restore(ws, change.image_id)
+                if _now(ws, change.image_id)[0] == "quarantined":  # not restored already by an undo stopped halfway
+                    verify.restore(ws, change.image_id)
             else:
                 _relabel(ws, change.image_id, json.loads(change.before)["label"], f"undo-{batch}", "clean_undo_relabel")
         store.audit(ws, "clean_undo", detail={"batch": batch, "reversed": len(changes)})

@@ -29,7 +29,7 @@ LEFTOVERS = "models"  # quarantine/models/: model folders no registry row names
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # missing_file / moved / halfway / unfinished / orphan_file / model / checksum / leftover / pointer / ...
+    kind: str  # missing_file / moved / unfinished / orphan_file / model / checksum / leftover / pointer / ...
     subject: str  # the image id, path, version or run it is about
     detail: str  # what is wrong, in words
     repair: str  # what --repair does about it, in words
@@ -74,22 +74,18 @@ def _catalog(ws: Workspace) -> list[Problem]:
     untracked = _untracked(ws, tracked)
     found, moved = [], set()
     for row in catalog[catalog["status"].isin(["ok", "quarantined"])].itertuples():
-        elsewhere = None if (ws.root / row.path).is_file() else _same_bytes(untracked.get(Path(row.path).name, []), row.sha256)
+        elsewhere = None if (ws.root / row.path).is_file() else _moved(ws, untracked, row.path, row.sha256)
         if elsewhere is not None:
             moved.add(elsewhere)
             found.append(
-                Problem("moved", row.id, f"{row.path} is at {elsewhere.relative_to(ws.root)} (a relabel or restore stopped "
-                        "between moving the file and updating the row)", "move it back where its row says", True)
+                Problem("moved", row.id, f"{row.path} is at {elsewhere.relative_to(ws.root)}: a quarantine, relabel or "
+                        "restore stopped between moving the file and updating its row",
+                        "move it back where its row says (the interrupted command, run again, does it once)", True)
             )  # fmt: skip
         elif not (ws.root / row.path).is_file() and gather.part_path(ws.root / row.path).is_file():
             found.append(
                 Problem("unfinished", row.id, f"{row.path} is still staged: an import stopped between cataloging and "
                         "naming its file", "finish the import: the staged file takes its name", True)
-            )  # fmt: skip
-        elif not (ws.root / row.path).is_file() and _in_quarantine(ws, row.path, row.sha256):
-            found.append(
-                Problem("halfway", row.id, f"{row.path} is in quarantine/ but its row still points here (a quarantine "
-                        "stopped between moving the file and updating the row)", "point the row at it, quarantined", True)
             )  # fmt: skip
         elif not (ws.root / row.path).is_file():
             found.append(
@@ -124,16 +120,16 @@ def _untracked(ws: Workspace, tracked: set[str]) -> dict[str, list[Path]]:
     return found
 
 
-def _same_bytes(paths: list[Path], sha: str) -> Path | None:
-    return next((p for p in paths if hashlib.sha256(p.read_bytes()).hexdigest() == sha), None)
+def _moved(ws: Workspace, untracked: dict[str, list[Path]], rel: str, sha: str) -> Path | None:
+    """Where a row's file went when a move stopped halfway: an untracked file of the same name and bytes, under
+    images/ (a relabel, a restore) or at the top of quarantine/ (a quarantine)."""
+    name = Path(rel).name
+    candidates = [*untracked.get(name, []), ws.quarantine_dir / name]
+    return next((p for p in candidates if str(p.relative_to(ws.root)) != rel and p.is_file() and _sha(p) == sha), None)
 
 
-def _in_quarantine(ws: Workspace, rel: str, sha: str) -> Path | None:
-    """The file verify moved to quarantine/ under the same name, if its bytes are this row's."""
-    moved = ws.quarantine_dir / Path(rel).name
-    if rel.startswith("quarantine/") or not moved.is_file():
-        return None
-    return moved if hashlib.sha256(moved.read_bytes()).hexdigest() == sha else None
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _models(ws: Workspace) -> list[Problem]:
@@ -212,17 +208,10 @@ def _repair(ws: Workspace, p: Problem) -> str:
         store.update_image(ws, p.subject, {"status": "missing", "reason": "file missing on disk (check --repair)"},
                            "image_marked_missing", before={"problem": p.detail}, after={"status": "missing"})  # fmt: skip
         return f"marked image {p.subject} missing"
-    if p.kind == "halfway":
-        row = store.images(ws, status=None).set_index("id").loc[p.subject]
-        moved = _in_quarantine(ws, row["path"], row["sha256"])
-        where = str(moved.relative_to(ws.root)) if moved else row["path"]
-        store.update_image(ws, p.subject, {"status": "quarantined", "path": where, "reason": row["reason"] or "quarantined"},
-                           "quarantine_completed", before={"path": row["path"]}, after={"path": where})  # fmt: skip
-        return f"pointed image {p.subject} at {where}"
     if p.kind == "moved":
         row = store.images(ws, status=None).set_index("id").loc[p.subject]
         tracked = set(store.images(ws, status=None)["path"])
-        src = _same_bytes(_untracked(ws, tracked).get(Path(row["path"]).name, []), row["sha256"])
+        src = _moved(ws, _untracked(ws, tracked), row["path"], row["sha256"])
         if src is None or (ws.root / row["path"]).exists():
             return f"left image {p.subject} as it was (its file moved again meanwhile)"
         (ws.root / row["path"]).parent.mkdir(parents=True, exist_ok=True)
