@@ -83,7 +83,7 @@ def test_a_promotion_and_its_stage_change_land_together(prod: Workspace, monkeyp
     def fail(*args: object) -> None:
         raise OSError("the process died here")
 
-    monkeypatch.setattr(rollout, "_rows", fail)
+    monkeypatch.setattr(rollout, "_record", fail)
     with pytest.raises(OSError):
         rollout.expand(prod)
     assert registry.production_version(prod) == v1 and rollout.current(prod).candidate == v2

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.data.images import ImageInfo, VerifyConfig, inspect
+from core.data.images import ImageInfo, VerifyConfig, inspect, too_large
 from core.errors import UserError
 from core.progress import ProgressFn
 from core.workspace import store, workspaces
-from core.workspace.paths import DEVICE_NAME, Workspace
+from core.workspace.paths import DEVICE_NAME, Workspace, write_synced
 
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
 _LABEL_RE = re.compile(r"^[\w][\w .+-]{0,63}$", re.UNICODE)
@@ -93,10 +93,7 @@ def part_path(path: Path) -> Path:
 def _stage(path: Path, data: bytes) -> None:
     """Write a new image beside its final name, flushed to disk; it takes its name once its row is committed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with part_path(path).open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    write_synced(part_path(path), data)
 
 
 def _commit(ws: Workspace, rows: list[dict[str, Any]]) -> None:
@@ -223,15 +220,11 @@ def create_demo_workspace(
     return ws, add_demo(ws, classes, on_progress)
 
 
-def _too_large(size: int, limit: int = VerifyConfig.max_bytes) -> UserError | None:
-    return UserError(f"file too large ({size / 1e6:.0f} MB > {limit / 1e6:.0f} MB)") if size > limit else None
-
-
 def file_loader(path: Path) -> Loader:
     """The file's bytes, its size checked before it is read (a huge file never reaches memory)."""
 
     def load() -> tuple[bytes, str | None]:
-        if refused := _too_large(path.stat().st_size):
+        if refused := too_large(path.stat().st_size):
             raise refused
         return path.read_bytes(), None
 
@@ -366,7 +359,7 @@ def zip_items(data: bytes, label: str | None, name: str = "archive.zip", limits:
 
 def _zip_loader(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> Loader:
     def load() -> tuple[bytes, str | None]:
-        if refused := _too_large(member.file_size):  # before reading: one entry may declare gigabytes
+        if refused := too_large(member.file_size):  # before reading: one entry may declare gigabytes
             raise refused
         with archive.open(member) as fh:  # read at most the declared size: headers can lie
             data = fh.read(member.file_size + 1)

@@ -114,11 +114,17 @@ def contrast(gray: Image.Image) -> float:
     return float(np.asarray(gray, dtype=np.float32).std() / 255.0)
 
 
+def too_large(size: int, limit: int = VerifyConfig.max_bytes) -> UserError | None:
+    """The refusal for a file of `size` bytes over the limit (checked from a file's or an archive entry's size
+    before it is read), or None."""
+    return UserError(f"file too large ({size / 1e6:.0f} MB > {limit / 1e6:.0f} MB)") if size > limit else None
+
+
 def open_checked(data: bytes, cfg: VerifyConfig) -> Image.Image:
     if not data:
         raise UserError("empty file (0 bytes)")
-    if len(data) > cfg.max_bytes:
-        raise UserError(f"file too large ({len(data) / 1e6:.0f} MB > {cfg.max_bytes / 1e6:.0f} MB)")
+    if refused := too_large(len(data), cfg.max_bytes):
+        raise refused
     try:
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

@@ -16,7 +16,7 @@ from core.data.images import VerifyConfig, inspect
 from core.errors import UserError
 from core.progress import ProgressFn
 from core.workspace import store
-from core.workspace.paths import Workspace
+from core.workspace.paths import Workspace, free_name
 
 
 @dataclass
@@ -131,11 +131,7 @@ def adopt_untracked(ws: Workspace, cfg: VerifyConfig, report: VerifyReport) -> N
 
 
 def _move_loose(ws: Workspace, src: Path, reason: str, report: VerifyReport) -> None:
-    dst = ws.quarantine_dir / f"loose-{src.parent.name}-{src.name}"
-    n = 1
-    while dst.exists():
-        dst = dst.with_name(f"loose-{src.parent.name}-{n}-{src.name}")
-        n += 1
+    dst = free_name(ws.quarantine_dir, f"loose-{src.parent.name}-{src.name}")
     shutil.move(str(src), str(dst))
     rel_src, rel_dst = str(src.relative_to(ws.root)), str(dst.relative_to(ws.root))
     store.audit(ws, "loose_file_moved", before={"path": rel_src}, after={"path": rel_dst}, detail={"reason": reason})

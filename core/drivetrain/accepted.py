@@ -54,8 +54,7 @@ class PolicyInForce:
 def accept(ws: Workspace, version: str, policy: Policy, u: Utility, report: dict[str, Any] | None = None) -> str:
     """Version the policy with the model: Predict, batch scoring and the log use it from now on."""
     policy_id = uuid.uuid4().hex[:12]
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
+    with store.transaction(ws) as con:
         con.execute(
             "INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?)",
             [
@@ -68,7 +67,6 @@ def accept(ws: Workspace, version: str, policy: Policy, u: Utility, report: dict
             ],
         )
         store.audit(ws, "policy_accepted", after={"policy_id": policy_id, "model_version": version, **asdict(policy)}, con=con)
-        con.execute("COMMIT")
     stamps.touch_serving(ws)
     return policy_id
 

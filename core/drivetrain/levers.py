@@ -117,14 +117,12 @@ _SAVING = threading.Lock()  # sessions of one app process save one at a time (pr
 def save_utility(ws: Workspace, u: Utility, base: Utility | None = None) -> Utility:
     """Save u; with `base` (what this editor started from), merge into whatever another session saved since,
     cell by cell, so neither loses a change (the same cell changed both ways is refused). Returns what was saved."""
-    with _SAVING, store.connect(ws) as con:
-        con.execute("BEGIN")
+    with _SAVING, store.transaction(ws) as con:
         before = store.get_settings(ws, (UTILITY_KEY,), con)[UTILITY_KEY]
         current = _from_dict(before) if before else None
         saved = merge(base, u, current) if base is not None and current is not None and current != base else u
         store.put_setting(con, UTILITY_KEY, asdict(saved))
         store.audit(ws, "utility_saved", before=before, after=asdict(saved), con=con)
-        con.execute("COMMIT")
     stamps.touch_serving(ws)
     return saved
 

@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.model import datasets, registry, weights
 from core.model.config import DataConfig
 from core.workspace import store
-from core.workspace.paths import Workspace
+from core.workspace.paths import Workspace, free_name
 
 ACTIONS = ("keep", "delete", "relabel")
 _APPLY_LOCK = threading.Lock()
@@ -152,15 +152,6 @@ def leakage_groups(catalog: pd.DataFrame) -> list[list[str]]:
     return [g for g in groups if "train" in set(split.loc[g]) and {"valid", "test"} & set(split.loc[g])]
 
 
-def _free_path(folder: Path, name: str) -> Path:
-    """name in folder, or name-1, name-2, ... when a file is already there."""
-    target, n = folder / name, 1
-    while target.exists():
-        target = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
-        n += 1
-    return target
-
-
 def _relabel(ws: Workspace, image_id: str, new_label: str, batch: str, action: str = "clean_relabel") -> None:
     with store.connect(ws) as con:
         row = con.execute("SELECT path, label, status FROM images WHERE id = ?", [image_id]).fetchone()
@@ -169,7 +160,7 @@ def _relabel(ws: Workspace, image_id: str, new_label: str, batch: str, action: s
     path, label, _ = row
     folder = ws.images_dir / new_label
     folder.mkdir(parents=True, exist_ok=True)
-    target = _free_path(folder, Path(path).name)
+    target = free_name(folder, Path(path).name)
     shutil.move(str(ws.root / path), str(target))
     rel = str(target.relative_to(ws.root))
     store.update_image(

@@ -33,8 +33,7 @@ def register(ws: Workspace, version: str, meta: dict[str, Any]) -> None:
     """The registry row and audit entry of a version whose files are in place."""
     metrics = meta.get("metrics", {})
     sums = integrity.checksums(ws.models_dir / version)  # what later loads compare the files with
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
+    with store.transaction(ws) as con:
         con.execute(
             "INSERT INTO models (version, created_at, run_id, backbone, classes, valid_accuracy, valid_error, path, "
             "checksums) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -51,7 +50,6 @@ def register(ws: Workspace, version: str, meta: dict[str, Any]) -> None:
             ],
         )
         store.audit(ws, "model_registered", detail={"version": version, "backbone": meta["backbone"]}, con=con)
-        con.execute("COMMIT")
 
 
 def read_meta(ws: Workspace, version: str) -> dict[str, Any]:
@@ -143,10 +141,8 @@ def production_version(ws: Workspace, con: duckdb.DuckDBPyConnection | None = No
 def promote(ws: Workspace, version: str) -> None:
     """Make version the production model (recorded, so it can be rolled back)."""
     check_classes(ws, require_intact(ws, version))
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
+    with store.transaction(ws) as con:
         promote_rows(ws, version, con)
-        con.execute("COMMIT")
 
 
 def promote_rows(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection) -> None:
@@ -158,11 +154,8 @@ def promote_rows(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection) ->
 
 def rollback(ws: Workspace) -> str:
     """Return production to the version it had before the latest promotion."""
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        target = rollback_rows(ws, con)
-        con.execute("COMMIT")
-    return target
+    with store.transaction(ws) as con:
+        return rollback_rows(ws, con)
 
 
 def rollback_rows(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:

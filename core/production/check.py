@@ -21,7 +21,7 @@ from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import prediction_log, rollout
 from core.workspace import locks, store
-from core.workspace.paths import Workspace
+from core.workspace.paths import Workspace, free_name
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
 LEFTOVERS = "models"  # quarantine/models/: model folders no registry row names
@@ -59,11 +59,7 @@ def _move(ws: Workspace, src: Path, folder: str) -> str:
     """Move a file or folder under quarantine/<folder>/ with a name no one holds yet; returns where it went."""
     dst_dir = ws.quarantine_dir / folder
     dst_dir.mkdir(parents=True, exist_ok=True)
-    dst = dst_dir / src.name
-    n = 1
-    while dst.exists():
-        dst = dst_dir / f"{n}-{src.name}"
-        n += 1
+    dst = free_name(dst_dir, src.name)
     shutil.move(str(src), str(dst))
     return str(dst.relative_to(ws.root))
 

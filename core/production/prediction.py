@@ -285,11 +285,7 @@ def list_files(paths: Sequence[Path]) -> tuple[list[Path], list[dict[str, str]]]
     failed: list[dict[str, str]] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in images.IMAGE_SUFFIXES
-            )
+            found += sorted(p for p in path.rglob("*") if _image_file(p))
         elif path.is_file():
             found.append(path)
         else:

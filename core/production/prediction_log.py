@@ -185,8 +185,7 @@ def drain_spool(ws: Workspace) -> int:
     """Move spooled rows into the database (skipping ids already there); returns the rows added."""
     added = 0
     for path in sorted(spool_dir(ws).glob("*.parquet")) if spool_dir(ws).is_dir() else []:
-        with store.connect(ws) as con:
-            con.execute("BEGIN")
+        with store.transaction(ws) as con:
             before = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
             present = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()}
             chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)  # spooled by an earlier version
@@ -196,7 +195,6 @@ def drain_spool(ws: Workspace) -> int:
                 [str(path)],
             )
             added += con.execute("SELECT count(*) FROM predictions").fetchone()[0] - before
-            con.execute("COMMIT")
         path.unlink()  # our own temporary copy: every row in it is now in the database
     return added
 

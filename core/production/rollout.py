@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -90,37 +91,28 @@ def history(ws: Workspace) -> list[dict[str, Any]]:
     return [{**r, "scope": json.loads(r["scope"] or "null"), "figures": json.loads(r["figures"] or "null")} for r in rows]
 
 
+@contextmanager
+def _changing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One stage change (its rollouts row, its audit row, a promotion or rollback with it) in one transaction; then
+    every process serving predictions is told, and picks it up on its next request."""
+    with store.transaction(ws) as con:
+        yield con
+    stamps.touch_serving(ws)
+
+
 def _record(
-    ws: Workspace,
-    action: str,
-    stage: str,
-    candidate: str | None,
-    production: str | None,
-    scope: Scope | None,
-    figures: dict[str, Any] | None,
-    note: str,
-    before: Rollout | None,
-) -> None:
-    """One stage change: its rollouts row and its audit row in one transaction, then the Predict page is told."""
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
-        _rows(ws, action, stage, candidate, production, scope, figures, note, before, con)
-        con.execute("COMMIT")
-    stamps.touch_serving(ws)  # every process serving predictions picks the change up on its next request
-
-
-def _rows(
-    ws: Workspace,
-    action: str,
-    stage: str,
-    candidate: str | None,
-    production: str | None,
-    scope: Scope | None,
-    figures: dict[str, Any] | None,
-    note: str,
-    before: Rollout | None,
     con: duckdb.DuckDBPyConnection,
+    ws: Workspace,
+    action: str,
+    stage: str,
+    candidate: str | None,
+    production: str | None,
+    scope: Scope | None,
+    figures: dict[str, Any] | None,
+    note: str,
+    before: Rollout | None,
 ) -> None:
+    """A stage change's rollouts row and audit row, on the connection of `_changing`."""
     con.execute(
         "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -178,7 +170,8 @@ def start(
     before = current(ws)
     if before is not None and (before.candidate, before.stage, before.scope) == (version, stage, scope):
         return before  # asked again (a command run twice, or after it was killed): nothing changes, nothing recorded
-    _record(ws, stage, stage, version, production, scope, figures, note, before)
+    with _changing(ws) as con:
+        _record(con, ws, stage, stage, version, production, scope, figures, note, before)
     return current(ws)  # type: ignore[return-value]
 
 
@@ -191,12 +184,9 @@ def expand(ws: Workspace, figures: dict[str, Any] | None = None, note: str = "")
             return latest[0]["candidate"]  # expanded already (a command run twice, or after it was killed)
         raise UserError("No candidate is in shadow or limited: start one before expanding it (rollout --shadow VERSION).")
     registry.check_classes(ws, registry.require_intact(ws, active.candidate))
-    with store.connect(ws) as con:  # the promotion and the stage change land together or not at all
-        con.execute("BEGIN")
+    with _changing(ws) as con:  # the promotion and the stage change land together or not at all
         registry.promote_rows(ws, active.candidate, con)
-        _rows(ws, "expanded", "expanded", active.candidate, active.candidate, None, figures, note, active, con)
-        con.execute("COMMIT")
-    stamps.touch_serving(ws)
+        _record(con, ws, "expanded", "expanded", active.candidate, active.candidate, None, figures, note, active)
     return active.candidate
 
 
@@ -205,15 +195,13 @@ def rollback(ws: Workspace, note: str = "") -> dict[str, Any]:
     returns to the version before the latest promotion (an expansion included)."""
     active = current(ws)
     if active is not None:
-        _record(ws, "rolled_back", "ended", active.candidate, active.production, None, None, note, active)
+        with _changing(ws) as con:
+            _record(con, ws, "rolled_back", "ended", active.candidate, active.production, None, None, note, active)
         return {"stopped": active.candidate, "production": active.production}
     before = registry.production_version(ws)
-    with store.connect(ws) as con:
-        con.execute("BEGIN")
+    with _changing(ws) as con:
         restored = registry.rollback_rows(ws, con)
-        _rows(ws, "rolled_back", "ended", before, restored, None, None, note, None, con)
-        con.execute("COMMIT")
-    stamps.touch_serving(ws)
+        _record(con, ws, "rolled_back", "ended", before, restored, None, None, note, None)
     return {"stopped": before, "production": restored}
 
 

@@ -99,9 +99,7 @@ def complete(ws: Workspace, catalog: pd.DataFrame) -> tuple[pd.DataFrame, list[s
                 said.append(f"{label!r} had no {need} image: moved {pool[0].id} there from {donor}")
                 break
     if moves:
-        with store.connect(ws) as con:
-            con.execute("BEGIN")
+        with store.transaction(ws) as con:
             why = {"reason": "every label needs a train and a valid image"}
             store.move_splits(con, pd.DataFrame(moves), "split_completed", why)
-            con.execute("COMMIT")
     return catalog.assign(split=catalog["id"].map(split)), said

@@ -168,9 +168,9 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
             con = duckdb.connect(str(ws.db_path), read_only=read_only)
             break
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if _unwritable(exc):
+            if why := _unwritable(exc):
                 raise UserError(
-                    f"The workspace database {ws.db_path} cannot be written ({_unwritable(exc)}): make the data root "
+                    f"The workspace database {ws.db_path} cannot be written ({why}): make the data root "
                     "writable, or copy the workspace somewhere writable and point IMAGEDP_DATA_ROOT there. Nothing was changed."
                 ) from exc
             if not _is_lock_error(exc) or time.monotonic() > deadline:
@@ -186,6 +186,16 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def transaction(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection inside one transaction: everything written through it lands together, or nothing
+    does (an exception, or a killed process, leaves the database as it was)."""
+    with connect(ws) as con:
+        con.execute("BEGIN")
+        yield con
+        con.execute("COMMIT")
 
 
 @contextmanager
@@ -377,11 +387,9 @@ def update_image(
     if unknown:
         raise ValueError(f"not catalog columns: {sorted(unknown)}")  # a programming error, not user input
     assignments = ", ".join(f"{column} = ?" for column in changes)
-    with connect(ws) as con:
-        con.execute("BEGIN")
+    with transaction(ws) as con:
         con.execute(f"UPDATE images SET {assignments} WHERE id = ?", [*changes.values(), image_id])
         audit(ws, action, image_id, before=before, after=after, detail=detail, con=con)
-        con.execute("COMMIT")
 
 
 def record_failures(ws: Workspace, failures: Sequence[dict[str, Any]]) -> None:
