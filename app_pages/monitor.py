@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.model import registry
+from core.model import rates, registry
 from core.production import prediction_log, traffic
-from core.production.monitoring import charts, drift, drift_charts, queries, reference
+from core.production.monitoring import causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace.paths import Workspace
 from ui.common import attempt, current_workspace, image_grid, progress_bar
 
@@ -37,6 +37,27 @@ def simulate_button(label: str) -> None:
         st.rerun()
 
 
+def floors_editor(ws: Workspace, judged: list[drift.WindowDrift]) -> None:
+    """The floors in force for the latest judged window, each editable (a value set by hand wins)."""
+    if not judged:
+        return
+    chosen = floors.chosen_floors(ws)
+    table = pd.DataFrame(
+        {
+            "metric": [t.metric for t in judged[-1].tests],
+            "floor": [t.floor for t in judged[-1].tests],
+            "set by hand": [t.metric in chosen for t in judged[-1].tests],
+        }
+    )
+    st.caption("Floors in force (latest window). Edit one to set it by hand; a negative value goes back to the default.")
+    edited = st.data_editor(table, disabled=["metric", "set by hand"], hide_index=True, key="monitor_floors")
+    changed = {m: float(v) for m, v, old in zip(edited["metric"], edited["floor"], table["floor"], strict=True) if v != old}
+    if changed and st.button("Save floors", key="monitor_save_floors"):
+        attempt(lambda: floors.save_floors(ws, changed))
+        st.cache_data.clear()
+        st.rerun()
+
+
 if message := st.session_state.pop("monitor_message", None):
     st.success(message)
 if total == 0:
@@ -54,11 +75,15 @@ window = c1.segmented_control("Window", list(queries.WINDOWS), default="day", ke
 size = 200
 if window == "predictions":
     size = int(c1.number_input("Predictions per window", 30, 100_000, 200, step=50, key="monitor_size"))
-sources = tuple(
-    c2.multiselect("Sources", list(prediction_log.SOURCES), default=list(prediction_log.SOURCES), key="monitor_sources")
-)
+usual = queries.default_sources(ws)
+sources = tuple(c2.multiselect("Sources", list(prediction_log.SOURCES), default=list(usual), key="monitor_sources"))
 versions = ["all", *registry.list_versions(ws)["version"].tolist()[::-1]]
 version = c3.selectbox("Model version", versions, key="monitor_version")
+if "simulation" not in usual:
+    st.caption(
+        f"Simulated traffic ({prediction_log.count(ws, 'simulation'):,} predictions: replayed test images, backdated) is "
+        "left out because real predictions exist; add **simulation** to Sources to see it."
+    )
 flt = queries.LogFilter(window, sources, None if version == "all" else version, size)
 reference_version = flt.version or production
 base = attempt(lambda: reference.log_reference(ws, reference_version)) if reference_version else None
@@ -66,101 +91,112 @@ win = queries.windows(ws, flt)
 if win.empty:
     st.info("No predictions match these filters.")
     st.stop()
+report = attempt(lambda: cached_report(str(ws.root), flt, reference_version, prediction_log.stamp(ws))) if base else None
+found = verdict.verdict(report) if report else None
+if found:
+    say = {verdict.HEALTHY: st.success, verdict.ATTENTION: st.warning, verdict.FAILING: st.error}.get(found.status, st.info)
+    say(f"**Production is {found.status}.** " + " ".join(found.reasons), icon=found.icon)
 
-last = win.iloc[-1]
+recent = win.iloc[-verdict.RECENT :]
+labelled = rates.Rate(int(recent["feedback_correct"].sum()), int(recent["feedback"].sum()))
+ood = rates.Rate(int(recent["ood_images"].sum()), int(recent["images"].sum()))
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(
-    "Predictions", f"{int(win['predictions'].sum()):,}", f"{int(last['predictions'])} in the last {window}", delta_color="off"
-)
-if base is not None:
-    m2.metric(
-        "OOD rate, last window",
-        f"{last['ood_rate']:.1%}",
-        f"{last['ood_rate'] - base.ood_rate:+.1%} vs validation",
-        delta_color="inverse",
-    )
-    m3.metric(
-        "Median confidence, last window", f"{last['confidence_p50']:.2f}", f"{last['confidence_p50'] - base.confidence_p50:+.2f}"
-    )
-    if pd.notna(last["feedback_accuracy"]):
-        m4.metric(
-            "Accuracy from feedback, last window",
-            f"{last['feedback_accuracy']:.1%}",
-            f"{last['feedback_accuracy'] - base.accuracy:+.1%} ({int(last['feedback'])} labelled)",
-        )
-    else:
-        m4.metric("Accuracy from feedback, last window", "no feedback")
-reviews = int(win["reviews"].sum())
-if reviews:
-    agreed = float((win["review_agreement"].fillna(0) * win["reviews"]).sum() / reviews)
+    "Predictions", f"{int(win['predictions'].sum()):,}",
+    f"{int(recent['predictions'].sum()):,} in the last {len(recent)} {window}(s)", delta_color="off",
+)  # fmt: skip
+m2.metric(
+    f"Out of domain, last {len(recent)} {window}(s)", ood.short(),
+    f"{ood.value - base.ood_rate:+.1%} vs validation" if base and ood.enough else None, delta_color="inverse",
+    help=f"Distinct images flagged: {ood.text()}",
+)  # fmt: skip
+last = win.iloc[-1]
+m3.metric(
+    "Median confidence, last window", f"{last['confidence_p50']:.2f}",
+    f"{last['confidence_p50'] - base.confidence_p50:+.2f}" if base else None,
+)  # fmt: skip
+m4.metric(
+    f"Accuracy from labels, last {len(recent)} {window}(s)", labelled.short() if labelled.n else "no labels",
+    f"{labelled.value - base.accuracy:+.1%} vs validation" if base and labelled.enough else None,
+    help=f"{labelled.text()}. A 'none of these' on an image the model flagged out of domain counts as right.",
+)  # fmt: skip
+reviews = int(recent["reviews"].sum())
+if labelled.n:
     st.caption(
-        f"Reviewers agreed with the model on {agreed:.0%} of the {reviews} prediction(s) they reviewed (Review page). "
-        "These are the hard cases the queue collects (referred, out of domain, disputed), so expect less than the "
-        "model's accuracy on all traffic."
+        f"Accuracy from labels: {labelled.text()}."
+        + (
+            f" {reviews} of the {labelled.n} labels come from the review queue, which collects the hard cases (referred, "
+            "out of domain, disputed): expect less than the model's accuracy on all traffic."
+            if reviews
+            else ""
+        )
     )
 spooled = prediction_log.spooled_rows(ws)
 if spooled:
     st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")
-
 st.plotly_chart(charts.overview_figure(win, base), key="monitor_overview")
-st.plotly_chart(charts.class_mix_figure(queries.class_mix(ws, flt), base), key="monitor_mix")
+if report is None:
+    st.stop()
 
-if base is not None:
-    report = attempt(lambda: cached_report(str(ws.root), flt, reference_version, prediction_log.stamp(ws)))
-    st.subheader(f"Drift: every test, every window ({len(report.alerts)} alert(s))")
-    unjudged = sum(not w.judged for w in report.windows)
+by_window = causes.report_causes(report)
+st.subheader(f"Causes ({sum(map(len, by_window.values()))} in {len(by_window)} window(s))" if by_window else "Causes")
+repeated = [w for w in report.windows if w.repeats]
+if repeated:
     st.caption(
-        f"Each window of model {report.reference_version}'s predictions against its reference: its validation images "
-        "for what depends on the model (class mix, confidence, energy, embedding, OOD rate, accuracy), and every image "
-        "it did not hold out for testing for the image properties, measured the way production measures them. "
-        "Kolmogorov-Smirnov for one number per image, chi-square for the class mix, Fisher's exact test for rates "
-        "(the reference is a sample too), MMD for the embedding; an alert is a test whose p-value stays below "
-        f"{report.q} after Benjamini-Hochberg over all {sum(len(w.tests) for w in report.windows)} tests shown."
-        + (
-            f" {unjudged} window(s) with fewer than {drift.stats.MIN_WINDOW} predictions are too few to judge."
-            if unjudged
-            else ""
-        )
+        f"{len(repeated)} window(s) hold few distinct images for their volume (e.g. {repeated[-1].window}: "
+        f"{repeated[-1].n} predictions of {repeated[-1].images} images): each image is tested once."
+    )
+if not by_window:
+    st.write("No change that matters in any window.")
+for n, (label, found_causes) in enumerate(reversed(list(by_window.items()))):  # the latest window first
+    if n == 3:
+        st.caption(f"... and {len(by_window) - 3} earlier window(s) with causes: see the grid below or `monitor --json`.")
+        break
+    for c in found_causes:
+        with st.container(border=True):
+            st.markdown(f"**{label} · {c.title}**: {c.words}.")
+            st.caption(
+                f"What to do: {c.lever}. Tests that moved: "
+                + ", ".join(drift_charts.METRIC_NAMES.get(t.metric, t.metric) for t in c.tests)
+            )
+            kept = [e for e in c.examples if e.image_path]
+            if kept:
+                image_grid([ws.root / e.image_path for e in kept], [f"{e.predicted} · {e.value:.3g}" for e in kept], columns=6)
+            elif c.examples:
+                st.caption("Images not kept (Predict → deployment settings): " + ", ".join(e.name for e in c.examples))
+
+small = [(w.window, t) for w in report.windows for t in w.too_small(report.q)]
+judged = [w for w in report.windows if w.judged]
+with st.expander(f"Every test, every window ({len(small)} detected, too small to matter)"):
+    unjudged = len(report.windows) - len(judged)
+    st.caption(
+        f"Each window of model {report.reference_version}'s predictions against its reference (its validation images; "
+        "for the image properties, every image it did not hold out for testing), each distinct image once. KS for one "
+        "number per image, chi-square and Fisher for the class mix and rates, MMD for the embedding, Benjamini-Hochberg "
+        f"over all {sum(len(w.tests) for w in report.windows)} tests. An alert needs adjusted p < {report.q} **and** an "
+        "effect at least as large as its floor: the 99th percentile of the change between random windows of the "
+        "reference and the whole reference."
+        + (f" {unjudged} window(s) with fewer than {drift.stats.MIN_WINDOW} distinct images are not judged." if unjudged else "")
         + (f" {report.excluded} prediction(s) by other versions are not judged." if report.excluded else "")
     )
-    if any(w.judged for w in report.windows):
-        st.plotly_chart(drift_charts.grid_figure(report), key="monitor_grid")
-    by_window: dict[str, list] = {}
-    for a in report.alerts:
-        by_window.setdefault(a.window, []).append(a)
-    for n, (label, found) in enumerate(reversed(list(by_window.items()))):  # the latest window first
-        found = sorted(found, key=lambda a: a.adjusted_p)
-        top = found[0]
-        with st.container(border=True):
-            st.markdown(f"**{label}**: {len(found)} test(s) moved")
-            st.markdown(
-                "\n".join(
-                    f"- **{drift_charts.METRIC_NAMES.get(a.metric, a.metric)}**: {a.words} (adjusted p {a.adjusted_p:.1g}, "
-                    f"n {a.n})"
-                    for a in found
-                )
-            )
-            st.caption(f"What to do: {'; '.join(dict.fromkeys(a.lever for a in found))}.")
-            kept = [e for e in top.examples if e.image_path]
-            if kept:
-                st.caption(
-                    f"The images that show the strongest change ({drift_charts.METRIC_NAMES.get(top.metric, top.metric)}):"
-                )
-                image_grid([ws.root / e.image_path for e in kept], [f"{e.predicted} · {e.value:.3g}" for e in kept], columns=6)
-            else:
-                st.write(
-                    "This workspace does not keep production images (Predict → deployment settings), so here are their "
-                    "names: " + ", ".join(e.name for e in top.examples)
-                )
-        if n >= 9 and len(by_window) > 10:
-            st.caption(f"... and {len(by_window) - 10} more window(s) with alerts: see `python -m core monitor --json`.")
-            break
-    judged = [w for w in report.windows if w.judged]
     if judged:
-        st.subheader("One metric up close")
+        st.plotly_chart(drift_charts.grid_figure(report), key="monitor_grid")
+    if small:
+        st.markdown(
+            "**Detected, too small to matter:**\n"
+            + "\n".join(
+                f"- {w}: {drift_charts.METRIC_NAMES.get(t.metric, t.metric)}: {t.words} (effect {abs(t.effect):.3g} "
+                f"< floor {t.floor:.3g})"
+                for w, t in small[-12:]
+            )
+        )
+    st.plotly_chart(charts.class_mix_figure(queries.class_mix(ws, flt), base), key="monitor_mix")
+    floors_editor(ws, judged)
+if judged:
+    with st.expander("One metric up close"):
         c1, c2 = st.columns(2)
         metrics = [m for m in drift_charts.METRIC_ORDER if any(t.metric == m for t in judged[0].tests)]
-        first_alert = report.alerts[0] if report.alerts else None
+        first_alert = report.alerts[-1] if report.alerts else None
         metric = c1.selectbox(
             "Metric",
             metrics,
@@ -180,7 +216,7 @@ if base is not None:
         if shown:
             st.caption(f"The images of {chosen} that show it most:")
             image_grid([ws.root / e.image_path for e in shown], [f"{e.predicted} · {e.value:.3g}" for e in shown], columns=6)
-        st.subheader("Accuracy without labels")
+    with st.expander("Accuracy without labels"):
         st.caption(
             "Average thresholded confidence (ATC: the share of predictions above the confidence at which the reference's "
             "share equals its accuracy) and average confidence estimate accuracy with no label at all; accuracy from "

@@ -5,8 +5,10 @@ import streamlit as st
 from core.drivetrain import accepted, levers, objective
 from core.model import registry
 from core.production import prediction_log, review, rollout
+from core.production.monitoring import verdict
 from core.workspace import store
 from ui.common import current_workspace
+from ui.production import production_verdict
 
 ws = current_workspace()
 st.title(f"Overview: {ws.name}")
@@ -75,16 +77,21 @@ with right:
     )
 active = rollout.current(ws)
 waiting = review.backlog(ws) if logged else None
+judged = production_verdict(ws) if logged and production else None
 in_production = f"{logged:,} predictions logged." if logged else "Nothing scored yet."
+if judged:
+    in_production = f"{judged.icon} **{judged.status.capitalize()}.** {' '.join(judged.reasons)} " + in_production
 if active:
     in_production += f" Candidate {active.candidate} runs in {active.stage} beside production {production}."
 if waiting is not None:
     in_production += f" {waiting.pending} prediction(s) wait for review; {waiting.reviewed} reviewed so far."
 step(
     "Production",
-    logged > 0,
+    judged is not None and judged.status == verdict.HEALTHY,
     in_production,
-    "predictions from the app, batch scoring or the simulator.",
+    "predictions from the app, batch scoring or the simulator."
+    if not logged
+    else f"a healthy verdict (now: {judged.status if judged else 'no production model'}); Monitor shows the causes.",
     [
         ("app_pages/predict.py", "Predict"),
         ("app_pages/monitor.py", "Monitor"),

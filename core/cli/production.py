@@ -120,6 +120,11 @@ def print_simulate(data: dict[str, Any]) -> None:
         f"{data['predictions']} simulated predictions over {data['days']} days ({data['start']} to {data['end']}) with model "
         f"{data['version']}: {data['shifted']} shifted images, {data['drawings']} drawings, {data['feedback']} with feedback"
     )
+    print(
+        f"clean traffic replays {data['pool']} test image(s) (each about {data['repeats']:.1f} times over the period)"
+        + (f"; {data['real_overlap']} real prediction(s) fall in the same days: Monitor leaves simulated traffic out while "
+           "real predictions exist (--source simulation shows it)" if data["real_overlap"] else "")
+    )
     if before is not None and after is not None:
         print(f"OOD rate before the shift {before:.1%}, after {after:.1%}")
 
@@ -131,7 +136,7 @@ def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:
 
     ws = workspaces.resolve(args.workspace)
     store.init_db(ws)
-    sources = tuple(args.source) if args.source else prediction_log.SOURCES
+    sources = tuple(args.source) if args.source else queries.default_sources(ws)
     if not 10 <= args.size <= 1_000_000:
         raise UserError("--size takes 10 to 1,000,000 predictions per window.")
     data = report.summary(ws, queries.LogFilter(args.window, sources, args.model, args.size))
@@ -141,6 +146,9 @@ def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_monitor(data: dict[str, Any]) -> None:
+    print(f"verdict: {data['verdict']}" + "".join(f"\n  {r}" for r in data["reasons"]))
+    if "simulation" not in data["sources"]:
+        print("(simulated traffic left out: real predictions exist; --source simulation shows it)")
     print(f"{'window':<20} {'n':>6} {'conf p50':>9} {'OOD rate':>9} {'feedback':>9} {'accuracy':>9}")
     for w in data["windows"]:
         acc = w["feedback_accuracy"]
@@ -150,12 +158,17 @@ def print_monitor(data: dict[str, Any]) -> None:
         )
     for w in data["windows"]:
         if not w["judged"]:
-            print(f"{w['window'][:19]}: too few predictions to judge ({w['predictions']})")
+            print(f"{w['window'][:19]}: too few distinct images to judge ({w['images']} in {w['predictions']} predictions)")
+    for w in data["windows"]:
+        if w["repeats"]:
+            print(f"{w['window'][:19]}: {w['predictions']} predictions of only {w['images']} distinct images (each tested once)")
+    for c in data["causes"]:
+        print(f"cause {c['window'][:19]}: {c['title'].lower()}: {c['words']} ({len(c['metrics'])} test(s): {', '.join(c['metrics'])})")
+        print(f"  lever: {c['lever']}")
     for a in data["alerts"]:
-        print(f"alert {a['window'][:19]} {a['metric']}: {a['words']} (n={a['n']}, adjusted p={a['adjusted_p']:.1g})")
+        print(f"  alert {a['window'][:19]} {a['metric']}: {a['words']} (n={a['n']}, adjusted p={a['adjusted_p']:.1g})")
         shown = [e["image_path"] or e["name"] for e in a["examples"]]
-        print(f"  examples: {', '.join(shown)}{'' if a['images_kept'] else ' (images not kept: names only)'}")
-        print(f"  lever: {a['lever']}")
+        print(f"    examples: {', '.join(shown)}{'' if a['images_kept'] else ' (images not kept: names only)'}")
     if data["excluded"]:
         print(f"{data['excluded']} prediction(s) by other model versions are not judged against {data['reference_version']}")
     if data["spooled"]:
@@ -339,7 +352,7 @@ def add_commands(command: Any) -> None:
     )
     m.add_argument("--window", choices=["hour", "day", "week", "predictions"], default="day")
     m.add_argument("--size", type=int, default=200, help="with --window predictions: predictions per window (default 200)")
-    m.add_argument("--source", action="append", choices=["app", "batch", "simulation"], help="repeatable; default all")
+    m.add_argument("--source", action="append", choices=["app", "batch", "simulation"], help="repeatable; default: all, simulation left out once real predictions exist")
     m.add_argument("--model", metavar="VERSION", help="only this model version's predictions")
 
     r = command(

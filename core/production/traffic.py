@@ -94,6 +94,7 @@ class TrafficRequest:
     data: bytes
     truth: str  # the true class, or NONE_OF_THESE for drawings
     shift: str  # "", one of SHIFTS, or "drawing"
+    image_id: str = ""  # the test image it replays ("" for a drawing)
 
 
 def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetime) -> list[TrafficRequest]:
@@ -142,7 +143,9 @@ def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetim
                 kind = str(rng.choice(SHIFTS))
                 data = prediction.encode_jpeg(shift_image(load_rgb(path), kind, rng))
             suffix = f"-{kind}.jpg" if kind else path.suffix  # unique: feedback finds its event by name
-            events.append(TrafficRequest(ts, f"day{day:02d}-{i:04d}-{row['id']}{suffix}", data, row["label"], kind))
+            events.append(
+                TrafficRequest(ts, f"day{day:02d}-{i:04d}-{row['id']}{suffix}", data, row["label"], kind, str(row["id"]))
+            )
     return events
 
 
@@ -186,6 +189,8 @@ def replay_traffic(
     )
     prediction_log.add_simulation_truth(ws, truth)
     shift_at = start + timedelta(days=cfg.shift_day)
+    clean = [e for e in events if e.shift != "drawing"]
+    pool = len({e.image_id for e in clean})
     first = [p for p in preds if by_name[p.name].ts < shift_at]
     second = [p for p in preds if by_name[p.name].ts >= shift_at]
     return {
@@ -194,6 +199,9 @@ def replay_traffic(
         "start": str(start.date()),
         "end": str((start + timedelta(days=cfg.days - 1)).date()),
         "predictions": len(preds),
+        "pool": pool,  # distinct test images the clean traffic replays
+        "repeats": len(clean) / max(pool, 1),  # times each is replayed on average
+        "real_overlap": _real_between(ws, start, start + timedelta(days=cfg.days)),
         "logged": result.logged,
         "spooled": result.spooled,
         "feedback": len(feedback),
@@ -203,6 +211,15 @@ def replay_traffic(
         "ood_rate_after_shift": _rate(second),
         "failed": failed,
     }
+
+
+def _real_between(ws: Workspace, start: datetime, end: datetime) -> int:
+    """Real (not simulated) predictions logged in the simulated period: the simulation is backdated among them."""
+    with store.connect(ws) as con:
+        row = con.execute(
+            "SELECT count(*) FROM predictions WHERE source <> 'simulation' AND ts >= ? AND ts < ?", [start, end]
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _rate(preds: list[prediction.Prediction]) -> float | None:

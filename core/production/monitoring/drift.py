@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from core.model import registry
-from core.production.monitoring import queries, stats
+from core.production import prediction_log
+from core.production.monitoring import floors, queries, stats
 from core.production.monitoring.queries import LogFilter, window_label
 from core.production.monitoring.reference import DriftReference, drift_reference, with_aspect
 from core.production.monitoring.stats import DriftTest, Estimate
@@ -75,10 +76,26 @@ class Estimates:
 @dataclass(frozen=True)
 class WindowDrift:
     window: str
-    n: int
-    judged: bool  # False: too few predictions to judge
+    n: int  # predictions
+    judged: bool  # False: too few distinct images to judge
     tests: tuple[DriftTest, ...]
     estimates: Estimates | None
+    images: int = 0  # distinct images among the predictions: what the tests count (a repeat is no new evidence)
+    ood_share: float = 0.0  # share of the distinct images flagged out of domain
+    feedback: int = 0  # labelled predictions
+    feedback_correct: int = 0  # of them, the model was right (a "none of these" on a flagged image counts as right)
+
+    @property
+    def repeats(self) -> bool:
+        """Whether the window holds few distinct images for its volume (each repeated twice or more on average)."""
+        return self.images * 2 <= self.n
+
+    def alerts(self, q: float) -> tuple[DriftTest, ...]:
+        return tuple(t for t in self.tests if t.matters(q))
+
+    def too_small(self, q: float) -> tuple[DriftTest, ...]:
+        """Changes the tests detect whose effect is below the floor: detected, too small to matter."""
+        return tuple(t for t in self.tests if t.significant(q) and not t.matters(q))
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ class DriftReport:
     alerts: tuple[DriftAlert, ...]
     excluded: int  # predictions in the filter scored by other versions (not judged)
     q: float = ALERT_Q
+    chosen_floors: dict[str, float] | None = None  # floors a user set by hand (metric -> floor)
     reference: DriftReference | None = None
     samples: pd.DataFrame | None = None  # the predictions each window was tested on (window label in "label", aspect added)
 
@@ -124,14 +142,22 @@ def _window_tests(
         tests.append(stats.tail_test(metric, reference, values))  # part of the traffic moved far
     embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy())
     tests.append(stats.mmd_test(ref.embedding, embedding, permutations))
-    n = int(row["predictions"])
-    tests.append(stats.rate_test("ood_rate", int(ref.ood.sum()), len(ref.ood), round(row["ood_rate"] * n), n, "greater"))
+    n, flagged = _distinct_ood(row, sample)
+    tests.append(stats.rate_test("ood_rate", int(ref.ood.sum()), len(ref.ood), flagged, n, "greater"))
     labelled = int(row["feedback"])
     if labelled >= MIN_FEEDBACK:
-        correct = round(row["feedback_accuracy"] * labelled)
+        correct = int(row["feedback_correct"]) if "feedback_correct" in row else round(row["feedback_accuracy"] * labelled)
         ref_correct = int((ref.predicted == ref.labels).sum())
         tests.append(stats.rate_test("feedback_accuracy", ref_correct, len(ref.labels), correct, labelled, "less"))
     return tests
+
+
+def _distinct_ood(row: pd.Series, sample: pd.DataFrame) -> tuple[int, int]:
+    """Distinct images in the window, and how many of them were flagged out of domain (from the log's counts when
+    the window has them, else from its sample)."""
+    if "images" in row and pd.notna(row["images"]):
+        return int(row["images"]), int(row["ood_images"])
+    return len(sample), int(sample["ood"].astype(bool).sum())
 
 
 def _estimates(ref: DriftReference, row: pd.Series, sample: pd.DataFrame) -> Estimates:
@@ -174,7 +200,8 @@ def _examples(test: DriftTest, sample: pd.DataFrame, ref: DriftReference) -> tup
     else:  # feedback_accuracy: the mistakes people reported
         values = sample["confidence"].to_numpy(float)
         labels, predicted = sample["feedback_label"].to_numpy(object), sample["predicted"].to_numpy(object)
-        chosen = np.flatnonzero(pd.notna(labels) & (labels != predicted))
+        right = (labels == predicted) | ((labels == prediction_log.NONE_OF_THESE) & sample["ood"].to_numpy(bool))
+        chosen = np.flatnonzero(pd.notna(labels) & ~right)
         order = chosen[np.argsort(-values[chosen], kind="stable")]
     top = order[:EXAMPLES]
     ids, names, paths, predicted = (sample[c].to_numpy(object)[top] for c in ("id", "name", "image_path", "predicted"))
@@ -195,7 +222,8 @@ def examples_for(report: DriftReport, metric: str, window: str) -> tuple[Example
 
 def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None, permutations: int = 200) -> DriftReport:
     """Every window of the filtered log tested against `version`'s reference (default: f.version, else
-    production), Benjamini-Hochberg over all tests, alerts with examples and levers."""
+    production), each distinct image once; Benjamini-Hochberg over all tests; an alert needs a significant test
+    and an effect at least as large as the metric's floor; alerts with examples and levers."""
     reference_version = version or f.version or registry.production_version(ws)
     if reference_version is None:
         return DriftReport("", (), (), 0)
@@ -206,36 +234,48 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
         win = queries.windows(ws, judged_filter, con)
         mix = queries.class_mix(ws, judged_filter, con)
         samples = queries.window_samples(ws, judged_filter, PER_WINDOW, con)
+    chosen = floors.chosen_floors(ws)
     excluded = int(everything["predictions"].sum() - win["predictions"].sum()) if everything is not None else 0
     labels = {w: window_label(w) for w in samples["window"].unique()}
     samples = with_aspect(samples).assign(
         predicted=samples["predicted"].astype(object),  # plain strings: compared per row below
         label=samples["window"].map(labels),
     )
-    pending: list[tuple[str, int, pd.Series | None, list[DriftTest], pd.DataFrame | None]] = []
+    samples = samples.drop_duplicates(["window", "sha256"])  # an image sent again is no new evidence
+    pending: list[tuple[WindowDrift, pd.Series | None, list[DriftTest], pd.DataFrame | None]] = []
     for _, row in win.iterrows():
-        label, n = window_label(row["window"]), int(row["predictions"])
-        if n < stats.MIN_WINDOW:
-            pending.append((label, n, None, [], None))  # too few predictions to judge
+        label, n, images = window_label(row["window"]), int(row["predictions"]), int(row["images"])
+        shell = WindowDrift(
+            label, n, False, (), None, images, float(row["ood_images"]) / max(images, 1), int(row["feedback"]),
+            int(row["feedback_correct"]),
+        )  # fmt: skip
+        if images < stats.MIN_WINDOW:
+            pending.append((shell, None, [], None))  # too few distinct images to judge
             continue
         sample = samples[samples["window"] == row["window"]]
         part = mix[mix["window"] == row["window"]]
-        counts = {str(c): int(k) for c, k in zip(part["predicted"], part["n"], strict=True)}
-        pending.append((label, n, row, _window_tests(ref, row, counts, sample, permutations), sample))
-    adjusted = iter(stats.benjamini_hochberg([t for *_, tests, _ in pending for t in tests]))
+        counts = {str(c): int(k) for c, k in zip(part["predicted"], part["images"], strict=True)}
+        pending.append((shell, row, _window_tests(ref, row, counts, sample, permutations), sample))
+    adjusted = iter(stats.benjamini_hochberg([t for _, _, tests, _ in pending for t in tests]))
+    computed: dict[tuple[int, int], dict[str, float]] = {}  # floors per (sample size, labelled): windows share them
     windows: list[WindowDrift] = []
     alerts: list[DriftAlert] = []
-    for label, n, row, tests, sample in pending:
+    for shell, row, tests, sample in pending:
         if row is None or sample is None:
-            windows.append(WindowDrift(label, n, False, (), None))
+            windows.append(shell)
             continue
-        done = tuple(next(adjusted) for _ in tests)
-        windows.append(WindowDrift(label, n, True, done, _estimates(ref, row, sample)))
+        key = (min(len(sample), floors.FLOOR_WINDOW), min(shell.feedback, floors.FLOOR_WINDOW))
+        if key not in computed:
+            computed[key] = floors.reference_floors(ref, *key)
+        done = tuple(replace(t, floor=floors.floor_for(t.metric, computed[key], chosen)) for t in (next(adjusted) for _ in tests))
+        windows.append(replace(shell, judged=True, tests=done, estimates=_estimates(ref, row, sample)))
         kept = bool(sample["image_path"].notna().any())
         for t in done:
-            if t.adjusted_p < ALERT_Q:
+            if t.matters(ALERT_Q):
                 examples = _examples(t, sample, ref)
                 alerts.append(
-                    DriftAlert(label, t.metric, t.words, t.effect, t.p_value, t.adjusted_p, t.n, examples, LEVERS[t.metric], kept)
+                    DriftAlert(
+                        shell.window, t.metric, t.words, t.effect, t.p_value, t.adjusted_p, t.n, examples, LEVERS[t.metric], kept
+                    )
                 )
-    return DriftReport(reference_version, tuple(windows), tuple(alerts), excluded, ALERT_Q, ref, samples)
+    return DriftReport(reference_version, tuple(windows), tuple(alerts), excluded, ALERT_Q, chosen, ref, samples)

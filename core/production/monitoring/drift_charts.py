@@ -49,13 +49,17 @@ def grid_figure(report: DriftReport) -> go.Figure:
     rows = [m for m in METRIC_ORDER if any(t.metric == m for w in report.windows for t in w.tests)]
     z = np.full((len(rows), len(columns)), np.nan)
     text = [["" for _ in columns] for _ in rows]
-    hover = [["too few predictions to judge" for _ in columns] for _ in rows]
+    hover = [["too few distinct images to judge" for _ in columns] for _ in rows]
     for j, w in enumerate(report.windows):
         for t in w.tests:
             i = rows.index(t.metric)
             z[i, j] = strength(t)
-            text[i][j] = "!" if (w.window, t.metric) in alerts else ""
-            hover[i][j] = f"{t.words}<br>p {t.p_value:.2g}, adjusted {t.adjusted_p:.2g}, n {t.n}"
+            small = t.significant(report.q) and not t.matters(report.q)
+            text[i][j] = "!" if (w.window, t.metric) in alerts else ("·" if small else "")
+            hover[i][j] = (
+                f"{t.words}<br>p {t.p_value:.2g}, adjusted {t.adjusted_p:.2g}, n {t.n}; effect {abs(t.effect):.3g}, "
+                f"floor {t.floor:.3g}" + ("<br>detected, too small to matter" if small else "")
+            )
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -72,7 +76,8 @@ def grid_figure(report: DriftReport) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"Every test, every window (! = alert: adjusted p < {report.q}); blank = too few predictions",
+        title=f"Every test, every window (! = alert: adjusted p < {report.q} and effect above its floor; "
+        "· = detected, too small to matter; blank = too few images)",
         xaxis_type="category",
         yaxis_autorange="reversed",
         height=120 + 26 * len(rows),

@@ -18,6 +18,17 @@ from core.workspace.paths import Workspace
 
 WINDOWS = ("hour", "day", "week", "predictions")  # predictions: consecutive blocks of `size` predictions
 
+# A label agrees with the prediction when it names the predicted class, or says "none of these" about an image the
+# model itself flagged as out of domain (the model was right not to trust its class). Every accuracy from labels uses it.
+AGREES = "(fb.label = p.predicted OR (fb.label = ? AND p.ood))"
+
+
+def default_sources(ws: Workspace) -> tuple[str, ...]:
+    """The sources monitoring shows unless asked: every one, but simulated traffic is left out as soon as real
+    predictions exist (it is replayed test images, backdated: mixed in, it would hide or fake a real change)."""
+    real = sum(prediction_log.count(ws, s) for s in prediction_log.SOURCES if s != "simulation")
+    return tuple(s for s in prediction_log.SOURCES if s != "simulation" or not real)
+
 
 @dataclass(frozen=True)
 class LogFilter:
@@ -70,6 +81,8 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
                            FROM feedback GROUP BY prediction_id)
         SELECT p."window",
                count(*) AS predictions,
+               count(DISTINCT p.sha256) AS images,
+               count(DISTINCT CASE WHEN p.ood THEN p.sha256 END) AS ood_images,
                avg(p.confidence) AS mean_confidence,
                quantile_cont(p.confidence, 0.1) AS confidence_p10,
                quantile_cont(p.confidence, 0.5) AS confidence_p50,
@@ -77,23 +90,26 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
                avg(p.ood::INTEGER) AS ood_rate,
                quantile_cont(p.latency_ms, 0.5) AS latency_p50_ms,
                count(fb.label) AS feedback,
-               avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = p.predicted THEN 1 ELSE 0 END) AS feedback_accuracy,
+               count(CASE WHEN {AGREES} THEN 1 END) AS feedback_correct,
+               avg(CASE WHEN fb.label IS NULL THEN NULL WHEN {AGREES} THEN 1 ELSE 0 END) AS feedback_accuracy,
                avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = ? THEN 1 ELSE 0 END) AS feedback_none_share,
                count_if(fb.source = 'review') AS reviews,
-               avg(CASE WHEN fb.source = 'review' THEN (fb.label = p.predicted)::INTEGER END) AS review_agreement
+               avg(CASE WHEN fb.source = 'review' THEN ({AGREES})::INTEGER END) AS review_agreement
         FROM logged p LEFT JOIN fb ON fb.prediction_id = p.id
         GROUP BY ALL ORDER BY "window"
     """
     with store.reuse(ws, con) as c:
-        return c.execute(sql, [*params, prediction_log.NONE_OF_THESE]).df()
+        none = prediction_log.NONE_OF_THESE
+        return c.execute(sql, [*params, none, none, none, none]).df()
 
 
 def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window and predicted class: count and share of the window."""
     cte, params = logged(f)
     sql = f"""
-        WITH {cte}, counts AS (SELECT "window", predicted, count(*) AS n FROM logged GROUP BY ALL)
-        SELECT "window", predicted, n, n / sum(n) OVER (PARTITION BY "window") AS share
+        WITH {cte}, counts AS (SELECT "window", predicted, count(*) AS n, count(DISTINCT sha256) AS images
+                               FROM logged GROUP BY ALL)
+        SELECT "window", predicted, n, images, n / sum(n) OVER (PARTITION BY "window") AS share
         FROM counts ORDER BY "window", predicted
     """
     with store.reuse(ws, con) as c:
@@ -101,7 +117,7 @@ def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyCon
 
 
 SAMPLE_COLUMNS = (
-    "id", "name", "ts", "predicted", "confidence", "energy", "ood", "embedding", "image_path", *PROPERTIES,
+    "id", "name", "ts", "sha256", "predicted", "confidence", "energy", "ood", "embedding", "image_path", *PROPERTIES,
 )  # fmt: skip
 
 

@@ -8,8 +8,10 @@ from dataclasses import asdict
 from typing import Any
 
 from core.production import prediction_log
+from core.production.monitoring.causes import report_causes
 from core.production.monitoring.drift import DriftReport, drift_report
 from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, window_label, windows
+from core.production.monitoring.verdict import verdict
 from core.workspace.paths import Workspace
 
 
@@ -36,7 +38,8 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
         label = window_label(record["window"])
         judged = by_label.get(label)
         record["judged"] = bool(judged and judged.judged)
-        record["tests"] = [asdict(t) for t in judged.tests] if judged else []
+        record["repeats"] = bool(judged and judged.repeats)
+        record["tests"] = [{**asdict(t), "alert": t.matters(report.q), "too_small": t.significant(report.q) and not t.matters(report.q)} for t in judged.tests] if judged else []
         record["estimates"] = asdict(judged.estimates) if judged and judged.estimates else None
         if label in truth:
             record["accuracy_true"] = truth[label]
@@ -46,8 +49,18 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
         alert = asdict(a)
         alert["example_ids"] = [e.id for e in a.examples]
         alerts.append(alert)
+    found = verdict(report)
+    causes = [
+        {"window": c.window, "cause": c.kind, "title": c.title, "words": c.words, "metrics": [t.metric for t in c.tests],
+         "lever": c.lever, "example_ids": [e.id for e in c.examples]}
+        for cs in report_causes(report).values() for c in cs
+    ]  # fmt: skip
     return _clean(
         {
+            "verdict": found.status,
+            "reasons": list(found.reasons),
+            "causes": causes,
+            "sources": list(f.sources),
             "window": f.window,
             "reference_version": report.reference_version or None,
             "predictions": int(win["predictions"].sum()) if len(win) else 0,

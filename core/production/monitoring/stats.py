@@ -47,6 +47,14 @@ class DriftTest:
     words: str  # the change as a person says it
     adjusted_p: float = math.nan  # after Benjamini-Hochberg over every test reported together
     subject: str = ""  # what moved most, where that is one thing (the class, for the class mix)
+    floor: float = 0.0  # the smallest effect that matters (drift.floors): below it a change is detected, too small to matter
+
+    def significant(self, q: float) -> bool:
+        return self.adjusted_p < q
+
+    def matters(self, q: float) -> bool:
+        """An alert: significant after multiple-testing control, and an effect at least as large as the floor."""
+        return self.significant(q) and abs(self.effect) >= self.floor
 
 
 # metric -> (word when the window is lower, word when higher)
@@ -187,16 +195,25 @@ def _fourier_features(x: np.ndarray, scale: float, dim: int, seed: int) -> np.nd
     return np.sqrt(2.0 / dim) * np.cos(x @ w + b)
 
 
+def mmd_features(reference: np.ndarray, rows: np.ndarray, dim: int = 128, seed: int = 0) -> np.ndarray:
+    """Random Fourier features of `rows` for a Gaussian kernel whose bandwidth is the median distance between
+    reference embeddings (from the reference alone, so a window never changes how the reference is mapped)."""
+    ref = np.asarray(reference, np.float64)
+    rng = np.random.default_rng(seed)
+    sample = ref[rng.choice(len(ref), min(len(ref), 200), replace=False)]
+    dists = np.sqrt(((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1))
+    scale = float(np.median(dists[np.triu_indices(len(sample), 1)])) or 1.0
+    return _fourier_features(np.asarray(rows, np.float64), scale, dim, seed)
+
+
 def mmd_test(reference: np.ndarray, window: np.ndarray, permutations: int = 200, dim: int = 128, seed: int = 0) -> DriftTest:
     """Maximum mean discrepancy between embeddings with a Gaussian kernel (median-distance bandwidth, from
     the reference alone), approximated by random Fourier features; p from label permutations."""
     ref = np.asarray(reference, np.float64)
     win = np.asarray(window, np.float64)
     rng = np.random.default_rng(seed)
-    sample = ref[rng.choice(len(ref), min(len(ref), 200), replace=False)]
-    dists = np.sqrt(((sample[:, None, :] - sample[None, :, :]) ** 2).sum(-1))
-    scale = float(np.median(dists[np.triu_indices(len(sample), 1)])) or 1.0
-    phi = _fourier_features(np.vstack([ref, win]), scale, dim, seed)
+    rng.choice(len(ref), min(len(ref), 200), replace=False)  # the draw mmd_features makes: the permutations follow it
+    phi = mmd_features(ref, np.vstack([ref, win]), dim, seed)
     n, total = len(ref), len(ref) + len(win)
     observed = float(((phi[:n].mean(0) - phi[n:].mean(0)) ** 2).sum())
     keys = rng.random((permutations, total))  # every permutation at once: one matrix product
