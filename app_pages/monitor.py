@@ -94,8 +94,9 @@ if win.empty:
 report = attempt(lambda: cached_report(str(ws.root), flt, reference_version, prediction_log.stamp(ws))) if base else None
 found = verdict.verdict(report) if report else None
 if found:
-    say = {verdict.HEALTHY: st.success, verdict.ATTENTION: st.warning, verdict.FAILING: st.error}.get(found.status, st.info)
-    say(f"**Production is {found.status}.** " + " ".join(found.reasons), icon=found.icon)
+    with st.container(border=True, key="monitor_verdict"):
+        st.markdown(f"### {found.icon} {found.headline}")
+        st.markdown("\n".join(f"- {r}" for r in found.reasons))
 
 recent = win.iloc[-verdict.RECENT :]
 labelled = rates.Rate(int(recent["feedback_correct"].sum()), int(recent["feedback"].sum()))

@@ -80,7 +80,7 @@ waiting = review.backlog(ws) if logged else None
 judged = production_verdict(ws) if logged and production else None
 in_production = f"{logged:,} predictions logged." if logged else "Nothing scored yet."
 if judged:
-    in_production = f"{judged.icon} **{judged.status.capitalize()}.** {' '.join(judged.reasons)} " + in_production
+    in_production = f"{judged.icon} **{judged.headline}.** {' '.join(judged.reasons)} " + in_production
 if active:
     in_production += f" Candidate {active.candidate} runs in {active.stage} beside production {production}."
 if waiting is not None:

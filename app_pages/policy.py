@@ -21,11 +21,11 @@ v = attempt(lambda: optimizer.validation(ws))
 force = accepted.in_force(ws, v)
 policy, utility = force.policy, force.utility
 if force.accepted:
-    st.success(f"Accepted for model {v.version}: {summary.describe(policy)}.")
+    st.success(f"Accepted for model {v.version}: {summary.describe(policy, utility)}.")
     if force.stale:
         st.warning("The utility matrix changed since this policy was accepted: optimize and accept again to use it.")
 else:
-    st.info(f"No policy accepted for model {v.version} yet: showing the default ({summary.describe(policy)}).")
+    st.info(f"No policy accepted for model {v.version} yet: showing the default ({summary.describe(policy, utility)}).")
 
 outcomes = decisions.policy_and_baselines(utility, policy, v.logits, v.labels, v.ood)
 st.subheader(f"Simulator: {len(v.labels)} validation images")
@@ -54,19 +54,37 @@ if st.button("Optimize the policy", key="policy_optimize"):
 found = st.session_state.get(SEARCH)
 if found and found[0] == key:
     search = found[1]
-    low, high = search.interval
+    compared = optimizer.compare(utility, search.policy, v, search.seed)
+    low, high = compared.intervals[0]
     st.markdown(
-        f"**Best on the fit half ({search.fit_images} images):** {summary.describe(search.policy)}.  \n"
-        f"On the {search.report_images} held-out images: **{search.report[0].utility_per_image * 1000:,.0f} {utility.unit} "
-        f"per 1,000 images** (95% interval {low * 1000:,.0f} to {high * 1000:,.0f}); fitted temperature "
-        f"{search.temperature_fitted:.2f} ({'used' if search.temperature_used else 'not used: no better on the fit half'})."
+        f"**Best on the fit half ({search.fit_images} images):** {summary.describe(search.policy, utility)}.  \n"
+        f"On the {search.report_images} held-out images: **{summary.per_1000(compared.outcomes[0].utility_per_image)} "
+        f"{utility.unit} per 1,000 images** (95% interval {summary.per_1000(low)} to {summary.per_1000(high)}); fitted "
+        f"temperature {search.temperature_fitted:.2f} ({'used' if search.temperature_used else 'not used: no better there'})."
     )
     fit_col, report_col = st.columns(2)
     fit_col.markdown("Fit half")
     fit_col.dataframe(summary.outcomes_frame(search.fit, utility.unit), hide_index=True, width="stretch")
-    report_col.markdown("Held-out half")
-    report_col.dataframe(summary.outcomes_frame(search.report, utility.unit), hide_index=True, width="stretch")
-    if st.button("Accept this policy", type="primary", key="policy_accept"):
-        attempt(lambda: accepted.accept_search(ws, v.version, search, utility))
-        del st.session_state[SEARCH]
-        st.rerun()
+    report_col.markdown("Held-out half, with 95% bootstrap intervals")
+    report_col.dataframe(
+        summary.outcomes_frame(compared.outcomes, utility.unit, compared.intervals), hide_index=True, width="stretch"
+    )
+    said = summary.comparison_sentence(compared, utility.unit)
+    if compared.beats_baseline:
+        st.success(said)
+        if st.button("Accept this policy", type="primary", key="policy_accept"):
+            attempt(lambda: accepted.accept_search(ws, v.version, search, utility))
+            del st.session_state[SEARCH]
+            st.rerun()
+    else:
+        baseline = dict(decisions.named_policies(search.policy))[compared.baseline]
+        st.warning(f"{said} Recommended: **{compared.baseline}** ({summary.describe(baseline, utility)}).")
+        if st.button(f"Accept '{compared.baseline}'", type="primary", key="policy_accept_baseline"):
+            attempt(lambda: accepted.accept_baseline(ws, v.version, search, utility, baseline))
+            del st.session_state[SEARCH]
+            st.rerun()
+        anyway = st.checkbox("I have read the above: accept the optimized policy anyway", key="policy_anyway")
+        if st.button("Accept the optimized policy", disabled=not anyway, key="policy_accept"):
+            attempt(lambda: accepted.accept_search(ws, v.version, search, utility))
+            del st.session_state[SEARCH]
+            st.rerun()

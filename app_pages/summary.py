@@ -1,49 +1,43 @@
-"""Summary for stakeholders: objective, levers, utility matrix, chosen policy, outcome per 1,000 images; HTML export."""
+"""Summary, the stakeholder report: what the model decides and for whom, how good it is, what it gains, how
+production is doing, the risks and the decision pending; every sentence written from the figures; HTML export."""
 
-import pandas as pd
 import streamlit as st
 
-from core.drivetrain import levers, summary
+from core.drivetrain import levers
 from core.model import registry
+from core.production import prediction_log, stakeholder, stakeholder_html
 from ui.common import attempt, current_workspace
+from ui.production import production_verdict
 
 ws = current_workspace()
-st.title("Decision summary")
+st.title("Stakeholder report")
 if registry.production_version(ws) is None:
-    st.info("The summary needs a production model: train one and promote it on the **Train** page.")
+    st.info("The report needs a production model: train one and promote it on the **Train** page.")
     st.stop()
-found = attempt(lambda: summary.decision_summary(ws))
-objective, utility, policy, outcomes = found.objective, found.utility, found.policy, found.outcomes
+found = production_verdict(ws) if prediction_log.count(ws) else None
+report = attempt(lambda: stakeholder.stakeholder_report(ws, found))
+st.caption(f"Model {report.version} · generated {report.generated} UTC")
 st.download_button(
-    "Download as HTML", found.html, file_name=f"{ws.name}-decision-summary.html", mime="text/html", key="summary_download"
+    "Download as HTML (prints to PDF)",
+    stakeholder_html.report_html(report),
+    file_name=f"{ws.name}-stakeholder-report.html",
+    mime="text/html",
+    key="summary_download",
 )
-if not found.accepted:
-    st.warning("No policy is accepted yet: this shows the default policy. Accept one on **Policy**.")
-
-st.subheader("Objective")
-NOT_YET = "_not stated yet_"
-st.markdown(
-    "  \n".join(
-        f"**{label}:** {getattr(objective, field) or NOT_YET}"
-        for label, field in [
-            ("Outcome wanted", "statement"),
-            ("Decision served", "decision"),
-            ("Who is affected", "affected"),
-            ("Success measure", "success"),
-        ]
-    )
-)
-st.subheader("Levers")
-st.dataframe(
-    pd.DataFrame({"action": utility.actions, f"cost of use ({utility.unit})": utility.costs}), hide_index=True, height="content"
-)
-st.subheader(f"Utility matrix ({utility.unit})")
-st.dataframe(levers.matrix_frame(utility), width="stretch", height="content")
-st.subheader("Chosen policy")
-text = summary.describe(policy)
-st.write(text[0].upper() + text[1:] + ".")
-st.subheader("Expected outcome per 1,000 images")
-st.caption(found.measured_on)
-st.dataframe(summary.outcomes_frame(outcomes, utility.unit), hide_index=True, width="stretch")
-st.subheader("True class × action")
-st.dataframe(found.confusion, width="stretch", height="content")
+if found:
+    with st.container(border=True, key="summary_verdict"):
+        st.markdown(f"**{found.icon} {found.headline}.** " + " ".join(found.reasons))
+for section in report.sections:
+    st.subheader(section.title)
+    st.markdown("\n".join(f"- {s}" for s in section.sentences))
+    if section.table is not None:
+        st.dataframe(section.table, hide_index=True, width="stretch")
+st.subheader("Risks")
+st.markdown("\n".join(f"- {r}" for r in report.risks) if report.risks else "None found.")
+st.subheader("Decision pending")
+st.markdown(report.pending)
+with st.expander("The decision's details: levers and utility matrix"):
+    utility = attempt(lambda: stakeholder.utility_in_force(ws))
+    st.dataframe(levers.matrix_frame(utility), width="stretch", height="content")
+    st.dataframe(report.comparison.outcomes[0].table, width="stretch", height="content")
+    st.caption("True class × action on the validation images the policy was not fitted on.")

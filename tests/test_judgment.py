@@ -72,7 +72,9 @@ def test_a_thirty_percent_darker_share_alerts() -> None:
     window = rng.normal(0.5, 0.12, 200)
     window[:60] *= 0.3  # 30% of the images much darker
     brightness = ref.properties["brightness"].to_numpy()
-    tests = judged(ref, [stats.ks_shift("brightness", brightness, window), stats.tail_test("brightness", brightness, window)], 200)
+    tests = judged(
+        ref, [stats.ks_shift("brightness", brightness, window), stats.tail_test("brightness", brightness, window)], 200
+    )
     tails = next(t for t in tests if t.metric == "brightness_tails")
     assert tails.matters(drift.ALERT_Q) and abs(tails.effect) > 0.25 > tails.floor
 
@@ -86,11 +88,15 @@ def test_a_floor_set_by_hand_wins_and_a_negative_one_goes_back_to_the_default(ws
     assert floors.floor_for("sharpness", {"sharpness": 0.2}, floors.chosen_floors(ws)) == 0.2
 
 
-def moved_test(metric: str, effect: float, value: float = 0.0, reference: float = 0.0, subject: str = "", p: float = 1e-6) -> stats.DriftTest:
+def moved_test(
+    metric: str, effect: float, value: float = 0.0, reference: float = 0.0, subject: str = "", p: float = 1e-6
+) -> stats.DriftTest:
     return stats.DriftTest(metric, 1.0, p, effect, value, reference, 100, 300, f"{metric} moved", p, subject, 0.01)
 
 
-def window(label: str, tests: list[stats.DriftTest], images: int = 100, ood: float = 0.04, fb: tuple[int, int] = (0, 0)) -> drift.WindowDrift:
+def window(
+    label: str, tests: list[stats.DriftTest], images: int = 100, ood: float = 0.04, fb: tuple[int, int] = (0, 0)
+) -> drift.WindowDrift:
     return drift.WindowDrift(label, images, True, tuple(tests), None, images, ood, fb[1], fb[0])
 
 
@@ -107,10 +113,16 @@ QUIET = [moved_test("brightness", 0.001, p=0.5), moved_test("ood_rate", 0.0, 0.0
 
 def test_out_of_domain_inputs_group_every_test_they_move_under_one_cause_in_words() -> None:
     moved = [
-        moved_test("ood_rate", 0.29, 0.33, 0.04), moved_test("brightness", 0.8), moved_test("contrast", -0.9), moved_test("sharpness_tails", 0.3, subject="high"),
-        moved_test("energy", 1.2), moved_test("embedding", 0.05), moved_test("confidence", -0.7), moved_test("class_mix", 0.2, subject="a"),
+        moved_test("ood_rate", 0.29, 0.33, 0.04),
+        moved_test("brightness", 0.8),
+        moved_test("contrast", -0.9),
+        moved_test("sharpness_tails", 0.3, subject="high"),
+        moved_test("energy", 1.2),
+        moved_test("embedding", 0.05),
+        moved_test("confidence", -0.7),
+        moved_test("class_mix", 0.2, subject="a"),
         moved_test("feedback_accuracy", -0.45, 0.5, 0.95),
-    ]  # fmt: skip
+    ]
     w = window("2026-03-09", moved, images=120, ood=0.33, fb=(6, 12))
     found = causes.window_causes(w, list(report_of([w]).alerts), drift.ALERT_Q)
     assert [c.kind for c in found] == ["out_of_domain"] and len(found[0].tests) == len(moved)
@@ -128,7 +140,11 @@ def test_a_class_mix_change_alone_is_its_own_cause() -> None:
 @pytest.mark.parametrize(
     ("windows", "status", "said"),
     [
-        ([window(f"d{i}", QUIET) for i in range(4)], verdict.HEALTHY, "No change that matters in the last 3 window(s) judged (300"),
+        (
+            [window(f"d{i}", QUIET) for i in range(4)],
+            verdict.HEALTHY,
+            "No change that matters in the last 3 window(s) judged (300",
+        ),
         (
             [window("d0", QUIET), window("d1", QUIET), window("d2", [moved_test("brightness_tails", -0.2, subject="low")])],
             verdict.ATTENTION,

@@ -107,7 +107,8 @@ def test_monitor_shows_a_simulated_history(prod: Workspace) -> None:
     traffic.replay_traffic(prod, traffic.TrafficConfig(days=4, per_day=40, shift_day=2))
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at)
-    assert [m.label for m in at.metric][:2] == ["Predictions", "OOD rate, last window"]
+    assert [m.label for m in at.metric][:2] == ["Predictions", "Out of domain, last 3 day(s)"]
+    assert any(m.value.startswith("### ") and "Production" in m.value for m in at.markdown)  # the verdict leads
     charts = [c.key for c in at.get("plotly_chart")]
     assert charts == ["monitor_overview", "monitor_mix", "monitor_grid", "monitor_distribution", "monitor_estimates"]
     at.selectbox(key="monitor_version").set_value(at.selectbox(key="monitor_version").options[1])
@@ -137,9 +138,9 @@ def test_monitor_shows_an_alert_with_its_words_images_and_lever(prod: Workspace)
     log_day(prod, 2, 60, darken=0.3, dark_share=0.8)
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at)
-    assert any("**2026-03-04**: " in m.value for m in at.markdown)
-    assert any("**brightness**: images" in m.value and "darker" in m.value for m in at.markdown)
-    assert any("What to do: gather images like these" in c.value for c in at.caption)
+    assert any("### ⚠️ Production needs attention" in m.value or "Production is failing" in m.value for m in at.markdown)
+    assert any("**2026-03-04 · Image conditions changed**: images darker" in m.value for m in at.markdown)
+    assert any("What to do: gather images like these" in c.value and "brightness" in c.value for c in at.caption)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
     assert at.selectbox(key="monitor_close_window").value == "2026-03-04"
     assert any("that show it most" in c.value for c in at.caption)

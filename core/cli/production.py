@@ -122,15 +122,18 @@ def print_simulate(data: dict[str, Any]) -> None:
     )
     print(
         f"clean traffic replays {data['pool']} test image(s) (each about {data['repeats']:.1f} times over the period)"
-        + (f"; {data['real_overlap']} real prediction(s) fall in the same days: Monitor leaves simulated traffic out while "
-           "real predictions exist (--source simulation shows it)" if data["real_overlap"] else "")
+        + (
+            f"; {data['real_overlap']} real prediction(s) fall in the same days: Monitor leaves simulated traffic out while "
+            "real predictions exist (--source simulation shows it)"
+            if data["real_overlap"]
+            else ""
+        )
     )
     if before is not None and after is not None:
         print(f"OOD rate before the shift {before:.1%}, after {after:.1%}")
 
 
 def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:
-    from core.production import prediction_log
     from core.production.monitoring import queries, report
     from core.workspace import store
 
@@ -163,7 +166,10 @@ def print_monitor(data: dict[str, Any]) -> None:
         if w["repeats"]:
             print(f"{w['window'][:19]}: {w['predictions']} predictions of only {w['images']} distinct images (each tested once)")
     for c in data["causes"]:
-        print(f"cause {c['window'][:19]}: {c['title'].lower()}: {c['words']} ({len(c['metrics'])} test(s): {', '.join(c['metrics'])})")
+        print(
+            f"cause {c['window'][:19]}: {c['title'].lower()}: {c['words']} "
+            f"({len(c['metrics'])} test(s): {', '.join(c['metrics'])})"
+        )
         print(f"  lever: {c['lever']}")
     for a in data["alerts"]:
         print(f"  alert {a['window'][:19]} {a['metric']}: {a['words']} (n={a['n']}, adjusted p={a['adjusted_p']:.1g})")
@@ -352,7 +358,12 @@ def add_commands(command: Any) -> None:
     )
     m.add_argument("--window", choices=["hour", "day", "week", "predictions"], default="day")
     m.add_argument("--size", type=int, default=200, help="with --window predictions: predictions per window (default 200)")
-    m.add_argument("--source", action="append", choices=["app", "batch", "simulation"], help="repeatable; default: all, simulation left out once real predictions exist")
+    m.add_argument(
+        "--source",
+        action="append",
+        choices=["app", "batch", "simulation"],
+        help="repeatable; default: all, simulation left out once real predictions exist",
+    )
     m.add_argument("--model", metavar="VERSION", help="only this model version's predictions")
 
     r = command(

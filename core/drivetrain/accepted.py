@@ -82,6 +82,12 @@ def accept_search(ws: Workspace, version: str, search: Search, u: Utility) -> st
     return accept(ws, version, search.policy, u, report)
 
 
+def accept_baseline(ws: Workspace, version: str, search: Search, u: Utility, baseline: Policy) -> str:
+    """Accept a baseline the optimizer's choice did not beat, recorded with the same fit/report split (the
+    baseline fits nothing, so its figures on the report half stay honest)."""
+    return accept(ws, version, baseline, u, {"seed": search.seed, "report_ids": list(search.report_ids), "baseline": True})
+
+
 def accept_optimized(ws: Workspace, version: str, seed: int = 0) -> str:
     """The optimizer's policy for a version under the workspace's utility matrix, accepted (as the Policy page
     does for production; the Rollout page for a candidate before it acts)."""

@@ -113,14 +113,19 @@ def policy_outcome(
     )
 
 
+def named_policies(policy: Policy) -> list[tuple[str, Policy]]:
+    """The policy and its two baselines: "always follow the top class" (with the same out-of-domain rule) and
+    "always refer"."""
+    return [
+        ("this policy", policy),
+        ("always follow the top class", Policy(rule="top_class", use_ood=policy.use_ood)),
+        ("always refer", Policy(rule="expected_utility", refer_below=1.01, use_ood=False)),
+    ]
+
+
 def policy_and_baselines(u: Utility, policy: Policy, logits: np.ndarray, labels: np.ndarray, ood: np.ndarray) -> list[Outcome]:
     """The policy against "always follow the top class" (with the same out-of-domain rule) and "always refer"."""
-    always_refer = Policy(rule="expected_utility", refer_below=1.01, use_ood=False)
-    return [
-        policy_outcome(u, policy, logits, labels, ood, "this policy"),
-        policy_outcome(u, Policy(rule="top_class", use_ood=policy.use_ood), logits, labels, ood, "always follow the top class"),
-        policy_outcome(u, always_refer, logits, labels, ood, "always refer"),
-    ]
+    return [policy_outcome(u, p, logits, labels, ood, name) for name, p in named_policies(policy)]
 
 
 def threshold_curve(u: Utility, policy: Policy, logits: np.ndarray, labels: np.ndarray, ood: np.ndarray) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.drivetrain.decisions import Outcome, Policy, decide, policy_and_baselines, policy_outcome
+from core.drivetrain.decisions import Outcome, Policy, decide, named_policies, policy_and_baselines, policy_outcome
 from core.drivetrain.levers import Utility
 from core.errors import UserError
 from core.model import outputs, registry, scoring
@@ -125,3 +125,40 @@ def held_out(u: Utility, policy: Policy, v: Validation, seed: int = 0) -> tuple[
     _, report = split_halves(v.labels, seed)
     outcomes = policy_and_baselines(u, policy, v.logits[report], v.labels[report], v.ood[report])
     return outcomes, outcomes[0].table
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The policy and its baselines on the report half, each with a 95% bootstrap interval of utility per image,
+    and the paired interval of the policy minus the better baseline (the same resampled images for both)."""
+
+    outcomes: list[Outcome]  # this policy, always follow the top class, always refer
+    intervals: list[tuple[float, float]]  # utility per image, in the same order
+    baseline: str  # the better of the two baselines on these images
+    difference: float  # utility per image, this policy minus that baseline
+    difference_interval: tuple[float, float]
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Better than the better baseline by more than the noise: the paired interval lies above 0."""
+        return self.difference_interval[0] > 0
+
+
+def compare(u: Utility, policy: Policy, v: Validation, seed: int = 0, boot: int = 2000) -> Comparison:
+    """The policy against its baselines on the half of validation the optimizer does not fit on."""
+    _, report = split_halves(v.labels, seed)
+    logits, labels, ood = v.logits[report], v.labels[report], v.ood[report]
+    named = named_policies(policy)
+    outcomes = [policy_outcome(u, p, logits, labels, ood, name) for name, p in named]
+    gains = np.stack([u.net()[labels, decide(u, p, logits, ood)] for _, p in named])  # policies x images
+    draws = np.random.default_rng(seed).integers(0, max(len(labels), 1), (boot, len(labels)))
+    means = gains[:, draws].mean(axis=2) if len(labels) else np.zeros((len(named), boot))  # policies x draws
+    better = 1 if outcomes[1].utility_per_image >= outcomes[2].utility_per_image else 2
+    diff = means[0] - means[better]
+    return Comparison(
+        outcomes,
+        [(float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))) for m in means],
+        outcomes[better].policy,
+        outcomes[0].utility_per_image - outcomes[better].utility_per_image,
+        (float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))),
+    )

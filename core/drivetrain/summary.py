@@ -35,27 +35,58 @@ def curve_figure(curve: pd.DataFrame, chosen: Policy, others: list[Outcome], uni
     return fig
 
 
-def outcomes_frame(outcomes: list[Outcome], unit: str) -> pd.DataFrame:
-    return pd.DataFrame(
+def per_1000(value: float) -> str:
+    """Utility per image as a figure per 1,000 images, formatted ('-1,000', '9,466.7')."""
+    return f"{value * 1000:,.1f}".removesuffix(".0")
+
+
+def outcomes_frame(outcomes: list[Outcome], unit: str, intervals: list[tuple[float, float]] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(
         {
             "policy": [o.policy for o in outcomes],
-            f"utility per 1,000 images ({unit})": [round(o.utility_per_image * 1000, 1) for o in outcomes],
+            f"utility per 1,000 images ({unit})": [per_1000(o.utility_per_image) for o in outcomes],
             "automated": [f"{o.automation_rate:.1%}" for o in outcomes],
             "errors among automated": [f"{o.automated_error_rate:.1%}" for o in outcomes],
+            "images": [o.images for o in outcomes],
         }
     )
+    if intervals:
+        frame.insert(2, "95% interval", [f"{per_1000(lo)} to {per_1000(hi)}" for lo, hi in intervals])
+    return frame
 
 
-def describe(policy: Policy) -> str:
+def comparison_sentence(c: optimizer.Comparison, unit: str) -> str:
+    """Whether the policy beats the better baseline by more than the noise, from the paired interval."""
+    low, high = c.difference_interval
+    figures = (
+        f"{per_1000(c.difference)} {unit} per 1,000 images against '{c.baseline}' (95% paired interval "
+        f"{per_1000(low)} to {per_1000(high)}, {c.outcomes[0].images} images)"
+    )
+    if c.beats_baseline:
+        return f"This policy beats '{c.baseline}' by more than the noise: {figures}."
+    if high < 0:
+        return f"This policy does worse than '{c.baseline}': {figures}."
+    return f"This policy does not beat '{c.baseline}' by more than the noise: {figures}."
+
+
+def describe(policy: Policy, u: Utility | None = None) -> str:
+    """The policy in words, from what it does: where it refers, and where out-of-domain inputs go."""
+    refer = f"'{u.refer}'" if u else "a human"
+    ood = f"'{u.actions[int(u.net()[len(u.classes)].argmax())]}'" if u else "the best action for 'out of domain'"
     if policy.rule == "top_class":
-        return "act on the most probable class; never refer"
-    parts = ["take the action with the highest expected utility"]
-    if policy.temperature != 1.0:
-        parts.append(f"probabilities temperature-scaled (T = {policy.temperature:.2f})")
-    if policy.refer_below > 0:
-        parts.append(f"refer to a human when the top probability is below {policy.refer_below:.2f}")
-    if policy.use_ood:
-        parts.append("out-of-domain inputs take the best action for 'out of domain'")
+        parts = ["act on the most probable class"]
+    elif policy.refer_below > 1.0:
+        parts = [f"send every image to {refer}"]
+    else:
+        parts = ["take the action with the highest expected utility"]
+        if policy.temperature != 1.0:
+            parts.append(f"probabilities temperature-scaled (T = {policy.temperature:.2f})")
+        if policy.refer_below > 0:
+            parts.append(f"refer to {refer} when the top probability is below {policy.refer_below:.2f}")
+    if policy.use_ood and policy.refer_below <= 1.0:
+        parts.append(f"images flagged out of domain go to {ood}")
+    elif policy.rule == "top_class" or policy.refer_below == 0:
+        parts.append("never refer, out-of-domain inputs included")
     return "; ".join(parts)
 
 
@@ -91,7 +122,7 @@ td,th{{padding:4px 10px}} h2{{margin-top:1.6em}}</style></head><body>
 <b>Success measure:</b> {e(goal.success or "not stated yet")}</p>
 <h2>Levers (actions)</h2>{table(actions, index=False)}
 <h2>Utility matrix ({e(u.unit)}; rows: what the image really is, columns: action)</h2>{table(matrix)}
-<h2>Chosen policy</h2><p>{e(describe(policy)[0].upper() + describe(policy)[1:])}.</p>
+<h2>Chosen policy</h2><p>{e(describe(policy, u)[0].upper() + describe(policy, u)[1:])}.</p>
 <h2>Expected outcome per 1,000 images</h2>
 <p>{e(measured_on)}</p>{table(outcomes_frame(outcomes, u.unit), index=False)}
 <h2>Confusion (true class by action, same images)</h2>{table(confusion)}

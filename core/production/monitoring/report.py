@@ -39,7 +39,14 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
         judged = by_label.get(label)
         record["judged"] = bool(judged and judged.judged)
         record["repeats"] = bool(judged and judged.repeats)
-        record["tests"] = [{**asdict(t), "alert": t.matters(report.q), "too_small": t.significant(report.q) and not t.matters(report.q)} for t in judged.tests] if judged else []
+        record["tests"] = (
+            [
+                {**asdict(t), "alert": t.matters(report.q), "too_small": t.significant(report.q) and not t.matters(report.q)}
+                for t in judged.tests
+            ]
+            if judged
+            else []
+        )
         record["estimates"] = asdict(judged.estimates) if judged and judged.estimates else None
         if label in truth:
             record["accuracy_true"] = truth[label]

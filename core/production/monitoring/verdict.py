@@ -32,6 +32,12 @@ class Verdict:
     causes: tuple[Cause, ...]  # the recent windows' causes, latest window first
 
     @property
+    def headline(self) -> str:
+        return {ATTENTION: "Production needs attention", NOT_JUDGED: "Production cannot be judged yet"}.get(
+            self.status, f"Production is {self.status}"
+        )
+
+    @property
     def icon(self) -> str:
         return {HEALTHY: "✅", ATTENTION: "⚠️", FAILING: "🛑"}.get(self.status, "⏳")
 
@@ -62,7 +68,12 @@ def verdict(report: DriftReport) -> Verdict:
     names = tuple(w.window for w in judged)
     images = sum(w.images for w in judged)
     if not causes:
-        return Verdict(HEALTHY, (f"No change that matters in the last {len(judged)} window(s) judged ({images:,} distinct images).",), names, ())
+        return Verdict(
+            HEALTHY,
+            (f"No change that matters in the last {len(judged)} window(s) judged ({images:,} distinct images).",),
+            names,
+            (),
+        )
     latest = judged[-1].window
     in_every = [c for c in by_window.get(latest, []) if len(judged) > 1 and all(
         any(o.kind == c.kind for o in by_window.get(w.window, [])) for w in judged
