@@ -30,6 +30,7 @@ def simulate_button(label: str) -> None:
     if st.button(label, key="monitor_simulate", disabled=production is None):
         cfg = traffic.TrafficConfig(days=int(days), shift_day=int(days) // 2)
         result = attempt(lambda: traffic.replay_traffic(ws, cfg, on_progress=progress_bar("Simulating traffic")))
+        st.session_state["monitor_show_simulation"] = True  # the user asked for simulated traffic: show it
         st.session_state["monitor_message"] = (
             f"Simulated {result['predictions']} predictions over {result['days']} days "
             f"({result['shifted']} shifted images, {result['drawings']} drawings, {result['feedback']} with feedback)."
@@ -76,6 +77,8 @@ size = 200
 if window == "predictions":
     size = int(c1.number_input("Predictions per window", 30, 100_000, 200, step=50, key="monitor_size"))
 usual = queries.default_sources(ws)
+if st.session_state.pop("monitor_show_simulation", False):
+    st.session_state["monitor_sources"] = list(prediction_log.SOURCES)
 sources = tuple(c2.multiselect("Sources", list(prediction_log.SOURCES), default=list(usual), key="monitor_sources"))
 versions = ["all", *registry.list_versions(ws)["version"].tolist()[::-1]]
 version = c3.selectbox("Model version", versions, key="monitor_version")

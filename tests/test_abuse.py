@@ -383,6 +383,10 @@ def test_html_in_every_text_a_user_types_is_rendered_inert(prod: Workspace) -> N
     assert not any(word in text for text in sources for word in ("unsafe_allow_html", "st.html(", "components.html"))
     text = summaries.decision_summary(prod).html
     assert "<script>alert" not in text and "<img src=x" not in text and "&lt;script&gt;" in text
+    from core.production import stakeholder, stakeholder_html
+
+    text = stakeholder_html.report_html(stakeholder.stakeholder_report(prod))  # the Summary page's download
+    assert "<script>alert" not in text and "<img src=x" not in text and "&lt;script&gt;" in text
 
 
 def test_a_thousand_uploads_at_once_are_each_scored_and_logged_once(prod: Workspace) -> None:

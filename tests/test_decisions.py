@@ -278,7 +278,7 @@ def test_the_decision_summary_uses_the_matrix_the_policy_was_chosen_under(prod: 
     assert found.accepted and found.utility == chosen_under and found.policy == Policy(refer_below=1.01)
     _, report = optimizer.split_halves(v.labels)
     assert found.outcomes[0].images == len(report) and found.outcomes[0].automation_rate == 0.0
-    assert "refer to a human when the top probability is below 1.01" in found.html and "euros" not in found.html
+    assert "every image to &#x27;refer to a human&#x27;" in found.html and "euros" not in found.html
 
 
 def test_the_summary_reports_on_the_half_the_accepted_policy_was_not_fitted_on(prod: Workspace) -> None:

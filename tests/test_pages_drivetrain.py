@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.drivetrain import accepted, levers, objective
+from core.drivetrain import accepted, levers, objective, optimizer
 from core.model import registry
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
@@ -87,6 +87,15 @@ def test_policy_optimize_accept_then_predict_shows_the_action(prod: Workspace) -
     at.button(key="policy_optimize").click()
     at.run()
     assert any("held-out images" in m.value for m in at.markdown)
+    v = optimizer.validation(prod)
+    search = optimizer.optimize(levers.load_utility(prod, list(v.classes))[0], v)
+    compared = optimizer.compare(levers.load_utility(prod, list(v.classes))[0], search.policy, v, search.seed)
+    if compared.beats_baseline:
+        assert any("beats" in s.value for s in at.success)
+    else:  # the baseline is recommended; the optimized policy takes a deliberate second step
+        assert any("Recommended: **" in w.value for w in at.warning)
+        assert at.button(key="policy_accept").disabled
+        at.checkbox(key="policy_anyway").check().run()
     at.button(key="policy_accept").click()
     at.run()
     assert not at.exception and at.success[0].value.startswith("Accepted for model")
@@ -108,4 +117,4 @@ def test_summary_page_offers_the_html(prod: Workspace) -> None:
     assert not at.exception and not errors(at)
     assert len(at.get("download_button")) == 1
     assert any("Warn hikers" in m.value for m in at.markdown)
-    assert any("No policy is accepted" in w.value for w in at.warning)
+    assert any("Accept a decision policy" in m.value for m in at.markdown)  # the decision pending

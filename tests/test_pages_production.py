@@ -110,7 +110,7 @@ def test_monitor_shows_a_simulated_history(prod: Workspace) -> None:
     assert [m.label for m in at.metric][:2] == ["Predictions", "Out of domain, last 3 day(s)"]
     assert any(m.value.startswith("### ") and "Production" in m.value for m in at.markdown)  # the verdict leads
     charts = [c.key for c in at.get("plotly_chart")]
-    assert charts == ["monitor_overview", "monitor_mix", "monitor_grid", "monitor_distribution", "monitor_estimates"]
+    assert charts == ["monitor_overview", "monitor_grid", "monitor_mix", "monitor_distribution", "monitor_estimates"]
     at.selectbox(key="monitor_version").set_value(at.selectbox(key="monitor_version").options[1])
     at.run()
     assert not at.exception and len(at.get("plotly_chart")) == 5

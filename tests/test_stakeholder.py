@@ -40,7 +40,8 @@ def test_a_healthy_workspace_reports_its_test_accuracy_gains_and_verdict_from_th
     assert "which bin for the sorting line" in section(report, "What the model decides, and for whom")
     c = report.comparison
     gains = section(report, "What it gains")
-    assert f"automating {c.outcomes[0].automation_rate:.0%} of decisions, on {c.outcomes[0].images}" in gains
+    assert f"automating {c.outcomes[0].automation_rate:.0%} of decisions." in gains
+    assert f"Measured on the {c.outcomes[0].images} validation images of model {report.version}" in gains
     assert ("beats" in gains and c.beats_baseline) or ("does not beat" in gains or "does worse" in gains)
     assert list(next(s for s in report.sections if s.title == "What it gains").table["policy"]) == [
         "this policy",

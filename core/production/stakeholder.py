@@ -98,13 +98,13 @@ def _quality(ws: Workspace, version: str, figures: dict[str, Any]) -> Section:
     return Section("How good it is", tuple(said))
 
 
-def _gains(c: optimizer.Comparison, unit: str) -> Section:
+def _gains(c: optimizer.Comparison, unit: str, measured: str) -> Section:
     mine = c.outcomes[0]
     low, high = c.intervals[0]
     said = [
         f"Expected utility: {summary.per_1000(mine.utility_per_image)} {unit} per 1,000 images (95% interval "
-        f"{summary.per_1000(low)} to {summary.per_1000(high)}), automating {mine.automation_rate:.0%} of decisions, on "
-        f"{mine.images} validation images the policy was not fitted on.",
+        f"{summary.per_1000(low)} to {summary.per_1000(high)}), automating {mine.automation_rate:.0%} of decisions.",
+        measured,
         summary.comparison_sentence(c, unit),
     ]
     table = summary.outcomes_frame(c.outcomes, unit, c.intervals)
@@ -213,7 +213,7 @@ def stakeholder_report(ws: Workspace, found: verdicts.Verdict | None = None) -> 
     sections = [
         _decision(ws, v.version, summary.describe(force.policy, utility)),
         _quality(ws, v.version, figures),
-        _gains(compared, utility.unit),
+        _gains(compared, utility.unit, summary.measured_on(force.accepted, compared.outcomes[0].images, v.version, seed)),
         _production(ws, found if prediction_log.count(ws) else None, figures),
     ]
     risks = _risks(figures, found, compared, ws)
