@@ -46,6 +46,9 @@ class StakeholderReport:
 
 def _decision(ws: Workspace, version: str, policy_words: str) -> Section:
     goal = objective.load_objective(ws)
+    goal = objective.Objective(
+        *(str(x).strip().rstrip(".;") for x in (goal.statement, goal.decision, goal.affected, goal.success))
+    )
     settings = deployment.load_settings(ws)
     said = [
         f"Model {version} decides {goal.decision or 'a decision not stated yet'} for {goal.affected or 'users not stated yet'}"
@@ -178,7 +181,7 @@ def _risks(figures: dict[str, Any], found: verdicts.Verdict | None, c: optimizer
         low, high = test.interval
         risks.append(f"A small test set ({test.n} images): the true accuracy could be anywhere from {low:.0%} to {high:.0%}.")
     if not c.beats_baseline:
-        risks.append(f"The policy does not beat '{c.baseline}' by more than the noise: {summary.comparison_sentence(c, '')}")
+        risks.append(summary.comparison_sentence(c, "points").replace(" points per", " per"))
     with store.connect(ws) as con:
         unconfirmed = con.execute("SELECT count(*) FROM feedback WHERE source IN ('import', 'simulation')").fetchone()[0]
     figures["unconfirmed_labels"] = int(unconfirmed)

@@ -17,7 +17,7 @@ h1{margin-bottom:.2em} h2{margin-top:1.4em;border-bottom:1px solid #ddd;padding-
 .healthy{background:#e6f4ea} .attention{background:#fff4e0} .failing{background:#fde8e8} .unjudged{background:#eef}
 table{border-collapse:collapse;margin:.6em 0} td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
 td:first-child,th:first-child{text-align:left}
-@media print{body{margin:0;max-width:none;font-size:11pt} h2{break-after:avoid} table,svg,.verdict{break-inside:avoid}}
+@media print{body{margin:0 1.5cm;max-width:none;font-size:11pt} h2{break-after:avoid} table,svg,.verdict{break-inside:avoid}}
 """
 
 
