@@ -114,19 +114,11 @@ def _gains(c: optimizer.Comparison, unit: str, measured: str) -> Section:
     return Section("What it gains", tuple(said), table)
 
 
-def _labels(ws: Workspace, flt: LogFilter) -> dict[str, rates.Rate]:
-    """Accuracy from labels by kind: reviewed hard cases apart from the rest."""
-    where = "p.source IN (SELECT unnest(?)) AND p.served IS NOT FALSE"
-    sql = f"""
-        WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source FROM feedback
-                    GROUP BY prediction_id)
-        SELECT CASE WHEN fb.source = 'review' THEN 'review' ELSE 'other' END AS kind, count(*) AS n,
-               count(CASE WHEN fb.label = p.predicted OR (fb.label = ? AND p.ood) THEN 1 END) AS k
-        FROM predictions p JOIN fb ON fb.prediction_id = p.id WHERE {where} GROUP BY ALL
-    """
-    with store.connect(ws) as con:
-        rows = con.execute(sql, [prediction_log.NONE_OF_THESE, list(flt.sources)]).fetchall()
-    return {kind: rates.Rate(int(k), int(n)) for kind, n, k in rows}
+def _labels(win: pd.DataFrame) -> dict[str, rates.Rate]:
+    """Accuracy from labels by kind, from the log's windows: reviewed hard cases apart from the rest."""
+    reviewed = rates.Rate(int(win["review_correct"].sum()), int(win["reviews"].sum()))
+    other = rates.Rate(int(win["feedback_correct"].sum()) - reviewed.k, int(win["feedback"].sum()) - reviewed.n)
+    return {kind: r for kind, r in (("other", other), ("review", reviewed)) if r.n}
 
 
 def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str, Any]) -> Section:
@@ -145,7 +137,7 @@ def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str
         + f". Verdict: {found.status}. "
         + " ".join(found.reasons)
     ]
-    labels = _labels(ws, flt)
+    labels = _labels(win)
     figures["labels"] = labels
     other, reviewed = labels.get("other"), labels.get("review")
     if other:
@@ -170,7 +162,9 @@ def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str
     return Section("How production is doing", tuple(said))
 
 
-def _risks(figures: dict[str, Any], found: verdicts.Verdict | None, c: optimizer.Comparison, ws: Workspace) -> list[str]:
+def _risks(
+    figures: dict[str, Any], found: verdicts.Verdict | None, c: optimizer.Comparison, unit: str, ws: Workspace
+) -> list[str]:
     risks: list[str] = []
     for cause in (found.causes if found else ())[:2]:
         risks.append(f"{cause.title} ({cause.window}): {cause.words}.")
@@ -181,7 +175,7 @@ def _risks(figures: dict[str, Any], found: verdicts.Verdict | None, c: optimizer
         low, high = test.interval
         risks.append(f"A small test set ({test.n} images): the true accuracy could be anywhere from {low:.0%} to {high:.0%}.")
     if not c.beats_baseline:
-        risks.append(summary.comparison_sentence(c, "points").replace(" points per", " per"))
+        risks.append(summary.comparison_sentence(c, unit))
     with store.connect(ws) as con:
         unconfirmed = con.execute("SELECT count(*) FROM feedback WHERE source IN ('import', 'simulation')").fetchone()[0]
     figures["unconfirmed_labels"] = int(unconfirmed)
@@ -219,7 +213,7 @@ def stakeholder_report(ws: Workspace, found: verdicts.Verdict | None = None) -> 
         _gains(compared, utility.unit, summary.measured_on(force.accepted, compared.outcomes[0].images, v.version, seed)),
         _production(ws, found if prediction_log.count(ws) else None, figures),
     ]
-    risks = _risks(figures, found, compared, ws)
+    risks = _risks(figures, found, compared, utility.unit, ws)
     pending = _pending(ws, found, force.accepted is not None, compared)
     return StakeholderReport(
         ws.name, v.version, str(store.now())[:16], tuple(sections), found, tuple(risks), pending, compared, utility.unit, figures

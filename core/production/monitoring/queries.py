@@ -94,13 +94,14 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
                avg(CASE WHEN fb.label IS NULL THEN NULL WHEN {AGREES} THEN 1 ELSE 0 END) AS feedback_accuracy,
                avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = ? THEN 1 ELSE 0 END) AS feedback_none_share,
                count_if(fb.source = 'review') AS reviews,
+               count(CASE WHEN fb.source = 'review' AND {AGREES} THEN 1 END) AS review_correct,
                avg(CASE WHEN fb.source = 'review' THEN ({AGREES})::INTEGER END) AS review_agreement
         FROM logged p LEFT JOIN fb ON fb.prediction_id = p.id
         GROUP BY ALL ORDER BY "window"
     """
     with store.reuse(ws, con) as c:
         none = prediction_log.NONE_OF_THESE
-        return c.execute(sql, [*params, none, none, none, none]).df()
+        return c.execute(sql, [*params, *[none] * (sql.count("?") - len(params))]).df()
 
 
 def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
