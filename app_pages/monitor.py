@@ -135,6 +135,13 @@ if labelled.n:
             else ""
         )
     )
+reviewed = rates.Rate(int(win["review_correct"].sum()), int(win["reviews"].sum()))
+if reviewed.n:
+    st.caption(
+        f"Reviewers agreed with the model on {reviewed.k} of the {reviewed.n} prediction(s) they reviewed (Review page): "
+        f"{reviewed.text() if reviewed.enough else f'too few (n {reviewed.n}) for a rate'}. These are the hard cases the "
+        "queue collects (referred, out of domain, disputed), so expect less than the model's accuracy on all traffic."
+    )
 spooled = prediction_log.spooled_rows(ws)
 if spooled:
     st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")
