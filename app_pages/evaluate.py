@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.model import evaluation, registry
 from core.workspace import store
-from ui.common import attempt, current_workspace, image_grid, pick_version, thumbnails
+from ui.common import attempt, current_workspace, image_grid, pick_version, rate_metric, thumbnails
 from ui.splits import draw_test_button
 
 ws = current_workspace()
@@ -19,14 +19,14 @@ if said := st.session_state.pop("split_said", None):
     st.success(said)
 
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Test accuracy", f"{test.accuracy:.1%}" if test.ids else "no test images")
+rate_metric(c1, "Test accuracy", test.rate, "no test images")
 c2.metric("Test images", len(test.ids))
-c3.metric("Validation accuracy", f"{valid.accuracy:.1%}")
+rate_metric(c3, "Validation accuracy", valid.rate, "no validation images")
 c4.metric("Validation images", len(valid.ids))
 st.caption(
     "Test images were held out from everything: no weight, epoch, temperature or threshold was chosen on them, so "
     "test accuracy is what to expect on new images like them. Validation accuracy is optimistic: the validation "
-    "images chose the best epoch."
+    "images chose the best epoch. Under each accuracy: its 95% interval (Wilson) and the number of images."
     + (f" {test.unknown} test image(s) have a label this version was not trained on and are left out." if test.unknown else "")
 )
 if not test.ids:

@@ -29,6 +29,12 @@ m1.metric("Waiting", f"{backlog.pending:,}")
 age = store.now() - backlog.oldest if isinstance(backlog.oldest, datetime) else None
 m2.metric("Oldest waiting", "–" if age is None else f"{age.days} d {age.seconds // 3600} h")
 m3.metric("Reviewed so far", f"{backlog.reviewed:,}")
+if backlog.reviewed:
+    m3.caption(
+        f"Reviewers agreed with the model on {backlog.agreed} of {backlog.reviewed}"
+        + (f": {backlog.agreement.text()}" if backlog.agreement.enough else f" (too few (n {backlog.reviewed}) for a rate)")
+        + ". The queue holds the hard cases, so expect less than on all traffic."
+    )
 if backlog.pending:
     st.caption(
         "Why they wait (one can have several reasons): " + ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) + "."

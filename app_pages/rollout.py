@@ -8,7 +8,7 @@ import streamlit as st
 from core.drivetrain import accepted
 from core.model import registry
 from core.production import gate, rollout
-from ui.common import attempt, current_workspace, image_grid
+from ui.common import attempt, current_workspace, image_grid, rate_metric
 
 ws = current_workspace()
 st.title("Rollout")
@@ -71,11 +71,14 @@ else:
     acc = comparison.accuracy
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Scored by both", f"{comparison.paired:,}")
-    m2.metric("Agreement", "–" if comparison.agreement is None else f"{comparison.agreement:.1%}")
+    rate_metric(m2, "Agreement", comparison.agreement_rate, "–")
     m3.metric("Labelled (feedback, reviews)", f"{acc.labelled:,}")
     m4.metric("Accuracy, candidate − production", "–" if acc.difference is None else f"{acc.difference * 100:+.1f} points")
     if acc.low is not None:
         m4.caption(f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f} points, on the same {acc.labelled} images")
+        m3.caption(
+            f"Candidate {acc.candidate_rate.text()}; production {acc.production_rate.text()} on them (95% Wilson intervals)."
+        )
     checks = gate.gate(comparison)
     st.markdown("**Promotion gate: " + ("met**" if checks.passed else "not met yet**"))
     st.dataframe(

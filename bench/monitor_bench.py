@@ -7,12 +7,13 @@ replayed, never the validation images that form the reference), promotes it, the
 scoring path (prediction.predict_images) every test image as it is, every test image once per shift
 (darker, grayscale, blurred, rotated: the simulator's shift_image) and 300 line drawings. Windows are drawn
 from these scored pools (distinct images first: an image repeats within a window only when the window is
-larger than its pool, and the figures say how often), tested by the Monitor's own
-per-window tests (drift._window_tests), and every window is judged inside a 30-window report, as on the
-page: Benjamini-Hochberg over all tests of that report, alert when an adjusted p < q (the page's 0.05, and
+larger than its pool, and the figures say how often), tested by the Monitor's own per-window tests
+(drift._window_tests, each distinct image once, as the page does), and every window is judged inside a 30-window
+report, as on the page: Benjamini-Hochberg over all tests of that report, alert when an adjusted p < q (the page's 0.05, and
 0.01 beside it to show the trade-off).
 
-1. False alarms: clean windows of 200 predictions; share of windows with any alert.
+1. False alarms: clean windows of 200 predictions; share of windows with any alert, without and with the page's floors
+   (an alert also needs an effect at least the floor: drift.floors).
 2. Detection power: share of shifted windows with any alert, per kind, share of the window shifted
    (10/20/50%) and window size (50/100/200/500). Label shift: one class three times as frequent as in
    the reference. Every window's classes follow the reference's class shares (drawn per class from
@@ -20,6 +21,9 @@ page: Benjamini-Hochberg over all tests of that report, alert when an adjusted p
 3. Estimates: mean absolute error of accuracy by ATC and by average confidence, and the L1 error of the
    BBSE class mix, per kind at 20% of 200-prediction windows (drawings count as errors: no class fits).
 4. Speed: drift_report over 30 daily windows of 1,000,000 logged rows (database reads included).
+5. Clean simulated traffic: 14 days with no shift through the real simulator (traffic.replay_traffic), judged as
+   the Monitor judges them (drift_report with its floors, verdict.verdict): windows alerting, and the verdict,
+   at 60 (the default) and 200 predictions a day, over --sims seeds.
 Prints figures; asserts nothing.
 """
 
@@ -27,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +48,7 @@ from core.data import gather  # noqa: E402
 from core.data.images import load_rgb  # noqa: E402
 from core.model import registry, runs, scoring  # noqa: E402
 from core.production import prediction, prediction_log, traffic  # noqa: E402
-from core.production.monitoring import drift, queries, reference, stats  # noqa: E402
+from core.production.monitoring import drift, floors, queries, reference, stats, verdict  # noqa: E402
 from core.workspace import split_ops, store, workspaces  # noqa: E402
 from core.workspace.splits import SplitPlan  # noqa: E402
 
@@ -128,23 +134,38 @@ def window(
     return pd.concat([clean, moved]).sample(frac=1.0, random_state=int(rng.integers(1 << 31)))
 
 
+FLOORS: dict[int, dict[str, float]] = {}  # window size -> the page's default floors (floors.reference_floors)
+
+
 def tests_of(ref: reference.DriftReference, frame: pd.DataFrame) -> list[stats.DriftTest]:
+    """The page's tests of one window: each distinct image once (an image sent twice is no new evidence), each
+    test carrying the floor the page would give it (the reference's own window-to-window variability)."""
+    frame = frame.drop_duplicates("sha256")
     n = len(frame)
-    row = pd.Series({"predictions": n, "ood_rate": float(frame["ood"].mean()), "feedback": 0, "feedback_accuracy": None})
+    row = pd.Series(
+        {"predictions": n, "images": n, "ood_images": int(frame["ood"].sum()), "feedback": 0, "feedback_accuracy": None}
+    )
     counts = {str(c): int(n) for c, n in frame["predicted"].value_counts().items()}
-    return drift._window_tests(ref, row, counts, frame, permutations=200)
+    size = min(n, floors.FLOOR_WINDOW)
+    if size not in FLOORS:
+        FLOORS[size] = floors.reference_floors(ref, size)
+    tests = drift._window_tests(ref, row, counts, frame, permutations=200)
+    return [replace(t, floor=floors.floor_for(t.metric, FLOORS[size], {})) for t in tests]
 
 
-def strongest(target: list[stats.DriftTest], others: list[list[stats.DriftTest]]) -> float:
+def strongest(target: list[stats.DriftTest], others: list[list[stats.DriftTest]]) -> tuple[float, float]:
     """The target window's smallest adjusted p in a report with the other windows (BH over all tests): it
-    raises an alert at level q when this is below q."""
-    adjusted = stats.benjamini_hochberg(target + [t for w in others for t in w])
-    return min(t.adjusted_p for t in adjusted[: len(target)])
+    raises an alert at level q when this is below q. First over all its tests (no floors, as before issue 20),
+    then over the tests whose effect reaches the floor (the page's alerts)."""
+    adjusted = stats.benjamini_hochberg(target + [t for w in others for t in w])[: len(target)]
+    above = [t.adjusted_p for t in adjusted if abs(t.effect) >= t.floor]
+    return min(t.adjusted_p for t in adjusted), min(above, default=1.0)
 
 
-def shares(ps: list[float]) -> str:
-    """Share of windows alerting at each level (the stricter first, then the page's)."""
-    return "/".join(f"{np.mean(np.array(ps) < q):.0%}" for q in LEVELS)
+def shares(found: list[tuple[float, float]]) -> str:
+    """Share of windows alerting at each level (the stricter first, then the page's), without floors | with."""
+    ps = np.array(found)
+    return " | ".join("/".join(f"{np.mean(ps[:, k] < q):.0%}" for q in LEVELS) for k in (0, 1))
 
 
 def distinct(frame: pd.DataFrame) -> float:
@@ -162,6 +183,25 @@ def accuracy_errors(ref: reference.DriftReference, frame: pd.DataFrame) -> tuple
     known = frame["truth"].map(index).dropna().astype(int).to_numpy()
     true_mix = np.bincount(known, minlength=len(ref.classes)) / max(len(known), 1)
     return abs(atc - truth_acc), abs(conf - truth_acc), float(np.abs(mix - true_mix).sum())
+
+
+def clean_simulation(ws: workspaces.Workspace, per_day: int, seed: int) -> str:
+    """14 days of traffic with no shift through the real simulator and Monitor, on a copy of the workspace."""
+    name = f"sim-{per_day}-{seed}"
+    shutil.copytree(ws.root, workspaces.workspaces_dir() / name)
+    copy = workspaces.resolve(name)
+    cfg = traffic.TrafficConfig(days=14, per_day=per_day, shift_day=14, seed=seed)
+    sim = traffic.replay_traffic(copy, cfg)
+    report = drift.drift_report(copy, queries.LogFilter(window="day", sources=("simulation",)))
+    judged = [w for w in report.windows if w.judged]
+    alerting = [w for w in judged if w.alerts(drift.ALERT_Q)]
+    metrics = sorted({t.metric for w in alerting for t in w.alerts(drift.ALERT_Q)})
+    found = verdict.verdict(report)
+    return (
+        f"{per_day}/day, seed {seed}: {len(alerting)} of {len(judged)} judged windows alert"
+        + (f" ({', '.join(metrics)})" if metrics else "")
+        + f"; verdict {found.status}; pool {sim['pool']} test images, each replayed {sim['repeats']:.1f} times"
+    )
 
 
 def speed(ws: workspaces.Workspace, pool: dict[str, pd.DataFrame], n: int, rng: np.random.Generator) -> None:
@@ -194,6 +234,7 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true")
     parser.add_argument("--windows", type=int, default=40, help="windows per kind, share and size")
     parser.add_argument("--clean", type=int, default=210, help="clean 200-prediction windows for the false-alarm share")
+    parser.add_argument("--sims", type=int, default=3, help="seeds of the clean 14-day simulation per volume")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
@@ -217,7 +258,8 @@ def main() -> None:
     for g in groups:
         for t in stats.benjamini_hochberg([t for w in g for t in w]):
             if t.adjusted_p < LEVELS[-1]:
-                which[t.metric] = which.get(t.metric, 0) + 1
+                key = t.metric if abs(t.effect) >= t.floor else f"{t.metric} (below floor)"
+                which[key] = which.get(key, 0) + 1
     print(
         f"\n1. false alarms: share of {len(false_200)} clean 200-prediction windows that raise any alert, at q = "
         + " / ".join(map(str, LEVELS))
@@ -227,9 +269,9 @@ def main() -> None:
 
     print(
         f"\n2. detection power: share of shifted windows with any alert at q = {' / '.join(map(str, LEVELS))} "
-        f"(each judged in a report with {REPORT - 1} clean windows)"
+        f"(each judged in a report with {REPORT - 1} clean windows), without floors | with the page's floors"
     )
-    print(f"   {'kind':<12} {'share':>5} " + " ".join(f"{f'n={s}':>9}" for s in SIZES))
+    print(f"   {'kind':<12} {'share':>5} " + " ".join(f"{f'n={s}':>15}" for s in SIZES))
     for kind in (*KINDS, "label shift"):
         for share in SHARES if kind != "label shift" else (None,):
             cells = []
@@ -238,7 +280,7 @@ def main() -> None:
                 for _ in range(args.windows):
                     others = [clean[size][i] for i in rng.choice(len(clean[size]), REPORT - 1, replace=False)]
                     ps.append(strongest(tests_of(ref, window(pool, kind, share or 0, size, rng, ref)), others))
-                cells.append(f"{shares(ps):>9}")
+                cells.append(f"{shares(ps):>15}")
             print(f"   {kind:<12} {'' if share is None else f'{share:.0%}':>5} " + " ".join(cells))
 
     print("\n3. estimates at 20% of 200-prediction windows: mean absolute error (accuracy in points, class mix as L1)")
@@ -248,6 +290,13 @@ def main() -> None:
             f"   {kind:<12} ATC {errors[:, 0].mean() * 100:5.1f}  average confidence {errors[:, 1].mean() * 100:5.1f}  "
             f"BBSE class mix L1 {errors[:, 2].mean():.3f}"
         )
+    print(
+        "\n5. clean simulated traffic, as `simulate --shift-day 14` then Monitor (day windows, the page's floors and "
+        f"q = {drift.ALERT_Q}): windows with any alert, and the verdict"
+    )
+    for per_day in (60, 200):
+        for seed in range(args.sims):
+            print("   " + clean_simulation(ws, per_day, seed))
     speed(ws, pool, args.rows, rng)
 
 

@@ -361,7 +361,6 @@ def test_html_in_every_text_a_user_types_is_rendered_inert(prod: Workspace) -> N
     from dataclasses import replace
 
     from core.drivetrain import levers, objective
-    from core.drivetrain import summary as summaries
     from core.production import deployment
 
     objective.save_objective(prod, objective.Objective(HOSTILE, HOSTILE, HOSTILE, HOSTILE))
@@ -381,8 +380,6 @@ def test_html_in_every_text_a_user_types_is_rendered_inert(prod: Workspace) -> N
         p.read_text() for p in [*(REPO / "app_pages").glob("*.py"), *(REPO / "ui").glob("*.py"), REPO / "streamlit_app.py"]
     ]
     assert not any(word in text for text in sources for word in ("unsafe_allow_html", "st.html(", "components.html"))
-    text = summaries.decision_summary(prod).html
-    assert "<script>alert" not in text and "<img src=x" not in text and "&lt;script&gt;" in text
     from core.production import stakeholder, stakeholder_html
 
     text = stakeholder_html.report_html(stakeholder.stakeholder_report(prod))  # the Summary page's download

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -9,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.drivetrain import accepted, decisions, levers, objective, optimizer, summary
+from core.drivetrain import accepted, decisions, levers, objective, optimizer
 from core.drivetrain.decisions import Policy
 from core.drivetrain.levers import Utility
 from core.errors import UserError
 from core.model import outputs, registry, scoring
-from core.production import prediction, prediction_log
+from core.production import prediction, prediction_log, stakeholder, stakeholder_html
 from core.workspace.paths import Workspace
 from tests.helpers import cli, colour_image
 
@@ -226,13 +227,9 @@ def test_an_accepted_policy_decides_every_prediction_path(prod: Workspace, tmp_p
     assert prediction_log.recent(prod, 1)["action"].iloc[0] == levers.REFER
 
 
-def test_summary_html_is_standalone_and_escaped(prod: Workspace) -> None:
-    v = optimizer.validation(prod)
-    u = levers.load_utility(prod, v.classes)[0]
-    outcomes, confusion = optimizer.held_out(u, Policy(), v)
-    page = summary.summary_html(
-        "prod", objective.Objective("Warn <hikers>", "alert", "hikers", "no misses"), u, Policy(), outcomes, confusion, v.version
-    )
+def test_the_report_download_is_standalone_and_escaped(prod: Workspace) -> None:
+    objective.save_objective(prod, objective.Objective("Warn <hikers>", "alert", "hikers", "no misses"))
+    page = stakeholder_html.report_html(stakeholder.stakeholder_report(prod))
     assert page.startswith("<!doctype html>") and "Warn &lt;hikers&gt;" in page
     assert "per 1,000 images" in page and "refer to a human" in page and "<script" not in page
 
@@ -274,11 +271,13 @@ def test_the_decision_summary_uses_the_matrix_the_policy_was_chosen_under(prod: 
             chosen_under.actions, chosen_under.costs, chosen_under.rows, chosen_under.payoff, chosen_under.refer, "euros"
         ),
     )
-    found = summary.decision_summary(prod)
-    assert found.accepted and found.utility == chosen_under and found.policy == Policy(refer_below=1.01)
+    found = stakeholder.stakeholder_report(prod)
+    assert stakeholder.utility_in_force(prod) == chosen_under and found.unit == chosen_under.unit
     _, report = optimizer.split_halves(v.labels)
-    assert found.outcomes[0].images == len(report) and found.outcomes[0].automation_rate == 0.0
-    assert "every image to &#x27;refer to a human&#x27;" in found.html and "euros" not in found.html
+    outcome = found.comparison.outcomes[0]
+    assert outcome.images == len(report) and outcome.automation_rate == 0.0
+    page = stakeholder_html.report_html(found)
+    assert "every image to &#x27;refer to a human&#x27;" in page and "euros" not in page
 
 
 def test_the_summary_reports_on_the_half_the_accepted_policy_was_not_fitted_on(prod: Workspace) -> None:
@@ -289,15 +288,17 @@ def test_the_summary_reports_on_the_half_the_accepted_policy_was_not_fitted_on(p
     _, report = optimizer.split_halves(v.labels, 3)
     assert found.seed == 3 and found.report_ids == tuple(v.ids[i] for i in report)
     assert set(found.report_ids) <= set(registry.read_meta(prod, v.version)["valid_ids"])
-    shown = summary.decision_summary(prod)
-    assert shown.outcomes[0].images == len(report) and "(seed 3)" in shown.measured_on and "did not fit on" in shown.measured_on
-    assert shown.measured_on in shown.html
+    shown = stakeholder.stakeholder_report(prod)
+    gains = next(s for s in shown.sections if s.title == "What it gains")
+    measured = next(s for s in gains.sentences if "(seed 3)" in s)
+    assert shown.comparison.outcomes[0].images == len(report) and "did not fit on" in measured
+    assert html.escape(measured) in stakeholder_html.report_html(shown)
 
 
 def test_a_policy_accepted_without_its_split_says_so(prod: Workspace) -> None:
     always_refer(prod)  # accepted directly, as policies were before the split was recorded
-    shown = summary.decision_summary(prod)
-    assert "may have seen these images" in shown.measured_on
+    shown = stakeholder.stakeholder_report(prod)
+    assert any("may have seen these images" in s for section in shown.sections for s in section.sentences)
 
 
 def test_two_sessions_editing_the_utility_keep_both_changes(ws: Workspace) -> None:

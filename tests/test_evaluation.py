@@ -25,6 +25,14 @@ def test_per_class_metrics() -> None:
     assert table.loc["c", "f1"] == 0.0 and table["support"].tolist() == [3, 2, 1]
 
 
+def test_per_class_intervals_and_accuracy_as_a_rate() -> None:
+    table = evaluation.per_class(EV).set_index("class")
+    assert table.loc["b", "recall 95% CI"] == "34%-100% (n 2)"  # 2 of 2: Wilson, not the normal approximation's 100-100%
+    assert table.loc["a", "precision 95% CI"] == "21%-94% (n 3)"
+    assert table.loc["c", "precision 95% CI"] == "no images (n 0)"  # nothing was predicted c
+    assert (EV.rate.k, EV.rate.n) == (4, 6) and EV.rate.short() == "too few (n 6)"
+
+
 def test_most_confused_pairs() -> None:
     assert evaluation.most_confused(EV).values.tolist() == [["a", "b", 1], ["c", "a", 1]]
 

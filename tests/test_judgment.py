@@ -36,6 +36,29 @@ def test_a_rate_from_too_few_items_says_so_instead_of_a_headline() -> None:
     assert math.isnan(rates.Rate(0, 0).value)
 
 
+def _rate_metrics() -> None:
+    import streamlit as st
+
+    from core.model.rates import Rate
+    from ui.common import rate_metric
+
+    a, b, c = st.columns(3)
+    rate_metric(a, "Large", Rate(95, 100))
+    rate_metric(b, "Small", Rate(2, 2))
+    rate_metric(c, "Empty", Rate(0, 0), "no test images")
+
+
+def test_a_rate_on_a_page_carries_its_interval_and_n_or_says_too_few() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_rate_metrics).run()
+    assert not at.exception
+    large, small, empty = at.metric
+    assert large.value == "95.0%" and large.delta == "95% CI 88.8-97.8%, n 100"
+    assert small.value == "too few (n 2)" and not small.delta
+    assert empty.value == "no test images"
+
+
 def reference(rng: np.random.Generator, n: int = 300) -> DriftReference:
     """A reference like a model's: three classes, confident, few OOD, real-looking property spreads."""
     labels = rng.integers(3, size=n)

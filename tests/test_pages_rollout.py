@@ -84,6 +84,8 @@ def test_review_page_labels_with_one_click_and_adds_to_the_data(prod: Workspace)
             (first.id, "green", "review", "ana")
         ]
     assert at.metric[0].value == "2"
+    agreed = int(first.predicted == "green")
+    assert any(f"Reviewers agreed with the model on {agreed} of 1 (too few (n 1) for a rate)" in c.value for c in at.caption)
     at.button(key="review_add").click().run()
     assert any("Added 1 image(s) to the data" in s.value for s in at.success)
     added = store.images(prod).query("source_kind == 'production'")

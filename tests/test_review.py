@@ -12,7 +12,7 @@ import pytest
 
 from core.data import explore
 from core.errors import UserError
-from core.model import registry, runs, scoring
+from core.model import rates, registry, runs, scoring
 from core.production import gate, prediction, prediction_log, review, rollout
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
@@ -187,7 +187,10 @@ def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decisio
     assert not strict.passed and [c.met for c in strict.checks] == [False, True, True, False]
     assert len(comparison.windows) >= 1 and comparison.windows["paired"].sum() == 36
     table = gate.windows_table(comparison)
-    assert table["scored by both"].sum() == 36 and set(table["agreement"]) == {"100.0%"}
+    assert table["scored by both"].sum() == 36
+    for shown, n in zip(table["agreement (95% CI)"], table["scored by both"], strict=True):
+        assert shown == f"100.0% ({rates.wilson(n, n)[0]:.0%}-100%)"  # all agree, and the interval says how sure that is
+    assert comparison.agreement_rate == rates.Rate(36, 36) and comparison.accuracy.candidate_rate.n == 31
     assert set(table["difference (points)"]) <= {"+0.0", ""} and table["95% interval"].iloc[-1].count(" to ") <= 1
 
     rollout.expand(prod, gate.figures(comparison, strict), note="enough")

@@ -10,10 +10,12 @@ from typing import TypeVar
 import pandas as pd
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
 
 from core.data.gather import GatherReport
 from core.data.images import thumbnail
 from core.errors import UserError, os_message
+from core.model.rates import Rate
 from core.progress import ProgressFn
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
@@ -22,6 +24,16 @@ T = TypeVar("T")
 PICKED = "workspace_name"  # owner: this module (the sidebar picker)
 PENDING = "workspace_to_open"  # pages set this to switch the picker on the next run
 DEFAULT_ENV = "IMAGEDP_WORKSPACE"
+
+
+def rate_metric(where: DeltaGenerator, label: str, rate: Rate, empty: str = "none", help: str | None = None) -> None:
+    """A rate as a metric: the share with its 95% interval and n beneath it, or "too few (n)" on a small sample."""
+    if not rate.n:
+        where.metric(label, empty, help=help)
+    elif not rate.enough:
+        where.metric(label, rate.short(), help=help)
+    else:
+        where.metric(label, rate.short(), f"{rate.ci()}, n {rate.n:,}", delta_color="off", delta_arrow="off", help=help)
 
 
 def workspace_picker(visible: bool = True) -> None:

@@ -1,21 +1,15 @@
-"""What stakeholders read: the policy in words, its outcomes as a table and a curve, and the decision summary
-(objective, levers, utility, policy, outcome per 1,000 images) on the page and as a standalone HTML file."""
+"""The policy as stakeholders read it: in words from what it does, its outcomes per 1,000 images as a table with
+intervals and a curve, the comparison with the baselines in a sentence, and which images the figures come from
+(the stakeholder report, core.production.stakeholder, is built from these)."""
 
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass
-
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.drivetrain import accepted, objective, optimizer
+from core.drivetrain import accepted, optimizer
 from core.drivetrain.decisions import Outcome, Policy
 from core.drivetrain.levers import Utility
-from core.drivetrain.objective import Objective
-from core.workspace import store
-from core.workspace.paths import Workspace
 
 
 def curve_figure(curve: pd.DataFrame, chosen: Policy, others: list[Outcome], unit: str) -> go.Figure:
@@ -88,74 +82,6 @@ def describe(policy: Policy, u: Utility | None = None) -> str:
     elif policy.rule == "top_class" or policy.refer_below == 0:
         parts.append("never refer, out-of-domain inputs included")
     return "; ".join(parts)
-
-
-def summary_html(
-    workspace_name: str,
-    goal: Objective,
-    u: Utility,
-    policy: Policy,
-    outcomes: list[Outcome],
-    confusion: pd.DataFrame,
-    version: str,
-    measured_on: str = "Measured on validation images the optimizer did not see.",
-) -> str:
-    """A standalone HTML page for stakeholders: objective, levers, utility, policy, outcome per 1,000, confusion."""
-    e = html.escape
-    table_style = "border-collapse:collapse"
-
-    def table(frame: pd.DataFrame, index: bool = True) -> str:
-        return frame.to_html(index=index, border=1, justify="center").replace('class="dataframe"', f'style="{table_style}"')
-
-    actions = pd.DataFrame({"action": u.actions, f"cost of use ({u.unit})": u.costs})
-    matrix = pd.DataFrame(np.asarray(u.payoff), index=list(u.rows), columns=list(u.actions))
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{e(workspace_name)}: decision summary</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;line-height:1.45}}
-td,th{{padding:4px 10px}} h2{{margin-top:1.6em}}</style></head><body>
-<h1>{e(workspace_name)}: decision summary</h1>
-<p>Model {e(version)}; generated {e(str(store.now())[:16])} UTC.</p>
-<h2>Objective</h2>
-<p><b>Outcome wanted:</b> {e(goal.statement or "not stated yet")}<br>
-<b>Decision served:</b> {e(goal.decision or "not stated yet")}<br>
-<b>Who is affected:</b> {e(goal.affected or "not stated yet")}<br>
-<b>Success measure:</b> {e(goal.success or "not stated yet")}</p>
-<h2>Levers (actions)</h2>{table(actions, index=False)}
-<h2>Utility matrix ({e(u.unit)}; rows: what the image really is, columns: action)</h2>{table(matrix)}
-<h2>Chosen policy</h2><p>{e(describe(policy, u)[0].upper() + describe(policy, u)[1:])}.</p>
-<h2>Expected outcome per 1,000 images</h2>
-<p>{e(measured_on)}</p>{table(outcomes_frame(outcomes, u.unit), index=False)}
-<h2>Confusion (true class by action, same images)</h2>{table(confusion)}
-</body></html>
-"""
-
-
-@dataclass(frozen=True)
-class DecisionSummary:
-    """The Summary page's content for the production model, and the same as a standalone HTML page."""
-
-    version: str
-    objective: Objective
-    utility: Utility  # the matrix the accepted policy was chosen under (else the workspace's current one)
-    policy: Policy
-    accepted: bool
-    outcomes: list[Outcome]  # on the validation half the optimizer does not fit on
-    confusion: pd.DataFrame  # true class x action on those images
-    measured_on: str  # which images the outcomes come from, in a sentence
-    html: str
-
-
-def decision_summary(ws: Workspace) -> DecisionSummary:
-    """The production model's decision summary: one call for the Summary page."""
-    v = optimizer.validation(ws)
-    force = accepted.in_force(ws, v)
-    utility = force.accepted.utility if force.accepted else force.utility
-    goal = objective.load_objective(ws)
-    seed = force.accepted.seed if force.accepted and force.accepted.seed is not None else 0
-    outcomes, confusion = optimizer.held_out(utility, force.policy, v, seed)
-    said = measured_on(force.accepted, outcomes[0].images, v.version, seed)
-    page = summary_html(ws.name, goal, utility, force.policy, outcomes, confusion, v.version, said)
-    return DecisionSummary(v.version, goal, utility, force.policy, force.accepted is not None, outcomes, confusion, said, page)
 
 
 def measured_on(found: accepted.AcceptedPolicy | None, images: int, version: str, seed: int) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.model import registry
+from core.model.rates import Rate
 from core.workspace import store
 from core.workspace.paths import Workspace, write_atomic
 
@@ -37,6 +38,11 @@ class Evaluation:
     @property
     def accuracy(self) -> float:
         return float((self.predicted == self.labels).mean()) if len(self.labels) else float("nan")
+
+    @property
+    def rate(self) -> Rate:
+        """Accuracy as a sample rate: correct of n, with its Wilson interval."""
+        return Rate(int((self.predicted == self.labels).sum()), len(self.labels))
 
 
 def load(ws: Workspace, version: str) -> Evaluation:
@@ -145,13 +151,34 @@ def confusion_matrix(ev: Evaluation) -> np.ndarray:
 
 
 def per_class(ev: Evaluation) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class."""
+    """Precision, recall, F1 and support per class; recall and precision also as 95% Wilson intervals with their
+    n: a class holds few images, and the interval says how little a share of them pins down."""
     cm = confusion_matrix(ev)
     tp = np.diag(cm).astype(float)
     precision = np.divide(tp, cm.sum(0), out=np.zeros_like(tp), where=cm.sum(0) > 0)
     recall = np.divide(tp, cm.sum(1), out=np.zeros_like(tp), where=cm.sum(1) > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
-    return pd.DataFrame({"class": ev.classes, "precision": precision, "recall": recall, "f1": f1, "support": cm.sum(1)})
+    recall_ci = [_interval(Rate(int(k), int(n))) for k, n in zip(tp, cm.sum(1), strict=True)]
+    precision_ci = [_interval(Rate(int(k), int(n))) for k, n in zip(tp, cm.sum(0), strict=True)]
+    return pd.DataFrame(
+        {
+            "class": ev.classes,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": cm.sum(1),
+            "recall 95% CI": recall_ci,
+            "precision 95% CI": precision_ci,
+        }
+    )
+
+
+def _interval(rate: Rate) -> str:
+    """'83-99% (n 45)' (wide, not hidden, when n is small), or 'no images (n 0)'."""
+    if not rate.n:
+        return "no images (n 0)"
+    low, high = rate.interval
+    return f"{low:.0%}-{high:.0%} (n {rate.n})"
 
 
 def most_confused(ev: Evaluation, min_count: int = 1) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.model.rates import Rate
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -41,6 +42,14 @@ class Paired:
     low: float | None
     high: float | None
 
+    @property
+    def production_rate(self) -> Rate:
+        return Rate(round((self.production or 0.0) * self.labelled), self.labelled)
+
+    @property
+    def candidate_rate(self) -> Rate:
+        return Rate(round((self.candidate or 0.0) * self.labelled), self.labelled)
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -52,6 +61,10 @@ class Comparison:
     accuracy: Paired
     windows: pd.DataFrame  # per window: paired, agreement, labelled, production/candidate accuracy, difference, low, high
     pairs: pd.DataFrame  # every request both scored (labels, truth, time, name, kept image), oldest first
+
+    @property
+    def agreement_rate(self) -> Rate:
+        return Rate(round((self.agreement or 0.0) * self.paired), self.paired)
 
 
 @dataclass(frozen=True)
@@ -190,15 +203,21 @@ def windows_table(c: Comparison) -> pd.DataFrame:
     def points(v: object) -> str:
         return "" if v is None or pd.isna(v) else f"{float(v) * 100:+.1f}"
 
+    def share(v: object, n: int) -> str:  # the rate with its 95% Wilson interval (n is the column beside it)
+        if v is None or pd.isna(v) or not n:
+            return ""
+        low, high = Rate(round(float(v) * n), int(n)).interval
+        return f"{float(v):.1%} ({low:.0%}-{high:.0%})"
+
     w = c.windows
     return pd.DataFrame(
         {
             "window": w["window"],
             "scored by both": w["paired"],
-            "agreement": w["agreement"].map(lambda v: f"{v:.1%}"),
+            "agreement (95% CI)": [share(v, n) for v, n in zip(w["agreement"], w["paired"], strict=True)],
             "labelled": w["labelled"],
-            "production accuracy": w["production"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
-            "candidate accuracy": w["candidate"].map(lambda v: "" if pd.isna(v) else f"{v:.1%}"),
+            "production accuracy (95% CI)": [share(v, n) for v, n in zip(w["production"], w["labelled"], strict=True)],
+            "candidate accuracy (95% CI)": [share(v, n) for v, n in zip(w["candidate"], w["labelled"], strict=True)],
             "difference (points)": w["difference"].map(points),
             "95% interval": [
                 "" if pd.isna(lo) else f"{points(lo)} to {points(hi)}" for lo, hi in zip(w["low"], w["high"], strict=True)

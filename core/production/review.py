@@ -23,7 +23,9 @@ import pandas as pd
 from core.data import gather
 from core.errors import UserError
 from core.model import registry
+from core.model.rates import Rate
 from core.production import prediction_log
+from core.production.monitoring.queries import AGREES
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -54,6 +56,11 @@ class Backlog:
     by_reason: dict[str, int]  # a prediction can have several reasons
     oldest: datetime | None
     reviewed: int  # labels given through the review queue, ever
+    agreed: int = 0  # of them, labels that agree with the model (queries.AGREES: "none of these" on a flagged image too)
+
+    @property
+    def agreement(self) -> Rate:
+        return Rate(self.agreed, self.reviewed)
 
 
 @dataclass(frozen=True)
@@ -81,9 +88,13 @@ def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Back
         n, referred, ood, disputed, oldest = c.execute(
             f"SELECT count(*), count_if(referred), count_if(ood), count_if(disputed), min(ts) FROM ({_PENDING})"
         ).fetchone()
-        reviewed = c.execute("SELECT count(*) FROM feedback WHERE source = 'review'").fetchone()[0]
+        reviewed, agreed = c.execute(
+            f"SELECT count(*), count_if({AGREES}) FROM feedback fb LEFT JOIN predictions p ON p.id = fb.prediction_id "
+            "WHERE fb.source = 'review'",
+            [NONE_OF_THESE],
+        ).fetchone()
     by_reason = {"referred": int(referred or 0), "out of domain": int(ood or 0), "disputed": int(disputed or 0)}
-    return Backlog(int(n), by_reason, oldest, int(reviewed))
+    return Backlog(int(n), by_reason, oldest, int(reviewed), int(agreed or 0))
 
 
 def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> pd.DataFrame:
