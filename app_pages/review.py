@@ -40,9 +40,18 @@ if backlog.pending:
         "Why they wait (one can have several reasons): " + ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) + "."
     )
 
-left, right = st.columns([2, 1])
-reviewer = left.text_input("Your name (recorded with each label)", key="review_reviewer")
+left, middle, right = st.columns([2, 1, 1], vertical_alignment="bottom")
+reviewer = left.text_input(
+    "Your name (required: recorded with each label)", value=st.session_state.get("reviewer_name", ""), key="review_reviewer"
+).strip()
+st.session_state["reviewer_name"] = reviewer  # asked once per session: kept when the user visits other pages
+if middle.button("Undo my last label", key="review_undo", disabled=not reviewer, width="stretch"):
+    undone = attempt(lambda: review.undo_last(ws, reviewer))
+    st.session_state["review_message"] = f"Took back {undone.label!r} on {undone.name}: it waits in the queue again."
+    st.rerun()
 order = right.segmented_control("Order", ["Oldest first", "Newest first"], default="Oldest first", key="review_order")
+if not reviewer:
+    st.info("Type your name above to label: each label is recorded with who gave it.")
 items = review.pending(ws, PAGE, newest_first=order == "Newest first")
 if not items:
     st.info("Nothing waits for review.")
@@ -58,14 +67,15 @@ for item in items:
             st.markdown(f"Model {item.version}: {top}  \nAction taken: **{item.action}**")
             why = ", ".join(item.reasons)
             other = f"; the other model said **{item.other}**" if item.other else ""
-            st.caption(f"{item.ts:%Y-%m-%d %H:%M} · {item.source} · waiting because: {why}{other}")
+            sent = f" · sent {item.copies} times, labelled once for all" if item.copies > 1 else ""
+            st.caption(f"{item.ts:%Y-%m-%d %H:%M} · {item.source} · waiting because: {why}{other}{sent}")
             st.markdown("What is it?")
             choices = [*item.classes, NONE_OF_THESE]  # one click per class
             picked = None
             for start in range(0, len(choices), ROW):
                 cells = st.columns(ROW)
                 for cell, choice in zip(cells, choices[start : start + ROW], strict=False):
-                    if cell.button(choice, key=f"label_{item.id}_{choice}", width="stretch"):
+                    if cell.button(choice, key=f"label_{item.id}_{choice}", width="stretch", disabled=not reviewer):
                         picked = choice
             if picked is not None:
                 attempt(lambda i=item, c=picked: review.label(ws, i.id, c, reviewer))

@@ -201,10 +201,12 @@ def clean_simulation(ws: workspaces.Workspace, per_day: int, seed: int) -> str:
     alerting = [w for w in judged if w.alerts(drift.ALERT_Q)]
     metrics = sorted({t.metric for w in alerting for t in w.alerts(drift.ALERT_Q)})
     found = verdict.verdict(report)
+    ref = reference.drift_reference(copy, registry.production_version(copy))
     return (
         f"{per_day}/day, seed {seed}: {len(alerting)} of {len(judged)} judged windows alert"
         + (f" ({', '.join(metrics)})" if metrics else "")
-        + f"; verdict {found.status}; pool {sim['pool']} test images, each replayed {sim['repeats']:.1f} times"
+        + f"; verdict {found.status}; pool {sim['pool']} test images, each replayed {sim['repeats']:.1f} times; "
+        f"{sim['ood_rate_before_shift']:.0%} of the traffic flagged out of domain (validation: {np.mean(ref.ood):.0%})"
     )
 
 

@@ -371,7 +371,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     # the human loop: review three queued images, add them to the data, retrain, shadow, expand
     page.get_by_role("link", name="Review").click()
     page.get_by_text("Oldest waiting").wait_for()
-    page.get_by_role("textbox", name="Your name (recorded with each label)").fill("walker")
+    page.get_by_role("textbox", name="Your name (required: recorded with each label)").fill("walker")
     page.keyboard.press("Enter")
     idle(page)
     first_item = "[class*='st-key-label_']"
@@ -393,6 +393,16 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
         page.get_by_text(re.compile(r"^Recorded .+ as ")).wait_for()
         with store.connect(demo_ws) as con:
             assert con.execute("SELECT count(*) FROM feedback WHERE reviewer = 'walker'").fetchone()[0] == k + 1
+    page.get_by_role("button", name="Undo my last label").click()
+    page.get_by_text(re.compile(r"^Took back .+ it waits in the queue again")).wait_for()
+    idle(page)
+    with store.connect(demo_ws) as con:
+        assert con.execute("SELECT count(*) FROM feedback WHERE reviewer = 'walker'").fetchone()[0] == 2
+    before = first_key()
+    page.locator(f"{first_item} button").first.click()  # label it again
+    page.wait_for_function(changed, arg=before)
+    idle(page)
+    page.get_by_text(re.compile(r"^Recorded .+ as ")).wait_for()
     no_exception(page)
     shot(page, "21-review")
     page.get_by_role("button", name=re.compile(r"^Add [1-9]\d* image\(s\) to the data$")).click()

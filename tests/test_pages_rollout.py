@@ -75,8 +75,11 @@ def test_review_page_labels_with_one_click_and_adds_to_the_data(prod: Workspace)
     at = app("app_pages/review.py", "prod")
     assert not at.exception and not errors(at)
     assert at.metric[0].value == "3"
-    at.text_input(key="review_reviewer").set_value("ana").run()
     first = review.pending(prod)[0]
+    assert at.button(key=f"label_{first.id}_green").disabled  # no label without a name
+    assert any("Type your name above to label" in i.value for i in at.info)
+    at.text_input(key="review_reviewer").set_value("ana").run()
+    assert not at.button(key=f"label_{first.id}_green").disabled
     at.button(key=f"label_{first.id}_green").click().run()
     assert any("as green" in s.value for s in at.success)
     with store.connect(prod) as con:
@@ -86,6 +89,10 @@ def test_review_page_labels_with_one_click_and_adds_to_the_data(prod: Workspace)
     assert at.metric[0].value == "2"
     agreed = int(first.predicted == "green")
     assert any(f"Reviewers agreed with the model on {agreed} of 1 (too few (n 1) for a rate)" in c.value for c in at.caption)
+    at.button(key="review_undo").click().run()
+    assert any("waits in the queue again" in s.value for s in at.success) and at.metric[0].value == "3"
+    at.button(key=f"label_{first.id}_green").click().run()
+    assert at.metric[0].value == "2"
     at.button(key="review_add").click().run()
     assert any("Added 1 image(s) to the data" in s.value for s in at.success)
     added = store.images(prod).query("source_kind == 'production'")

@@ -66,9 +66,65 @@ def test_the_queue_holds_referred_out_of_domain_and_disputed_predictions_oldest_
     with store.connect(prod) as con:
         assert con.execute("SELECT label, source, reviewer FROM feedback").fetchall() == [("blue", "review", "ana")]
     with pytest.raises(UserError, match="not one of the model's classes"):
-        review.label(prod, items[1].id, "purple")
+        review.label(prod, items[1].id, "purple", reviewer="ana")
     with pytest.raises(UserError, match="No prediction 'nope'"):
-        review.label(prod, "nope", "blue")
+        review.label(prod, "nope", "blue", reviewer="ana")
+    with pytest.raises(UserError, match="Say who gives this label"):
+        review.label(prod, items[1].id, "blue", reviewer="  ")
+    assert review.backlog(prod).reviewed == 1  # nothing recorded without a name
+
+
+def test_an_image_sent_again_and_again_waits_once_and_one_label_clears_it(prod: Workspace) -> None:
+    predictor = scoring.load_predictor(prod)
+    data = colour_image(1, 4242)
+    preds, _ = prediction.predict_images(predictor, [(f"again{i}.png", data) for i in range(3)], keep_bytes=True)
+    preds = [dataclasses.replace(p, ood=True) for p in preds]  # three requests, one image
+    start = store.now() - timedelta(days=1)
+    prediction_log.log_predictions(prod, preds, "app", predictor.version, [start + timedelta(hours=i) for i in range(3)])
+    other = log_scored(prod, 1, seed=4, ood=True)
+    items = review.pending(prod)
+    assert review.backlog(prod).pending == 2 and len(items) == 2
+    again = next(i for i in items if i.copies == 3)
+    assert again.id == preds[0].id  # the oldest of the three
+    review.label(prod, preds[1].id, "blue", reviewer="ana")  # labelled through any of its predictions
+    assert [i.id for i in review.pending(prod)] == [other[0].id]
+
+
+def test_undo_takes_back_the_reviewers_latest_label_and_keeps_it_in_the_audit(prod: Workspace) -> None:
+    preds = log_scored(prod, 2, ood=True)
+    first, second = review.pending(prod)
+    review.label(prod, first.id, "red", reviewer="ana")
+    review.label(prod, second.id, "blue", reviewer="ana")
+    review.label(prod, second.id, "green", reviewer="bo")  # someone else's label is not ana's to take back
+    with pytest.raises(UserError, match="who you are"):
+        review.undo_last(prod, "")
+    undone = review.undo_last(prod, "ana")
+    assert (undone.prediction_id, undone.label) == (second.id, "blue")
+    with store.connect(prod) as con:
+        kept = con.execute("SELECT prediction_id, label, reviewer FROM feedback ORDER BY ts").fetchall()
+        trail = con.execute("SELECT before, detail FROM audit WHERE action = 'undo review label'").fetchall()
+    assert kept == [(first.id, "red", "ana"), (second.id, "green", "bo")]
+    assert len(trail) == 1 and json.loads(trail[0][0]) == "blue" and json.loads(trail[0][1])["reviewer"] == "ana"
+    assert review.undo_last(prod, "ana").prediction_id == first.id
+    assert [i.id for i in review.pending(prod)] == [first.id]  # back in the queue (bo's label still covers the other)
+    with pytest.raises(UserError, match="no label to take back"):
+        review.undo_last(prod, "ana")
+    review.label(prod, first.id, "red", reviewer="ana")
+    review.add_to_data(prod, [first.id])
+    with pytest.raises(UserError, match="already added to the data"):
+        review.undo_last(prod, "ana")
+    assert {p.id for p in preds} == {first.id, second.id}
+
+
+def test_cli_review_needs_a_reviewer_and_can_undo(prod: Workspace) -> None:
+    log_scored(prod, 1, ood=True)
+    item = review.pending(prod)[0]
+    run = cli("review", "--workspace", "prod", "--label", item.id, "red")
+    assert run.returncode == 2 and "--reviewer" in run.stderr and "Traceback" not in run.stderr
+    assert cli("review", "--workspace", "prod", "--label", item.id, "red", "--reviewer", "ana").returncode == 0
+    run = cli("review", "--workspace", "prod", "--undo", "--reviewer", "ana")
+    assert run.returncode == 0 and "waits in the queue again" in run.stdout
+    assert review.backlog(prod).pending == 1
 
 
 def test_imported_labels_land_with_their_provenance_and_bad_rows_are_reported(prod: Workspace) -> None:
@@ -97,7 +153,7 @@ def test_imported_labels_land_with_their_provenance_and_bad_rows_are_reported(pr
 def test_reviewed_images_join_the_data_with_provenance_and_none_of_these_does_not(prod: Workspace) -> None:
     preds = log_scored(prod, 4, ood=True)
     review.label(prod, preds[0].id, "red", reviewer="ana")
-    review.label(prod, preds[1].id, NONE_OF_THESE)
+    review.label(prod, preds[1].id, NONE_OF_THESE, reviewer="ana")
     prediction_log.add_feedback(prod, preds[2].id, "green", CLASSES, source="app")
     before = len(store.images(prod))
 
@@ -121,7 +177,7 @@ def test_reviewed_images_join_the_data_with_provenance_and_none_of_these_does_no
     predictor = scoring.load_predictor(prod)
     copy, _ = prediction.predict_images(predictor, [("copy.png", catalog_bytes)], keep_bytes=True)
     prediction_log.log_predictions(prod, [dataclasses.replace(copy[0], ood=True)], "app", predictor.version)
-    review.label(prod, copy[0].id, "red")
+    review.label(prod, copy[0].id, "red", reviewer="ana")
     assert review.held_back(prod)["already in the data (the same bytes)"] == 1
     assert review.add_to_data(prod).added == []
     assert "production_images_added" in set(store.audit_log(prod)["action"])

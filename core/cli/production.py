@@ -267,6 +267,9 @@ def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
         prediction_id, answer = args.label
         review.label(ws, prediction_id, answer, args.reviewer)
         done["labelled"] = prediction_id
+    if args.undo:
+        undone = review.undo_last(ws, args.reviewer)
+        done["undone"] = {"prediction_id": undone.prediction_id, "name": undone.name, "label": undone.label}
     if args.import_csv:
         imported = review.import_labels(ws, read_file(Path(args.import_csv)), args.reviewer)
         done["imported"] = {"labelled": imported.labelled, "failed": imported.failed}
@@ -280,6 +283,8 @@ def print_review(data: dict[str, Any]) -> None:
     done = data["done"]
     if "labelled" in done:
         print(f"labelled {done['labelled']}")
+    if "undone" in done:
+        print(f"took back the label {done['undone']['label']!r} on {done['undone']['name']}: it waits in the queue again")
     if "imported" in done:
         print(f"imported {done['imported']['labelled']} label(s); {len(done['imported']['failed'])} row(s) refused")
         for f in done["imported"]["failed"]:
@@ -395,7 +400,8 @@ def add_commands(command: Any) -> None:
     v.add_argument(
         "--label", nargs=2, metavar=("PREDICTION_ID", "LABEL"), help="label one prediction (a class or 'none of these')"
     )
-    v.add_argument("--reviewer", help="who labels: recorded with each label")
+    v.add_argument("--reviewer", help="who labels: recorded with each label (required with --label and --undo)")
+    v.add_argument("--undo", action="store_true", help="take back this reviewer's latest label (kept in the audit log)")
     v.add_argument("--import", dest="import_csv", metavar="CSV", help="labels from elsewhere: prediction_id (or sha256), label")
     v.add_argument("--add-to-data", action="store_true", help="add reviewed production images to the catalog")
     v.add_argument("--ids", nargs="+", metavar="PREDICTION_ID", help="with --add-to-data: only these")

@@ -38,16 +38,26 @@ _PAIRS = """pairs AS (  -- requests scored by production and a candidate: the ot
            arg_max(CASE WHEN NOT served THEN model_version END, ts) AS other_version
     FROM predictions WHERE request_id IS NOT NULL GROUP BY request_id HAVING count(*) > 1
 )"""
-_LABELLED = """labelled AS (  -- requests someone already labelled (on any of their predictions)
-    SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM predictions p JOIN feedback f ON f.prediction_id = p.id
+_LABELLED = """labelled AS (  -- requests and images someone already labelled (on any of their predictions)
+    SELECT DISTINCT coalesce(p.request_id, p.id) AS request, p.sha256 FROM predictions p JOIN feedback f ON f.prediction_id = p.id
 )"""
-_PENDING = f"""WITH {_PAIRS}, {_LABELLED}
+# One entry per image: an image sent several times waits once (its oldest waiting prediction, with how many wait),
+# and leaves the queue when any of its predictions is labelled.
+_PENDING = f"""WITH {_PAIRS}, {_LABELLED},
+waiting AS (
     SELECT p.id, p.ts, p.source, p.name, p.model_version, coalesce(p.stage, 'production') AS stage, p.predicted,
            p.confidence, p.probs, p.action, p.ood, coalesce(p.referred, FALSE) AS referred,
-           coalesce(d.disputed, FALSE) AS disputed, d.other_label, d.other_version, p.image_path
+           coalesce(d.disputed, FALSE) AS disputed, d.other_label, d.other_version, p.image_path,
+           coalesce(p.sha256, p.id) AS image
     FROM predictions p LEFT JOIN pairs d ON d.request_id = p.request_id
     WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE))
-      AND coalesce(p.request_id, p.id) NOT IN (SELECT request FROM labelled)"""
+      AND coalesce(p.request_id, p.id) NOT IN (SELECT request FROM labelled)
+      AND (p.sha256 IS NULL OR p.sha256 NOT IN (SELECT sha256 FROM labelled WHERE sha256 IS NOT NULL))
+)
+SELECT * EXCLUDE (image, rank) FROM (
+    SELECT *, row_number() OVER (PARTITION BY image ORDER BY ts, id) AS rank, count(*) OVER (PARTITION BY image) AS copies
+    FROM waiting
+) WHERE rank = 1"""
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class Item:
     other: str | None  # the other model's answer, when disputed
     image_path: str | None  # relative to the workspace; None when the image was not kept
     classes: tuple[str, ...] = ()  # every class of the model that made it: the reviewer's choices
+    copies: int = 1  # predictions of this same image waiting (the image was sent that many times)
 
 
 def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Backlog:
@@ -99,7 +110,7 @@ def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Back
 
 def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> pd.DataFrame:
     """The queue's rows as the log holds them, oldest first (the backlog) or newest first."""
-    order = "p.ts DESC, p.id DESC" if newest_first else "p.ts, p.id"
+    order = "ts DESC, id DESC" if newest_first else "ts, id"
     with store.connect(ws) as con:
         return con.execute(f"{_PENDING} ORDER BY {order} LIMIT ? OFFSET ?", [int(limit), int(offset)]).df()
 
@@ -118,7 +129,7 @@ def pending(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool 
                 r["id"], r["ts"], r["source"], r["name"], r["model_version"], r["stage"], r["predicted"],
                 float(r["confidence"]), tuple((names[i], float(probs[i])) for i in order), r["action"], reasons,
                 r["other_label"] if isinstance(r["other_label"], str) else None,
-                r["image_path"] if isinstance(r["image_path"], str) else None, names,
+                r["image_path"] if isinstance(r["image_path"], str) else None, names, int(r["copies"]),
             )
         )  # fmt: skip
     return items
@@ -132,13 +143,59 @@ def _classes(ws: Workspace, version: str, seen: dict[str, tuple[str, ...]] | Non
     return seen[version]
 
 
-def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None = None) -> None:
-    """A reviewer's answer for one queued prediction: a class, or 'none of these'."""
+def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None) -> None:
+    """A reviewer's answer for one queued prediction: a class, or 'none of these', recorded with who gave it."""
+    who = (reviewer or "").strip()
+    if not who:
+        raise UserError(
+            "Say who gives this label (a name or initials): every label is recorded with who gave it. "
+            "On the Review page, fill in 'Your name'; on the command line, pass --reviewer NAME."
+        )
     with store.connect(ws) as con:
         row = con.execute("SELECT model_version FROM predictions WHERE id = ?", [prediction_id]).fetchone()
     if row is None:
         raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
-    prediction_log.add_feedback(ws, prediction_id, answer, _classes(ws, row[0]), "review", (reviewer or "").strip() or None)
+    prediction_log.add_feedback(ws, prediction_id, answer, _classes(ws, row[0]), "review", who)
+
+
+@dataclass(frozen=True)
+class Undone:
+    prediction_id: str
+    name: str
+    label: str
+
+
+def undo_last(ws: Workspace, reviewer: str | None) -> Undone:
+    """Take back the reviewer's latest label: the prediction waits in the queue again. The label is not lost: an
+    audit row keeps it, and who took it back. A label whose image already joined the data stays (relabel it on
+    Explore instead, where that change is audited with the image)."""
+    who = (reviewer or "").strip()
+    if not who:
+        raise UserError("Say who you are ('Your name'): you can take back only your own labels.")
+    with store.transaction(ws) as con:
+        row = con.execute(
+            "SELECT fb.prediction_id, fb.ts, fb.label, p.name FROM feedback fb "
+            "LEFT JOIN predictions p ON p.id = fb.prediction_id "
+            "WHERE fb.source = 'review' AND fb.reviewer = ? ORDER BY fb.ts DESC LIMIT 1",
+            [who],
+        ).fetchone()
+        if row is None:
+            raise UserError(f"{who} has no label to take back.")
+        prediction_id, ts, answer, name = row
+        joined = con.execute("SELECT id FROM images WHERE prediction_id = ? LIMIT 1", [prediction_id]).fetchone()
+        if joined:
+            raise UserError(
+                f"{name or prediction_id} was already added to the data as image {joined[0]}: relabel it on Explore "
+                "(audited there) instead of undoing the review."
+            )
+        con.execute(
+            "DELETE FROM feedback WHERE prediction_id = ? AND ts = ? AND source = 'review' AND reviewer = ?",
+            [prediction_id, ts, who],
+        )
+        store.audit(
+            ws, "undo review label", None, answer, None, {"prediction_id": prediction_id, "reviewer": who, "ts": str(ts)}, con
+        )
+    return Undone(prediction_id, str(name or prediction_id), str(answer))
 
 
 @dataclass
