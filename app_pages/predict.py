@@ -1,18 +1,25 @@
 """Predict: score uploads or a camera photo with the production model, log each, take feedback.
 
-In end-user mode (IMAGEDP_END_USER=1) this is the whole app: the analyst's scope statement, the
-model's answer, and nothing else.
+In end-user mode (IMAGEDP_END_USER=1) this is the whole app: the analyst's scope statement, what is kept of the
+images sent, example images to click, a plain answer ("This looks like ...", or for an image unlike the training
+images "This doesn't look like any of: ..."), and a "Wrong answer?" button; the policy's action only when the
+analyst turns it on.
 """
 
+import pandas as pd
 import streamlit as st
 
+from core.data.images import VerifyConfig
 from core.production import deployment, prediction, prediction_log
 from core.production.prediction import Prediction
-from ui.common import attempt, current_workspace, end_user_mode, load_predictor
+from core.workspace import store
+from ui.common import attempt, current_workspace, end_user_mode, load_predictor, thumbnails
 
 RESULTS = "predict_results"  # owner: this page; (workspace, version, upload key) -> (predictions, failures)
 SENT = "predict_feedback_sent"  # owner: this page; prediction id -> label sent
+EXAMPLE = "predict_example"  # owner: this page; the example image the user clicked
 DETAIL_LIMIT = 24
+MAX_MB = VerifyConfig.max_bytes // 1_000_000  # what scoring accepts (bigger files are refused with a reason)
 
 ws = current_workspace()
 end_user = end_user_mode()
@@ -27,6 +34,18 @@ if settings.scope:
     st.info(settings.scope, icon=":material/info:")
 elif end_user:
     st.info(f"This model only knows: {', '.join(predictor.classes)}.", icon=":material/info:")
+
+
+def example_choices() -> pd.Series:
+    """Test images (held out from training) the analyst can offer as examples: id -> label, at most 300."""
+    catalog = store.images(ws)
+    held = catalog[catalog["split"] == "test"].sort_values(["label", "id"]).head(300)
+    return held.set_index("id")["label"]
+
+
+def end_user_notice(settings: deployment.AppSettings) -> str:
+    return "End users read: " + deployment.privacy_notice(settings)
+
 
 if not end_user:
     st.caption(
@@ -50,26 +69,29 @@ if not end_user:
         )
         if not keep:
             st.caption("Only images that enter the review queue are kept (referred, out of domain, disputed by a candidate).")
+        internals = st.checkbox(
+            "Show end users the action taken and whether a person will check the answer",
+            value=settings.show_internals,
+            key="predict_internals",
+        )
+        held_out = example_choices()
+        examples = st.multiselect(
+            f"Example images end users can click (up to {deployment.MAX_EXAMPLES}; from the test images)",
+            list(held_out.index),
+            default=[i for i in settings.examples if i in held_out.index],
+            format_func=lambda i: f"{held_out[i]} · {i[:8]}",
+            max_selections=deployment.MAX_EXAMPLES,
+            key="predict_examples",
+        )
+        st.caption(end_user_notice(settings))
         if st.button("Save settings", key="predict_save_settings"):
-            attempt(lambda: deployment.save_settings(ws, deployment.AppSettings(heading, text, keep)))
+            chosen = deployment.AppSettings(heading, text, keep, internals, tuple(examples))
+            attempt(lambda: deployment.save_settings(ws, chosen))
             st.rerun()
         st.markdown(
             "End-user mode serves only this page: `IMAGEDP_END_USER=1 IMAGEDP_WORKSPACE="
             f"{ws.name} streamlit run streamlit_app.py` (README: deploying)."
         )
-
-upload_tab, camera_tab = st.tabs(["Upload images", "Take a photo"])
-with upload_tab:
-    uploads = st.file_uploader(
-        "Images", type=None, accept_multiple_files=True, key="predict_upload", help="JPEG, PNG, WebP, GIF, BMP, TIFF"
-    )
-with camera_tab:
-    photo = st.camera_input("Camera", key="predict_camera") if st.toggle("Use the camera", key="predict_use_camera") else None
-
-files = list(uploads or []) + ([photo] if photo is not None else [])
-if not files:
-    st.caption("Upload one or many images, or take a photo, to see what the model makes of them.")
-    st.stop()
 
 
 def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
@@ -85,6 +107,35 @@ def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
     return cache[key]
 
 
+def score_example(image_id: str) -> tuple[list[Prediction], list[dict[str, str]]]:
+    """An example the analyst chose, scored as an upload is but not logged: it is not production traffic."""
+    row = store.images(ws).set_index("id").loc[image_id]
+    scored = deployment.score_uploads(
+        predictor, candidate, serving, [(f"example: {row['label']}", (ws.root / row["path"]).read_bytes())], None
+    )
+    return scored.shown, scored.failed
+
+
+def examples_row(upload_key: tuple[str, ...]) -> str | None:
+    """The analyst's example images as clickable tiles; the one to show: picked since the uploads last changed."""
+    catalog = store.images(ws).set_index("id")
+    shown = [i for i in settings.examples if i in catalog.index]
+    if not shown:
+        return None
+    st.caption("Or try one of these:")
+    cells = st.columns(len(shown))
+    thumbs = thumbnails([ws.root / catalog.loc[i, "path"] for i in shown], 160)
+    for cell, image_id, thumb in zip(cells, shown, thumbs, strict=True):
+        cell.image(thumb, width="stretch")
+        if cell.button("Try this", key=f"predict_example_{image_id}", width="stretch"):
+            st.session_state[EXAMPLE] = (image_id, upload_key)
+    picked = st.session_state.get(EXAMPLE)
+    if picked is None or picked[0] not in shown or picked[1] != upload_key:
+        st.session_state.pop(EXAMPLE, None)  # new uploads since the click replace the example
+        return None
+    return picked[0]
+
+
 def review_reasons(p: Prediction) -> str:
     reasons = [("referred by the policy", p.referred), ("out of domain", p.ood), ("the candidate disagreed", p.disagrees)]
     return ", ".join(text for text, why in reasons if why)
@@ -97,18 +148,45 @@ def preview(data: bytes) -> object:
     return img
 
 
-preds, failed = score(files)
+if end_user:
+    st.caption(deployment.privacy_notice(settings), help="What happens to the pictures you send")
+upload_tab, camera_tab = st.tabs(["Upload images", "Take a photo"])
+with upload_tab:
+    uploads = st.file_uploader(
+        f"Photos: JPEG, PNG, WebP, GIF, BMP or TIFF, up to {MAX_MB} MB each",
+        type=None,
+        accept_multiple_files=True,
+        key="predict_upload",
+        max_upload_size=MAX_MB,
+    )
+with camera_tab:
+    photo = st.camera_input("Camera", key="predict_camera") if st.toggle("Use the camera", key="predict_use_camera") else None
+
+files = list(uploads or []) + ([photo] if photo is not None else [])
+example = examples_row(tuple(f.file_id for f in files)) if settings.examples else None
+if example is not None:
+    files = []  # the example the user picked after the uploads on the page
+    preds, failed = attempt(lambda: score_example(example))
+    st.caption("An example image: its answer is not logged.")
+elif files:
+    preds, failed = score(files)
+else:
+    st.caption("Upload one or many images, or take a photo, to see what the model makes of them.")
+    st.stop()
+internals = not end_user or settings.show_internals
 for f in failed:
     st.error(f"**{f['source']}** could not be scored: {f['reason']}")
 if len(preds) > 1:
+    rows = [
+        {"image": p.name, "answer": f"none of these ({', '.join(predictor.classes)})" if p.ood else p.label,
+         "how sure": p.confidence, **({"out of domain?": p.ood, "action": p.action} if internals else {})}
+        for p in preds
+    ]  # fmt: skip
     st.dataframe(
-        [
-            {"image": p.name, "prediction": p.label, "confidence": p.confidence, "out of domain?": p.ood, "action": p.action}
-            for p in preds
-        ],
+        rows,
         hide_index=True,
         width="stretch",
-        column_config={"confidence": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0)},
+        column_config={"how sure": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0)},
     )
 if len(preds) > DETAIL_LIMIT:
     st.caption(f"Details for the first {DETAIL_LIMIT} of {len(preds)} images; every one is in the table above and the log.")
@@ -121,29 +199,30 @@ for p in preds[:DETAIL_LIMIT]:
         left.image(preview(p.data), caption=p.name, width="stretch")
         middle.plotly_chart(prediction.top_k_figure(p, predictor.classes), key=f"predict_bars_{p.id}")
         with right:
-            st.markdown(f"### {p.label}\nconfidence **{p.confidence:.1%}**")
+            headline, detail = deployment.answer(p, predictor.classes)
+            st.markdown(f"### {headline}")
+            if detail:
+                st.warning(detail, icon=":material/warning:")
             if p.notes:
                 st.caption(f"Converted before scoring: {p.notes.replace(',', ', ')}.")
-            if p.ood:
-                st.warning(
-                    "This image does not look like the images the model was trained on: the answer may be meaningless.",
-                    icon=":material/warning:",
-                )
-            if not end_user:
+            if internals:
                 source = "the accepted decision policy" if policy_id else "no policy accepted yet: the predicted label"
                 st.markdown(f"Action: **{p.action}** ({source})")
                 if p.stage != "production":
                     st.caption(f"Answered by candidate {p.version} ({p.stage} rollout), not production {predictor.version}.")
                 if p.needs_review:
                     st.caption("In the review queue (Review page): " + review_reasons(p) + ".")
+            if not files:
+                continue  # an example: not logged, so no feedback to record
             if p.id in sent:
                 st.success(f"Thanks: recorded **{sent[p.id]}**.")
-            else:
+            elif not end_user or st.toggle("Wrong answer?", key=f"predict_wrong_{p.id}"):
                 truth = st.selectbox(
                     "What is it really?", options, index=None, key=f"predict_truth_{p.id}", placeholder="Tell us"
                 )
                 if st.button("Send feedback", key=f"predict_send_{p.id}", disabled=truth is None):
-                    attempt(lambda p=p, truth=truth: prediction_log.add_feedback(ws, p.id, truth, predictor.classes))
+                    source = "end user" if end_user else "app"
+                    attempt(lambda p=p, truth=truth, s=source: prediction_log.add_feedback(ws, p.id, truth, predictor.classes, s))
                     sent[p.id] = truth
                     st.rerun()
 

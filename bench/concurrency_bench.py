@@ -35,7 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-ANSWERS = "() => [...document.querySelectorAll('p')].filter(p => p.textContent.startsWith('confidence ')).length"
+ANSWERS = (  # the answers on the page: one headline per image ("This looks like ...", or "This doesn't look like ...")
+    "() => [...document.querySelectorAll('h3')].filter(h => /^This (looks|doesn't look) like/.test(h.textContent)).length"
+)
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 

@@ -124,6 +124,15 @@ def app(page: str, ws: str | None = None) -> AppTest:
     return at
 
 
+def answered(at: AppTest, label: str) -> bool:
+    """Whether the Predict page's answer names `label`: as its headline, or, for an image flagged out of domain
+    (whose headline names no class), as the closest class under it."""
+    heads = [m.value for m in at.markdown if m.value.startswith("### This")]
+    if any(h.startswith(f"### This looks like {label} (") for h in heads):
+        return True
+    return any("doesn't look like any of" in h for h in heads) and any(f"The closest is {label} (" in w.value for w in at.warning)
+
+
 def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 
@@ -174,9 +183,10 @@ def cli(*args: str) -> CliRun:
     return CliRun(code, out.getvalue(), err.getvalue())
 
 
-def derived_version(ws: Workspace, source: str, permute: list[int] | None = None) -> str:
+def derived_version(ws: Workspace, source: str, permute: list[int] | None = None, ood_threshold: float | None = None) -> str:
     """A new registered version with `source`'s weights; with `permute`, its head's outputs reordered, so it
-    answers differently from `source` (a candidate that disagrees, without training another model)."""
+    answers differently from `source` (a candidate that disagrees, without training another model); with
+    `ood_threshold`, that out-of-domain threshold (a huge one flags every image)."""
     import torch
 
     from core.model import registry, weights
@@ -188,4 +198,6 @@ def derived_version(ws: Workspace, source: str, permute: list[int] | None = None
             last.weight.copy_(last.weight[permute].clone())
             last.bias.copy_(last.bias[permute].clone())
     reference = dict(registry.load_reference(ws, source))
+    if ood_threshold is not None:
+        reference["ood_threshold"] = np.array([ood_threshold], np.float64)
     return weights.save_version(ws, model, {k: v for k, v in meta.items() if k != "version"}, reference)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+ANSWER = re.compile(r"^This (looks like|doesn't look like)")  # the Predict page's headline for one image
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "imagedp-screenshots")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -115,13 +116,14 @@ def shot(page: object, name: str) -> Path:
     """Save the whole page: Streamlit scrolls inside its main block, so grow the viewport to fit."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    page.mouse.move(5, 990)  # no tooltip over the content
+    page.mouse.move(5, page.viewport_size["height"] - 10)  # no tooltip over the content
     drawn(page)
     height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": 1400, "height": min(max(int(height), 1000), 5000)})
+    width = page.viewport_size["width"]  # the walk's 1400 px, or a phone's
+    page.set_viewport_size({"width": width, "height": min(max(int(height), 1000 if width > 800 else 844), 5000)})
     drawn(page)
     page.screenshot(path=str(path))
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.set_viewport_size({"width": width, "height": 1000 if width > 800 else 844})
     return path
 
 
@@ -340,7 +342,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("Production model").wait_for()
     digit = sorted((data_root / "workspaces" / "demo" / "images" / "3").iterdir())[0]
     page.locator("input[type='file']").first.set_input_files(str(digit))
-    page.get_by_text("confidence", exact=False).first.wait_for()  # whatever the walk's one-epoch model answers
+    page.get_by_text(ANSWER).first.wait_for()  # whatever the walk's one-epoch model answers
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_role("combobox", name="What is it really?").click()
     page.get_by_role("option", name="3", exact=True).click()
@@ -466,7 +468,7 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
         assert tab.get_by_text("Deployment settings").count() == 0 and tab.get_by_role("link", name="Train").count() == 0
         digit = sorted((data_root / "workspaces" / "demo" / "images" / "7").iterdir())[0]
         tab.locator("input[type='file']").first.set_input_files(str(digit))
-        tab.get_by_text("confidence", exact=False).first.wait_for()
+        tab.get_by_text(ANSWER).first.wait_for()
         no_exception(tab)
         shot(tab, "25-end-user-app")
         analyst = ("monitor", "train", "workspaces", "rollout", "review", "evaluate", "clean", "gather", "policy")
@@ -480,6 +482,22 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
                 path
             )
             assert tab.get_by_text("Drift: every test").count() == 0 and tab.get_by_text("Model versions").count() == 0, path
+        phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+        try:  # the public often comes with a phone
+            small = phone.new_page()
+            small.set_default_timeout(90_000)
+            small.goto(url)
+            small.get_by_text("What is in this picture?").wait_for()
+            small.locator("input[type='file']").first.set_input_files(str(digit))
+            small.get_by_text(ANSWER).first.wait_for()
+            small.get_by_text("Wrong answer?").first.wait_for()
+            idle(small)
+            no_exception(small)
+            width = small.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"the page scrolls sideways on a phone ({width} px wide)"
+            shot(small, "25b-end-user-phone")
+        finally:
+            phone.close()
     finally:
         context.close()
         server.close()

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.production import prediction_log, traffic
+from core.model import registry
+from core.production import deployment, prediction_log, traffic
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import app, cli, colour_image, errors, upload
+from tests.helpers import answered, app, cli, colour_image, derived_version, errors, upload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def logged(ws: Workspace, source: str) -> list[tuple]:
 def test_predict_page_scores_logs_once_and_takes_feedback(prod: Workspace) -> None:
     at = upload(app("app_pages/predict.py", "prod"), [("red.png", colour_image(0, 1))])
     assert not at.exception and not errors(at)
-    assert any("### red" in m.value for m in at.markdown)
+    assert answered(at, "red")
     assert len(at.get("plotly_chart")) == 1
     rows = logged(prod, "app")
     assert len(rows) == 1 and rows[0][1] == "red"
@@ -68,7 +69,7 @@ def test_a_bad_upload_gets_a_message_and_the_rest_is_scored(prod: Workspace) -> 
     at = upload(app("app_pages/predict.py", "prod"), files)
     assert not at.exception
     assert any("broken.jpg" in e and "not an image" in e for e in errors(at))
-    assert any("### green" in m.value for m in at.markdown)
+    assert answered(at, "green")
     assert any("Converted before scoring: cmyk" in c.value for c in at.caption)
 
 
@@ -91,9 +92,74 @@ def test_end_user_mode_serves_only_the_prediction(prod: Workspace, monkeypatch: 
     assert at.info[0].value == "Only colours, please."
     assert not at.sidebar.selectbox and not at.expander  # no workspace picker, no deployment settings
     at = upload(at, [("blue.png", colour_image(1, 2))])
-    assert any("### blue" in m.value for m in at.markdown)
+    assert answered(at, "blue")
     assert not any("Action:" in m.value for m in at.markdown)
     assert len(logged(prod, "app")) == 1
+
+
+def end_user_app(monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("IMAGEDP_END_USER", "1")
+    monkeypatch.setenv("IMAGEDP_WORKSPACE", "prod")
+    return AppTest.from_file("../streamlit_app.py", default_timeout=120).run()
+
+
+def test_the_public_gets_a_plain_answer_limits_in_their_terms_and_what_is_kept(
+    prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = end_user_app(monkeypatch)
+    assert not at.exception
+    assert "up to 50 MB each" in at.file_uploader(key="predict_upload").label
+    assert any("kept so that a person can check" in c.value for c in at.caption)  # the queue's images are always kept
+    at = upload(at, [("blue.png", colour_image(1, 2))])
+    assert answered(at, "blue") and not any("Action:" in m.value for m in at.markdown)
+    pid = logged(prod, "app")[0][0]
+    at.toggle(key=f"predict_wrong_{pid}").set_value(True).run()  # "Wrong answer?"
+    at.selectbox(key=f"predict_truth_{pid}").set_value("green").run()
+    at.button(key=f"predict_send_{pid}").click().run()
+    with store.connect(prod) as con:
+        assert con.execute("SELECT prediction_id, label, source FROM feedback").fetchall() == [(pid, "green", "end user")]
+
+    deployment.save_settings(prod, deployment.AppSettings(keep_images=True, show_internals=True))
+    at = upload(end_user_app(monkeypatch), [("red.png", colour_image(0, 3))])
+    assert any("The images you send are kept" in c.value for c in at.caption)
+    assert any("Action:" in m.value for m in at.markdown)  # the analyst turned the internals on
+
+
+def test_an_image_unlike_the_training_images_gets_no_class_as_its_headline(
+    prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags_all = derived_version(prod, registry.production_version(prod), ood_threshold=1e9)
+    registry.promote(prod, flags_all)
+    classes = registry.read_meta(prod, flags_all)["classes"]
+    at = upload(end_user_app(monkeypatch), [("house.png", colour_image(0, 4)), ("tree.png", colour_image(1, 5))])
+    assert not at.exception and not errors(at)
+    heads = [m.value for m in at.markdown if m.value.startswith("### ")]
+    assert heads == [f"### This doesn't look like any of: {', '.join(classes)}."] * 2
+    assert all("closest is" in w.value for w in at.warning)
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["image", "answer", "how sure"]  # no internals for the public
+    assert set(table["answer"]) == {f"none of these ({', '.join(classes)})"}
+
+
+def test_example_images_the_analyst_chose_are_one_click_away_and_not_logged(
+    prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analyst = app("app_pages/predict.py", "prod")
+    chosen = analyst.multiselect(key="predict_examples").options[:2]
+    assert chosen
+    analyst.multiselect(key="predict_examples").set_value(chosen).run()
+    analyst.button(key="predict_save_settings").click().run()
+    ids = deployment.load_settings(prod).examples
+    assert len(ids) == 2 and set(ids) <= set(store.images(prod).query("split == 'test'")["id"])
+    at = end_user_app(monkeypatch)
+    at.button(key=f"predict_example_{ids[0]}").click().run()
+    assert not at.exception and not errors(at)
+    assert sum(m.value.startswith("### This") for m in at.markdown) == 1
+    assert any("its answer is not logged" in c.value for c in at.caption)
+    assert logged(prod, "app") == []  # not logged, so no feedback button either
+    assert not [t for t in at.toggle if t.key.startswith("predict_wrong_")]
+    at = upload(at, [("red.png", colour_image(0, 6))])  # an upload replaces the example
+    assert len(logged(prod, "app")) == 1 and not any("its answer is not logged" in c.value for c in at.caption)
 
 
 def test_end_user_mode_on_a_missing_workspace_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

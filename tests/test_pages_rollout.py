@@ -9,7 +9,7 @@ from core.model import registry, scoring
 from core.production import prediction, prediction_log, review, rollout
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import app, colour_image, derived_version, errors, upload
+from tests.helpers import answered, app, colour_image, derived_version, errors, upload
 
 
 def test_shadow_from_the_rollout_page_never_reaches_the_predict_page(prod: Workspace) -> None:
@@ -26,7 +26,7 @@ def test_shadow_from_the_rollout_page_never_reaches_the_predict_page(prod: Works
 
     page = upload(app("app_pages/predict.py", "prod"), [("red.png", colour_image(0, 1))])
     assert not page.exception and not errors(page)
-    assert any("### red" in m.value for m in page.markdown)  # production's answer, not the candidate's
+    assert answered(page, "red")  # production's answer, not the candidate's
     assert any("In the review queue" in c.value and "the candidate disagreed" in c.value for c in page.caption)
     prediction_log.background(prod).flush()
     with store.connect(prod) as con:

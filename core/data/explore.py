@@ -90,6 +90,7 @@ def provenance(row: pd.Series) -> str:
 LABELLED_BY = {
     "review": "a reviewer",
     "app": "feedback on the Predict page",
+    "end user": "an end user of the app",
     "import": "imported labels",
     "model": "the model (no person confirmed it)",
 }

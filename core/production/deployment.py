@@ -1,5 +1,6 @@
-"""The deployed prediction app: its settings (heading, scope statement, whether scored images are kept),
-and what it does with one set of uploads: score, decide, and hand every prediction to the log."""
+"""The deployed prediction app: its settings (heading, scope statement, whether scored images are kept, whether
+end users see the policy's action, example images), what it tells the public (a plain answer, what is kept), and
+what it does with one set of uploads: score, decide, and hand every prediction to the log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import duckdb
 from core.drivetrain import accepted
 from core.drivetrain.accepted import AcceptedPolicy
 from core.drivetrain.decisions import DecideFn
+from core.errors import UserError
 from core.production import prediction_log, rollout
 from core.production.rollout import Deciders, Rollout, Scored
 from core.workspace import stamps, store
@@ -21,9 +23,13 @@ from core.workspace.paths import Workspace
 
 if TYPE_CHECKING:
     from core.model.scoring import Predictor
+    from core.production.prediction import Prediction
 
 TITLE = "app_title"  # workspace settings the analyst writes on the Predict page
 SCOPE = "scope_statement"
+INTERNALS = "app_show_internals"
+EXAMPLES = "app_examples"
+MAX_EXAMPLES = 8
 DEFAULT_TITLE = "What is in this picture?"
 
 
@@ -32,6 +38,8 @@ class AppSettings:
     title: str = DEFAULT_TITLE  # the end-user app's heading
     scope: str = ""  # what the model knows, shown to end users above the uploader
     keep_images: bool = False  # keep a copy of every scored image under production/
+    show_internals: bool = False  # end users also see the action the policy took and whether a person will check
+    examples: tuple[str, ...] = ()  # catalog image ids end users can click to try the app (at most MAX_EXAMPLES)
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,14 @@ class Serving:
 
 def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> AppSettings:
     """The app's settings, read through one connection."""
-    values = store.get_settings(ws, (TITLE, SCOPE, prediction_log.KEEP_IMAGES), con)
-    return AppSettings(values[TITLE] or DEFAULT_TITLE, values[SCOPE] or "", bool(values[prediction_log.KEEP_IMAGES]))
+    values = store.get_settings(ws, (TITLE, SCOPE, prediction_log.KEEP_IMAGES, INTERNALS, EXAMPLES), con)
+    return AppSettings(
+        values[TITLE] or DEFAULT_TITLE,
+        values[SCOPE] or "",
+        bool(values[prediction_log.KEEP_IMAGES]),
+        bool(values[INTERNALS]),
+        tuple(str(i) for i in values[EXAMPLES] or ())[:MAX_EXAMPLES],
+    )
 
 
 _SERVED: dict[tuple[str, str], tuple[tuple[int, int] | None, float, Serving]] = {}
@@ -86,6 +100,32 @@ def save_settings(ws: Workspace, settings: AppSettings) -> None:
     store.set_setting(ws, TITLE, settings.title.strip() or DEFAULT_TITLE)
     store.set_setting(ws, SCOPE, settings.scope.strip())
     store.set_setting(ws, prediction_log.KEEP_IMAGES, settings.keep_images)
+    store.set_setting(ws, INTERNALS, settings.show_internals)
+    if len(settings.examples) > MAX_EXAMPLES:
+        raise UserError(f"Pick at most {MAX_EXAMPLES} example images, not {len(settings.examples)}.")
+    store.set_setting(ws, EXAMPLES, list(settings.examples))
+
+
+def answer(p: Prediction, classes: Sequence[str]) -> tuple[str, str]:
+    """What the public reads about one image: a plain headline and one line under it. An image the model flagged
+    out of domain gets no class as its headline: the closest class is named under it, with why it means little."""
+    if p.ood:
+        return (
+            f"This doesn't look like any of: {', '.join(classes)}.",
+            f"The closest is {p.label} ({p.confidence:.0%}), but the picture is unlike the ones the model learnt from, "
+            "so that answer would mean little.",
+        )
+    return f"This looks like {p.label} ({p.confidence:.0%} sure).", ""
+
+
+def privacy_notice(settings: AppSettings) -> str:
+    """What happens to the images a user sends, in their terms (the app always keeps those a person must check)."""
+    if settings.keep_images:
+        return "The images you send are kept, with the answers, so that the team behind this app can check and improve it."
+    return (
+        "Images the model is unsure about, or that look unlike what it knows, are kept so that a person can check the "
+        "answer; the others are not kept. Answers are logged without the image."
+    )
 
 
 def score_uploads(
@@ -93,12 +133,14 @@ def score_uploads(
     candidate: Predictor | None,
     serving: Serving,
     files: Sequence[tuple[str, bytes]],
-    log: prediction_log.BackgroundLog,
+    log: prediction_log.BackgroundLog | None,
 ) -> Scored:
     """Score a set of uploads as the app does (with the candidate beside production when one is in shadow or
     limited): image properties are measured on the log's thread, off the request; unreadable files come back as
-    failures with their reasons. Every prediction is handed to the log, the candidate's with its stage."""
+    failures with their reasons. Every prediction is handed to the log, the candidate's with its stage; with no
+    log (the analyst's example images, which are not production traffic), nothing is logged."""
     scored = rollout.score(predictor, candidate, serving.rollout, files, serving.deciders, keep_bytes=True, defer_properties=True)
     keep = serving.settings.keep_images
-    log.submit(prediction_log.LogBatch(scored.logged, "app", predictor.version, keep_images=keep))
+    if log is not None:
+        log.submit(prediction_log.LogBatch(scored.logged, "app", predictor.version, keep_images=keep))
     return scored

@@ -364,7 +364,8 @@ def _flush_all() -> None:
             )
 
 
-FEEDBACK_SOURCES = ("app", "review", "import", "simulation")  # provenance of a label
+# provenance of a label: app (the analyst's Predict page), end user (the deployed app), review, import, simulation
+FEEDBACK_SOURCES = ("app", "end user", "review", "import", "simulation")
 
 
 def add_feedback(
