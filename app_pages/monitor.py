@@ -33,7 +33,8 @@ def simulate_button(label: str) -> None:
         st.session_state["monitor_show_simulation"] = True  # the user asked for simulated traffic: show it
         st.session_state["monitor_message"] = (
             f"Simulated {result['predictions']} predictions over {result['days']} days "
-            f"({result['shifted']} shifted images, {result['drawings']} drawings, {result['feedback']} with feedback)."
+            f"({result['shifted']} shifted images, {result['drawings']} drawings, {result['feedback']} with feedback). "
+            + traffic.pool_note(result)
         )
         st.rerun()
 

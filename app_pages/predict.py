@@ -119,8 +119,8 @@ def score_example(image_id: str) -> tuple[list[Prediction], list[dict[str, str]]
 def examples_row(upload_key: tuple[str, ...]) -> str | None:
     """The analyst's example images as clickable tiles; the one to show: picked since the uploads last changed."""
     catalog = store.images(ws).set_index("id")
-    shown = [i for i in settings.examples if i in catalog.index]
-    if not shown:
+    shown = [i for i in settings.examples if i in catalog.index and (ws.root / catalog.loc[i, "path"]).is_file()]
+    if not shown:  # a deployment may ship without images/
         return None
     st.caption("Or try one of these:")
     cells = st.columns(len(shown))

@@ -237,6 +237,16 @@ def test_simulation_logs_days_with_drift_and_feedback(prod: Workspace) -> None:
     assert [d for (d,) in days] == [datetime(2026, 3, d).date() for d in (7, 8, 9, 10)]
     assert {d for (d,) in drawn_days} <= {datetime(2026, 3, 9).date(), datetime(2026, 3, 10).date()}
     assert none > 0
+    assert 0 < result["pool_scored"] <= result["pool"] and 0 <= result["pool_ood"] <= result["pool_scored"]
+    assert 0.0 <= result["valid_ood_rate"] <= 0.06  # the threshold lets about 95% of validation through
+
+
+def test_the_simulator_says_when_its_clean_pool_looks_unlike_validation() -> None:
+    note = traffic.pool_note({"pool_ood": 9, "pool_scored": 42, "valid_ood_rate": 0.04})
+    assert note.startswith("Note: 9 of the 42 test images replayed as clean traffic (21%) look out of domain")
+    assert "against 4% of validation images" in note
+    assert traffic.pool_note({"pool_ood": 2, "pool_scored": 42, "valid_ood_rate": 0.04}) == ""  # within its interval
+    assert traffic.pool_note({"pool_ood": 0, "pool_scored": 0, "valid_ood_rate": 0.04}) == ""
 
 
 def log_rows(ws: Workspace, day: datetime, n: int, ood: int, predicted: list[str]) -> list[str]:

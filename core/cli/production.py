@@ -131,6 +131,10 @@ def print_simulate(data: dict[str, Any]) -> None:
     )
     if before is not None and after is not None:
         print(f"OOD rate before the shift {before:.1%}, after {after:.1%}")
+    from core.production import traffic
+
+    if note := traffic.pool_note(data):  # why traffic with no shift may still alert
+        print(note)
 
 
 def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:

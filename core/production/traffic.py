@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from core.data.images import load_rgb
 from core.errors import UserError
 from core.model import registry, scoring
+from core.model.rates import Rate
 from core.production import prediction, prediction_log, rollout
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -191,6 +192,9 @@ def replay_traffic(
     shift_at = start + timedelta(days=cfg.shift_day)
     clean = [e for e in events if e.shift != "drawing"]
     pool = len({e.image_id for e in clean})
+    as_is = {by_name[p.name].image_id: bool(p.ood) for p in preds if not by_name[p.name].shift}  # the pool, unshifted
+    reference = predictor.reference
+    valid_flagged = float(np.mean(reference.valid_scores < reference.ood_threshold)) if len(reference.valid_scores) else None
     first = [p for p in preds if by_name[p.name].ts < shift_at]
     second = [p for p in preds if by_name[p.name].ts >= shift_at]
     return {
@@ -202,6 +206,11 @@ def replay_traffic(
         "pool": pool,  # distinct test images the clean traffic replays
         "repeats": len(clean) / max(pool, 1),  # times each is replayed on average
         "real_overlap": _real_between(ws, start, start + timedelta(days=cfg.days)),
+        # the clean pool as the model sees it: its images flagged out of domain, against validation's share (about
+        # 1 - VALID_PASS by construction). A test split unlike validation makes clean traffic drift from the start.
+        "pool_ood": sum(as_is.values()),
+        "pool_scored": len(as_is),
+        "valid_ood_rate": valid_flagged,
         "logged": result.logged,
         "spooled": result.spooled,
         "feedback": len(feedback),
@@ -211,6 +220,24 @@ def replay_traffic(
         "ood_rate_after_shift": _rate(second),
         "failed": failed,
     }
+
+
+def pool_note(result: dict[str, object]) -> str:
+    """A sentence when the clean pool's out-of-domain share is far from validation's (outside the pool's 95% Wilson
+    interval): that difference is in every simulated day, shift or no shift."""
+    k, n, valid = result.get("pool_ood"), result.get("pool_scored"), result.get("valid_ood_rate")
+    if not n or valid is None:
+        return ""
+    rate = Rate(int(k), int(n))
+    low, high = rate.interval
+    if low <= float(valid) <= high:
+        return ""
+    return (
+        f"Note: {k} of the {n} test images replayed as clean traffic ({rate.value:.0%}) look out of domain to the model, "
+        f"against {float(valid):.0%} of validation images: the test split differs from validation, so Monitor may see "
+        "out-of-domain inputs on every simulated day, shift or no shift. Look at them (Explore, test split) before "
+        "trusting the drifting days."
+    )
 
 
 def _real_between(ws: Workspace, start: datetime, end: datetime) -> int:
