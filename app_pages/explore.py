@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.data import explore, verify
 from core.workspace import store
-from ui.common import attempt, current_workspace, image_grid, progress_bar
+from ui.common import attempt, current_workspace, image_grid, needs, next_step, progress_bar
 
 ws = current_workspace()
 st.title("Explore and verify")
@@ -32,6 +32,7 @@ if last is not None and last[0] == ws.name:
         st.dataframe(pd.DataFrame(report.quarantined), hide_index=True, width="stretch")
     for item in report.failed:
         st.warning(f"{item['source']}: {item['reason']}")
+    next_step("app_pages/train.py", "Next: train a model")
 
 catalog = store.images(ws)
 quarantined = store.images(ws, status="quarantined")
@@ -46,8 +47,7 @@ c5.metric("Near-duplicate groups", len(near))
 for warning in verify.dataset_warnings(store.label_counts(ws)):
     st.warning(warning)
 if catalog.empty:
-    st.info("No images yet: bring some in on the Gather page.")
-    st.stop()
+    needs("No images yet: bring some in first.", "app_pages/gather.py", "Go to Gather")
 
 charts, samples, dupes, quarantine, history = st.tabs(
     ["Charts", "Samples", "Duplicates", f"Quarantine ({len(quarantined)})", "Failures and audit"]

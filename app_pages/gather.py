@@ -4,10 +4,10 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from core.data import download, gather, search
+from core.data import download, gather, search, verify
 from core.data.gather import GatherReport
 from core.workspace import store
-from ui.common import attempt, current_workspace, progress_bar, show_report
+from ui.common import attempt, current_workspace, next_step, progress_bar, show_report
 
 ws = current_workspace()
 st.title("Gather images")
@@ -106,7 +106,7 @@ with folder:
         "A folder on this machine with one subfolder per label (`<label>/<image>`), or "
         "`train/<label>/…` and `valid/<label>/…` to keep an existing split."
     )
-    path = st.text_input("Folder", key="gather_folder_path", placeholder="../shared/data/bears_small")
+    path = st.text_input("Folder", key="gather_folder_path", placeholder="/home/me/Pictures/bears")
     flat_label = st.text_input("Label for a flat folder (leave blank for <label>/ subfolders)", key="gather_folder_label")
     if st.button("Import folder", key="gather_folder_go", type="primary"):
         run(lambda: gather.import_folder(ws, path, flat_label, progress_bar("Importing")))
@@ -116,3 +116,24 @@ if last is not None and last[0] == ws.name:
     st.divider()
     st.subheader("Last run")
     show_report(ws, last[1])
+    checked = st.session_state.get("gather_verified")  # (workspace, report, the gather run it followed)
+    if checked is not None and checked[0] == ws.name and checked[2] is last[1]:
+        report = checked[1]
+        st.success(
+            f"Verified {report.checked} images: {len(report.quarantined)} quarantined (moved aside, never deleted), "
+            f"{len(report.adopted)} found on disk and cataloged."
+        )
+        c1, c2 = st.columns(2)
+        with c1:
+            next_step("app_pages/train.py", "Next: train a model")
+        with c2:
+            st.page_link("app_pages/explore.py", label="Or look at the images first (Explore)", icon=":material/insights:")
+    elif st.button(
+        "Next: verify the images",
+        type="primary",
+        key="gather_verify",
+        help="Decode every image fully, quarantine the broken ones (moved, never deleted) and list duplicates",
+    ):
+        done = attempt(lambda: verify.verify_workspace(ws, on_progress=progress_bar("Verifying")))
+        st.session_state["gather_verified"] = (ws.name, done, last[1])
+        st.rerun()

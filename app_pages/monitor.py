@@ -10,7 +10,7 @@ from core.model import rates, registry
 from core.production import prediction_log, traffic
 from core.production.monitoring import causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace.paths import Workspace
-from ui.common import attempt, current_workspace, image_grid, progress_bar
+from ui.common import attempt, current_workspace, image_grid, next_step, progress_bar
 
 ws = current_workspace()
 st.title("Monitor")
@@ -69,6 +69,7 @@ if total == 0:
     )
     if production is None:
         st.warning("Promote a model on the Train page first: traffic is scored by the production model.")
+        next_step("app_pages/train.py", "Go to Train")
     simulate_button("Simulate traffic")
     st.stop()
 

@@ -3,8 +3,7 @@
 import streamlit as st
 
 from core.drivetrain import accepted, decisions, levers, optimizer, summary
-from core.model import registry
-from ui.common import attempt, current_workspace
+from ui.common import attempt, current_workspace, needs_production
 
 SEARCH = "policy_search"  # owner: this page; (workspace, version, utility) -> Search
 
@@ -14,9 +13,7 @@ st.caption(
     "Drivetrain step 4: probabilities are not decisions. The simulator replays the production model's validation "
     "predictions through a policy and the utility matrix; the optimizer picks the policy's thresholds."
 )
-if registry.production_version(ws) is None:
-    st.info("Promote a model to production on the **Train** page first: the policy decides on its predictions.")
-    st.stop()
+needs_production(ws, "the policy decides on the production model's predictions")
 v = attempt(lambda: optimizer.validation(ws))
 force = accepted.in_force(ws, v)
 policy, utility = force.policy, force.utility

@@ -4,16 +4,13 @@ production is doing, the risks and the decision pending; every sentence written 
 import streamlit as st
 
 from core.drivetrain import levers
-from core.model import registry
 from core.production import prediction_log, stakeholder, stakeholder_html
-from ui.common import attempt, current_workspace
+from ui.common import attempt, current_workspace, needs_production
 from ui.production import production_verdict
 
 ws = current_workspace()
 st.title("Stakeholder report")
-if registry.production_version(ws) is None:
-    st.info("The report needs a production model: train one and promote it on the **Train** page.")
-    st.stop()
+needs_production(ws, "the report is about the production model")
 found = production_verdict(ws) if prediction_log.count(ws) else None
 report = attempt(lambda: stakeholder.stakeholder_report(ws, found))
 st.caption(f"Model {report.version} · generated {report.generated} UTC")

@@ -10,7 +10,7 @@ from core.model.config import TrainConfig
 from core.model.events import BatchEvent
 from core.production import review, rollout
 from core.workspace import store
-from ui.common import attempt, current_workspace
+from ui.common import attempt, current_workspace, next_step
 from ui.splits import split_panel
 
 ws = current_workspace()
@@ -115,6 +115,35 @@ def settings_form(saved: TrainConfig) -> TrainConfig:
     )
 
 
+def next_after_training(version: str) -> None:
+    """The step after a run, at the top of its results: make the new version production, or run it in shadow
+    beside the production model first; once it is production, on to the decision policy."""
+    production = registry.production_version(ws)
+    if production == version:
+        st.success(f"{version} is the production model.")
+        next_step("app_pages/policy.py", "Next: choose a decision policy")
+        return
+    active = rollout.current(ws)
+    if active is not None and active.candidate == version:
+        st.info(f"{version} runs in {active.stage} beside production {production}.")
+        next_step("app_pages/rollout.py", "Next: compare them on Rollout")
+        return
+    c1, c2 = st.columns(2)
+    if c1.button(f"Make {version} production", type="primary", key="train_promote_new"):
+        attempt(lambda: registry.promote(ws, version))
+        st.rerun()
+    if production and c2.button(
+        f"Run {version} beside production ({production}) in shadow first",
+        key="train_shadow_new",
+        help="It scores every request next to production, never shown or acted on: compare them on Rollout",
+    ):
+        attempt(lambda: rollout.start(ws, version, "shadow"))
+        st.session_state["train_message"] = f"{version} is in shadow beside production: see the Rollout page."
+        st.rerun()
+    if not production:
+        st.caption("Nothing is in production yet: Policy, Predict, Monitor and the Summary need a production model.")
+
+
 job = jobs.current(ws)
 if job is not None and job.running:
     st.info(f"Training {job.config.backbone} on {ws.name}: it goes on while you visit other pages.")
@@ -134,6 +163,7 @@ else:
             )
             for note in s.get("split_notes", []):
                 st.info(f"Split completed: {note} (audited).")
+            next_after_training(s["version"])
         elif job.status == "cancelled":
             st.warning("Training was cancelled; no model version was written.")
         else:

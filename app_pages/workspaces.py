@@ -9,7 +9,7 @@ from core.data import gather
 from core.errors import UserError
 from core.production import check
 from core.workspace import store, workspaces
-from ui.common import attempt, open_workspace, progress_bar
+from ui.common import attempt, next_step, open_workspace, progress_bar
 
 st.title("Workspaces")
 st.write(
@@ -18,6 +18,8 @@ st.write(
 )
 if message := st.session_state.pop("ws_message", None):
     st.success(message)
+if step := st.session_state.pop("ws_next", None):
+    next_step(*step)
 
 names = workspaces.list_workspaces()
 if names:
@@ -56,13 +58,15 @@ def apply(action: Callable[[], str]) -> None:
 def create_demo(name: str, classes: list[str]) -> str:
     ws, report = gather.create_demo_workspace(name, classes or None, progress_bar("Writing digits"))
     open_workspace(ws.name)
+    st.session_state["ws_next"] = ("app_pages/explore.py", "Next: verify the images")
     return f"Created {ws.name!r} with {len(report.added)} images; it is open now."
 
 
 def create_empty(name: str) -> str:
     ws = workspaces.create_workspace(name)
     open_workspace(ws.name)
-    return f"Created {ws.name!r}; bring images in on the Gather page."
+    st.session_state["ws_next"] = ("app_pages/gather.py", "Next: gather images")
+    return f"Created {ws.name!r}; it is open now."
 
 
 def rename(old: str, new: str) -> str:

@@ -133,6 +133,11 @@ def answered(at: AppTest, label: str) -> bool:
     return any("doesn't look like any of" in h for h in heads) and any(f"The closest is {label} (" in w.value for w in at.warning)
 
 
+def links(at: AppTest) -> dict[str, str]:
+    """The page's links to other pages (st.page_link): label -> the page it opens."""
+    return {e.proto.label: e.proto.page for e in at.get("page_link")}
+
+
 def errors(at: AppTest) -> list[str]:
     return [e.value for e in at.error]
 

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.data import gather
 from core.workspace import store, workspaces
-from tests.helpers import app, errors, png_bytes
+from tests.helpers import app, errors, links, png_bytes
 
 PAGES = [
     "app_pages/overview.py",
@@ -207,9 +207,12 @@ def test_train_page_trains_in_the_background_and_lists_the_version() -> None:
     assert any("Trained v1" in s.value for s in at.success)
     assert registry.list_versions(ws)["version"].tolist() == ["v1"]
     assert runs.defaults(ws).freeze_epochs == 1 and runs.defaults(ws).epochs == 1  # the form's settings are kept
-    at.button(key="train_promote").click()
+    assert at.button(key="train_promote_new").label == "Make v1 production"  # at the top of the results
+    at.button(key="train_promote_new").click()
     at.run()
     assert registry.production_version(ws) == "v1"
+    assert any("v1 is the production model" in s.value for s in at.success)
+    assert "policy" in links(at)["Next: choose a decision policy"]
     jobs.forget(ws)
 
 

@@ -26,6 +26,38 @@ PENDING = "workspace_to_open"  # pages set this to switch the picker on the next
 DEFAULT_ENV = "IMAGEDP_WORKSPACE"
 
 
+def next_step(page: str, label: str) -> None:
+    """The guided path's next step, as a link to its page."""
+    st.page_link(page, label=label, icon=":material/arrow_forward:")
+
+
+def needs(text: str, page: str, label: str) -> None:
+    """A page that needs something missing: say what, link where it is done, and stop here."""
+    st.info(text)
+    next_step(page, label)
+    st.stop()
+
+
+def needs_production(ws: Workspace, purpose: str) -> str:
+    """The production version, or stop with what is missing: a model at all, or the promotion of a trained one."""
+    from core.model import registry
+
+    production = registry.production_version(ws)
+    if production:
+        return production
+    versions = registry.list_versions(ws)
+    if versions.empty:
+        needs(f"No model yet: {purpose}, so train one first.", "app_pages/train.py", "Go to Train")
+    newest = versions["version"].iloc[-1]
+    needs(
+        f"Model {newest} is trained but not in production yet: {purpose}. Make it production at the top of Train "
+        "(or run it in shadow first, once another model is in production).",
+        "app_pages/train.py",
+        f"Go to Train: make {newest} production",
+    )
+    return ""  # not reached: needs() stops the page
+
+
 def rate_metric(where: DeltaGenerator, label: str, rate: Rate, empty: str = "none", help: str | None = None) -> None:
     """A rate as a metric: the share with its 95% interval and n beneath it, or "too few (n)" on a small sample."""
     if not rate.n:
@@ -131,8 +163,7 @@ def pick_version(ws: Workspace, label: str, key: str, missing: str) -> tuple[str
 
     versions = registry.list_versions(ws)
     if versions.empty:
-        st.info(missing)
-        st.stop()
+        needs(missing, "app_pages/train.py", "Go to Train")
     names = versions["version"].tolist()[::-1]
     production = registry.production_version(ws)
     version = st.selectbox(
@@ -161,11 +192,7 @@ def _predictor(root: str, version: str, stamp: float) -> object:
 
 def load_predictor(ws: Workspace, version: str | None = None) -> object:
     """The production (or given) model, loaded once per process and version."""
-    from core.model import registry
 
-    version = version or registry.production_version(ws)
-    if version is None:
-        st.info("This workspace has no production model yet: train one and promote it on the **Train** page.")
-        st.stop()
+    version = version or needs_production(ws, "predictions come from the production model")
     folder = ws.models_dir / version
     return attempt(lambda: _predictor(str(ws.root), version, folder.stat().st_mtime if folder.exists() else 0.0))

@@ -1,0 +1,53 @@
+"""The guided path: each step ends with the next one as a link, and a page that needs something missing says what
+and links to where it is done (AppTest; the browser walk clicks through the same links)."""
+
+from __future__ import annotations
+
+from core.workspace import store, workspaces
+from core.workspace.paths import Workspace
+from tests.helpers import app, errors, links
+
+
+def test_a_new_workspace_leads_to_gather_then_verify_then_train(make_folder) -> None:
+    at = app("app_pages/workspaces.py")
+    at.text_input(key="ws_new_name").input("bears")
+    at.button(key="ws_new_create").click().run()
+    assert not at.exception and any("Created 'bears'; it is open now." in s.value for s in at.success)
+    assert "gather" in links(at)["Next: gather images"]
+
+    at = app("app_pages/gather.py", "bears")
+    assert not links(at)  # nothing imported yet: no next step
+    at.text_input(key="gather_folder_path").input(str(make_folder({"black": 3, "grizzly": 3})))
+    at.button(key="gather_folder_go").click().run()
+    assert at.button(key="gather_verify").label == "Next: verify the images"
+    at.button(key="gather_verify").click().run()
+    assert not at.exception and not errors(at)
+    assert any("Verified 6 images: 0 quarantined" in s.value for s in at.success)
+    assert "train" in links(at)["Next: train a model"] and "explore" in links(at)["Or look at the images first (Explore)"]
+
+
+def test_explore_without_images_leads_to_gather() -> None:
+    workspaces.create_workspace("empty")
+    at = app("app_pages/explore.py", "empty")
+    assert not at.exception and any("No images yet" in i.value for i in at.info)
+    assert "gather" in links(at)["Go to Gather"]
+
+
+def test_pages_that_need_a_production_model_say_which_one_to_promote(prod: Workspace) -> None:
+    with store.connect(prod) as con:
+        con.execute("DELETE FROM deployments")  # v1 trained, never promoted
+    for page in ("app_pages/policy.py", "app_pages/summary.py", "app_pages/predict.py"):
+        at = app(page, "prod")
+        assert not at.exception and not errors(at), page
+        assert any("Model v1 is trained but not in production yet" in i.value for i in at.info), page
+        assert "train" in links(at)["Go to Train: make v1 production"], page
+
+
+def test_pages_that_need_a_model_link_to_train() -> None:
+    from tests.helpers import fill
+
+    ws = workspaces.create_workspace("fresh")
+    fill(ws, {"red": 3, "blue": 3})
+    for page in ("app_pages/evaluate.py", "app_pages/policy.py"):
+        at = app(page, "fresh")
+        assert not at.exception and "train" in links(at)["Go to Train"], page
