@@ -32,8 +32,7 @@ def live_panel() -> None:
     last = job.last_batch()
     if job.running and last is not None:
         if isinstance(last, BatchEvent):
-            eta = f" · about {last.eta_s:.0f} s left in this stage" if last.eta_s is not None else ""
-            st.progress(last.done / last.total, text=f"{last.stage}: batch {last.done}/{last.total}{eta}")
+            st.progress(last.done / last.total, text=train_report.progress_words(last, job.config))
         else:
             st.progress(0.0, text=last.message)
     if job.epochs():

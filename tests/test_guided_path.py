@@ -51,3 +51,19 @@ def test_pages_that_need_a_model_link_to_train() -> None:
     for page in ("app_pages/evaluate.py", "app_pages/policy.py"):
         at = app(page, "fresh")
         assert not at.exception and "train" in links(at)["Go to Train"], page
+
+
+def test_training_progress_in_plain_words() -> None:
+    from core.model.config import TrainConfig
+    from core.model.events import BatchEvent
+    from core.model.train_report import progress_words
+
+    cfg = TrainConfig(freeze_epochs=2, epochs=None)  # unfrozen epochs chosen automatically: auto_epochs of them
+    assert progress_words(BatchEvent("cache", 261, 375, 12.4), cfg) == (
+        "preparing images 261/375 (decoded once, reused by later runs) · about 12 s left in this step"
+    )
+    assert progress_words(BatchEvent("features", 1, 3, None), cfg) == "measuring the validation images 1/3"
+    assert progress_words(BatchEvent("frozen", 17, 32, 5.0), cfg).startswith("training the new head: epoch 2 of 2, batch 1/16")
+    assert progress_words(BatchEvent("unfrozen", 16, 32, None), cfg) == (
+        f"training all layers: epoch 1 of {cfg.auto_epochs}, batch 16/{32 // cfg.auto_epochs}"
+    )

@@ -9,7 +9,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.model.events import EpochMetrics
+from core.model.config import TrainConfig
+from core.model.events import BatchEvent, EpochMetrics
 
 
 def history_of(meta: dict[str, Any]) -> list[EpochMetrics]:
@@ -63,3 +64,20 @@ def lr_find_figure(rates: np.ndarray, losses: np.ndarray, suggestion: float) -> 
     fig.update_yaxes(title_text="loss")
     fig.update_layout(title="Learning-rate finder", margin={"t": 50, "b": 10})
     return fig
+
+
+def progress_words(event: BatchEvent, cfg: TrainConfig) -> str:
+    """A training step as a person says it ("training the new head: epoch 1 of 2, batch 3/16"), with its ETA."""
+    eta = f" · about {event.eta_s:.0f} s left in this step" if event.eta_s is not None else ""
+    if event.stage == "cache":
+        return f"preparing images {event.done}/{event.total} (decoded once, reused by later runs){eta}"
+    if event.stage == "features":
+        return f"measuring the validation images {event.done}/{event.total}{eta}"
+    epochs = {"frozen": cfg.freeze_epochs, "unfrozen": cfg.epochs if cfg.epochs is not None else cfg.auto_epochs}.get(event.stage)
+    if not epochs:
+        return f"{event.stage}: {event.done}/{event.total}{eta}"
+    per = max(event.total // epochs, 1)
+    epoch = min((max(event.done, 1) - 1) // per + 1, epochs)
+    batch = event.done - (epoch - 1) * per
+    what = "training the new head" if event.stage == "frozen" else "training all layers"
+    return f"{what}: epoch {epoch} of {epochs}, batch {batch}/{per}{eta}"
