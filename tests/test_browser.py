@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+HEAVY_MS = 600_000  # scoring a workspace, simulating two weeks: minutes on a busy machine
+TRAINING_MS = 1_200_000  # a hang, not a slow machine: a busy 2-core machine trains the walk's model in 5-10 minutes
 ANSWER = re.compile(r"^This (looks like|doesn't look like)")  # the Predict page's headline for one image
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR") or Path(tempfile.gettempdir()) / "imagedp-screenshots")
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -143,7 +145,7 @@ def drawn(page: object) -> None:
 def idle(page: object) -> None:
     """Wait until the app has finished its current run (the "Running..." status is gone)."""
     page.wait_for_timeout(300)  # a rerun shows the status widget within this; then wait for it to go
-    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=180_000)
+    page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=HEAVY_MS)
 
 
 def no_exception(page: object) -> None:
@@ -230,18 +232,20 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     shot(page, "07-train-settings")
     page.get_by_role("button", name="Start training").click()
     page.get_by_role("button", name="Cancel training").wait_for()
-    page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=HEAVY_MS)
     no_exception(page)
     shot(page, "08-train-live")
-    page.get_by_text("Trained v1").wait_for(timeout=300_000)
-    page.get_by_role("button", name="Promote to production").click()
+    page.get_by_text("Trained v1").wait_for(timeout=TRAINING_MS)
+    page.get_by_role("button", name="Make v1 production").click()  # the next step, at the top of the results
+    page.get_by_text("v1 is the production model.").wait_for()
+    page.get_by_role("link", name="Next: choose a decision policy").wait_for()
     idle(page)
     no_exception(page)
     shot(page, "09-train-versions")
 
     page.get_by_role("button", name="Start training").click()  # a second run, cancelled from the page
     page.get_by_role("button", name="Cancel training").click()
-    page.get_by_text("Training was cancelled; no model version was written.").wait_for(timeout=180_000)
+    page.get_by_text("Training was cancelled; no model version was written.").wait_for(timeout=HEAVY_MS)
     no_exception(page)
 
     page.get_by_role("link", name="Evaluate").click()
@@ -259,7 +263,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
 
     page.get_by_role("link", name="Clean").click()
-    page.get_by_text("Pending: 0 deletion(s)").wait_for(timeout=180_000)
+    page.get_by_text("Pending: 0 deletion(s)").wait_for(timeout=HEAVY_MS)
     page.locator("[data-testid='stImage']").first.wait_for()
     page.get_by_role("combobox", name="Action").first.click()
     page.get_by_role("option").filter(has_text="→").first.click()
@@ -273,7 +277,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_role("button", name="Undo last batch").click()
     page.get_by_text("Undid 1 change(s)").wait_for()
     idle(page)
-    page.locator("[data-testid='stSpinner']").wait_for(state="detached", timeout=180_000)
+    page.locator("[data-testid='stSpinner']").wait_for(state="detached", timeout=HEAVY_MS)
     page.get_by_text("Pending: 0 deletion(s), 0 relabel(s)").wait_for()
     no_exception(page)
     shot(page, "14-clean-undone")
@@ -356,7 +360,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("Out of domain, last").wait_for()
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
-    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=180_000)
+    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)
     page.locator(".js-plotly-plot").first.wait_for()  # the overview: the rest waits in expanders
     no_exception(page)
     shot(page, "20-monitor")
@@ -418,9 +422,9 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
     page.get_by_role("link", name="Train").click()
     page.get_by_role("button", name="Start training").click()
-    page.get_by_text("Trained v2").wait_for(timeout=300_000)
+    page.get_by_text("Trained v2").wait_for(timeout=TRAINING_MS)
     idle(page)
-    page.get_by_role("button", name="Run beside production in shadow").click()
+    page.get_by_role("button", name="Run v2 beside production (v1) in shadow first").click()  # the next step
     page.get_by_text("v2 is in shadow beside production").wait_for()
     no_exception(page)
     assert set(joined["id"]) <= set(registry.read_meta(workspaces.resolve("demo"), "v2")["train_ids"]) | set(
@@ -430,7 +434,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_role("link", name="Monitor").click()
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
-    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=180_000)
+    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)
     page.get_by_role("link", name="Rollout").click()
     page.get_by_text("Candidate v2 in shadow beside production v1").wait_for()
     page.get_by_role("button", name="Accept the optimizer's policy for v2 (the current utility matrix)").click()
@@ -531,7 +535,7 @@ def test_two_analysts_clean_and_edit_the_matrix_at_once(
         for tab in tabs:
             tab.set_default_timeout(90_000)
             tab.goto(f"{server}/clean")
-            tab.get_by_text("Pending: 0 deletion(s)").wait_for(timeout=180_000)
+            tab.get_by_text("Pending: 0 deletion(s)").wait_for(timeout=HEAVY_MS)
             tab.locator("[data-testid='stImage']").first.wait_for()
         first.get_by_role("combobox", name="Action").nth(0).click()
         first.get_by_role("option").filter(has_text="→").first.click()
