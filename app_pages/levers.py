@@ -1,9 +1,10 @@
-"""Levers: the actions available, each with a cost of use, and the utility matrix that scores them."""
+"""Levers: the actions available, each with a cost of use, and the utility matrix that scores them; the actions the
+objective names, one click away; a renamed action keeps its column."""
 
 import pandas as pd
 import streamlit as st
 
-from core.drivetrain import levers
+from core.drivetrain import levers, objective
 from core.model import registry
 from core.workspace import store
 from ui.common import attempt, current_workspace
@@ -25,6 +26,21 @@ utility, saved = levers.load_utility(ws, classes)
 if not saved:
     st.info("These are defaults (right +10, wrong -10, a review costs 2): edit them to your situation and save.")
 
+suggested = levers.suggested_utility(utility, objective.load_objective(ws).decision)
+if suggested is not None:
+    with st.container(border=True):
+        st.markdown(
+            f"Your objective names these actions: **{', '.join(suggested.actions)}** ({suggested.refer!r} refers an "
+            f"image to a person). The table below has {'the default ones' if not saved else 'others'}."
+        )
+        if st.button(f"Use these actions: {', '.join(suggested.actions)}", key="levers_use_suggested"):
+            attempt(lambda: levers.save_utility(ws, suggested))
+            for key in [k for k in st.session_state if str(k).startswith("levers_")]:
+                st.session_state.pop(key, None)  # the tables are drawn again from what was saved
+            st.session_state["levers_message"] = "Saved the actions: now say what each is worth in the matrix below."
+            st.rerun()
+if message := st.session_state.pop("levers_message", None):
+    st.success(message)
 unit = st.text_input("Unit of utility", utility.unit, key="levers_unit", help="dollars, minutes, points, ...")
 st.subheader("Actions")
 actions = st.data_editor(
@@ -49,10 +65,7 @@ refer = st.selectbox(
 
 st.subheader("Utility matrix")
 st.caption(f"Rows: what the image really is. Columns: the action taken. Cells: payoff in {unit}, before the cost of use.")
-known = levers.matrix_frame(utility)
-matrix = pd.DataFrame(
-    {n: [known.loc[r, n] if n in known.columns else None for r in known.index] for n in names}, index=known.index
-)
+matrix = levers.carried_matrix(utility, names)  # a renamed action keeps its column
 edited = st.data_editor(
     matrix,
     key=f"levers_matrix_{'|'.join(names)}",  # a new grid when the actions change

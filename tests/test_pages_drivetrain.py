@@ -118,3 +118,33 @@ def test_summary_page_offers_the_html(prod: Workspace) -> None:
     assert len(at.get("download_button")) == 1
     assert any("Warn hikers" in m.value for m in at.markdown)
     assert any("Accept a decision policy" in m.value for m in at.markdown)  # the decision pending
+
+
+def test_levers_offers_the_actions_the_objective_names(prod: Workspace) -> None:
+    objective.save_objective(
+        prod, objective.Objective("safe hikers", "alert rangers, do nothing or ask a ranger", "hikers", "no misses")
+    )
+    at = app("app_pages/levers.py", "prod")
+    assert not at.exception and not errors(at)
+    button = at.button(key="levers_use_suggested")
+    assert button.label == "Use these actions: alert rangers, do nothing, ask a ranger"
+    button.click().run()
+    assert not at.exception and any("now say what each is worth" in s.value for s in at.success)
+    classes = registry.read_meta(prod, registry.production_version(prod))["classes"]
+    saved, ok = levers.load_utility(prod, classes)
+    assert ok and saved.actions == ("alert rangers", "do nothing", "ask a ranger") and saved.refer == "ask a ranger"
+    assert saved.costs == (0.0, 0.0, 2.0)
+    assert not [b for b in at.button if b.key == "levers_use_suggested"]  # offered only while the table differs
+
+
+def test_suggested_actions_and_renames_that_keep_their_column() -> None:
+    assert levers.suggest_actions("Alert, do nothing, ask a ranger.") == ["Alert", "do nothing", "ask a ranger"]
+    assert levers.suggest_actions("search and rescue or wait") == ["search and rescue", "wait"]
+    assert levers.suggest_actions("decide whether to alert") == []
+    u = levers.default_utility(["black", "grizzly"])
+    renamed = levers.carried_matrix(u, ["alert", "act on grizzly", "ask a ranger"])  # two renames, same rows
+    assert renamed["alert"].tolist() == [10.0, -10.0, -10.0] and renamed["ask a ranger"].tolist() == [0.0, 0.0, 10.0]
+    grown = levers.carried_matrix(u, ["alert", "act on grizzly", "refer to a human", "wait"])  # a row added
+    assert grown["alert"].isna().all() and grown["refer to a human"].tolist() == [0.0, 0.0, 10.0]
+    plain = levers.suggested_utility(u, "alert or wait")
+    assert plain.actions == ("alert", "wait", levers.REFER) and plain.refer == levers.REFER

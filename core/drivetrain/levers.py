@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -94,6 +95,56 @@ def _number(value: object, what: str) -> float:
 
 def matrix_frame(u: Utility) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(u.payoff), index=list(u.rows), columns=list(u.actions))
+
+
+def carried_matrix(u: Utility, names: list[str]) -> pd.DataFrame:
+    """The matrix for the actions table as edited: each action keeps its column; when the table has as many rows as
+    the saved actions, a row whose name changed is a rename and its column goes with it (with rows added or removed
+    a changed name could be either, so its column starts empty rather than take another action's payoffs)."""
+    known = matrix_frame(u)
+    renamed = len(names) == len(u.actions)
+    columns = {}
+    for i, name in enumerate(names):
+        source = name if name in known.columns else (u.actions[i] if renamed and u.actions[i] not in names else None)
+        columns[name] = known[source].tolist() if source is not None else [None] * len(known)
+    return pd.DataFrame(columns, index=known.index)
+
+
+def suggest_actions(decision: str) -> list[str]:
+    """Actions named in the objective's "decision served" ("alert rangers, do nothing or ask a ranger"): the
+    parts between commas, semicolons, slashes and a final "or", when there are at least two ("and" often joins
+    one action's words: "search and rescue")."""
+    text = re.sub(r"\s+or\s+(?=[^,;/]*$)", ",", decision.strip().rstrip("."))
+    parts = [p.strip().strip("\"'") for p in re.split(r"[,;/]", text)]
+    found = list(dict.fromkeys(p for p in parts if 0 < len(p) <= 40))
+    return found if len(found) >= 2 else []
+
+
+REFER_WORDS = ("ask", "refer", "human", "review", "check", "person", "manual", "escalate", "expert", "clerk", "staff")
+
+
+def suggested_utility(u: Utility, decision: str) -> Utility | None:
+    """u with the actions the objective names (the one that sounds like asking a person refers; else "refer to a
+    human" is added), or None when the objective names fewer than two or u already has them."""
+    names = suggest_actions(decision)
+    if not names or set(names) <= set(u.actions):
+        return None
+    refer = next((n for n in names if any(w in n.lower() for w in REFER_WORDS)), None)
+    if refer is None:
+        names, refer = [*names, REFER], REFER
+    return with_actions(u, names, refer)
+
+
+def with_actions(u: Utility, names: list[str], refer: str) -> Utility:
+    """u with these actions instead of its own: payoffs of actions it already had are kept, new ones start at 0
+    (the analyst fills them in); `refer` is the one that hands an image to a person (a cost of use of 2 when new)."""
+    if refer not in names:
+        raise UserError(f"The action that refers an image to a person ({refer!r}) must be one of the actions.")
+    known = matrix_frame(u)
+    cost = dict(zip(u.actions, u.costs, strict=True))
+    payoff = tuple(tuple(float(known.loc[r, a]) if a in known.columns else 0.0 for a in names) for r in u.rows)
+    costs = tuple(cost.get(a, 2.0 if a == refer else 0.0) for a in names)
+    return Utility(tuple(names), costs, u.rows, payoff, refer, u.unit)
 
 
 def actions_frame(u: Utility) -> pd.DataFrame:
