@@ -121,6 +121,29 @@ def test_a_planted_mislabel_rises_to_the_top(ws: Workspace) -> None:
     assert scores.set_index("id").loc[planted, "predicted"] == "red"
 
 
+def test_applying_choices_re_scores_without_running_the_network_again(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Body features are kept by image content per version: a relabel or a deletion changes no image's bytes, so the
+    next scoring runs no forward pass; a new image is the only one that goes through the network."""
+    fill(ws, {"red": 8, "blue": 8})
+    version = runs.train_workspace(ws, TINY)["version"]
+    first = cleaning.score_images(ws, version)
+    forwarded: list[int] = []
+    real = cleaning._forward
+    monkeypatch.setattr(cleaning, "_forward", lambda w, v, c: forwarded.append(len(c)) or real(w, v, c))
+    victim, moved = first["id"].iloc[0], first["id"].iloc[1]
+    cleaning.apply(
+        ws, [Decision(victim, "delete"), Decision(moved, "relabel", "red" if first["label"].iloc[1] == "blue" else "blue")]
+    )
+    again = cleaning.score_images(ws, version)
+    assert forwarded == [] and victim not in set(again["id"]) and len(again) == len(first) - 1
+    assert again.set_index("id").loc[moved, "label"] != first.set_index("id").loc[moved, "label"]
+    gather.ingest(ws, gather.upload_items([("new.png", colour_image(1, 4242))], "blue"))
+    cleaning.score_images(ws, version)
+    assert forwarded == [1]  # only the new image
+    (ws.models_dir / version / cleaning.FEATURES).write_bytes(b"damaged")  # a cache, not data: computed again
+    assert len(cleaning.score_images(ws, version)) == len(first) and forwarded[-1] == len(first)
+
+
 def test_duplicates_across_train_and_valid_are_leakage(ws: Workspace, tmp_path: Path) -> None:
     (tmp_path / "src" / "train" / "cat").mkdir(parents=True)
     (tmp_path / "src" / "valid" / "cat").mkdir(parents=True)

@@ -9,6 +9,7 @@ own average confidence.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import threading
@@ -28,7 +29,7 @@ from core.errors import UserError
 from core.model import datasets, registry, weights
 from core.model.config import DataConfig
 from core.workspace import store
-from core.workspace.paths import Workspace, free_name
+from core.workspace.paths import Workspace, free_name, write_atomic
 
 ACTIONS = ("keep", "delete", "relabel")
 _APPLY_LOCK = threading.Lock()
@@ -52,8 +53,35 @@ class Applied:
     skipped: tuple[str, ...]
 
 
+FEATURES = "clean_features.npz"  # per version: body features by image content, so an Apply re-scores only new images
+
+
 def body_features(ws: Workspace, version: str, catalog: pd.DataFrame) -> np.ndarray:
-    """Pooled body features of every catalog image under a version's preprocessing (no augmentation)."""
+    """Pooled body features of every catalog image under a version's preprocessing (no augmentation). They depend
+    only on the image's bytes and the version, so they are kept by sha256 beside the version: relabels, deletions
+    and restores reuse them, and only images new to the version go through the network."""
+    path = ws.models_dir / version / FEATURES
+    known: dict[str, np.ndarray] = {}
+    if path.is_file():
+        try:
+            with np.load(path) as saved:
+                known = dict(zip(saved["sha256"].tolist(), saved["features"], strict=True))
+        except (OSError, ValueError, KeyError):  # a damaged cache is only a cache: compute again
+            known = {}
+    missing = catalog[~catalog["sha256"].isin(known)]
+    if len(missing):
+        fresh = _forward(ws, version, missing)
+        known.update(zip(missing["sha256"].tolist(), fresh, strict=True))
+        keep = catalog["sha256"].tolist()
+        buffer = io.BytesIO()
+        np.savez(buffer, sha256=np.array(keep), features=np.stack([known[h] for h in keep]))
+        write_atomic(path, buffer.getvalue())
+    if catalog.empty:
+        return np.zeros((0, 0), np.float32)
+    return np.stack([known[h] for h in catalog["sha256"]])
+
+
+def _forward(ws: Workspace, version: str, catalog: pd.DataFrame) -> np.ndarray:
     model, meta = weights.load_version(ws, version)
     pre = meta["preprocessing"]
     pixels = datasets.load_pixels(ws, catalog, DataConfig(size=pre["size"], resize=pre["resize"]))
