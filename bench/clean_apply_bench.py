@@ -55,14 +55,13 @@ def main() -> None:
         choices = [
             Decision(r.id, "relabel", next(c for c in labels if c != r.label), r.label) for r in picked.iloc[:3].itertuples()
         ] + [Decision(r.id, "delete", None, r.label) for r in picked.iloc[3:].itertuples()]
-        apply_s = timed(lambda: cleaning.apply(ws, choices))
+        apply_s = timed(lambda chosen=choices: cleaning.apply(ws, chosen))
         after.append(apply_s + timed(lambda: cleaning.score_images(ws, version)))
         (ws.models_dir / version / cleaning.FEATURES).unlink()
         before.append(apply_s + timed(lambda: cleaning.score_images(ws, version)))
     for name, values in (("before (every image again)", before), ("after (cached features)", after)):
-        print(
-            f"Apply of 5 choices, then re-scoring, {name}: {np.mean(values):.1f} s (sd {np.std(values):.1f}) over {len(values)} rounds"
-        )
+        spread = f"{np.mean(values):.1f} s (sd {np.std(values):.1f}) over {len(values)} rounds"
+        print(f"Apply of 5 choices, then re-scoring, {name}: {spread}")
 
 
 if __name__ == "__main__":
