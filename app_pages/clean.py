@@ -7,9 +7,12 @@ import streamlit as st
 
 from core.data import verify
 from core.model import cleaning, jobs
+from core.progress import ProgressFn
 from core.workspace import store
 from core.workspace.paths import Workspace
-from ui.common import attempt, current_workspace, pick_version, thumbnails
+from ui.common import attempt, current_workspace, pick_version, progress_bar, thumbnails
+
+ALL = "all labels: the worst first"
 
 ws = current_workspace()
 st.title("Clean")
@@ -29,13 +32,25 @@ def reset_choices() -> None:
         del st.session_state[key]
 
 
-@st.cache_data(show_spinner="Scoring every image out of fold…", max_entries=8)
-def scores_for(root: str, version: str, stamp: int) -> pd.DataFrame:
-    return cleaning.score_images(Workspace(Path(root)), version)
+@st.cache_data(show_spinner=False, max_entries=8)
+def scores_for(root: str, version: str, stamp: int, _on_progress: ProgressFn) -> pd.DataFrame:
+    return cleaning.score_images(Workspace(Path(root)), version, _on_progress)
+
+
+def lazy_progress(label: str) -> ProgressFn:
+    """A progress bar drawn only when scoring really runs (a cached result draws nothing)."""
+    drawn: list[ProgressFn] = []
+
+    def update(done: int, total: int, message: str) -> None:
+        if not drawn:
+            drawn.append(progress_bar(label))
+        drawn[0](done, total, message)
+
+    return update
 
 
 stamp = int(store.audit_log(ws, limit=1)["seq"].iloc[0])
-scores = attempt(lambda: scores_for(str(ws.root), version, stamp))
+scores = attempt(lambda: scores_for(str(ws.root), version, stamp, lazy_progress("Scoring every image out of fold")))
 classes = sorted(scores["label"].unique())
 
 
@@ -83,7 +98,7 @@ source = st.radio(
 )
 if source == "Suspicious labels":
     c1, c2, c3, c4 = st.columns(4)
-    label = c1.selectbox("Label", classes, key="clean_label")
+    label = c1.selectbox("Label", [ALL, *classes], key="clean_label")
     split = c2.radio("Split", ["all", "train", "valid", "test"], horizontal=True, key="clean_split")
     ranking = c3.selectbox(
         "Rank by",
@@ -92,15 +107,24 @@ if source == "Suspicious labels":
         help="Out of fold: each image scored by a model that never saw it.",
     )
     count = c4.slider("Images", 6, 120, 30, step=6, key="clean_count")
-    rows = cleaning.queue(scores, label, split, ranking).head(count)
-    tiles(
-        rows,
-        [
-            f"label {r.label} · predicted **{r.predicted}** {r.confidence:.0%}  \nloss {r.loss:.2f}"
-            + (" · flagged" if r.label_issue else "")
-            for r in rows.itertuples()
-        ],
+    ranked = cleaning.queue(scores, None if label == ALL else label, split, ranking)
+    rows = ranked.head(count)
+    likely, rest = rows[rows["label_issue"]], rows[~rows["label_issue"]]
+    st.markdown(
+        f"**{int(ranked['label_issue'].sum())} likely label error(s)** among the {len(ranked)} images here: another "
+        "class's out-of-fold probability is above that class's own average (confident learning). "
+        + (f"The first {len(likely)} are above the line." if len(likely) else "None among the images shown.")
     )
+
+    def captions(part: pd.DataFrame) -> list[str]:
+        return [
+            f"label {r.label} · predicted **{r.predicted}** {r.confidence:.0%}  \nloss {r.loss:.2f}" for r in part.itertuples()
+        ]
+
+    tiles(likely, captions(likely))
+    if len(rest):
+        st.markdown("---\n**Below the line: no evidence of a label error** (the ranking goes on; look if you like)")
+        tiles(rest, captions(rest))
 elif source == "Flagged by verification":
     flagged = cleaning.flagged(store.images(ws))
     st.caption(

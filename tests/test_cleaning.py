@@ -129,7 +129,7 @@ def test_applying_choices_re_scores_without_running_the_network_again(ws: Worksp
     first = cleaning.score_images(ws, version)
     forwarded: list[int] = []
     real = cleaning._forward
-    monkeypatch.setattr(cleaning, "_forward", lambda w, v, c: forwarded.append(len(c)) or real(w, v, c))
+    monkeypatch.setattr(cleaning, "_forward", lambda w, v, c, p=None: forwarded.append(len(c)) or real(w, v, c, p))
     victim, moved = first["id"].iloc[0], first["id"].iloc[1]
     cleaning.apply(
         ws, [Decision(victim, "delete"), Decision(moved, "relabel", "red" if first["label"].iloc[1] == "blue" else "blue")]

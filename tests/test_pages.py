@@ -240,7 +240,7 @@ def test_train_page_preview_and_lr_finder() -> None:
 
 
 def test_clean_page_choices_persist_then_apply_and_undo() -> None:
-    from core.model import runs
+    from core.model import cleaning, runs
     from tests.helpers import TINY, fill
 
     ws = workspaces.create_workspace("w")
@@ -250,6 +250,9 @@ def test_clean_page_choices_persist_then_apply_and_undo() -> None:
     at = app("app_pages/clean.py", "w")
     assert not at.exception and not errors(at)
     first = at.selectbox(key="clean_label").value
+    assert first == "all labels: the worst first"  # the worst across every label, then one label at a time
+    flagged = int(cleaning.score_images(ws, "v1")["label_issue"].sum())
+    assert any(f"**{flagged} likely label error(s)** among the 12 images here" in m.value for m in at.markdown)
     tile = next(s for s in at.selectbox if s.key and s.key.startswith("clean_w_"))
     image_id = tile.key.removeprefix("clean_w_")
     other = next(o for o in tile.options if o.startswith("→ "))

@@ -28,6 +28,7 @@ from core.data.gather import validate_label
 from core.errors import UserError
 from core.model import datasets, registry, weights
 from core.model.config import DataConfig
+from core.progress import ProgressFn
 from core.workspace import store
 from core.workspace.paths import Workspace, free_name, write_atomic
 
@@ -56,7 +57,7 @@ class Applied:
 FEATURES = "clean_features.npz"  # per version: body features by image content, so an Apply re-scores only new images
 
 
-def body_features(ws: Workspace, version: str, catalog: pd.DataFrame) -> np.ndarray:
+def body_features(ws: Workspace, version: str, catalog: pd.DataFrame, on_progress: ProgressFn | None = None) -> np.ndarray:
     """Pooled body features of every catalog image under a version's preprocessing (no augmentation). They depend
     only on the image's bytes and the version, so they are kept by sha256 beside the version: relabels, deletions
     and restores reuse them, and only images new to the version go through the network."""
@@ -70,7 +71,7 @@ def body_features(ws: Workspace, version: str, catalog: pd.DataFrame) -> np.ndar
             known = {}
     missing = catalog[~catalog["sha256"].isin(known)]
     if len(missing):
-        fresh = _forward(ws, version, missing)
+        fresh = _forward(ws, version, missing, on_progress)
         known.update(zip(missing["sha256"].tolist(), fresh, strict=True))
         keep = catalog["sha256"].tolist()
         buffer = io.BytesIO()
@@ -81,14 +82,18 @@ def body_features(ws: Workspace, version: str, catalog: pd.DataFrame) -> np.ndar
     return np.stack([known[h] for h in catalog["sha256"]])
 
 
-def _forward(ws: Workspace, version: str, catalog: pd.DataFrame) -> np.ndarray:
+def _forward(ws: Workspace, version: str, catalog: pd.DataFrame, on_progress: ProgressFn | None = None) -> np.ndarray:
     model, meta = weights.load_version(ws, version)
     pre = meta["preprocessing"]
-    pixels = datasets.load_pixels(ws, catalog, DataConfig(size=pre["size"], resize=pre["resize"]))
+    say = on_progress or (lambda *_: None)
+    pixels = datasets.load_pixels(
+        ws, catalog, DataConfig(size=pre["size"], resize=pre["resize"]), on_progress=lambda d, t, _: say(d, t, "preparing images")
+    )
     out = []
     with torch.inference_mode():
         for i in range(0, len(pixels), 64):
             out.append(model.body(datasets.to_batch(pixels[i : i + 64], pre["mean"], pre["std"])).float().numpy())
+            say(min(i + 64, len(pixels)), len(pixels), "measuring images with the model")
     return np.concatenate(out)
 
 
@@ -129,7 +134,7 @@ def centroid_distance(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return z
 
 
-def score_images(ws: Workspace, version: str) -> pd.DataFrame:
+def score_images(ws: Workspace, version: str, on_progress: ProgressFn | None = None) -> pd.DataFrame:
     """Every usable image with its out-of-fold prediction, loss, confident-learning flag and outlier score."""
     meta = registry.read_meta(ws, version)
     catalog = store.images(ws)
@@ -138,7 +143,7 @@ def score_images(ws: Workspace, version: str) -> pd.DataFrame:
     if unknown:
         raise UserError(f"Labels {unknown} are new since {version} was trained; retrain before cleaning with it.")
     labels = catalog["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    features = body_features(ws, version, catalog)
+    features = body_features(ws, version, catalog, on_progress)
     probs = out_of_fold_probs(features, labels, len(classes))
     issue, margin = confident_learning(probs, labels)
     given = probs[np.arange(len(labels)), labels]
