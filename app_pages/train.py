@@ -5,7 +5,7 @@ from dataclasses import replace
 import pandas as pd
 import streamlit as st
 
-from core.model import backbones, config, datasets, jobs, preview, registry, runs, train_report
+from core.model import backbones, config, datasets, estimate, jobs, preview, registry, runs, train_report
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent
 from core.production import review, rollout
@@ -193,6 +193,8 @@ else:
         )
         if st.checkbox("Train on model labels too", key="train_allow_model_labels"):
             cfg = replace(cfg, allow_model_labels=True)
+    usable = int(catalog["split"].isin(["train", "valid"]).sum()) if "split" in catalog else len(catalog)
+    st.caption(f"Time on this machine for {usable} images: " + estimate.estimate(ws, cfg, usable).words())
     if st.button("Start training", type="primary", key="train_start"):
         attempt(lambda: jobs.start(ws, cfg, save_as_defaults=True))
         st.rerun()

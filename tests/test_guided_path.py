@@ -3,6 +3,8 @@ and links to where it is done (AppTest; the browser walk clicks through the same
 
 from __future__ import annotations
 
+import pytest
+
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 from tests.helpers import app, errors, links
@@ -67,3 +69,26 @@ def test_training_progress_in_plain_words() -> None:
     assert progress_words(BatchEvent("unfrozen", 16, 32, None), cfg) == (
         f"training all layers: epoch 1 of {cfg.auto_epochs}, batch 16/{32 // cfg.auto_epochs}"
     )
+
+
+def test_a_training_estimate_comes_from_a_run_measured_here(prod: Workspace) -> None:
+    from dataclasses import replace
+
+    from core.model import estimate, registry
+    from core.model.config import TrainConfig
+
+    meta = registry.read_meta(prod, "v1")
+    cfg = TrainConfig(**{k: v for k, v in meta["config"].items() if k != "data"})
+    cfg = replace(cfg, data=replace(cfg.data, size=meta["preprocessing"]["size"]), backbone=meta["config"]["backbone"])
+    n = len(meta["train_ids"]) + len(meta["valid_ids"])
+    same = estimate.estimate(prod, replace(cfg, epochs=0), n)
+    wall = meta["metrics"]["wall_seconds"]
+    frozen = sum(h["seconds"] for h in meta["metrics"]["history"] if h["stage"] == "frozen")
+    unfrozen = sum(h["seconds"] for h in meta["metrics"]["history"] if h["stage"] == "unfrozen")
+    per_frozen = frozen / max(sum(h["stage"] == "frozen" for h in meta["metrics"]["history"]), 1)
+    assert same.seconds == pytest.approx(wall - frozen - unfrozen + cfg.freeze_epochs * per_frozen)
+    assert "scaled from v1 here" in same.words()
+    double = estimate.estimate(prod, replace(cfg, epochs=0), 2 * n)
+    assert double.seconds == pytest.approx(2 * same.seconds)  # twice the images, twice the time
+    other = estimate.estimate(prod, replace(cfg, data=replace(cfg.data, size=cfg.data.size + 32)), n)
+    assert other.seconds is None and "measures it" in other.words()  # another image size: nothing comparable
