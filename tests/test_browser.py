@@ -179,7 +179,7 @@ def matrix_cell(page: object, row: int, column: int) -> str:
 def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     page.get_by_text("No workspace is open").wait_for()
     assert page.get_by_role("link", name="streamlit app").count() == 0
-    page.get_by_role("link", name="Workspaces").click()
+    page.get_by_role("link", name="Workspaces", exact=True).click()
     page.get_by_text("A workspace is one classification problem").wait_for()
     page.get_by_role("combobox", name="Digits (all when empty)").click()
     for digit in DIGITS:  # four of the ten digits: the whole walk, in a third of the time
@@ -190,7 +190,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
     assert shot(page, "01-workspaces").stat().st_size > 10_000
 
-    page.get_by_role("link", name="Gather").click()
+    page.get_by_role("link", name="Gather", exact=True).click()
     page.get_by_text("Gather images").first.wait_for()
     page.get_by_role("tab", name="Folder").click()
     folder = tmp_path / "more"
@@ -202,7 +202,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
     shot(page, "02-gather")
 
-    page.get_by_role("link", name="Explore").click()
+    page.get_by_role("link", name="Explore", exact=True).click()
     page.get_by_role("button", name="Verify all images").click()
     page.get_by_text(f"Checked {demo_images() + 4} images").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
@@ -217,7 +217,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     shot(page, "06-explore-quarantine")
     no_exception(page)
 
-    page.get_by_role("link", name="Train").click()
+    page.get_by_role("link", name="Train", exact=True).click()
     page.get_by_text("Horizontal flips").wait_for()
     field = page.get_by_role("spinbutton", name="Frozen epochs", exact=True)
     field.fill("1")
@@ -248,7 +248,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("Training was cancelled; no model version was written.").wait_for(timeout=HEAVY_MS)
     no_exception(page)
 
-    page.get_by_role("link", name="Evaluate").click()
+    page.get_by_role("link", name="Evaluate", exact=True).click()
     page.get_by_text("Test accuracy", exact=True).wait_for()  # the caption under it says "test accuracy" too
     page.get_by_text("validation accuracy is optimistic", exact=False).wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
@@ -262,7 +262,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     shot(page, "12-evaluate-calibration")
     no_exception(page)
 
-    page.get_by_role("link", name="Clean").click()
+    page.get_by_role("link", name="Clean", exact=True).click()
     page.get_by_text("Pending: 0 deletion(s)").wait_for(timeout=HEAVY_MS)
     page.locator("[data-testid='stImage']").first.wait_for()
     page.get_by_role("combobox", name="Action").first.click()
@@ -282,7 +282,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
     shot(page, "14-clean-undone")
 
-    page.get_by_role("link", name="Objective").click()
+    page.get_by_role("link", name="Objective", exact=True).click()
     page.get_by_role("textbox", name="Outcome wanted").fill("Read handwritten digits on forms; never misfile a 7 as a 1.")
     page.get_by_role("textbox", name="Decision the model serves").fill("File each scan, or send it to a clerk.")
     page.get_by_role("textbox", name="Who is affected").fill("Applicants and the clerks who check scans.")
@@ -292,7 +292,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
     shot(page, "15-objective")
 
-    page.get_by_role("link", name="Levers").click()
+    page.get_by_role("link", name="Levers", exact=True).click()
     page.get_by_text("Utility matrix", exact=True).wait_for()
     edit_matrix_cell(page, 0, 0, "250")  # the payoff of "act on 1" when the truth is 1
     page.get_by_role("button", name="Save levers").click()
@@ -307,7 +307,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     saved, ok = levers.load_utility(workspaces.resolve("demo"), [*DIGITS, "cat", "dog"])
     assert ok and saved.payoff[0][0] == 250.0  # the cell typed in the browser reached the database
 
-    page.get_by_role("link", name="Policy").click()
+    page.get_by_role("link", name="Policy", exact=True).click()
     page.get_by_text("Simulator:").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
     page.get_by_role("button", name="Optimize the policy").click()
@@ -323,7 +323,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text(re.compile(r"^Accepted for model v1:")).wait_for()  # not the "No policy accepted for model" note
     no_exception(page)
 
-    page.get_by_role("link", name="Summary").click()
+    page.get_by_role("link", name="Summary", exact=True).click()
     page.get_by_role("button", name="Download as HTML").wait_for()
     page.get_by_text("Decision pending").wait_for()
     no_exception(page)
@@ -342,7 +342,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     printed.close()
     assert (SHOTS / "18b-summary-print.pdf").read_bytes().startswith(b"%PDF")
 
-    page.get_by_role("link", name="Predict").click()
+    page.get_by_role("link", name="Predict", exact=True).click()
     page.get_by_text("Production model").wait_for()
     digit = sorted((data_root / "workspaces" / "demo" / "images" / "3").iterdir())[0]
     page.locator("input[type='file']").first.set_input_files(str(digit))
@@ -356,7 +356,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
     shot(page, "19-predict")
 
-    page.get_by_role("link", name="Monitor").click()
+    page.get_by_role("link", name="Monitor", exact=True).click()
     page.get_by_text("Out of domain, last").wait_for()
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
@@ -375,7 +375,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     shot(page, "20c-monitor-estimates")
 
     # the human loop: review three queued images, add them to the data, retrain, shadow, expand
-    page.get_by_role("link", name="Review").click()
+    page.get_by_role("link", name="Review", exact=True).click()
     page.get_by_text("Oldest waiting").wait_for()
     page.get_by_role("textbox", name="Your name (required: recorded with each label)").fill("walker")
     page.keyboard.press("Enter")
@@ -420,7 +420,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     joined = catalog[catalog["source_kind"] == "production"]
     assert 1 <= len(joined) <= 3 and set(joined["labelled_by"]) == {"walker"} and set(joined["label_source"]) == {"review"}
 
-    page.get_by_role("link", name="Train").click()
+    page.get_by_role("link", name="Train", exact=True).click()
     page.get_by_role("button", name="Start training").click()
     page.get_by_text("Trained v2").wait_for(timeout=TRAINING_MS)
     idle(page)
@@ -431,11 +431,11 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
         registry.read_meta(workspaces.resolve("demo"), "v2")["valid_ids"]
     ) | set(catalog[catalog["split"] == "test"]["id"])  # each reviewed image went where its split says
 
-    page.get_by_role("link", name="Monitor").click()
+    page.get_by_role("link", name="Monitor", exact=True).click()
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
     page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)
-    page.get_by_role("link", name="Rollout").click()
+    page.get_by_role("link", name="Rollout", exact=True).click()
     page.get_by_text("Candidate v2 in shadow beside production v1").wait_for()
     page.get_by_role("button", name="Accept the optimizer's policy for v2 (the current utility matrix)").click()
     page.get_by_text("Accepted a policy for v2").wait_for()
@@ -453,7 +453,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     assert accepted.active(workspaces.resolve("demo"), "v2") is not None  # it decides as the analyst accepted
     shot(page, "23-rollout-expanded")
 
-    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("link", name="Overview", exact=True).click()
     page.get_by_text("1. Objective").wait_for()
     no_exception(page)
     shot(page, "24-overview")
