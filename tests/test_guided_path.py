@@ -92,3 +92,8 @@ def test_a_training_estimate_comes_from_a_run_measured_here(prod: Workspace) -> 
     assert double.seconds == pytest.approx(2 * same.seconds)  # twice the images, twice the time
     other = estimate.estimate(prod, replace(cfg, data=replace(cfg.data, size=cfg.data.size + 32)), n)
     assert other.seconds is None and "measures it" in other.words()  # another image size: nothing comparable
+    asked = meta["config"]["data"]["size"]  # what the form asked (0: automatic) also matches
+    automatic = estimate.estimate(prod, replace(cfg, data=replace(cfg.data, size=0)), n)
+    assert (automatic.seconds is not None) == (asked == 0)
+    if asked:
+        assert "the first" in automatic.words() and "at the automatic size" in automatic.words()

@@ -36,7 +36,8 @@ def estimate(ws: Workspace, cfg: TrainConfig, images: int) -> Estimate:
     for version in versions:
         meta = registry.read_meta(ws, version)
         then = meta.get("config", {})
-        if then.get("backbone") != cfg.backbone or meta.get("preprocessing", {}).get("size") != cfg.data.size:
+        asked = (then.get("data") or {}).get("size")  # 0: automatic, as the form's default
+        if then.get("backbone") != cfg.backbone or cfg.data.size not in (asked, meta.get("preprocessing", {}).get("size")):
             continue
         metrics = meta.get("metrics", {})
         history = metrics.get("history") or []
@@ -58,4 +59,5 @@ def estimate(ws: Workspace, cfg: TrainConfig, images: int) -> Estimate:
             seconds, longest = base, base + cfg.auto_epochs * per_unfrozen
         took = _minutes(wall)
         return Estimate(seconds, longest, f"scaled from {version} here: {n_then} images in {took}")
-    return Estimate(None, None, f"the first {cfg.backbone} run at {cfg.data.size} px on this machine measures it")
+    size = f"{cfg.data.size} px" if cfg.data.size else "the automatic size"
+    return Estimate(None, None, f"the first {cfg.backbone} run at {size} on this machine measures it")
