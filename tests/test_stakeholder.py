@@ -33,11 +33,15 @@ def test_a_healthy_workspace_reports_its_test_accuracy_gains_and_verdict_from_th
     test = report.figures["test"]
     metrics = registry.read_meta(prod, report.version)["metrics"]
     assert test.n == metrics["test_images"] and test.k == round(metrics["test_accuracy"] * test.n)
-    assert f"Test accuracy: {test.text()} held-out images" in section(report, "How good it is")
+    said = f"{test.short()} ({test.ci()}) on {test.n:,}" if test.enough else f"{test.text()}, on {test.n:,}"
+    assert f"Test accuracy: {said} held-out images" in section(report, "How good it is")
     assert report.verdict is not None and report.verdict.status == verdict.HEALTHY
     production = section(report, "How production is doing")
     assert "180 predictions" in production and "Verdict: healthy" in production
-    assert "which bin for the sorting line" in section(report, "What the model decides, and for whom")
+    decides = section(report, "What the model decides, and for whom")
+    assert (
+        f"The decision model {report.version} serves: which bin." in decides and "Who is affected: the sorting line." in decides
+    )
     c = report.comparison
     gains = section(report, "What it gains")
     assert f"automating {c.outcomes[0].automation_rate:.0%} of decisions." in gains

@@ -50,13 +50,14 @@ def _decision(ws: Workspace, version: str, policy_words: str) -> Section:
         *(str(x).strip().rstrip(".;") for x in (goal.statement, goal.decision, goal.affected, goal.success))
     )
     settings = deployment.load_settings(ws)
-    said = [
-        f"Model {version} decides {goal.decision or 'a decision not stated yet'} for {goal.affected or 'users not stated yet'}"
-        f"; the outcome wanted: {goal.statement or 'not stated yet'}.",
+    said = [  # the analyst's own words after a colon each, as written (no sentence is built around them)
+        f"The decision model {version} serves: {goal.decision or 'not stated yet'}.",
+        f"Who is affected: {goal.affected or 'not stated yet'}.",
+        f"The outcome wanted: {goal.statement or 'not stated yet'}.",
         f"Its policy: {policy_words}.",
     ]
     if goal.success:
-        said.append(f"Success is measured by {goal.success}.")
+        said.append(f"Success is measured by: {goal.success}.")
     said.append(f"Scope shown to users: {settings.scope}." if settings.scope else "No scope statement is shown to users yet.")
     return Section("What the model decides, and for whom", tuple(said))
 
@@ -86,7 +87,8 @@ def _quality(ws: Workspace, version: str, figures: dict[str, Any]) -> Section:
     n = int(metrics["test_images"])
     test = rates.Rate(round(metrics["test_accuracy"] * n), n)
     figures["test"] = test
-    said = [f"Test accuracy: {test.text()} held-out images the model never chose anything on."]
+    on = f"on {n:,} held-out images the model never chose anything on"
+    said = [f"Test accuracy: {test.short()} ({test.ci()}) {on}." if test.enough else f"Test accuracy: {test.text()}, {on}."]
     confused = _confused(ws, version)
     figures["confused"] = confused
     if confused:
