@@ -84,7 +84,7 @@ if st.session_state.pop("monitor_show_simulation", False):
 sources = tuple(c2.multiselect("Sources", list(prediction_log.SOURCES), default=list(usual), key="monitor_sources"))
 versions = ["all", *registry.list_versions(ws)["version"].tolist()[::-1]]
 version = c3.selectbox("Model version", versions, key="monitor_version")
-if "simulation" not in usual:
+if "simulation" not in usual and "simulation" not in sources:
     st.caption(
         f"Simulated traffic ({prediction_log.count(ws, 'simulation'):,} predictions: replayed test images, backdated) is "
         "left out because real predictions exist; add **simulation** to Sources to see it."
@@ -147,7 +147,7 @@ if reviewed.n:
 spooled = prediction_log.spooled_rows(ws)
 if spooled:
     st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")
-st.plotly_chart(charts.overview_figure(win, base), key="monitor_overview")
+st.plotly_chart(charts.overview_figure(win, base, window), key="monitor_overview")
 if report is None:
     st.stop()
 

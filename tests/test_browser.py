@@ -362,6 +362,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_role("button", name="Simulate", exact=True).click()
     page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)
     page.locator(".js-plotly-plot").first.wait_for()  # the overview: the rest waits in expanders
+    idle(page)  # the rerun that shows the simulated days has finished (no faded, stale page in the picture)
     no_exception(page)
     shot(page, "20-monitor")
     page.get_by_text(re.compile(r"^Causes")).wait_for()

@@ -231,3 +231,19 @@ def test_simulated_traffic_is_left_out_by_default_once_real_predictions_exist(pr
     prediction_log.log_predictions(prod, preds, "app", predictor.version)
     assert "simulation" not in queries.default_sources(prod)
     assert int(queries.windows(prod, queries.LogFilter(sources=queries.default_sources(prod)))["predictions"].sum()) == 1
+
+
+def test_the_time_axis_shows_dates_even_for_one_window() -> None:
+    from core.production.monitoring import charts
+
+    one = pd.DataFrame(
+        {
+            "window": [pd.Timestamp("2026-12-01")], "predictions": [5], "confidence_p10": [0.5], "confidence_p50": [0.7],
+            "confidence_p90": [0.9], "ood_rate": [0.0], "feedback": [0], "feedback_accuracy": [None],
+        }
+    )  # fmt: skip
+    fig = charts.overview_figure(one, None, "day")
+    assert fig.layout.xaxis.tickformat == "%b %d"
+    low, high = (pd.Timestamp(x) for x in fig.layout.xaxis.range)
+    assert (low, high) == (pd.Timestamp("2026-11-30"), pd.Timestamp("2026-12-02"))
+    assert charts.overview_figure(one, None, "hour").layout.xaxis.tickformat == "%b %d %H:%M"

@@ -16,8 +16,13 @@ def _reference_line(fig: go.Figure, y: float, text: str, row: int, col: int = 1)
     )
 
 
-def overview_figure(win: pd.DataFrame, base: LogReference | None) -> go.Figure:
-    """Four stacked panels sharing the time axis: volume, confidence band, OOD rate, accuracy from feedback."""
+TICKS = {"hour": "%b %d %H:%M", "day": "%b %d", "week": "%b %d", "predictions": "%b %d %H:%M"}
+SPAN = {"hour": pd.Timedelta(hours=1), "day": pd.Timedelta(days=1), "week": pd.Timedelta(days=7)}
+
+
+def overview_figure(win: pd.DataFrame, base: LogReference | None, window: str = "day") -> go.Figure:
+    """Four stacked panels sharing the time axis (dates: one window alone is shown as its date, never as fractions
+    of a second around it): volume, confidence band, OOD rate, accuracy from feedback."""
     fig = make_subplots(
         rows=4,
         cols=1,
@@ -67,6 +72,10 @@ def overview_figure(win: pd.DataFrame, base: LogReference | None) -> go.Figure:
     fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=3, col=1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.05], row=4, col=1)
     fig.update_layout(height=820, showlegend=False, margin={"t": 40, "b": 20})
+    fig.update_xaxes(tickformat=TICKS.get(window, "%b %d"))
+    if len(win) == 1:  # plotly zooms a lone point to milliseconds: give it a window's width on each side
+        at, span = pd.Timestamp(win["window"].iloc[0]), SPAN.get(window, pd.Timedelta(hours=1))
+        fig.update_xaxes(range=[at - span, at + span])
     return fig
 
 
