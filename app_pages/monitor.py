@@ -11,6 +11,7 @@ from core.production import prediction_log, traffic
 from core.production.monitoring import causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace.paths import Workspace
 from ui.common import attempt, current_workspace, image_grid, next_step, progress_bar
+from ui.production import verdict_icon
 
 ws = current_workspace()
 st.title("Monitor")
@@ -100,7 +101,7 @@ report = attempt(lambda: cached_report(str(ws.root), flt, reference_version, pre
 found = verdict.verdict(report) if report else None
 if found:
     with st.container(border=True, key="monitor_verdict"):
-        st.markdown(f"### {found.icon} {found.headline}")
+        st.markdown(f"### {verdict_icon(found)} {found.headline}")
         st.markdown("\n".join(f"- {r}" for r in found.reasons))
 
 recent = win.iloc[-verdict.RECENT :]

@@ -8,7 +8,7 @@ from core.production import prediction_log, review, rollout
 from core.production.monitoring import verdict
 from core.workspace import store
 from ui.common import current_workspace
-from ui.production import production_verdict
+from ui.production import production_verdict, verdict_icon
 
 ws = current_workspace()
 st.title(f"Overview: {ws.name}")
@@ -80,7 +80,7 @@ waiting = review.backlog(ws) if logged else None
 judged = production_verdict(ws) if logged and production else None
 in_production = f"{logged:,} predictions logged." if logged else "Nothing scored yet."
 if judged:
-    in_production = f"{judged.icon} **{judged.headline}.** {' '.join(judged.reasons)} " + in_production
+    in_production = f"{verdict_icon(judged)} **{judged.headline}.** {' '.join(judged.reasons)} " + in_production
 if active:
     in_production += f" Candidate {active.candidate} runs in {active.stage} beside production {production}."
 if waiting is not None:

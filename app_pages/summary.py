@@ -6,7 +6,7 @@ import streamlit as st
 from core.drivetrain import levers
 from core.production import prediction_log, stakeholder, stakeholder_html
 from ui.common import attempt, current_workspace, needs_production
-from ui.production import production_verdict
+from ui.production import production_verdict, verdict_icon
 
 ws = current_workspace()
 st.title("Stakeholder report")
@@ -23,7 +23,7 @@ st.download_button(
 )
 if found:
     with st.container(border=True, key="summary_verdict"):
-        st.markdown(f"**{found.icon} {found.headline}.** " + " ".join(found.reasons))
+        st.markdown(f"{verdict_icon(found)} **{found.headline}.** " + " ".join(found.reasons))
 for section in report.sections:
     st.subheader(section.title)
     st.markdown("\n".join(f"- {s}" for s in section.sentences))

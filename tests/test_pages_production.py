@@ -204,7 +204,11 @@ def test_monitor_shows_an_alert_with_its_words_images_and_lever(prod: Workspace)
     log_day(prod, 2, 60, darken=0.3, dark_share=0.8)
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at)
-    assert any("### ⚠️ Production needs attention" in m.value or "Production is failing" in m.value for m in at.markdown)
+    assert any(
+        "### :orange[:material/warning:] Production needs attention" in m.value
+        or "### :red[:material/error:] Production is failing" in m.value
+        for m in at.markdown
+    )
     assert any("**2026-03-04 · Image conditions changed**: images darker" in m.value for m in at.markdown)
     assert any("What to do: gather images like these" in c.value and "brightness" in c.value for c in at.caption)
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1

@@ -10,6 +10,16 @@ from core.production import prediction_log
 from core.production.monitoring import floors, verdict
 from core.workspace.paths import Workspace
 
+ICONS = {  # Streamlit's own icons: the same everywhere (an emoji needs a font the machine may lack)
+    verdict.HEALTHY: ":green[:material/check_circle:]",
+    verdict.ATTENTION: ":orange[:material/warning:]",
+    verdict.FAILING: ":red[:material/error:]",
+}
+
+
+def verdict_icon(found: verdict.Verdict) -> str:
+    return ICONS.get(found.status, ":gray[:material/hourglass_empty:]")
+
 
 @st.cache_data(max_entries=8, show_spinner="Judging production...")
 def _verdict(root: str, stamp: tuple, chosen: tuple) -> verdict.Verdict:
