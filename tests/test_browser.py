@@ -456,6 +456,8 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
     page.get_by_role("link", name="Overview", exact=True).click()
     page.get_by_text("1. Objective").wait_for()
+    page.get_by_text(re.compile(r"predictions logged\.")).wait_for(timeout=HEAVY_MS)  # production's card, judged
+    idle(page)
     no_exception(page)
     shot(page, "24-overview")
 
