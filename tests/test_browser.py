@@ -598,7 +598,9 @@ def test_two_analysts_clean_and_edit_the_matrix_at_once(
             c.close()
 
 
-ANSWERS = "() => [...document.querySelectorAll('p')].filter(p => p.textContent.startsWith('confidence ')).length"
+ANSWERS = (  # the answers on a page: one headline per image ("This looks like ...", or "This doesn't look like ...")
+    "() => [...document.querySelectorAll('h3')].filter(h => /^This (looks|doesn't look) like/.test(h.textContent)).length"
+)
 
 
 def test_eight_end_users_upload_at_once(page: object, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -634,7 +636,7 @@ def test_eight_end_users_upload_at_once(page: object, data_root: Path, tmp_path:
             tab.locator("input[type='file']").first.set_input_files([str(f) for f in files])
         for k, tab in enumerate(tabs):
             try:
-                tab.wait_for_function(f"({ANSWERS})() === 20", timeout=300_000)
+                tab.wait_for_function(f"({ANSWERS})() === 20", timeout=HEAVY_MS)
             except Exception:
                 shot(tab, f"failed-end-user-{k}")
                 raise
