@@ -167,12 +167,15 @@ for n, (label, found_causes) in enumerate(reversed(list(by_window.items()))):  #
         st.caption(f"... and {len(by_window) - 3} earlier window(s) with causes: see the grid below or `monitor --json`.")
         break
     for c in found_causes:
-        with st.container(border=True):
-            st.markdown(f"**{label} · {c.title}**: {c.words}.")
-            st.caption(
-                f"What to do: {c.lever}. Tests that moved: "
-                + ", ".join(drift_charts.METRIC_NAMES.get(t.metric, t.metric) for t in c.tests)
-            )
+        moved = ", ".join(drift_charts.METRIC_NAMES.get(t.metric, t.metric) for t in c.tests)
+        # the latest window's causes in full; earlier ones one line each, opened on demand (the page stays short)
+        box = st.container(border=True) if n == 0 else st.expander(f"{label} · {c.title}: {c.words}.")
+        with box:
+            if n == 0:
+                st.markdown(f"**{label} · {c.title}**: {c.words}.")
+                st.caption(f"What to do: {c.lever}. Tests that moved: {moved}")
+            else:
+                st.caption(f"Lever: {c.lever}. Tests that moved: {moved}")
             kept = [e for e in c.examples if e.image_path]
             if kept:
                 image_grid([ws.root / e.image_path for e in kept], [f"{e.predicted} · {e.value:.3g}" for e in kept], columns=6)

@@ -71,7 +71,7 @@ def overview_figure(win: pd.DataFrame, base: LogReference | None, window: str = 
     fig.update_yaxes(range=[0, 1.05], row=2, col=1)
     fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=3, col=1)
     fig.update_yaxes(tickformat=".0%", range=[0, 1.05], row=4, col=1)
-    fig.update_layout(height=820, showlegend=False, margin={"t": 40, "b": 20})
+    fig.update_layout(height=640, showlegend=False, margin={"t": 40, "b": 20})
     fig.update_xaxes(tickformat=TICKS.get(window, "%b %d"))
     if len(win) == 1:  # plotly zooms a lone point to milliseconds: give it a window's width on each side
         at, span = pd.Timestamp(win["window"].iloc[0]), SPAN.get(window, pd.Timedelta(hours=1))
