@@ -5,7 +5,7 @@ import streamlit as st
 from core.drivetrain import accepted, levers, objective
 from core.model import registry
 from core.production import prediction_log, review, rollout
-from core.production.monitoring import verdict
+from core.production.monitoring import queries, verdict
 from core.workspace import store
 from ui.common import current_workspace
 from ui.production import production_verdict, verdict_icon
@@ -78,7 +78,10 @@ with right:
 active = rollout.current(ws)
 waiting = review.backlog(ws) if logged else None
 judged = production_verdict(ws) if logged and production else None
+simulated = prediction_log.count(ws, "simulation") if logged else 0
 in_production = f"{logged:,} predictions logged." if logged else "Nothing scored yet."
+if simulated and "simulation" not in queries.default_sources(ws):
+    in_production += f" The verdict leaves out the {simulated:,} simulated ones: real predictions exist."
 if judged:
     in_production = f"{verdict_icon(judged)} **{judged.headline}.** {' '.join(judged.reasons)} " + in_production
 if active:

@@ -247,3 +247,13 @@ def test_the_time_axis_shows_dates_even_for_one_window() -> None:
     low, high = (pd.Timestamp(x) for x in fig.layout.xaxis.range)
     assert (low, high) == (pd.Timestamp("2026-11-30"), pd.Timestamp("2026-12-02"))
     assert charts.overview_figure(one, None, "hour").layout.xaxis.tickformat == "%b %d %H:%M"
+
+
+def test_a_verdict_with_no_prediction_by_the_production_model_says_whose_predictions_there_are() -> None:
+    empty = drift.DriftReport("v2", (), (), excluded=12)
+    found = verdict.verdict(empty)
+    assert found.status == verdict.NOT_JUDGED
+    assert found.reasons == (
+        "No prediction by the production model v2 in these sources yet: the 12 there were made by other versions.",
+    )
+    assert verdict.verdict(drift.DriftReport("v2", (), (), excluded=0)).reasons == ("Nothing is logged for these sources yet.",)

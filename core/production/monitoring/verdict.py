@@ -54,7 +54,13 @@ def verdict(report: DriftReport) -> Verdict:
     recent = report.windows[-RECENT:]
     judged = [w for w in recent if w.judged]
     if not report.windows:
-        return Verdict(NOT_JUDGED, ("Nothing is logged for these filters yet.",), (), ())
+        said = (
+            f"No prediction by the production model {report.reference_version} in these sources yet: the "
+            f"{report.excluded:,} there were made by other versions."
+            if report.excluded
+            else "Nothing is logged for these sources yet."
+        )
+        return Verdict(NOT_JUDGED, (said,), (), ())
     if not judged:
         sizes = ", ".join(f"{w.window}: {w.images}" for w in recent)
         return Verdict(
