@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from core.data import verify
 from core.model import cleaning, jobs
@@ -37,20 +38,23 @@ def scores_for(root: str, version: str, stamp: int, _on_progress: ProgressFn) ->
     return cleaning.score_images(Workspace(Path(root)), version, _on_progress)
 
 
-def lazy_progress(label: str) -> ProgressFn:
-    """A progress bar drawn only when scoring really runs (a cached result draws nothing)."""
+def lazy_progress(label: str, holder: DeltaGenerator) -> ProgressFn:
+    """A progress bar in `holder`, drawn only when scoring really runs (a cached result draws nothing)."""
     drawn: list[ProgressFn] = []
 
     def update(done: int, total: int, message: str) -> None:
         if not drawn:
-            drawn.append(progress_bar(label))
+            with holder:
+                drawn.append(progress_bar(label))
         drawn[0](done, total, message)
 
     return update
 
 
 stamp = int(store.audit_log(ws, limit=1)["seq"].iloc[0])
-scores = attempt(lambda: scores_for(str(ws.root), version, stamp, lazy_progress("Scoring every image out of fold")))
+holder = st.empty()
+scores = attempt(lambda: scores_for(str(ws.root), version, stamp, lazy_progress("Scoring every image out of fold", holder)))
+holder.empty()  # done: the bar goes
 classes = sorted(scores["label"].unique())
 
 
