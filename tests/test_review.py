@@ -86,7 +86,9 @@ def test_an_image_sent_again_and_again_waits_once_and_one_label_clears_it(prod: 
     assert review.backlog(prod).pending == 2 and len(items) == 2
     again = next(i for i in items if i.copies == 3)
     assert again.id == preds[0].id  # the oldest of the three
-    review.label(prod, preds[1].id, "blue", reviewer="ana")  # labelled through any of its predictions
+    prediction_log.add_feedback(prod, preds[2].id, "blue", CLASSES, source="app")  # feedback settles its own request
+    assert {i.id: i.copies for i in review.pending(prod)}[preds[0].id] == 2
+    review.label(prod, preds[1].id, "blue", reviewer="ana")  # a reviewer's label settles the image, whichever request
     assert [i.id for i in review.pending(prod)] == [other[0].id]
 
 

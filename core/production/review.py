@@ -38,11 +38,15 @@ _PAIRS = """pairs AS (  -- requests scored by production and a candidate: the ot
            arg_max(CASE WHEN NOT served THEN model_version END, ts) AS other_version
     FROM predictions WHERE request_id IS NOT NULL GROUP BY request_id HAVING count(*) > 1
 )"""
-_LABELLED = """labelled AS (  -- requests and images someone already labelled (on any of their predictions)
-    SELECT DISTINCT coalesce(p.request_id, p.id) AS request, p.sha256 FROM predictions p JOIN feedback f ON f.prediction_id = p.id
+_LABELLED = """labelled AS (  -- requests someone already labelled (on any of their predictions)
+    SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM predictions p JOIN feedback f ON f.prediction_id = p.id
+), reviewed AS (  -- images a reviewer (or an imported label) already settled: their other requests need no one
+    SELECT DISTINCT p.sha256 FROM predictions p JOIN feedback f ON f.prediction_id = p.id
+    WHERE f.source IN ('review', 'import') AND p.sha256 IS NOT NULL
 )"""
 # One entry per image: an image sent several times waits once (its oldest waiting prediction, with how many wait),
-# and leaves the queue when any of its predictions is labelled.
+# and leaves the queue when a reviewer (or an imported label) settles any of its predictions; feedback from the app
+# or the simulator settles only its own request.
 _PENDING = f"""WITH {_PAIRS}, {_LABELLED},
 waiting AS (
     SELECT p.id, p.ts, p.source, p.name, p.model_version, coalesce(p.stage, 'production') AS stage, p.predicted,
@@ -52,7 +56,7 @@ waiting AS (
     FROM predictions p LEFT JOIN pairs d ON d.request_id = p.request_id
     WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE))
       AND coalesce(p.request_id, p.id) NOT IN (SELECT request FROM labelled)
-      AND (p.sha256 IS NULL OR p.sha256 NOT IN (SELECT sha256 FROM labelled WHERE sha256 IS NOT NULL))
+      AND (p.sha256 IS NULL OR p.sha256 NOT IN (SELECT sha256 FROM reviewed))
 )
 SELECT * EXCLUDE (image, rank) FROM (
     SELECT *, row_number() OVER (PARTITION BY image ORDER BY ts, id) AS rank, count(*) OVER (PARTITION BY image) AS copies
