@@ -43,10 +43,6 @@ def example_choices() -> pd.Series:
     return held.set_index("id")["label"]
 
 
-def end_user_notice(settings: deployment.AppSettings) -> str:
-    return "End users read: " + deployment.privacy_notice(settings)
-
-
 if not end_user:
     st.caption(
         f"Production model **{predictor.version}** · classes {', '.join(predictor.classes)} · out-of-domain flag when the "
@@ -83,7 +79,7 @@ if not end_user:
             max_selections=deployment.MAX_EXAMPLES,
             key="predict_examples",
         )
-        st.caption(end_user_notice(settings))
+        st.caption("End users read: " + deployment.privacy_notice(settings))
         if st.button("Save settings", key="predict_save_settings"):
             chosen = deployment.AppSettings(heading, text, keep, internals, tuple(examples))
             attempt(lambda: deployment.save_settings(ws, chosen))

@@ -15,6 +15,11 @@ class Rate:
     k: int  # items that count (correct, agreed, flagged)
     n: int  # items in all
 
+    @classmethod
+    def of(cls, share: float | None, n: int) -> Rate:
+        """The rate behind a share of n items (a share a query averaged; None counts as 0 of n)."""
+        return cls(round((share or 0.0) * n), int(n))
+
     @property
     def value(self) -> float:
         return self.k / self.n if self.n else math.nan

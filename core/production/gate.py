@@ -44,11 +44,11 @@ class Paired:
 
     @property
     def production_rate(self) -> Rate:
-        return Rate(round((self.production or 0.0) * self.labelled), self.labelled)
+        return Rate.of(self.production, self.labelled)
 
     @property
     def candidate_rate(self) -> Rate:
-        return Rate(round((self.candidate or 0.0) * self.labelled), self.labelled)
+        return Rate.of(self.candidate, self.labelled)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Comparison:
 
     @property
     def agreement_rate(self) -> Rate:
-        return Rate(round((self.agreement or 0.0) * self.paired), self.paired)
+        return Rate.of(self.agreement, self.paired)
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def windows_table(c: Comparison) -> pd.DataFrame:
     def share(v: object, n: int) -> str:  # the rate with its 95% Wilson interval (n is the column beside it)
         if v is None or pd.isna(v) or not n:
             return ""
-        low, high = Rate(round(float(v) * n), int(n)).interval
+        low, high = Rate.of(float(v), n).interval
         return f"{float(v):.1%} ({low:.0%}-{high:.0%})"
 
     w = c.windows
