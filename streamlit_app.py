@@ -28,7 +28,7 @@ pages = {
     ],
     "Data": [
         st.Page("app_pages/gather.py", title="Gather", icon=":material/download:"),
-        st.Page("app_pages/explore.py", title="Explore", icon=":material/insights:"),
+        st.Page("app_pages/explore.py", title="Verify and explore", icon=":material/verified:"),
         st.Page("app_pages/clean.py", title="Clean", icon=":material/cleaning_services:"),
     ],
     "Model": [

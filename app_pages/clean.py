@@ -133,7 +133,7 @@ elif source == "Flagged by verification":
     flagged = cleaning.flagged(store.images(ws))
     st.caption(
         f"{len(flagged)} image(s) that decode but needed conversion for training (CMYK, 16-bit, palette, "
-        "alpha, EXIF rotation, animation): worth a look. Broken files are already in quarantine (see Explore)."
+        "alpha, EXIF rotation, animation): worth a look. Broken files are already in quarantine (see Verify and explore)."
     )
     rows = flagged.head(60)
     tiles(rows, [f"{r.label} · {r.notes}" for r in rows.itertuples()])
@@ -171,7 +171,7 @@ if c1.button("Apply", type="primary", key="clean_apply", disabled=not pending):
         f" {len(done.skipped)} choice(s) skipped: another session changed those images after you chose." if done.skipped else ""
     )
     st.session_state["clean_message"] = (
-        f"Applied {done.changed} change(s): deleted images are in quarantine (restore on Explore).{skipped}"
+        f"Applied {done.changed} change(s): deleted images are in quarantine (restore on Verify and explore).{skipped}"
     )
     st.rerun()
 if c2.button("Discard choices", key="clean_discard", disabled=not pending):

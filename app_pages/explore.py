@@ -1,4 +1,4 @@
-"""Explore: verify the images, then look at counts, sizes, brightness, samples, duplicates, quarantine."""
+"""Verify and explore: verify the images, then look at counts, sizes, brightness, samples, duplicates, quarantine."""
 
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from core.workspace import store
 from ui.common import attempt, current_workspace, image_grid, needs, next_step, progress_bar
 
 ws = current_workspace()
-st.title("Explore and verify")
+st.title("Verify and explore")
 
 if st.button(
     "Verify all images",

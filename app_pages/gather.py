@@ -127,7 +127,9 @@ if last is not None and last[0] == ws.name:
         with c1:
             next_step("app_pages/train.py", "Next: train a model")
         with c2:
-            st.page_link("app_pages/explore.py", label="Or look at the images first (Explore)", icon=":material/insights:")
+            st.page_link(
+                "app_pages/explore.py", label="Or look at the images first (Verify and explore)", icon=":material/insights:"
+            )
     elif st.button(
         "Next: verify the images",
         type="primary",

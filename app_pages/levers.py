@@ -1,5 +1,6 @@
 """Levers: the actions available, each with a cost of use, and the utility matrix that scores them; the actions the
-objective names, one click away; a renamed action keeps its column."""
+objective names, one click away; a renamed action keeps its column, unsaved edits included; a Save pressed while
+an edit is still being applied is not lost."""
 
 import pandas as pd
 import streamlit as st
@@ -7,9 +8,12 @@ import streamlit as st
 from core.drivetrain import levers, objective
 from core.model import registry
 from core.workspace import store
-from ui.common import attempt, current_workspace
+from ui.common import attempt, current_workspace, table
 
 BASE = "levers_base"  # (workspace, the saved utility this session's edits started from)
+LAST = "levers_last_grid"  # (workspace, grid key, the matrix as edited) in the last run: a rename carries its cells
+CARRIED = "levers_carried"  # (workspace, grid key, the matrix a new grid starts from after a rename)
+SAVE = "levers_save_requested"  # set by the Save button's callback, which no rerun can interrupt
 
 ws = current_workspace()
 st.title("Levers")
@@ -65,22 +69,34 @@ refer = st.selectbox(
 
 st.subheader("Utility matrix")
 st.caption(f"Rows: what the image really is. Columns: the action taken. Cells: payoff in {unit}, before the cost of use.")
-matrix = levers.carried_matrix(utility, names)  # a renamed action keeps its column
+grid = f"levers_matrix_{'|'.join(names)}"  # a new grid when the actions change
+last = st.session_state.get(LAST)
+if last and last[0] == ws.name and last[1] != grid:  # the actions changed: the new grid starts from the old one's cells
+    st.session_state[CARRIED] = (ws.name, grid, levers.carried_matrix(last[2], names))
+carried = st.session_state.get(CARRIED)
+if carried and carried[:2] == (ws.name, grid):
+    matrix = carried[2]
+else:
+    matrix = levers.carried_matrix(levers.matrix_frame(utility), names)
 edited = st.data_editor(
     matrix,
-    key=f"levers_matrix_{'|'.join(names)}",  # a new grid when the actions change
+    key=grid,
     height=36 * (len(matrix) + 1) + 4,  # every row visible
     disabled=["_index"],  # the rows are the classes: not editable
-    column_config={"_index": st.column_config.Column("true class", width="medium")}
-    | {n: st.column_config.NumberColumn(n) for n in names},
+    column_config={"_index": st.column_config.Column("true class", width=130)}
+    | {n: st.column_config.NumberColumn(n, width=w, help=n) for n, w in levers.column_widths(names).items()},
 )
+st.session_state[LAST] = (ws.name, grid, edited)
 pending = levers.unsaved(utility, actions, edited, refer, classes, unit)
 if not pending or st.session_state.get(BASE, (None,))[0] != ws.name:
     st.session_state[BASE] = (ws.name, utility)  # what the edits start from: another session may save meanwhile
-if st.button("Save levers", type="primary", key="levers_save"):
+# The click only sets a flag: a rerun from an edit still being applied could interrupt the run that saw the click
+# (Streamlit then drops it); callbacks run before the script, and the flag waits for a run that gets this far.
+st.button("Save levers", type="primary", key="levers_save", on_click=st.session_state.__setitem__, args=(SAVE, True))
+if st.session_state.pop(SAVE, False):
     mine = attempt(lambda: levers.utility_from_tables(actions, edited, refer, classes, unit))
     attempt(lambda: levers.save_utility(ws, mine, base=st.session_state[BASE][1]))  # merged with theirs, cell by cell
-    for key in (BASE, "levers_unit", "levers_refer"):  # shown again from what was saved
+    for key in (BASE, LAST, CARRIED, "levers_unit", "levers_refer"):  # shown again from what was saved
         st.session_state.pop(key, None)
     st.rerun()
 if pending:
@@ -88,4 +104,4 @@ if pending:
 elif saved:  # from the database, so any later rerun still shows it
     st.success("Saved. See what this matrix means for decisions on **Policy**.")
 with st.expander("Net utility (payoff minus cost of use): what the policy maximises"):
-    st.dataframe(pd.DataFrame(utility.net(), index=list(utility.rows), columns=list(utility.actions)), width="stretch")
+    table(pd.DataFrame(utility.net(), index=list(utility.rows), columns=list(utility.actions)), index=True)

@@ -51,7 +51,7 @@ with left:
         f"{sum(counts.values())} images in {len(counts)} labels"
         + (f" ({store.quarantined_count(ws)} quarantined)." if counts else "."),
         "at least two labels with images.",
-        [("app_pages/gather.py", "Gather"), ("app_pages/explore.py", "Explore"), ("app_pages/clean.py", "Clean")],
+        [("app_pages/gather.py", "Gather"), ("app_pages/explore.py", "Verify and explore"), ("app_pages/clean.py", "Clean")],
     )
 with right:
     step(

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.drivetrain import accepted, decisions, levers, optimizer, summary
-from ui.common import attempt, current_workspace, needs_production
+from ui.common import attempt, current_workspace, needs_production, table
 
 SEARCH = "policy_search"  # owner: this page; (workspace, version, utility) -> Search
 
@@ -26,12 +26,11 @@ else:
 
 outcomes = decisions.policy_and_baselines(utility, policy, v.logits, v.labels, v.ood)
 st.subheader(f"Simulator: {len(v.labels)} validation images")
-st.dataframe(summary.outcomes_frame(outcomes, utility.unit), hide_index=True, width="stretch")
-left, right = st.columns([1.2, 1])
+table(summary.outcomes_frame(outcomes, utility.unit))
 curve = decisions.threshold_curve(utility, policy, v.logits, v.labels, v.ood)
-left.plotly_chart(summary.curve_figure(curve, policy, outcomes, utility.unit), key="policy_curve")
-right.markdown("**True class × action**")
-right.dataframe(outcomes[0].table, width="stretch")
+st.plotly_chart(summary.curve_figure(curve, policy, outcomes, utility.unit), key="policy_curve")
+st.markdown("**True class × action** (validation images: what this policy did with each)")
+table(outcomes[0].table, index=True)
 
 st.subheader("Optimizer")
 st.caption(
@@ -59,13 +58,10 @@ if found and found[0] == key:
         f"{utility.unit} per 1,000 images** (95% interval {summary.per_1000(low)} to {summary.per_1000(high)}); fitted "
         f"temperature {search.temperature_fitted:.2f} ({'used' if search.temperature_used else 'not used: no better there'})."
     )
-    fit_col, report_col = st.columns(2)
-    fit_col.markdown("Fit half")
-    fit_col.dataframe(summary.outcomes_frame(search.fit, utility.unit), hide_index=True, width="stretch")
-    report_col.markdown("Held-out half, with 95% bootstrap intervals")
-    report_col.dataframe(
-        summary.outcomes_frame(compared.outcomes, utility.unit, compared.intervals), hide_index=True, width="stretch"
-    )
+    st.markdown("Held-out half, with 95% bootstrap intervals")
+    table(summary.outcomes_frame(compared.outcomes, utility.unit, compared.intervals))
+    with st.expander("The fit half (where the thresholds were chosen: flattering by construction)"):
+        table(summary.outcomes_frame(search.fit, utility.unit))
     said = summary.comparison_sentence(compared, utility.unit)
     if compared.beats_baseline:
         st.success(said)

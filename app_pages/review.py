@@ -91,7 +91,7 @@ model_only = review.model_labelled(ws)
 held = review.held_back(ws)
 st.write(
     f"{len(ready)} labelled production image(s) are ready to join the data, with their provenance: the prediction "
-    "they came from, the model version, and who labelled them (source `production` on Explore)."
+    "they came from, the model version, and who labelled them (source `production` on Verify and explore)."
     + (" Not joining: " + "; ".join(f"{n} {why}" for why, n in held.items()) + "." if held else "")
 )
 if st.button(f"Add {len(ready)} image(s) to the data", key="review_add", disabled=ready.empty):

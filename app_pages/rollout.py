@@ -8,7 +8,7 @@ import streamlit as st
 from core.drivetrain import accepted
 from core.model import registry
 from core.production import gate, rollout
-from ui.common import attempt, current_workspace, image_grid, rate_metric
+from ui.common import attempt, current_workspace, image_grid, rate_metric, table
 
 ws = current_workspace()
 st.title("Rollout")
@@ -81,11 +81,7 @@ else:
         )
     checks = gate.gate(comparison)
     st.markdown("**Promotion gate: " + ("met**" if checks.passed else "not met yet**"))
-    st.dataframe(
-        pd.DataFrame([{"met": "yes" if c.met else "not yet", "criterion": c.criterion, "now": c.value} for c in checks.checks]),
-        hide_index=True,
-        width="stretch",
-    )
+    table(pd.DataFrame([{"met": "yes" if c.met else "not yet", "criterion": c.criterion, "now": c.value} for c in checks.checks]))
     if comparison.paired:
         st.plotly_chart(gate.comparison_figure(comparison), key="rollout_comparison")
         with st.expander(f"Per {window}: agreement, accuracy of each on the same labelled requests, and the difference"):

@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.drivetrain import levers
 from core.production import prediction_log, stakeholder, stakeholder_html
-from ui.common import attempt, current_workspace, needs_production
+from ui.common import attempt, current_workspace, needs_production, table
 from ui.production import production_verdict, verdict_icon
 
 ws = current_workspace()
@@ -28,13 +28,13 @@ for section in report.sections:
     st.subheader(section.title)
     st.markdown("\n".join(f"- {s}" for s in section.sentences))
     if section.table is not None:
-        st.dataframe(section.table, hide_index=True, width="stretch")
+        table(section.table)
 st.subheader("Risks")
 st.markdown("\n".join(f"- {r}" for r in report.risks) if report.risks else "None found.")
 st.subheader("Decision pending")
 st.markdown(report.pending)
 with st.expander("The decision's details: levers and utility matrix"):
     utility = attempt(lambda: stakeholder.utility_in_force(ws))
-    st.dataframe(levers.matrix_frame(utility), width="stretch", height="content")
-    st.dataframe(report.comparison.outcomes[0].table, width="stretch", height="content")
+    table(levers.matrix_frame(utility), index=True)
+    table(report.comparison.outcomes[0].table, index=True)
     st.caption("True class × action on the validation images the policy was not fitted on.")

@@ -30,11 +30,14 @@ def live_panel() -> None:
     if job is None:
         return
     last = job.last_batch()
+    whole = job.overall()
     if job.running and last is not None:
-        if isinstance(last, BatchEvent):
-            st.progress(last.done / last.total, text=train_report.progress_words(last, job.config))
+        now = train_report.progress_words(last, job.config) if isinstance(last, BatchEvent) else last.message
+        if whole is not None:  # one bar for the whole run; the step's own detail under it
+            st.progress(whole.fraction, text=whole.words())
+            st.caption(now)
         else:
-            st.progress(0.0, text=last.message)
+            st.progress(last.done / last.total if isinstance(last, BatchEvent) else 0.0, text=now)
     if job.epochs():
         planned = job.config.freeze_epochs + job.config.epochs if job.config.epochs is not None else None
         st.plotly_chart(train_report.history_figure(job.epochs(), planned), key="train_live_chart")

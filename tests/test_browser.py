@@ -152,8 +152,9 @@ def no_exception(page: object) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
 
-def edit_matrix_cell(page: object, row: int, column: int, value: str) -> None:
-    """Type a value into the Levers page's utility matrix (a canvas grid: clicked and typed into like a user)."""
+def edit_matrix_cell(page: object, row: int, column: int, value: str, wait: bool = True) -> None:
+    """Type a value into the Levers page's utility matrix (a canvas grid: clicked and typed into like a user);
+    `wait=False` goes on while the app is still applying the edit, as a quick user does."""
     grid = page.locator("[data-testid='stDataFrame']").nth(1)  # the utility matrix (the actions table is first)
     grid.scroll_into_view_if_needed()
     page.evaluate(FRAMES)
@@ -167,7 +168,8 @@ def edit_matrix_cell(page: object, row: int, column: int, value: str) -> None:
     page.keyboard.press("Control+A")
     page.keyboard.type(value, delay=60)
     page.keyboard.press("Enter")
-    idle(page)
+    if wait:
+        idle(page)
 
 
 def matrix_cell(page: object, row: int, column: int) -> str:
@@ -202,7 +204,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     no_exception(page)
     shot(page, "02-gather")
 
-    page.get_by_role("link", name="Explore", exact=True).click()
+    page.get_by_role("link", name="Verify and explore", exact=True).click()
     page.get_by_role("button", name="Verify all images").click()
     page.get_by_text(f"Checked {demo_images() + 4} images").wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
@@ -294,8 +296,10 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
     page.get_by_role("link", name="Levers", exact=True).click()
     page.get_by_text("Utility matrix", exact=True).wait_for()
-    edit_matrix_cell(page, 0, 0, "250")  # the payoff of "act on 1" when the truth is 1
-    page.get_by_role("button", name="Save levers").click()
+    quick = {(0, 0): "250", (1, 1): "20", (2, 2): "30", (3, 3): "40", (1, 4): "-50"}  # five edits, one after another
+    for (row, column), value in quick.items():
+        edit_matrix_cell(page, row, column, value, wait=False)
+    page.get_by_role("button", name="Save levers").click()  # at once, while the last edit is still being applied
     page.get_by_text("Saved. See what this matrix means").wait_for()
     no_exception(page)
     shot(page, "16-levers")
@@ -305,7 +309,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
     monkeypatch.setenv("IMAGEDP_DATA_ROOT", str(data_root))
     saved, ok = levers.load_utility(workspaces.resolve("demo"), [*DIGITS, "cat", "dog"])
-    assert ok and saved.payoff[0][0] == 250.0  # the cell typed in the browser reached the database
+    assert ok and {cell: saved.payoff[cell[0]][cell[1]] for cell in quick} == {c: float(v) for c, v in quick.items()}
 
     page.get_by_role("link", name="Policy", exact=True).click()
     page.get_by_text("Simulator:").wait_for()
@@ -659,4 +663,63 @@ def test_eight_end_users_upload_at_once(page: object, data_root: Path, tmp_path:
     finally:
         for c in contexts:
             c.close()
+        server.close()
+
+
+def test_a_new_user_follows_the_next_steps(page: object, tmp_path: Path) -> None:
+    """From an empty data root to a production model and the Policy page, moving on only by the pages' next-step
+    buttons and links (the settings a run needs are set, as a user would): each step screenshotted."""
+    from tests.helpers import colour_image
+
+    photos = tmp_path / "photos"
+    for k, label in enumerate(("red", "blue", "green")):
+        (photos / label).mkdir(parents=True)
+        for i in range(10):
+            (photos / label / f"{i}.png").write_bytes(colour_image(k, 700 + 10 * k + i))
+    root = tmp_path / "fresh-root"
+    root.mkdir()
+    server = serve(root)
+    url = next(server)
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    try:
+        tab.set_default_timeout(90_000)
+        tab.goto(url)
+        tab.get_by_role("link", name="Go to Workspaces").click()  # nothing is open: the page says where to go
+        tab.get_by_role("tab", name="New workspace").click()
+        tab.get_by_role("textbox", name="Name").last.fill("colours")
+        tab.get_by_role("button", name="Create empty workspace").click()
+        tab.get_by_text("Created 'colours'").wait_for()
+        shot(tab, "30-path-workspace-created")
+        tab.get_by_role("link", name="Next: gather images").click()
+
+        tab.get_by_role("tab", name="Folder").click()
+        tab.get_by_role("textbox", name="Folder", exact=True).fill(str(photos))
+        tab.keyboard.press("Enter")
+        tab.get_by_role("button", name="Import folder").click()
+        tab.get_by_text("Added 30 image(s)").wait_for()
+        shot(tab, "31-path-imported")
+        tab.get_by_role("button", name="Next: verify the images").click()
+        tab.get_by_text("Verified 30 images: 0 quarantined").wait_for()
+        shot(tab, "32-path-verified")
+        tab.get_by_role("link", name="Next: train a model").click()
+
+        tab.get_by_text("Horizontal flips").wait_for()
+        tab.get_by_role("combobox", name="Unfrozen epochs").click()  # the run's length: a setting, not navigation
+        tab.get_by_role("option", name="0", exact=True).click()
+        idle(tab)
+        tab.get_by_role("button", name="Start training").click()
+        tab.get_by_text(re.compile(r"^Step \d of \d: ")).wait_for(timeout=HEAVY_MS)  # one bar for the whole run
+        shot(tab, "33-path-training")
+        tab.get_by_text("Trained v1").wait_for(timeout=TRAINING_MS)
+        shot(tab, "34-path-trained")
+        tab.get_by_role("button", name="Make v1 production").click()
+        tab.get_by_role("link", name="Next: choose a decision policy").click()
+        tab.get_by_text("Simulator:").wait_for()
+        tab.locator(".js-plotly-plot").first.wait_for()
+        idle(tab)
+        no_exception(tab)
+        shot(tab, "35-path-policy")
+    finally:
+        context.close()
         server.close()

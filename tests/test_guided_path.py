@@ -25,7 +25,9 @@ def test_a_new_workspace_leads_to_gather_then_verify_then_train(make_folder) -> 
     at.button(key="gather_verify").click().run()
     assert not at.exception and not errors(at)
     assert any("Verified 6 images: 0 quarantined" in s.value for s in at.success)
-    assert "train" in links(at)["Next: train a model"] and "explore" in links(at)["Or look at the images first (Explore)"]
+    assert (
+        "train" in links(at)["Next: train a model"] and "explore" in links(at)["Or look at the images first (Verify and explore)"]
+    )
 
 
 def test_explore_without_images_leads_to_gather() -> None:
@@ -69,6 +71,41 @@ def test_training_progress_in_plain_words() -> None:
     assert progress_words(BatchEvent("unfrozen", 16, 32, None), cfg) == (
         f"training all layers: epoch 1 of {cfg.auto_epochs}, batch 16/{32 // cfg.auto_epochs}"
     )
+
+
+def test_one_bar_for_the_whole_run_with_its_time_left_from_measured_rates() -> None:
+    from core.model.events import BatchEvent, StageEvent
+    from core.model.train_report import UNFROZEN_PER_FROZEN, RunPlan, overall
+
+    plan = RunPlan(train=64, valid=32, test=10, to_decode=96, test_to_decode=10, batch_size=32, freeze_epochs=1, epochs=None)
+    cold = [(0.0, StageEvent("cache", "decoding")), (9.6, BatchEvent("cache", 48, 96, None))]  # 0.2 s per image
+    start = overall(plan, cold, 9.6)
+    assert (start.step, start.steps, start.eta_s) == (1, 5, None)  # the network's speed is not known yet
+    assert start.fraction == pytest.approx(0.5 / 5) and start.words().startswith(
+        "Step 1 of 5: preparing images · time left known after"
+    )
+    timeline = [
+        *cold,
+        (19.2, BatchEvent("cache", 96, 96, None)),
+        (19.2, StageEvent("features", "computing validation features")),
+        (20.2, BatchEvent("features", 1, 1, 0.0)),  # 32 images in 1 s: 1/32 s per image through the network
+    ]
+    now = overall(plan, timeline, 20.2)
+    forward = 1 / 32
+    later = plan.freeze_epochs * 64 * forward + 10 * (0.2 + forward)  # frozen, then test (decoded, then scored)
+    assert now.step == 2 and now.eta_s == pytest.approx(later) and now.undecided
+    assert now.fraction == pytest.approx(20.2 / (20.2 + later))
+    assert now.words().startswith("Step 2 of 5: measuring the validation images · about 4 s left in all (more if")
+    decided = [*timeline, (21.0, StageEvent("frozen", "head")), (23.0, BatchEvent("frozen", 2, 2, 0.0))]
+    decided.append((23.5, StageEvent("unfrozen", "12% error: 2 unfrozen epoch(s)", planned=2)))
+    after = overall(plan, decided, 23.5)  # the unfrozen epochs now count, at the frozen stage's measured pace
+    forward = 2 / 64
+    assert after.step == 4 and not after.undecided
+    assert after.eta_s == pytest.approx(2 * UNFROZEN_PER_FROZEN * 64 * forward + 10 * (0.2 + forward))
+    none = [*decided[:-1], (23.5, StageEvent("unfrozen", "4% error: 0 unfrozen epoch(s)", planned=0))]
+    assert overall(plan, none, 23.5).steps == 4  # no unfrozen step: the test images are next
+    warm = RunPlan(train=64, valid=32, test=0, to_decode=0, test_to_decode=0, batch_size=32, freeze_epochs=1, epochs=0)
+    assert overall(warm, [], 0.0).steps == 2  # nothing to decode, nothing to test: features, then the head
 
 
 def test_a_training_estimate_comes_from_a_run_measured_here(prod: Workspace) -> None:

@@ -43,7 +43,7 @@ def test_every_page_runs_without_a_workspace(page: str) -> None:
     at = app(page)
     assert not at.exception
     if page != "app_pages/workspaces.py":
-        assert "No workspace is open" in at.info[0].value
+        assert "No workspace is open" in at.info[0].value and "workspaces" in links(at)["Go to Workspaces"]
 
 
 @pytest.mark.parametrize("page", PAGES)

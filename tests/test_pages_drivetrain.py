@@ -142,9 +142,26 @@ def test_suggested_actions_and_renames_that_keep_their_column() -> None:
     assert levers.suggest_actions("search and rescue or wait") == ["search and rescue", "wait"]
     assert levers.suggest_actions("decide whether to alert") == []
     u = levers.default_utility(["black", "grizzly"])
-    renamed = levers.carried_matrix(u, ["alert", "act on grizzly", "ask a ranger"])  # two renames, same rows
+    renamed = levers.carried_matrix(levers.matrix_frame(u), ["alert", "act on grizzly", "ask a ranger"])  # two renames, same rows
     assert renamed["alert"].tolist() == [10.0, -10.0, -10.0] and renamed["ask a ranger"].tolist() == [0.0, 0.0, 10.0]
-    grown = levers.carried_matrix(u, ["alert", "act on grizzly", "refer to a human", "wait"])  # a row added
+    grown = levers.carried_matrix(levers.matrix_frame(u), ["alert", "act on grizzly", "refer to a human", "wait"])  # a row added
     assert grown["alert"].isna().all() and grown["refer to a human"].tolist() == [0.0, 0.0, 10.0]
     plain = levers.suggested_utility(u, "alert or wait")
     assert plain.actions == ("alert", "wait", levers.REFER) and plain.refer == levers.REFER
+
+
+def test_levers_a_rename_keeps_the_unsaved_edits_and_a_save_waits_for_its_run(prod: Workspace) -> None:
+    at = app("app_pages/levers.py", "prod")
+    edit_cell(at, 2, "act on blue", -1000.0)  # unsaved: the truth is red, act on blue
+    at.run()
+    at.session_state["levers_actions"] = {"edited_rows": {0: {"action": "alert"}}, "added_rows": [], "deleted_rows": []}
+    at.run()  # a rename draws a new grid: it starts from the one on the page, edits included
+    renamed = "levers_matrix_alert|act on green|act on red|refer to a human"
+    grid = next(e for e in at.data_editor if e.key == renamed)
+    assert grid.value.loc["red", "alert"] == -1000.0 and grid.value.loc["blue", "alert"] == 10.0
+    assert any(c.value == "Unsaved changes." for c in at.caption)
+    at.session_state["levers_save_requested"] = True  # what the button's callback sets: a later run saves
+    at.run()
+    assert not at.exception and at.success[0].value.startswith("Saved.")
+    u, saved = levers.load_utility(prod, ["blue", "green", "red"])
+    assert saved and u.actions[0] == "alert" and u.payoff[2][0] == -1000.0 and u.payoff[0][0] == 10.0

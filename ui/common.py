@@ -58,6 +58,12 @@ def needs_production(ws: Workspace, purpose: str) -> str:
     return ""  # not reached: needs() stops the page
 
 
+def table(frame: pd.DataFrame, where: DeltaGenerator | None = None, index: bool = False) -> None:
+    """A small table with every column on screen: st.table wraps a long cell or header instead of hiding the
+    columns past the edge behind a sideways scroll (where "refer to a human" tends to be)."""
+    (where or st).table(frame, hide_index=not index, border="horizontal")
+
+
 def rate_metric(where: DeltaGenerator, label: str, rate: Rate, empty: str = "none", help: str | None = None) -> None:
     """A rate as a metric: the share with its 95% interval and n beneath it, or "too few (n)" on a small sample."""
     if not rate.n:
@@ -108,8 +114,14 @@ def current_workspace() -> Workspace:
     """The picked workspace, or an explanation and a stop."""
     name = st.session_state.get(PICKED)
     if not name:
-        st.info("No workspace is open. Create one (or the demo) on the **Workspaces** page.")
-        st.stop()
+        if end_user_mode():  # the public app has no Workspaces page to link to
+            st.info("No workspace is open: the app's IMAGEDP_WORKSPACE is not set.")
+            st.stop()
+        needs(
+            "No workspace is open. Create one (or the demo) on the **Workspaces** page.",
+            "app_pages/workspaces.py",
+            "Go to Workspaces",
+        )
     return attempt(lambda: workspaces.resolve(name))
 
 

@@ -97,17 +97,29 @@ def matrix_frame(u: Utility) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(u.payoff), index=list(u.rows), columns=list(u.actions))
 
 
-def carried_matrix(u: Utility, names: list[str]) -> pd.DataFrame:
-    """The matrix for the actions table as edited: each action keeps its column; when the table has as many rows as
-    the saved actions, a row whose name changed is a rename and its column goes with it (with rows added or removed
-    a changed name could be either, so its column starts empty rather than take another action's payoffs)."""
-    known = matrix_frame(u)
-    renamed = len(names) == len(u.actions)
+def carried_matrix(known: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The matrix for the actions table as edited, from the grid it replaces (the saved matrix, or the one on the
+    page with its unsaved edits): each action keeps its column; when the table has as many rows as that grid has
+    columns, a row whose name changed is a rename and its column goes with it (with rows added or removed a changed
+    name could be either, so its column starts empty rather than take another action's payoffs)."""
+    before = [str(c) for c in known.columns]
+    renamed = len(names) == len(before)
     columns = {}
     for i, name in enumerate(names):
-        source = name if name in known.columns else (u.actions[i] if renamed and u.actions[i] not in names else None)
+        source = name if name in before else (before[i] if renamed and before[i] not in names else None)
         columns[name] = known[source].tolist() if source is not None else [None] * len(known)
     return pd.DataFrame(columns, index=known.index)
+
+
+MATRIX_WIDTH = 720  # px for the action columns: with the class column, the grid fits a laptop's page (~850 px)
+
+
+def column_widths(names: list[str]) -> dict[str, int]:
+    """Pixel widths of the matrix's action columns, each as wide as its name (header and icon) but together no wider
+    than MATRIX_WIDTH, so that every action, "refer to a human" included, shows without a sideways scroll."""
+    wanted = {n: 8 * len(n) + 44 for n in names}
+    scale = min(1.0, MATRIX_WIDTH / max(1, sum(wanted.values())))
+    return {n: max(60, int(w * scale)) for n, w in wanted.items()}
 
 
 def suggest_actions(decision: str) -> list[str]:

@@ -47,8 +47,20 @@ def usable_split(ws: Workspace, catalog: pd.DataFrame) -> tuple[pd.DataFrame, li
     return split_ops.complete(ws, catalog)
 
 
+DECODE_WORKERS: int | None = None  # threads decoding into the cache; None: one per core
+
+
 def _cache_dir(ws: Workspace, cfg: DataConfig) -> Path:
     return ws.root / "cache" / f"pixels-v2-{cfg.resize}-{cfg.size}"  # v2: decoded at reduced scale
+
+
+def uncached(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig) -> int:
+    """How many of rows a run must decode (not in the pixel cache yet)."""
+    try:
+        index = json.loads((_cache_dir(ws, cfg) / "index.json").read_text())
+    except (OSError, ValueError):
+        return len(rows)
+    return int((~rows["id"].isin(index)).sum())
 
 
 def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress: ProgressFn | None = None) -> np.ndarray:
@@ -71,7 +83,7 @@ def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress:
             return np.asarray(resize_item(load_rgb(ws.root / row.path, cfg.size), cfg.size, cfg.resize), np.uint8)
 
         fresh = []
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        with ThreadPoolExecutor(max_workers=DECODE_WORKERS or os.cpu_count() or 2) as pool:
             for done, arr in enumerate(pool.map(decode, missing), 1):
                 fresh.append(arr)
                 if on_progress:

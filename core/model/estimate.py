@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from core.model import registry
 from core.model.config import TrainConfig
+from core.model.train_report import UNFROZEN_PER_FROZEN
 from core.workspace.paths import Workspace
 
 
@@ -51,7 +52,7 @@ def estimate(ws: Workspace, cfg: TrainConfig, images: int) -> Estimate:
         rest = max(wall - sum(frozen) - sum(unfrozen), 0.0) * scale
         per_frozen = (sum(frozen) / len(frozen)) * scale if frozen else 0.0
         # an unfrozen epoch not measured here: fastai's fine_tune on a CPU costs about 5 frozen ones (3-10 measured)
-        per_unfrozen = (sum(unfrozen) / len(unfrozen)) * scale if unfrozen else 5 * per_frozen
+        per_unfrozen = (sum(unfrozen) / len(unfrozen)) * scale if unfrozen else UNFROZEN_PER_FROZEN * per_frozen
         base = rest + cfg.freeze_epochs * per_frozen
         if cfg.epochs is not None:
             seconds, longest = base + cfg.epochs * per_unfrozen, None

@@ -18,6 +18,7 @@ class StageEvent:
 
     stage: str
     message: str
+    planned: int | None = None  # "unfrozen": the epochs decided once the frozen ones are done (0: none)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import UserError
-from core.model import runs
+from core.model import runs, train_report
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent, Cancelled, EpochMetrics, StageEvent, TrainEvent
+from core.model.train_report import Overall, RunPlan
 from core.workspace.paths import Workspace
 
 
@@ -20,6 +21,8 @@ class Job:
     config: TrainConfig
     cancel: threading.Event = field(default_factory=threading.Event)
     events: list[TrainEvent] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # time.monotonic() each event arrived, in step with events
+    plan: RunPlan | None = None
     status: str = "running"  # running / finished / cancelled / failed
     summary: dict[str, Any] | None = None
     error: str | None = None
@@ -33,6 +36,16 @@ class Job:
     def epochs(self) -> list[EpochMetrics]:
         return [e for e in self.events if isinstance(e, EpochMetrics)]
 
+    def record(self, event: TrainEvent) -> None:
+        self.times.append(time.monotonic())  # first: a reader pairs them up to the shorter list
+        self.events.append(event)
+
+    def overall(self) -> Overall | None:
+        """The whole run's progress and time left (None without a plan)."""
+        if self.plan is None:
+            return None
+        return train_report.overall(self.plan, list(zip(self.times, self.events, strict=False)), time.monotonic())
+
     def last_batch(self) -> BatchEvent | StageEvent | None:
         return next((e for e in reversed(self.events) if isinstance(e, BatchEvent | StageEvent)), None)
 
@@ -43,7 +56,7 @@ _LOCK = threading.Lock()
 
 def _run(ws: Workspace, job: Job) -> None:
     try:
-        job.summary = runs.train_workspace(ws, job.config, job.events.append, job.cancel)
+        job.summary = runs.train_workspace(ws, job.config, job.record, job.cancel)
         job.status = "finished"
     except Cancelled:
         job.status = "cancelled"
@@ -57,7 +70,7 @@ def _run(ws: Workspace, job: Job) -> None:
 def start(ws: Workspace, cfg: TrainConfig, save_as_defaults: bool = False) -> Job:
     """Check the settings and data (and, when asked, keep them as the workspace's defaults), then train in
     a background thread; refuse while this workspace already trains."""
-    runs.prepare(ws, cfg)
+    prepared = runs.prepare(ws, cfg)
     if save_as_defaults:
         runs.save_defaults(ws, cfg)
     key = str(ws.root)
@@ -65,7 +78,7 @@ def start(ws: Workspace, cfg: TrainConfig, save_as_defaults: bool = False) -> Jo
         current = _JOBS.get(key)
         if current is not None and current.running:
             raise UserError("A training is already running in this workspace; wait for it or cancel it.")
-        job = Job(ws.name, cfg)
+        job = Job(ws.name, cfg, plan=runs.plan_of(ws, prepared))
         job.thread = threading.Thread(target=_run, args=(ws, job), name=f"train-{ws.name}", daemon=True)
         _JOBS[key] = job
         job.thread.start()

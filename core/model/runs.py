@@ -20,6 +20,7 @@ from core.errors import UserError
 from core.model import backbones, config, datasets, outputs, registry, scoring, weights
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent, Cancelled, DoneEvent, EpochMetrics, EventFn, StageEvent, TrainEvent
+from core.model.train_report import RunPlan
 from core.model.training import TrainResult, fine_tune
 from core.workspace import locks, store
 from core.workspace.paths import TRAINING_LOCK, Workspace
@@ -162,6 +163,22 @@ def prepare(ws: Workspace, cfg: TrainConfig) -> PreparedRun:
     catalog, notes = datasets.usable_split(ws, catalog)
     notes += _model_labels(catalog, cfg)
     return PreparedRun(cfg, catalog, sorted(catalog["label"].unique()), tuple(notes))
+
+
+def plan_of(ws: Workspace, run: PreparedRun) -> RunPlan:
+    """What the run will do, for its overall progress bar: images per split, how many to decode, the epochs."""
+    cfg = run.config
+    return RunPlan(
+        train=int((run.catalog["split"] == "train").sum()),
+        valid=int((run.catalog["split"] == "valid").sum()),
+        test=len(run.test),
+        to_decode=datasets.uncached(ws, run.fitting, cfg.data),
+        test_to_decode=datasets.uncached(ws, run.test, cfg.data),
+        batch_size=cfg.batch_size,
+        freeze_epochs=cfg.freeze_epochs,
+        epochs=cfg.epochs,
+        auto_epochs=cfg.auto_epochs,
+    )
 
 
 def _model_labels(catalog: pd.DataFrame, cfg: TrainConfig) -> list[str]:

@@ -131,6 +131,7 @@ def train_frozen(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=cfg.freeze_epochs * cfg.head_passes * steps_per_pass
     )
+    on_event(StageEvent("frozen", f"training the new head: {cfg.freeze_epochs} epoch(s), the body frozen"))
     clock = _Clock("frozen", cfg.freeze_epochs * steps_per_pass, on_event, cancel)
     history, best, best_state = [], None, None
     for epoch in range(cfg.freeze_epochs):
@@ -275,7 +276,7 @@ def fine_tune(
         unfrozen = cfg.auto_epochs if best is None or best.error_rate > cfg.auto_threshold else 0
         said = f"frozen features leave {best.error_rate:.1%} error: " if best else ""
         advice = "" if unfrozen else "; set unfrozen epochs to run them anyway"
-        on_event(StageEvent("unfrozen", f"{said}{unfrozen} unfrozen epoch(s){advice}"))
+        on_event(StageEvent("unfrozen", f"{said}{unfrozen} unfrozen epoch(s){advice}", planned=unfrozen))
     if unfrozen:
         start = EpochMetrics(-1, "start", math.nan, math.inf, 1.0, 0.0, 0.0)
         history += train_unfrozen(

@@ -189,7 +189,7 @@ def undo_last(ws: Workspace, reviewer: str | None) -> Undone:
         joined = con.execute("SELECT id FROM images WHERE prediction_id = ? LIMIT 1", [prediction_id]).fetchone()
         if joined:
             raise UserError(
-                f"{name or prediction_id} was already added to the data as image {joined[0]}: relabel it on Explore "
+                f"{name or prediction_id} was already added to the data as image {joined[0]}: relabel it on Clean "
                 "(audited there) instead of undoing the review."
             )
         con.execute(
