@@ -197,7 +197,8 @@ else:
         if st.checkbox("Train on model labels too", key="train_allow_model_labels"):
             cfg = replace(cfg, allow_model_labels=True)
     usable = int(catalog["split"].isin(["train", "valid"]).sum()) if "split" in catalog else len(catalog)
-    st.caption(f"Time on this machine for {usable} images: " + estimate.estimate(ws, cfg, usable).words())
+    sized = replace(cfg, data=replace(cfg.data, size=cfg.data.size or runs.auto_size(catalog)))  # as the run will
+    st.caption(f"Time on this machine for {usable} images: " + estimate.estimate(ws, sized, usable).words())
     if st.button("Start training", type="primary", key="train_start"):
         attempt(lambda: jobs.start(ws, cfg, save_as_defaults=True))
         st.rerun()

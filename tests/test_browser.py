@@ -712,6 +712,7 @@ def test_a_new_user_follows_the_next_steps(page: object, tmp_path: Path) -> None
         tab.get_by_text(re.compile(r"^Step \d of \d: ")).wait_for(timeout=HEAVY_MS)  # one bar for the whole run
         shot(tab, "33-path-training")
         tab.get_by_text("Trained v1").wait_for(timeout=TRAINING_MS)
+        tab.get_by_text("scaled from v1 here").wait_for()  # the next run's time, from this one (automatic size too)
         shot(tab, "34-path-trained")
         tab.get_by_role("button", name="Make v1 production").click()
         tab.get_by_role("link", name="Next: choose a decision policy").click()
