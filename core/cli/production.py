@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -338,7 +339,40 @@ def print_check(data: dict[str, Any]) -> None:
         )
 
 
+def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the prediction API until interrupted (Ctrl-C); returns what it served."""
+    import uvicorn
+
+    from core.production import api
+    from core.workspace import workspaces
+
+    ws = workspaces.resolve(args.workspace)
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: give a port between 1 and 65535.")
+    with socket.socket() as probe:  # say it plainly here: uvicorn would log it and exit mid-start
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise UserError(
+                f"Cannot listen on {args.host}:{args.port} ({exc.strerror}): choose another --port or --host."
+            ) from None
+    app = api.create_app(ws, args.replica)
+    print(f"serving {ws.name} on http://{args.host}:{args.port} (replica {args.replica}; docs at /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return {"workspace": ws.name, "replica": args.replica, "served": app.state.service.log.submitted}
+
+
 def add_commands(command: Any) -> None:
+    sv = command(
+        "serve",
+        "the prediction API over HTTP (POST /v1/predict, /v1/feedback; GET /v1/health, /v1/model, /docs)",
+        cmd_serve,
+        lambda d: print(f"stopped: {d['served']} prediction(s) handed to the log"),
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="default: this machine only")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--replica", default="api", help="this process's name, when several serve one workspace")
+
     d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
     d.add_argument("--days", type=int, default=14, help="days of simulated traffic")
 
@@ -370,7 +404,7 @@ def add_commands(command: Any) -> None:
     m.add_argument(
         "--source",
         action="append",
-        choices=["app", "batch", "simulation"],
+        choices=["app", "batch", "simulation", "api"],
         help="repeatable; default: all, simulation left out once real predictions exist",
     )
     m.add_argument("--model", metavar="VERSION", help="only this model version's predictions")

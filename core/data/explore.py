@@ -91,6 +91,7 @@ LABELLED_BY = {
     "review": "a reviewer",
     "app": "feedback on the Predict page",
     "end user": "an end user of the app",
+    "api": "a system calling the prediction API",
     "import": "imported labels",
     "model": "the model (no person confirmed it)",
 }

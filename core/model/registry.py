@@ -14,7 +14,7 @@ from safetensors.numpy import load_file as load_arrays
 
 from core.errors import UserError
 from core.model import integrity
-from core.workspace import store
+from core.workspace import stamps, store
 from core.workspace.paths import Workspace
 
 WEIGHTS = integrity.WEIGHTS  # written and read by core.model.weights (torch)
@@ -143,6 +143,7 @@ def promote(ws: Workspace, version: str) -> None:
     check_classes(ws, require_intact(ws, version))
     with store.transaction(ws) as con:
         promote_rows(ws, version, con)
+    stamps.touch_serving(ws)  # after the commit: every process serving predictions picks it up on its next request
 
 
 def promote_rows(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection) -> None:
@@ -155,7 +156,9 @@ def promote_rows(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection) ->
 def rollback(ws: Workspace) -> str:
     """Return production to the version it had before the latest promotion."""
     with store.transaction(ws) as con:
-        return rollback_rows(ws, con)
+        restored = rollback_rows(ws, con)
+    stamps.touch_serving(ws)
+    return restored
 
 
 def rollback_rows(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:

@@ -32,7 +32,7 @@ from core.workspace.paths import Workspace, write_atomic
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
     from core.production.prediction import Prediction
 
-SOURCES = ("app", "batch", "simulation")
+SOURCES = ("app", "batch", "simulation", "api")
 NONE_OF_THESE = "none of these"
 KEEP_IMAGES = "keep_production_images"  # workspace setting: store each scored image under production/
 COLUMNS = (
@@ -365,7 +365,7 @@ def _flush_all() -> None:
 
 
 # provenance of a label: app (the analyst's Predict page), end user (the deployed app), review, import, simulation
-FEEDBACK_SOURCES = ("app", "end user", "review", "import", "simulation")
+FEEDBACK_SOURCES = ("app", "end user", "review", "import", "simulation", "api")
 
 
 def add_feedback(

@@ -1,0 +1,267 @@
+"""The prediction service over HTTP (FastAPI, served by uvicorn: `python -m core serve`), for systems that cannot
+use a page: a camera on a trail, a shop's back end.
+
+It serves the same path as the Predict page (rollout.score: one decode per image, the candidate beside production
+when one is in shadow or limited, the accepted decision policy, referrals marked for review) and hands every
+prediction to the workspace's log writer with source `api`. The model, the candidate and the settings are loaded
+once and kept until the workspace's serving stamp changes (a promotion, a rollback, a stage change, a policy or
+a setting saved, in any process): a request opens no database connection. Bad input gets a 4xx with a JSON body
+`{"error": "..."}` that says what to do; no traceback ever leaves the server. Only the routes below exist: no
+analyst page is reachable through it.
+
+Not yet here (issue "Production as a service"): batching of concurrent requests into one forward pass,
+Prometheus metrics, per-request deadlines and a bounded queue answering 429.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from core.data.images import VerifyConfig
+from core.errors import UserError
+from core.model import registry, scoring
+from core.model.scoring import Predictor
+from core.production import deployment, prediction_log, rollout
+from core.production.deployment import Serving
+from core.production.prediction import Prediction
+from core.workspace import stamps, store
+from core.workspace.paths import Workspace
+
+LOG = logging.getLogger("imagedp.api")
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """What one request may carry; checked from its Content-Length before the body is read."""
+
+    max_file_bytes: int = VerifyConfig.max_bytes
+    max_files: int = 32
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_files * self.max_file_bytes + 1_000_000  # the multipart framing
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a request is served with: production, the candidate beside it, the settings and policies."""
+
+    stamp: tuple[int, int] | None
+    read_at: float
+    predictor: Predictor
+    candidate: Predictor | None
+    serving: Serving
+
+
+class Service:
+    """One workspace served: its models loaded once per version, the snapshot read again only when the serving
+    stamp changes (or deployment.SERVED_MAX_AGE_S pass, for a write that did not touch it)."""
+
+    def __init__(self, ws: Workspace, replica: str = "api") -> None:
+        self.ws, self.replica = ws, replica
+        self.log = prediction_log.background(ws)
+        self._lock = threading.Lock()
+        self._models: dict[str, Predictor] = {}
+        self._snapshot: Snapshot | None = None
+        self.load_error: str | None = None
+
+    def snapshot(self) -> Snapshot:
+        stamp, now = stamps.serving_stamp(self.ws), time.monotonic()
+        with self._lock:
+            held = self._snapshot
+            if held is not None and held.stamp == stamp and now - held.read_at < deployment.SERVED_MAX_AGE_S:
+                return held
+            production = registry.production_version(self.ws)
+            if production is None:
+                raise UserError("This workspace has no production model yet: train one and promote it (Train page).")
+            predictor = self._model(production)
+            serving = deployment.serving(self.ws, production)
+            candidate = self._model(serving.rollout.candidate) if serving.rollout else None
+            self._snapshot = Snapshot(stamp, now, predictor, candidate, serving)
+            return self._snapshot
+
+    def _model(self, version: str) -> Predictor:
+        if version not in self._models:
+            if len(self._models) >= 3:  # production, a candidate, the one before: enough
+                self._models.pop(next(iter(self._models)))
+            self._models[version] = scoring.load_predictor(self.ws, version)
+        return self._models[version]
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None
+
+    def load(self) -> None:
+        """Load the production model (at start, off the request path); say why when it cannot."""
+        try:
+            self.snapshot()
+            self.load_error = None
+        except UserError as exc:
+            self.load_error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - health says it, the server log has the traceback
+            LOG.exception("loading the model failed")
+            self.load_error = f"the model could not be loaded: {exc}"
+
+
+def answer_of(p: Prediction, classes: tuple[str, ...]) -> dict[str, Any]:
+    """One image's answer as the API gives it."""
+    return {
+        "name": p.name,
+        "prediction_id": p.id,
+        "request_id": p.request_id or p.id,
+        "model_version": p.version,
+        "label": p.label,
+        "confidence": round(float(p.confidence), 6),
+        "top_k": [{"label": label, "probability": round(prob, 6)} for label, prob in p.top(classes, TOP_K)],
+        "out_of_domain": bool(p.ood),
+        "ood_score": round(float(p.ood_score), 6),
+        "action": p.action,
+        "referred_to_review": bool(p.needs_review),
+    }
+
+
+class Feedback(BaseModel):
+    prediction_id: str
+    label: str
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def create_app(ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimits()) -> FastAPI:
+    """The HTTP service for one workspace."""
+    service = Service(ws, replica)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):  # noqa: ANN202 - what FastAPI's lifespan takes
+        threading.Thread(target=service.load, name="api-load", daemon=True).start()  # health says when it is ready
+        yield
+        service.log.flush(prediction_log.EXIT_WAIT_S)
+
+    app = FastAPI(
+        title="Image classifier: prediction API",
+        version="1",
+        lifespan=lifespan,
+        description=f"Workspace {ws.name!r}, replica {replica!r}. Every prediction is logged for monitoring.",
+    )
+    app.state.service = service
+
+    @app.middleware("http")
+    async def bounded(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's middleware signature
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                return _error(411, "Send a Content-Length header (a plain multipart or JSON body, not chunked).")
+            if not length.isdigit() or int(length) > limits.max_body_bytes:
+                return _error(
+                    413,
+                    f"The request is larger than {limits.max_body_bytes // 1_000_000} MB: send at most {limits.max_files} "
+                    f"images of up to {limits.max_file_bytes // 1_000_000} MB each per request.",
+                )
+        return await call_next(request)
+
+    @app.exception_handler(UserError)
+    async def user_error(_: Request, exc: UserError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        said = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in exc.errors())
+        return _error(422, f"The request is not what this endpoint takes ({said}); see /docs.")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        LOG.exception("internal error", exc_info=exc)
+        return _error(500, "Internal error (a bug): nothing was logged for this request; the server log has the details.")
+
+    def served() -> Snapshot:
+        if not service.ready:
+            if service.load_error:
+                raise UserError(service.load_error)
+            raise HTTPException(503, "The model is still loading: try again in a few seconds.", {"Retry-After": "2"})
+        return service.snapshot()
+
+    @app.post("/v1/predict", summary="Classify one or more images (multipart field 'files')")
+    def predict(files: Annotated[list[UploadFile], File(description="one or more images")]) -> dict[str, Any]:
+        if len(files) > limits.max_files:
+            raise UserError(f"{len(files)} images in one request: send at most {limits.max_files}.")
+        items: list[tuple[str, bytes]] = []
+        for f in files:
+            data = f.file.read(limits.max_file_bytes + 1)
+            if len(data) > limits.max_file_bytes:
+                raise UserError(f"{f.filename}: larger than {limits.max_file_bytes // 1_000_000} MB; send a smaller image.")
+            items.append((f.filename or "upload", data))
+        snap = served()
+        scored = rollout.score(
+            snap.predictor,
+            snap.candidate,
+            snap.serving.rollout,
+            items,
+            snap.serving.deciders,
+            keep_bytes=True,
+            defer_properties=True,
+        )
+        if not scored.shown:
+            raise UserError("No image could be read: " + "; ".join(f"{f['source']}: {f['reason']}" for f in scored.failed))
+        service.log.submit(
+            prediction_log.LogBatch(scored.logged, "api", snap.predictor.version, keep_images=snap.serving.settings.keep_images)
+        )
+        return {
+            "predictions": [answer_of(p, snap.predictor.classes) for p in scored.shown],
+            "failed": [{"name": f["source"], "error": f["reason"]} for f in scored.failed],
+        }
+
+    @app.post("/v1/feedback", summary="The true label of a prediction (stored with provenance 'api')")
+    def feedback(body: Feedback) -> dict[str, Any]:
+        service.log.flush(10.0)  # a prediction answered a moment ago may still be on its way to the log
+        with store.connect(ws) as con:
+            found = con.execute("SELECT model_version FROM predictions WHERE id = ?", [body.prediction_id]).fetchone()
+        if found is None:
+            raise HTTPException(404, f"No logged prediction {body.prediction_id!r}: use a prediction_id /v1/predict gave.")
+        classes = registry.read_meta(ws, found[0])["classes"]
+        prediction_log.add_feedback(ws, body.prediction_id, body.label.strip(), classes, source="api")
+        return {"stored": True, "prediction_id": body.prediction_id, "label": body.label.strip()}
+
+    @app.get("/v1/health", summary="Ready only when the model is loaded and the log is writable")
+    def health() -> JSONResponse:
+        writable = os.access(ws.root, os.W_OK)
+        ready = service.ready and writable
+        why = (
+            None if ready else service.load_error or ("loading the model" if not service.ready else "the workspace is read-only")
+        )
+        body = {"ready": ready, "replica": replica, "model_loaded": service.ready, "log_writable": writable, "why": why}
+        body |= {"log_pending": service.log.pending, "log_spooled": service.log.spooled}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/v1/model", summary="The model served: version, classes, input size, policy, rollout")
+    def model() -> dict[str, Any]:
+        snap = served()
+        policy, active = snap.serving.policy, snap.serving.rollout
+        return {
+            "replica": replica,
+            "version": snap.predictor.version,
+            "classes": list(snap.predictor.classes),
+            "input_size": snap.predictor.size,
+            "policy": policy.policy_id if policy else None,
+            "rollout": {"candidate": active.candidate, "stage": active.stage} if active else None,
+        }
+
+    return app

@@ -1,0 +1,185 @@
+"""The prediction API end to end: a real uvicorn server on 127.0.0.1, called over HTTP with httpx."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from core.model import registry
+from core.production import api, rollout
+from core.workspace import store
+from core.workspace.paths import Workspace
+from tests.helpers import colour_image, derived_version
+
+LIMITS = api.ApiLimits(max_file_bytes=200_000, max_files=4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def until(condition: object, what: str, limit_s: float = 120.0) -> None:
+    """Wait for a condition (a hang, not a slow machine, runs out the limit)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def served(prod: Workspace) -> Iterator[tuple[httpx.Client, object]]:
+    import uvicorn
+
+    app = api.create_app(prod, "test", LIMITS)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    until(lambda: server.started, "uvicorn to start")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=120)
+    until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
+    try:
+        yield client, app
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(60)
+
+
+def api_rows(ws: Workspace) -> int:
+    with store.connect(ws) as con:
+        return con.execute("SELECT count(*) FROM predictions WHERE source = 'api'").fetchone()[0]
+
+
+def images(*labels: int) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (f"img{i}.png", colour_image(label, 900 + i), "image/png")) for i, label in enumerate(labels)]
+
+
+def test_predict_one_and_many_then_feedback(served: tuple[httpx.Client, object], prod: Workspace) -> None:
+    client, app = served
+    version = registry.production_version(prod)
+    classes = registry.read_meta(prod, version)["classes"]
+    one = client.post("/v1/predict", files=images(0))
+    assert one.status_code == 200, one.text
+    [answer] = one.json()["predictions"]
+    assert answer["model_version"] == version and answer["label"] in classes and answer["name"] == "img0.png"
+    assert [t["label"] for t in answer["top_k"]][0] == answer["label"] and len(answer["top_k"]) == min(5, len(classes))
+    assert abs(sum(t["probability"] for t in answer["top_k"]) - 1.0) < 1e-3 or len(classes) > 5
+    assert set(answer) >= {
+        "prediction_id",
+        "request_id",
+        "confidence",
+        "out_of_domain",
+        "ood_score",
+        "action",
+        "referred_to_review",
+    }
+    many = client.post("/v1/predict", files=images(0, 1, 2))
+    assert many.status_code == 200 and len(many.json()["predictions"]) == 3 and many.json()["failed"] == []
+    assert app.state.service.log.flush(60)
+    assert api_rows(prod) == 4  # every answer logged once, with source api
+
+    told = client.post("/v1/feedback", json={"prediction_id": answer["prediction_id"], "label": classes[1]})
+    assert told.status_code == 200, told.text
+    with store.connect(prod) as con:
+        rows = con.execute("SELECT label, source FROM feedback WHERE prediction_id = ?", [answer["prediction_id"]]).fetchall()
+    assert rows == [(classes[1], "api")]
+    unknown = client.post("/v1/feedback", json={"prediction_id": "nope", "label": classes[0]})
+    assert unknown.status_code == 404 and "prediction_id /v1/predict gave" in unknown.json()["error"]
+    wrong = client.post("/v1/feedback", json={"prediction_id": answer["prediction_id"], "label": "zebra"})
+    assert wrong.status_code == 400 and "not one of the model's classes" in wrong.json()["error"]
+
+
+def test_bad_input_gets_a_json_error_and_leaves_no_log_row(served: tuple[httpx.Client, object], prod: Workspace) -> None:
+    client, app = served
+    bodies = {
+        "no files": client.post("/v1/predict", data={"note": "x"}),
+        "not an image": client.post("/v1/predict", files=[("files", ("a.png", b"not an image", "image/png"))]),
+        "one file too big": client.post("/v1/predict", files=[("files", ("big.png", b"x" * 300_000, "image/png"))]),
+        "too many files": client.post("/v1/predict", files=images(0, 1, 2, 0, 1)),
+        "body too big": client.post(
+            "/v1/predict", files=[("files", ("huge.png", b"x" * (LIMITS.max_body_bytes + 10), "image/png"))]
+        ),
+        "feedback not JSON": client.post("/v1/feedback", content=b"label=3", headers={"content-type": "text/plain"}),
+    }
+    codes = {name: r.status_code for name, r in bodies.items()}
+    assert codes == {
+        "no files": 422,
+        "not an image": 400,
+        "one file too big": 400,
+        "too many files": 400,
+        "body too big": 413,
+        "feedback not JSON": 422,
+    }
+    for name, r in bodies.items():
+        said = r.json()["error"]
+        assert said and "Traceback" not in r.text and 'File "' not in r.text, name
+    assert "send at most 4 images" in bodies["body too big"].json()["error"]
+    mixed = client.post("/v1/predict", files=[*images(0), ("files", ("bad.jpg", b"\xff\xd8broken", "image/jpeg"))])
+    assert mixed.status_code == 200 and [f["name"] for f in mixed.json()["failed"]] == ["bad.jpg"]
+    assert app.state.service.log.flush(60)
+    assert api_rows(prod) == 1  # only the one image answered
+    assert client.get("/").status_code == 404 and client.get("/levers").status_code == 404  # no analyst page here
+
+
+def test_health_model_and_a_promotion_elsewhere_reach_the_server(served: tuple[httpx.Client, object], prod: Workspace) -> None:
+    client, app = served
+    first = registry.production_version(prod)
+    health = client.get("/v1/health").json()
+    assert health["ready"] and health["model_loaded"] and health["log_writable"] and health["replica"] == "test"
+    assert client.get("/v1/model").json()["version"] == first
+    other = derived_version(prod, first, permute=[1, 2, 0])
+    before = app.state.service.snapshot()
+    registry.promote(prod, other)  # as another process would: the database, then the serving stamp
+    assert client.get("/v1/model").json()["version"] == other
+    assert client.post("/v1/predict", files=images(0)).json()["predictions"][0]["model_version"] == other
+    assert app.state.service.snapshot() is not before
+    rollout.start(prod, first, "shadow")  # the old version beside the new one: it never answers the client
+    shown = client.post("/v1/predict", files=images(0, 1, 2)).json()["predictions"]
+    assert {p["model_version"] for p in shown} == {other} and client.get("/v1/model").json()["rollout"]["stage"] == "shadow"
+    assert app.state.service.log.flush(60)
+    with store.connect(prod) as con:
+        staged = con.execute(
+            "SELECT model_version, stage, count(*) FROM predictions WHERE source = 'api' AND model_version = ? GROUP BY ALL",
+            [first],
+        ).fetchall()
+    assert staged == [(first, "shadow", 3)]  # the candidate's predictions are logged beside, never shown
+
+
+def test_health_says_why_when_nothing_is_in_production(prod: Workspace) -> None:
+    import uvicorn
+
+    with store.connect(prod) as con:
+        con.execute("DELETE FROM deployments")
+    server = uvicorn.Server(uvicorn.Config(api.create_app(prod, "test"), host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        until(lambda: server.started, "uvicorn to start")
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as client:
+            until(lambda: client.get("/v1/health").json()["why"] != "loading the model", "the load to end")
+            health = client.get("/v1/health")
+            assert health.status_code == 503 and "no production model yet" in health.json()["why"]
+            refused = client.post("/v1/predict", files=images(0))
+            assert refused.status_code == 400 and "train one and promote it" in refused.json()["error"]
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def test_serve_says_when_its_port_is_taken(prod: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.cli.main import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--workspace", "prod", "--port", str(port)]) == 2
+    assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
