@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import pytest
 
+from core.errors import UserError
 from core.model import registry
-from core.production import api, rollout
+from core.production import api, rollout, serving
+from core.production.rollout import Scored
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import colour_image, derived_version
@@ -183,3 +187,106 @@ def test_serve_says_when_its_port_is_taken(prod: Workspace, capsys: pytest.Captu
         port = taken.getsockname()[1]
         assert main(["serve", "--workspace", "prod", "--port", str(port)]) == 2
     assert f"Cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+PROMETHEUS_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_]+="[^"]*",?)*\})? -?[0-9.e+]+$|^\S+ \S+ inf$')
+
+
+def test_metrics_parse_as_prometheus_text(served: tuple[httpx.Client, object]) -> None:
+    client, _ = served
+    assert client.post("/v1/predict", files=images(0, 1)).status_code == 200
+    assert client.post("/v1/predict", files=[("files", ("a.png", b"nope", "image/png"))]).status_code == 400
+    text = client.get("/metrics")
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    samples = [line for line in text.text.splitlines() if line and not line.startswith("#")]
+    assert samples and all(PROMETHEUS_LINE.match(line) for line in samples), [s for s in samples if not PROMETHEUS_LINE.match(s)]
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in samples}
+    assert values['imagedp_requests_total{replica="test",outcome="ok"}'] == 1
+    assert values['imagedp_requests_total{replica="test",outcome="bad_input"}'] == 1
+    assert values['imagedp_request_seconds_count{replica="test"}'] == 2 and values['imagedp_images_total{replica="test"}'] == 2
+    assert values['imagedp_batch_images_count{replica="test"}'] >= 1 and values['imagedp_queue_images{replica="test"}'] == 0
+
+
+def test_a_full_queue_answers_429_and_logs_nothing(prod: Workspace) -> None:
+    import uvicorn
+
+    app = api.create_app(prod, "test", batching=serving.BatchLimits(max_queue=0))  # no image may wait: all refused
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        until(lambda: server.started, "uvicorn to start")
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as client:
+            until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
+            refused = client.post("/v1/predict", files=images(0))
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert "try again" in refused.json()["error"]
+        assert app.state.service.log.flush(30) and api_rows(prod) == 0
+    finally:
+        server.should_exit = True
+        thread.join(60)
+
+
+def test_requests_arriving_together_share_one_forward_pass_with_the_same_outputs(prod: Workspace) -> None:
+    service = api.Service(prod, "test", serving.BatchLimits(max_images=12, max_wait_ms=600_000))  # closes on 12 images
+    service.load()
+    requests = [[(f"r{r}-{i}.png", colour_image((r + i) % 3, 50 * r + i)) for i in range(3)] for r in range(4)]
+    answers: dict[int, object] = {}
+    threads = [threading.Thread(target=lambda r=r: answers.__setitem__(r, service.batcher.submit(requests[r]))) for r in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert list(service.batcher.batches) == [12]  # one forward pass for the four requests
+    for r, items in enumerate(requests):
+        _, together = answers[r]
+        _, alone = service.score(items)  # the same images scored on their own
+        assert [p.name for p in together.shown] == [n for n, _ in items] == [p.name for p in alone.shown]
+        for a, b in zip(together.shown, alone.shown, strict=True):
+            assert np.allclose(a.probs, b.probs, atol=1e-5) and a.label == b.label and a.action == b.action
+
+
+def test_the_batcher_refuses_a_full_queue_and_withdraws_a_request_past_its_deadline() -> None:
+    def run(
+        deadline_s: float,
+    ) -> tuple[serving.Batcher, threading.Event, list[list[str]], dict[str, object], list[threading.Thread]]:
+        """A batcher whose worker takes request a and stays busy with it until the test sets the gate."""
+        entered, gate, seen, results = threading.Event(), threading.Event(), [], {}
+
+        def blocked(items: list[tuple[str, bytes]]) -> tuple[str, Scored]:
+            seen.append([n.split(serving.SEP)[1] for n, _ in items])
+            entered.set()
+            gate.wait()
+            return "snapshot", Scored([], [], [{"source": n, "reason": "test"} for n, _ in items])
+
+        batcher = serving.Batcher(blocked, serving.BatchLimits(max_images=1, max_wait_ms=0, max_queue=2, deadline_s=deadline_s))
+
+        def call(name: str, items: list[tuple[str, bytes]]) -> None:
+            try:
+                results[name] = batcher.submit(items)
+            except UserError as exc:
+                results[name] = exc
+
+        threads = [threading.Thread(target=call, args=("a", [("a.png", b"1")]))]
+        threads[0].start()
+        assert entered.wait(60)  # a is being scored; the worker cannot take anything else
+        threads.append(threading.Thread(target=call, args=("b", [("b1.png", b"2"), ("b2.png", b"3")])))
+        threads[1].start()
+        return batcher, gate, seen, results, threads
+
+    batcher, gate, seen, results, threads = run(deadline_s=600)
+    until(lambda: batcher.waiting == 2, "b to queue")
+    with pytest.raises(serving.Busy):
+        batcher.submit([("c.png", b"4")])  # two images wait already: no room
+    gate.set()
+    for t in threads:
+        t.join(60)
+    assert results["a"][1].failed == [{"source": "a.png", "reason": "test"}]  # a's own name back
+    assert seen == [["a.png"], ["b1.png", "b2.png"]]  # b whole (a request is never split), c never
+
+    batcher, gate, seen, results, threads = run(deadline_s=0.2)
+    threads[1].join(60)  # b's deadline passes while the worker is still busy with a, however slow the machine
+    assert isinstance(results["b"], serving.TooLate) and batcher.waiting == 0
+    gate.set()
+    threads[0].join(60)
+    assert seen == [["a.png"]]  # b was withdrawn before it was scored: nothing of it reaches a log

@@ -356,7 +356,12 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError(
                 f"Cannot listen on {args.host}:{args.port} ({exc.strerror}): choose another --port or --host."
             ) from None
-    app = api.create_app(ws, args.replica)
+    from core.production.serving import BatchLimits
+
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1:
+        raise UserError("--max-batch and --max-queue must be at least 1, --max-wait-ms at least 0.")
+    batching = BatchLimits(max_images=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+    app = api.create_app(ws, args.replica, batching=batching)
     print(f"serving {ws.name} on http://{args.host}:{args.port} (replica {args.replica}; docs at /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return {"workspace": ws.name, "replica": args.replica, "served": app.state.service.log.submitted}
@@ -372,6 +377,9 @@ def add_commands(command: Any) -> None:
     sv.add_argument("--host", default="127.0.0.1", help="default: this machine only")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--replica", default="api", help="this process's name, when several serve one workspace")
+    sv.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
+    sv.add_argument("--max-queue", type=int, default=256, help="images waiting; beyond, requests get 429")
 
     d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
     d.add_argument("--days", type=int, default=14, help="days of simulated traffic")

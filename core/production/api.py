@@ -9,8 +9,9 @@ a setting saved, in any process): a request opens no database connection. Bad in
 `{"error": "..."}` that says what to do; no traceback ever leaves the server. Only the routes below exist: no
 analyst page is reachable through it.
 
-Not yet here (issue "Production as a service"): batching of concurrent requests into one forward pass,
-Prometheus metrics, per-request deadlines and a bounded queue answering 429.
+Concurrent requests are scored together by one batcher (serving.Batcher: one forward pass at a time, so they
+do not fight over the cores); a full queue answers 429 with Retry-After, a request still waiting at its deadline
+503, and neither is logged. GET /metrics gives the counters in Prometheus' text format.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -36,6 +37,8 @@ from core.model.scoring import Predictor
 from core.production import deployment, prediction_log, rollout
 from core.production.deployment import Serving
 from core.production.prediction import Prediction
+from core.production.rollout import Scored
+from core.production.serving import Batcher, BatchLimits, Busy, Metrics, TooLate
 from core.workspace import stamps, store
 from core.workspace.paths import Workspace
 
@@ -70,9 +73,11 @@ class Service:
     """One workspace served: its models loaded once per version, the snapshot read again only when the serving
     stamp changes (or deployment.SERVED_MAX_AGE_S pass, for a write that did not touch it)."""
 
-    def __init__(self, ws: Workspace, replica: str = "api") -> None:
+    def __init__(self, ws: Workspace, replica: str = "api", batching: BatchLimits | None = None) -> None:
         self.ws, self.replica = ws, replica
         self.log = prediction_log.background(ws)
+        self.batcher: Batcher[Snapshot] = Batcher(self.score, batching or BatchLimits())
+        self.metrics = Metrics()
         self._lock = threading.Lock()
         self._models: dict[str, Predictor] = {}
         self._snapshot: Snapshot | None = None
@@ -99,6 +104,21 @@ class Service:
                 self._models.pop(next(iter(self._models)))
             self._models[version] = scoring.load_predictor(self.ws, version)
         return self._models[version]
+
+    def score(self, items: list[tuple[str, bytes]]) -> tuple[Snapshot, Scored]:
+        """One batch, as production serves it now (the batcher's worker calls this)."""
+        snap = self.snapshot()
+        scored = rollout.score(
+            snap.predictor,
+            snap.candidate,
+            snap.serving.rollout,
+            items,
+            snap.serving.deciders,
+            batch_size=max(self.batcher.limits.max_images, 1),
+            keep_bytes=True,
+            defer_properties=True,
+        )
+        return snap, scored
 
     @property
     def ready(self) -> bool:
@@ -142,9 +162,11 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimits()) -> FastAPI:
+def create_app(
+    ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimits(), batching: BatchLimits | None = None
+) -> FastAPI:
     """The HTTP service for one workspace."""
-    service = Service(ws, replica)
+    service = Service(ws, replica, batching)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202 - what FastAPI's lifespan takes
@@ -159,6 +181,17 @@ def create_app(ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimit
         description=f"Workspace {ws.name!r}, replica {replica!r}. Every prediction is logged for monitoring.",
     )
     app.state.service = service
+
+    @app.middleware("http")
+    async def counted(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's middleware signature
+        if request.url.path != "/v1/predict":
+            return await call_next(request)
+        start = time.perf_counter()
+        response = await call_next(request)
+        code = response.status_code
+        outcome = {200: "ok", 429: "busy", 503: "unavailable"}.get(code, "bad_input" if code < 500 else "error")
+        service.metrics.request(outcome, time.perf_counter() - start)
+        return response
 
     @app.middleware("http")
     async def bounded(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's middleware signature
@@ -176,6 +209,10 @@ def create_app(ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimit
 
     @app.exception_handler(UserError)
     async def user_error(_: Request, exc: UserError) -> JSONResponse:
+        if isinstance(exc, Busy):
+            return _error(429, str(exc), {"Retry-After": "1"})
+        if isinstance(exc, TooLate):
+            return _error(503, str(exc), {"Retry-After": "5"})
         return _error(400, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -209,21 +246,14 @@ def create_app(ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimit
             if len(data) > limits.max_file_bytes:
                 raise UserError(f"{f.filename}: larger than {limits.max_file_bytes // 1_000_000} MB; send a smaller image.")
             items.append((f.filename or "upload", data))
-        snap = served()
-        scored = rollout.score(
-            snap.predictor,
-            snap.candidate,
-            snap.serving.rollout,
-            items,
-            snap.serving.deciders,
-            keep_bytes=True,
-            defer_properties=True,
-        )
+        served()  # ready, or say why not
+        snap, scored = service.batcher.submit(items)
         if not scored.shown:
             raise UserError("No image could be read: " + "; ".join(f"{f['source']}: {f['reason']}" for f in scored.failed))
         service.log.submit(
             prediction_log.LogBatch(scored.logged, "api", snap.predictor.version, keep_images=snap.serving.settings.keep_images)
         )
+        service.metrics.answered(len(scored.shown), sum(p.ood for p in scored.shown))
         return {
             "predictions": [answer_of(p, snap.predictor.classes) for p in scored.shown],
             "failed": [{"name": f["source"], "error": f["reason"]} for f in scored.failed],
@@ -263,5 +293,12 @@ def create_app(ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimit
             "policy": policy.policy_id if policy else None,
             "rollout": {"candidate": active.candidate, "stage": active.stage} if active else None,
         }
+
+    @app.get("/metrics", summary="Counters in Prometheus' text format", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        text = service.metrics.text(
+            service.batcher.batches, service.batcher.waiting, service.log.pending, service.log.spooled, replica
+        )
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return app
