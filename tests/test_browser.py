@@ -160,13 +160,15 @@ def edit_matrix_cell(page: object, row: int, column: int, value: str, wait: bool
     page.evaluate(FRAMES)
     box = grid.bounding_box()
     page.mouse.click(box["x"] + 20, box["y"] + 35 + 17 + 35 * row)  # the row's label cell (read-only)
-    page.wait_for_timeout(300)  # the grid is a canvas: no DOM signal says the cell is selected
+    page.wait_for_function(  # the grid took the click: its accessible cell for that row has the focus
+        f"() => (document.activeElement?.getAttribute('data-testid') || '').match(/^glide-cell-\\d+-{row}$/)"
+    )
     for _ in range(column + 1):
         page.keyboard.press("ArrowRight")
     page.keyboard.press("Enter")  # open the cell's editor
-    page.wait_for_timeout(400)  # nor that its editor has opened
-    page.keyboard.press("Control+A")
-    page.keyboard.type(value, delay=60)
+    editor = page.locator("input.gdg-input")
+    editor.wait_for()  # typed only once it is there: keys sent before it opens are lost on a busy machine
+    editor.fill(value)
     page.keyboard.press("Enter")
     if wait:
         idle(page)

@@ -1,0 +1,192 @@
+"""The prediction API under load: throughput, latency and log rows at 1, 4, 16 and 64 concurrent clients, beside
+offline batch scoring of the same files (the limit).
+
+    .venv/bin/python bench/serve_bench.py [--folder ../shared/data/bears_small] [--levels 1 4 16 64]
+        [--requests 96] [--camera 24] [--max-wait-ms 5] [--max-batch 32]
+
+Trains the default recipe on the folder in a throwaway data root and promotes it, then starts `python -m core
+serve` as its own process on 127.0.0.1. The files: the folder's photos at their own size, plus `--camera` photos
+at 4000x3000 made from them with sensor-like noise added (so that they carry detail and compress like camera
+JPEGs, 2-4 MB, rather than upscaled thumbnails, whose decode is unusually cheap). Per level, each client posts one
+image per request (the files in turn) until `--requests` (at least 4 per client) have been answered, through
+httpx's async client; the load is bounded (no client sends a new request before its last is answered). Then the
+server is stopped (its log flushed) and the rows logged with source `api` are counted against requests answered.
+Offline batch scoring: the same files through `prediction.predict_images` in-process, batch 32, decode included.
+Prints figures; asserts nothing.
+
+What it leaves out: the network (client and server share this machine and its two cores, so the client's own
+CPU counts against the server); TLS; the Predict page (bench/predict_bench.py times its per-upload path, and
+bench/concurrency_bench.py eight browser sessions); the model load (the server is warm when timing starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(folder: Path) -> None:
+    from core.data import gather
+    from core.model import registry, runs
+    from core.workspace import workspaces
+
+    ws = workspaces.resolve("bench", create=True)
+    gather.ingest(ws, gather.folder_items(folder)[0])
+    result = runs.train_workspace(ws, runs.defaults(ws))
+    registry.promote(ws, result["version"])
+    print(f"model {result['version']}: {result['test_accuracy']:.1%} test accuracy at {result['size']} px", flush=True)
+
+
+def camera_photos(files: list[Path], out: Path, n: int) -> list[Path]:
+    """4000x3000 JPEGs from the folder's photos, with noise like a sensor's so they carry detail."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    made = []
+    for i, f in enumerate(files[:n]):
+        big = np.asarray(Image.open(f).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC), np.float32)
+        noisy = np.clip(big + rng.normal(0, 6, big.shape), 0, 255).astype(np.uint8)
+        path = out / f"camera-{i:03d}.jpg"
+        Image.fromarray(noisy).save(path, quality=92)
+        made.append(path)
+    return made
+
+
+async def load(url: str, payloads: list[tuple[str, bytes]], clients: int, total: int) -> tuple[list[float], int, int, float]:
+    """Latencies of answered requests, errors, images answered, wall seconds."""
+    import httpx
+
+    latencies: list[float] = []
+    errors = answered = 0
+    counter = iter(range(total))
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+
+        async def one_client() -> None:
+            nonlocal errors, answered
+            for k in counter:
+                name, data = payloads[k % len(payloads)]
+                start = time.perf_counter()
+                r = await client.post("/v1/predict", files=[("files", (name, data, "image/jpeg"))])
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+                    answered += len(r.json()["predictions"])
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        return latencies, errors, answered, time.perf_counter() - start
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+
+
+def serve(env: dict[str, str], port: int, args: argparse.Namespace) -> subprocess.Popen:
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "serve", "--workspace", "bench", "--port", str(port)]
+        + ["--max-wait-ms", str(args.max_wait_ms), "--max-batch", str(args.max_batch), "--max-queue", "100000"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    sys.exit(f"the server did not become ready: {proc.stderr.read().decode()[-2000:]}")
+
+
+def api_rows() -> int:
+    from core.workspace import store, workspaces
+
+    with store.connect(workspaces.resolve("bench")) as con:
+        return con.execute("SELECT count(*) FROM predictions WHERE source = 'api'").fetchone()[0]
+
+
+def batch_limit(files: list[Path]) -> float:
+    """Images per second scoring the same files offline in one process (decode included), the second of two runs."""
+    from core.model import scoring
+    from core.production import prediction
+    from core.workspace import workspaces
+
+    predictor = scoring.load_predictor(workspaces.resolve("bench"))
+    items = [(f.name, f.read_bytes()) for f in files]
+    rate = 0.0
+    for _ in range(2):
+        start = time.perf_counter()
+        prediction.predict_images(predictor, items, 32)
+        rate = len(items) / (time.perf_counter() - start)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "bears_small")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--camera", type=int, default=24)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["IMAGEDP_DATA_ROOT"] = str(Path(tmp) / "root")
+        env = {**os.environ}
+        prepare(args.folder.resolve())
+        own = sorted(p for p in args.folder.resolve().rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        camera = camera_photos(own, Path(tmp) / "camera", args.camera)
+        sets = {"the folder's photos": own[:200], "4000x3000 camera-like JPEGs": camera}
+        for name, files in sets.items():
+            size = statistics.mean(f.stat().st_size for f in files) / 1e6
+            print(f"\n{name}: {len(files)} files, {size:.2f} MB on average", flush=True)
+            print(f"  offline batch scoring (the limit): {batch_limit(files):.1f} images/s", flush=True)
+            payloads = [(f.name, f.read_bytes()) for f in files]
+            for clients in args.levels:
+                port = free_port()
+                proc = serve(env, port, args)
+                before = api_rows()
+                try:
+                    total = max(args.requests, 4 * clients)
+                    lat, errors, answered, wall = asyncio.run(load(f"http://127.0.0.1:{port}", payloads, clients, total))
+                finally:
+                    proc.send_signal(2)  # SIGINT: uvicorn stops, the log is flushed
+                    proc.wait(120)
+                rows = api_rows() - before
+                print(
+                    f"  {clients:>3} client(s): {answered / wall:6.1f} images/s; latency p50 {pct(lat, 50):6.0f} ms, "
+                    f"p95 {pct(lat, 95):6.0f} ms, p99 {pct(lat, 99):6.0f} ms; {errors} error(s); "
+                    f"{rows} row(s) logged for {len(lat)} request(s) answered",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
