@@ -196,14 +196,16 @@ def test_metrics_parse_as_prometheus_text(served: tuple[httpx.Client, object]) -
     client, _ = served
     assert client.post("/v1/predict", files=images(0, 1)).status_code == 200
     assert client.post("/v1/predict", files=[("files", ("a.png", b"nope", "image/png"))]).status_code == 400
+    huge = [("files", ("huge.png", b"x" * (LIMITS.max_body_bytes + 10), "image/png"))]
+    assert client.post("/v1/predict", files=huge).status_code == 413  # refused before its body is read: counted too
     text = client.get("/metrics")
     assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
     samples = [line for line in text.text.splitlines() if line and not line.startswith("#")]
     assert samples and all(PROMETHEUS_LINE.match(line) for line in samples), [s for s in samples if not PROMETHEUS_LINE.match(s)]
     values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in samples}
     assert values['imagedp_requests_total{replica="test",outcome="ok"}'] == 1
-    assert values['imagedp_requests_total{replica="test",outcome="bad_input"}'] == 1
-    assert values['imagedp_request_seconds_count{replica="test"}'] == 2 and values['imagedp_images_total{replica="test"}'] == 2
+    assert values['imagedp_requests_total{replica="test",outcome="bad_input"}'] == 2
+    assert values['imagedp_request_seconds_count{replica="test"}'] == 3 and values['imagedp_images_total{replica="test"}'] == 2
     assert values['imagedp_batch_images_count{replica="test"}'] >= 1 and values['imagedp_queue_images{replica="test"}'] == 0
 
 

@@ -180,6 +180,7 @@ def matrix_cell(page: object, row: int, column: int) -> str:
     return cell.inner_text()
 
 
+@pytest.mark.timeout(TRAINING_MS // 1000 + 1800)  # a hang guard: the walk trains twice, simulates and scores
 def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     page.get_by_text("No workspace is open").wait_for()
     assert page.get_by_role("link", name="streamlit app").count() == 0
@@ -668,6 +669,7 @@ def test_eight_end_users_upload_at_once(page: object, data_root: Path, tmp_path:
         server.close()
 
 
+@pytest.mark.timeout(TRAINING_MS // 1000 + 600)  # a hang guard: it trains once
 def test_a_new_user_follows_the_next_steps(page: object, tmp_path: Path) -> None:
     """From an empty data root to a production model and the Policy page, moving on only by the pages' next-step
     buttons and links (the settings a run needs are set, as a user would): each step screenshotted."""

@@ -87,8 +87,21 @@ def commands() -> list[str]:
 
 
 def test_every_command_of_the_contract_is_there() -> None:
-    contract = {"gather", "verify", "train", "evaluate", "predict", "simulate", "monitor", "policy", "rollout", "review", "check"}
-    assert contract <= set(commands()) and len(commands()) == 15
+    contract = {
+        "gather",
+        "verify",
+        "train",
+        "evaluate",
+        "predict",
+        "simulate",
+        "monitor",
+        "policy",
+        "rollout",
+        "review",
+        "check",
+        "serve",
+    }
+    assert contract <= set(commands()) and len(commands()) == 16
 
 
 @pytest.mark.parametrize("command", commands())

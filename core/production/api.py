@@ -183,17 +183,6 @@ def create_app(
     app.state.service = service
 
     @app.middleware("http")
-    async def counted(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's middleware signature
-        if request.url.path != "/v1/predict":
-            return await call_next(request)
-        start = time.perf_counter()
-        response = await call_next(request)
-        code = response.status_code
-        outcome = {200: "ok", 429: "busy", 503: "unavailable"}.get(code, "bad_input" if code < 500 else "error")
-        service.metrics.request(outcome, time.perf_counter() - start)
-        return response
-
-    @app.middleware("http")
     async def bounded(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's middleware signature
         if request.method == "POST":
             length = request.headers.get("content-length")
@@ -206,6 +195,17 @@ def create_app(
                     f"images of up to {limits.max_file_bytes // 1_000_000} MB each per request.",
                 )
         return await call_next(request)
+
+    @app.middleware("http")  # added last, so outermost: a request refused for its size is counted too
+    async def counted(request: Request, call_next):  # noqa: ANN001, ANN202 - starlette's middleware signature
+        if request.url.path != "/v1/predict":
+            return await call_next(request)
+        start = time.perf_counter()
+        response = await call_next(request)
+        code = response.status_code
+        outcome = {200: "ok", 429: "busy", 503: "unavailable"}.get(code, "bad_input" if code < 500 else "error")
+        service.metrics.request(outcome, time.perf_counter() - start)
+        return response
 
     @app.exception_handler(UserError)
     async def user_error(_: Request, exc: UserError) -> JSONResponse:
