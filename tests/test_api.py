@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -38,23 +39,29 @@ def until(condition: object, what: str, limit_s: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def served(prod: Workspace) -> Iterator[tuple[httpx.Client, object]]:
+@contextmanager
+def running(app: object) -> Iterator[httpx.Client]:
+    """The app on a real uvicorn server on 127.0.0.1, with a client for it; stopped afterwards."""
     import uvicorn
 
-    app = api.create_app(prod, "test", LIMITS)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    until(lambda: server.started, "uvicorn to start")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=120)
-    until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
     try:
-        yield client, app
+        until(lambda: server.started, "uvicorn to start")
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=120) as client:
+            yield client
     finally:
-        client.close()
         server.should_exit = True
         thread.join(60)
+
+
+@pytest.fixture
+def served(prod: Workspace) -> Iterator[tuple[httpx.Client, object]]:
+    app = api.create_app(prod, "test", LIMITS)
+    with running(app) as client:
+        until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
+        yield client, app
 
 
 def api_rows(ws: Workspace) -> int:
@@ -158,24 +165,14 @@ def test_health_model_and_a_promotion_elsewhere_reach_the_server(served: tuple[h
 
 
 def test_health_says_why_when_nothing_is_in_production(prod: Workspace) -> None:
-    import uvicorn
-
     with store.connect(prod) as con:
         con.execute("DELETE FROM deployments")
-    server = uvicorn.Server(uvicorn.Config(api.create_app(prod, "test"), host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        until(lambda: server.started, "uvicorn to start")
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as client:
-            until(lambda: client.get("/v1/health").json()["why"] != "loading the model", "the load to end")
-            health = client.get("/v1/health")
-            assert health.status_code == 503 and "no production model yet" in health.json()["why"]
-            refused = client.post("/v1/predict", files=images(0))
-            assert refused.status_code == 400 and "train one and promote it" in refused.json()["error"]
-    finally:
-        server.should_exit = True
-        thread.join(60)
+    with running(api.create_app(prod, "test")) as client:
+        until(lambda: client.get("/v1/health").json()["why"] != "loading the model", "the load to end")
+        health = client.get("/v1/health")
+        assert health.status_code == 503 and "no production model yet" in health.json()["why"]
+        refused = client.post("/v1/predict", files=images(0))
+        assert refused.status_code == 400 and "train one and promote it" in refused.json()["error"]
 
 
 def test_serve_says_when_its_port_is_taken(prod: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
@@ -210,23 +207,13 @@ def test_metrics_parse_as_prometheus_text(served: tuple[httpx.Client, object]) -
 
 
 def test_a_full_queue_answers_429_and_logs_nothing(prod: Workspace) -> None:
-    import uvicorn
-
     app = api.create_app(prod, "test", batching=serving.BatchLimits(max_queue=0))  # no image may wait: all refused
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        until(lambda: server.started, "uvicorn to start")
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=60) as client:
-            until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
-            refused = client.post("/v1/predict", files=images(0))
-            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
-            assert "try again" in refused.json()["error"]
-        assert app.state.service.log.flush(30) and api_rows(prod) == 0
-    finally:
-        server.should_exit = True
-        thread.join(60)
+    with running(app) as client:
+        until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
+        refused = client.post("/v1/predict", files=images(0))
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert "try again" in refused.json()["error"]
+    assert app.state.service.log.flush(30) and api_rows(prod) == 0
 
 
 def test_requests_arriving_together_share_one_forward_pass_with_the_same_outputs(prod: Workspace) -> None:

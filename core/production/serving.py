@@ -149,6 +149,19 @@ def _part(scored: Scored, number: int) -> Scored:
     )
 
 
+def histogram(
+    lines: list[str], labels: str, name: str, help_text: str, bounds: Sequence[float], per_bucket: Sequence[int], total: float
+) -> None:
+    """A Prometheus histogram: cumulative buckets (per_bucket has one more count than bounds: above the last), sum
+    and count."""
+    lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} histogram"])
+    cumulative = 0
+    for bound, n in zip([*(f"{b:g}" for b in bounds), "+Inf"], per_bucket, strict=True):
+        cumulative += n
+        lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {cumulative}')
+    lines.extend([f"{name}_sum{{{labels}}} {total:g}", f"{name}_count{{{labels}}} {cumulative}"])
+
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -193,31 +206,12 @@ class Metrics:
             "Prediction requests by outcome.",
             [(f'{r},outcome="{o}"', n) for o, n in outcomes],
         )
-        cumulative, rows = 0, []
-        for bound, n in zip([*LATENCY_BUCKETS, float("inf")], latency, strict=True):
-            cumulative += n
-            rows.append((f'{r},le="{"+Inf" if bound == float("inf") else f"{bound:g}"}"', cumulative))
-        lines.extend(
-            [
-                "# HELP imagedp_request_seconds Time to answer a prediction request.",
-                "# TYPE imagedp_request_seconds histogram",
-            ]
-        )
-        lines.extend(f"imagedp_request_seconds_bucket{{{labels}}} {value:g}" for labels, value in rows)
-        lines.extend([f"imagedp_request_seconds_sum{{{r}}} {total:g}", f"imagedp_request_seconds_count{{{r}}} {cumulative:g}"])
+        histogram(lines, r, "imagedp_request_seconds", "Time to answer a prediction request.", LATENCY_BUCKETS, latency, total)
         sizes = list(batches)
-        counts = [sum(1 for s in sizes if s <= b) for b in BATCH_BUCKETS]
-        lines.extend(
-            ["# HELP imagedp_batch_images Images per forward pass (latest 1000).", "# TYPE imagedp_batch_images histogram"]
-        )
-        lines.extend(f'imagedp_batch_images_bucket{{{r},le="{b}"}} {c}' for b, c in zip(BATCH_BUCKETS, counts, strict=True))
-        lines.extend(
-            [
-                f'imagedp_batch_images_bucket{{{r},le="+Inf"}} {len(sizes)}',
-                f"imagedp_batch_images_sum{{{r}}} {sum(sizes)}",
-                f"imagedp_batch_images_count{{{r}}} {len(sizes)}",
-            ]
-        )
+        per_size = [
+            sum(1 for s in sizes if lo < s <= hi) for lo, hi in zip((0, *BATCH_BUCKETS), (*BATCH_BUCKETS, 10**9), strict=True)
+        ]
+        histogram(lines, r, "imagedp_batch_images", "Images per forward pass (latest 1000).", BATCH_BUCKETS, per_size, sum(sizes))
         metric("imagedp_queue_images", "gauge", "Images waiting to be scored.", [(r, waiting)])
         metric("imagedp_images_total", "counter", "Images answered.", [(r, images)])
         metric("imagedp_out_of_domain_total", "counter", "Images answered that were flagged out of domain.", [(r, ood)])
