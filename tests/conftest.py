@@ -72,7 +72,8 @@ def prod(trained_template: Path, data_root: Path) -> Workspace:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
-    """A failed browser test leaves a screenshot of the page it failed on (failed-<test>.png beside the others)."""
+    """A failed browser test leaves a screenshot of the page it failed on (failed-<test>.png beside the others), and
+    the report carries the page's text: CI keeps the report, not the picture."""
     outcome = yield
     report = outcome.get_result()
     page = getattr(item, "funcargs", {}).get("page")
@@ -84,3 +85,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
             page.screenshot(path=str(SHOTS / f"failed-{item.name}.png"), full_page=True)
         except Exception:  # noqa: BLE001 - the failure being reported matters more than its picture
             pass
+        try:
+            text = page.locator("[data-testid='stMain']").inner_text(timeout=5_000)
+        except Exception as exc:  # noqa: BLE001 - as above
+            text = f"(page text unavailable: {exc})"
+        report.sections.append(("page text at the failure", text[-4000:]))

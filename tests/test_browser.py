@@ -299,6 +299,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
     page.get_by_role("link", name="Levers", exact=True).click()
     page.get_by_text("Utility matrix", exact=True).wait_for()
+    idle(page)  # the page has loaded; then the edits come as fast as keys can go
     quick = {(0, 0): "250", (1, 1): "20", (2, 2): "30", (3, 3): "40", (1, 4): "-50"}  # five edits, one after another
     for (row, column), value in quick.items():
         edit_matrix_cell(page, row, column, value, wait=False)
