@@ -13,7 +13,7 @@ from core.data.images import VerifyConfig
 from core.production import deployment, prediction, prediction_log
 from core.production.prediction import Prediction
 from core.workspace import store
-from ui.common import attempt, current_workspace, end_user_mode, load_predictor, thumbnails
+from ui.common import attempt, current_workspace, end_user_mode, served, thumbnails
 
 RESULTS = "predict_results"  # owner: this page; (workspace, version, upload key) -> (predictions, failures)
 SENT = "predict_feedback_sent"  # owner: this page; prediction id -> label sent
@@ -23,11 +23,9 @@ MAX_MB = VerifyConfig.max_bytes // 1_000_000  # what scoring accepts (bigger fil
 
 ws = current_workspace()
 end_user = end_user_mode()
-predictor = load_predictor(ws)
-log = prediction_log.background(ws)
-serving = attempt(lambda: deployment.serving(ws, predictor.version))
+service, snapshot = served(ws)  # the process's one serving path: the API's too, when it runs in this process
+predictor, serving, log = snapshot.predictor, snapshot.serving, service.log
 settings = serving.settings
-candidate = load_predictor(ws, serving.rollout.candidate) if serving.rollout else None
 policy_id = serving.policy.policy_id if serving.policy else None
 st.title(settings.title if end_user else "Predict")
 if settings.scope:
@@ -97,7 +95,7 @@ def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
     if key not in cache:
         with st.spinner(f"Scoring {len(files)} image(s)…"):
             uploaded = [(f.name, f.getvalue()) for f in files]
-            scored = deployment.score_uploads(predictor, candidate, serving, uploaded, log)
+            _, scored = attempt(lambda: service.serve(uploaded, "app"))  # batched with other sessions' uploads
         cache.clear()  # only the latest upload set is kept in the session
         cache[key] = (scored.shown, scored.failed)
     return cache[key]
@@ -106,9 +104,7 @@ def score(files: list) -> tuple[list[Prediction], list[dict[str, str]]]:
 def score_example(image_id: str) -> tuple[list[Prediction], list[dict[str, str]]]:
     """An example the analyst chose, scored as an upload is but not logged: it is not production traffic."""
     row = store.images(ws).set_index("id").loc[image_id]
-    scored = deployment.score_uploads(
-        predictor, candidate, serving, [(f"example: {row['label']}", (ws.root / row["path"]).read_bytes())], None
-    )
+    _, scored = service.serve([(f"example: {row['label']}", (ws.root / row["path"]).read_bytes())], None)
     return scored.shown, scored.failed
 
 
@@ -137,9 +133,12 @@ def review_reasons(p: Prediction) -> str:
     return ", ".join(text for text, why in reasons if why)
 
 
-def preview(data: bytes) -> object:
-    """The image as the model saw it (EXIF-rotated, RGB), small enough for the page; browsers cannot show TIFF or CMYK."""
-    img = prediction.decode(data, 384)
+def preview(p: Prediction) -> object:
+    """The image as the model saw it (EXIF-rotated, RGB, resized for it), from scoring's one decode; browsers
+    cannot show TIFF or CMYK. Decoded again only for a prediction that kept no such image."""
+    if p.look is not None:
+        return p.look
+    img = prediction.decode(p.data, 384)
     img.thumbnail((384, 384))
     return img
 
@@ -192,7 +191,7 @@ options = [*predictor.classes, prediction_log.NONE_OF_THESE]
 for p in preds[:DETAIL_LIMIT]:
     with st.container(border=True):
         left, middle, right = st.columns([1, 1.3, 1.2])
-        left.image(preview(p.data), caption=p.name, width="stretch")
+        left.image(preview(p), caption=p.name, width="stretch")
         middle.plotly_chart(prediction.top_k_figure(p, predictor.classes), key=f"predict_bars_{p.id}")
         with right:
             headline, detail = deployment.answer(p, predictor.classes)

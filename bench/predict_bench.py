@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.data import gather, images  # noqa: E402
 from core.model import datasets, registry, runs, scoring  # noqa: E402
-from core.production import deployment, prediction, prediction_log  # noqa: E402
+from core.production import prediction, prediction_log, serving  # noqa: E402
 from core.production.monitoring import charts, queries  # noqa: E402
 from core.workspace import paths, store, workspaces  # noqa: E402
 
@@ -93,13 +93,13 @@ def camera_photos(files: list[Path], folder: Path, n: int, size: tuple[int, int]
 def latency(ws: paths.Workspace, files: list[Path], label: str) -> None:
     """Per upload, what the Predict page does: read the app's settings and the accepted policy from the
     database, decode, resize, score, decide, hand the prediction to the log writer."""
-    predictor = scoring.load_predictor(ws)
-    log = prediction_log.background(ws)
+    service = serving.Service(ws)
+    predictor = service.snapshot().predictor
+    log = service.log
     items = [(f.name, f.read_bytes()) for f in files]
 
     def page(name: str, data: bytes) -> None:
-        serving = deployment.serving(ws, predictor.version)
-        deployment.score_uploads(predictor, None, serving, [(name, data)], log)
+        service.serve([(name, data)], "app")
 
     for name, data in items[:3]:  # warm-up
         page(name, data)

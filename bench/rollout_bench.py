@@ -8,7 +8,7 @@ then measures, alternating blocks of 10 uploads so both arms see the same (share
    decide, route, hand to the log writer), production alone against production with the second version in
    shadow (one decode, a second forward pass, both logged): p50 and p95 per arm and their ratio, per round and
    as mean (sd) over rounds, on the folder's own files and on camera-sized JPEGs (4000x3000) made from them;
-2. batch scoring of the whole folder through the serving path with logging (rollout.score + log_predictions,
+2. batch scoring of the whole folder through the serving path with logging (serving.score + log_predictions,
    as `predict` does), alone and with shadow: images/s;
 3. the Rollout and Review pages' queries (comparison and gate, disagreements, the queue) over 1,000,000
    generated log rows (500,000 requests in shadow).
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bench.predict_bench import camera_photos, pct  # noqa: E402
 from core.data import gather, images  # noqa: E402
 from core.model import registry, runs, scoring  # noqa: E402
-from core.production import deployment, prediction_log, rollout  # noqa: E402
+from core.production import prediction_log, rollout, serving  # noqa: E402
 from core.workspace import paths, workspaces  # noqa: E402
 
 
@@ -55,18 +55,29 @@ def two_versions(folder: Path) -> paths.Workspace:
 
 def latency(ws: paths.Workspace, files: list[Path], label: str, rounds: int) -> None:
     predictor = scoring.load_predictor(ws)
-    serving = deployment.serving(ws, predictor.version)
-    candidate = scoring.load_predictor(ws, serving.rollout.candidate)  # the page keeps it loaded (cache_resource)
+    now = serving.read(ws, predictor.version)
+    candidate = scoring.load_predictor(ws, now.rollout.candidate)  # the service keeps it loaded
     log = prediction_log.background(ws)
     items = [(f.name, f.read_bytes()) for f in files]
 
+    def upload(name: str, data: bytes, beside: bool) -> None:
+        s = serving.read(ws, predictor.version)  # the snapshot, as the service checks it on every upload
+        scored = serving.score(
+            predictor,
+            candidate if beside else None,
+            s.rollout if beside else None,
+            [(name, data)],
+            s.deciders,
+            keep_bytes=True,
+            defer_properties=True,
+        )
+        log.submit(prediction_log.LogBatch(scored.logged, "app", predictor.version))
+
     def alone(name: str, data: bytes) -> None:
-        s = deployment.serving(ws, predictor.version)  # the page reads it on every upload
-        deployment.score_uploads(predictor, None, replace(s, rollout=None), [(name, data)], log)
+        upload(name, data, False)
 
     def shadow(name: str, data: bytes) -> None:
-        s = deployment.serving(ws, predictor.version)
-        deployment.score_uploads(predictor, candidate, s, [(name, data)], log)
+        upload(name, data, True)
 
     for name, data in items[:3]:  # warm-up
         alone(name, data)
@@ -103,14 +114,15 @@ def latency(ws: paths.Workspace, files: list[Path], label: str, rounds: int) -> 
 
 def throughput(ws: paths.Workspace, folder: Path, batch: int) -> None:
     predictor = scoring.load_predictor(ws)
-    active, candidate, _ = rollout.load_candidate(ws, predictor.version)
+    snap = serving.snapshot(ws, serving.Models(ws))
+    active, candidate = snap.active, snap.candidate
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in images.IMAGE_SUFFIXES)
     rates = {}
     for arm in ("alone", "shadow", "alone again"):
         t0 = time.perf_counter()  # from reading the files, as the command's clock does
         items = [(str(f), f.read_bytes()) for f in files]
         on = arm == "shadow"
-        scored = rollout.score(predictor, candidate if on else None, active if on else None, items, batch_size=batch)
+        scored = serving.score(predictor, candidate if on else None, active if on else None, items, batch_size=batch)
         prediction_log.log_predictions(ws, scored.logged, "batch", predictor.version)
         rates[arm] = len(scored.shown) / (time.perf_counter() - t0)
     print(

@@ -15,8 +15,7 @@ import pytest
 
 from core.errors import UserError
 from core.model import registry
-from core.production import api, rollout, serving
-from core.production.rollout import Scored
+from core.production import api, batching, rollout, serving
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import colour_image, derived_version
@@ -207,7 +206,7 @@ def test_metrics_parse_as_prometheus_text(served: tuple[httpx.Client, object]) -
 
 
 def test_a_full_queue_answers_429_and_logs_nothing(prod: Workspace) -> None:
-    app = api.create_app(prod, "test", batching=serving.BatchLimits(max_queue=0))  # no image may wait: all refused
+    app = api.create_app(prod, "test", batching=batching.BatchLimits(max_queue=0))  # no image may wait: all refused
     with running(app) as client:
         until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
         refused = client.post("/v1/predict", files=images(0))
@@ -217,11 +216,11 @@ def test_a_full_queue_answers_429_and_logs_nothing(prod: Workspace) -> None:
 
 
 def test_requests_arriving_together_share_one_forward_pass_with_the_same_outputs(prod: Workspace) -> None:
-    service = api.Service(prod, "test", serving.BatchLimits(max_images=12, max_wait_ms=600_000))  # closes on 12 images
+    service = serving.Service(prod, batching.BatchLimits(max_images=12, max_wait_ms=600_000))  # closes on 12 images
     service.load()
     requests = [[(f"r{r}-{i}.png", colour_image((r + i) % 3, 50 * r + i)) for i in range(3)] for r in range(4)]
     answers: dict[int, object] = {}
-    threads = [threading.Thread(target=lambda r=r: answers.__setitem__(r, service.batcher.submit(requests[r]))) for r in range(4)]
+    threads = [threading.Thread(target=lambda r=r: answers.__setitem__(r, service.serve(requests[r], None))) for r in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -229,7 +228,7 @@ def test_requests_arriving_together_share_one_forward_pass_with_the_same_outputs
     assert list(service.batcher.batches) == [12]  # one forward pass for the four requests
     for r, items in enumerate(requests):
         _, together = answers[r]
-        _, alone = service.score(items)  # the same images scored on their own
+        alone = service.snapshot().score(items)  # the same images scored on their own, as batch scoring does
         assert [p.name for p in together.shown] == [n for n, _ in items] == [p.name for p in alone.shown]
         for a, b in zip(together.shown, alone.shown, strict=True):
             assert np.allclose(a.probs, b.probs, atol=1e-5) and a.label == b.label and a.action == b.action
@@ -238,44 +237,45 @@ def test_requests_arriving_together_share_one_forward_pass_with_the_same_outputs
 def test_the_batcher_refuses_a_full_queue_and_withdraws_a_request_past_its_deadline() -> None:
     def run(
         deadline_s: float,
-    ) -> tuple[serving.Batcher, threading.Event, list[list[str]], dict[str, object], list[threading.Thread]]:
+    ) -> tuple[batching.Batcher, threading.Event, list[list[str]], dict[str, object], list[threading.Thread]]:
         """A batcher whose worker takes request a and stays busy with it until the test sets the gate."""
         entered, gate, seen, results = threading.Event(), threading.Event(), [], {}
 
-        def blocked(items: list[tuple[str, bytes]]) -> tuple[str, Scored]:
-            seen.append([n.split(serving.SEP)[1] for n, _ in items])
+        def blocked(requests: list[list[str]]) -> list[list[str]]:
+            seen.append([n for names in requests for n in names])
             entered.set()
             gate.wait()
-            return "snapshot", Scored([], [], [{"source": n, "reason": "test"} for n, _ in items])
+            return [[f"scored {n}" for n in names] for names in requests]
 
-        batcher = serving.Batcher(blocked, serving.BatchLimits(max_images=1, max_wait_ms=0, max_queue=2, deadline_s=deadline_s))
+        limits = batching.BatchLimits(max_images=1, max_wait_ms=0, max_queue=2, deadline_s=deadline_s)
+        batcher = batching.Batcher(blocked, limits)
 
-        def call(name: str, items: list[tuple[str, bytes]]) -> None:
+        def call(name: str, items: list[str]) -> None:
             try:
-                results[name] = batcher.submit(items)
+                results[name] = batcher.submit(items, len(items))
             except UserError as exc:
                 results[name] = exc
 
-        threads = [threading.Thread(target=call, args=("a", [("a.png", b"1")]))]
+        threads = [threading.Thread(target=call, args=("a", ["a.png"]))]
         threads[0].start()
         assert entered.wait(60)  # a is being scored; the worker cannot take anything else
-        threads.append(threading.Thread(target=call, args=("b", [("b1.png", b"2"), ("b2.png", b"3")])))
+        threads.append(threading.Thread(target=call, args=("b", ["b1.png", "b2.png"])))
         threads[1].start()
         return batcher, gate, seen, results, threads
 
     batcher, gate, seen, results, threads = run(deadline_s=600)
     until(lambda: batcher.waiting == 2, "b to queue")
-    with pytest.raises(serving.Busy):
-        batcher.submit([("c.png", b"4")])  # two images wait already: no room
+    with pytest.raises(batching.Busy):
+        batcher.submit(["c.png"], 1)  # two images wait already: no room
     gate.set()
     for t in threads:
         t.join(60)
-    assert results["a"][1].failed == [{"source": "a.png", "reason": "test"}]  # a's own name back
+    assert results == {"a": ["scored a.png"], "b": ["scored b1.png", "scored b2.png"]}  # each its own part back
     assert seen == [["a.png"], ["b1.png", "b2.png"]]  # b whole (a request is never split), c never
 
     batcher, gate, seen, results, threads = run(deadline_s=0.2)
     threads[1].join(60)  # b's deadline passes while the worker is still busy with a, however slow the machine
-    assert isinstance(results["b"], serving.TooLate) and batcher.waiting == 0
+    assert isinstance(results["b"], batching.TooLate) and batcher.waiting == 0
     gate.set()
     threads[0].join(60)
     assert seen == [["a.png"]]  # b was withdrawn before it was scored: nothing of it reaches a log

@@ -18,7 +18,7 @@ from PIL import Image
 
 from core.data import images
 from core.model import config, outputs, registry, scoring
-from core.production import deployment, prediction, prediction_log, traffic
+from core.production import deployment, prediction, prediction_log, serving, traffic
 from core.production.monitoring import charts, queries, reference
 from core.production.prediction import Prediction
 from core.workspace import store
@@ -338,8 +338,9 @@ def test_app_settings_round_trip_through_one_read(prod: Workspace) -> None:
 def test_scoring_uploads_hands_every_prediction_to_the_log(prod: Workspace) -> None:
     log = prediction_log.BackgroundLog(prod)
     files = [("a.png", colour_image(0, 1)), ("broken.png", b"not an image"), ("b.png", colour_image(1, 2))]
-    serving = deployment.Serving(deployment.AppSettings(), None)
-    scored = deployment.score_uploads(scoring.load_predictor(prod), None, serving, files, log)
+    now = serving.Serving(deployment.AppSettings(), None)
+    scored = serving.score(scoring.load_predictor(prod), None, None, files, now.deciders, keep_bytes=True, defer_properties=True)
+    log.submit(prediction_log.LogBatch(scored.logged, "app", scored.logged[0].version))
     preds, failed = scored.shown, scored.failed
     log.flush()
     assert [p.name for p in preds] == ["a.png", "b.png"] and [f["source"] for f in failed] == ["broken.png"]
@@ -361,7 +362,7 @@ def test_serving_reads_settings_and_the_accepted_policy_through_one_connection(
     opened = []
     real = store.connect
     monkeypatch.setattr(store, "connect", lambda ws, **kw: opened.append(1) or real(ws, **kw))
-    found = deployment.serving(prod, v.version)
+    found = serving.read(prod, v.version)
     assert len(opened) == 1
     assert found.settings.title == "Bears" and found.policy.policy == Policy(refer_below=1.01)
     assert found.decide(np.array([5.0, 0.0, 0.0]), False) == levers.REFER
@@ -392,16 +393,16 @@ def test_serving_is_kept_between_uploads_until_any_process_changes_what_is_serve
 
     v = optimizer.validation(prod)
     deployment.save_settings(prod, deployment.AppSettings("First", "", False))
-    assert deployment.serving(prod, v.version).settings.title == "First"
+    assert serving.read(prod, v.version).settings.title == "First"
     opened = []
     real = store.connect
     monkeypatch.setattr(store, "connect", lambda ws, **kw: opened.append(1) or real(ws, **kw))
     for _ in range(5):
-        assert deployment.serving(prod, v.version).settings.title == "First"
+        assert serving.read(prod, v.version).settings.title == "First"
     assert opened == []  # nothing changed: no upload opened the database
 
     deployment.save_settings(prod, deployment.AppSettings("Second", "", False))  # this process
-    assert deployment.serving(prod, v.version).settings.title == "Second"
+    assert serving.read(prod, v.version).settings.title == "Second"
     code = textwrap.dedent(f"""
         import os
         os.environ["IMAGEDP_DATA_ROOT"] = {str(prod.root.parent.parent)!r}
@@ -410,17 +411,17 @@ def test_serving_is_kept_between_uploads_until_any_process_changes_what_is_serve
         deployment.save_settings(workspaces.resolve("prod"), deployment.AppSettings("Third", "", True))
     """)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])  # another process
-    found = deployment.serving(prod, v.version)
+    found = serving.read(prod, v.version)
     assert found.settings.title == "Third" and found.settings.keep_images
     assert found.policy is None
     accepted.accept(prod, v.version, Policy(refer_below=1.01), levers.load_utility(prod, v.classes)[0])
-    assert deployment.serving(prod, v.version).policy.policy == Policy(refer_below=1.01)
+    assert serving.read(prod, v.version).policy.policy == Policy(refer_below=1.01)
 
     with store.connect(prod) as con:  # a write that bypasses the stamp is still seen once the cache ages out
         con.execute("UPDATE meta SET value = '\"Fourth\"' WHERE key = 'setting:app_title'")
-    assert deployment.serving(prod, v.version).settings.title == "Third"
-    monkeypatch.setattr(deployment, "SERVED_MAX_AGE_S", 0.0)
-    assert deployment.serving(prod, v.version).settings.title == "Fourth"
+    assert serving.read(prod, v.version).settings.title == "Third"
+    monkeypatch.setattr(serving, "SERVED_MAX_AGE_S", 0.0)
+    assert serving.read(prod, v.version).settings.title == "Fourth"
 
 
 def test_training_and_serving_see_the_same_pixels_for_a_large_photo(ws: Workspace) -> None:

@@ -13,7 +13,7 @@ import pytest
 from core.data import explore
 from core.errors import UserError
 from core.model import rates, registry, runs, scoring
-from core.production import gate, prediction, prediction_log, review, rollout
+from core.production import gate, prediction, prediction_log, review, rollout, serving
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -42,7 +42,7 @@ def test_the_queue_holds_referred_out_of_domain_and_disputed_predictions_oldest_
     # a candidate that disagrees on every image, in shadow: its disputes join the queue
     v2 = derived_version(prod, v1, permute=[1, 2, 0])
     active = rollout.start(prod, v2, "shadow")
-    scored = rollout.score(
+    scored = serving.score(
         scoring.load_predictor(prod), scoring.load_predictor(prod, v2), active, [("d.png", colour_image(0, 9))], keep_bytes=True
     )
     prediction_log.log_predictions(prod, scored.logged, "app", v1, keep_images=False)
@@ -230,7 +230,7 @@ def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decisio
     v2 = derived_version(prod, v1)  # the same weights: agrees everywhere
     active = rollout.start(prod, v2, "shadow")
     items = [(f"g{i}.png", colour_image(i % 3, 700 + i)) for i in range(36)]
-    scored = rollout.score(scoring.load_predictor(prod), scoring.load_predictor(prod, v2), active, items)
+    scored = serving.score(scoring.load_predictor(prod), scoring.load_predictor(prod, v2), active, items)
     prediction_log.log_predictions(prod, scored.logged, "app", v1, keep_images=False)
     for p in scored.shown[:31]:
         prediction_log.add_feedback(prod, p.id, p.label, CLASSES)  # labelled on production's prediction only

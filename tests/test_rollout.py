@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import UserError
 from core.model import registry, scoring
-from core.production import deployment, prediction_log, rollout
+from core.production import rollout, serving
 from core.production.monitoring import queries
 from core.production.rollout import Scope
 from core.workspace import store
@@ -125,12 +125,11 @@ def test_shadow_predictions_are_logged_but_never_shown_or_acted_on(prod: Workspa
     v1 = registry.production_version(prod)
     v2 = derived_version(prod, v1, permute=[1, 2, 0])  # answers differently on every image
     rollout.start(prod, v2, "shadow")
-    serving = deployment.serving(prod, v1)
-    assert serving.rollout is not None and serving.rollout.candidate == v2
-    log = prediction_log.BackgroundLog(prod)
-    predictor, candidate = scoring.load_predictor(prod), scoring.load_predictor(prod, v2)
-    scored = deployment.score_uploads(predictor, candidate, serving, [*files(6), ("bad.png", b"nope")], log)
-    log.flush()
+    now = serving.read(prod, v1)
+    assert now.rollout is not None and now.rollout.candidate == v2
+    service = serving.Service(prod)
+    _, scored = service.serve([*files(6), ("bad.png", b"nope")], "app")
+    service.log.flush()
     assert [p.version for p in scored.shown] == [v1] * 6 and all(p.served for p in scored.shown)
     assert [f["source"] for f in scored.failed] == ["bad.png"]
     with store.connect(prod) as con:
@@ -156,7 +155,7 @@ def test_limited_candidate_acts_on_its_hashed_share_within_scope(prod: Workspace
     active = rollout.start(prod, v2, "limited", Scope(share=0.5))
     predictor, candidate = scoring.load_predictor(prod), scoring.load_predictor(prod, v2)
     items = files(40)
-    scored = rollout.score(predictor, candidate, active, items)
+    scored = serving.score(predictor, candidate, active, items)
     assert len(scored.shown) == 40 and len(scored.logged) == 80
     for shown in scored.shown:
         expected = rollout.routed(shown.sha256, v2, 0.5)
@@ -167,13 +166,13 @@ def test_limited_candidate_acts_on_its_hashed_share_within_scope(prod: Workspace
     for p in scored.logged:
         pairs.setdefault(p.request_id, []).append(p)
     assert all(len(v) == 2 and sum(x.served for x in v) == 1 for v in pairs.values())  # exactly one acts per request
-    again = rollout.score(predictor, candidate, active, items)  # the same image goes the same way every time
+    again = serving.score(predictor, candidate, active, items)  # the same image goes the same way every time
     assert [p.version for p in again.shown] == [p.version for p in scored.shown]
 
     confidence = {p.request_id: p.confidence for p in scored.logged if p.version == v2}
     bar = float(np.median(list(confidence.values())))
     scoped = rollout.start(prod, v2, "limited", Scope(share=1.0, min_confidence=bar))
-    within = rollout.score(predictor, candidate, scoped, items)
+    within = serving.score(predictor, candidate, scoped, items)
     cand = {p.name: p for p in within.logged if p.version == v2}
     assert [p.version == v2 for p in within.shown] == [cand[p.name].confidence >= bar for p in within.shown]
     assert 0 < sum(p.version == v2 for p in within.shown) < 40
@@ -183,15 +182,14 @@ def test_after_expansion_new_rows_come_from_the_new_production_and_old_rows_stay
     v1 = registry.production_version(prod)
     v2 = derived_version(prod, v1)
     rollout.start(prod, v2, "shadow")
-    log = prediction_log.BackgroundLog(prod)
-    predictor, candidate = scoring.load_predictor(prod), scoring.load_predictor(prod, v2)
-    deployment.score_uploads(predictor, candidate, deployment.serving(prod, v1), files(4), log)
-    log.flush()
+    service = serving.Service(prod)
+    snap, _ = service.serve(files(4), "app")
+    service.log.flush()
     rollout.expand(prod)
-    serving = deployment.serving(prod, v2)
-    assert serving.rollout is None  # the serving cache saw the change through the stamp
-    deployment.score_uploads(scoring.load_predictor(prod), None, serving, files(3), log)
-    log.flush()
+    assert serving.read(prod, v2).rollout is None  # the serving cache saw the change through the stamp
+    again, _ = service.serve(files(3), "app")
+    service.log.flush()
+    assert (snap.predictor.version, snap.candidate.version, again.predictor.version, again.candidate) == (v1, v2, v2, None)
     with store.connect(prod) as con:
         rows = con.execute("SELECT model_version, stage, served FROM predictions").df()
     assert len(rows) == 11

@@ -196,15 +196,18 @@ def end_user_mode() -> bool:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def _predictor(root: str, version: str, stamp: float) -> object:
-    from core.model import scoring
+def _service(root: str) -> object:
+    from core.production import serving
 
-    return scoring.load_predictor(workspaces.resolve(root), version)
+    return serving.Service(workspaces.resolve(root))
 
 
-def load_predictor(ws: Workspace, version: str | None = None) -> object:
-    """The production (or given) model, loaded once per process and version."""
-
-    version = version or needs_production(ws, "predictions come from the production model")
-    folder = ws.models_dir / version
-    return attempt(lambda: _predictor(str(ws.root), version, folder.stat().st_mtime if folder.exists() else 0.0))
+def served(ws: Workspace) -> tuple[object, object]:
+    """The process's serving path for this workspace (one per process: every session's uploads share its batcher)
+    and the snapshot it serves now; or what is missing, with a link."""
+    service = _service(str(ws.root))
+    try:
+        return service, service.snapshot()
+    except UserError:
+        needs_production(ws, "predictions come from the production model")  # stops when none is there
+        return service, attempt(service.snapshot)  # another reason (a damaged model): said as it is

@@ -32,19 +32,14 @@ def write_csv(path: Path, classes: tuple[str, ...], rows: list[Any], failed: lis
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
-    from core.drivetrain import accepted
-    from core.model import registry, scoring
-    from core.production import prediction, prediction_log, rollout
+    from core.production import prediction, prediction_log, serving
     from core.workspace import store
 
     ws = workspaces.resolve(args.workspace)
     store.init_db(ws)
-    predictor = scoring.load_predictor(ws, args.model)
+    served = serving.snapshot(ws, serving.Models(ws), args.model)  # a candidate runs beside production only
+    predictor, active = served.predictor, served.active
     files, failed = prediction.list_files([Path(p) for p in args.paths])
-    if predictor.version == registry.production_version(ws):  # a candidate runs beside production only
-        active, candidate, deciders = rollout.load_candidate(ws, predictor.version)
-    else:
-        active, candidate, deciders = None, None, rollout.Deciders.of(accepted.active(ws, predictor.version))
     preds: list[prediction.Prediction] = []
     logged = spooled = 0
     show = printer(not args.json, "scored")
@@ -52,7 +47,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     for start in range(0, len(files), args.batch_size * 8):  # read and log as we go: a crash loses no scored batch
         chunk, unread = prediction.read_files(files[start : start + args.batch_size * 8])
         failed += unread
-        scored = rollout.score(predictor, candidate, active, chunk, deciders, args.batch_size, keep_bytes=True)
+        scored = served.score(chunk, args.batch_size)
         result = prediction_log.log_predictions(ws, scored.logged, "batch", predictor.version, keep_images=keep)
         logged, spooled = logged + result.logged, spooled + result.spooled
         preds += [replace(p, data=b"") for p in scored.shown]  # logged: the bytes are not needed to report
@@ -356,7 +351,7 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
             raise UserError(
                 f"Cannot listen on {args.host}:{args.port} ({exc.strerror}): choose another --port or --host."
             ) from None
-    from core.production.serving import BatchLimits
+    from core.production.batching import BatchLimits
 
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1:
         raise UserError("--max-batch and --max-queue must be at least 1, --max-wait-ms at least 0.")

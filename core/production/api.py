@@ -1,15 +1,15 @@
 """The prediction service over HTTP (FastAPI, served by uvicorn: `python -m core serve`), for systems that cannot
 use a page: a camera on a trail, a shop's back end.
 
-It serves the same path as the Predict page (rollout.score: one decode per image, the candidate beside production
-when one is in shadow or limited, the accepted decision policy, referrals marked for review) and hands every
-prediction to the workspace's log writer with source `api`. The model, the candidate and the settings are loaded
+It serves through the same path as the Predict page (serving.Service: one decode per image, the candidate beside
+production when one is in shadow or limited, the accepted decision policy, referrals marked for review) and hands
+every prediction to the workspace's log writer with source `api`. The model, the candidate and the settings are loaded
 once and kept until the workspace's serving stamp changes (a promotion, a rollback, a stage change, a policy or
 a setting saved, in any process): a request opens no database connection. Bad input gets a 4xx with a JSON body
 `{"error": "..."}` that says what to do; no traceback ever leaves the server. Only the routes below exist: no
 analyst page is reachable through it.
 
-Concurrent requests are scored together by one batcher (serving.Batcher: one forward pass at a time, so they
+Concurrent requests are scored together by one batcher (batching.Batcher: one forward pass at a time, so they
 do not fight over the cores); a full queue answers 429 with Retry-After, a request still waiting at its deadline
 503, and neither is logged. GET /metrics gives the counters in Prometheus' text format.
 """
@@ -32,14 +32,12 @@ from starlette.exceptions import HTTPException
 
 from core.data.images import VerifyConfig
 from core.errors import UserError
-from core.model import registry, scoring
-from core.model.scoring import Predictor
-from core.production import deployment, prediction_log, rollout
-from core.production.deployment import Serving
+from core.model import registry
+from core.production import prediction_log, serving
+from core.production.batching import BatchLimits, Busy, TooLate
+from core.production.metrics import Metrics
 from core.production.prediction import Prediction
-from core.production.rollout import Scored
-from core.production.serving import Batcher, BatchLimits, Busy, Metrics, TooLate
-from core.workspace import stamps, store
+from core.workspace import store
 from core.workspace.paths import Workspace
 
 LOG = logging.getLogger("imagedp.api")
@@ -58,79 +56,17 @@ class ApiLimits:
         return self.max_files * self.max_file_bytes + 1_000_000  # the multipart framing
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What a request is served with: production, the candidate beside it, the settings and policies."""
-
-    stamp: tuple[int, int] | None
-    read_at: float
-    predictor: Predictor
-    candidate: Predictor | None
-    serving: Serving
-
-
-class Service:
-    """One workspace served: its models loaded once per version, the snapshot read again only when the serving
-    stamp changes (or deployment.SERVED_MAX_AGE_S pass, for a write that did not touch it)."""
+class Service(serving.Service):
+    """The serving path for one workspace, with the API's replica name and counters."""
 
     def __init__(self, ws: Workspace, replica: str = "api", batching: BatchLimits | None = None) -> None:
-        self.ws, self.replica = ws, replica
-        self.log = prediction_log.background(ws)
-        self.batcher: Batcher[Snapshot] = Batcher(self.score, batching or BatchLimits())
+        super().__init__(ws, batching)
+        self.replica = replica
         self.metrics = Metrics()
-        self._lock = threading.Lock()
-        self._models: dict[str, Predictor] = {}
-        self._snapshot: Snapshot | None = None
-        self.load_error: str | None = None
-
-    def snapshot(self) -> Snapshot:
-        stamp, now = stamps.serving_stamp(self.ws), time.monotonic()
-        with self._lock:
-            held = self._snapshot
-            if held is not None and held.stamp == stamp and now - held.read_at < deployment.SERVED_MAX_AGE_S:
-                return held
-            production = registry.production_version(self.ws)
-            if production is None:
-                raise UserError("This workspace has no production model yet: train one and promote it (Train page).")
-            predictor = self._model(production)
-            serving = deployment.serving(self.ws, production)
-            candidate = self._model(serving.rollout.candidate) if serving.rollout else None
-            self._snapshot = Snapshot(stamp, now, predictor, candidate, serving)
-            return self._snapshot
-
-    def _model(self, version: str) -> Predictor:
-        if version not in self._models:
-            if len(self._models) >= 3:  # production, a candidate, the one before: enough
-                self._models.pop(next(iter(self._models)))
-            self._models[version] = scoring.load_predictor(self.ws, version)
-        return self._models[version]
-
-    def score(self, items: list[tuple[str, bytes]]) -> tuple[Snapshot, Scored]:
-        """One batch, as production serves it now (the batcher's worker calls this)."""
-        snap = self.snapshot()
-        scored = rollout.score(
-            snap.predictor,
-            snap.candidate,
-            snap.serving.rollout,
-            items,
-            snap.serving.deciders,
-            batch_size=max(self.batcher.limits.max_images, 1),
-            keep_bytes=True,
-            defer_properties=True,
-        )
-        return snap, scored
-
-    @property
-    def ready(self) -> bool:
-        return self._snapshot is not None
 
     def load(self) -> None:
-        """Load the production model (at start, off the request path); say why when it cannot."""
         try:
-            self.snapshot()
-            self.load_error = None
-        except UserError as exc:
-            self.load_error = str(exc)
+            super().load()
         except Exception as exc:  # noqa: BLE001 - health says it, the server log has the traceback
             LOG.exception("loading the model failed")
             self.load_error = f"the model could not be loaded: {exc}"
@@ -229,7 +165,7 @@ def create_app(
         LOG.exception("internal error", exc_info=exc)
         return _error(500, "Internal error (a bug): nothing was logged for this request; the server log has the details.")
 
-    def served() -> Snapshot:
+    def served() -> serving.Snapshot:
         if not service.ready:
             if service.load_error:
                 raise UserError(service.load_error)
@@ -247,12 +183,9 @@ def create_app(
                 raise UserError(f"{f.filename}: larger than {limits.max_file_bytes // 1_000_000} MB; send a smaller image.")
             items.append((f.filename or "upload", data))
         served()  # ready, or say why not
-        snap, scored = service.batcher.submit(items)
+        snap, scored = service.serve(items, "api")
         if not scored.shown:
             raise UserError("No image could be read: " + "; ".join(f"{f['source']}: {f['reason']}" for f in scored.failed))
-        service.log.submit(
-            prediction_log.LogBatch(scored.logged, "api", snap.predictor.version, keep_images=snap.serving.settings.keep_images)
-        )
         service.metrics.answered(len(scored.shown), sum(p.ood for p in scored.shown))
         return {
             "predictions": [answer_of(p, snap.predictor.classes) for p in scored.shown],

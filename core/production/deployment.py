@@ -4,25 +4,18 @@ what it does with one set of uploads: score, decide, and hand every prediction t
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import duckdb
 
-from core.drivetrain import accepted
-from core.drivetrain.accepted import AcceptedPolicy
-from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
-from core.production import prediction_log, rollout
-from core.production.rollout import Deciders, Rollout, Scored
-from core.workspace import stamps, store
+from core.production import prediction_log
+from core.workspace import store
 from core.workspace.paths import Workspace
 
 if TYPE_CHECKING:
-    from core.model.scoring import Predictor
     from core.production.prediction import Prediction
 
 TITLE = "app_title"  # workspace settings the analyst writes on the Predict page
@@ -42,24 +35,6 @@ class AppSettings:
     examples: tuple[str, ...] = ()  # catalog image ids end users can click to try the app (at most MAX_EXAMPLES)
 
 
-@dataclass(frozen=True)
-class Serving:
-    """What the app needs from the database for one request: its settings and the model's accepted policy."""
-
-    settings: AppSettings
-    policy: AcceptedPolicy | None
-    rollout: Rollout | None = None  # a candidate beside production (shadow or limited)
-    candidate_policy: AcceptedPolicy | None = None  # the candidate's own accepted policy, if any
-
-    @property
-    def decide(self) -> DecideFn | None:
-        return self.policy.decider() if self.policy else None
-
-    @property
-    def deciders(self) -> Deciders:
-        return Deciders.of(self.policy, self.candidate_policy)
-
-
 def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> AppSettings:
     """The app's settings, read through one connection."""
     values = store.get_settings(ws, (TITLE, SCOPE, prediction_log.KEEP_IMAGES, INTERNALS, EXAMPLES), con)
@@ -70,30 +45,6 @@ def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -
         bool(values[INTERNALS]),
         tuple(str(i) for i in values[EXAMPLES] or ())[:MAX_EXAMPLES],
     )
-
-
-_SERVED: dict[tuple[str, str], tuple[tuple[int, int] | None, float, Serving]] = {}
-_SERVED_LOCK = threading.Lock()
-SERVED_MAX_AGE_S = 30.0  # a write that did not touch the stamp (another tool) is seen within this long
-
-
-def serving(ws: Workspace, version: str) -> Serving:
-    """The settings and the accepted policy, as the Predict page needs them on every upload: read through one
-    database connection, then kept until the workspace's serving stamp changes (any process that saves a
-    setting or accepts a policy replaces it) or SERVED_MAX_AGE_S pass, so an upload seldom opens the database."""
-    key, stamp, now = (str(ws.root), version), stamps.serving_stamp(ws), time.monotonic()
-    with _SERVED_LOCK:
-        hit = _SERVED.get(key)
-    if hit is not None and hit[0] == stamp and now - hit[1] < SERVED_MAX_AGE_S:
-        return hit[2]
-    with store.connect(ws) as con:
-        active = rollout.current(ws, con)
-        active = active if active is not None and active.candidate != version else None
-        candidate_policy = accepted.active(ws, active.candidate, con) if active else None
-        fresh = Serving(load_settings(ws, con), accepted.active(ws, version, con), active, candidate_policy)
-    with _SERVED_LOCK:
-        _SERVED[key] = (stamp, now, fresh)  # the stamp read before the database: a later write is seen next time
-    return fresh
 
 
 def save_settings(ws: Workspace, settings: AppSettings) -> None:
@@ -126,21 +77,3 @@ def privacy_notice(settings: AppSettings) -> str:
         "Images the model is unsure about, or that look unlike what it knows, are kept so that a person can check the "
         "answer; the others are not kept. Answers are logged without the image."
     )
-
-
-def score_uploads(
-    predictor: Predictor,
-    candidate: Predictor | None,
-    serving: Serving,
-    files: Sequence[tuple[str, bytes]],
-    log: prediction_log.BackgroundLog | None,
-) -> Scored:
-    """Score a set of uploads as the app does (with the candidate beside production when one is in shadow or
-    limited): image properties are measured on the log's thread, off the request; unreadable files come back as
-    failures with their reasons. Every prediction is handed to the log, the candidate's with its stage; with no
-    log (the analyst's example images, which are not production traffic), nothing is logged."""
-    scored = rollout.score(predictor, candidate, serving.rollout, files, serving.deciders, keep_bytes=True, defer_properties=True)
-    keep = serving.settings.keep_images
-    if log is not None:
-        log.submit(prediction_log.LogBatch(scored.logged, "app", predictor.version, keep_images=keep))
-    return scored

@@ -1,7 +1,7 @@
 """Production inference: decode, measure, preprocess, score, flag out-of-domain inputs, reduce the embedding.
 
-The Predict page, batch scoring and the traffic simulator all call `predict_images`, so the three
-give the same prediction for the same bytes.
+Every caller scores through `serving` (or `predict_images` for one model alone), so the app, the API, batch scoring
+and the traffic simulator give the same prediction for the same bytes.
 """
 
 from __future__ import annotations
@@ -135,9 +135,10 @@ def decode_for(
     return DecodedImage(name, data, pixels, opened.size, props, resized, seconds, opened.notes, other)
 
 
-def _decode_chunk(
+def decode_many(
     predictor: Predictor, chunk: Sequence[tuple[str, bytes]], defer: bool = False, candidate: Predictor | None = None
 ) -> tuple[list[DecodedImage], list[dict[str, str]]]:
+    """Each input decoded for the model(s); the unreadable ones as failures with the reason."""
     decoded, failed = [], []
     for name, data in chunk:
         try:
@@ -145,14 +146,6 @@ def _decode_chunk(
         except UserError as exc:
             failed.append({"source": name, "reason": str(exc)})
     return decoded, failed
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One request scored by production and by the candidate beside it (same bytes, one decode)."""
-
-    production: Prediction
-    candidate: Prediction
 
 
 def predict_images(
@@ -169,27 +162,11 @@ def predict_images(
     `defer_properties` leaves the image measurements to whoever logs the prediction (the app's writer thread).
 
     The next batch is decoded on a second thread while the model runs on this one."""
-    scored, failed = _score(predictor, None, items, batch_size, on_progress, keep_bytes, (decide, None), defer_properties)
+    scored, failed = score_all(predictor, None, items, batch_size, on_progress, keep_bytes, (decide, None), defer_properties)
     return [p for p, _ in scored], failed
 
 
-def predict_pairs(
-    predictor: Predictor,
-    candidate: Predictor,
-    items: Sequence[tuple[str, bytes]],
-    batch_size: int = 32,
-    on_progress: ProgressFn | None = None,
-    keep_bytes: bool = False,
-    decides: tuple[DecideFn | None, DecideFn | None] = (None, None),
-    defer_properties: bool = False,
-) -> tuple[list[Pair], list[dict[str, str]]]:
-    """predict_images for production and a candidate at once: each input decoded once, run through both models;
-    both predictions share the request's id, and each carries the latency of the whole request."""
-    scored, failed = _score(predictor, candidate, items, batch_size, on_progress, keep_bytes, decides, defer_properties)
-    return [Pair(p, c) for p, c in scored if c is not None], failed
-
-
-def _score(
+def score_all(
     predictor: Predictor,
     candidate: Predictor | None,
     items: Sequence[tuple[str, bytes]],
@@ -199,38 +176,50 @@ def _score(
     decides: tuple[DecideFn | None, DecideFn | None],
     defer_properties: bool,
 ) -> tuple[list[tuple[Prediction, Prediction | None]], list[dict[str, str]]]:
-    from core.model import scoring  # torch: imported where a model runs, not where predictions are read
-
     done: list[tuple[Prediction, Prediction | None]] = []
     failed: list[dict[str, str]] = []
     chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
     with ThreadPoolExecutor(max_workers=1) as pool:
         upcoming = None
         for k, chunk in enumerate(chunks):
-            decoded, bad = upcoming.result() if upcoming else _decode_chunk(predictor, chunk, defer_properties, candidate)
+            decoded, bad = upcoming.result() if upcoming else decode_many(predictor, chunk, defer_properties, candidate)
             if k + 1 < len(chunks):
-                upcoming = pool.submit(_decode_chunk, predictor, chunks[k + 1], defer_properties, candidate)
+                upcoming = pool.submit(decode_many, predictor, chunks[k + 1], defer_properties, candidate)
             else:
                 upcoming = None
             failed += bad
-            if decoded:
-                t0 = time.perf_counter()
-                logits, feats = scoring.forward(predictor, np.stack([d.pixels for d in decoded]))
-                other = None
-                if candidate is not None:
-                    other = scoring.forward(candidate, np.stack([d.candidate_pixels for d in decoded]))
-                model_s = (time.perf_counter() - t0) / len(decoded)
-                requests = [uuid.uuid4().hex for _ in decoded]
-                first = _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decides[0], requests)
-                second = (
-                    _predictions(candidate, decoded, *other, model_s, keep_bytes, decides[1], requests)
-                    if candidate is not None and other is not None
-                    else [None] * len(first)
-                )
-                done += list(zip(first, second, strict=True))
+            done += score_decoded(predictor, candidate, decoded, keep_bytes, decides)
             if on_progress:
                 on_progress(min((k + 1) * batch_size, len(items)), len(items), "scoring")
     return done, failed
+
+
+def score_decoded(
+    predictor: Predictor,
+    candidate: Predictor | None,
+    decoded: Sequence[DecodedImage],
+    keep_bytes: bool = False,
+    decides: tuple[DecideFn | None, DecideFn | None] = (None, None),
+) -> list[tuple[Prediction, Prediction | None]]:
+    """Images decoded already, through production (and the candidate) in one forward pass each: each pair shares
+    its request's id; each prediction's latency is its decode plus its share of the pass."""
+    from core.model import scoring  # torch: imported where a model runs, not where predictions are read
+
+    if not decoded:
+        return []
+    decoded = list(decoded)
+    t0 = time.perf_counter()
+    logits, feats = scoring.forward(predictor, np.stack([d.pixels for d in decoded]))
+    other = None
+    if candidate is not None:
+        other = scoring.forward(candidate, np.stack([d.candidate_pixels for d in decoded]))
+    model_s = (time.perf_counter() - t0) / len(decoded)
+    requests = [uuid.uuid4().hex for _ in decoded]
+    first = _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decides[0], requests)
+    if candidate is None or other is None:
+        return [(p, None) for p in first]
+    second = _predictions(candidate, decoded, *other, model_s, keep_bytes, decides[1], requests)
+    return list(zip(first, second, strict=True))
 
 
 def _predictions(

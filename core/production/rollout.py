@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from core.drivetrain import accepted
-from core.drivetrain.accepted import AcceptedPolicy
-from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
 from core.model import registry
-from core.production import prediction
-from core.production.prediction import Prediction
-from core.progress import ProgressFn
 from core.workspace import stamps, store
 from core.workspace.paths import Workspace
 
 if TYPE_CHECKING:  # torch comes with a model, when one scores
-    from core.model.scoring import Predictor
+    pass
 
 ACTIVE = ("shadow", "limited")  # stages in which a candidate scores beside production
 PRODUCTION = "production"  # the stage of production's own predictions in the log
@@ -210,98 +204,3 @@ def routed(sha256: str, candidate: str, share: float) -> bool:
     (the same image always goes the same way; another candidate gets another sample)."""
     digest = hashlib.sha256(f"rollout:{candidate}:{sha256}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64 < share
-
-
-@dataclass(frozen=True)
-class Routed:
-    """One request after routing: what the user sees, and every prediction to log with its stage."""
-
-    shown: Prediction  # shown and acted on
-    logged: tuple[Prediction, Prediction]  # production's and the candidate's, stage and served set
-
-
-def route(rollout: Rollout, production: Prediction, candidate: Prediction, refer: Sequence[str | None] = (None, None)) -> Routed:
-    """Set each prediction's stage and whether it is served: in shadow, production's always; in limited, the
-    candidate's where the request is routed to it and within its scope. `refer` holds each model's referral
-    action (its accepted policy's), so a referral is marked for the review queue."""
-    acts = rollout.stage == "limited" and routed(candidate.sha256, rollout.candidate, rollout.scope.share)
-    acts = acts and candidate.confidence >= rollout.scope.min_confidence
-    acts = acts and not (rollout.scope.in_domain_only and candidate.ood)
-    disagree = production.label != candidate.label
-    first = replace(production, stage=PRODUCTION, served=not acts, disagrees=disagree, referred=production.action == refer[0])
-    second = replace(candidate, stage=rollout.stage, served=acts, disagrees=disagree, referred=candidate.action == refer[1])
-    return Routed(second if acts else first, (first, second))
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A set of requests scored as production serves them now."""
-
-    shown: list[Prediction]  # one per readable input: what the user sees and what is acted on
-    logged: list[Prediction]  # every prediction made, production's and the candidate's, with its stage
-    failed: list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class Deciders:
-    """Each model's accepted decision function and its referral action (None: the label is the action)."""
-
-    production: DecideFn | None = None
-    production_refer: str | None = None
-    candidate: DecideFn | None = None
-    candidate_refer: str | None = None
-
-    @staticmethod
-    def of(production: AcceptedPolicy | None, candidate: AcceptedPolicy | None = None) -> Deciders:
-        return Deciders(
-            production.decider() if production else None,
-            production.utility.refer if production else None,
-            candidate.decider() if candidate else None,
-            candidate.utility.refer if candidate else None,
-        )
-
-
-def score(
-    predictor: Predictor,
-    candidate: Predictor | None,
-    active: Rollout | None,
-    items: Sequence[tuple[str, bytes]],
-    deciders: Deciders = Deciders(),
-    batch_size: int = 32,
-    on_progress: ProgressFn | None = None,
-    keep_bytes: bool = False,
-    defer_properties: bool = False,
-) -> Scored:
-    """Score requests with production, and with the candidate beside it when one is in shadow or limited (one
-    decode per image); route each request; mark referrals, out-of-domain inputs and disagreements for review."""
-    if candidate is None or active is None or candidate.version == predictor.version:
-        preds, failed = prediction.predict_images(
-            predictor, items, batch_size, on_progress, keep_bytes, deciders.production, defer_properties
-        )
-        preds = [replace(p, referred=p.action == deciders.production_refer) for p in preds]
-        return Scored(preds, preds, failed)
-    pairs, failed = prediction.predict_pairs(
-        predictor,
-        candidate,
-        items,
-        batch_size,
-        on_progress,
-        keep_bytes,
-        (deciders.production, deciders.candidate),
-        defer_properties,
-    )
-    routes = [route(active, p.production, p.candidate, (deciders.production_refer, deciders.candidate_refer)) for p in pairs]
-    return Scored([r.shown for r in routes], [p for r in routes for p in r.logged], failed)
-
-
-def load_candidate(ws: Workspace, production: str) -> tuple[Rollout | None, Predictor | None, Deciders]:
-    """What batch scoring and the simulator serve with beside `production`: the rollout now, its candidate ready to
-    score (torch), and both models' accepted policies; (None, None, production's policy) when it runs alone."""
-    active = current(ws)
-    active = active if active is not None and active.candidate != production else None
-    deciders = Deciders.of(accepted.active(ws, production), accepted.active(ws, active.candidate) if active else None)
-    if active is None:
-        return None, None, deciders
-    from core.model import scoring
-
-    return active, scoring.load_predictor(ws, active.candidate), deciders

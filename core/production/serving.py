@@ -1,222 +1,313 @@
-"""Serving many requests at once: a batcher that scores the requests arriving together in one forward pass, and
-the service's counters in Prometheus' text format.
+"""The one serving path: everything between "bytes arrived" and "prediction handed to the log". The Predict page,
+the end-user app, the HTTP API, batch `predict` and the traffic simulator all score through here.
 
-On a CPU, eight threads each running their own forward pass share the cores and each waits several times longer;
-one worker scoring everything that waits, up to `max_images` or `max_wait_ms`, keeps the cores on one pass at a
-time (what TorchServe, BentoML and LitServe call dynamic batching). A request never waits behind a full queue:
-past `max_queue` images waiting it is refused at once (Busy: the API answers 429 with Retry-After), and one that
-is still waiting at its deadline is withdrawn, never scored, so nothing is logged for a request not answered.
+- **The serving snapshot**: the production model, the candidate beside it and its rollout scope, both models'
+  accepted policies and the app's settings. Read once, then kept until the workspace's serving stamp changes
+  (every promotion, rollback, stage change, policy acceptance and settings write touches it, in any process), or
+  SERVED_MAX_AGE_S pass for a write from another tool: a request opens no database connection.
+- **One decode per image**, in the caller's thread, at most `decoders` at once, while the batcher's worker runs
+  the forward pass of the requests decoded before: decoding and the network overlap as in batch scoring.
+- **The batcher** (batching.Batcher): concurrent requests in one forward pass per model; the candidate scores
+  the same batch; routing, the decision policy and review referrals per image; then the log.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from core.drivetrain import accepted
+from core.drivetrain.accepted import AcceptedPolicy
+from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
-from core.production.rollout import Scored
+from core.model import registry
+from core.production import deployment, prediction, prediction_log, rollout
+from core.production.batching import Batcher, BatchLimits
+from core.production.deployment import AppSettings
+from core.production.prediction import DecodedImage, Prediction
+from core.production.rollout import PRODUCTION, Rollout
+from core.progress import ProgressFn
+from core.workspace import stamps, store
+from core.workspace.paths import Workspace
 
-S = TypeVar("S")  # what the scoring function served a batch with (the serving snapshot)
-SEP = "\x00"  # joins a request's number to each image's name inside a batch
+if TYPE_CHECKING:  # torch comes with a model, when one scores
+    from core.model.scoring import Predictor
 
-
-class Busy(UserError):
-    """Too many images are waiting: try again shortly."""
-
-
-class TooLate(UserError):
-    """The request was still waiting when its deadline passed: nothing was scored or logged for it."""
+SERVED_MAX_AGE_S = 30.0  # a write that did not touch the stamp (another tool) is seen within this long
+MODELS_KEPT = 3  # production, a candidate, the one before
 
 
 @dataclass(frozen=True)
-class BatchLimits:
-    max_images: int = 32  # per forward pass (a request larger than this is scored whole, alone)
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
-    max_queue: int = 256  # images waiting; one more and the request is refused (Busy)
-    deadline_s: float = 60.0  # a request still waiting this long is withdrawn (TooLate)
+class Deciders:
+    """Each model's accepted decision function and its referral action (None: the label is the action)."""
+
+    production: DecideFn | None = None
+    production_refer: str | None = None
+    candidate: DecideFn | None = None
+    candidate_refer: str | None = None
+
+    @staticmethod
+    def of(production: AcceptedPolicy | None, candidate: AcceptedPolicy | None = None) -> Deciders:
+        return Deciders(
+            production.decider() if production else None,
+            production.utility.refer if production else None,
+            candidate.decider() if candidate else None,
+            candidate.utility.refer if candidate else None,
+        )
 
 
-@dataclass(eq=False)
-class _Request(Generic[S]):
-    number: int
-    items: list[tuple[str, bytes]]
-    done: threading.Event = field(default_factory=threading.Event)
-    started: bool = False
-    withdrawn: bool = False
-    result: tuple[S, Scored] | None = None
-    error: BaseException | None = None
+@dataclass(frozen=True)
+class Serving:
+    """What serving needs from the database: the app's settings, the model's accepted policy, the rollout."""
 
-
-class Batcher(Generic[S]):
-    """Requests from any number of threads, scored together by one worker thread with `score(items)`, which
-    returns what it served them with and the Scored result; each request gets back its own part, in order."""
-
-    def __init__(self, score: Callable[[list[tuple[str, bytes]]], tuple[S, Scored]], limits: BatchLimits = BatchLimits()):
-        self._score, self.limits = score, limits
-        self._queue: deque[_Request[S]] = deque()
-        self._waiting = 0  # images in the queue
-        self._lock = threading.Condition()
-        self._numbers = 0
-        self.batches: deque[int] = deque(maxlen=1000)  # images per forward pass, latest last
-        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._thread.start()
+    settings: AppSettings
+    policy: AcceptedPolicy | None
+    rollout: Rollout | None = None  # a candidate beside production (shadow or limited)
+    candidate_policy: AcceptedPolicy | None = None  # the candidate's own accepted policy, if any
 
     @property
-    def waiting(self) -> int:
-        return self._waiting
+    def decide(self) -> DecideFn | None:
+        return self.policy.decider() if self.policy else None
 
-    def submit(self, items: Sequence[tuple[str, bytes]]) -> tuple[S, Scored]:
-        """Score these images with whatever arrives alongside; blocks until done (or raises Busy / TooLate)."""
-        with self._lock:
-            if self._waiting + len(items) > self.limits.max_queue:
-                raise Busy(f"{self._waiting} images are waiting to be scored: try again in a second.")
-            self._numbers += 1
-            request: _Request[S] = _Request(self._numbers, [(f"{self._numbers}{SEP}{n}", d) for n, d in items])
-            self._queue.append(request)
-            self._waiting += len(items)
-            self._lock.notify_all()
-        if not request.done.wait(self.limits.deadline_s):
-            with self._lock:
-                if not request.started:  # still queued: withdraw it, so it is never scored nor logged
-                    request.withdrawn = True
-                    self._queue.remove(request)
-                    self._waiting -= len(items)
-                    raise TooLate(
-                        f"Not scored within {self.limits.deadline_s:g} s (the server is overloaded): nothing was "
-                        "logged; try again."
-                    )
-            request.done.wait()  # being scored: its answer is on its way, and will be logged
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
-
-    def _take(self) -> list[_Request[S]]:
-        """The next batch: the first request waiting, then whatever joins it within max_wait_ms, up to max_images."""
-        with self._lock:
-            self._lock.wait_for(lambda: bool(self._queue))
-            batch = [self._queue.popleft()]
-            images = len(batch[0].items)
-            deadline = time.monotonic() + self.limits.max_wait_ms / 1000
-            while images < self.limits.max_images:
-                fits = self._queue and images + len(self._queue[0].items) <= self.limits.max_images
-                if fits:
-                    batch.append(self._queue.popleft())
-                    images += len(batch[-1].items)
-                    continue
-                left = deadline - time.monotonic()
-                if self._queue or left <= 0:  # the next one does not fit, or the wait is over
-                    break
-                self._lock.wait(left)
-            for r in batch:
-                r.started = True
-                self._waiting -= len(r.items)
-            return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            try:
-                served, scored = self._score([item for r in batch for item in r.items])
-                self.batches.append(sum(len(r.items) for r in batch))
-                for r in batch:
-                    r.result = (served, _part(scored, r.number))
-            except BaseException as exc:  # noqa: BLE001 - each waiting request gets the error; the worker lives on
-                for r in batch:
-                    r.error = exc
-            for r in batch:
-                r.done.set()
+    @property
+    def deciders(self) -> Deciders:
+        return Deciders.of(self.policy, self.candidate_policy)
 
 
-def _part(scored: Scored, number: int) -> Scored:
-    """One request's predictions and failures out of a batch's, with their own names back."""
-    prefix = f"{number}{SEP}"
+_SERVED: dict[tuple[str, str], tuple[tuple[int, int] | None, float, Serving]] = {}
+_SERVED_LOCK = threading.Lock()
 
-    def mine(name: str) -> bool:
-        return name.startswith(prefix)
 
-    def own(name: str) -> str:
-        return name[len(prefix) :]
+def read(ws: Workspace, version: str) -> Serving:
+    """The settings, the rollout and the accepted policies for `version`: read through one database connection,
+    then kept until the workspace's serving stamp changes or SERVED_MAX_AGE_S pass."""
+    key, stamp, now = (str(ws.root), version), stamps.serving_stamp(ws), time.monotonic()
+    with _SERVED_LOCK:
+        hit = _SERVED.get(key)
+    if hit is not None and hit[0] == stamp and now - hit[1] < SERVED_MAX_AGE_S:
+        return hit[2]
+    with store.connect(ws) as con:
+        active = rollout.current(ws, con)
+        active = active if active is not None and active.candidate != version else None
+        candidate_policy = accepted.active(ws, active.candidate, con) if active else None
+        fresh = Serving(deployment.load_settings(ws, con), accepted.active(ws, version, con), active, candidate_policy)
+    with _SERVED_LOCK:
+        _SERVED[key] = (stamp, now, fresh)  # the stamp read before the database: a later write is seen next time
+    return fresh
 
-    return Scored(
-        [replace(p, name=own(p.name)) for p in scored.shown if mine(p.name)],
-        [replace(p, name=own(p.name)) for p in scored.logged if mine(p.name)],
-        [f | {"source": own(f["source"])} for f in scored.failed if mine(f["source"])],
+
+@dataclass(frozen=True)
+class Routed:
+    """One request after routing: what the user sees, and every prediction to log with its stage."""
+
+    shown: Prediction  # shown and acted on
+    logged: tuple[Prediction, Prediction]  # production's and the candidate's, stage and served set
+
+
+def route(active: Rollout, production: Prediction, candidate: Prediction, refer: Sequence[str | None] = (None, None)) -> Routed:
+    """Set each prediction's stage and whether it is served: in shadow, production's always; in limited, the
+    candidate's where the request is routed to it and within its scope. `refer` holds each model's referral
+    action (its accepted policy's), so a referral is marked for the review queue."""
+    acts = active.stage == "limited" and rollout.routed(candidate.sha256, active.candidate, active.scope.share)
+    acts = acts and candidate.confidence >= active.scope.min_confidence
+    acts = acts and not (active.scope.in_domain_only and candidate.ood)
+    disagree = production.label != candidate.label
+    first = replace(production, stage=PRODUCTION, served=not acts, disagrees=disagree, referred=production.action == refer[0])
+    second = replace(candidate, stage=active.stage, served=acts, disagrees=disagree, referred=candidate.action == refer[1])
+    return Routed(second if acts else first, (first, second))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A set of requests scored as production serves them now."""
+
+    shown: list[Prediction]  # one per readable input: what the user sees and what is acted on
+    logged: list[Prediction]  # every prediction made, production's and the candidate's, with its stage
+    failed: list[dict[str, str]]
+
+
+def finish(
+    active: Rollout | None,
+    pairs: Sequence[tuple[Prediction, Prediction | None]],
+    deciders: Deciders,
+    failed: list[dict[str, str]],
+) -> Scored:
+    """Route each request and mark referrals (out-of-domain inputs and disagreements are marked by the predictions)."""
+    if active is None or any(c is None for _, c in pairs):
+        preds = [replace(p, referred=p.action == deciders.production_refer) for p, _ in pairs]
+        return Scored(preds, preds, failed)
+    routes = [route(active, p, c, (deciders.production_refer, deciders.candidate_refer)) for p, c in pairs]  # type: ignore[arg-type]
+    return Scored([r.shown for r in routes], [p for r in routes for p in r.logged], failed)
+
+
+def score(
+    predictor: Predictor,
+    candidate: Predictor | None,
+    active: Rollout | None,
+    items: Sequence[tuple[str, bytes]],
+    deciders: Deciders = Deciders(),
+    batch_size: int = 32,
+    on_progress: ProgressFn | None = None,
+    keep_bytes: bool = False,
+    defer_properties: bool = False,
+) -> Scored:
+    """Score a batch of requests (a folder, a simulated fortnight) with production, and with the candidate beside it
+    when one is in shadow or limited (one decode per image, the next chunk decoded while the model runs)."""
+    if candidate is None or active is None or candidate.version == predictor.version:
+        candidate, active = None, None
+    pairs, failed = prediction.score_all(
+        predictor,
+        candidate,
+        items,
+        batch_size,
+        on_progress,
+        keep_bytes,
+        (deciders.production, deciders.candidate),
+        defer_properties,
     )
+    return finish(active, pairs, deciders, failed)
 
 
-def histogram(
-    lines: list[str], labels: str, name: str, help_text: str, bounds: Sequence[float], per_bucket: Sequence[int], total: float
-) -> None:
-    """A Prometheus histogram: cumulative buckets (per_bucket has one more count than bounds: above the last), sum
-    and count."""
-    lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} histogram"])
-    cumulative = 0
-    for bound, n in zip([*(f"{b:g}" for b in bounds), "+Inf"], per_bucket, strict=True):
-        cumulative += n
-        lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {cumulative}')
-    lines.extend([f"{name}_sum{{{labels}}} {total:g}", f"{name}_count{{{labels}}} {cumulative}"])
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """What a request is served with: the model, the candidate beside it, the settings and policies."""
+
+    stamp: tuple[int, int] | None
+    read_at: float
+    predictor: Predictor
+    candidate: Predictor | None
+    serving: Serving
+
+    @property
+    def active(self) -> Rollout | None:
+        return self.serving.rollout if self.candidate is not None else None
+
+    @property
+    def deciders(self) -> Deciders:
+        return self.serving.deciders if self.candidate is not None else Deciders.of(self.serving.policy)
+
+    def score(self, items: Sequence[tuple[str, bytes]], batch_size: int = 32, on_progress: ProgressFn | None = None) -> Scored:
+        """A batch scored as this snapshot serves (batch `predict`, the simulator)."""
+        return score(self.predictor, self.candidate, self.active, items, self.deciders, batch_size, on_progress, keep_bytes=True)
 
 
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+class Models:
+    """Models loaded once per version (a few kept: production, a candidate, the one before)."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._loaded: dict[str, Predictor] = {}
+        self._lock = threading.Lock()
+
+    def get(self, version: str) -> Predictor:
+        from core.model import scoring  # torch: where a model runs
+
+        with self._lock:
+            if version not in self._loaded:
+                if len(self._loaded) >= MODELS_KEPT:
+                    self._loaded.pop(next(iter(self._loaded)))
+                self._loaded[version] = scoring.load_predictor(self.ws, version)
+            return self._loaded[version]
 
 
-@dataclass
-class Metrics:
-    """Counters for GET /metrics (Prometheus text format 0.0.4)."""
+def snapshot(ws: Workspace, models: Models, version: str | None = None) -> Snapshot:
+    """Serving as it is now: production (or `version`: then alone, a candidate runs beside production only)."""
+    stamp, now = stamps.serving_stamp(ws), time.monotonic()
+    production = registry.production_version(ws)
+    chosen = version or production
+    if chosen is None:
+        raise UserError("This workspace has no production model yet: train one and promote it (Train page).")
+    served = read(ws, chosen)
+    if chosen != production:
+        served = replace(served, rollout=None, candidate_policy=None)
+    candidate = models.get(served.rollout.candidate) if served.rollout else None
+    return Snapshot(stamp, now, models.get(chosen), candidate, served)
 
-    requests: dict[str, int] = field(default_factory=dict)  # by outcome: ok, bad_input, busy, too_late, error
-    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    latency_sum: float = 0.0
-    images: int = 0
-    ood: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def request(self, outcome: str, seconds: float) -> None:
-        with self.lock:
-            self.requests[outcome] = self.requests.get(outcome, 0) + 1
-            self.latency[next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b), len(LATENCY_BUCKETS))] += 1
-            self.latency_sum += seconds
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """One request's images decoded for the snapshot that will score them."""
 
-    def answered(self, images: int, ood: int) -> None:
-        with self.lock:
-            self.images += images
-            self.ood += ood
+    snapshot: Snapshot
+    decoded: list[DecodedImage]
+    failed: list[dict[str, str]]
 
-    def text(self, batches: Sequence[int], waiting: int, log_pending: int, log_spooled: int, replica: str) -> str:
-        """The exposition: one HELP and TYPE line per metric, labels on the replica."""
-        r = f'replica="{replica}"'
-        lines: list[str] = []
 
-        def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-            lines.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"])
-            lines.extend(f"{name}{{{labels}}} {value:g}" for labels, value in samples)
+class Service:
+    """One workspace served to many callers at once (the API's requests, the app's sessions): a snapshot read again
+    only when the stamp changes, decoding in the callers' threads, one batcher for the forward passes."""
 
-        with self.lock:
-            outcomes = sorted(self.requests.items())
-            latency, total, images, ood = list(self.latency), self.latency_sum, self.images, self.ood
-        metric(
-            "imagedp_requests_total",
-            "counter",
-            "Prediction requests by outcome.",
-            [(f'{r},outcome="{o}"', n) for o, n in outcomes],
-        )
-        histogram(lines, r, "imagedp_request_seconds", "Time to answer a prediction request.", LATENCY_BUCKETS, latency, total)
-        sizes = list(batches)
-        per_size = [
-            sum(1 for s in sizes if lo < s <= hi) for lo, hi in zip((0, *BATCH_BUCKETS), (*BATCH_BUCKETS, 10**9), strict=True)
-        ]
-        histogram(lines, r, "imagedp_batch_images", "Images per forward pass (latest 1000).", BATCH_BUCKETS, per_size, sum(sizes))
-        metric("imagedp_queue_images", "gauge", "Images waiting to be scored.", [(r, waiting)])
-        metric("imagedp_images_total", "counter", "Images answered.", [(r, images)])
-        metric("imagedp_out_of_domain_total", "counter", "Images answered that were flagged out of domain.", [(r, ood)])
-        metric(
-            "imagedp_log_backlog_rows", "gauge", "Predictions handed to the log, not yet written or spooled.", [(r, log_pending)]
-        )
-        metric("imagedp_log_spooled_rows_total", "counter", "Predictions spooled (the database was busy).", [(r, log_spooled)])
-        return "\n".join(lines) + "\n"
+    def __init__(self, ws: Workspace, batching: BatchLimits | None = None, decoders: int | None = None) -> None:
+        self.ws = ws
+        self.models = Models(ws)
+        self.log = prediction_log.background(ws)
+        self.batcher: Batcher[Prepared, tuple[Snapshot, Scored]] = Batcher(self._score, batching or BatchLimits())
+        self._decoding = threading.BoundedSemaphore(decoders or max(os.cpu_count() or 1, 1))
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self.load_error: str | None = None
+
+    def snapshot(self) -> Snapshot:
+        """Serving now: the snapshot held, unless the stamp changed or it is SERVED_MAX_AGE_S old."""
+        stamp, now = stamps.serving_stamp(self.ws), time.monotonic()
+        with self._lock:
+            held = self._snapshot
+            if held is not None and held.stamp == stamp and now - held.read_at < SERVED_MAX_AGE_S:
+                return held
+            self._snapshot = snapshot(self.ws, self.models)
+            return self._snapshot
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None
+
+    def load(self) -> None:
+        """Load the production model (at start, off the request path); say why when it cannot."""
+        try:
+            self.snapshot()
+            self.load_error = None
+        except UserError as exc:
+            self.load_error = str(exc)
+
+    def prepare(self, items: Sequence[tuple[str, bytes]]) -> Prepared:
+        """Decode a request's images for the current snapshot (a bounded number of callers at once)."""
+        snap = self.snapshot()
+        with self._decoding:
+            decoded, failed = prediction.decode_many(snap.predictor, items, True, snap.candidate)
+        return Prepared(snap, decoded, failed)
+
+    def serve(self, items: Sequence[tuple[str, bytes]], source: str | None) -> tuple[Snapshot, Scored]:
+        """Score one request as production serves it now, together with whatever else is waiting, and hand every
+        prediction to the log with `source` (None: not production traffic, nothing logged)."""
+        prepared = self.prepare(items)
+        if prepared.decoded:
+            snap, scored = self.batcher.submit(prepared, len(prepared.decoded))
+        else:
+            snap, scored = prepared.snapshot, Scored([], [], prepared.failed)
+        if source is not None and scored.logged:
+            keep = snap.serving.settings.keep_images
+            self.log.submit(prediction_log.LogBatch(scored.logged, source, snap.predictor.version, keep_images=keep))
+        return snap, scored
+
+    def _score(self, batch: list[Prepared]) -> list[tuple[Snapshot, Scored]]:
+        """The batcher's worker: the requests decoded for one snapshot go through each model in one pass."""
+        results: dict[int, tuple[Snapshot, Scored]] = {}
+        for snap in {id(p.snapshot): p.snapshot for p in batch}.values():
+            group = [(i, p) for i, p in enumerate(batch) if p.snapshot is snap]
+            pairs = prediction.score_decoded(
+                snap.predictor,
+                snap.candidate,
+                [d for _, p in group for d in p.decoded],
+                True,
+                (snap.deciders.production, snap.deciders.candidate),
+            )
+            start = 0
+            for i, p in group:
+                mine = pairs[start : start + len(p.decoded)]
+                start += len(p.decoded)
+                results[i] = (snap, finish(snap.active, mine, snap.deciders, p.failed))
+        return [results[i] for i in range(len(batch))]

@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from core.data.images import load_rgb
 from core.errors import UserError
-from core.model import registry, scoring
+from core.model import registry
 from core.model.rates import Rate
-from core.production import prediction, prediction_log, rollout
+from core.production import prediction, prediction_log, serving
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -158,14 +158,14 @@ def replay_traffic(
 ) -> dict[str, object]:
     """Score cfg.days of simulated traffic with the production model, log it (source 'simulation') with feedback."""
     check_config(cfg)
-    predictor = scoring.load_predictor(ws)
+    served = serving.snapshot(ws, serving.Models(ws))
+    predictor = served.predictor
     end_day = (end or store.now()).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end_day - timedelta(days=cfg.days - 1)
     events = plan_traffic(ws, predictor.version, cfg, start)
     keep = True  # simulated images are always kept, so alerts on simulated traffic can show them
-    active, candidate, deciders = rollout.load_candidate(ws, predictor.version)
     items = [(e.name, e.data) for e in events]
-    scored = rollout.score(predictor, candidate, active, items, deciders, 64, on_progress, keep)
+    scored = served.score(items, 64, on_progress)
     preds, failed = scored.shown, scored.failed
     by_name = {e.name: e for e in events}
     times = [by_name[p.name].ts for p in scored.logged]
