@@ -2,7 +2,7 @@
 offline batch scoring of the same files (the limit).
 
     .venv/bin/python bench/serve_bench.py [--folder ../shared/data/bears_small] [--levels 1 4 16 64]
-        [--requests 96] [--camera 24] [--max-wait-ms 5] [--max-batch 32]
+        [--requests 96] [--camera 24] [--max-wait-ms 5] [--max-batch 32] [--rounds 3]
 
 Trains the default recipe on the folder in a throwaway data root and promotes it, then starts `python -m core
 serve` as its own process on 127.0.0.1. The files: the folder's photos at their own size, plus `--camera` photos
@@ -156,6 +156,7 @@ def main() -> None:
     parser.add_argument("--camera", type=int, default=24)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="each level this many times; mean (sd) reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["IMAGEDP_DATA_ROOT"] = str(Path(tmp) / "root")
@@ -167,25 +168,41 @@ def main() -> None:
         for name, files in sets.items():
             size = statistics.mean(f.stat().st_size for f in files) / 1e6
             print(f"\n{name}: {len(files)} files, {size:.2f} MB on average", flush=True)
-            print(f"  offline batch scoring (the limit): {batch_limit(files):.1f} images/s", flush=True)
+            limits = [batch_limit(files) for _ in range(args.rounds)]
+            print(f"  offline batch scoring (the limit): {spread(limits)} images/s over {args.rounds} round(s)", flush=True)
             payloads = [(f.name, f.read_bytes()) for f in files]
             for clients in args.levels:
-                port = free_port()
-                proc = serve(env, port, args)
-                before = api_rows()
-                try:
-                    total = max(args.requests, 4 * clients)
-                    lat, errors, answered, wall = asyncio.run(load(f"http://127.0.0.1:{port}", payloads, clients, total))
-                finally:
-                    proc.send_signal(2)  # SIGINT: uvicorn stops, the log is flushed
-                    proc.wait(120)
-                rows = api_rows() - before
+                rates, shares = [], []
+                for r in range(args.rounds):
+                    port = free_port()
+                    proc = serve(env, port, args)
+                    before = api_rows()
+                    try:
+                        total = max(args.requests, 4 * clients)
+                        lat, errors, answered, wall = asyncio.run(load(f"http://127.0.0.1:{port}", payloads, clients, total))
+                    finally:
+                        proc.send_signal(2)  # SIGINT: uvicorn stops, the log is flushed
+                        proc.wait(120)
+                    rows = api_rows() - before
+                    rates.append(answered / wall)
+                    shares.append(answered / wall / limits[r])
+                    print(
+                        f"  {clients:>3} client(s), round {r + 1}: {answered / wall:6.1f} images/s; latency p50 "
+                        f"{pct(lat, 50):6.0f} ms, p95 {pct(lat, 95):6.0f} ms, p99 {pct(lat, 99):6.0f} ms; {errors} error(s); "
+                        f"{rows} row(s) logged for {len(lat)} request(s) answered",
+                        flush=True,
+                    )
                 print(
-                    f"  {clients:>3} client(s): {answered / wall:6.1f} images/s; latency p50 {pct(lat, 50):6.0f} ms, "
-                    f"p95 {pct(lat, 95):6.0f} ms, p99 {pct(lat, 99):6.0f} ms; {errors} error(s); "
-                    f"{rows} row(s) logged for {len(lat)} request(s) answered",
+                    f"  {clients:>3} client(s): {spread(rates)} images/s, {spread([100 * x for x in shares])} % of batch "
+                    "scoring in the same round",
                     flush=True,
                 )
+
+
+def spread(values: list[float]) -> str:
+    """Mean (sd) of a few rounds."""
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.1f} (sd {sd:.1f})"
 
 
 if __name__ == "__main__":

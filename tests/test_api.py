@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ import pytest
 
 from core.errors import UserError
 from core.model import registry
-from core.production import api, batching, rollout, serving
+from core.production import api, batching, serving
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import colour_image, derived_version
@@ -139,6 +141,12 @@ def test_bad_input_gets_a_json_error_and_leaves_no_log_row(served: tuple[httpx.C
     assert client.get("/").status_code == 404 and client.get("/levers").status_code == 404  # no analyst page here
 
 
+def another_process(*args: str) -> None:
+    """A command run as its own process on the same data root (the test's IMAGEDP_DATA_ROOT)."""
+    done = subprocess.run([sys.executable, "-m", "core", *args, "--workspace", "prod"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_health_model_and_a_promotion_elsewhere_reach_the_server(served: tuple[httpx.Client, object], prod: Workspace) -> None:
     client, app = served
     first = registry.production_version(prod)
@@ -147,11 +155,12 @@ def test_health_model_and_a_promotion_elsewhere_reach_the_server(served: tuple[h
     assert client.get("/v1/model").json()["version"] == first
     other = derived_version(prod, first, permute=[1, 2, 0])
     before = app.state.service.snapshot()
-    registry.promote(prod, other)  # as another process would: the database, then the serving stamp
-    assert client.get("/v1/model").json()["version"] == other
+    assert app.state.service.snapshot() is before  # held: the next request reads no database
+    another_process("models", "--promote", other)  # the database, then the serving stamp
+    assert client.get("/v1/model").json()["version"] == other  # the very next request (the cache holds 30 s otherwise)
     assert client.post("/v1/predict", files=images(0)).json()["predictions"][0]["model_version"] == other
     assert app.state.service.snapshot() is not before
-    rollout.start(prod, first, "shadow")  # the old version beside the new one: it never answers the client
+    another_process("rollout", "--shadow", first)  # the old version beside the new one: it never answers the client
     shown = client.post("/v1/predict", files=images(0, 1, 2)).json()["predictions"]
     assert {p["model_version"] for p in shown} == {other} and client.get("/v1/model").json()["rollout"]["stage"] == "shadow"
     assert app.state.service.log.flush(60)
@@ -279,3 +288,28 @@ def test_the_batcher_refuses_a_full_queue_and_withdraws_a_request_past_its_deadl
     gate.set()
     threads[0].join(60)
     assert seen == [["a.png"]]  # b was withdrawn before it was scored: nothing of it reaches a log
+
+
+def test_a_stalled_client_gets_408_and_leaves_no_log_row(prod: Workspace) -> None:
+    app = api.create_app(prod, "test", api.ApiLimits(body_timeout_s=0.5))
+    with running(app) as client:
+        until(lambda: client.get("/v1/health").status_code == 200, "the model to load")
+        port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as raw:  # the server's deadline ends the wait
+            raw.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                b"Content-Length: 5000\r\n\r\n--b\r\n"  # then nothing more: a client that stalled
+            )
+            answer = raw.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 0.5 s" in answer and "Traceback" not in answer
+        assert client.post("/v1/predict", files=images(0)).status_code == 200  # the server serves on
+    assert app.state.service.log.flush(30) and api_rows(prod) == 1  # the answered one only
+
+
+def test_the_docs_work_offline(served: tuple[httpx.Client, object]) -> None:
+    client, _ = served
+    page = client.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "POST /v1/predict" in page.text and "POST /v1/feedback" in page.text and "GET /metrics" in page.text
+    assert "<script" not in page.text and "cdn" not in page.text.lower()  # nothing to fetch from elsewhere
+    assert client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -470,10 +471,54 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     shot(page, "24-overview")
 
 
+def logged_rows(data_root: Path) -> dict[str, int]:
+    """Prediction rows by source in the demo workspace, and those still in its spool (written when it frees up)."""
+    from core.production import prediction_log
+    from core.workspace import store, workspaces
+
+    ws = workspaces.resolve(str(data_root / "workspaces" / "demo"))
+    with store.connect(ws) as con:
+        rows = dict(con.execute("SELECT source, count(*) FROM predictions GROUP BY source").fetchall())
+    return rows | {"spooled": prediction_log.spooled_rows(ws)}
+
+
+def api_server(root: Path) -> Iterator[str]:
+    """`python -m core serve` on the demo workspace, as its own process; stopped with SIGINT (its log flushed)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "serve", "--workspace", "demo", "--port", str(port), "--replica", "browser-test"],
+        cwd=ROOT,
+        env={**os.environ, "IMAGEDP_DATA_ROOT": str(root)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300  # a hang guard: the model loads in seconds
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/v1/health", timeout=5).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"the API did not become ready: {proc.stderr.read().decode()[-2000:]}")
+    try:
+        yield url
+    finally:
+        proc.send_signal(2)
+        proc.wait(120)
+
+
 def test_end_user_mode(page: object, data_root: Path) -> None:
-    """The deployable app: only the prediction page for one workspace (after the walk promoted v1)."""
+    """The deployable app: only the prediction page for one workspace (after the walk promoted v1), while the
+    prediction API serves the same workspace from another process."""
+    import httpx
+
     server = serve(data_root, IMAGEDP_END_USER="1", IMAGEDP_WORKSPACE="demo")
     url = next(server)
+    api = api_server(data_root)
+    api_url = next(api)
     context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})  # the walk's browser
     tab = context.new_page()
     try:
@@ -482,8 +527,29 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
         tab.get_by_text("What is in this picture?").wait_for()
         assert tab.get_by_text("Deployment settings").count() == 0 and tab.get_by_role("link", name="Train").count() == 0
         digit = sorted((data_root / "workspaces" / "demo" / "images" / "7").iterdir())[0]
+        before = logged_rows(data_root)
+        answers: list[int] = []
+
+        def post_to_the_api() -> None:
+            with httpx.Client(base_url=api_url, timeout=300) as client:
+                for _ in range(5):
+                    answers.append(client.post("/v1/predict", files=[("files", ("7.png", digit.read_bytes()))]).status_code)
+
+        posting = threading.Thread(target=post_to_the_api)
+        posting.start()  # the API answers while the page scores its upload
         tab.locator("input[type='file']").first.set_input_files(str(digit))
         tab.get_by_text(ANSWER).first.wait_for()
+        posting.join(300)
+        assert answers == [200] * 5
+        next(api, None)  # the API stops; its log is flushed
+        deadline = time.monotonic() + 300  # a hang guard: the app's writer takes the database when the API lets go
+        while True:
+            after = logged_rows(data_root)
+            grew = {k: after.get(k, 0) - before.get(k, 0) for k in ("api", "app", "spooled")}
+            if grew["api"] + grew["app"] + grew["spooled"] >= 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert grew["api"] + grew["app"] + grew["spooled"] == 6, grew  # five API answers and one upload, each once
         no_exception(tab)
         shot(tab, "25-end-user-app")
         analyst = ("monitor", "train", "workspaces", "rollout", "review", "evaluate", "clean", "gather", "policy")
@@ -516,6 +582,7 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
     finally:
         context.close()
         server.close()
+        api.close()
 
 
 def make_images(folder: Path) -> None:

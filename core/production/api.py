@@ -16,6 +16,8 @@ do not fight over the cores); a full queue answers 429 with Retry-After, a reque
 
 from __future__ import annotations
 
+import asyncio
+import html
 import logging
 import os
 import threading
@@ -26,7 +28,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
@@ -50,6 +52,7 @@ class ApiLimits:
 
     max_file_bytes: int = VerifyConfig.max_bytes
     max_files: int = 32
+    body_timeout_s: float = 30.0  # a client still sending its body after this long gets 408 (a slow or stalled client)
 
     @property
     def max_body_bytes(self) -> int:
@@ -98,6 +101,60 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+class BodyDeadline:
+    """ASGI middleware: a request's body must arrive within `seconds` of its first byte's wait, or the client gets
+    408 (a stalled or very slow client must not hold a worker; nothing is scored or logged for it)."""
+
+    def __init__(self, app: Any, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+
+        async def timed() -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"The request's body did not arrive within {self.seconds:g} s: nothing was scored; send it again."
+                ) from None
+
+        await self.app(scope, timed, send)
+
+
+def docs_page(schema: dict[str, Any]) -> str:
+    """The API's reference as one self-contained HTML page, from its OpenAPI schema (Swagger UI loads its script
+    from a CDN, which a server without network cannot reach; /openapi.json is the machine-readable version)."""
+    rows = []
+    for route, methods in schema.get("paths", {}).items():
+        for method, op in methods.items():
+            body = op.get("requestBody", {}).get("content", {})
+            takes = ", ".join(body) or "nothing"
+            answers = ", ".join(f"{code} {r.get('description', '')}" for code, r in op.get("responses", {}).items())
+            rows.append(
+                f"<tr><td><code>{method.upper()} {html.escape(route)}</code></td><td>{html.escape(op.get('summary', ''))}"
+                f"</td><td>{html.escape(takes)}</td><td>{html.escape(answers)}</td></tr>"
+            )
+    info = schema.get("info", {})
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(info.get('title', 'API'))}</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}td,th{border-bottom:1px solid #ddd;"
+        "padding:6px;text-align:left;vertical-align:top}pre{background:#f5f5f5;padding:1em}</style></head><body>"
+        f"<h1>{html.escape(info.get('title', 'API'))}</h1><p>{html.escape(info.get('description', ''))}</p>"
+        "<table><tr><th>route</th><th>what it does</th><th>takes</th><th>answers</th></tr>"
+        + "".join(rows)
+        + "</table><h2>Examples</h2><pre>curl -F files=@photo.jpg http://HOST:PORT/v1/predict\n"
+        "curl -F files=@a.jpg -F files=@b.jpg http://HOST:PORT/v1/predict\n"
+        'curl -H \'Content-Type: application/json\' -d \'{"prediction_id": "ID", "label": "grizzly"}\' '
+        'http://HOST:PORT/v1/feedback</pre><p>Errors come as <code>{"error": "what to do"}</code> with a 4xx status; '
+        "429 and 503 carry Retry-After. The full schema: <a href='/openapi.json'>/openapi.json</a>.</p></body></html>"
+    )
+
+
 def create_app(
     ws: Workspace, replica: str = "api", limits: ApiLimits = ApiLimits(), batching: BatchLimits | None = None
 ) -> FastAPI:
@@ -115,7 +172,10 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description=f"Workspace {ws.name!r}, replica {replica!r}. Every prediction is logged for monitoring.",
+        docs_url=None,  # Swagger UI needs a CDN: /docs below is drawn from the schema, offline
+        redoc_url=None,
     )
+    app.add_middleware(BodyDeadline, seconds=limits.body_timeout_s)
     app.state.service = service
 
     @app.middleware("http")
@@ -226,6 +286,10 @@ def create_app(
             "policy": policy.policy_id if policy else None,
             "rollout": {"candidate": active.candidate, "stage": active.stage} if active else None,
         }
+
+    @app.get("/docs", summary="This reference, offline", response_class=HTMLResponse)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()))
 
     @app.get("/metrics", summary="Counters in Prometheus' text format", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:

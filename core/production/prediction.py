@@ -21,6 +21,7 @@ from PIL import Image
 
 from core.data import gather, images
 from core.data.images import VerifyConfig, properties, resize_item
+from core.drivetrain.accepted import AcceptedPolicy
 from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
 from core.model.outputs import energy, in_domain_score, softmax
@@ -148,6 +149,28 @@ def decode_many(
     return decoded, failed
 
 
+@dataclass(frozen=True)
+class Deciders:
+    """Each model's accepted decision function and its referral action (None: the label is the action)."""
+
+    production: DecideFn | None = None
+    production_refer: str | None = None
+    candidate: DecideFn | None = None
+    candidate_refer: str | None = None
+
+    @staticmethod
+    def of(production: AcceptedPolicy | None, candidate: AcceptedPolicy | None = None) -> Deciders:
+        return Deciders(
+            production.decider() if production else None,
+            production.utility.refer if production else None,
+            candidate.decider() if candidate else None,
+            candidate.utility.refer if candidate else None,
+        )
+
+
+NO_POLICY = Deciders()  # the label is the action
+
+
 def predict_images(
     predictor: Predictor,
     items: Sequence[tuple[str, bytes]],
@@ -162,7 +185,7 @@ def predict_images(
     `defer_properties` leaves the image measurements to whoever logs the prediction (the app's writer thread).
 
     The next batch is decoded on a second thread while the model runs on this one."""
-    scored, failed = score_all(predictor, None, items, batch_size, on_progress, keep_bytes, (decide, None), defer_properties)
+    scored, failed = score_all(predictor, None, items, batch_size, on_progress, keep_bytes, Deciders(decide), defer_properties)
     return [p for p, _ in scored], failed
 
 
@@ -173,7 +196,7 @@ def score_all(
     batch_size: int,
     on_progress: ProgressFn | None,
     keep_bytes: bool,
-    decides: tuple[DecideFn | None, DecideFn | None],
+    deciders: Deciders,
     defer_properties: bool,
 ) -> tuple[list[tuple[Prediction, Prediction | None]], list[dict[str, str]]]:
     done: list[tuple[Prediction, Prediction | None]] = []
@@ -188,7 +211,7 @@ def score_all(
             else:
                 upcoming = None
             failed += bad
-            done += score_decoded(predictor, candidate, decoded, keep_bytes, decides)
+            done += score_decoded(predictor, candidate, decoded, keep_bytes, deciders)
             if on_progress:
                 on_progress(min((k + 1) * batch_size, len(items)), len(items), "scoring")
     return done, failed
@@ -199,7 +222,7 @@ def score_decoded(
     candidate: Predictor | None,
     decoded: Sequence[DecodedImage],
     keep_bytes: bool = False,
-    decides: tuple[DecideFn | None, DecideFn | None] = (None, None),
+    deciders: Deciders = Deciders(),
 ) -> list[tuple[Prediction, Prediction | None]]:
     """Images decoded already, through production (and the candidate) in one forward pass each: each pair shares
     its request's id; each prediction's latency is its decode plus its share of the pass."""
@@ -215,10 +238,10 @@ def score_decoded(
         other = scoring.forward(candidate, np.stack([d.candidate_pixels for d in decoded]))
     model_s = (time.perf_counter() - t0) / len(decoded)
     requests = [uuid.uuid4().hex for _ in decoded]
-    first = _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, decides[0], requests)
+    first = _predictions(predictor, decoded, logits, feats, model_s, keep_bytes, deciders.production, requests)
     if candidate is None or other is None:
         return [(p, None) for p in first]
-    second = _predictions(candidate, decoded, *other, model_s, keep_bytes, decides[1], requests)
+    second = _predictions(candidate, decoded, *other, model_s, keep_bytes, deciders.candidate, requests)
     return list(zip(first, second, strict=True))
 
 

@@ -28,7 +28,7 @@ from core.model import registry
 from core.production import deployment, prediction, prediction_log, rollout
 from core.production.batching import Batcher, BatchLimits
 from core.production.deployment import AppSettings
-from core.production.prediction import DecodedImage, Prediction
+from core.production.prediction import Deciders, DecodedImage, Prediction
 from core.production.rollout import PRODUCTION, Rollout
 from core.progress import ProgressFn
 from core.workspace import stamps, store
@@ -39,25 +39,6 @@ if TYPE_CHECKING:  # torch comes with a model, when one scores
 
 SERVED_MAX_AGE_S = 30.0  # a write that did not touch the stamp (another tool) is seen within this long
 MODELS_KEPT = 3  # production, a candidate, the one before
-
-
-@dataclass(frozen=True)
-class Deciders:
-    """Each model's accepted decision function and its referral action (None: the label is the action)."""
-
-    production: DecideFn | None = None
-    production_refer: str | None = None
-    candidate: DecideFn | None = None
-    candidate_refer: str | None = None
-
-    @staticmethod
-    def of(production: AcceptedPolicy | None, candidate: AcceptedPolicy | None = None) -> Deciders:
-        return Deciders(
-            production.decider() if production else None,
-            production.utility.refer if production else None,
-            candidate.decider() if candidate else None,
-            candidate.utility.refer if candidate else None,
-        )
 
 
 @dataclass(frozen=True)
@@ -149,7 +130,7 @@ def score(
     candidate: Predictor | None,
     active: Rollout | None,
     items: Sequence[tuple[str, bytes]],
-    deciders: Deciders = Deciders(),
+    deciders: Deciders = prediction.NO_POLICY,
     batch_size: int = 32,
     on_progress: ProgressFn | None = None,
     keep_bytes: bool = False,
@@ -303,7 +284,7 @@ class Service:
                 snap.candidate,
                 [d for _, p in group for d in p.decoded],
                 True,
-                (snap.deciders.production, snap.deciders.candidate),
+                snap.deciders,
             )
             start = 0
             for i, p in group:
