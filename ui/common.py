@@ -195,7 +195,7 @@ def end_user_mode() -> bool:
     return os.environ.get(END_USER_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+@st.cache_resource(max_entries=4, show_spinner=False)
 def _service(root: str) -> object:
     from core.production import serving
 
@@ -207,7 +207,10 @@ def served(ws: Workspace) -> tuple[object, object]:
     and the snapshot it serves now; or what is missing, with a link."""
     service = _service(str(ws.root))
     try:
-        return service, service.snapshot()
+        if service.ready:
+            return service, service.snapshot()
+        with st.spinner("Loading the model…"):  # the first request of this process
+            return service, service.snapshot()
     except UserError:
         needs_production(ws, "predictions come from the production model")  # stops when none is there
         return service, attempt(service.snapshot)  # another reason (a damaged model): said as it is

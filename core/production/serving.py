@@ -147,7 +147,7 @@ def score(
         batch_size,
         on_progress,
         keep_bytes,
-        (deciders.production, deciders.candidate),
+        deciders,
         defer_properties,
     )
     return finish(active, pairs, deciders, failed)
