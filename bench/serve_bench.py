@@ -14,9 +14,12 @@ server is stopped (its log flushed) and the rows logged with source `api` are co
 Offline batch scoring: the same files through `prediction.predict_images` in-process, batch 32, decode included.
 Prints figures; asserts nothing.
 
+The Predict page's path: in-process, one upload at a time through serving.Service as the page calls it (the
+snapshot check, decode, the batcher, decision, the hand-off to the log, the preview from the same decode).
+
 What it leaves out: the network (client and server share this machine and its two cores, so the client's own
-CPU counts against the server); TLS; the Predict page (bench/predict_bench.py times its per-upload path, and
-bench/concurrency_bench.py eight browser sessions); the model load (the server is warm when timing starts).
+CPU counts against the server); TLS; for the page, Streamlit's rerun, the upload and drawing in the browser
+(bench/concurrency_bench.py times eight browser sessions end to end); the model load (warm when timing starts).
 """
 
 from __future__ import annotations
@@ -107,7 +110,8 @@ def serve(env: dict[str, str], port: int, args: argparse.Namespace) -> subproces
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "core", "serve", "--workspace", "bench", "--port", str(port)]
-        + ["--max-wait-ms", str(args.max_wait_ms), "--max-batch", str(args.max_batch), "--max-queue", "100000"],
+        + ["--max-wait-ms", str(args.max_wait_ms), "--max-batch", str(args.max_batch), "--max-queue", "100000"]
+        + ["--decoders", str(args.decoders)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -148,6 +152,26 @@ def batch_limit(files: list[Path]) -> float:
     return rate
 
 
+def page_path(files: list[Path]) -> list[float]:
+    """Milliseconds per upload as the Predict page scores one: the snapshot check, one decode, the batcher (alone),
+    routing and the decision, handing the prediction to the log, and its preview (from the same decode)."""
+    from core.production import serving
+    from core.workspace import workspaces
+
+    service = serving.Service(workspaces.resolve("bench"))
+    service.load()
+    payloads = [(f.name, f.read_bytes()) for f in files]
+    times = []
+    for name, data in payloads:
+        start = time.perf_counter()
+        _, scored = service.serve([(name, data)], "app")
+        preview = scored.shown[0].look  # what the page shows: scoring's decode, no second one
+        assert preview is not None
+        times.append(time.perf_counter() - start)
+    service.log.flush(120)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=ROOT.parent / "shared" / "data" / "bears_small")
@@ -157,6 +181,8 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="each level this many times; mean (sd) reported")
+    parser.add_argument("--decoders", type=int, default=0, help="the server's --decoders (0: one per core)")
+    parser.add_argument("--sets", nargs="+", default=["folder", "camera"], choices=["folder", "camera"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["IMAGEDP_DATA_ROOT"] = str(Path(tmp) / "root")
@@ -164,12 +190,18 @@ def main() -> None:
         prepare(args.folder.resolve())
         own = sorted(p for p in args.folder.resolve().rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
         camera = camera_photos(own, Path(tmp) / "camera", args.camera)
-        sets = {"the folder's photos": own[:200], "4000x3000 camera-like JPEGs": camera}
-        for name, files in sets.items():
+        sets = {"folder": ("the folder's photos", own[:200]), "camera": ("4000x3000 camera-like JPEGs", camera)}
+        for name, files in (sets[k] for k in args.sets):
             size = statistics.mean(f.stat().st_size for f in files) / 1e6
             print(f"\n{name}: {len(files)} files, {size:.2f} MB on average", flush=True)
             limits = [batch_limit(files) for _ in range(args.rounds)]
             print(f"  offline batch scoring (the limit): {spread(limits)} images/s over {args.rounds} round(s)", flush=True)
+            page = page_path(files)
+            print(
+                f"  the Predict page's path, one upload at a time: p50 {pct(page, 50):.0f} ms, p95 {pct(page, 95):.0f} ms "
+                f"per upload ({len(page) / sum(page):.1f} uploads/s)",
+                flush=True,
+            )
             payloads = [(f.name, f.read_bytes()) for f in files]
             for clients in args.levels:
                 rates, shares = [], []

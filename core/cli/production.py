@@ -353,9 +353,9 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
             ) from None
     from core.production.batching import BatchLimits
 
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1:
-        raise UserError("--max-batch and --max-queue must be at least 1, --max-wait-ms at least 0.")
-    batching = BatchLimits(max_images=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue)
+    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1 or args.decoders < 0:
+        raise UserError("--max-batch and --max-queue must be at least 1, --max-wait-ms and --decoders at least 0.")
+    batching = BatchLimits(args.max_batch, args.max_wait_ms, args.max_queue, decoders=args.decoders)
     app = api.create_app(ws, args.replica, batching=batching)
     print(f"serving {ws.name} on http://{args.host}:{args.port} (replica {args.replica}; docs at /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -375,6 +375,7 @@ def add_commands(command: Any) -> None:
     sv.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most")
     sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     sv.add_argument("--max-queue", type=int, default=256, help="images waiting; beyond, requests get 429")
+    sv.add_argument("--decoders", type=int, default=0, help="requests decoding at once (default 0: one per core)")
 
     d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
     d.add_argument("--days", type=int, default=14, help="days of simulated traffic")

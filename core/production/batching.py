@@ -36,6 +36,7 @@ class BatchLimits:
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     max_queue: int = 256  # images waiting; one more and the request is refused (Busy)
     deadline_s: float = 60.0  # a request still waiting this long is withdrawn (TooLate)
+    decoders: int = 0  # requests decoding at once, in their own threads (0: one per core)
 
 
 @dataclass(eq=False)

@@ -222,12 +222,13 @@ class Service:
     """One workspace served to many callers at once (the API's requests, the app's sessions): a snapshot read again
     only when the stamp changes, decoding in the callers' threads, one batcher for the forward passes."""
 
-    def __init__(self, ws: Workspace, batching: BatchLimits | None = None, decoders: int | None = None) -> None:
+    def __init__(self, ws: Workspace, batching: BatchLimits | None = None) -> None:
+        limits = batching or BatchLimits()
         self.ws = ws
         self.models = Models(ws)
         self.log = prediction_log.background(ws)
-        self.batcher: Batcher[Prepared, tuple[Snapshot, Scored]] = Batcher(self._score, batching or BatchLimits())
-        self._decoding = threading.BoundedSemaphore(decoders or max(os.cpu_count() or 1, 1))
+        self.batcher: Batcher[Prepared, tuple[Snapshot, Scored]] = Batcher(self._score, limits)
+        self._decoding = threading.BoundedSemaphore(limits.decoders or max(os.cpu_count() or 1, 1))
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self.load_error: str | None = None
