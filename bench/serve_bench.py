@@ -211,7 +211,9 @@ def main() -> None:
                     before = api_rows()
                     try:
                         total = max(args.requests, 4 * clients)
+                        cpu = time.process_time()
                         lat, errors, answered, wall = asyncio.run(load(f"http://127.0.0.1:{port}", payloads, clients, total))
+                        client_cpu = (time.process_time() - cpu) / (wall * (os.cpu_count() or 1))
                     finally:
                         proc.send_signal(2)  # SIGINT: uvicorn stops, the log is flushed
                         proc.wait(120)
@@ -221,7 +223,8 @@ def main() -> None:
                     print(
                         f"  {clients:>3} client(s), round {r + 1}: {answered / wall:6.1f} images/s; latency p50 "
                         f"{pct(lat, 50):6.0f} ms, p95 {pct(lat, 95):6.0f} ms, p99 {pct(lat, 99):6.0f} ms; {errors} error(s); "
-                        f"{rows} row(s) logged for {len(lat)} request(s) answered",
+                        f"{rows} row(s) logged for {len(lat)} request(s) answered; the load generator used "
+                        f"{client_cpu:.0%} of the machine's CPU",
                         flush=True,
                     )
                 print(
