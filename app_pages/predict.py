@@ -192,7 +192,7 @@ for p in preds[:DETAIL_LIMIT]:
     with st.container(border=True):
         left, middle, right = st.columns([1, 1.3, 1.2])
         left.image(preview(p), caption=p.name, width="stretch")
-        middle.plotly_chart(prediction.top_k_figure(p, predictor.classes), key=f"predict_bars_{p.id}")
+        middle.markdown(prediction.top_k_lines(p, predictor.classes))
         with right:
             headline, detail = deployment.answer(p, predictor.classes)
             st.markdown(f"### {headline}")

@@ -339,6 +339,22 @@ def encode_jpeg(img: Image.Image, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+BAR_WIDTH = 20  # characters for 100%
+
+
+def top_k_lines(p: Prediction, classes: Sequence[str], k: int = 5) -> str:
+    """The k most probable classes as Markdown lines, each with a bar drawn in text (a chart per image costs the
+    server and the browser far more, and a page of answers draws twenty of them)."""
+    eighths = " ▏▎▍▌▋▊▉"
+    lines = []
+    for label, prob in p.top(classes, k):
+        whole, part = divmod(round(prob * BAR_WIDTH * 8), 8)
+        bar = "█" * whole + (eighths[part] if part else "") or "▏"
+        name = f"**{label}**" if label == p.label else label
+        lines.append(f"{name} {prob:.1%}  \n`{bar}`")
+    return "  \n".join(lines)
+
+
 def top_k_figure(p: Prediction, classes: Sequence[str], k: int = 5) -> go.Figure:
     """Horizontal bars of the k most probable classes, the top one highlighted."""
     top = p.top(classes, k)[::-1]
