@@ -143,6 +143,15 @@ def all_at_once(browser: object, url: str, sets: list[list[Path]]) -> tuple[list
     return [end - start for start, end in zip(starts, ends, strict=True)], max(ends) - min(starts)
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by the whole machine (busy, all cores) and by one process (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    busy = sum(int(v) for v in fields) - int(fields[3]) - int(fields[4])  # all but idle and iowait
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return busy / tick, (int(stat[11]) + int(stat[12])) / tick  # utime, stime
+
+
 def logged(data_root: Path, seen: set[str]) -> tuple[int, int, int, list[float]]:
     """Rows logged since `seen` (which it then extends): rows, distinct ids, distinct requests, their latency_ms."""
     import duckdb
@@ -194,7 +203,11 @@ def main() -> None:
             for r in range(args.rounds):
                 for arm in ("alone", "together") if r % 2 == 0 else ("together", "alone"):
                     chosen = [sets[(r, arm, u)] for u in range(args.users)]
+                    machine, server = cpu_seconds(proc.pid)
                     waits, took = (one_at_a_time if arm == "alone" else all_at_once)(browser, url, chosen)
+                    machine_after, server_after = cpu_seconds(proc.pid)
+                    busy = (machine_after - machine) / (took * (os.cpu_count() or 1))
+                    per_session = ((server_after - server) / args.users, (machine_after - machine) / args.users)
                     time.sleep(1.5)  # the app's log writer lingers up to half a second
                     rows, ids, requests, server_ms = logged(tmp / "root", seen)
                     sent = args.users * args.photos
@@ -203,7 +216,8 @@ def main() -> None:
                     print(f"round {r + 1} {arm:>8}: session wait p50 {p50:5.2f} s, p95 {p95:5.2f} s; "
                           f"{sent / took:5.1f} photos/s; logged {rows} rows, {ids} ids, {requests} requests of {sent} sent; "
                           f"server time per photo p50 {np.percentile(server_ms, 50):.0f} ms, "
-                          f"p95 {np.percentile(server_ms, 95):.0f} ms")  # fmt: skip
+                          f"p95 {np.percentile(server_ms, 95):.0f} ms; machine {busy:.0%} busy; CPU per session: "
+                          f"{per_session[1]:.1f} s in all, {per_session[0]:.1f} s of it the app's server")  # fmt: skip
             browser.close()
     finally:
         proc.terminate()
