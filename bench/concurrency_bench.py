@@ -119,28 +119,38 @@ def close(tabs: list[object]) -> None:
         tab.context.close()
 
 
-def one_at_a_time(browser: object, url: str, sets: list[list[Path]]) -> tuple[list[float], float]:
-    """Each session's wait, and the seconds the server was busy with them (the sum: one after another)."""
-    waits = []
+Timed = tuple[list[float], float, float, float]  # waits, wall seconds, machine CPU seconds, the server's CPU seconds
+
+
+def one_at_a_time(browser: object, url: str, sets: list[list[Path]], pid: int) -> Timed:
+    """Each session's wait, and the seconds the server was busy with them (the sum: one after another); CPU from
+    each drop to its answers (opening the tab, which loads Streamlit's page, is not counted)."""
+    waits, machine, server = [], 0.0, 0.0
     for files in sets:
         (tab,) = open_tabs(browser, url, 1)
+        before = cpu_seconds(pid)
         started = time.monotonic()
         drop(tab, files)
         waits.append(answered(tab, len(files)) - started)
+        after = cpu_seconds(pid)
+        machine, server = machine + after[0] - before[0], server + after[1] - before[1]
         close([tab])
-    return waits, sum(waits)
+    return waits, sum(waits), machine, server
 
 
-def all_at_once(browser: object, url: str, sets: list[list[Path]]) -> tuple[list[float], float]:
-    """Each session's wait, and the seconds from the first drop to the last answer."""
+def all_at_once(browser: object, url: str, sets: list[list[Path]], pid: int) -> Timed:
+    """Each session's wait, and the seconds from the first drop to the last answer (CPU likewise)."""
     tabs = open_tabs(browser, url, len(sets))
+    before = cpu_seconds(pid)
     starts = []
     for tab, files in zip(tabs, sets, strict=True):
         starts.append(time.monotonic())
         drop(tab, files)
     ends = [answered(tab, len(files)) for tab, files in zip(tabs, sets, strict=True)]
+    after = cpu_seconds(pid)
     close(tabs)
-    return [end - start for start, end in zip(starts, ends, strict=True)], max(ends) - min(starts)
+    waits = [end - start for start, end in zip(starts, ends, strict=True)]
+    return waits, max(ends) - min(starts), after[0] - before[0], after[1] - before[1]
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -197,17 +207,16 @@ def main() -> None:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-            one_at_a_time(browser, url, [sets[(0, "alone", 0)][:2]])  # warm-up: the model loads once per process
+            one_at_a_time(browser, url, [sets[(0, "alone", 0)][:2]], proc.pid)  # warm-up: the model loads once per process
             time.sleep(1.5)  # its two rows reach the log, and are not counted below
             logged(tmp / "root", seen)
             for r in range(args.rounds):
                 for arm in ("alone", "together") if r % 2 == 0 else ("together", "alone"):
                     chosen = [sets[(r, arm, u)] for u in range(args.users)]
-                    machine, server = cpu_seconds(proc.pid)
-                    waits, took = (one_at_a_time if arm == "alone" else all_at_once)(browser, url, chosen)
-                    machine_after, server_after = cpu_seconds(proc.pid)
-                    busy = (machine_after - machine) / (took * (os.cpu_count() or 1))
-                    per_session = ((server_after - server) / args.users, (machine_after - machine) / args.users)
+                    run = one_at_a_time if arm == "alone" else all_at_once
+                    waits, took, machine, server = run(browser, url, chosen, proc.pid)
+                    busy = machine / (took * (os.cpu_count() or 1))
+                    per_session = (server / args.users, machine / args.users)
                     time.sleep(1.5)  # the app's log writer lingers up to half a second
                     rows, ids, requests, server_ms = logged(tmp / "root", seen)
                     sent = args.users * args.photos
