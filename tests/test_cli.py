@@ -218,3 +218,15 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypat
     monkeypatch.setenv("IMAGEDP_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["workspace", "list"])
+
+
+def test_a_damaged_database_is_said_to_be_one_not_a_bug(make_folder) -> None:
+    assert cli("gather", "--workspace", "w", "--folder", str(make_folder({"cat": 2, "dog": 2}))).returncode == 0
+    from core.workspace import workspaces
+
+    db = workspaces.resolve("w").db_path
+    with open(db, "r+b") as f:  # a copy cut short
+        f.truncate(20_000)
+    result = cli("models", "--workspace", "w")
+    assert result.returncode == 2 and "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert "the workspace database failed" in result.stderr and "put back a backup of workspace.duckdb" in result.stderr

@@ -62,8 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get(DEBUG_ENV):
             raise
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        if type(exc).__module__.split(".")[0] == "duckdb":
-            print(f"error: the workspace database failed: {first}", file=sys.stderr)
+        if type(exc).__module__.split(".")[0].lstrip("_") == "duckdb":  # duckdb 2 raises from its _duckdb module
+            print(
+                f"error: the workspace database failed: {first}. If another program holds it, close that and retry; "
+                "if the file is damaged (a copy cut short, a full disk), put back a backup of workspace.duckdb "
+                "(images/ and models/ beside it are intact).",
+                file=sys.stderr,
+            )
             return 2
         print(f"internal error: {type(exc).__name__}: {first} (a bug; {DEBUG_ENV}=1 shows where)", file=sys.stderr)
         return 1
