@@ -41,6 +41,8 @@ def example_choices() -> pd.Series:
     return held.set_index("id")["label"]
 
 
+if not end_user and snapshot.candidate_problem:
+    st.warning(snapshot.candidate_problem, icon=":material/warning:")
 if not end_user:
     st.caption(
         f"Production model **{predictor.version}** · classes {', '.join(predictor.classes)} · out-of-domain flag when the "

@@ -196,3 +196,23 @@ def test_after_expansion_new_rows_come_from_the_new_production_and_old_rows_stay
     assert ((rows["model_version"] == v2) & (rows["stage"] == "shadow")).sum() == 4  # the shadow history is kept
     assert ((rows["model_version"] == v2) & (rows["stage"] == "production") & rows["served"]).sum() == 3
     assert ((rows["model_version"] == v1) & rows["served"]).sum() == 4
+
+
+def test_a_candidate_damaged_after_it_started_never_stops_production(prod: Workspace) -> None:
+    from tests.helpers import cli
+
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1, permute=[1, 2, 0])
+    rollout.start(prod, v2, "shadow")
+    weights = prod.models_dir / v2 / registry.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a disk error, a copy cut short
+    service = serving.Service(prod)
+    snap, scored = service.serve(files(3), "app")
+    service.log.flush()
+    assert snap.candidate is None and "rollout --rollback" in snap.candidate_problem and v2 in snap.candidate_problem
+    assert [p.version for p in scored.shown] == [v1] * 3 and len(scored.logged) == 3  # production alone
+    batch = cli("predict", "--workspace", "prod", str(prod.root / "images"), "--json")
+    assert batch.returncode == 0, batch.stderr
+    assert "cannot be loaded" in batch.stderr and "rollout --rollback" in batch.stderr
+    rollout.rollback(prod)  # the fix it names works
+    assert serving.Service(prod).snapshot().candidate_problem is None

@@ -39,6 +39,8 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     store.init_db(ws)
     served = serving.snapshot(ws, serving.Models(ws), args.model)  # a candidate runs beside production only
     predictor, active = served.predictor, served.active
+    if served.candidate_problem:
+        print(f"warning: {served.candidate_problem}", file=sys.stderr)
     files, failed = prediction.list_files([Path(p) for p in args.paths])
     preds: list[prediction.Prediction] = []
     logged = spooled = 0

@@ -285,6 +285,7 @@ def create_app(
             "input_size": snap.predictor.size,
             "policy": policy.policy_id if policy else None,
             "rollout": {"candidate": active.candidate, "stage": active.stage} if active else None,
+            "candidate_problem": snap.candidate_problem,
         }
 
     @app.get("/docs", summary="This reference, offline", response_class=HTMLResponse)

@@ -162,6 +162,7 @@ class Snapshot:
     predictor: Predictor
     candidate: Predictor | None
     serving: Serving
+    candidate_problem: str | None = None  # a candidate in shadow or limited that cannot be loaded: production alone
 
     @property
     def active(self) -> Rollout | None:
@@ -205,8 +206,20 @@ def snapshot(ws: Workspace, models: Models, version: str | None = None) -> Snaps
     served = read(ws, chosen)
     if chosen != production:
         served = replace(served, rollout=None, candidate_policy=None)
-    candidate = models.get(served.rollout.candidate) if served.rollout else None
-    return Snapshot(stamp, now, models.get(chosen), candidate, served)
+    predictor = models.get(chosen)
+    candidate, problem = None, None
+    if served.rollout:
+        try:
+            candidate = models.get(served.rollout.candidate)
+        except Exception as exc:  # noqa: BLE001 - a damaged candidate must never stop production answering
+            said = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            problem = (
+                f"Candidate {served.rollout.candidate} ({served.rollout.stage}) cannot be loaded, so production "
+                f"{chosen} answers alone and nothing is logged for the candidate: {said} Stop the rollout "
+                f"(`python -m core rollout --rollback --workspace {ws.name}`, or Roll back on the Rollout page)."
+            )
+            served = replace(served, rollout=None, candidate_policy=None)
+    return Snapshot(stamp, now, predictor, candidate, served, problem)
 
 
 @dataclass(frozen=True, eq=False)
