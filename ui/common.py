@@ -206,11 +206,15 @@ def served(ws: Workspace) -> tuple[object, object]:
     """The process's serving path for this workspace (one per process: every session's uploads share its batcher)
     and the snapshot it serves now; or what is missing, with a link."""
     service = _service(str(ws.root))
-    try:
-        if service.ready:
-            return service, service.snapshot()
-        with st.spinner("Loading the model…"):  # the first request of this process
-            return service, service.snapshot()
-    except UserError:
-        needs_production(ws, "predictions come from the production model")  # stops when none is there
-        return service, attempt(service.snapshot)  # another reason (a damaged model): said as it is
+
+    def now() -> object:
+        try:
+            return service.snapshot()
+        except UserError:
+            needs_production(ws, "predictions come from the production model")  # stops when none is there
+            raise  # another reason (a damaged model): said as it is
+
+    if service.ready:
+        return service, attempt(now)
+    with st.spinner("Loading the model…"):  # the first request of this process
+        return service, attempt(now)
