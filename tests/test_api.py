@@ -313,3 +313,16 @@ def test_the_docs_work_offline(served: tuple[httpx.Client, object]) -> None:
     assert "POST /v1/predict" in page.text and "POST /v1/feedback" in page.text and "GET /metrics" in page.text
     assert "<script" not in page.text and "cdn" not in page.text.lower()  # nothing to fetch from elsewhere
     assert client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]
+
+
+def test_a_request_larger_than_a_pass_is_scored_in_chunks_and_answered_whole(prod: Workspace) -> None:
+    service = serving.Service(prod, batching.BatchLimits(max_images=4, max_wait_ms=0))
+    items = [(f"{i}.png", colour_image(i % 3, 700 + i)) for i in range(10)] + [("bad.png", b"nope")]
+    _, scored = service.serve(items, "app")
+    assert list(service.batcher.batches) == [4, 4, 2]  # three passes: the next chunk decoded while one is scored
+    assert [p.name for p in scored.shown] == [n for n, _ in items[:10]] and [f["source"] for f in scored.failed] == ["bad.png"]
+    alone = service.snapshot().score(items)
+    assert [p.label for p in scored.shown] == [p.label for p in alone.shown]
+    assert service.log.flush(60)
+    with store.connect(prod) as con:
+        assert con.execute("SELECT count(DISTINCT id) FROM predictions WHERE source = 'app'").fetchone()[0] == 10

@@ -69,6 +69,10 @@ class Batcher(Generic[T, R]):
     def submit(self, payload: T, images: int) -> R:
         """Score this request (of `images` images) with whatever arrives alongside; blocks until done (or raises
         Busy / TooLate, having scored nothing)."""
+        return self.result(self.enqueue(payload, images))
+
+    def enqueue(self, payload: T, images: int) -> _Request[T, R]:
+        """Queue a request without waiting for it (Busy when the queue is full); `result` waits for it."""
         with self._lock:
             if self._waiting + images > self.limits.max_queue:
                 raise Busy(f"{self._waiting} images are waiting to be scored: try again in a second.")
@@ -76,11 +80,15 @@ class Batcher(Generic[T, R]):
             self._queue.append(request)
             self._waiting += images
             self._lock.notify_all()
+        return request
+
+    def result(self, request: _Request[T, R]) -> R:
+        """A queued request's result, once scored; withdrawn unscored (TooLate) if still waiting at its deadline."""
         if not request.done.wait(self.limits.deadline_s):
             with self._lock:
                 if not request.started:  # still queued: withdraw it, so it is never scored nor logged
                     self._queue.remove(request)
-                    self._waiting -= images
+                    self._waiting -= request.images
                     raise TooLate(
                         f"Not scored within {self.limits.deadline_s:g} s (the server is overloaded): nothing was "
                         "logged; try again."

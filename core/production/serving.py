@@ -277,12 +277,22 @@ class Service:
 
     def serve(self, items: Sequence[tuple[str, bytes]], source: str | None) -> tuple[Snapshot, Scored]:
         """Score one request as production serves it now, together with whatever else is waiting, and hand every
-        prediction to the log with `source` (None: not production traffic, nothing logged)."""
-        prepared = self.prepare(items)
-        if prepared.decoded:
-            snap, scored = self.batcher.submit(prepared, len(prepared.decoded))
-        else:
-            snap, scored = prepared.snapshot, Scored([], [], prepared.failed)
+        prediction to the log with `source` (None: not production traffic, nothing logged). A request larger than
+        one forward pass goes in chunks: the next is decoded while the one before is scored."""
+        size = max(self.batcher.limits.max_images, 1)
+        snap, shown, logged, failed = self.snapshot(), [], [], []
+        queued = None
+        for start in range(0, len(items), size):
+            prepared = self.prepare(items[start : start + size])
+            failed += prepared.failed
+            if queued is not None:
+                snap, part = self.batcher.result(queued)
+                shown, logged = shown + part.shown, logged + part.logged
+            queued = self.batcher.enqueue(prepared, len(prepared.decoded)) if prepared.decoded else None
+        if queued is not None:
+            snap, part = self.batcher.result(queued)
+            shown, logged = shown + part.shown, logged + part.logged
+        scored = Scored(shown, logged, failed)
         if source is not None and scored.logged:
             keep = snap.serving.settings.keep_images
             self.log.submit(prediction_log.LogBatch(scored.logged, source, snap.predictor.version, keep_images=keep))
