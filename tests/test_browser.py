@@ -62,6 +62,22 @@ def server(data_root: Path) -> Iterator[str]:
     yield from serve(data_root)
 
 
+def ready(health: str, proc: subprocess.Popen, output: object, failure: str, limit_s: float) -> None:
+    """Poll a server's health URL until it answers 200 (a hang guard, not a speed limit: `limit_s`); else kill
+    it and fail with the end of its output."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)  # the interval between polls; the condition decides
+    proc.kill()
+    pytest.fail(f"{failure}: {output.read().decode()[-2000:]}")
+
+
 def serve(root: Path, **extra_env: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "IMAGEDP_DATA_ROOT": str(root), **extra_env}
@@ -85,16 +101,7 @@ def serve(root: Path, **extra_env: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
+    ready(f"{url}/_stcore/health", proc, proc.stdout, "streamlit did not start", 90)
     try:
         yield url
     finally:
@@ -493,16 +500,7 @@ def api_server(root: Path) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300  # a hang guard: the model loads in seconds
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/v1/health", timeout=5).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"the API did not become ready: {proc.stderr.read().decode()[-2000:]}")
+    ready(f"{url}/v1/health", proc, proc.stderr, "the API did not become ready", 300)  # the model loads in seconds
     try:
         yield url
     finally:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import plotly.graph_objects as go
 from PIL import Image
 
 from core.data import gather, images
@@ -353,25 +352,3 @@ def top_k_lines(p: Prediction, classes: Sequence[str], k: int = 5) -> str:
         name = f"**{label}**" if label == p.label else label
         lines.append(f"{name} {prob:.1%}  \n`{bar}`")
     return "  \n".join(lines)
-
-
-def top_k_figure(p: Prediction, classes: Sequence[str], k: int = 5) -> go.Figure:
-    """Horizontal bars of the k most probable classes, the top one highlighted."""
-    top = p.top(classes, k)[::-1]
-    fig = go.Figure(
-        go.Bar(
-            x=[v for _, v in top],
-            y=[c for c, _ in top],
-            orientation="h",
-            marker_color=["#4C78A8" if c == p.label else "#B0BEC5" for c, _ in top],
-            text=[f"{v:.1%}" for _, v in top],
-            textposition="auto",
-        )
-    )
-    fig.update_layout(
-        xaxis={"range": [0, 1], "tickformat": ".0%"},
-        yaxis={"type": "category"},  # class names like "3" must not become a numeric axis
-        height=60 + 28 * len(top),
-        margin={"t": 10, "b": 10, "l": 10, "r": 10},
-    )
-    return fig
