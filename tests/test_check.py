@@ -97,7 +97,7 @@ def test_a_live_training_is_not_stale(prod: Workspace) -> None:
 def test_check_command_and_the_workspaces_page(prod: Workspace) -> None:
     damage(prod)
     done = cli("check", "--workspace", "prod", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # problems found: a script (cron, CI) learns it from the status
     data = json.loads(done.stdout)
     assert not data["ok"] and len(data["problems"]) == 8 and data["repaired"] == []
     at = app("app_pages/workspaces.py", "prod")
@@ -108,7 +108,8 @@ def test_check_command_and_the_workspaces_page(prod: Workspace) -> None:
     assert sum("Repaired:" in s.value for s in at.success) == 7
     assert any("1 problem(s) remain" in w.value for w in at.warning)
     text = cli("check", "--workspace", "prod")
-    assert text.returncode == 0 and "[model]" in text.stdout and "repair: nothing" in text.stdout
+    assert text.returncode == 1 and "[model]" in text.stdout and "repair: nothing" in text.stdout  # one remains
+    assert cli("check", "--workspace", "prod", "--failpoints").returncode == 0
     assert os.path.isdir(prod.quarantine_dir / check.ORPHANS)
 
 
@@ -147,3 +148,14 @@ def test_a_relabel_stopped_halfway_is_moved_back(prod: Workspace) -> None:
     assert src.is_file() and not (prod.images_dir / other / src.name).exists()
     assert store.images(prod, status=None).set_index("id").loc[row["id"], "path"] == row["path"]
     assert check.check(prod).problems == () and not (prod.quarantine_dir / check.ORPHANS).exists()
+
+
+def test_check_exits_0_only_when_nothing_is_left_to_fix(prod: Workspace) -> None:
+    assert cli("check", "--workspace", "prod").returncode == 0
+    (prod.images_dir / "red" / "stray.png").write_bytes(b"not tracked")  # an orphan: repairable
+    assert cli("check", "--workspace", "prod").returncode == 1
+    assert cli("check", "--workspace", "prod", "--repair").returncode == 0  # repaired: nothing remains
+    assert cli("check", "--workspace", "prod").returncode == 0
+    listed = cli("check", "--failpoints", "--json")
+    assert listed.returncode == 0 and {p["failpoint"] for p in json.loads(listed.stdout)["failpoints"]} >= {"gather.committed"}
+    assert "needs --workspace" in cli("check").stderr

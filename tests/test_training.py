@@ -121,6 +121,60 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tiny: Workspace) -> None:
     runs.release_lock(tiny)
 
 
+def test_an_empty_lock_blocks_nothing_and_check_names_it(tiny: Workspace) -> None:
+    """What a kill between creating and writing the lock (or a full disk) left with the old two-step write."""
+    from core.production import check
+
+    (tiny.root / runs.LOCK).write_text("")
+    assert [p.kind for p in check.check(tiny).problems] == ["lock"]
+    runs.acquire_lock(tiny)
+    assert json.loads((tiny.root / runs.LOCK).read_text())["pid"] == os.getpid()
+    runs.release_lock(tiny)
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from core.errors import UserError
+from core.model import runs
+from core.workspace import workspaces
+ws = workspaces.resolve(sys.argv[1])
+folder = Path(sys.argv[2])
+(folder / f"ready-{sys.argv[3]}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.002)
+try:
+    runs.acquire_lock(ws)
+except UserError:
+    print("refused", flush=True)
+    sys.exit(0)
+print("held", flush=True)
+while not (folder / "release").exists():
+    time.sleep(0.01)
+runs.release_lock(ws)
+"""
+
+
+def test_six_processes_taking_over_a_stale_lock_at_once_give_it_to_one(tiny: Workspace, tmp_path: Path) -> None:
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    root = Path(__file__).resolve().parent.parent
+    for trial in range(3):
+        folder = tmp_path / f"trial{trial}"
+        folder.mkdir()
+        (tiny.root / runs.LOCK).write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+        procs = [subprocess.Popen([sys.executable, "-c", HOLDER, str(tiny.root), str(folder), str(i)], cwd=root,
+                                  stdout=subprocess.PIPE, text=True) for i in range(6)]  # fmt: skip
+        while len(list(folder.glob("ready-*"))) < 6:
+            procs[0].poll()
+            threading.Event().wait(0.01)
+        (folder / "go").touch()
+        said = sorted(p.stdout.readline().strip() for p in procs)  # each holds (if it won) until all have said
+        (folder / "release").touch()
+        for p in procs:
+            p.communicate(timeout=60)
+        assert said == ["held"] + ["refused"] * 5, f"trial {trial}: {said}"
+
+
 def test_a_run_cut_off_is_marked_interrupted(tiny: Workspace) -> None:
     with store.connect(tiny) as con:
         con.execute("INSERT INTO runs VALUES ('old', now(), NULL, 'running', '{}', NULL, NULL)")

@@ -75,8 +75,11 @@ def test_data_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
 
 
 def test_rename_and_delete_wait_for_a_running_training() -> None:
+    import json
+    import socket
+
     ws = workspaces.create_workspace("busy")
-    (ws.root / paths.TRAINING_LOCK).write_text("{}")
+    (ws.root / paths.TRAINING_LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     with pytest.raises(UserError, match="training is running"):
         workspaces.rename_workspace("busy", "other")
     with pytest.raises(UserError, match="training is running"):

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, func: Command, printer: Printer | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--workspace", required=name not in ("workspace", "demo"), help="workspace name or folder path")
+        p.add_argument("--workspace", required=name not in ("workspace", "demo", "check"), help="workspace name or folder path")
         p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
         p.set_defaults(func=func, printer=printer or (lambda d: print(json.dumps(d, indent=2, default=str))))
         return p
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command: 0 on success, 2 with a one-line error on bad input."""
+    """Run one command: 0 on success, 2 with a one-line error on bad input; 1 from `check` when problems remain."""
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             args.printer(result)
         sys.stdout.flush()
+        return int(getattr(args, "status", 0))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -72,4 +73,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"internal error: {type(exc).__name__}: {first} (a bug; {DEBUG_ENV}=1 shows where)", file=sys.stderr)
         return 1
-    return 0

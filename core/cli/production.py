@@ -64,6 +64,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         "rollout": {"candidate": active.candidate, "stage": active.stage} if active else None,
         "predictions": [
             {
+                "id": p.id,  # the prediction's id in the log: feedback names it
                 "path": p.name,
                 "label": p.label,
                 "confidence": p.confidence,
@@ -315,12 +316,22 @@ def print_review(data: dict[str, Any]) -> None:
 
 def cmd_check(args: argparse.Namespace) -> dict[str, Any]:
     from core.production import check
+    from core.workspace import failpoints
 
-    ws = workspaces.resolve(args.workspace)
-    return check.check(ws, repair=args.repair).as_dict()
+    if args.failpoints:
+        return {"failpoints": failpoints.listing()}
+    if not args.workspace:
+        raise UserError("check needs --workspace NAME (or --failpoints, to list the fault suite's crash points).")
+    report = check.check(ws=workspaces.resolve(args.workspace), repair=args.repair)
+    args.status = 0 if not report.remaining else 1  # a script (cron, CI) learns that something needs a person
+    return report.as_dict()
 
 
 def print_check(data: dict[str, Any]) -> None:
+    if "failpoints" in data:
+        for point in data["failpoints"]:
+            print(f"{point['failpoint']:<24} {point['state']}")
+        return
     if not data["problems"]:
         print("no problems: every row has its file, every file its row, every model is intact, nothing is stale")
         return
@@ -464,3 +475,5 @@ def add_commands(command: Any) -> None:
         print_check,
     )
     c.add_argument("--repair", action="store_true", help="move orphans to quarantine, mark missing rows, end stale runs, ...")
+    c.add_argument("--failpoints", action="store_true", help="list the named crash points the fault suite arms (no workspace)")
+    c.epilog = "Exit status: 0 when nothing is left to fix, 1 when problems remain, 2 on bad input."

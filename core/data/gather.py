@@ -23,7 +23,7 @@ from PIL import Image
 from core.data.images import ImageInfo, VerifyConfig, inspect, too_large
 from core.errors import UserError
 from core.progress import ProgressFn
-from core.workspace import store, workspaces
+from core.workspace import failpoints, store, workspaces
 from core.workspace.paths import DEVICE_NAME, Workspace, write_synced
 
 Loader = Callable[[], tuple[bytes, str | None]]  # bytes, and a hint of what they were (content type)
@@ -100,10 +100,13 @@ def _commit(ws: Workspace, rows: list[dict[str, Any]]) -> None:
     """Catalog rows in one transaction, then give their staged files their names: a kill before the commit
     leaves hidden .part files no row names (gathering again rewrites them; `check --repair` moves them to
     quarantine), a kill after it leaves rows whose files are still staged (`finish_staged` completes them)."""
+    failpoints.hit("gather.staged")
     store.insert_images(ws, rows)
+    failpoints.hit("gather.committed")
     for row in rows:
         final = ws.root / row["path"]
         os.replace(part_path(final), final)
+        failpoints.hit("gather.renamed")
 
 
 def finish_staged(ws: Workspace, rel: str) -> bool:

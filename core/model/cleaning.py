@@ -29,7 +29,7 @@ from core.errors import UserError
 from core.model import datasets, registry, weights
 from core.model.config import DataConfig
 from core.progress import ProgressFn
-from core.workspace import store
+from core.workspace import failpoints, store
 from core.workspace.paths import Workspace, free_name, write_atomic
 
 ACTIONS = ("keep", "delete", "relabel")
@@ -195,6 +195,7 @@ def _relabel(ws: Workspace, image_id: str, new_label: str, batch: str, action: s
     folder.mkdir(parents=True, exist_ok=True)
     target = free_name(folder, Path(path).name)
     shutil.move(str(ws.root / path), str(target))
+    failpoints.hit("clean.moved")
     rel = str(target.relative_to(ws.root))
     store.update_image(
         ws,
@@ -227,6 +228,7 @@ def apply(ws: Workspace, decisions: list[Decision]) -> Applied:
                 verify.quarantine(ws, d.image_id, "deleted while cleaning", action="clean_delete", batch=batch)
             elif d.action == "relabel":
                 _relabel(ws, d.image_id, d.new_label.strip(), batch)
+            failpoints.hit("clean.applied")
         if skipped:
             store.audit(ws, "clean_skipped", detail={"batch": batch, "images": skipped, "reason": "changed in another session"})
     return Applied(batch, sum(d.action != "keep" for d in decisions) - len(skipped), tuple(skipped))
@@ -259,6 +261,7 @@ def undo_last(ws: Workspace) -> int:
                     verify.restore(ws, change.image_id)
             else:
                 _relabel(ws, change.image_id, json.loads(change.before)["label"], f"undo-{batch}", "clean_undo_relabel")
+            failpoints.hit("clean.undone")
         store.audit(ws, "clean_undo", detail={"batch": batch, "reversed": len(changes)})
         return len(changes)
 

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file as load_arrays
 
 from core.errors import UserError
 from core.model import integrity
-from core.workspace import stamps, store
+from core.workspace import failpoints, stamps, store
 from core.workspace.paths import Workspace
 
 WEIGHTS = integrity.WEIGHTS  # written and read by core.model.weights (torch)
@@ -143,12 +143,18 @@ def promote(ws: Workspace, version: str) -> None:
     check_classes(ws, require_intact(ws, version))
     with store.transaction(ws) as con:
         promote_rows(ws, version, con)
+        failpoints.hit("registry.promoting")
+    failpoints.hit("registry.promoted")
     stamps.touch_serving(ws)  # after the commit: every process serving predictions picks it up on its next request
 
 
 def promote_rows(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection) -> None:
-    """The promotion's rows, inside the caller's transaction (a rollout writes its own row in the same one)."""
+    """The promotion's rows, inside the caller's transaction (a rollout writes its own row in the same one); none
+    when the version is production already (read inside the transaction: two processes promoting the same version
+    at once record it once, so a rollback returns to the one before)."""
     before = production_version(ws, con=con)
+    if before == version:
+        return
     con.execute("INSERT INTO deployments VALUES (?, ?, 'promote')", [store.now(), version])
     store.audit(ws, "model_promoted", before={"production": before}, after={"production": version}, con=con)
 
@@ -157,6 +163,7 @@ def rollback(ws: Workspace) -> str:
     """Return production to the version it had before the latest promotion."""
     with store.transaction(ws) as con:
         restored = rollback_rows(ws, con)
+        failpoints.hit("registry.rolling_back")
     stamps.touch_serving(ws)
     return restored
 

@@ -22,32 +22,50 @@ from core.model.config import TrainConfig
 from core.model.events import BatchEvent, Cancelled, DoneEvent, EpochMetrics, EventFn, StageEvent, TrainEvent
 from core.model.train_report import RunPlan
 from core.model.training import TrainResult, fine_tune
-from core.workspace import locks, store
+from core.workspace import failpoints, locks, store
 from core.workspace.paths import TRAINING_LOCK, Workspace
 
 LOCK = TRAINING_LOCK
 
 
 def acquire_lock(ws: Workspace) -> None:
-    """One training per workspace, across threads and processes; a lock left by a dead process is taken over."""
+    """One training per workspace, across threads and processes; a lock left by a dead process is taken over.
+
+    The lock file appears whole or not at all (written under a private name, then hard-linked to its name, which
+    fails if the name is taken), so no lock is ever empty. A stale one is taken over only under a second lock
+    (flock, released by the kernel when its process dies), after reading it again there: two processes that both
+    saw it stale cannot both take it."""
+    import fcntl
+
     path = ws.root / LOCK
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            held = locks.holder(ws) or {}
-            if not locks.is_live(held):
-                path.unlink(missing_ok=True)  # our own stale lock file, not user data
-                continue
-            raise UserError(
-                f"A training is already running in this workspace (since {held.get('started', '?')}, "
-                f"process {held.get('pid', '?')}); wait for it to finish or cancel it on the Train page."
-            ) from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump(info, fh)
-        return
-    raise UserError(f"Could not take the training lock {path}; remove it if no training is running.")
+    mine = path.with_name(f".{LOCK}.{os.getpid()}.{threading.get_ident()}")
+    mine.write_text(json.dumps(info))
+    try:
+        for _ in range(3):
+            try:
+                os.link(mine, path)
+                return
+            except FileExistsError:
+                pass
+            with open(path.with_name(f".{LOCK}.takeover"), "w") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                held = locks.holder(ws)
+                if held is not None and locks.is_live(held):
+                    raise UserError(
+                        f"A training is already running in this workspace (since {held.get('started', '?')}, "
+                        f"process {held.get('pid', '?')}); wait for it to finish or cancel it on the Train page."
+                    )
+                failpoints.hit("lock.taking_over")
+                path.unlink(missing_ok=True)  # a dead process's lock file, read again under the guard: not user data
+                try:
+                    os.link(mine, path)
+                    return
+                except FileExistsError:
+                    continue
+        raise UserError(f"Could not take the training lock {path}; remove it if no training is running.")
+    finally:
+        mine.unlink(missing_ok=True)
 
 
 def release_lock(ws: Workspace) -> None:

@@ -20,11 +20,12 @@ from typing import Any
 from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import prediction_log, rollout
-from core.workspace import locks, store
+from core.workspace import failpoints, locks, store
 from core.workspace.paths import Workspace, free_name
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
 LEFTOVERS = "models"  # quarantine/models/: model folders no registry row names
+SPOOL = "spool"  # quarantine/spool/: spool files a crash cut short
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,15 @@ def _runs(ws: Workspace) -> list[Problem]:
 
 
 def _log(ws: Workspace) -> list[Problem]:
+    folder = prediction_log.spool_dir(ws)
+    partial = sorted(folder.glob("*.tmp")) if folder.is_dir() else []
+    why = "a spool file cut short while it was written (its rows were never acknowledged: the process stopped first)"
+    cut = [Problem("spool_partial", str(p.relative_to(ws.root)), why, f"move it to quarantine/{SPOOL}/", True) for p in partial]
     rows = prediction_log.spooled_rows(ws)
     if not rows:
-        return []
-    return [Problem("spool", "logs/spool", f"{rows} logged prediction(s) wait in the spool for the database",
-                    "ingest them (ids already in the database are skipped)", True)]  # fmt: skip
+        return cut
+    return [*cut, Problem("spool", "logs/spool", f"{rows} logged prediction(s) wait in the spool for the database",
+                          "ingest them (ids already in the database are skipped)", True)]  # fmt: skip
 
 
 def check(ws: Workspace, repair: bool = False) -> CheckReport:
@@ -194,6 +199,7 @@ def check(ws: Workspace, repair: bool = False) -> CheckReport:
         for p in problems:
             if p.repairable:
                 done.append(_repair(ws, p))
+                failpoints.hit("check.repaired")
         if done:
             store.audit(ws, "workspace_repaired", detail={"repaired": done})
     return CheckReport(tuple(problems), tuple(done))
@@ -250,6 +256,10 @@ def _repair(ws: Workspace, p: Problem) -> str:
         runs.release_lock(ws)
         store.audit(ws, "stale_lock_removed", detail={"lock": p.subject})
         return "removed the stale training lock"
+    if p.kind == "spool_partial":
+        where = _move(ws, ws.root / p.subject, SPOOL)
+        store.audit(ws, "spool_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
+        return f"moved {p.subject} to {where}"
     if p.kind == "spool":
         return f"ingested {prediction_log.drain_spool(ws)} spooled prediction(s)"
     raise ValueError(f"no repair for {p.kind}")  # a programming error: every repairable kind is handled above

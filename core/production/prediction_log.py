@@ -26,7 +26,7 @@ import pandas as pd
 
 from core.data.images import PROPERTIES
 from core.errors import UserError
-from core.workspace import store
+from core.workspace import failpoints, store
 from core.workspace.paths import Workspace, write_atomic
 
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
@@ -79,6 +79,7 @@ def keep_image(ws: Workspace, p: Prediction) -> str | None:
     path = folder / f"{p.sha256[:16]}{ext}"
     if not path.exists():  # named by content: a file there is whole (written under another name, then renamed)
         write_atomic(path, p.data)
+        failpoints.hit("log.kept")
     return str(path.relative_to(ws.root))
 
 
@@ -177,7 +178,9 @@ def _spool(ws: Workspace, frame: pd.DataFrame) -> Path:
         con.close()
     with open(tmp, "rb") as fh:  # on disk before it takes a name the drain reads
         os.fsync(fh.fileno())
+    failpoints.hit("log.spool_written")
     tmp.rename(path)
+    failpoints.hit("log.spooled")
     return path
 
 
@@ -195,6 +198,7 @@ def drain_spool(ws: Workspace) -> int:
                 [str(path)],
             )
             added += con.execute("SELECT count(*) FROM predictions").fetchone()[0] - before
+        failpoints.hit("log.drained")
         path.unlink()  # our own temporary copy: every row in it is now in the database
     return added
 
@@ -222,6 +226,7 @@ def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
     """Insert rows; on a lock timeout or database error spool them instead (and say why)."""
     if frame.empty:
         return LogResult()
+    failpoints.hit("log.writing")
     try:
         _insert(ws, frame)
     except Exception as exc:  # noqa: BLE001 - busy, failing or a bug: the rows go to the spool, with the reason

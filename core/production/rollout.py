@@ -19,7 +19,7 @@ import duckdb
 
 from core.errors import UserError
 from core.model import registry
-from core.workspace import stamps, store
+from core.workspace import failpoints, stamps, store
 from core.workspace.paths import Workspace
 
 if TYPE_CHECKING:  # torch comes with a model, when one scores
@@ -91,6 +91,8 @@ def _changing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     every process serving predictions is told, and picks it up on its next request."""
     with store.transaction(ws) as con:
         yield con
+        failpoints.hit("rollout.changing")
+    failpoints.hit("rollout.changed")
     stamps.touch_serving(ws)
 
 
@@ -136,10 +138,10 @@ def _state(r: Rollout | None) -> dict[str, Any] | None:
     return {"candidate": r.candidate, "stage": r.stage, "production": r.production, "scope": asdict(r.scope)}
 
 
-def _candidate_ok(ws: Workspace, version: str) -> str:
-    """A candidate must exist, know the workspace's classes (or the production model's), and not be production."""
-    meta = registry.require_intact(ws, version)
-    production = registry.production_version(ws)
+def _candidate_ok(ws: Workspace, version: str, meta: dict[str, Any], con: duckdb.DuckDBPyConnection) -> str:
+    """A candidate (its files checked already: `meta`) must know the production model's classes and not be
+    production; read on the stage change's connection."""
+    production = registry.production_version(ws, con)
     if production is None:
         raise UserError("There is no production model yet: promote a version first, then run a candidate beside it.")
     if version == production:
@@ -159,26 +161,33 @@ def start(
     """Put version beside production in shadow or limited (replacing any candidate there now)."""
     if stage not in ACTIVE:
         raise UserError(f"A candidate runs in one of {', '.join(ACTIVE)} (got {stage!r}).")
-    production = _candidate_ok(ws, version)
     scope = check_scope(scope) if stage == "limited" else Scope(share=0.0)
-    before = current(ws)
-    if before is not None and (before.candidate, before.stage, before.scope) == (version, stage, scope):
-        return before  # asked again (a command run twice, or after it was killed): nothing changes, nothing recorded
-    with _changing(ws) as con:
+    meta = registry.require_intact(ws, version)  # the files, before the database is held
+    with _changing(ws) as con:  # what is there now, read where the change is written: two at once cannot both act
+        before = current(ws, con)
+        failpoints.hit("rollout.deciding")
+        if before is not None and (before.candidate, before.stage, before.scope) == (version, stage, scope):
+            return before  # asked again (a command run twice, or after it was killed): nothing changes, nothing recorded
+        production = _candidate_ok(ws, version, meta, con)
         _record(con, ws, stage, stage, version, production, scope, figures, note, before)
     return current(ws)  # type: ignore[return-value]
 
 
 def expand(ws: Workspace, figures: dict[str, Any] | None = None, note: str = "") -> str:
     """The candidate becomes production (a promotion: rollback returns the one before); returns its version."""
-    active = current(ws)
-    if active is None:
-        latest = history(ws)[:1]
-        if latest and latest[0]["action"] == "expanded" and latest[0]["candidate"] == registry.production_version(ws):
-            return latest[0]["candidate"]  # expanded already (a command run twice, or after it was killed)
-        raise UserError("No candidate is in shadow or limited: start one before expanding it (rollout --shadow VERSION).")
-    registry.check_classes(ws, registry.require_intact(ws, active.candidate))
+    seen = current(ws)
+    if seen is not None:
+        registry.check_classes(ws, registry.require_intact(ws, seen.candidate))  # the files, before the database is held
     with _changing(ws) as con:  # the promotion and the stage change land together or not at all
+        active = current(ws, con)  # read again where the change is written: two expansions at once promote once
+        failpoints.hit("rollout.deciding")
+        if active is None:
+            latest = _latest(con)
+            if latest and latest[0] == "expanded" and latest[1] == registry.production_version(ws, con):
+                return latest[1]  # expanded already (a command run twice, at once, or after it was killed)
+            raise UserError("No candidate is in shadow or limited: start one before expanding it (rollout --shadow VERSION).")
+        if seen is None or active.candidate != seen.candidate:
+            raise UserError(f"The candidate changed to {active.candidate} while this ran: run the command again.")
         registry.promote_rows(ws, active.candidate, con)
         _record(con, ws, "expanded", "expanded", active.candidate, active.candidate, None, figures, note, active)
     return active.candidate
@@ -187,16 +196,21 @@ def expand(ws: Workspace, figures: dict[str, Any] | None = None, note: str = "")
 def rollback(ws: Workspace, note: str = "") -> dict[str, Any]:
     """With a candidate in shadow or limited: stop it (production alone answers again). Without one: production
     returns to the version before the latest promotion (an expansion included)."""
-    active = current(ws)
-    if active is not None:
-        with _changing(ws) as con:
+    with _changing(ws) as con:  # the state read where the change is written: two rollbacks at once are two rollbacks
+        active = current(ws, con)
+        failpoints.hit("rollout.deciding")
+        if active is not None:
             _record(con, ws, "rolled_back", "ended", active.candidate, active.production, None, None, note, active)
-        return {"stopped": active.candidate, "production": active.production}
-    before = registry.production_version(ws)
-    with _changing(ws) as con:
+            return {"stopped": active.candidate, "production": active.production}
+        before = registry.production_version(ws, con)
         restored = registry.rollback_rows(ws, con)
         _record(con, ws, "rolled_back", "ended", before, restored, None, None, note, None)
     return {"stopped": before, "production": restored}
+
+
+def _latest(con: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
+    """The latest stage change: its action and candidate."""
+    return con.execute("SELECT action, candidate FROM rollouts ORDER BY ts DESC, rowid DESC LIMIT 1").fetchone()
 
 
 def routed(sha256: str, candidate: str, share: float) -> bool:

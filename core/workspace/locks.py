@@ -35,7 +35,10 @@ def holder(ws: Workspace) -> dict[str, Any] | None:
 
 
 def is_live(held: dict[str, Any]) -> bool:
-    """A lock from another host counts as live (its process cannot be seen from here)."""
+    """A lock from another host counts as live (its process cannot be seen from here). One that names no process
+    (empty or unreadable: a full disk, or a version that wrote it in two steps) is stale: ours are written whole."""
+    if not held.get("pid"):
+        return False
     if held.get("host") != socket.gethostname():
         return True
     return pid_alive(int(held.get("pid", 0) or 0))

@@ -7,6 +7,7 @@ file, because DuckDB admits one writing process at a time.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -20,11 +21,22 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.workspace import splits, stamps
+from core.workspace import failpoints, splits, stamps
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
-LOCK_TIMEOUT_S = 30.0
+LOCK_TIMEOUT_ENV = "IMAGEDP_LOCK_TIMEOUT_S"  # how long a writer waits for another process (a replica may spool sooner)
+
+
+def _lock_timeout() -> float:
+    try:
+        value = float(os.environ.get(LOCK_TIMEOUT_ENV, "30"))
+    except ValueError:
+        return 30.0
+    return value if 0 < value <= 3600 else 30.0
+
+
+LOCK_TIMEOUT_S = _lock_timeout()
 
 IMAGE_COLUMNS = (
     "id",
@@ -173,6 +185,8 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
                     f"The workspace database {ws.db_path} cannot be written ({why}): make the data root "
                     "writable, or copy the workspace somewhere writable and point IMAGEDP_DATA_ROOT there. Nothing was changed."
                 ) from exc
+            if _is_lock_error(exc):
+                failpoints.hit("store.lock_wait")
             if not _is_lock_error(exc) or time.monotonic() > deadline:
                 if _is_lock_error(exc):
                     raise UserError(

@@ -1,9 +1,12 @@
-"""What every fault test does: start a real `python -m core` process on a data root, SIGKILL it at seeded
-random moments of a run timed on this machine, then hold the workspace to the promise: `check --repair` leaves no
-problem, the workspace opens in the app, and the interrupted command succeeds when run again.
+"""What every fault test does: start a real `python -m core` process on a data root and crash it (SIGKILL) at a
+named failpoint (core/workspace/failpoints.py: the process kills itself there, so where it dies does not depend on
+the machine's speed; a few seeded time-based kills stay as a cross-check), then hold the workspace to the promise:
+`check --repair` leaves no problem, the workspace opens in the app, the interrupted command succeeds when run
+again, and what is there matches a truth kept outside the workspace (source hashes, decisions, acknowledged ids,
+the expected production version).
 
-Each test prints one `FAULTS` line (kills, kills that landed before the command finished, repairs made, files or
-rows lost) that `pytest -m faults -s` collects for the closing note."""
+Each test prints one `FAULTS` line (the points it crashed at, kills, repairs made, items lost and doubled against
+that truth) that `pytest -m faults -s` collects for the closing note."""
 
 from __future__ import annotations
 
@@ -20,16 +23,18 @@ import duckdb
 import numpy as np
 
 from core.production import check
+from core.workspace import failpoints
 from core.workspace.paths import Workspace
 from tests.helpers import app, errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(data_root: Path, *args: str, code: str | None = None) -> subprocess.Popen:
+def start(data_root: Path, *args: str, code: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m core ARGS` (or `python -c CODE ARGS`: a core call, for what has no command) on data_root."""
     cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "core", *args]
-    env = {**os.environ, "IMAGEDP_DATA_ROOT": str(data_root)}
+    unarmed = {k: v for k, v in os.environ.items() if k != failpoints.ENV}  # armed only where a test says
+    env = unarmed | {"IMAGEDP_DATA_ROOT": str(data_root), **(env or {})}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -72,12 +77,38 @@ class Tally:
     midway: int = 0  # killed after it had changed the workspace (its first audit row) and before it finished
     duration_s: float = 0.0  # one whole run, timed first
     repairs: int = 0
-    lost: int = 0
+    lost: int = 0  # against the outside truth
+    doubled: int = 0  # against the outside truth
+    points: dict[str, int] = field(default_factory=dict)  # failpoint -> crashes there
     details: list[str] = field(default_factory=list)
 
     def print(self) -> None:
-        print(f"\nFAULTS {self.name}: run={self.duration_s:.1f}s kills={self.kills} landed={self.landed} "
-              f"midway={self.midway} repairs={self.repairs} lost={self.lost}")  # fmt: skip
+        at = ", ".join(f"{p} x{n}" for p, n in self.points.items()) or "none"
+        timed = self.kills - sum(self.points.values())
+        landed = self.landed - sum(self.points.values())
+        print(f"\nFAULTS {self.name}: crashes at failpoints: {at}; time-based kills={timed} (landed {landed}); "
+              f"repairs={self.repairs} lost={self.lost} doubled={self.doubled}")  # fmt: skip
+
+
+def crash_at(
+    data_root: Path,
+    point: str,
+    *args: str,
+    tally: Tally,
+    nth: int = 1,
+    code: str | None = None,
+    also: str = "",
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run the command with a failpoint armed (and `also`, more armed points: a pause or a mark); it must die
+    there by SIGKILL, which proves the crash landed in the state the point names."""
+    armed = ",".join(filter(None, [f"{point}:{nth}", also]))
+    proc = start(data_root, *args, code=code, env={failpoints.ENV: armed, **(env or {})})
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL, f"{armed}: never reached (exit {proc.returncode}): {err.decode()[-2000:]}"
+    tally.kills += 1
+    tally.landed += 1
+    tally.points[point] = tally.points.get(point, 0) + 1
 
 
 def kills(

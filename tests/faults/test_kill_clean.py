@@ -1,6 +1,8 @@
-"""SIGKILL a process applying a cleaning batch (a core call: the page's Apply button has no command) at seeded
-moments; after each kill `check --repair` leaves a consistent workspace with no image lost, the workspace opens
-in the app, applying the same decisions again finishes the batch once, and undo reverses all of it."""
+"""Crash a process applying a cleaning batch (a core call: the page's Apply button has no command) at each of its
+failpoints, and one undoing it midway (and once at a seeded moment, as a cross-check); after each crash `check
+--repair` leaves a consistent workspace with no image lost, the workspace opens in the app, applying the same
+decisions again finishes the batch once (compared with the decisions, kept outside the workspace), and undo
+reverses all of it."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from tests.faults import harness
 from tests.helpers import fill
 
 pytestmark = pytest.mark.faults
-KILLS = 5
+CRASHES = [("clean.moved", 3), ("clean.applied", 1), ("clean.applied", 60), ("clean.undone", 20), ("time", 0)]
 APPLY = """
 import json, sys
 from core.errors import UserError
@@ -25,6 +27,11 @@ from core.model import cleaning
 from core.workspace import workspaces
 decisions = [cleaning.Decision(**d) for d in json.load(open(sys.argv[1]))]
 print(cleaning.apply(workspaces.resolve("w"), decisions))
+"""
+UNDO = """
+from core.model import cleaning
+from core.workspace import workspaces
+print(cleaning.undo_last(workspaces.resolve("w")))
 """
 
 
@@ -44,9 +51,18 @@ def test_a_killed_cleaning_batch_loses_nothing_and_finishes_once(data_root: Path
     pristine = tmp_path / "pristine"
     shutil.copytree(template.root, pristine)
     duration, _ = harness.timed(data_root, str(plan), code=APPLY)
+    shutil.rmtree(template.root)
+    shutil.copytree(pristine, template.root)  # the timed run applied the batch: start from before it
 
     tally = harness.Tally("clean-apply")
-    for k in harness.kills(data_root, duration, KILLS, 1, str(plan), code=APPLY, lo=0.3, hi=0.98, tally=tally):
+    for k, (point, nth) in enumerate(CRASHES):
+        if point == "time":
+            next(harness.kills(data_root, duration, 1, 1, str(plan), code=APPLY, lo=0.3, hi=0.98, tally=tally))
+        elif point == "clean.undone":  # the batch applied whole, then its undo crashed midway; applied again below
+            harness.finish(harness.start(data_root, str(plan), code=APPLY))
+            harness.crash_at(data_root, point, code=UNDO, nth=nth, tally=tally)
+        else:
+            harness.crash_at(data_root, point, str(plan), code=APPLY, nth=nth, tally=tally)
         ws = workspaces.resolve("w")
         harness.repaired(ws, tally)
         harness.opens_in_app(ws)
@@ -71,4 +87,3 @@ def test_a_killed_cleaning_batch_loses_nothing_and_finishes_once(data_root: Path
         shutil.rmtree(ws.root)
         shutil.copytree(pristine, ws.root)
     tally.print()
-    assert tally.landed >= KILLS // 2, f"only {tally.landed} of {KILLS} kills landed before the batch finished"

@@ -1,13 +1,17 @@
-"""SIGKILL a real `python -m core predict` scoring a folder and logging as it goes, at seeded moments; after each
-kill every logged row is whole and logged once, every kept image is whole, `check --repair` leaves nothing,
-the workspace opens in the app, and predicting again logs each image exactly once more."""
+"""Crash a real `python -m core predict` scoring a folder and logging as it goes, at each failpoint of the log: a
+kept image written, a spool file half written and written (the database held by another process meanwhile), a
+spool drained but not deleted (and once at a seeded moment, as a cross-check). After each crash every logged row is
+whole and logged once, every kept image is whole, `check --repair` leaves nothing, the workspace opens in the app,
+and predicting again logs each image exactly once more (its acknowledged ids, once each)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from core.production import prediction_log
@@ -17,8 +21,7 @@ from tests.faults import harness
 from tests.helpers import colour_image
 
 pytestmark = pytest.mark.faults
-IMAGES = 800
-KILLS = 5
+IMAGES = 400
 
 
 def logged(ws: Workspace) -> tuple[int, int, int]:
@@ -30,31 +33,72 @@ def logged(ws: Workspace) -> tuple[int, int, int]:
         ).fetchone()
 
 
-def test_a_killed_batch_prediction_logs_each_image_once(prod: Workspace, data_root: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "incoming"
-    folder.mkdir()
-    for i in range(IMAGES):
-        (folder / f"{i:04d}.png").write_bytes(colour_image(i % 3, 70_000 + i))
+def holding_the_database(ws: Workspace, gate: Path) -> threading.Thread:
+    """When the predict process pauses before its first write (gate.reached), take the database (another
+    process writing) and let it go on: its write waits, gives up and spools."""
+    held: list[duckdb.DuckDBPyConnection] = []
+
+    def hold() -> None:
+        while not gate.with_name(gate.name + ".reached").exists():
+            threading.Event().wait(0.02)
+        held.append(duckdb.connect(str(ws.db_path)))
+        gate.touch()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    thread.held = held  # type: ignore[attr-defined]
+    return thread
+
+
+def test_a_crashed_batch_prediction_logs_each_image_once(prod: Workspace, data_root: Path, tmp_path: Path) -> None:
+    for name, seed in (("incoming", 70_000), ("unseen", 90_000)):  # unseen: images no earlier run kept
+        (tmp_path / name).mkdir()
+        for i in range(IMAGES):
+            (tmp_path / name / f"{i:04d}.png").write_bytes(colour_image(i % 3, seed + i))
     store.set_setting(prod, prediction_log.KEEP_IMAGES, True)
-    args = ("predict", "--workspace", "prod", str(folder), "--batch-size", "8", "--json")
+    args = ("predict", "--workspace", "prod", str(tmp_path / "incoming"), "--batch-size", "8", "--json")
     duration, out = harness.timed(data_root, *args)
     assert json.loads(out)["logged"] == IMAGES
 
     tally = harness.Tally("predict")
     previous = IMAGES
-    for k in harness.kills(data_root, duration, KILLS, 3, *args, lo=0.4, hi=0.97, tally=tally, progress=lambda: logged(prod)[0]):
+    crashes = [("log.spool_written", True), ("log.spooled", False), ("log.drained", True), ("log.kept", True),
+               ("log.writing", True), ("time", True)]  # fmt: skip
+    for k, (point, repair) in enumerate(crashes):
+        if point == "log.kept":  # a kept image is written only once per content: images no run has seen
+            args = ("predict", "--workspace", "prod", str(tmp_path / "unseen"), "--batch-size", "8", "--json")
+        if point == "time":
+            next(harness.kills(data_root, duration, 1, 3, *args, lo=0.4, hi=0.97, tally=tally))
+        elif point.startswith("log.spool"):
+            gate = tmp_path / f"gate{k}"
+            holder = holding_the_database(prod, gate)
+            also = f"log.writing:1:pause={gate}"
+            harness.crash_at(data_root, point, *args, tally=tally, also=also, env={store.LOCK_TIMEOUT_ENV: "0.5"})
+            holder.join(60)
+            holder.held[0].close()
+            assert list(prediction_log.spool_dir(prod).glob("*.tmp" if point == "log.spool_written" else "*.parquet"))
+        else:  # log.drained: the spool the last crash left is drained by this run's first write
+            harness.crash_at(data_root, point, *args, nth={"log.kept": 50, "log.writing": 4}.get(point, 1), tally=tally)
+        if not repair:
+            continue  # the spool stays for the next crash to drain
         harness.repaired(prod, tally)  # spooled rows, if any, are ingested
         rows, ids, incomplete = logged(prod)
-        assert rows == ids and incomplete == 0, f"kill {k}"
-        assert previous <= rows <= previous + IMAGES, f"kill {k}: {rows} rows after {previous}"  # this run's, at most once
+        tally.doubled += rows - ids
+        assert rows == ids and incomplete == 0, f"crash {k} at {point}"
+        assert previous <= rows <= previous + 2 * IMAGES, f"crash {k}: {rows} rows after {previous}"  # at most once each
         for kept in (prod.root / "production").iterdir():  # named by content: a half-written one would not match
-            assert not kept.name.startswith("."), f"kill {k}: a temporary file {kept.name} was left"
-            assert hashlib.sha256(kept.read_bytes()).hexdigest()[:16] == kept.stem, f"kill {k}: {kept.name}"
+            assert not kept.name.startswith("."), f"crash {k}: a temporary file {kept.name} was left"
+            assert hashlib.sha256(kept.read_bytes()).hexdigest()[:16] == kept.stem, f"crash {k}: {kept.name}"
         harness.opens_in_app(prod)
         again = json.loads(harness.finish(harness.start(data_root, *args)))
-        assert again["logged"] + again["spooled"] == IMAGES and not again["failed"], f"kill {k}"
+        assert again["logged"] + again["spooled"] == IMAGES and not again["failed"], f"crash {k}"
+        ids_answered = [p["id"] for p in again["predictions"]]  # acknowledged: the truth kept outside the workspace
+        with store.connect(prod) as con:
+            acknowledged = con.execute("SELECT count(DISTINCT id) FROM predictions WHERE list_contains(?, id)",
+                                       [ids_answered]).fetchone()[0]  # fmt: skip
+        tally.lost += IMAGES - acknowledged
         rows_after, ids_after, _ = logged(prod)
-        assert rows_after == ids_after == rows + IMAGES, f"kill {k}"
+        assert rows_after == ids_after == rows + IMAGES and acknowledged == IMAGES, f"crash {k}"
         previous = rows_after
     tally.print()
-    assert tally.landed >= KILLS // 2, f"only {tally.landed} of {KILLS} kills landed before predict finished"
+    assert tally.lost == 0 and tally.doubled == 0

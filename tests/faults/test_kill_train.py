@@ -4,6 +4,8 @@ succeeds with every registered model intact."""
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,11 @@ def test_a_killed_training_leaves_nothing_a_repair_cannot_fix(data_root: Path) -
     args = ("train", "--workspace", "w", *TRAIN, "--json")
     duration, _ = harness.timed(data_root, *args)
     tally = harness.Tally("train")
+    dead = harness.finish(harness.start(data_root, code="import os; print(os.getpid())")).strip()
+    (ws.root / "training.lock").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
+    harness.crash_at(data_root, "lock.taking_over", *args, tally=tally)  # crashed while taking over a stale lock
+    harness.repaired(ws, tally)  # the stale lock goes
+    assert not (ws.root / "training.lock").exists()
     for k in harness.kills(data_root, duration, KILLS, 0, *args, lo=0.55, hi=0.98, tally=tally, progress=lambda: epochs(ws)):
         harness.repaired(ws, tally)
         with store.connect(ws) as con:
@@ -40,4 +47,4 @@ def test_a_killed_training_leaves_nothing_a_repair_cannot_fix(data_root: Path) -
         assert all(registry.problems(ws, v) == [] for v in versions), f"kill {k}"
         assert sorted(p.name for p in ws.models_dir.iterdir()) == sorted(versions), f"kill {k}"  # no leftover folder
     tally.print()
-    assert tally.landed >= KILLS // 2, f"only {tally.landed} of {KILLS} kills landed before training finished"
+    assert tally.landed - 1 >= KILLS // 2, f"only {tally.landed - 1} of {KILLS} kills landed before training finished"

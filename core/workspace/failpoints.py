@@ -1,0 +1,112 @@
+"""Named points in the code where a crash leaves a different state on disk, for the fault suite to crash at.
+
+A test arms points through the environment of the process it starts:
+
+    IMAGEDP_FAILPOINT="gather.committed"            SIGKILL itself the first time the point is reached
+    IMAGEDP_FAILPOINT="gather.renamed:150"          ... the 150th time
+    IMAGEDP_FAILPOINT="rollout.deciding:1:pause=/tmp/go"
+                                                    write /tmp/go.reached, then wait until /tmp/go exists
+    IMAGEDP_FAILPOINT="store.lock_wait:1:mark=/tmp/m"  touch /tmp/m and go on (a test learns the point was passed)
+
+(several, separated by commas). Unarmed (the variable unset, as in every real run), `hit` is one truth test of an
+empty dict. `python -m core check --failpoints` lists them; the same list is POINTS below, and a test keeps it
+equal to the points the code names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV = "IMAGEDP_FAILPOINT"
+
+POINTS: dict[str, str] = {
+    # gather (folder, URLs, uploads, zips, the demo: all through gather.ingest)
+    "gather.staged": "a batch of new images is written to hidden staged files; their catalog rows are not committed",
+    "gather.committed": "a batch's catalog rows are committed; its staged files do not have their names yet",
+    "gather.renamed": "one staged file has taken its name (nth: which one)",
+    # cleaning apply and undo
+    "clean.moved": "a relabelled image's file is in its new label's folder; its catalog row still names the old one",
+    "clean.applied": "one decision of a cleaning batch is committed (nth: which one); the batch is not finished",
+    "clean.undone": "one change of a cleaning batch is undone (nth: which one); the undo is not finished",
+    # the model registry and rollout
+    "registry.promoting": "a promotion's rows are written inside their transaction, not committed",
+    "registry.promoted": "a promotion is committed; the serving stamp is not touched yet",
+    "registry.rolling_back": "a rollback's rows are written inside their transaction, not committed",
+    "rollout.deciding": "a stage change has read the rollout state inside its transaction and written nothing yet",
+    "rollout.changing": "a stage change's rows (and its promotion or rollback) are written, not committed",
+    "rollout.changed": "a stage change is committed; the serving stamp is not touched yet",
+    # the prediction log
+    "log.kept": "a kept image's file is in production/; its prediction row is not written",
+    "log.writing": "a batch of rows is ready (its kept images written); none of it is in the database or the spool",
+    "log.spool_written": "a spool file is written under its temporary name, not renamed",
+    "log.spooled": "rows are in a spool file; they are not in the database",
+    "log.drained": "a spool file's rows are committed to the database; the file is not deleted yet",
+    # check --repair
+    "check.repaired": "one repair is made (nth: which one); the others are not",
+    # locks
+    "lock.taking_over": "a training lock was read stale under the takeover guard and is about to be replaced",
+    # the database
+    "store.lock_wait": "a process found the workspace database held by another and is waiting for it",
+}
+
+
+@dataclass(frozen=True)
+class Armed:
+    name: str
+    nth: int = 1
+    action: str = "kill"  # kill | pause | mark
+    path: str = ""
+
+
+def parse(text: str) -> dict[str, Armed]:
+    """`name[:nth][:pause=PATH|:mark=PATH]`, comma-separated; ValueError naming what is wrong."""
+    armed: dict[str, Armed] = {}
+    for spec in filter(None, (s.strip() for s in text.split(","))):
+        name, *rest = spec.split(":", 2)
+        if name not in POINTS:
+            raise ValueError(f"{ENV}: unknown failpoint {name!r} (python -m core check --failpoints lists them)")
+        nth = int(rest[0]) if rest and rest[0] else 1
+        action, path = "kill", ""
+        if len(rest) > 1:
+            action, _, path = rest[1].partition("=")
+            if action not in ("pause", "mark") or not path:
+                raise ValueError(f"{ENV}: {spec!r}: the third part is pause=PATH or mark=PATH")
+        armed[name] = Armed(name, nth, action, path)
+    return armed
+
+
+_ARMED: dict[str, Armed] = parse(os.environ.get(ENV, ""))
+_HITS: dict[str, int] = {}
+
+
+def hit(name: str) -> None:
+    """A named point is reached: nothing happens unless a test armed it."""
+    if _ARMED:
+        _trip(name)
+
+
+def _trip(name: str) -> None:
+    armed = _ARMED.get(name)
+    if armed is None:
+        return
+    _HITS[name] = _HITS.get(name, 0) + 1
+    if _HITS[name] != armed.nth:
+        return
+    if armed.action == "mark":
+        Path(armed.path).touch()
+    elif armed.action == "pause":
+        Path(armed.path + ".reached").touch()
+        while not Path(armed.path).exists():
+            time.sleep(0.01)
+    else:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def listing() -> list[dict[str, str]]:
+    return [{"failpoint": name, "state": what} for name, what in POINTS.items()]
