@@ -9,7 +9,7 @@ COPY .streamlit/ .streamlit/
 COPY core/ core/
 COPY ui/ ui/
 COPY app_pages/ app_pages/
-ENV IMAGEDP_END_USER=1 IMAGEDP_DATA_ROOT=/data IMAGEDP_WORKSPACE=demo
+ENV IMAGEDP_END_USER=1 IMAGEDP_DATA_ROOT=/data IMAGEDP_WORKSPACE=demo STREAMLIT_SERVER_MAX_UPLOAD_SIZE=50
 VOLUME /data
 EXPOSE 8501
 CMD ["python", "-m", "streamlit", "run", "streamlit_app.py", "--server.port", "8501", "--server.address", "0.0.0.0", "--server.headless", "true"]

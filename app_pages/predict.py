@@ -86,7 +86,7 @@ if not end_user:
             st.rerun()
         st.markdown(
             "End-user mode serves only this page: `IMAGEDP_END_USER=1 IMAGEDP_WORKSPACE="
-            f"{ws.name} streamlit run streamlit_app.py` (README: deploying)."
+            f"{ws.name} STREAMLIT_SERVER_MAX_UPLOAD_SIZE={MAX_MB} streamlit run streamlit_app.py` (README: deploying)."
         )
 
 

@@ -113,7 +113,8 @@ with st.expander("Labels from elsewhere (CSV)"):
     upload = st.file_uploader("Labels file", type=["csv"], key="review_csv")
     if upload is not None and st.button("Import labels", key="review_import"):
         done = attempt(lambda: review.import_labels(ws, upload.getvalue(), reviewer))
-        st.session_state["review_message"] = f"Imported {done.labelled} label(s)." + (
+        again = f" {done.unchanged} were there already (imported before): not recorded twice." if done.unchanged else ""
+        st.session_state["review_message"] = f"Imported {done.labelled} label(s).{again}" + (
             f" {len(done.failed)} row(s) refused: " + "; ".join(f"row {f['row']}: {f['reason']}" for f in done.failed[:5])
             if done.failed
             else ""

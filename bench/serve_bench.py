@@ -2,7 +2,7 @@
 offline batch scoring of the same files (the limit).
 
     .venv/bin/python bench/serve_bench.py [--folder ../shared/data/bears_small] [--levels 1 4 16 64]
-        [--requests 96] [--camera 24] [--max-wait-ms 5] [--max-batch 32] [--rounds 3]
+        [--requests 96] [--camera 24] [--max-wait-ms 5] [--max-batch 16] [--rounds 3]
 
 Trains the default recipe on the folder in a throwaway data root and promotes it, then starts `python -m core
 serve` as its own process on 127.0.0.1. The files: the folder's photos at their own size, plus `--camera` photos
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--camera", type=int, default=24)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
-    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="each level this many times; mean (sd) reported")
     parser.add_argument("--decoders", type=int, default=0, help="the server's --decoders (0: one per core)")
     parser.add_argument("--sets", nargs="+", default=["folder", "camera"], choices=["folder", "camera"])

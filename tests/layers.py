@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ORDER = ("workspace", "data", "model", "drivetrain", "production", "cli")
-BASE = ("errors", "progress")  # modules directly in core/ that every stage may use
+BASE = ("errors", "progress", "bounds")  # modules directly in core/ that every stage may use
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,25 @@ def test_check_exits_0_only_when_nothing_is_left_to_fix(prod: Workspace) -> None
     listed = cli("check", "--failpoints", "--json")
     assert listed.returncode == 0 and {p["failpoint"] for p in json.loads(listed.stdout)["failpoints"]} >= {"gather.committed"}
     assert "needs --workspace" in cli("check").stderr
+
+
+def test_checksums_are_recorded_only_for_a_model_that_matches_its_registration(prod: Workspace) -> None:
+    version = registry.production_version(prod)
+    with store.connect(prod) as con:
+        con.execute("UPDATE models SET checksums = NULL")  # registered before checksums existed
+        con.execute("UPDATE models SET backbone = 'resnet50' WHERE version = ?", [version])  # its files are another model's
+    found = check.check(prod, repair=True)
+    assert [(p.kind, p.repairable) for p in found.problems] == [("model", False)] and "backbone" in found.problems[0].detail
+    assert registry.recorded(prod, version)[0] is None  # nothing recorded for it
+
+
+def test_a_staged_copy_of_a_cataloged_file_is_seen_and_moved_to_quarantine(prod: Workspace) -> None:
+    """What a second import of the same images left before imports checked inside their transaction."""
+    row = store.images(prod).iloc[0]
+    final = prod.root / row["path"]
+    staged = final.with_name(f".{final.name}.part")
+    staged.write_bytes(final.read_bytes())
+    found = check.check(prod, repair=True)
+    assert [(p.kind, p.subject) for p in found.problems] == [("orphan_file", str(staged.relative_to(prod.root)))]
+    assert not staged.exists() and final.is_file() and check.check(prod).problems == ()
+    assert any(p.name == staged.name for p in (prod.quarantine_dir / check.ORPHANS).iterdir())

@@ -75,6 +75,10 @@ def test_compose_deployment_runs_two_replicas_and_the_dashboard_on_one_workspace
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     image_cmd, image_env = dockerfile()
     assert set(compose["services"]) == {"dashboard", "api-1", "api-2"}
+    from core.data.images import VerifyConfig
+
+    assert int(image_env["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"]) == VerifyConfig.max_bytes // 1_000_000  # the public app
+    assert compose["services"]["dashboard"]["environment"]["STREAMLIT_SERVER_MAX_UPLOAD_SIZE"] == "1000"  # zip imports
     procs: dict[str, tuple[subprocess.Popen, str]] = {}
     try:
         for name, service in compose["services"].items():

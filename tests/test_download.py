@@ -206,3 +206,14 @@ def test_https_to_the_checked_address_still_verifies_the_host_name(
     assert len(report.added) == 1 and store.images(ws)["url"].tolist() == [f"https://rebind.test:{port}/a.png"]
     assert report.failed[0]["source"] == f"https://127.0.0.1:{port}/b.png"
     assert report.failed[0]["reason"] == "connection failed: SSLError"
+
+
+def test_a_binary_file_given_as_a_url_list_is_refused_as_a_whole(ws: Workspace, tmp_path: Path) -> None:
+    from tests.helpers import cli
+
+    before = len(store.audit_log(ws, limit=1000))
+    for name, data in (("photo.png", png_bytes(3)), ("notes.txt", b"just some words\nno links here\n")):
+        (tmp_path / name).write_bytes(data)
+        done = cli("gather", "--workspace", str(ws.root), "--urls", str(tmp_path / name), "--label", "cat")
+        assert done.returncode == 2 and "not a list of image URLs" in done.stderr and len(done.stderr) < 400, done.stderr
+    assert len(store.audit_log(ws, limit=1000)) == before and store.images(ws).empty

@@ -102,3 +102,34 @@ def test_two_expansions_at_once_promote_once(prod: Workspace, data_root: Path, t
         expansions = con.execute("SELECT count(*) FROM rollouts WHERE action = 'expanded'").fetchone()[0]
     assert (promotions, expansions) == (1, 1) and registry.production_version(prod) == v2
     assert rollout.rollback(prod)["production"] == v1  # one rollback returns to v1
+
+
+def test_two_imports_of_the_same_images_at_once_add_each_once(data_root: Path, tmp_path: Path) -> None:
+    """The first holds still with its batch staged and not committed; the second imports the same folder whole;
+    then the first commits. It used to fail with a duplicate key (an internal error) and leave its staged files."""
+    import json
+    import os
+
+    from core.workspace import store, workspaces
+    from tests.helpers import colour_image
+
+    folder = tmp_path / "incoming"
+    for i in range(30):
+        (folder / ("red", "blue", "green")[i % 3]).mkdir(parents=True, exist_ok=True)
+        (folder / ("red", "blue", "green")[i % 3] / f"{i}.png").write_bytes(colour_image(i % 3, 500 + i))
+    ws = workspaces.resolve("w", create=True)
+    args = [sys.executable, "-m", "core", "gather", "--workspace", "w", "--folder", str(folder), "--json"]
+    env = {k: v for k, v in os.environ.items() if k != failpoints.ENV} | {"IMAGEDP_DATA_ROOT": str(data_root)}
+    gate = tmp_path / "gate"
+    first = subprocess.Popen(args, cwd=ROOT, env=env | {failpoints.ENV: f"gather.staged:1:pause={gate}"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    wait_for(gate.with_name("gate.reached"), first)
+    second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert second.returncode == 0 and json.loads(second.stdout)["images"] == 30, second.stderr.decode()
+    gate.touch()
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err.decode()
+    assert "added meanwhile by another import" in out.decode()
+    catalog = store.images(ws)
+    assert len(catalog) == 30 and catalog["sha256"].nunique() == 30
+    assert [p.name for p in ws.images_dir.rglob(".*")] == []  # no staged copy left behind

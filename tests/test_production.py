@@ -234,6 +234,8 @@ def test_simulation_logs_days_with_drift_and_feedback(prod: Workspace) -> None:
         days = con.execute("SELECT DISTINCT ts::DATE FROM predictions ORDER BY 1").fetchall()
         drawn_days = con.execute("SELECT DISTINCT ts::DATE FROM predictions WHERE name LIKE '%drawing%'").fetchall()
         none = con.execute("SELECT count(*) FROM feedback WHERE label = 'none of these'").fetchone()[0]
+        latest = con.execute("SELECT (SELECT max(ts) FROM predictions), (SELECT max(ts) FROM feedback)").fetchone()
+    assert max(latest) <= end  # nothing logged in the future (the last day's requests are in its first 15 hours)
     assert [d for (d,) in days] == [datetime(2026, 3, d).date() for d in (7, 8, 9, 10)]
     assert {d for (d,) in drawn_days} <= {datetime(2026, 3, 9).date(), datetime(2026, 3, 10).date()}
     assert none > 0

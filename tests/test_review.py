@@ -299,3 +299,24 @@ def test_rollout_and_review_commands(prod: Workspace) -> None:
     ]
     bad = cli("rollout", "--workspace", "prod", "--shadow", "v99")
     assert bad.returncode == 2 and "No model version 'v99'" in bad.stderr
+
+
+def test_importing_the_same_labels_again_records_nothing_twice_and_a_huge_field_is_refused(prod: Workspace) -> None:
+    preds = log_scored(prod, 3, ood=True)
+    csv = ("prediction_id,label\n" + "".join(f"{p.id},red\n" for p in preds)).encode()
+    assert review.import_labels(prod, csv, reviewer="lab").labelled == 3
+    again = review.import_labels(prod, csv, reviewer="lab")
+    assert (again.labelled, again.unchanged, again.failed) == (0, 3, [])
+    changed = review.import_labels(prod, f"prediction_id,label\n{preds[0].id},blue\n".encode(), reviewer="lab")
+    assert (changed.labelled, changed.unchanged) == (1, 0)  # a new answer is recorded
+    with store.connect(prod) as con:
+        assert con.execute("SELECT count(*) FROM feedback").fetchone()[0] == 4
+    before = len(store.audit_log(prod, limit=1000))
+    for huge in (f"prediction_id,label\n{preds[0].id},{'x' * 200_000}\n", "prediction_id,label\n" + "y" * 20_000 + ",red\n"):
+        with pytest.raises(UserError, match="Nothing was imported"):
+            review.import_labels(prod, huge.encode())
+    assert len(store.audit_log(prod, limit=1000)) == before
+    path = prod.root.parent / "labels.csv"
+    path.write_bytes(csv)
+    run = cli("review", "--workspace", "prod", "--import", str(path), "--reviewer", "lab")
+    assert run.returncode == 0 and "imported 1 label(s); 2 already there" in run.stdout, run.stderr  # preds[0] is blue now

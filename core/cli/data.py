@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from core import bounds
 from core.cli.progress import printer
 from core.errors import UserError, printable
 from core.workspace.paths import Workspace
@@ -99,26 +100,6 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
-    return value
-
-
 def network(text: str) -> str:
     """A CIDR network such as 127.0.0.1/32 or 10.0.0.0/8."""
     import ipaddress
@@ -138,12 +119,14 @@ def add_commands(command: Any) -> None:
     g.add_argument("--zip", help="a zip archive of images (labels from --label or its folders)")
     g.add_argument("--search", action="append", help="image search query (repeatable)")
     g.add_argument("--provider", default="duckduckgo", help="duckduckgo (no key) or bing ($BING_SEARCH_KEY)")
-    g.add_argument("--max", type=positive_int, default=50, help="search results per query")
+    g.add_argument("--max", type=bounds.arg("results", "--max"), default=50, help="search results per query")
     g.add_argument("--urls", help="a text file with one image URL per line")
     g.add_argument("--label", help="the label for --search, --urls, --zip or a flat --folder")
-    g.add_argument("--workers", type=positive_int, default=8, help="concurrent downloads")
-    g.add_argument("--timeout", type=positive_float, default=15.0, help="seconds per download, whole request")
-    g.add_argument("--max-bytes", type=positive_int, default=20_000_000, help="largest download accepted")
+    g.add_argument("--workers", type=bounds.arg("workers", "--workers"), default=8, help="concurrent downloads")
+    g.add_argument("--timeout", type=bounds.arg("timeout", "--timeout"), default=15.0, help="seconds per download, whole request")
+    g.add_argument(
+        "--max-bytes", type=bounds.arg("max_bytes", "--max-bytes"), default=20_000_000, help="largest download accepted"
+    )
     g.add_argument(
         "--allow-private",
         action="append",
@@ -154,23 +137,28 @@ def add_commands(command: Any) -> None:
     )
 
     v = command("verify", "check every image; quarantine the broken; report duplicates", cmd_verify, print_summary)
-    v.add_argument("--min-side", type=int, default=32, help="smallest width or height accepted")
-    v.add_argument("--max-distance", type=int, default=4, help="perceptual-hash bits for near duplicates")
+    v.add_argument("--min-side", type=bounds.arg("min_side", "--min-side"), default=32, help="smallest width or height accepted")
+    v.add_argument(
+        "--max-distance",
+        type=bounds.arg("max_distance", "--max-distance"),
+        default=4,
+        help="perceptual-hash bits for near duplicates",
+    )
 
     s = command("split", "the train / valid / test split: counts; draw a test set; re-split", cmd_split, print_split)
     s.add_argument(
         "--draw-test",
         nargs="?",
         const=-1.0,
-        type=float,
+        type=bounds.arg("share", "--draw-test"),
         metavar="SHARE",
         help="move this share of all images (default: the plan's test share) from train into test, "
         "for workspaces made before test sets existed",
     )
     s.add_argument("--resplit", action="store_true", help="re-split every image not placed by a folder under a new plan")
-    s.add_argument("--seed", type=int, help="with --resplit: the split seed")
-    s.add_argument("--valid", type=float, help="with --resplit: validation share (default 0.2)")
-    s.add_argument("--test", type=float, help="with --resplit: test share (default 0.1)")
+    s.add_argument("--seed", type=bounds.arg("seed", "--seed"), help="with --resplit: the split seed")
+    s.add_argument("--valid", type=bounds.arg("split_share", "--valid"), help="with --resplit: validation share (default 0.2)")
+    s.add_argument("--test", type=bounds.arg("split_share", "--test"), help="with --resplit: test share (default 0.1)")
 
 
 def cmd_split(args: argparse.Namespace) -> dict[str, Any]:

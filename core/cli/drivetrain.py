@@ -6,6 +6,7 @@ import argparse
 from dataclasses import asdict
 from typing import Any
 
+from core import bounds
 from core.workspace import workspaces
 
 
@@ -73,7 +74,7 @@ def add_commands(command: Any) -> None:
     p.add_argument("--optimize", action="store_true", help="fit thresholds and temperature on half, report on the other")
     p.add_argument("--accept", action="store_true", help="optimize, then accept the result for the model version")
     p.add_argument("--model", metavar="VERSION", help="default: the production model")
-    p.add_argument("--seed", type=int, default=0, help="the fit/report split and the bootstrap")
+    p.add_argument("--seed", type=bounds.arg("seed", "--seed"), default=0, help="the fit/report split and the bootstrap")
     p.add_argument(
         "--no-ood-rule", action="store_true", help="let out-of-domain flags pass (default: they take the OOD row's action)"
     )

@@ -10,6 +10,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from core import bounds
 from core.errors import UserError
 from core.model.config import TrainConfig
 from core.model.events import Cancelled, EpochMetrics, EventFn, StageEvent, TrainEvent
@@ -39,10 +40,7 @@ TRAIN_FLAGS = ("backbone", "freeze_epochs", "epochs", "lr", "body_lr_factor", "l
 def _epochs(value: str) -> int | str:
     if value == "auto":
         return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("--epochs takes a whole number or 'auto'") from None
+    return bounds.arg("epochs", "--epochs")(value)
 
 
 def config_from_args(ws: paths.Workspace, args: argparse.Namespace) -> TrainConfig:
@@ -175,16 +173,28 @@ def add_commands(command: Any) -> None:
         help="unfrozen epochs, whole network, or 'auto' (default: auto, "
         f"{TrainConfig.auto_epochs} when frozen features leave over {TrainConfig.auto_threshold * 100:.0f}%% error)",
     )
-    t.add_argument("--freeze-epochs", type=int, help=f"head-only epochs first (default {TrainConfig.freeze_epochs})")
-    t.add_argument("--size", type=int, help="pixels per side (default: automatic)")
+    t.add_argument(
+        "--freeze-epochs",
+        type=bounds.arg("freeze_epochs", "--freeze-epochs"),
+        help=f"head-only epochs first (default {TrainConfig.freeze_epochs})",
+    )
+    t.add_argument("--size", type=bounds.arg("size", "--size"), help="pixels per side (default: automatic)")
     t.add_argument("--resize", help="crop, squish (default) or pad")
-    t.add_argument("--seed", type=int, help="training seed (default 42); the split is the workspace's: see `split`")
-    t.add_argument("--min-scale", type=float, help="random resized crop: smallest share kept (default 0.5)")
+    t.add_argument(
+        "--seed", type=bounds.arg("seed", "--seed"), help="training seed (default 42); the split is the workspace's: see `split`"
+    )
+    t.add_argument(
+        "--min-scale", type=bounds.arg("min_scale", "--min-scale"), help="random resized crop: smallest share kept (default 0.5)"
+    )
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, help="horizontal flips (default on; the demo: off)")
-    t.add_argument("--lr", type=float, help=f"head learning rate (default {TrainConfig.lr})")
-    t.add_argument("--body-lr-factor", type=float, help=f"body rate / head rate (default {TrainConfig.body_lr_factor})")
-    t.add_argument("--label-smoothing", type=float, help="e.g. 0.1 (default 0)")
-    t.add_argument("--batch-size", type=int, help=f"default {TrainConfig.batch_size}")
+    t.add_argument("--lr", type=bounds.arg("lr", "--lr"), help=f"head learning rate (default {TrainConfig.lr})")
+    t.add_argument(
+        "--body-lr-factor",
+        type=bounds.arg("body_lr_factor", "--body-lr-factor"),
+        help=f"body rate / head rate (default {TrainConfig.body_lr_factor})",
+    )
+    t.add_argument("--label-smoothing", type=bounds.arg("label_smoothing", "--label-smoothing"), help="e.g. 0.1 (default 0)")
+    t.add_argument("--batch-size", type=bounds.arg("batch_size", "--batch-size"), help=f"default {TrainConfig.batch_size}")
     t.add_argument("--promote", action="store_true", help="make the new version the production model")
     t.add_argument(
         "--allow-model-labels",

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core import bounds
 from core.cli.data import read_file
 from core.cli.progress import printer
 from core.errors import UserError
@@ -275,7 +276,7 @@ def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
         done["undone"] = {"prediction_id": undone.prediction_id, "name": undone.name, "label": undone.label}
     if args.import_csv:
         imported = review.import_labels(ws, read_file(Path(args.import_csv)), args.reviewer)
-        done["imported"] = {"labelled": imported.labelled, "failed": imported.failed}
+        done["imported"] = {"labelled": imported.labelled, "unchanged": imported.unchanged, "failed": imported.failed}
     if args.add_to_data:
         added = review.add_to_data(ws, args.ids, model_labels=args.model_labels)
         done["added"] = {"images": added.added, "skipped": added.skipped, "model_labelled": added.model_labelled}
@@ -289,7 +290,11 @@ def print_review(data: dict[str, Any]) -> None:
     if "undone" in done:
         print(f"took back the label {done['undone']['label']!r} on {done['undone']['name']}: it waits in the queue again")
     if "imported" in done:
-        print(f"imported {done['imported']['labelled']} label(s); {len(done['imported']['failed'])} row(s) refused")
+        i = done["imported"]
+        print(
+            f"imported {i['labelled']} label(s); {i['unchanged']} already there (imported before); "
+            f"{len(i['failed'])} row(s) refused"
+        )
         for f in done["imported"]["failed"]:
             print(f"  row {f['row']}: {f['reason']}")
     if "added" in done:
@@ -383,15 +388,32 @@ def add_commands(command: Any) -> None:
         lambda d: print(f"stopped: {d['served']} prediction(s) handed to the log"),
     )
     sv.add_argument("--host", default="127.0.0.1", help="default: this machine only")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=bounds.arg("port", "--port"), default=8000)
     sv.add_argument("--replica", default="api", help="this process's name, when several serve one workspace")
-    sv.add_argument("--max-batch", type=int, default=32, help="images per forward pass at most")
-    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
-    sv.add_argument("--max-queue", type=int, default=256, help="images waiting; beyond, requests get 429")
-    sv.add_argument("--decoders", type=int, default=0, help="requests decoding at once (default 0: one per core)")
+    sv.add_argument(
+        "--max-batch",
+        type=bounds.arg("max_batch", "--max-batch"),
+        default=16,
+        help="images per forward pass at most (BatchLimits)",
+    )
+    sv.add_argument(
+        "--max-wait-ms",
+        type=bounds.arg("max_wait_ms", "--max-wait-ms"),
+        default=5.0,
+        help="how long a batch waits for more requests",
+    )
+    sv.add_argument(
+        "--max-queue", type=bounds.arg("max_queue", "--max-queue"), default=256, help="images waiting; beyond, requests get 429"
+    )
+    sv.add_argument(
+        "--decoders",
+        type=bounds.arg("decoders", "--decoders"),
+        default=0,
+        help="requests decoding at once (default 0: one per core)",
+    )
 
     d = command("demo", "make the ready demo: digits, a trained production model, simulated traffic", cmd_demo, print_demo)
-    d.add_argument("--days", type=int, default=14, help="days of simulated traffic")
+    d.add_argument("--days", type=bounds.arg("days", "--days"), default=14, help="days of simulated traffic")
 
     p = command(
         "predict", "score image files and folders with the production model, logging every prediction", cmd_predict, print_predict
@@ -399,15 +421,15 @@ def add_commands(command: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", help="write one CSV line per input here")
     p.add_argument("--model", metavar="VERSION", help="default: the production model")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=bounds.arg("predict_batch_size", "--batch-size"), default=32)
 
     s = command(
         "simulate", "replay held-back images as production traffic that drifts in its second half", cmd_simulate, print_simulate
     )
-    s.add_argument("--days", type=int, default=14)
-    s.add_argument("--per-day", type=int, default=60, help="mean predictions per day")
-    s.add_argument("--shift-day", type=int, help="first drifting day, 0-based (default: half way)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--days", type=bounds.arg("days", "--days"), default=14)
+    s.add_argument("--per-day", type=bounds.arg("per_day", "--per-day"), default=60, help="mean predictions per day")
+    s.add_argument("--shift-day", type=bounds.arg("day", "--shift-day"), help="first drifting day, 0-based (default: half way)")
+    s.add_argument("--seed", type=bounds.arg("seed", "--seed"), default=0)
 
     m = command(
         "monitor",
@@ -417,7 +439,12 @@ def add_commands(command: Any) -> None:
         print_monitor,
     )
     m.add_argument("--window", choices=["hour", "day", "week", "predictions"], default="day")
-    m.add_argument("--size", type=int, default=200, help="with --window predictions: predictions per window (default 200)")
+    m.add_argument(
+        "--size",
+        type=bounds.arg("window_size", "--size"),
+        default=200,
+        help="with --window predictions: predictions per window (default 200)",
+    )
     m.add_argument(
         "--source",
         action="append",
@@ -438,8 +465,14 @@ def add_commands(command: Any) -> None:
     stage.add_argument("--expand", action="store_true", help="the candidate becomes production (rollback returns)")
     stage.add_argument("--rollback", action="store_true", help="stop the candidate; without one, production's previous version")
     stage.add_argument("--status", action="store_true", help="the stage, the comparison and the gate (the default)")
-    r.add_argument("--share", type=float, help="with --limited: share of requests, by image hash (0 to 1)")
-    r.add_argument("--min-confidence", type=float, help="with --limited: the candidate acts only at this confidence or above")
+    r.add_argument(
+        "--share", type=bounds.arg("rollout_share", "--share"), help="with --limited: share of requests, by image hash (0 to 1)"
+    )
+    r.add_argument(
+        "--min-confidence",
+        type=bounds.arg("confidence", "--min-confidence"),
+        help="with --limited: the candidate acts only at this confidence or above",
+    )
     r.add_argument("--in-domain-only", action="store_true", help="with --limited: never on inputs it flags out of domain")
     r.add_argument("--note", help="why: recorded with the decision")
     r.add_argument("--window", choices=["hour", "day", "week"], default="day")
@@ -451,7 +484,7 @@ def add_commands(command: Any) -> None:
         cmd_review,
         print_review,
     )
-    v.add_argument("--limit", type=int, default=20, help="queue items to list (oldest first)")
+    v.add_argument("--limit", type=bounds.arg("limit", "--limit"), default=20, help="queue items to list (oldest first)")
     v.add_argument(
         "--label", nargs=2, metavar=("PREDICTION_ID", "LABEL"), help="label one prediction (a class or 'none of these')"
     )

@@ -191,4 +191,9 @@ def download_url_text(
     items = [UrlItem(u) for u in parse_url_list(text)]
     if not items:
         raise UserError("No URLs given: paste one per line or upload a text file of them.")
+    if "\x00" in text or "\ufffd" in text or not any(i.url.lower().startswith(("http://", "https://")) for i in items):
+        raise UserError(
+            "This is not a list of image URLs (binary or unreadable text, or no line starting with http:// or "
+            "https://): give a text file with one URL per line. Nothing was downloaded."
+        )
     return download_images(ws, items, label, cfg, on_progress=on_progress)

@@ -15,7 +15,7 @@ from core.data.gather import Incoming, allocate_id, catalog_row, file_loader, fi
 from core.data.images import VerifyConfig, inspect
 from core.errors import UserError
 from core.progress import ProgressFn
-from core.workspace import store
+from core.workspace import failpoints, store
 from core.workspace.paths import Workspace, free_name
 
 
@@ -42,6 +42,7 @@ def quarantine(ws: Workspace, image_id: str, reason: str, action: str = "quarant
     ws.quarantine_dir.mkdir(parents=True, exist_ok=True)
     if src.exists():
         shutil.move(str(src), str(dst))
+        failpoints.hit("verify.moved")
     rel = str(dst.relative_to(ws.root)) if dst.exists() else path
     store.update_image(
         ws,
@@ -124,6 +125,7 @@ def adopt_untracked(ws: Workspace, cfg: VerifyConfig, report: VerifyReport) -> N
         image_id = allocate_id(info, known)
         dst = ws.images_dir / label / f"{image_id}{info.extension}"
         os.replace(path, dst)
+        failpoints.hit("verify.adopted")
         known.setdefault(info.sha256, []).append((image_id, label, "ok", rel))
         rows.append(catalog_row(Incoming(file_loader(dst), label, "disk", rel), info, str(dst.relative_to(ws.root)), image_id))
         report.adopted.append(image_id)

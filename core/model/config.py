@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core import bounds
 from core.errors import UserError
 
 OFFLINE = "tf_efficientnet_lite0"
@@ -30,10 +31,17 @@ class DataConfig:
 def check_config(cfg: DataConfig) -> None:
     if cfg.resize not in RESIZE_METHODS:
         raise UserError(f"Resize method {cfg.resize!r} is unknown; choose one of {', '.join(RESIZE_METHODS)}.")
-    if not 32 <= cfg.size <= 512:  # 0 (automatic) is resolved before this check
-        raise UserError(f"Image size {cfg.size} is outside 32-512 pixels.")
-    if not 0.05 <= cfg.min_scale <= 1.0:
-        raise UserError(f"Minimum crop scale {cfg.min_scale} is outside 0.05-1.")
+    bounds.check("size", cfg.size, "The image size")  # 0 (automatic) is resolved before this check
+    bounds.check("min_scale", cfg.min_scale, "The minimum crop scale")
+
+
+def check_train(cfg: TrainConfig) -> None:
+    """The training settings within their bounds (the same table as the command line's flags), before a run starts."""
+    check_config(cfg.data)
+    for key in ("lr", "body_lr_factor", "label_smoothing", "batch_size", "freeze_epochs", "seed"):
+        bounds.check(key, getattr(cfg, key), f"The setting {key.replace('_', ' ')}")
+    if cfg.epochs is not None:
+        bounds.check("epochs", cfg.epochs, "The setting epochs")
 
 
 @dataclass(frozen=True)

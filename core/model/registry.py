@@ -32,6 +32,7 @@ def next_version(ws: Workspace) -> str:
 def register(ws: Workspace, version: str, meta: dict[str, Any]) -> None:
     """The registry row and audit entry of a version whose files are in place."""
     metrics = meta.get("metrics", {})
+    failpoints.hit("registry.registering")
     sums = integrity.checksums(ws.models_dir / version)  # what later loads compare the files with
     with store.transaction(ws) as con:
         con.execute(
@@ -50,6 +51,7 @@ def register(ws: Workspace, version: str, meta: dict[str, Any]) -> None:
             ],
         )
         store.audit(ws, "model_registered", detail={"version": version, "backbone": meta["backbone"]}, con=con)
+    failpoints.hit("registry.registered")
 
 
 def read_meta(ws: Workspace, version: str) -> dict[str, Any]:

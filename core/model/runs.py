@@ -175,7 +175,7 @@ def prepare(ws: Workspace, cfg: TrainConfig) -> PreparedRun:
     datasets.check_dataset(ws, catalog)
     if not cfg.data.size:
         cfg = replace(cfg, data=replace(cfg.data, size=auto_size(catalog)))
-    config.check_config(cfg.data)
+    config.check_train(cfg)
     if cfg.freeze_epochs < 0 or (cfg.epochs or 0) < 0 or (cfg.freeze_epochs == 0 and cfg.epochs == 0):
         raise UserError("Train at least one epoch (frozen or unfrozen).")
     catalog, notes = datasets.usable_split(ws, catalog)

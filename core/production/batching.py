@@ -32,7 +32,7 @@ class TooLate(UserError):
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_images: int = 32  # per forward pass (a request larger than this is scored whole, alone)
+    max_images: int = 16  # per forward pass; 16 by measurement (bench/serve_bench.py sweep of 8-64: best at 64 clients)
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     max_queue: int = 256  # images waiting; one more and the request is refused (Busy)
     deadline_s: float = 60.0  # a request still waiting this long is withdrawn (TooLate)

@@ -92,7 +92,7 @@ def _catalog(ws: Workspace) -> list[Problem]:
     if ws.images_dir.is_dir():
         for part in sorted(ws.images_dir.rglob(".*.part")):
             final = str(part.with_name(part.name[1:].removesuffix(".part")).relative_to(ws.root))
-            if final not in tracked:
+            if final not in tracked or (ws.root / final).is_file():  # never cataloged, or a second staged copy
                 found.append(
                     Problem("orphan_file", str(part.relative_to(ws.root)), "a file an interrupted import staged but never "
                             "cataloged", f"move it to quarantine/{ORPHANS}/ (audited); gather again to add it once", True)
@@ -138,8 +138,14 @@ def _models(ws: Workspace) -> list[Problem]:
             found.append(Problem("model", version, "; ".join(problems), "nothing: a damaged model is refused everywhere; "
                                  "train a new version (its folder stays for inspection)", False))  # fmt: skip
         elif registry.recorded(ws, version)[0] is None:
-            found.append(Problem("checksum", version, "no checksum recorded (registered before checksums existed)",
-                                 "record its files' checksums now", True))  # fmt: skip
+            if unlike := _unlike_registry(ws, version):
+                found.append(Problem("model", version, f"no checksum recorded, and {unlike}", "nothing: a model unlike its "
+                                     "registration is refused everywhere; train a new version", False))  # fmt: skip
+                continue
+            found.append(Problem("checksum", version, "no checksum recorded (registered before checksums existed); its "
+                                 "files match the registration (classes, head outputs, backbone)",
+                                 "record its files' checksums now (a swap for same-shaped weights cannot be told apart)",
+                                 True))  # fmt: skip
     if ws.models_dir.is_dir():
         for folder in sorted(p for p in ws.models_dir.iterdir() if p.is_dir() and p.name not in versions):
             found.append(
@@ -159,7 +165,21 @@ def _models(ws: Workspace) -> list[Problem]:
     if active is not None and active.candidate not in versions:
         found.append(Problem("rollout", active.candidate, f"the {active.stage} candidate is not registered",
                              "end the rollout (audited): production answers alone", True))  # fmt: skip
+    elif active is not None and registry.problems(ws, active.candidate):
+        found.append(Problem("rollout", active.candidate, f"the {active.stage} candidate's files are damaged: production "
+                             "answers alone meanwhile", "end the rollout (audited; `rollout --rollback` does the same)",
+                             True))  # fmt: skip
     return found
+
+
+def _unlike_registry(ws: Workspace, version: str) -> str | None:
+    """What in a version's metadata differs from its registry row (its classes are checked with its files)."""
+    meta = registry.read_meta(ws, version)
+    with store.connect(ws) as con:
+        row = con.execute("SELECT backbone FROM models WHERE version = ?", [version]).fetchone()
+    if row and row[0] and meta.get("backbone") != row[0]:
+        return f"its metadata names backbone {meta.get('backbone')!r}, registered as {row[0]!r}"
+    return None
 
 
 def _runs(ws: Workspace) -> list[Problem]:
@@ -235,13 +255,15 @@ def _repair(ws: Workspace, p: Problem) -> str:
         store.audit(ws, "model_folder_moved", before={"path": f"models/{p.subject}"}, after={"path": where})
         return f"moved models/{p.subject} to {where}"
     if p.kind == "checksum":
+        if found := registry.problems(ws, p.subject) or _unlike_registry(ws, p.subject):  # changed since the check
+            return f"left {p.subject} without checksums: {found}"
         sums = integrity.checksums(ws.models_dir / p.subject)
         with store.connect(ws) as con:
             con.execute("UPDATE models SET checksums = ? WHERE version = ?", [json.dumps(sums), p.subject])
         store.audit(ws, "model_checksums_recorded", detail={"version": p.subject, "checksums": sums})
         return f"recorded the checksums of {p.subject}"
     if p.kind == "rollout":
-        rollout.rollback(ws, note="check --repair: the candidate is not registered")
+        rollout.rollback(ws, note=f"check --repair: {p.detail}")
         return f"ended the rollout of {p.subject}"
     if p.kind == "run":
         with store.connect(ws) as con:

@@ -206,60 +206,104 @@ def undo_last(ws: Workspace, reviewer: str | None) -> Undone:
 class Imported:
     labelled: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)  # {row, reason}
+    unchanged: int = 0  # the same label from the same reviewer, imported before: not recorded twice
 
 
-def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Imported:
-    """Labels from elsewhere, as CSV with a header: `prediction_id` (or `sha256`: every prediction of that image)
-    and `label`. Each label lands in feedback with source 'import'; bad rows are reported, the rest kept."""
+MAX_FIELD = 10_000  # characters in one CSV field: far beyond any id, hash, label or name
+
+
+def _read_csv(data: bytes) -> pd.DataFrame:
+    """The labels file's rows (number, prediction_id, sha256, label, reviewer), or UserError saying what is wrong."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError("The labels file is not UTF-8 text: export it as CSV (comma-separated, UTF-8).") from None
     reader = csv.DictReader(io.StringIO(text))
-    fields = set(reader.fieldnames or ())
-    if "label" not in fields or not fields & {"prediction_id", "sha256"}:
-        raise UserError(
-            "The labels file needs a header with `label` and `prediction_id` (or `sha256`); found: "
-            f"{', '.join(sorted(fields)) or 'no header'}."
-        )
-    out = Imported()
-    rows: list[tuple[str, str, str]] = []
-    seen: dict[str, tuple[str, ...]] = {}
-    with store.connect(ws) as con:
-        for number, row in enumerate(reader, start=2):
-            key, answer = (row.get("prediction_id") or "").strip(), (row.get("label") or "").strip()
-            sha = (row.get("sha256") or "").strip().lower()
-            found = (
-                con.execute("SELECT id, model_version FROM predictions WHERE id = ?", [key]).fetchall()
-                if key
-                else con.execute(
-                    "SELECT id, model_version FROM predictions WHERE sha256 = ? AND served IS NOT FALSE", [sha]
-                ).fetchall()
+    try:
+        fields = set(reader.fieldnames or ())
+        if "label" not in fields or not fields & {"prediction_id", "sha256"}:
+            raise UserError(
+                "The labels file needs a header with `label` and `prediction_id` (or `sha256`); found: "
+                f"{', '.join(sorted(fields))[:300] or 'no header'}."
             )
-            if not found:
-                out.failed.append({"row": str(number), "reason": f"no prediction {key or sha!r} in the log"})
-                continue
-            for pid, version in found:
-                classes = _classes(ws, version, seen)
-                if answer not in classes and answer != NONE_OF_THESE:
-                    out.failed.append(
-                        {
-                            "row": str(number),
-                            "reason": f"label {answer!r} is not one of {', '.join(classes)} or {NONE_OF_THESE!r}",
-                        }
-                    )
-                    break
-                rows.append((pid, answer, (row.get("reviewer") or reviewer or "").strip()))
-        if rows:
-            frame = pd.DataFrame(rows, columns=["prediction_id", "label", "reviewer"]).assign(ts=store.now(), source="import")
-            frame["reviewer"] = frame["reviewer"].replace("", None)
-            con.register("imported", frame)
+        rows = [
+            (reader.line_num, *((row.get(k) or "").strip() for k in ("prediction_id", "sha256", "label", "reviewer")))
+            for row in reader
+        ]
+    except csv.Error as exc:  # a field past the csv module's limit, a NUL byte, ...
+        raise UserError(
+            f"The labels file cannot be read as CSV at line {reader.line_num}: {exc}. Nothing was imported."
+        ) from None
+    frame = pd.DataFrame(rows, columns=["row", "prediction_id", "sha256", "label", "reviewer"])
+    long = frame[frame[["prediction_id", "sha256", "label", "reviewer"]].apply(lambda c: c.str.len()).max(axis=1) > MAX_FIELD]
+    if len(long):
+        raise UserError(f"The labels file has a field over {MAX_FIELD:,} characters at line {long['row'].iloc[0]}: "
+                        "it is not a labels file. Nothing was imported.")  # fmt: skip
+    frame["sha256"] = frame["sha256"].str.lower()
+    return frame
+
+
+_MATCH = """
+    SELECT i.row, p.id AS pid, p.model_version, i.label, i.reviewer FROM incoming i JOIN predictions p ON p.id = i.prediction_id
+    WHERE i.prediction_id <> ''
+    UNION ALL
+    SELECT i.row, p.id, p.model_version, i.label, i.reviewer FROM incoming i JOIN predictions p ON p.sha256 = i.sha256
+    WHERE i.prediction_id = '' AND i.sha256 <> '' AND p.served IS NOT FALSE
+"""
+_LATEST = """
+    SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source, arg_max(reviewer, ts) AS reviewer
+    FROM feedback WHERE prediction_id IN (SELECT pid FROM matched) GROUP BY prediction_id
+"""
+
+
+def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Imported:
+    """Labels from elsewhere, as CSV with a header: `prediction_id` (or `sha256`: every prediction of that image)
+    and `label`, optionally `reviewer`. Each label lands in feedback with source 'import'; bad rows are reported,
+    the rest kept. Importing the same file again records nothing new (a label already the latest one, from the same
+    reviewer by import, is unchanged). Matched in a few set queries: the database is held for a moment, not a row
+    at a time."""
+    incoming = _read_csv(data)
+    incoming["reviewer"] = incoming["reviewer"].where(incoming["reviewer"] != "", (reviewer or "").strip())
+    out = Imported()
+    with store.connect(ws) as con:
+        con.register("incoming", incoming)
+        matched = con.execute(_MATCH).df()
+        con.register("matched", matched)
+        latest = con.execute(_LATEST).df().set_index("prediction_id")
+        seen: dict[str, tuple[str, ...]] = {}
+        unmatched = incoming[~incoming["row"].isin(matched["row"])]
+        for r in unmatched.itertuples():
+            out.failed.append({"row": str(r.row), "reason": f"no prediction {r.prediction_id or r.sha256!r} in the log"})
+        valid = [
+            a in _classes(ws, v, seen) or a == NONE_OF_THESE
+            for v, a in zip(matched["model_version"], matched["label"], strict=True)
+        ]
+        bad = matched[~np.array(valid, dtype=bool)] if len(matched) else matched
+        for number, group in bad.groupby("row", sort=True):
+            classes = _classes(ws, group["model_version"].iloc[0], seen)
+            why = f"label {group['label'].iloc[0]!r} is not one of {', '.join(classes)} or {NONE_OF_THESE!r}"
+            out.failed.append({"row": str(number), "reason": why})
+        good = matched[~matched["row"].isin(bad["row"])].drop_duplicates("pid", keep="last")  # a later line wins
+        now = {pid: (r.label, r.source, r.reviewer or "") for pid, r in latest.iterrows()}
+        same = [
+            now.get(pid) == (lab, "import", rev)
+            for pid, lab, rev in zip(good["pid"], good["label"], good["reviewer"], strict=True)
+        ]
+        out.unchanged = int(sum(same))
+        fresh = good[~np.array(same, dtype=bool)] if len(good) else good
+        if len(fresh):
+            frame = pd.DataFrame(
+                {"prediction_id": fresh["pid"], "label": fresh["label"], "reviewer": fresh["reviewer"].replace("", None)}
+            )
+            con.register("imported", frame.assign(ts=store.now(), source="import"))
             con.execute(
                 "INSERT INTO feedback (prediction_id, ts, label, source, reviewer) "
                 "SELECT prediction_id, ts, label, source, reviewer FROM imported"
             )
-            store.audit(ws, "labels_imported", detail={"labels": len(rows), "failed": len(out.failed)}, con=con)
-    out.labelled = len(rows)
+        detail = {"labels": len(fresh), "unchanged": out.unchanged, "failed": len(out.failed)}
+        store.audit(ws, "labels_imported", detail=detail, con=con)
+    out.failed.sort(key=lambda f: int(f["row"]))
+    out.labelled = len(fresh)
     return out
 
 

@@ -98,8 +98,11 @@ class TrafficRequest:
     image_id: str = ""  # the test image it replays ("" for a drawing)
 
 
-def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetime) -> list[TrafficRequest]:
-    """Every simulated request: when it arrives, its bytes, and the truth behind it."""
+def plan_traffic(
+    ws: Workspace, version: str, cfg: TrafficConfig, start: datetime, until: datetime | None = None
+) -> list[TrafficRequest]:
+    """Every simulated request: when it arrives, its bytes, and the truth behind it. A day that reaches past
+    `until` (today, so far) has its requests in the part that has passed: none is logged in the future."""
     meta = registry.read_meta(ws, version)
     catalog = store.images(ws)
     used = set(meta.get("train_ids", [])) | set(meta.get("valid_ids", []))  # the reference is made of valid images
@@ -122,7 +125,8 @@ def plan_traffic(ws: Workspace, version: str, cfg: TrafficConfig, start: datetim
     for day in range(cfg.days):
         k = drift(day, cfg)
         n = int(rng.poisson(cfg.per_day))
-        seconds = np.sort(rng.uniform(0, 86_400, n))
+        passed = 86_400.0 if until is None else (until - (start + timedelta(days=day))).total_seconds()
+        seconds = np.sort(rng.uniform(0, min(86_400.0, max(passed, 0.0)), n))
         for i in range(n):
             ts = start + timedelta(days=day, seconds=float(seconds[i]))
             if rng.random() < cfg.max_ood * k:
@@ -160,9 +164,9 @@ def replay_traffic(
     check_config(cfg)
     served = serving.snapshot(ws, serving.Models(ws))
     predictor = served.predictor
-    end_day = (end or store.now()).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = end_day - timedelta(days=cfg.days - 1)
-    events = plan_traffic(ws, predictor.version, cfg, start)
+    until = end or store.now()
+    start = until.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=cfg.days - 1)
+    events = plan_traffic(ws, predictor.version, cfg, start, until)
     keep = True  # simulated images are always kept, so alerts on simulated traffic can show them
     items = [(e.name, e.data) for e in events]
     scored = served.score(items, 64, on_progress)
@@ -175,7 +179,7 @@ def replay_traffic(
     feedback = pd.DataFrame(
         {
             "prediction_id": [p.id for p in labelled],
-            "ts": [by_name[p.name].ts + timedelta(minutes=float(rng.uniform(5, 600))) for p in labelled],
+            "ts": [min(by_name[p.name].ts + timedelta(minutes=float(rng.uniform(5, 600))), until) for p in labelled],
             "label": [by_name[p.name].truth for p in labelled],
             "source": ["simulation"] * len(labelled),
         }

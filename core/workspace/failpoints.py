@@ -28,11 +28,16 @@ POINTS: dict[str, str] = {
     "gather.staged": "a batch of new images is written to hidden staged files; their catalog rows are not committed",
     "gather.committed": "a batch's catalog rows are committed; its staged files do not have their names yet",
     "gather.renamed": "one staged file has taken its name (nth: which one)",
+    # verify
+    "verify.moved": "a broken image's file is in quarantine/; its row still names its old path and status",
+    "verify.adopted": "a file placed by hand has its catalog name (nth: which one); no row names it yet",
     # cleaning apply and undo
     "clean.moved": "a relabelled image's file is in its new label's folder; its catalog row still names the old one",
     "clean.applied": "one decision of a cleaning batch is committed (nth: which one); the batch is not finished",
     "clean.undone": "one change of a cleaning batch is undone (nth: which one); the undo is not finished",
     # the model registry and rollout
+    "registry.registering": "a trained version's files are in models/; no registry row names them",
+    "registry.registered": "a trained version is registered; the run is not marked finished",
     "registry.promoting": "a promotion's rows are written inside their transaction, not committed",
     "registry.promoted": "a promotion is committed; the serving stamp is not touched yet",
     "registry.rolling_back": "a rollback's rows are written inside their transaction, not committed",

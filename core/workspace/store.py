@@ -361,10 +361,13 @@ def audit(
         c.execute(sql, row)
 
 
-def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "image_added") -> None:
-    """Insert catalog rows and one audit row each, in one transaction (bulk: executemany is slow)."""
+def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "image_added") -> set[str]:
+    """Insert catalog rows and one audit row each, in one transaction (bulk: executemany is slow). Rows another
+    process cataloged since the caller looked (the same content from the same source, or the same id) are left
+    out, decided inside the same transaction: two imports of the same images at once add each once, while a copy
+    from another source is kept as gathering keeps it. Returns the ids left out."""
     if not rows:
-        return
+        return set()
     frame = pd.DataFrame([[r.get(c) for c in IMAGE_COLUMNS] for r in rows], columns=list(IMAGE_COLUMNS))
     placed = frame["split"].isin(splits.SPLITS)
     stamp = now()
@@ -382,15 +385,21 @@ def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "
         plan = split_plan(con)  # each new image's split, from its content: nothing else moves
         frame["split_by"] = np.where(placed, frame["split_by"].fillna("folder"), "hash")
         frame.loc[~placed, "split"] = [splits.split_for(sha, plan) for sha in frame.loc[~placed, "sha256"]]
-        con.register("new_images", frame)
-        con.register("new_audit", audit_rows)
         con.execute("BEGIN")
+        con.register("incoming_keys", frame[["id", "sha256", "source"]])
+        taken = {r[0] for r in con.execute(
+            "SELECT k.id FROM incoming_keys k WHERE k.id IN (SELECT id FROM images) "
+            "OR EXISTS (SELECT 1 FROM images i WHERE i.sha256 = k.sha256 AND i.source IS NOT DISTINCT FROM k.source)"
+        ).fetchall()}  # fmt: skip
+        con.register("new_images", frame[~frame["id"].isin(taken)])
+        con.register("new_audit", audit_rows[~audit_rows["image_id"].isin(taken)])
         con.execute(f"INSERT INTO images ({cols}) SELECT {cols} FROM new_images")
         con.execute(
             "INSERT INTO audit (ts, action, image_id, before, after, detail) "
             "SELECT ts, action, image_id, NULL, after, detail FROM new_audit"
         )
         con.execute("COMMIT")
+    return taken
 
 
 def update_image(

@@ -1,6 +1,7 @@
-"""SIGKILL a real `python -m core verify` (quarantining broken files, adopting files placed by hand) at seeded
-moments; running it again finishes the work once: every broken file quarantined with its row, every file placed
-by hand cataloged exactly once, nothing lost; then `check` finds nothing and the workspace opens in the app."""
+"""Crash a real `python -m core verify` (quarantining broken files, adopting files placed by hand) at each of its
+failpoints (and at two seeded moments, as a cross-check); running it again finishes the work once: every broken
+file quarantined with its row, every file placed by hand cataloged exactly once, nothing lost; then `check` finds
+nothing and the workspace opens in the app."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from tests.faults import harness
 from tests.helpers import colour_image, fill
 
 pytestmark = pytest.mark.faults
-KILLS = 5
+CRASHES = [("verify.moved", 1), ("verify.moved", 20), ("verify.adopted", 1), ("verify.adopted", 100), ("time", 2), ("time", 3)]
 BROKEN = 30
 BY_HAND = 120
 
@@ -37,7 +38,11 @@ def test_a_killed_verify_finishes_once_when_run_again(data_root: Path, tmp_path:
     shutil.copytree(pristine, template.root)
 
     tally = harness.Tally("verify")
-    for k in harness.kills(data_root, duration, KILLS, 2, *args, lo=0.3, hi=0.98, tally=tally):
+    for k, (point, nth) in enumerate(CRASHES):
+        if point == "time":
+            next(harness.kills(data_root, duration, 1, nth, *args, lo=0.3, hi=0.98, tally=tally))
+        else:
+            harness.crash_at(data_root, point, *args, nth=nth, tally=tally)
         ws = workspaces.resolve("w")
         json.loads(harness.finish(harness.start(data_root, *args)))
         after = store.images(ws, status=None).set_index("id")
@@ -50,4 +55,3 @@ def test_a_killed_verify_finishes_once_when_run_again(data_root: Path, tmp_path:
         shutil.rmtree(ws.root)
         shutil.copytree(pristine, ws.root)
     tally.print()
-    assert tally.landed >= KILLS // 2, f"only {tally.landed} of {KILLS} kills landed before verify finished"
