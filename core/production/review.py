@@ -284,11 +284,9 @@ def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Im
             why = f"label {group['label'].iloc[0]!r} is not one of {', '.join(classes)} or {NONE_OF_THESE!r}"
             out.failed.append({"row": str(number), "reason": why})
         good = matched[~matched["row"].isin(bad["row"])].drop_duplicates("pid", keep="last")  # a later line wins
-        now = {pid: (r.label, r.source, r.reviewer or "") for pid, r in latest.iterrows()}
-        same = [
-            now.get(pid) == (lab, "import", rev)
-            for pid, lab, rev in zip(good["pid"], good["label"], good["reviewer"], strict=True)
-        ]
+        now = good.merge(latest, left_on="pid", right_index=True, how="left", suffixes=("", "_now"))
+        same = ((now["label_now"] == now["label"]) & (now["source"] == "import")
+                & (now["reviewer_now"].fillna("") == now["reviewer"])).to_numpy()  # fmt: skip
         out.unchanged = int(sum(same))
         fresh = good[~np.array(same, dtype=bool)] if len(good) else good
         if len(fresh):
