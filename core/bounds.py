@@ -71,6 +71,7 @@ BOUNDS: dict[str, Bound] = {
     "max_batch": Bound("images per forward pass", 1, 4096, integer=True),
     "max_wait_ms": Bound("milliseconds a batch waits to fill", 0, 10_000),
     "max_queue": Bound("images waiting before the API answers 429", 1, 1_000_000, integer=True),
+    "lock_timeout": Bound("seconds a writer waits for another process's hold on the database", 0, 3600, lo_open=True),
     "decoders": Bound("decodes at once (0: one per core)", 0, 1024, integer=True),
 }
 

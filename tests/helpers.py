@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 import stat
 import struct
+import subprocess
+import time
+import urllib.request
 import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -206,3 +211,25 @@ def derived_version(ws: Workspace, source: str, permute: list[int] | None = None
     if ood_threshold is not None:
         reference["ood_threshold"] = np.array([ood_threshold], np.float64)
     return weights.save_version(ws, model, {k: v for k, v in meta.items() if k != "version"}, reference)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ready(health: str, proc: subprocess.Popen, output: object, failure: str, limit_s: float) -> None:
+    """Poll a server's health URL until it answers 200 (a hang guard, not a speed limit: `limit_s`); a server that
+    exits, or outlasts the limit, is killed and the test fails with the end of its output."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(health, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)  # the interval between polls; the condition decides
+    proc.kill()
+    pytest.fail(f"{failure}: {output.read().decode()[-2000:]}")

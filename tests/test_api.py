@@ -20,15 +20,9 @@ from core.model import registry
 from core.production import api, batching, serving
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import colour_image, derived_version
+from tests.helpers import colour_image, derived_version, free_port
 
 LIMITS = api.ApiLimits(max_file_bytes=200_000, max_files=4)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def until(condition: object, what: str, limit_s: float = 120.0) -> None:

@@ -10,17 +10,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port, ready
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY_MS = 600_000  # scoring a workspace, simulating two weeks: minutes on a busy machine
@@ -46,12 +46,6 @@ def demo_images() -> int:
     return int(sum((load_digits().target == int(d)).sum() for d in DIGITS))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("browser-data")
@@ -60,22 +54,6 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(data_root: Path) -> Iterator[str]:
     yield from serve(data_root)
-
-
-def ready(health: str, proc: subprocess.Popen, output: object, failure: str, limit_s: float) -> None:
-    """Poll a server's health URL until it answers 200 (a hang guard, not a speed limit: `limit_s`); else kill
-    it and fail with the end of its output."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(health, timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)  # the interval between polls; the condition decides
-    proc.kill()
-    pytest.fail(f"{failure}: {output.read().decode()[-2000:]}")
 
 
 def serve(root: Path, **extra_env: str) -> Iterator[str]:

@@ -9,28 +9,19 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import colour_image
+from tests.helpers import colour_image, free_port, ready
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dockerfile() -> tuple[list[str], dict[str, str]]:
@@ -56,21 +47,6 @@ def command(service: dict, image_cmd: list[str], port: int) -> list[str]:
     return moved
 
 
-def answers(url: str, proc: subprocess.Popen) -> None:
-    """Poll until the URL answers 200 (a hang guard, not a speed limit)."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        try:
-            with urllib.request.urlopen(url, timeout=5) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} never answered")
-
-
 def test_compose_deployment_runs_two_replicas_and_the_dashboard_on_one_workspace(prod: Workspace, data_root: Path) -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     image_cmd, image_env = dockerfile()
@@ -90,7 +66,13 @@ def test_compose_deployment_runs_two_replicas_and_the_dashboard_on_one_workspace
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
             procs[name] = (proc, f"http://127.0.0.1:{port}")
         for name, (proc, url) in procs.items():
-            answers(url + ("/_stcore/health" if name == "dashboard" else "/v1/health"), proc)
+            ready(
+                url + ("/_stcore/health" if name == "dashboard" else "/v1/health"),
+                proc,
+                proc.stderr,
+                f"{name} did not start",
+                300,
+            )
         with urllib.request.urlopen(procs["dashboard"][1], timeout=30) as page:
             assert page.status == 200 and b"<html" in page.read().lower()
         ids: dict[str, list[str]] = {}

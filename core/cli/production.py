@@ -371,8 +371,6 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
             ) from None
     from core.production.batching import BatchLimits
 
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_queue < 1 or args.decoders < 0:
-        raise UserError("--max-batch and --max-queue must be at least 1, --max-wait-ms and --decoders at least 0.")
     batching = BatchLimits(args.max_batch, args.max_wait_ms, args.max_queue, decoders=args.decoders)
     app = api.create_app(ws, args.replica, batching=batching)
     print(f"serving {ws.name} on http://{args.host}:{args.port} (replica {args.replica}; docs at /docs)", flush=True)

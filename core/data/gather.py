@@ -96,7 +96,7 @@ def _stage(path: Path, data: bytes) -> None:
     write_synced(part_path(path), data)
 
 
-def _commit(ws: Workspace, rows: list[dict[str, Any]], report: GatherReport | None = None) -> None:
+def _commit(ws: Workspace, rows: list[dict[str, Any]], report: GatherReport) -> None:
     """Catalog rows in one transaction, then give their staged files their names: a kill before the commit
     leaves hidden .part files no row names (gathering again rewrites them; `check --repair` moves them to
     quarantine), a kill after it leaves rows whose files are still staged (`finish_staged` completes them)."""
@@ -107,9 +107,8 @@ def _commit(ws: Workspace, rows: list[dict[str, Any]], report: GatherReport | No
         final = ws.root / row["path"]
         if row["id"] in taken:  # another import cataloged the same content meanwhile: this staged copy is not needed
             part_path(final).unlink(missing_ok=True)  # our own temporary copy of bytes the catalog holds
-            if report is not None:
-                report.added.remove(row["id"])
-                report.skipped.append({"source": row.get("source") or row["path"], "reason": "added meanwhile by another import"})
+            report.added.remove(row["id"])
+            report.skipped.append({"source": row.get("source") or row["path"], "reason": "added meanwhile by another import"})
             continue
         os.replace(part_path(final), final)
         failpoints.hit("gather.renamed")

@@ -32,9 +32,9 @@ def acquire_lock(ws: Workspace) -> None:
     """One training per workspace, across threads and processes; a lock left by a dead process is taken over.
 
     The lock file appears whole or not at all (written under a private name, then hard-linked to its name, which
-    fails if the name is taken), so no lock is ever empty. A stale one is taken over only under a second lock
-    (flock, released by the kernel when its process dies), after reading it again there: two processes that both
-    saw it stale cannot both take it."""
+    fails if the name is taken), so no lock is ever empty. Taking it, and taking over a stale one, happen under a
+    guard (flock, released by the kernel when its process dies): two processes that both saw it stale cannot both
+    take it."""
     import fcntl
 
     path = ws.root / LOCK
@@ -42,27 +42,21 @@ def acquire_lock(ws: Workspace) -> None:
     mine = path.with_name(f".{LOCK}.{os.getpid()}.{threading.get_ident()}")
     mine.write_text(json.dumps(info))
     try:
-        for _ in range(3):
-            try:
-                os.link(mine, path)
-                return
-            except FileExistsError:
-                pass
-            with open(path.with_name(f".{LOCK}.takeover"), "w") as guard:
-                fcntl.flock(guard, fcntl.LOCK_EX)
-                held = locks.holder(ws)
+        with open(path.with_name(f".{LOCK}.takeover"), "w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            for _ in range(2):
+                try:
+                    os.link(mine, path)
+                    return
+                except FileExistsError:
+                    held = locks.holder(ws)
                 if held is not None and locks.is_live(held):
                     raise UserError(
                         f"A training is already running in this workspace (since {held.get('started', '?')}, "
                         f"process {held.get('pid', '?')}); wait for it to finish or cancel it on the Train page."
                     )
                 failpoints.hit("lock.taking_over")
-                path.unlink(missing_ok=True)  # a dead process's lock file, read again under the guard: not user data
-                try:
-                    os.link(mine, path)
-                    return
-                except FileExistsError:
-                    continue
+                path.unlink(missing_ok=True)  # a dead process's lock file, read under the guard: not user data
         raise UserError(f"Could not take the training lock {path}; remove it if no training is running.")
     finally:
         mine.unlink(missing_ok=True)
@@ -176,7 +170,7 @@ def prepare(ws: Workspace, cfg: TrainConfig) -> PreparedRun:
     if not cfg.data.size:
         cfg = replace(cfg, data=replace(cfg.data, size=auto_size(catalog)))
     config.check_train(cfg)
-    if cfg.freeze_epochs < 0 or (cfg.epochs or 0) < 0 or (cfg.freeze_epochs == 0 and cfg.epochs == 0):
+    if cfg.freeze_epochs == 0 and cfg.epochs == 0:  # each within its bounds (check_train): both may not be 0
         raise UserError("Train at least one epoch (frozen or unfrozen).")
     catalog, notes = datasets.usable_split(ws, catalog)
     notes += _model_labels(catalog, cfg)

@@ -278,7 +278,7 @@ def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Im
             a in _classes(ws, v, seen) or a == NONE_OF_THESE
             for v, a in zip(matched["model_version"], matched["label"], strict=True)
         ]
-        bad = matched[~np.array(valid, dtype=bool)] if len(matched) else matched
+        bad = matched[~np.array(valid, dtype=bool)]
         for number, group in bad.groupby("row", sort=True):
             classes = _classes(ws, group["model_version"].iloc[0], seen)
             why = f"label {group['label'].iloc[0]!r} is not one of {', '.join(classes)} or {NONE_OF_THESE!r}"
@@ -287,8 +287,8 @@ def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Im
         now = good.merge(latest, left_on="pid", right_index=True, how="left", suffixes=("", "_now"))
         same = ((now["label_now"] == now["label"]) & (now["source"] == "import")
                 & (now["reviewer_now"].fillna("") == now["reviewer"])).to_numpy()  # fmt: skip
-        out.unchanged = int(sum(same))
-        fresh = good[~np.array(same, dtype=bool)] if len(good) else good
+        out.unchanged = int(same.sum())
+        fresh = good[~same]
         if len(fresh):
             frame = pd.DataFrame(
                 {"prediction_id": fresh["pid"], "label": fresh["label"], "reviewer": fresh["reviewer"].replace("", None)}

@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from core import bounds
 from core.errors import UserError
 from core.workspace import failpoints, splits, stamps
 from core.workspace.paths import Workspace
@@ -29,11 +30,12 @@ LOCK_TIMEOUT_ENV = "IMAGEDP_LOCK_TIMEOUT_S"  # how long a writer waits for anoth
 
 
 def _lock_timeout() -> float:
+    """The setting from the environment within its bound; 30 s when it is unset or not one (read at import: a
+    bad value cannot stop every command)."""
     try:
-        value = float(os.environ.get(LOCK_TIMEOUT_ENV, "30"))
-    except ValueError:
+        return bounds.check("lock_timeout", float(os.environ.get(LOCK_TIMEOUT_ENV, "30")))
+    except (ValueError, UserError):
         return 30.0
-    return value if 0 < value <= 3600 else 30.0
 
 
 LOCK_TIMEOUT_S = _lock_timeout()
