@@ -1,11 +1,14 @@
 """Levers: the actions available, each with a cost of use, and the utility matrix that scores them; the actions the
-objective names, one click away; a renamed action keeps its column, unsaved edits included; a Save pressed while
-an edit is still being applied is not lost."""
+objective names, one click away; a renamed action keeps its column. Every change is saved as it arrives, merged
+cell by cell with what other sessions saved: there is no Save button to lose (Streamlit's data editor sends an edit
+150 ms after it is made, and a click followed that closely by another change can be dropped on a busy machine;
+a change of a table's state cannot)."""
 
 import pandas as pd
 import streamlit as st
 
 from core.drivetrain import levers, objective
+from core.errors import UserError
 from core.model import registry
 from core.workspace import store
 from ui.common import attempt, current_workspace, table
@@ -13,7 +16,7 @@ from ui.common import attempt, current_workspace, table
 BASE = "levers_base"  # (workspace, the saved utility this session's edits started from)
 LAST = "levers_last_grid"  # (workspace, grid key, the matrix as edited) in the last run: a rename carries its cells
 CARRIED = "levers_carried"  # (workspace, grid key, the matrix a new grid starts from after a rename)
-SAVE = "levers_save_requested"  # set by the Save button's callback, which no rerun can interrupt
+VERSION = "levers_grid_version"  # bumped to draw the matrix afresh from what was saved (another session's values)
 
 ws = current_workspace()
 st.title("Levers")
@@ -28,7 +31,7 @@ if len(classes) < 2:
     st.stop()
 utility, saved = levers.load_utility(ws, classes)
 if not saved:
-    st.info("These are defaults (right +10, wrong -10, a review costs 2): edit them to your situation and save.")
+    st.info("These are defaults (right +10, wrong -10, a review costs 2): edit them to your situation.")
 
 suggested = levers.suggested_utility(utility, objective.load_objective(ws).decision)
 if suggested is not None:
@@ -70,6 +73,7 @@ refer = st.selectbox(
 st.subheader("Utility matrix")
 st.caption(f"Rows: what the image really is. Columns: the action taken. Cells: payoff in {unit}, before the cost of use.")
 grid = f"levers_matrix_{'|'.join(names)}"  # a new grid when the actions change
+grid += f"#{st.session_state[VERSION]}" if st.session_state.get(VERSION) else ""
 last = st.session_state.get(LAST)
 if last and last[0] == ws.name and last[1] != grid:  # the actions changed: the new grid starts from the old one's cells
     st.session_state[CARRIED] = (ws.name, grid, levers.carried_matrix(last[2], names))
@@ -90,18 +94,26 @@ st.session_state[LAST] = (ws.name, grid, edited)
 pending = levers.unsaved(utility, actions, edited, refer, classes, unit)
 if not pending or st.session_state.get(BASE, (None,))[0] != ws.name:
     st.session_state[BASE] = (ws.name, utility)  # what the edits start from: another session may save meanwhile
-# The click only sets a flag: a rerun from an edit still being applied could interrupt the run that saw the click
-# (Streamlit then drops it); callbacks run before the script, and the flag waits for a run that gets this far.
-st.button("Save levers", type="primary", key="levers_save", on_click=st.session_state.__setitem__, args=(SAVE, True))
-if st.session_state.pop(SAVE, False):
-    mine = attempt(lambda: levers.utility_from_tables(actions, edited, refer, classes, unit))
-    attempt(lambda: levers.save_utility(ws, mine, base=st.session_state[BASE][1]))  # merged with theirs, cell by cell
-    for key in (BASE, LAST, CARRIED, "levers_unit", "levers_refer"):  # shown again from what was saved
-        st.session_state.pop(key, None)
-    st.rerun()
-if pending:
-    st.caption("Unsaved changes.")
+problem = None
+if pending:  # saved as it arrives
+    try:
+        mine = levers.utility_from_tables(actions, edited, refer, classes, unit)
+    except UserError as exc:  # an empty cell or name while the user is still typing: said, nothing saved
+        problem = str(exc)
+    else:
+        now = attempt(lambda: levers.save_utility(ws, mine, base=st.session_state[BASE][1]))  # merged with theirs
+        st.session_state[BASE] = (ws.name, now)
+        st.session_state.pop(CARRIED, None)  # the saved matrix is the grid's source from now on
+        if now != mine:  # another session changed what this one shows: draw every table again from what was saved
+            st.session_state[VERSION] = st.session_state.get(VERSION, 0) + 1
+            for key in (LAST, "levers_unit", "levers_refer", "levers_actions"):
+                st.session_state.pop(key, None)
+            st.rerun()
+        utility, saved = now, True
+if problem:
+    st.warning(f"Not saved yet: {problem}")
 elif saved:  # from the database, so any later rerun still shows it
     st.success("Saved. See what this matrix means for decisions on **Policy**.")
+st.caption("Every change is saved as you make it, merged cell by cell with what other analysts save meanwhile.")
 with st.expander("Net utility (payoff minus cost of use): what the policy maximises"):
     table(pd.DataFrame(utility.net(), index=list(utility.rows), columns=list(utility.actions)), index=True)

@@ -13,6 +13,7 @@ import urllib.request
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,3 +234,12 @@ def ready(health: str, proc: subprocess.Popen, output: object, failure: str, lim
         time.sleep(0.5)  # the interval between polls; the condition decides
     proc.kill()
     pytest.fail(f"{failure}: {output.read().decode()[-2000:]}")
+
+
+def until(condition: Callable[[], bool], failure: str, limit_s: float = 600) -> None:
+    """Wait for a condition another process makes true (a hang guard, not a speed limit: `limit_s`)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(failure)
+        time.sleep(0.2)  # the interval between checks; the condition decides

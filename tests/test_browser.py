@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, ready
+from tests.helpers import free_port, ready, until
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY_MS = 600_000  # scoring a workspace, simulating two weeks: minutes on a busy machine
@@ -289,17 +289,22 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     quick = {(0, 0): "250", (1, 1): "20", (2, 2): "30", (3, 3): "40", (1, 4): "-50"}  # five edits, one after another
     for (row, column), value in quick.items():
         edit_matrix_cell(page, row, column, value, wait=False)
-    page.get_by_role("button", name="Save levers").click()  # at once, while the last edit is still being applied
-    page.get_by_text("Saved. See what this matrix means").wait_for()
-    no_exception(page)
-    shot(page, "16-levers")
     from core.drivetrain import accepted, levers
     from core.model import registry
     from core.workspace import store, workspaces
 
     monkeypatch.setenv("IMAGEDP_DATA_ROOT", str(data_root))
-    saved, ok = levers.load_utility(workspaces.resolve("demo"), [*DIGITS, "cat", "dog"])
-    assert ok and {cell: saved.payoff[cell[0]][cell[1]] for cell in quick} == {c: float(v) for c, v in quick.items()}
+
+    def saved_cells() -> dict[tuple[int, int], float]:
+        saved, _ = levers.load_utility(workspaces.resolve("demo"), [*DIGITS, "cat", "dog"])
+        return {cell: saved.payoff[cell[0]][cell[1]] for cell in quick}
+
+    until(lambda: saved_cells() == {c: float(v) for c, v in quick.items()}, f"the quick edits were not all saved: {quick}")
+    idle(page)
+    page.get_by_text("Saved. See what this matrix means").wait_for()
+    assert [matrix_cell(page, row, column) for row, column in quick] == list(quick.values())  # the page shows them
+    no_exception(page)
+    shot(page, "16-levers")
 
     page.get_by_role("link", name="Policy", exact=True).click()
     page.get_by_text("Simulator:").wait_for()
@@ -574,8 +579,8 @@ def test_two_analysts_clean_and_edit_the_matrix_at_once(
     page: object, server: str, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two browser contexts (two analysts) on the walk's workspace: each picks a cleaning choice for a different
-    image and both press Apply together; then each edits a different cell of the utility matrix and both press
-    Save together. No change is lost or doubled, and after a refresh each sees the other's."""
+    image and both press Apply together; then each edits a different cell of the utility matrix at once (each
+    change is saved as it arrives). No change is lost or doubled, and after a refresh each sees the other's."""
     from core.drivetrain import levers
     from core.workspace import store, workspaces
 
@@ -625,13 +630,14 @@ def test_two_analysts_clean_and_edit_the_matrix_at_once(
         for tab in tabs:
             tab.goto(f"{server}/levers")
             tab.get_by_text("Utility matrix", exact=True).wait_for()
-        edit_matrix_cell(first, 1, 1, "111")  # truth 3, act on 3
-        edit_matrix_cell(second, 2, 3, "-222")  # truth 7, act on 8
-        first.get_by_text("Unsaved changes.").wait_for()
-        second.get_by_text("Unsaved changes.").wait_for()
-        first.get_by_role("button", name="Save levers").click(no_wait_after=True)
-        second.get_by_role("button", name="Save levers").click(no_wait_after=True)
         for tab in tabs:
+            idle(tab)
+        edit_matrix_cell(first, 1, 1, "111", wait=False)  # truth 3, act on 3
+        edit_matrix_cell(second, 2, 3, "-222", wait=False)  # truth 7, act on 8: both saved as they arrive
+        until(lambda: (lambda u: (u.payoff[1][1], u.payoff[2][3]))(levers.load_utility(ws, classes)[0]) == (111.0, -222.0),
+              "the two analysts' edits were not both saved")  # fmt: skip
+        for tab in tabs:
+            idle(tab)
             tab.get_by_text("Saved. See what this matrix means").wait_for()
         saved, _ = levers.load_utility(ws, classes)
         assert saved.payoff[1][1] == 111.0 and saved.payoff[2][3] == -222.0 and saved.payoff[0][0] == start.payoff[0][0]

@@ -53,31 +53,55 @@ def edit_cell(at: object, row: int, column: str, value: object) -> None:
     at.session_state[MATRIX] = {"edited_rows": {row: {column: value}}, "added_rows": [], "deleted_rows": []}
 
 
-def test_levers_edit_a_cell_and_save(prod: Workspace) -> None:
+def test_levers_every_change_is_saved_as_it_arrives(prod: Workspace) -> None:
     at = app("app_pages/levers.py", "prod")
-    assert not at.exception and "defaults" in at.info[0].value
+    assert not at.exception and "defaults" in at.info[0].value and not at.success
+    assert not [b for b in at.button if b.key == "levers_save"]  # no button whose click could be dropped
     edit_cell(at, 2, "act on blue", -1000.0)  # row 2: the truth is red
+    at.run()
+    assert not at.exception and not errors(at) and at.success[0].value.startswith("Saved.")
+    u, saved = levers.load_utility(prod, ["blue", "green", "red"])
+    assert saved and u.payoff[2][0] == -1000.0 and u.unit == "points"
     at.text_input(key="levers_unit").input("dollars")
     at.run()
-    assert any(c.value == "Unsaved changes." for c in at.caption) and not at.success
-    at.button(key="levers_save").click()
-    at.run()
-    assert not at.exception and not errors(at)
-    assert at.success[0].value.startswith("Saved.") and not any(c.value == "Unsaved changes." for c in at.caption)
-    at.run()  # any later rerun still says so
+    at.run()  # any later rerun still says so, and saves nothing more
     assert at.success[0].value.startswith("Saved.")
-    u, saved = levers.load_utility(prod, ["blue", "green", "red"])
-    assert saved and u.unit == "dollars" and u.payoff[2][0] == -1000.0 and u.payoff[2][2] == 10.0
+    u, _ = levers.load_utility(prod, ["blue", "green", "red"])
+    assert u.unit == "dollars" and u.payoff[2][0] == -1000.0 and u.payoff[2][2] == 10.0
+    saves = store.audit_log(prod, limit=100).query("action == 'utility_saved'")
+    assert len(saves) == 2  # one per change, none for the reruns that changed nothing
 
 
-def test_levers_refuse_an_empty_cell(prod: Workspace) -> None:
+def test_levers_say_what_keeps_a_change_from_being_saved(prod: Workspace) -> None:
     at = app("app_pages/levers.py", "prod")
     edit_cell(at, 1, "act on green", None)
     at.run()
-    at.button(key="levers_save").click()
-    at.run()
-    assert any("payoff of 'act on green' when the truth is 'green'" in e for e in errors(at))
+    assert not at.exception and not errors(at)
+    assert any("payoff of 'act on green' when the truth is 'green'" in w.value for w in at.warning)
     assert levers.load_utility(prod, ["blue", "green", "red"])[1] is False  # nothing saved
+    edit_cell(at, 1, "act on green", 5.0)  # the cell filled in: saved
+    at.run()
+    assert not at.warning and levers.load_utility(prod, ["blue", "green", "red"])[0].payoff[1][1] == 5.0
+
+
+def test_levers_a_change_saved_by_another_session_meanwhile_is_kept(prod: Workspace) -> None:
+    at = app("app_pages/levers.py", "prod")
+    theirs, _ = levers.load_utility(prod, ["blue", "green", "red"])
+    payoff = [list(r) for r in theirs.payoff]
+    payoff[0][1] = -77.0  # another analyst: truth blue, act on green
+    levers.save_utility(prod, levers.Utility(theirs.actions, theirs.costs, theirs.rows, tuple(map(tuple, payoff)),
+                                             theirs.refer, theirs.unit))  # fmt: skip
+    edit_cell(at, 2, "act on blue", -1000.0)  # this session, started before their save
+    at.run()
+    u, _ = levers.load_utility(prod, ["blue", "green", "red"])
+    assert u.payoff[0][1] == -77.0 and u.payoff[2][0] == -1000.0  # both kept
+    payoff = [list(r) for r in u.payoff]
+    payoff[2][0] = -5.0  # then they change the very cell this session had changed
+    levers.save_utility(prod, levers.Utility(u.actions, u.costs, u.rows, tuple(map(tuple, payoff)), u.refer, u.unit))
+    at.run()  # this session's grid still holds its own edit of that cell: theirs is newer, so it is drawn afresh
+    assert not at.exception and levers.load_utility(prod, ["blue", "green", "red"])[0].payoff[2][0] == -5.0
+    grid = next(e for e in at.data_editor if e.key.startswith("levers_matrix_"))
+    assert grid.value.loc["red", "act on blue"] == -5.0 and grid.value.loc["blue", "act on green"] == -77.0
 
 
 def test_policy_optimize_accept_then_predict_shows_the_action(prod: Workspace) -> None:
@@ -150,18 +174,15 @@ def test_suggested_actions_and_renames_that_keep_their_column() -> None:
     assert plain.actions == ("alert", "wait", levers.REFER) and plain.refer == levers.REFER
 
 
-def test_levers_a_rename_keeps_the_unsaved_edits_and_a_save_waits_for_its_run(prod: Workspace) -> None:
+def test_levers_a_rename_keeps_the_column_and_its_edits(prod: Workspace) -> None:
     at = app("app_pages/levers.py", "prod")
-    edit_cell(at, 2, "act on blue", -1000.0)  # unsaved: the truth is red, act on blue
+    edit_cell(at, 2, "act on blue", -1000.0)  # saved at once: the truth is red, act on blue
     at.run()
     at.session_state["levers_actions"] = {"edited_rows": {0: {"action": "alert"}}, "added_rows": [], "deleted_rows": []}
     at.run()  # a rename draws a new grid: it starts from the one on the page, edits included
     renamed = "levers_matrix_alert|act on green|act on red|refer to a human"
     grid = next(e for e in at.data_editor if e.key == renamed)
     assert grid.value.loc["red", "alert"] == -1000.0 and grid.value.loc["blue", "alert"] == 10.0
-    assert any(c.value == "Unsaved changes." for c in at.caption)
-    at.session_state["levers_save_requested"] = True  # what the button's callback sets: a later run saves
-    at.run()
     assert not at.exception and at.success[0].value.startswith("Saved.")
     u, saved = levers.load_utility(prod, ["blue", "green", "red"])
     assert saved and u.actions[0] == "alert" and u.payoff[2][0] == -1000.0 and u.payoff[0][0] == 10.0

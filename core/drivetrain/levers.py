@@ -184,6 +184,8 @@ def save_utility(ws: Workspace, u: Utility, base: Utility | None = None) -> Util
         before = store.get_settings(ws, (UTILITY_KEY,), con)[UTILITY_KEY]
         current = _from_dict(before) if before else None
         saved = merge(base, u, current) if base is not None and current is not None and current != base else u
+        if saved == current:
+            return saved  # nothing new (another session saved the same): no write, no audit row
         store.put_setting(con, UTILITY_KEY, asdict(saved))
         store.audit(ws, "utility_saved", before=before, after=asdict(saved), con=con)
     stamps.touch_serving(ws)
