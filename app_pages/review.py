@@ -78,8 +78,8 @@ for item in items:
                     if cell.button(choice, key=f"label_{item.id}_{choice}", width="stretch", disabled=not reviewer):
                         picked = choice
             if picked is not None:
-                attempt(lambda i=item, c=picked: review.label(ws, i.id, c, reviewer))
-                st.session_state["review_message"] = f"Recorded {item.name} as {picked}."
+                new = attempt(lambda i=item, c=picked: review.label(ws, i.id, c, reviewer))
+                st.session_state["review_message"] = f"{'Recorded' if new else 'Already recorded'} {item.name} as {picked}."
                 st.rerun()
 if backlog.pending > PAGE:
     st.caption(f"{backlog.pending - PAGE} more wait after these.")

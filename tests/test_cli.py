@@ -228,4 +228,5 @@ def test_a_damaged_database_is_said_to_be_one_not_a_bug(make_folder) -> None:
         f.truncate(20_000)
     result = cli("models", "--workspace", "w")
     assert result.returncode == 2 and "internal error" not in result.stderr and "Traceback" not in result.stderr
-    assert "the workspace database failed" in result.stderr and "put back a backup of workspace.duckdb" in result.stderr
+    assert "workspace 'w''s database failed" in result.stderr and f"put back a copy of {db} from a backup" in result.stderr
+    assert "python -m core check --workspace w --repair" in result.stderr

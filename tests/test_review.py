@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +19,12 @@ from core.errors import UserError
 from core.model import rates, registry, runs, scoring
 from core.production import gate, prediction, prediction_log, review, rollout, serving
 from core.production.prediction_log import NONE_OF_THESE
-from core.workspace import store
+from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 from tests.helpers import TINY, cli, colour_image, derived_version
 
 CLASSES = ("red", "blue", "green")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def log_scored(ws: Workspace, n: int, seed: int = 0, keep: bool = False, **changes: object) -> list[prediction.Prediction]:
@@ -93,11 +98,11 @@ def test_an_image_sent_again_and_again_waits_once_and_one_label_clears_it(prod: 
 
 
 def test_undo_takes_back_the_reviewers_latest_label_and_keeps_it_in_the_audit(prod: Workspace) -> None:
-    preds = log_scored(prod, 2, ood=True)
-    first, second = review.pending(prod)
+    preds = log_scored(prod, 3, ood=True)
+    first, second, third = review.pending(prod)
     review.label(prod, first.id, "red", reviewer="ana")
     review.label(prod, second.id, "blue", reviewer="ana")
-    review.label(prod, second.id, "green", reviewer="bo")  # someone else's label is not ana's to take back
+    review.label(prod, third.id, "green", reviewer="bo")  # someone else's label is not ana's to take back
     with pytest.raises(UserError, match="who you are"):
         review.undo_last(prod, "")
     undone = review.undo_last(prod, "ana")
@@ -105,17 +110,57 @@ def test_undo_takes_back_the_reviewers_latest_label_and_keeps_it_in_the_audit(pr
     with store.connect(prod) as con:
         kept = con.execute("SELECT prediction_id, label, reviewer FROM feedback ORDER BY ts").fetchall()
         trail = con.execute("SELECT before, detail FROM audit WHERE action = 'undo review label'").fetchall()
-    assert kept == [(first.id, "red", "ana"), (second.id, "green", "bo")]
+    assert kept == [(first.id, "red", "ana"), (third.id, "green", "bo")]
     assert len(trail) == 1 and json.loads(trail[0][0]) == "blue" and json.loads(trail[0][1])["reviewer"] == "ana"
     assert review.undo_last(prod, "ana").prediction_id == first.id
-    assert [i.id for i in review.pending(prod)] == [first.id]  # back in the queue (bo's label still covers the other)
+    assert [i.id for i in review.pending(prod)] == [first.id, second.id]  # back in the queue (bo's label stays)
     with pytest.raises(UserError, match="no label to take back"):
         review.undo_last(prod, "ana")
     review.label(prod, first.id, "red", reviewer="ana")
     review.add_to_data(prod, [first.id])
     with pytest.raises(UserError, match="already added to the data"):
         review.undo_last(prod, "ana")
-    assert {p.id for p in preds} == {first.id, second.id}
+    assert {p.id for p in preds} == {first.id, second.id, third.id}
+
+
+def test_one_label_per_prediction_whoever_clicks_and_however_often(prod: Workspace) -> None:
+    log_scored(prod, 1, ood=True)
+    item = review.pending(prod)[0]
+    assert review.label(prod, item.id, "red", reviewer="ana") is True
+    assert review.label(prod, item.id, "red", reviewer="ana") is False  # a second click, a page left open: nothing
+    with pytest.raises(UserError, match="already labelled 'red' by ana"):
+        review.label(prod, item.id, "blue", reviewer="bo")  # the queue had moved on
+    assert cli("review", "--workspace", "prod", "--label", item.id, "red", "--reviewer", "ana").returncode == 0
+    with store.connect(prod) as con:
+        assert con.execute("SELECT label, reviewer FROM feedback WHERE source = 'review'").fetchall() == [("red", "ana")]
+
+
+def test_reviewers_labelling_one_prediction_at_once_record_one_label(prod: Workspace) -> None:
+    """Six processes label the same prediction at once (four say red as ana, two blue as bo): one label is
+    recorded, and every process says what became of its own (labelled, already there, or whose label is)."""
+    log_scored(prod, 1, ood=True)
+    item = review.pending(prod)[0]
+    env = {**os.environ, "IMAGEDP_DATA_ROOT": str(workspaces.data_root())}
+    who = [("red", "ana")] * 4 + [("blue", "bo")] * 2
+    command = [sys.executable, "-m", "core", "review", "--workspace", "prod", "--json", "--label", item.id]
+    procs = [
+        subprocess.Popen([*command, answer, "--reviewer", name], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for answer, name in who
+    ]  # fmt: skip
+    done = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    with store.connect(prod) as con:
+        rows = con.execute("SELECT label, reviewer FROM feedback WHERE source = 'review'").fetchall()
+    assert len(rows) == 1  # not one per process
+    winner = rows[0]
+    for (answer, name), (code, out, err) in zip(who, done, strict=True):
+        assert "Traceback" not in err and "internal error" not in err
+        if (answer, name) == winner:
+            assert code == 0 and {"labelled", "already_labelled"} & set(json.loads(out)["done"])
+        else:
+            assert code == 2 and f"already labelled {winner[0]!r} by {winner[1]}" in err
+    labelled = [json.loads(out)["done"] for code, out, _ in done if code == 0]
+    assert sum("labelled" in d for d in labelled) == 1  # exactly one process recorded it
 
 
 def test_cli_review_needs_a_reviewer_and_can_undo(prod: Workspace) -> None:

@@ -64,12 +64,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         if type(exc).__module__.split(".")[0].lstrip("_") == "duckdb":  # duckdb 2 raises from its _duckdb module
-            print(
-                f"error: the workspace database failed: {first}. If another program holds it, close that and retry; "
-                "if the file is damaged (a copy cut short, a full disk), put back a backup of workspace.duckdb "
-                "(images/ and models/ beside it are intact).",
-                file=sys.stderr,
-            )
+            print(f"error: {database_failed(getattr(args, 'workspace', None), first)}", file=sys.stderr)
             return 2
         print(f"internal error: {type(exc).__name__}: {first} (a bug; {DEBUG_ENV}=1 shows where)", file=sys.stderr)
         return 1
+
+
+def database_failed(workspace: str | None, first: str) -> str:
+    """What to say when DuckDB fails: which workspace's database, and what to do about it."""
+    which, where, check = "the workspace database", "workspace.duckdb", "python -m core check --workspace NAME --repair"
+    if workspace:
+        try:
+            from core.workspace import workspaces
+
+            ws = workspaces.resolve(workspace)
+            which, where = f"workspace {ws.name!r}'s database", str(ws.db_path)
+            check = f"python -m core check --workspace {ws.name} --repair"
+        except Exception:  # noqa: BLE001 - the message must come out whatever else is wrong
+            which = f"workspace {workspace!r}'s database"
+    return (
+        f"{which} failed: {first}. If another program holds it, close that and retry. If the file is damaged (a copy "
+        f"cut short, a full disk), put back a copy of {where} from a backup (images/ and models/ beside it are "
+        f"intact), then run `{check}`: images the copy does not know go to quarantine (none is deleted) and rows "
+        "whose files are gone are marked."
+    )

@@ -269,8 +269,7 @@ def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
     done: dict[str, Any] = {}
     if args.label:
         prediction_id, answer = args.label
-        review.label(ws, prediction_id, answer, args.reviewer)
-        done["labelled"] = prediction_id
+        done["labelled" if review.label(ws, prediction_id, answer, args.reviewer) else "already_labelled"] = prediction_id
     if args.undo:
         undone = review.undo_last(ws, args.reviewer)
         done["undone"] = {"prediction_id": undone.prediction_id, "name": undone.name, "label": undone.label}
@@ -287,6 +286,8 @@ def print_review(data: dict[str, Any]) -> None:
     done = data["done"]
     if "labelled" in done:
         print(f"labelled {done['labelled']}")
+    if "already_labelled" in done:
+        print(f"{done['already_labelled']} already had this label from you: nothing recorded twice")
     if "undone" in done:
         print(f"took back the label {done['undone']['label']!r} on {done['undone']['name']}: it waits in the queue again")
     if "imported" in done:

@@ -374,14 +374,21 @@ FEEDBACK_SOURCES = ("app", "end user", "review", "import", "simulation", "api")
 
 
 def add_feedback(
-    ws: Workspace, prediction_id: str, label: str, classes: Sequence[str], source: str = "app", reviewer: str | None = None
+    ws: Workspace,
+    prediction_id: str,
+    label: str,
+    classes: Sequence[str],
+    source: str = "app",
+    reviewer: str | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> None:
-    """A human's answer for one prediction: a class of the model, or 'none of these', with where it came from."""
+    """A human's answer for one prediction: a class of the model, or 'none of these', with where it came from
+    (written through `con` when given: the caller's transaction)."""
     if source not in FEEDBACK_SOURCES:
         raise ValueError(f"unknown feedback source {source!r}")  # a programming error
     if label not in classes and label != NONE_OF_THESE:
         raise UserError(f"Feedback {label!r} is not one of the model's classes ({', '.join(classes)}) or {NONE_OF_THESE!r}.")
-    with store.connect(ws) as con:
+    with store.reuse(ws, con) as con:
         con.execute(
             "INSERT INTO feedback (prediction_id, ts, label, source, reviewer) VALUES (?, ?, ?, ?, ?)",
             [prediction_id, store.now(), label, source, reviewer],

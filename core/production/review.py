@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -147,19 +148,36 @@ def _classes(ws: Workspace, version: str, seen: dict[str, tuple[str, ...]] | Non
     return seen[version]
 
 
-def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None) -> None:
-    """A reviewer's answer for one queued prediction: a class, or 'none of these', recorded with who gave it."""
+_LABELLING = threading.Lock()  # the check and the insert below, one session of this process at a time
+
+
+def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None) -> bool:
+    """A reviewer's answer for one queued prediction: a class, or 'none of these', recorded with who gave it. One
+    label per prediction: the same answer again (a second click, a page left open) records nothing and returns
+    False; a different one is refused with whose label is there (the queue had moved on)."""
     who = (reviewer or "").strip()
     if not who:
         raise UserError(
             "Say who gives this label (a name or initials): every label is recorded with who gave it. "
             "On the Review page, fill in 'Your name'; on the command line, pass --reviewer NAME."
         )
-    with store.connect(ws) as con:
-        row = con.execute("SELECT model_version FROM predictions WHERE id = ?", [prediction_id]).fetchone()
-    if row is None:
-        raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
-    prediction_log.add_feedback(ws, prediction_id, answer, _classes(ws, row[0]), "review", who)
+    with _LABELLING, store.transaction(ws) as con:  # read and write in one transaction: two at once record one
+        row = con.execute("SELECT model_version, name FROM predictions WHERE id = ?", [prediction_id]).fetchone()
+        if row is None:
+            raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
+        there = con.execute(
+            "SELECT label, reviewer FROM feedback WHERE prediction_id = ? AND source = 'review' ORDER BY ts DESC LIMIT 1",
+            [prediction_id],
+        ).fetchone()
+        if there == (answer, who):
+            return False
+        if there is not None:
+            raise UserError(
+                f"{row[1] or prediction_id} was already labelled {there[0]!r} by {there[1]} (the queue has moved on). "
+                f"If that label was yours and wrong, 'Undo my last label' takes it back."
+            )
+        prediction_log.add_feedback(ws, prediction_id, answer, _classes(ws, row[0]), "review", who, con=con)
+    return True
 
 
 @dataclass(frozen=True)
