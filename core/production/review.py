@@ -28,7 +28,7 @@ from core.model.rates import Rate
 from core.production import prediction_log
 from core.production.monitoring.queries import AGREES
 from core.production.prediction_log import NONE_OF_THESE
-from core.workspace import store
+from core.workspace import failpoints, store
 from core.workspace.paths import Workspace
 
 REASONS = ("referred", "out of domain", "disputed")  # why a prediction waits for a person
@@ -177,6 +177,7 @@ def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None) 
                 f"If that label was yours and wrong, 'Undo my last label' takes it back."
             )
         prediction_log.add_feedback(ws, prediction_id, answer, _classes(ws, row[0]), "review", who, con=con)
+        failpoints.hit("review.labelling")
     return True
 
 

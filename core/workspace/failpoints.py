@@ -50,6 +50,8 @@ POINTS: dict[str, str] = {
     "log.spool_written": "a spool file is written under its temporary name, not renamed",
     "log.spooled": "rows are in a spool file; they are not in the database",
     "log.drained": "a spool file's rows are committed to the database; the file is not deleted yet",
+    # the review queue
+    "review.labelling": "a review label is checked and written inside its transaction, not committed",
     # check --repair
     "check.repaired": "one repair is made (nth: which one); the others are not",
     # locks
