@@ -15,6 +15,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -243,3 +244,9 @@ def until(condition: Callable[[], bool], failure: str, limit_s: float = 600) -> 
         if time.monotonic() > deadline:
             pytest.fail(failure)
         time.sleep(0.2)  # the interval between checks; the condition decides
+
+
+def reached(path: Path, proc: subprocess.Popen) -> None:
+    """Until a process has touched the file (it reached a failpoint), or ended without reaching it."""
+    while not path.exists() and proc.poll() is None:
+        time.sleep(0.02)  # the interval between checks; the condition decides

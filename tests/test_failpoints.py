@@ -15,7 +15,7 @@ from core.model import registry
 from core.production import rollout
 from core.workspace import failpoints
 from core.workspace.paths import Workspace
-from tests.helpers import derived_version
+from tests.helpers import derived_version, reached
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,14 +73,6 @@ def rollout_process(data_root: Path, *args: str, armed: str = "") -> subprocess.
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
-def wait_for(path: Path, proc: subprocess.Popen) -> None:
-    """Until the file exists (a process reached a point), or the process ended without reaching it."""
-    while not path.exists():
-        if proc.poll() is not None:
-            return
-        threading.Event().wait(0.02)
-
-
 def test_two_expansions_at_once_promote_once(prod: Workspace, data_root: Path, tmp_path: Path) -> None:
     """The first holds still right after reading the rollout state; the second starts meanwhile and either waits
     for the database (marked) or finishes. Then the first goes on. Read outside the transaction, both promoted and
@@ -90,10 +82,10 @@ def test_two_expansions_at_once_promote_once(prod: Workspace, data_root: Path, t
     rollout.start(prod, v2, "shadow")
     gate, waiting = tmp_path / "gate", tmp_path / "waiting"
     first = rollout_process(data_root, "--expand", armed=f"rollout.deciding:1:pause={gate}")
-    wait_for(gate.with_name("gate.reached"), first)
+    reached(gate.with_name("gate.reached"), first)
     assert first.poll() is None, first.communicate()[1].decode()
     second = rollout_process(data_root, "--expand", armed=f"store.lock_wait:1:mark={waiting}")
-    wait_for(waiting, second)  # the second waits on the database the first holds (or has finished: the old race)
+    reached(waiting, second)  # the second waits on the database the first holds (or has finished: the old race)
     gate.touch()
     outs = [p.communicate(timeout=300) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], [o[1].decode() for o in outs]
@@ -123,7 +115,7 @@ def test_two_imports_of_the_same_images_at_once_add_each_once(data_root: Path, t
     gate = tmp_path / "gate"
     first = subprocess.Popen(args, cwd=ROOT, env=env | {failpoints.ENV: f"gather.staged:1:pause={gate}"},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    wait_for(gate.with_name("gate.reached"), first)
+    reached(gate.with_name("gate.reached"), first)
     second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert second.returncode == 0 and json.loads(second.stdout)["images"] == 30, second.stderr.decode()
     gate.touch()

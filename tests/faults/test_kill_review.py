@@ -6,8 +6,6 @@ whose it is."""
 from __future__ import annotations
 
 import json
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ from core.production import review
 from core.workspace import failpoints, store
 from core.workspace.paths import Workspace
 from tests.faults import harness
+from tests.helpers import reached
 from tests.test_review import log_scored
 
 pytestmark = pytest.mark.faults
@@ -26,12 +25,6 @@ def labels(ws: Workspace, prediction_id: str) -> list[tuple[str, str]]:
         return con.execute(
             "SELECT label, reviewer FROM feedback WHERE prediction_id = ? AND source = 'review'", [prediction_id]
         ).fetchall()
-
-
-def reached(path: Path, proc: subprocess.Popen) -> None:
-    """Until a process has touched the file (it reached a point), or ended without reaching it."""
-    while not path.exists() and proc.poll() is None:
-        threading.Event().wait(0.02)
 
 
 def test_a_killed_label_leaves_none_and_a_second_reviewer_waits_for_the_first(
