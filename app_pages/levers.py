@@ -30,8 +30,9 @@ if len(classes) < 2:
     st.info("Levers need at least two classes: gather images of two or more labels first.")
     st.stop()
 utility, saved = levers.load_utility(ws, classes)
-if not saved:
-    st.info("These are defaults (right +10, wrong -10, a review costs 2): edit them to your situation.")
+notice = st.empty()  # one place, used or not: the elements below keep their positions when the first save hides it
+if not saved:  # (a page whose elements shift shows the last run's beside this one's while it reruns)
+    notice.info("These are defaults (right +10, wrong -10, a review costs 2): edit them to your situation.")
 
 suggested = levers.suggested_utility(utility, objective.load_objective(ws).decision)
 if suggested is not None:
@@ -110,10 +111,12 @@ if pending:  # saved as it arrives
                 st.session_state.pop(key, None)
             st.rerun()
         utility, saved = now, True
+        notice.empty()
+status = st.empty()  # one place, used or not (as the notice above)
 if problem:
-    st.warning(f"Not saved yet: {problem}")
+    status.warning(f"Not saved yet: {problem}")
 elif saved:  # from the database, so any later rerun still shows it
-    st.success("Saved. See what this matrix means for decisions on **Policy**.")
+    status.success("Saved. See what this matrix means for decisions on **Policy**.")
 st.caption("Every change is saved as you make it, merged cell by cell with what other analysts save meanwhile.")
 with st.expander("Net utility (payoff minus cost of use): what the policy maximises"):
     table(pd.DataFrame(utility.net(), index=list(utility.rows), columns=list(utility.actions)), index=True)

@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from core.model import rates, registry
-from core.production import prediction_log, traffic
+from core.production import prediction_log, simulation_jobs, traffic
 from core.production.monitoring import causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace.paths import Workspace
-from ui.common import attempt, current_workspace, image_grid, next_step, progress_bar
+from ui.common import attempt, current_workspace, image_grid, next_step
 from ui.production import verdict_icon
 
 ws = current_workspace()
@@ -26,17 +26,29 @@ def cached_report(root: str, flt: queries.LogFilter, version: str, stamp: tuple)
     return drift.drift_report(Workspace(Path(root)), flt, version)
 
 
+@st.fragment(run_every=1.0)
+def simulation_progress() -> None:
+    """The running simulation's progress, refreshed every second; the whole page again once it has ended."""
+    job = simulation_jobs.current(ws)
+    if job is None or not job.running:
+        st.rerun()
+    done, total_steps, message = job.progress
+    st.progress(
+        min(done / max(total_steps, 1), 1.0),
+        text=f"Simulating {job.days} days of traffic: {done}/{total_steps} · {message[-60:]}",
+    )
+
+
 def simulate_button(label: str) -> None:
+    """Start a simulation in the background (no rerun stops it halfway), or show the one running."""
+    job = simulation_jobs.current(ws)
+    if job is not None and job.running:
+        simulation_progress()
+        return
     days = st.number_input("Days to simulate", 2, 60, 14, key="monitor_sim_days")
     if st.button(label, key="monitor_simulate", disabled=production is None):
-        cfg = traffic.TrafficConfig(days=int(days), shift_day=int(days) // 2)
-        result = attempt(lambda: traffic.replay_traffic(ws, cfg, on_progress=progress_bar("Simulating traffic")))
+        attempt(lambda: simulation_jobs.start(ws, int(days)))
         st.session_state["monitor_show_simulation"] = True  # the user asked for simulated traffic: show it
-        st.session_state["monitor_message"] = (
-            f"Simulated {result['predictions']} predictions over {result['days']} days "
-            f"({result['shifted']} shifted images, {result['drawings']} drawings, {result['feedback']} with feedback). "
-            + traffic.pool_note(result)
-        )
         st.rerun()
 
 
@@ -63,6 +75,17 @@ def floors_editor(ws: Workspace, judged: list[drift.WindowDrift]) -> None:
 
 if message := st.session_state.pop("monitor_message", None):
     st.success(message)
+if (ended := simulation_jobs.current(ws)) is not None and not ended.running:
+    simulation_jobs.forget(ws)
+    if ended.error:
+        st.error(ended.error)
+    else:
+        result = ended.result
+        st.success(
+            f"Simulated {result['predictions']} predictions over {result['days']} days "
+            f"({result['shifted']} shifted images, {result['drawings']} drawings, {result['feedback']} with feedback). "
+            + traffic.pool_note(result)
+        )
 if total == 0:
     st.info(
         "Nothing is logged yet. Score images on **Predict**, run `python -m core predict --workspace "

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.model import registry
-from core.production import deployment, prediction_log, traffic
+from core.production import deployment, prediction_log, simulation_jobs, traffic
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import answered, app, cli, colour_image, derived_version, errors, upload
@@ -192,9 +192,15 @@ def test_monitor_offers_a_simulation_when_the_log_is_empty(prod: Workspace) -> N
     assert "Nothing is logged yet" in at.info[0].value
     at.number_input(key="monitor_sim_days").set_value(3)
     at.button(key="monitor_simulate").click()
-    at.run()
+    at.run()  # started in the background: no rerun of the page stops it halfway
     assert not at.exception and not errors(at)
-    assert prediction_log.count(prod, "simulation") > 0
+    job = simulation_jobs.current(prod)
+    assert job is not None
+    if job.running:  # the page shows its progress, not a second button
+        assert not [b for b in at.button if b.key == "monitor_simulate"] and at.get("progress")
+    job.thread.join(timeout=600)
+    at.run()
+    assert prediction_log.count(prod, "simulation") > 0 and simulation_jobs.current(prod) is None  # shown once
     assert any("Simulated" in s.value for s in at.success) and len(at.get("plotly_chart")) >= 2
 
 
