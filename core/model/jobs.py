@@ -12,6 +12,7 @@ from core.model import runs, train_report
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent, Cancelled, EpochMetrics, StageEvent, TrainEvent
 from core.model.train_report import Overall, RunPlan
+from core.progress import LatestJobs
 from core.workspace.paths import Workspace
 
 
@@ -50,8 +51,7 @@ class Job:
         return next((e for e in reversed(self.events) if isinstance(e, BatchEvent | StageEvent)), None)
 
 
-_JOBS: dict[str, Job] = {}
-_LOCK = threading.Lock()
+JOBS: LatestJobs[Job] = LatestJobs("train", "A training is already running in this workspace; wait for it or cancel it.")
 
 
 def _run(ws: Workspace, job: Job) -> None:
@@ -73,16 +73,8 @@ def start(ws: Workspace, cfg: TrainConfig, save_as_defaults: bool = False) -> Jo
     prepared = runs.prepare(ws, cfg)
     if save_as_defaults:
         runs.save_defaults(ws, cfg)
-    key = str(ws.root)
-    with _LOCK:
-        current = _JOBS.get(key)
-        if current is not None and current.running:
-            raise UserError("A training is already running in this workspace; wait for it or cancel it.")
-        job = Job(ws.name, cfg, plan=runs.plan_of(ws, prepared))
-        job.thread = threading.Thread(target=_run, args=(ws, job), name=f"train-{ws.name}", daemon=True)
-        _JOBS[key] = job
-        job.thread.start()
-    return job
+    job = Job(ws.name, cfg, plan=runs.plan_of(ws, prepared))
+    return JOBS.begin(ws.root, job, _run, ws, job)
 
 
 def retrain(ws: Workspace, version: str) -> Job:
@@ -92,11 +84,8 @@ def retrain(ws: Workspace, version: str) -> Job:
 
 def current(ws: Workspace) -> Job | None:
     """The latest job of this workspace in this process (running or just ended)."""
-    return _JOBS.get(str(ws.root))
+    return JOBS.current(ws.root)
 
 
 def forget(ws: Workspace) -> None:
-    with _LOCK:
-        job = _JOBS.get(str(ws.root))
-        if job is not None and not job.running:
-            del _JOBS[str(ws.root)]
+    JOBS.forget(ws.root)

@@ -9,6 +9,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.production import traffic
+from core.progress import LatestJobs
 from core.workspace.paths import Workspace
 
 
@@ -30,8 +31,9 @@ class SimulationJob:
         self.progress = (done, total, message)
 
 
-_JOBS: dict[str, SimulationJob] = {}
-_LOCK = threading.Lock()
+JOBS: LatestJobs[SimulationJob] = LatestJobs(
+    "simulate", "A simulation is already running in this workspace; wait for it to finish."
+)
 
 
 def _run(ws: Workspace, job: SimulationJob, cfg: traffic.TrafficConfig) -> None:
@@ -50,25 +52,14 @@ def _run(ws: Workspace, job: SimulationJob, cfg: traffic.TrafficConfig) -> None:
 def start(ws: Workspace, days: int) -> SimulationJob:
     """Replay `days` of held-back images as production traffic (drifting from the middle day) in the background;
     refused while this workspace already simulates."""
-    cfg = traffic.TrafficConfig(days=days, shift_day=days // 2)
-    with _LOCK:
-        current = _JOBS.get(str(ws.root))
-        if current is not None and current.running:
-            raise UserError("A simulation is already running in this workspace; wait for it to finish.")
-        job = SimulationJob(ws.name, days)
-        job.thread = threading.Thread(target=_run, args=(ws, job, cfg), name=f"simulate-{ws.name}", daemon=True)
-        _JOBS[str(ws.root)] = job
-        job.thread.start()
-    return job
+    job = SimulationJob(ws.name, days)
+    return JOBS.begin(ws.root, job, _run, ws, job, traffic.TrafficConfig(days=days, shift_day=days // 2))
 
 
 def current(ws: Workspace) -> SimulationJob | None:
     """The latest simulation of this workspace in this process (running or just ended)."""
-    return _JOBS.get(str(ws.root))
+    return JOBS.current(ws.root)
 
 
 def forget(ws: Workspace) -> None:
-    with _LOCK:
-        job = _JOBS.get(str(ws.root))
-        if job is not None and not job.running:
-            del _JOBS[str(ws.root)]
+    JOBS.forget(ws.root)
