@@ -250,3 +250,12 @@ def reached(path: Path, proc: subprocess.Popen) -> None:
     """Until a process has touched the file (it reached a failpoint), or ended without reaching it."""
     while not path.exists() and proc.poll() is None:
         time.sleep(0.02)  # the interval between checks; the condition decides
+
+
+def arm(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
+    """Arm failpoints in this process (as IMAGEDP_FAILPOINT arms them in a started one): for races between
+    sessions of one app process, run on threads."""
+    from core.workspace import failpoints
+
+    monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse(spec))
+    monkeypatch.setattr(failpoints, "_HITS", {})

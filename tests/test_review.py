@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from core.production import gate, prediction, prediction_log, review, rollout, s
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
-from tests.helpers import TINY, cli, colour_image, derived_version
+from tests.helpers import TINY, arm, cli, colour_image, derived_version, until
 
 CLASSES = ("red", "blue", "green")
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,3 +366,26 @@ def test_importing_the_same_labels_again_records_nothing_twice_and_a_huge_field_
     path.write_bytes(csv)
     run = cli("review", "--workspace", "prod", "--import", str(path), "--reviewer", "lab")
     assert run.returncode == 0 and "imported 1 label(s); 2 already there" in run.stdout, run.stderr  # preds[0] is blue now
+
+
+def test_two_sessions_importing_the_same_labels_at_once_record_them_once(prod: Workspace, tmp_path: Path, monkeypatch) -> None:
+    """Two sessions of one app process import one file: the first holds still with its labels written inside its
+    transaction; the second waits for it, then finds every label there. Read outside the transaction, both found
+    none and both recorded all (six rows for three labels)."""
+    preds = log_scored(prod, 3, ood=True)
+    csv = ("prediction_id,label\n" + "".join(f"{p.id},red\n" for p in preds)).encode()
+    gate, waiting = tmp_path / "gate", tmp_path / "waiting"
+    arm(monkeypatch, f"review.importing:1:pause={gate},store.lock_wait:1:mark={waiting}")
+    done: dict[str, review.Imported] = {}
+    first = threading.Thread(target=lambda: done.update(first=review.import_labels(prod, csv, "lab")), daemon=True)
+    first.start()
+    until(lambda: gate.with_name("gate.reached").exists(), "the first import never reached its commit")
+    second = threading.Thread(target=lambda: done.update(second=review.import_labels(prod, csv, "lab")), daemon=True)
+    second.start()
+    until(lambda: waiting.exists() or not second.is_alive(), "the second import neither waited nor finished")
+    assert waiting.exists() and "second" not in done
+    gate.touch()
+    first.join(60), second.join(60)
+    assert (done["first"].labelled, done["second"].labelled, done["second"].unchanged) == (3, 0, 3)
+    with store.connect(prod) as con:
+        assert con.execute("SELECT count(*) FROM feedback WHERE source = 'import'").fetchone()[0] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import duckdb
@@ -16,7 +17,7 @@ from core.model import cleaning, datasets
 from core.workspace import split_ops, splits, store
 from core.workspace.paths import Workspace
 from core.workspace.splits import SplitPlan
-from tests.helpers import cli, colour_image, fill
+from tests.helpers import arm, cli, colour_image, fill, until
 
 
 def _splits(ws: Workspace) -> dict[str, str]:
@@ -165,3 +166,34 @@ def test_split_command(ws: Workspace) -> None:
     ):
         result = cli("split", "--workspace", ws.name, *bad)
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_sessions_drawing_a_test_set_at_once_move_one_set(ws: Workspace, tmp_path: Path, monkeypatch) -> None:
+    """Two sessions of one app process: the first holds still right after reading the catalog inside its
+    transaction; the second starts meanwhile. The second must wait for the first and then find the test set drawn.
+    With the catalog read before the transaction, both read 'no test set' and both drew (two audit rows per move)."""
+    fill(ws, {"red": 20, "blue": 20})
+    _age(ws, {i: "train" for i in store.images(ws)["id"]})
+    store.init_db(ws)
+    gate, waiting = tmp_path / "gate", tmp_path / "waiting"
+    arm(monkeypatch, f"split.deciding:1:pause={gate},store.lock_wait:1:mark={waiting}")
+    results: dict[str, object] = {}
+
+    def draw(who: str) -> None:
+        try:
+            results[who] = split_ops.draw_test(ws, 0.1)
+        except UserError as exc:
+            results[who] = str(exc)
+
+    first = threading.Thread(target=draw, args=("first",), daemon=True)
+    first.start()
+    until(lambda: gate.with_name("gate.reached").exists(), "the first draw never reached its decision")
+    second = threading.Thread(target=draw, args=("second",), daemon=True)
+    second.start()
+    until(lambda: waiting.exists() or not second.is_alive(), "the second draw neither waited nor finished")
+    assert waiting.exists() and "second" not in results  # it waits for the first, which holds the catalog
+    gate.touch()
+    first.join(60), second.join(60)
+    assert results["first"] == 4 and "Test already holds 4 of 40 images" in str(results["second"])
+    log = store.audit_log(ws)
+    assert (log["action"] == "test_drawn").sum() == 4

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -174,13 +173,10 @@ def load_utility(ws: Workspace, classes: list[str] | tuple[str, ...]) -> tuple[U
     return default_utility(classes), False
 
 
-_SAVING = threading.Lock()  # sessions of one app process save one at a time (processes: the database's own lock)
-
-
 def save_utility(ws: Workspace, u: Utility, base: Utility | None = None) -> Utility:
     """Save u; with `base` (what this editor started from), merge into whatever another session saved since,
     cell by cell, so neither loses a change (the same cell changed both ways is refused). Returns what was saved."""
-    with _SAVING, store.transaction(ws) as con:
+    with store.transaction(ws) as con:  # read and write together: sessions and processes one at a time
         before = store.get_settings(ws, (UTILITY_KEY,), con)[UTILITY_KEY]
         current = _from_dict(before) if before else None
         saved = merge(base, u, current) if base is not None and current is not None and current != base else u

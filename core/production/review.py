@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -148,9 +147,6 @@ def _classes(ws: Workspace, version: str, seen: dict[str, tuple[str, ...]] | Non
     return seen[version]
 
 
-_LABELLING = threading.Lock()  # the check and the insert below, one session of this process at a time
-
-
 def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None) -> bool:
     """A reviewer's answer for one queued prediction: a class, or 'none of these', recorded with who gave it. One
     label per prediction: the same answer again (a second click, a page left open) records nothing and returns
@@ -161,7 +157,7 @@ def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None) 
             "Say who gives this label (a name or initials): every label is recorded with who gave it. "
             "On the Review page, fill in 'Your name'; on the command line, pass --reviewer NAME."
         )
-    with _LABELLING, store.transaction(ws) as con:  # read and write in one transaction: two at once record one
+    with store.transaction(ws) as con:  # read and write in one transaction: two at once record one
         row = con.execute("SELECT model_version, name FROM predictions WHERE id = ?", [prediction_id]).fetchone()
         if row is None:
             raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
@@ -218,6 +214,7 @@ def undo_last(ws: Workspace, reviewer: str | None) -> Undone:
         store.audit(
             ws, "undo review label", None, answer, None, {"prediction_id": prediction_id, "reviewer": who, "ts": str(ts)}, con
         )
+        failpoints.hit("review.undoing")
     return Undone(prediction_id, str(name or prediction_id), str(answer))
 
 
@@ -284,7 +281,7 @@ def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Im
     incoming = _read_csv(data)
     incoming["reviewer"] = incoming["reviewer"].where(incoming["reviewer"] != "", (reviewer or "").strip())
     out = Imported()
-    with store.connect(ws) as con:
+    with store.transaction(ws) as con:  # matched, compared and written together: two imports at once record once
         con.register("incoming", incoming)
         matched = con.execute(_MATCH).df()
         con.register("matched", matched)
@@ -319,6 +316,7 @@ def import_labels(ws: Workspace, data: bytes, reviewer: str | None = None) -> Im
             )
         detail = {"labels": len(fresh), "unchanged": out.unchanged, "failed": len(out.failed)}
         store.audit(ws, "labels_imported", detail=detail, con=con)
+        failpoints.hit("review.importing")
     out.failed.sort(key=lambda f: int(f["row"]))
     out.labelled = len(fresh)
     return out

@@ -31,6 +31,9 @@ POINTS: dict[str, str] = {
     # verify
     "verify.moved": "a broken image's file is in quarantine/; its row still names its old path and status",
     "verify.adopted": "a file placed by hand has its catalog name (nth: which one); no row names it yet",
+    # split changes (drawing a test set, re-splitting)
+    "split.deciding": "a split change has read the catalog inside its transaction and moved nothing yet",
+    "split.changing": "a split change's moves and audit rows are written inside its transaction, not committed",
     # cleaning apply and undo
     "clean.moved": "a relabelled image's file is in its new label's folder; its catalog row still names the old one",
     "clean.applied": "one decision of a cleaning batch is committed (nth: which one); the batch is not finished",
@@ -52,12 +55,15 @@ POINTS: dict[str, str] = {
     "log.drained": "a spool file's rows are committed to the database; the file is not deleted yet",
     # the review queue
     "review.labelling": "a review label is checked and written inside its transaction, not committed",
+    "review.undoing": "a label taken back is deleted and its audit row written inside its transaction, not committed",
+    "review.importing": "an import's labels and audit row are written inside its transaction, not committed",
+    # adding reviewed production images to the data: gather's points (staged, committed, renamed)
     # check --repair
     "check.repaired": "one repair is made (nth: which one); the others are not",
     # locks
     "lock.taking_over": "a training lock was read stale under the takeover guard and is about to be replaced",
     # the database
-    "store.lock_wait": "a process found the workspace database held by another and is waiting for it",
+    "store.lock_wait": "a process (or a session of this one) found the workspace database held by another and waits",
 }
 
 

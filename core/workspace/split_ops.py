@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pandas as pd
 
 from core.errors import UserError
-from core.workspace import store
+from core.workspace import failpoints, store
 from core.workspace.paths import Workspace
 from core.workspace.splits import SPLITS, SplitPlan, check_plan, position, split_for
 
@@ -41,12 +41,13 @@ def origins(ws: Workspace) -> dict[str, int]:
 def draw_test(ws: Workspace, share: float | None = None) -> int:
     """Move training images into test, chosen by hash, until test is `share` of all usable images (for
     workspaces made before test sets existed). Validation images stay where they are. Returns how many moved."""
-    with store.connect(ws) as con:
+    with store.transaction(ws) as con:  # read and write together: two draws at once move one set
         plan = store.split_plan(con)
         share = plan.test if share is None else share
         if not 0.02 <= share <= 0.4:
             raise UserError(f"Test share {share} is outside 0.02-0.4.")
         rows = con.execute("SELECT id, sha256, split FROM images WHERE status = 'ok'").fetchall()
+        failpoints.hit("split.deciding")
         have = sum(split == "test" for _, _, split in rows)
         need = round(share * len(rows)) - have
         if need <= 0:
@@ -55,9 +56,8 @@ def draw_test(ws: Workspace, share: float | None = None) -> int:
         if len(train) - need < 2:
             raise UserError("Too few training images to draw a test set from; add images first.")
         chosen = [i for _, i in train[:need]]
-        con.execute("BEGIN")
         store.move_splits(con, pd.DataFrame({"id": chosen, "split": "test", "split_by": "drawn"}), "test_drawn", {"share": share})
-        con.execute("COMMIT")
+        failpoints.hit("split.changing")
     return len(chosen)
 
 
@@ -65,14 +65,14 @@ def resplit(ws: Workspace, plan: SplitPlan) -> dict[str, int]:
     """A new plan for the whole workspace: every image not placed by a folder gets its hash split under it.
     Versions trained before keep their own ids, so comparisons stay on images each one held out."""
     check_plan(plan)
-    with store.connect(ws) as con:
+    with store.transaction(ws) as con:
         rows = con.execute("SELECT id, sha256 FROM images WHERE coalesce(split_by, '') <> 'folder'").fetchall()
+        failpoints.hit("split.deciding")
         moves = pd.DataFrame({"id": [r[0] for r in rows], "split": [split_for(r[1], plan) for r in rows], "split_by": "hash"})
-        con.execute("BEGIN")
         store.put_setting(con, "split_plan", asdict(plan))
         if len(moves):
             store.move_splits(con, moves, "resplit", {"plan": asdict(plan)})
-        con.execute("COMMIT")
+        failpoints.hit("split.changing")
     return {s: int((moves["split"] == s).sum()) for s in SPLITS}
 
 
@@ -80,13 +80,27 @@ def complete(ws: Workspace, catalog: pd.DataFrame) -> tuple[pd.DataFrame, list[s
     """Every label with two or more images gets a training and a validation image, taken from test first
     (then from the other split), lowest hash position first; stored and audited. Returns the catalog and
     one sentence per move."""
-    plan = plan_of(ws)
+    with store.transaction(ws) as con:  # the splits as they are now (another process may have moved some), then the moves
+        plan = store.split_plan(con)
+        con.register("wanted", catalog[["id"]])
+        now = dict(con.execute("SELECT i.id, i.split FROM images i JOIN wanted w ON w.id = i.id").fetchall())
+        split = catalog.set_index("id")["split"].copy()
+        split.update(pd.Series(now, dtype=object))
+        moves, said = _completing(catalog, split, plan.seed)
+        if moves:
+            why = {"reason": "every label needs a train and a valid image"}
+            store.move_splits(con, pd.DataFrame(moves), "split_completed", why)
+    return catalog.assign(split=catalog["id"].map(split)), said
+
+
+def _completing(catalog: pd.DataFrame, split: pd.Series, seed: int) -> tuple[list[dict[str, str]], list[str]]:
+    """The moves that give every label of two or more images a train and a valid image (`split` is changed in
+    place), and one sentence per move."""
     moves, said = [], []
-    split = catalog.set_index("id")["split"].copy()
     for label, group in catalog.groupby("label"):
         if len(group) < 2:
             continue
-        ordered = sorted(group.itertuples(), key=lambda r: position(r.sha256, plan.seed))
+        ordered = sorted(group.itertuples(), key=lambda r: position(r.sha256, seed))
         for need, donors in (("train", ("test", "valid")), ("valid", ("test", "train"))):
             if (split[group["id"]] == need).any():
                 continue
@@ -98,8 +112,4 @@ def complete(ws: Workspace, catalog: pd.DataFrame) -> tuple[pd.DataFrame, list[s
                 moves.append({"id": pool[0].id, "split": need, "split_by": "completed"})
                 said.append(f"{label!r} had no {need} image: moved {pool[0].id} there from {donor}")
                 break
-    if moves:
-        with store.transaction(ws) as con:
-            why = {"reason": "every label needs a train and a valid image"}
-            store.move_splits(con, pd.DataFrame(moves), "split_completed", why)
-    return catalog.assign(split=catalog["id"].map(split)), said
+    return moves, said

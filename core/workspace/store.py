@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ import pandas as pd
 
 from core import bounds
 from core.errors import UserError
-from core.workspace import failpoints, splits, stamps
+from core.workspace import failpoints, holds, splits, stamps
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
@@ -174,44 +175,78 @@ def _unwritable(exc: Exception) -> str | None:
 
 @contextmanager
 def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection; waits with jittered back-off while another process writes."""
+    """A short-lived connection; waits with jittered back-off while another process has the database (each
+    process holds it while it has a connection open: `holds`)."""
     deadline = time.monotonic() + LOCK_TIMEOUT_S
+    try:
+        holds.acquire(ws.db_path, deadline, lambda: failpoints.hit("store.lock_wait"))
+    except holds.Busy:
+        raise _busy(ws) from None
+    try:
+        con = _open(ws, read_only, deadline)
+        try:
+            yield con
+        finally:
+            con.close()
+    finally:
+        holds.release(ws.db_path)
+
+
+def _busy(ws: Workspace) -> UserError:
+    return UserError(
+        f"The workspace database {ws.db_path} stayed locked by another process for {LOCK_TIMEOUT_S:.0f} s; "
+        "try again when it finishes."
+    )
+
+
+def _open(ws: Workspace, read_only: bool, deadline: float) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, waiting while a process outside this tool (a DuckDB shell, say) has the file."""
     delay = 0.01
     while True:
         try:
-            con = duckdb.connect(str(ws.db_path), read_only=read_only)
-            break
+            return duckdb.connect(str(ws.db_path), read_only=read_only)
         except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if why := _unwritable(exc):
                 raise UserError(
                     f"The workspace database {ws.db_path} cannot be written ({why}): make the data root "
                     "writable, or copy the workspace somewhere writable and point IMAGEDP_DATA_ROOT there. Nothing was changed."
                 ) from exc
-            if _is_lock_error(exc):
-                failpoints.hit("store.lock_wait")
-            if not _is_lock_error(exc) or time.monotonic() > deadline:
-                if _is_lock_error(exc):
-                    raise UserError(
-                        f"The workspace database {ws.db_path} stayed locked by another process for "
-                        f"{LOCK_TIMEOUT_S:.0f} s; try again when it finishes."
-                    ) from exc
+            if not _is_lock_error(exc):
                 raise
+            failpoints.hit("store.lock_wait")
+            if time.monotonic() > deadline:
+                raise _busy(ws) from exc
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.1)  # short: writers hold the file for milliseconds
-    try:
-        yield con
-    finally:
-        con.close()
+            delay = min(delay * 2, 0.1)
+
+
+_SERIAL: dict[str, threading.RLock] = {}
+_SERIAL_GUARD = threading.Lock()
+
+
+def _serial(ws: Workspace) -> threading.RLock:
+    with _SERIAL_GUARD:
+        return _SERIAL.setdefault(str(ws.db_path), threading.RLock())
 
 
 @contextmanager
 def transaction(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection inside one transaction: everything written through it lands together, or nothing
-    does (an exception, or a killed process, leaves the database as it was)."""
-    with connect(ws) as con:
-        con.execute("BEGIN")
-        yield con
-        con.execute("COMMIT")
+    does (an exception, or a killed process, leaves the database as it was). Transactions on one workspace run one
+    at a time: across processes the database file's lock sees to it (a writer holds the file), and within one (the
+    app's sessions, the API's threads) a lock per workspace, so what a transaction reads is still true when it
+    writes (two sessions cannot both read 'not yet done' and both do it)."""
+    serial = _serial(ws)
+    if not serial.acquire(blocking=False):
+        failpoints.hit("store.lock_wait")
+        serial.acquire()
+    try:
+        with connect(ws) as con:
+            con.execute("BEGIN")
+            yield con
+            con.execute("COMMIT")
+    finally:
+        serial.release()
 
 
 @contextmanager
@@ -383,11 +418,10 @@ def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "
         }
     )
     cols = ", ".join(IMAGE_COLUMNS)
-    with connect(ws) as con:
+    with transaction(ws) as con:
         plan = split_plan(con)  # each new image's split, from its content: nothing else moves
         frame["split_by"] = np.where(placed, frame["split_by"].fillna("folder"), "hash")
         frame.loc[~placed, "split"] = [splits.split_for(sha, plan) for sha in frame.loc[~placed, "sha256"]]
-        con.execute("BEGIN")
         con.register("incoming_keys", frame[["id", "sha256", "source"]])
         taken = {r[0] for r in con.execute(
             "SELECT k.id FROM incoming_keys k WHERE k.id IN (SELECT id FROM images) "
@@ -400,7 +434,6 @@ def insert_images(ws: Workspace, rows: Sequence[dict[str, Any]], action: str = "
             "INSERT INTO audit (ts, action, image_id, before, after, detail) "
             "SELECT ts, action, image_id, NULL, after, detail FROM new_audit"
         )
-        con.execute("COMMIT")
     return taken
 
 
