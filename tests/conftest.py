@@ -90,3 +90,42 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
         except Exception as exc:  # noqa: BLE001 - as above
             text = f"(page text unavailable: {exc})"
         report.sections.append(("page text at the failure", text[-4000:]))
+
+
+_FAULT_FILES = {p.name for p in (Path(__file__).parent / "faults").glob("test_*.py")}
+_RAN: set[str] = set()  # fault test files with a test in this session
+_LEFT_OUT: set[str] = set()  # ... and with a test deselected (-k, -m)
+
+
+def _fault_file(item: pytest.Item) -> str | None:
+    path = Path(str(item.fspath))
+    return path.name if path.parent.name == "faults" and path.name in _FAULT_FILES else None
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    _LEFT_OUT.update(filter(None, map(_fault_file, items)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _RAN.update(filter(None, map(_fault_file, session.items)))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """The failpoints this session armed, out of those that exist, with how often each was crashed at, held
+    (pause) or passed (mark). When the whole fault suite ran, a point never armed fails the session."""
+    from core.workspace import failpoints
+    from tests.helpers import ARMED
+
+    if not ARMED:
+        return
+    whole = _RAN == _FAULT_FILES and not _LEFT_OUT
+    never = [p for p in failpoints.POINTS if p not in ARMED]
+    write = terminalreporter.write_line
+    write(f"FAILPOINTS armed {len(failpoints.POINTS) - len(never)} of {len(failpoints.POINTS)}"
+          + ("" if whole else " (part of the fault suite ran)"))  # fmt: skip
+    for point in failpoints.POINTS:
+        kills, pauses, marks = (ARMED.get(point, {}).get(k, 0) for k in ("kill", "pause", "mark"))
+        write(f"  {point:<22} crashed {kills:>2}  held {pauses:>2}  passed {marks:>2}")
+    if whole and never:
+        write(f"FAILPOINTS never armed: {', '.join(never)}", red=True)
+        terminalreporter._session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -252,10 +252,23 @@ def reached(path: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.02)  # the interval between checks; the condition decides
 
 
+ARMED: dict[str, dict[str, int]] = {}  # failpoint -> {kill / pause / mark: times armed in this test session}
+
+
+def armed(spec: str) -> str:
+    """Count the points a test arms (the session's summary prints them: tests/conftest.py); returns the spec."""
+    from core.workspace import failpoints
+
+    for point in failpoints.parse(spec).values():
+        counts = ARMED.setdefault(point.name, {})
+        counts[point.action] = counts.get(point.action, 0) + 1
+    return spec
+
+
 def arm(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
     """Arm failpoints in this process (as IMAGEDP_FAILPOINT arms them in a started one): for races between
     sessions of one app process, run on threads."""
     from core.workspace import failpoints
 
-    monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse(spec))
+    monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse(armed(spec)))
     monkeypatch.setattr(failpoints, "_HITS", {})

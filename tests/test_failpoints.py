@@ -15,6 +15,7 @@ from core.model import registry
 from core.production import rollout
 from core.workspace import failpoints
 from core.workspace.paths import Workspace
+from tests import helpers
 from tests.helpers import derived_version, reached
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ def rollout_process(data_root: Path, *args: str, armed: str = "") -> subprocess.
 
     env = {k: v for k, v in os.environ.items() if k != failpoints.ENV} | {"IMAGEDP_DATA_ROOT": str(data_root)}
     if armed:
-        env[failpoints.ENV] = armed
+        env[failpoints.ENV] = helpers.armed(armed)
     return subprocess.Popen([sys.executable, "-m", "core", "rollout", "--workspace", "prod", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
@@ -113,7 +114,7 @@ def test_two_imports_of_the_same_images_at_once_add_each_once(data_root: Path, t
     args = [sys.executable, "-m", "core", "gather", "--workspace", "w", "--folder", str(folder), "--json"]
     env = {k: v for k, v in os.environ.items() if k != failpoints.ENV} | {"IMAGEDP_DATA_ROOT": str(data_root)}
     gate = tmp_path / "gate"
-    first = subprocess.Popen(args, cwd=ROOT, env=env | {failpoints.ENV: f"gather.staged:1:pause={gate}"},
+    first = subprocess.Popen(args, cwd=ROOT, env=env | {failpoints.ENV: helpers.armed(f"gather.staged:1:pause={gate}")},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     reached(gate.with_name("gate.reached"), first)
     second = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=300)

@@ -25,7 +25,7 @@ import numpy as np
 from core.production import check
 from core.workspace import failpoints
 from core.workspace.paths import Workspace
-from tests.helpers import app, errors
+from tests.helpers import app, armed, errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,7 @@ def start(data_root: Path, *args: str, code: str | None = None, env: dict[str, s
     """`python -m core ARGS` (or `python -c CODE ARGS`: a core call, for what has no command) on data_root."""
     cmd = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "core", *args]
     unarmed = {k: v for k, v in os.environ.items() if k != failpoints.ENV}  # armed only where a test says
+    armed((env or {}).get(failpoints.ENV, ""))
     env = unarmed | {"IMAGEDP_DATA_ROOT": str(data_root), **(env or {})}
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
