@@ -100,6 +100,7 @@ def test_rows_neither_written_nor_spooled_are_held_and_flush_waits_for_them_with
 EXITING = textwrap.dedent(
     """
     import sys
+    import time
     from core.production import prediction_log
     from core.workspace import workspaces
     from tests.helpers import fake_prediction
@@ -112,7 +113,10 @@ EXITING = textwrap.dedent(
     prediction_log.EXIT_WAIT_S = 0.5
     prediction_log.BackgroundLog.retry_s = 0.05
     prediction_log.BackgroundLog.linger_s = 0.01
-    prediction_log.background(ws).submit(prediction_log.LogBatch([fake_prediction(i) for i in range(3)], "app", "v1"))
+    log = prediction_log.background(ws)
+    log.submit(prediction_log.LogBatch([fake_prediction(i) for i in range(3)], "app", "v1"))
+    while log.last_error is None:  # the writer has tried and failed once (on a busy machine, later than 0.5 s)
+        time.sleep(0.01)
     """
 )
 

@@ -3,11 +3,12 @@ use a page: a camera on a trail, a shop's back end.
 
 It serves through the same path as the Predict page (serving.Service: one decode per image, the candidate beside
 production when one is in shadow or limited, the accepted decision policy, referrals marked for review) and hands
-every prediction to the workspace's log writer with source `api`. The model, the candidate and the settings are loaded
-once and kept until the workspace's serving stamp changes (a promotion, a rollback, a stage change, a policy or
-a setting saved, in any process): a request opens no database connection. Bad input gets a 4xx with a JSON body
-`{"error": "..."}` that says what to do; no traceback ever leaves the server. Only the routes below exist: no
-analyst page is reachable through it.
+every prediction to the workspace's log writer with source `api`; it answers only once they are in the log (the
+database or the spool), so a replica killed at any moment has logged every prediction it answered. The model, the
+candidate and the settings are loaded once and kept until the workspace's serving stamp changes (a promotion, a
+rollback, a stage change, a policy or a setting saved, in any process): a request opens no database connection.
+Bad input gets a 4xx with a JSON body `{"error": "..."}` that says what to do; no traceback ever leaves the
+server. Only the routes below exist: no analyst page is reachable through it.
 
 Concurrent requests are scored together by one batcher (batching.Batcher: one forward pass at a time, so they
 do not fight over the cores); a full queue answers 429 with Retry-After, a request still waiting at its deadline
@@ -39,7 +40,7 @@ from core.production import prediction_log, serving
 from core.production.batching import BatchLimits, Busy, TooLate
 from core.production.metrics import Metrics
 from core.production.prediction import Prediction
-from core.workspace import store
+from core.workspace import failpoints, store
 from core.workspace.paths import Workspace
 
 LOG = logging.getLogger("imagedp.api")
@@ -53,6 +54,7 @@ class ApiLimits:
     max_file_bytes: int = VerifyConfig.max_bytes
     max_files: int = 32
     body_timeout_s: float = 30.0  # a client still sending its body after this long gets 408 (a slow or stalled client)
+    log_wait_s: float = 60.0  # an answer waits for its predictions to be in the log (database or spool) at most this long
 
     @property
     def max_body_bytes(self) -> int:
@@ -66,6 +68,7 @@ class Service(serving.Service):
         super().__init__(ws, batching)
         self.replica = replica
         self.metrics = Metrics()
+        self.log.linger_s = 0.0  # answers wait for their rows: write what is there, the next requests gather meanwhile
 
     def load(self) -> None:
         try:
@@ -246,6 +249,10 @@ def create_app(
         snap, scored = service.serve(items, "api")
         if not scored.shown:
             raise UserError("No image could be read: " + "; ".join(f"{f['source']}: {f['reason']}" for f in scored.failed))
+        if not service.log.wait(scored.ticket, limits.log_wait_s):  # answered only once its rows are safe
+            why = "The prediction log is not writable now (database and spool): these predictions will be logged when it is"
+            raise HTTPException(503, why + "; try again in a minute.", {"Retry-After": "60"})
+        failpoints.hit("api.answering")
         service.metrics.answered(len(scored.shown), sum(p.ood for p in scored.shown))
         return {
             "predictions": [answer_of(p, snap.predictor.classes) for p in scored.shown],

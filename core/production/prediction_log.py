@@ -279,16 +279,28 @@ class BackgroundLog:
         self._queue: queue.Queue[LogBatch] = queue.Queue()
         self._settled = threading.Condition()
         self._unsettled = 0  # rows submitted and not yet in the database or the spool
+        self._through = 0  # rows submitted so far, counted in order: a batch's ticket is this after its rows
+        self._settled_through = 0  # rows in the database or the spool, counted in the same order (batches settle in turn)
         self.submitted = self.logged = self.spooled = self.failed = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True)
         self._thread.start()
 
-    def submit(self, batch: LogBatch) -> None:
+    def submit(self, batch: LogBatch) -> int:
+        """Hand rows over; returns the batch's ticket, for `wait`."""
         with self._settled:
             self._unsettled += len(batch.predictions)
+            self._through += len(batch.predictions)
+            ticket = self._through
+            self._queue.put(batch)  # in ticket order
         self.submitted += len(batch.predictions)
-        self._queue.put(batch)
+        return ticket
+
+    def wait(self, ticket: int, timeout: float | None = 60.0) -> bool:
+        """Wait until the batch with this ticket (and every one before it) is in the database or the spool: True;
+        False when `timeout` seconds pass first (its rows stay held and are tried again)."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._settled_through >= ticket, timeout)
 
     def _next(self) -> list[LogBatch]:
         """The next batches to write: what waits now, gathered for a moment (one write instead of many)."""
@@ -328,6 +340,7 @@ class BackgroundLog:
             self.last_error = errors[-1] if errors else self.last_error
             with self._settled:
                 self._unsettled -= rows
+                self._settled_through += rows
                 self._settled.notify_all()
 
     def flush(self, timeout: float | None = 60.0) -> bool:

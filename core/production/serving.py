@@ -13,6 +13,7 @@ the end-user app, the HTTP API, batch `predict` and the traffic simulator all sc
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -109,6 +110,7 @@ class Scored:
     shown: list[Prediction]  # one per readable input: what the user sees and what is acted on
     logged: list[Prediction]  # every prediction made, production's and the candidate's, with its stage
     failed: list[dict[str, str]]
+    ticket: int = 0  # the log's ticket for these predictions (0: not logged): BackgroundLog.wait
 
 
 def finish(
@@ -295,7 +297,8 @@ class Service:
         scored = Scored(shown, logged, failed)
         if source is not None and scored.logged:
             keep = snap.serving.settings.keep_images
-            self.log.submit(prediction_log.LogBatch(scored.logged, source, snap.predictor.version, keep_images=keep))
+            batch = prediction_log.LogBatch(scored.logged, source, snap.predictor.version, keep_images=keep)
+            scored = dataclasses.replace(scored, ticket=self.log.submit(batch))
         return snap, scored
 
     def _score(self, batch: list[Prepared]) -> list[tuple[Snapshot, Scored]]:

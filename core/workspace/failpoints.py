@@ -53,6 +53,8 @@ POINTS: dict[str, str] = {
     "log.spool_written": "a spool file is written under its temporary name, not renamed",
     "log.spooled": "rows are in a spool file; they are not in the database",
     "log.drained": "a spool file's rows are committed to the database; the file is not deleted yet",
+    # the prediction API
+    "api.answering": "a request's predictions are in the log (database or spool); its answer is not sent yet",
     # the review queue
     "review.labelling": "a review label is checked and written inside its transaction, not committed",
     "review.undoing": "a label taken back is deleted and its audit row written inside its transaction, not committed",
