@@ -234,7 +234,9 @@ def ready(health: str, proc: subprocess.Popen, output: object, failure: str, lim
             pass
         time.sleep(0.5)  # the interval between polls; the condition decides
     proc.kill()
-    pytest.fail(f"{failure}: {output.read().decode()[-2000:]}")
+    if output.seekable():  # a file the server wrote to (a pipe is read as it is)
+        output.seek(0)
+    pytest.fail(f"{failure}: {output.read().decode(errors='replace')[-2000:]}")
 
 
 def until(condition: Callable[[], bool], failure: str, limit_s: float = 600) -> None:
