@@ -82,8 +82,8 @@ def complete(ws: Workspace, catalog: pd.DataFrame) -> tuple[pd.DataFrame, list[s
     one sentence per move."""
     with store.transaction(ws) as con:  # the splits as they are now (another process may have moved some), then the moves
         plan = store.split_plan(con)
-        con.register("wanted", catalog[["id"]])
-        now = dict(con.execute("SELECT i.id, i.split FROM images i JOIN wanted w ON w.id = i.id").fetchall())
+        ids = catalog["id"].astype(str).tolist()
+        now = dict(con.execute("SELECT id, split FROM images WHERE id IN (SELECT unnest(?::VARCHAR[]))", [ids]).fetchall())
         split = catalog.set_index("id")["split"].copy()
         split.update(pd.Series(now, dtype=object))
         moves, said = _completing(catalog, split, plan.seed)
