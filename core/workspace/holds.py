@@ -1,18 +1,19 @@
-"""One process at a time on a workspace database: an exclusive `flock` on `workspace.duckdb.lock`, taken when
-this process opens its first connection to the database and released when its last one closes.
+"""Who may use a workspace database now. Between processes, one at a time: an exclusive `flock` on
+`workspace.duckdb.lock`, taken when this process opens its first connection to the database and released when its
+last one closes.
 
 DuckDB's own file lock is not enough between processes: with four processes each opening the file, inserting
 a row and closing it, 60 times each, DuckDB 2.0.1 lost committed rows in 8 of 10 trials on a busy 2-core machine
 (2 to 112 of 240, though every insert had returned) and failed opens with "Could not read enough bytes" (a file
 another process was still writing); with this lock around each connection, none in 10 of 10
-(tests/test_store.py races our own writers the same way). Within one
-process, connections share one DuckDB instance, which orders its own transactions, so the lock is counted, not
-taken again: a connection opened while another of this process is open (a nested read, another session) never
-waits for itself.
+(tests/test_store.py races our own writers the same way). Within one process, connections share one DuckDB
+instance, which orders its own transactions, so the lock is counted, not taken again: a connection opened while
+another of this process is open (a nested read, another session) never waits for itself.
 
 A `flock` belongs to the open file, so closing another descriptor of the same file in this process does not drop
 it (as it would a POSIX `fcntl` lock), and the kernel drops it when the process dies: a killed holder leaves no
-stale lock."""
+stale lock. Within a process, `serial` lets one transaction run at a time (store.transaction), so what it reads
+is still true when it writes."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ _GUARD = threading.Lock()
 
 class Busy(Exception):
     """Another process held the database past the deadline."""
+
+
+_SERIAL: dict[str, threading.RLock] = {}
+
+
+def serial(db_path: Path) -> threading.RLock:
+    """The lock that lets one transaction at a time run on this database within this process (store.transaction)."""
+    with _GUARD:
+        return _SERIAL.setdefault(str(db_path), threading.RLock())
 
 
 def lock_path(db_path: Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -220,15 +219,6 @@ def _open(ws: Workspace, read_only: bool, deadline: float) -> duckdb.DuckDBPyCon
             delay = min(delay * 2, 0.1)
 
 
-_SERIAL: dict[str, threading.RLock] = {}
-_SERIAL_GUARD = threading.Lock()
-
-
-def _serial(ws: Workspace) -> threading.RLock:
-    with _SERIAL_GUARD:
-        return _SERIAL.setdefault(str(ws.db_path), threading.RLock())
-
-
 @contextmanager
 def transaction(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection inside one transaction: everything written through it lands together, or nothing
@@ -236,7 +226,7 @@ def transaction(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
     at a time: across processes the database file's lock sees to it (a writer holds the file), and within one (the
     app's sessions, the API's threads) a lock per workspace, so what a transaction reads is still true when it
     writes (two sessions cannot both read 'not yet done' and both do it)."""
-    serial = _serial(ws)
+    serial = holds.serial(ws.db_path)
     if not serial.acquire(blocking=False):
         failpoints.hit("store.lock_wait")
         serial.acquire()

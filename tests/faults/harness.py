@@ -178,3 +178,19 @@ def opens_in_app(ws: Workspace) -> None:
     """The workspace opens on the Overview page without an exception or an error message."""
     at = app("app_pages/overview.py", ws.name)
     assert not at.exception and errors(at) == [], (at.exception, errors(at))
+
+
+def images_match(ws: Workspace, truth: set[str], tally: Tally, where: str) -> None:
+    """The catalog holds each source image once (its hash in `truth`, kept outside the workspace), each file its
+    catalog row names, with its bytes intact; lost and doubled are counted against the truth."""
+    import hashlib
+
+    from core.workspace import store
+
+    catalog = store.images(ws)
+    tally.lost += len(truth - set(catalog["sha256"]))
+    tally.doubled += len(catalog) - catalog["sha256"].nunique()
+    assert set(catalog["sha256"]) == truth and len(catalog) == len(truth), where
+    files = [p for p in ws.images_dir.rglob("*") if p.is_file()]
+    assert sorted(str(p.relative_to(ws.root)) for p in files) == sorted(catalog["path"]), where
+    assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == truth, f"{where}: a file's bytes changed"

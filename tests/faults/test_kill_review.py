@@ -5,13 +5,14 @@ whose it is."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from core.production import review
-from core.workspace import failpoints, store
+from core.workspace import failpoints, store, workspaces
 from core.workspace.paths import Workspace
 from tests.faults import harness
 from tests.helpers import reached
@@ -87,10 +88,6 @@ def test_a_crashed_or_doubled_add_to_data_adds_each_reviewed_image_once(prod: Wo
     """Reviewed production images join the data through gather's steps: crashed at each, then run again (and two
     runs at once, the first held with its batch staged), every labelled prediction is in the data exactly once, with
     its kept bytes: compared with the labelled predictions and their images, kept outside the workspace."""
-    import hashlib
-
-    from core.workspace import workspaces
-
     preds = log_scored(prod, 6, ood=True)
     truth = {p.id: hashlib.sha256(p.data).hexdigest() for p in preds}  # outside the workspace
     for p in preds:
@@ -123,8 +120,6 @@ def test_a_crashed_or_doubled_add_to_data_adds_each_reviewed_image_once(prod: Wo
 def joined(ws: Workspace, truth: dict[str, str], tally: harness.Tally) -> dict[str, str]:
     """prediction id -> sha256 of the usable images that came from those predictions, whose files hold those bytes;
     lost and doubled are counted against the truth."""
-    import hashlib
-
     frame = store.images(ws)
     frame = frame[frame["prediction_id"].isin(list(truth))]
     tally.doubled += len(frame) - frame["prediction_id"].nunique()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from core.workspace import store, workspaces
+from core.workspace import workspaces
 from tests.faults import harness
 from tests.helpers import colour_image
 from tests.webserver import png_bytes, serve
@@ -82,13 +82,7 @@ def test_a_crashed_import_from_any_source_loses_nothing_and_duplicates_nothing(
             harness.repaired(ws, tally)
             harness.opens_in_app(ws)
             harness.finish(harness.start(root, *args, code=code))
-            catalog = store.images(ws)
-            tally.lost += len(truth - set(catalog["sha256"]))
-            tally.doubled += len(catalog) - catalog["sha256"].nunique()
-            assert set(catalog["sha256"]) == truth and len(catalog) == IMAGES, f"crash at {point}"
-            files = [p for p in ws.images_dir.rglob("*") if p.is_file()]
-            assert sorted(str(p.relative_to(ws.root)) for p in files) == sorted(catalog["path"]), f"crash at {point}"
-            assert {hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == truth, f"crash at {point}"
+            harness.images_match(ws, truth, tally, f"crash at {point}")
             harness.repaired(ws, tally)
     tally.print()
     assert tally.lost == 0 and tally.doubled == 0
