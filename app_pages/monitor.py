@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.model import rates, registry
 from core.production import prediction_log, simulation_jobs, traffic
-from core.production.monitoring import causes, charts, drift, drift_charts, floors, queries, reference, verdict
+from core.production.monitoring import accuracy, causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace.paths import Workspace
 from ui.common import attempt, current_workspace, image_grid, next_step
 from ui.production import verdict_icon
@@ -128,8 +128,9 @@ if found:
         st.markdown("\n".join(f"- {r}" for r in found.reasons))
 
 recent = win.iloc[-verdict.RECENT :]
-labelled = rates.Rate(int(recent["feedback_correct"].sum()), int(recent["feedback"].sum()))
 ood = rates.Rate(int(recent["ood_images"].sum()), int(recent["images"].sum()))
+estimated = attempt(lambda: accuracy.accuracy(ws, flt))
+believed = estimated.believed
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(
     "Predictions", f"{int(win['predictions'].sum()):,}",
@@ -146,32 +147,40 @@ m3.metric(
     f"{last['confidence_p50'] - base.confidence_p50:+.2f}" if base else None,
 )  # fmt: skip
 m4.metric(
-    f"Accuracy from labels, last {len(recent)} {window}(s)", labelled.short() if labelled.n else "no labels",
-    f"{labelled.value - base.accuracy:+.1%} vs validation" if base and labelled.enough else None,
-    help=f"{labelled.text()}. A 'none of these' on an image the model flagged out of domain counts as right.",
+    "Accuracy, all traffic in view",
+    f"{believed.value:.1%}" if believed.value is not None else f"too few (n {believed.n})",
+    f"{believed.value - base.accuracy:+.1%} vs validation" if base and believed.value is not None else None,
+    help=f"{believed.text()}. {estimated.advice()}",
 )  # fmt: skip
-reviews = int(recent["reviews"].sum())
-if labelled.n:
-    st.caption(
-        f"Accuracy from labels: {labelled.text()}."
-        + (
-            f" {reviews} of the {labelled.n} labels come from the review queue, which collects the hard cases (referred, "
-            "out of domain, disputed): expect less than the model's accuracy on all traffic."
-            if reviews
-            else ""
-        )
-    )
-reviewed = rates.Rate(int(win["review_correct"].sum()), int(win["reviews"].sum()))
-if reviewed.n:
-    st.caption(
-        f"Reviewers agreed with the model on {reviewed.k} of the {reviewed.n} prediction(s) they reviewed (Review page): "
-        f"{reviewed.text() if reviewed.enough else f'too few (n {reviewed.n}) for a rate'}. These are the hard cases the "
-        "queue collects (referred, out of domain, disputed), so expect less than the model's accuracy on all traffic."
-    )
 spooled = prediction_log.spooled_rows(ws)
 if spooled:
     st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")
 st.plotly_chart(charts.overview_figure(win, base, window), key="monitor_overview")
+with st.container(border=True, key="monitor_accuracy"):
+    st.markdown("**Accuracy of production, from labels**")
+    st.markdown(estimated.advice())
+    truth = queries.truth_by_window(ws, flt)
+    true_all = float((truth["accuracy_true"] * truth["truth_n"]).sum() / truth["truth_n"].sum()) if len(truth) else None
+    atc = accuracy.atc_overall(report) if report else (None, 0)
+    st.dataframe(
+        accuracy.table(estimated, atc, true_all),
+        hide_index=True,
+        column_config={
+            "accuracy": st.column_config.NumberColumn(format="percent"),
+            "low": st.column_config.NumberColumn("95% low", format="percent"),
+            "high": st.column_config.NumberColumn("95% high", format="percent"),
+        },
+    )
+    st.caption(
+        f"{estimated.drawn:,} of the {estimated.served:,} served predictions in view were drawn for the audit "
+        f"({estimated.audit.n} labelled); {estimated.reviewed.n:,} of the {estimated.flagged:,} hard cases are labelled."
+        + (
+            f" {estimated.unknown_labels:,} other label(s) (feedback end users chose to give) enter no estimate: "
+            "nobody knows how they were chosen."
+            if estimated.unknown_labels
+            else ""
+        )
+    )
 if report is None:
     st.stop()
 

@@ -64,7 +64,16 @@ if not end_user:
             "either way: a reviewer needs to see them.",
         )
         if not keep:
-            st.caption("Only images that enter the review queue are kept (referred, out of domain, disputed by a candidate).")
+            st.caption(
+                "Only images that enter the review queue are kept (referred, out of domain, disputed by a candidate, "
+                "and the audit sample)."
+            )
+        share = st.number_input(
+            "Audit sample: share of served predictions sent to review at random (%)",
+            0.0, 50.0, float(settings.audit_share * 100), 0.5, key="predict_audit",
+            help="Whatever the model said, so that some labels are chosen by chance: Monitor's unbiased accuracy "
+            "rests on them. Reviewers cannot tell these items from the rest until they label them. 0 stops the audit.",
+        )  # fmt: skip
         internals = st.checkbox(
             "Show end users the action taken and whether a person will check the answer",
             value=settings.show_internals,
@@ -81,7 +90,7 @@ if not end_user:
         )
         st.caption("End users read: " + deployment.privacy_notice(settings))
         if st.button("Save settings", key="predict_save_settings"):
-            chosen = deployment.AppSettings(heading, text, keep, internals, tuple(examples))
+            chosen = deployment.AppSettings(heading, text, keep, internals, tuple(examples), share / 100)
             attempt(lambda: deployment.save_settings(ws, chosen))
             st.rerun()
         st.markdown(

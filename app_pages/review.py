@@ -1,11 +1,12 @@
-"""Review: the predictions a person should look at (referred by the policy, out of domain, or disputed by a
-candidate), oldest first, labelled with one click; labels from elsewhere; reviewed images back into the data."""
+"""Review: the predictions a person should look at (referred by the policy, out of domain, disputed by a
+candidate, or drawn at random for the audit sample), in the chosen order, labelled with one click, blind to why each
+waits until it is labelled; labels from elsewhere; reviewed images back into the data."""
 
 from datetime import datetime
 
 import streamlit as st
 
-from core.production import review
+from core.production import audit, review
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
 from ui.common import attempt, current_workspace, thumbnails
@@ -17,8 +18,9 @@ ws = current_workspace()
 st.title("Review")
 st.caption(
     "Predictions wait here when the decision policy referred them to a person, when the model flagged the image as "
-    "out of domain, or when a candidate in shadow or limited answered differently from production. Each label is "
-    "recorded as feedback with who gave it; reviewed images can then join the training data."
+    "out of domain, when a candidate in shadow or limited answered differently from production, or when the audit drew "
+    "them at random. Nothing here says which until you label it, so that every label is given the same way. Each label "
+    "is recorded as feedback with who gave it; reviewed images can then join the training data."
 )
 if message := st.session_state.pop("review_message", None):
     st.success(message)
@@ -35,9 +37,13 @@ if backlog.reviewed:
         + (f": {backlog.agreement.text()}" if backlog.agreement.enough else f" (too few (n {backlog.reviewed}) for a rate)")
         + ". The queue holds the hard cases, so expect less than on all traffic."
     )
+share = audit.current(ws).share
 if backlog.pending:
+    flagged = ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) or "none flagged by the model"
     st.caption(
-        "Why they wait (one can have several reasons): " + ", ".join(f"{n} {k}" for k, n in backlog.by_reason.items() if n) + "."
+        f"Why they wait (one can have several reasons): {flagged}; with them, unmarked, the audit sample: a random "
+        f"{share:.1%} of served predictions, whatever the model said. Its labels are what Monitor's unbiased accuracy "
+        "rests on."
     )
 
 left, middle, right = st.columns([2, 1, 1], vertical_alignment="bottom")
@@ -49,10 +55,15 @@ if middle.button("Undo my last label", key="review_undo", disabled=not reviewer,
     undone = attempt(lambda: review.undo_last(ws, reviewer))
     st.session_state["review_message"] = f"Took back {undone.label!r} on {undone.name}: it waits in the queue again."
     st.rerun()
-order = right.segmented_control("Order", ["Oldest first", "Newest first"], default="Oldest first", key="review_order")
+ORDERS = {"Oldest first": "oldest", "Newest first": "newest", "Most valuable": "valuable"}
+order = right.segmented_control(
+    "Order", list(ORDERS), default="Oldest first", key="review_order",
+    help="Most valuable: the utility the decision taken is expected to have lost, under the model's calibrated "
+    "probabilities and its policy's utility matrix; the audit sample keeps its share of every page.",
+)  # fmt: skip
 if not reviewer:
     st.info("Type your name above to label: each label is recorded with who gave it.")
-items = review.pending(ws, PAGE, newest_first=order == "Newest first")
+items = review.pending(ws, PAGE, order=ORDERS.get(order or "Oldest first", "oldest"))
 if not items:
     st.info("Nothing waits for review.")
 for item in items:
@@ -64,11 +75,9 @@ for item in items:
             left.write(f"{item.name}: the image was not kept.")
         with right:
             top = " · ".join(f"**{c}** {p:.0%}" for c, p in item.top)
-            st.markdown(f"Model {item.version}: {top}  \nAction taken: **{item.action}**")
-            why = ", ".join(item.reasons)
-            other = f"; the other model said **{item.other}**" if item.other else ""
+            st.markdown(f"Model {item.version}: {top}")
             sent = f" · sent {item.copies} times, labelled once for all" if item.copies > 1 else ""
-            st.caption(f"{item.ts:%Y-%m-%d %H:%M} · {item.source} · waiting because: {why}{other}{sent}")
+            st.caption(f"{item.ts:%Y-%m-%d %H:%M} · {item.source}{sent}")
             st.markdown("What is it?")
             choices = [*item.classes, NONE_OF_THESE]  # one click per class
             picked = None
@@ -79,7 +88,9 @@ for item in items:
                         picked = choice
             if picked is not None:
                 new = attempt(lambda i=item, c=picked: review.label(ws, i.id, c, reviewer))
-                st.session_state["review_message"] = f"{'Recorded' if new else 'Already recorded'} {item.name} as {picked}."
+                st.session_state["review_message"] = (
+                    f"{'Recorded' if new else 'Already recorded'} {item.name} as {picked}. It waited because: {item.why()}."
+                )
                 st.rerun()
 if backlog.pending > PAGE:
     st.caption(f"{backlog.pending - PAGE} more wait after these.")

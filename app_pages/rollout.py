@@ -75,9 +75,14 @@ else:
     m3.metric("Labelled (feedback, reviews)", f"{acc.labelled:,}")
     m4.metric("Accuracy, candidate − production", "–" if acc.difference is None else f"{acc.difference * 100:+.1f} points")
     if acc.low is not None:
-        m4.caption(f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f} points, on the same {acc.labelled} images")
+        m4.caption(
+            f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f} points, from the {acc.disputed_labelled} labelled "
+            f"of the {acc.disputed} request(s) the two answered differently (where they agree, the difference is 0)"
+        )
+    if acc.production_interval and acc.candidate_interval:
         m3.caption(
-            f"Candidate {acc.candidate_rate.text()}; production {acc.production_rate.text()} on them (95% Wilson intervals)."
+            f"Candidate {acc.candidate_interval.text()}; production {acc.production_interval.text()}: each label weighted "
+            "by how it was chosen (the hard cases, and the audit's random sample of the rest)."
         )
     checks = gate.gate(comparison)
     st.markdown("**Promotion gate: " + ("met**" if checks.passed else "not met yet**"))

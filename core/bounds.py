@@ -67,6 +67,7 @@ BOUNDS: dict[str, Bound] = {
     "window_size": Bound("predictions per window", 10, 1_000_000, integer=True),
     "rollout_share": Bound("the share of requests the candidate answers", 0, 1, lo_open=True),
     "confidence": Bound("a confidence", 0, 1),
+    "audit_share": Bound("the share of served predictions drawn at random for review", 0, 0.5),
     "port": Bound("a TCP port", 0, 65535, integer=True),
     "max_batch": Bound("images per forward pass", 1, 4096, integer=True),
     "max_wait_ms": Bound("milliseconds a batch waits to fill", 0, 10_000),

@@ -104,7 +104,10 @@ def test_review_page_labels_with_one_click_and_adds_to_the_data(prod: Workspace)
     assert any("Production images came back" in c.value for c in explore.caption)
     monitor = app("app_pages/monitor.py", "prod")
     assert not monitor.exception
-    assert any("Reviewers agreed with the model on" in c.value and "the 1 prediction" in c.value for c in monitor.caption)
+    estimates = next(d.value for d in monitor.dataframe if "estimate" in d.value.columns).set_index("estimate")
+    reviewed = estimates.loc["reviewed items (the hard cases: lower by design)"]
+    assert reviewed["n"] == 1 and reviewed["accuracy"] == agreed
+    assert any("1 of the 3 hard cases are labelled" in c.value for c in monitor.caption)
 
 
 def test_train_page_warns_about_model_labels_and_asks_per_run(prod: Workspace) -> None:

@@ -329,9 +329,9 @@ def test_cli_monitor_on_an_empty_log(prod: Workspace) -> None:
 
 
 def test_app_settings_round_trip_through_one_read(prod: Workspace) -> None:
-    assert deployment.load_settings(prod) == deployment.AppSettings()
-    deployment.save_settings(prod, deployment.AppSettings("  Bear or not?  ", " Only bears. ", True))
-    assert deployment.load_settings(prod) == deployment.AppSettings("Bear or not?", "Only bears.", True)
+    assert deployment.load_settings(prod) == deployment.AppSettings(audit_share=0.0)  # the tests' template audits nothing
+    deployment.save_settings(prod, deployment.AppSettings("  Bear or not?  ", " Only bears. ", True, audit_share=0.05))
+    assert deployment.load_settings(prod) == deployment.AppSettings("Bear or not?", "Only bears.", True, audit_share=0.05)
     assert store.get_settings(prod, ("scope_statement", "never_set")) == {"scope_statement": "Only bears.", "never_set": None}
     deployment.save_settings(prod, deployment.AppSettings("   ", "", False))
     assert deployment.load_settings(prod).title == deployment.DEFAULT_TITLE

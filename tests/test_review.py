@@ -60,7 +60,7 @@ def test_the_queue_holds_referred_out_of_domain_and_disputed_predictions_oldest_
     queued_ids = [i.id for i in items]
     assert set(queued_ids) == {p.id for p in odd + sent} | {scored.shown[0].id}
     assert [i.ts for i in items] == sorted(i.ts for i in items)  # oldest first
-    assert [i.id for i in review.pending(prod, newest_first=True)] == queued_ids[::-1]
+    assert [i.id for i in review.pending(prod, order="newest")] == queued_ids[::-1]
     assert not {p.id for p in plain} & set(queued_ids)
     disputed = next(i for i in items if i.reasons == ("disputed",))
     assert disputed.other == scored.logged[1].label and disputed.other != disputed.predicted
@@ -283,8 +283,9 @@ def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decisio
     comparison = gate.compare(prod, v2)
     assert comparison.paired == 36 and comparison.agreement == 1.0 and comparison.acted == 0
     assert comparison.accuracy.labelled == 31 and comparison.accuracy.difference == 0.0
-    # identical answers, yet 31 labels only bound the difference to about 6 points (1.96 / 33)
-    assert comparison.accuracy.low == pytest.approx(-gate.Z95 / 33)
+    # identical answers on all 36: the difference on them is 0 whatever the labels, and 36 requests bound it for the
+    # traffic to come to about 5 points (1.96 / 38, half a pseudo-count each way)
+    assert comparison.accuracy.disputed == 0 and comparison.accuracy.low == pytest.approx(-gate.Z95 / 38)
     loose = gate.gate(comparison, gate.Criteria(min_paired=30, min_labelled=30, margin=0.07))
     assert [c.met for c in loose.checks] == [True, True, True, True] and loose.passed
     strict = gate.gate(comparison)  # the default asks for 200 requests and a 2-point bound
@@ -294,7 +295,9 @@ def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decisio
     assert table["scored by both"].sum() == 36
     for shown, n in zip(table["agreement (95% CI)"], table["scored by both"], strict=True):
         assert shown == f"100.0% ({rates.wilson(n, n)[0]:.0%}-100%)"  # all agree, and the interval says how sure that is
-    assert comparison.agreement_rate == rates.Rate(36, 36) and comparison.accuracy.candidate_rate.n == 31
+    assert comparison.agreement_rate == rates.Rate(36, 36)
+    # labels end users chose to give are no sample of the traffic: no accuracy of either model from them
+    assert comparison.accuracy.candidate_interval.value is None and comparison.accuracy.production is None
     assert set(table["difference (points)"]) <= {"+0.0", ""} and table["95% interval"].iloc[-1].count(" to ") <= 1
 
     rollout.expand(prod, gate.figures(comparison, strict), note="enough")
@@ -324,7 +327,9 @@ def test_rollout_and_review_commands(prod: Workspace) -> None:
     queue = json.loads(cli("review", "--workspace", "prod", "--json").stdout)
     assert queue["pending"] == 3 and queue["by_reason"]["disputed"] == 3
     first = queue["items"][0]
-    labelled = cli("review", "--workspace", "prod", "--label", first["id"], first["other"], "--reviewer", "bo", "--json")
+    assert "other" not in first  # the candidate's answer is not shown before the label (Item.shown)
+    other = next(i.other for i in review.pending(prod) if i.id == first["id"])
+    labelled = cli("review", "--workspace", "prod", "--label", first["id"], other, "--reviewer", "bo", "--json")
     assert labelled.returncode == 0 and json.loads(labelled.stdout)["pending"] == 2
     added = json.loads(cli("review", "--workspace", "prod", "--add-to-data", "--json").stdout)
     assert len(added["done"]["added"]["images"]) == 1

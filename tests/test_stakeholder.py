@@ -83,8 +83,9 @@ def test_two_labels_are_too_few_for_a_headline(prod: Workspace) -> None:
     for i in ids:
         prediction_log.add_feedback(prod, i, "red", ["red", "blue", "green"])
     report = stakeholder.stakeholder_report(prod)
-    assert report.figures["labels"]["other"].n == 2
-    assert "Accuracy from labels given in use: too few (n 2)." in section(report, "How production is doing")
+    # two labels end users chose to give: no sample of the traffic, and too few for anything
+    assert report.figures["accuracy"].value is None
+    assert "Accuracy of all traffic: Too few audit labels" in section(report, "How production is doing")
     assert not re.search(r"\d+\.\d% \(95% CI [^)]*, n 2\)", text(report))
 
 

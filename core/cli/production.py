@@ -179,6 +179,7 @@ def print_monitor(data: dict[str, Any]) -> None:
         print(f"  alert {a['window'][:19]} {a['metric']}: {a['words']} (n={a['n']}, adjusted p={a['adjusted_p']:.1g})")
         shown = [e["image_path"] or e["name"] for e in a["examples"]]
         print(f"    examples: {', '.join(shown)}{'' if a['images_kept'] else ' (images not kept: names only)'}")
+    print(f"accuracy of all traffic in view: {data['accuracy']['advice']}")
     if data["excluded"]:
         print(f"{data['excluded']} prediction(s) by other model versions are not judged against {data['reference_version']}")
     if data["spooled"]:
@@ -267,9 +268,14 @@ def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
     ws = workspaces.resolve(args.workspace)
     store.init_db(ws)
     done: dict[str, Any] = {}
+    if args.audit_share is not None:
+        from core.production import audit
+
+        done["audit_share"] = audit.set_share(ws, args.audit_share)
     if args.label:
         prediction_id, answer = args.label
         done["labelled" if review.label(ws, prediction_id, answer, args.reviewer) else "already_labelled"] = prediction_id
+        done["why"] = review.why(ws, prediction_id)  # told once labelled, never before
     if args.undo:
         undone = review.undo_last(ws, args.reviewer)
         done["undone"] = {"prediction_id": undone.prediction_id, "name": undone.name, "label": undone.label}
@@ -279,13 +285,15 @@ def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
     if args.add_to_data:
         added = review.add_to_data(ws, args.ids, model_labels=args.model_labels)
         done["added"] = {"images": added.added, "skipped": added.skipped, "model_labelled": added.model_labelled}
-    return {**review.summary(ws, args.limit), "done": done}
+    return {**review.summary(ws, args.limit, args.order), "done": done}
 
 
 def print_review(data: dict[str, Any]) -> None:
     done = data["done"]
+    if "audit_share" in done:
+        print(f"audit share set to {done['audit_share']:.1%} of served predictions")
     if "labelled" in done:
-        print(f"labelled {done['labelled']}")
+        print(f"labelled {done['labelled']} (it waited because: {done['why']})")
     if "already_labelled" in done:
         print(f"{done['already_labelled']} already had this label from you: nothing recorded twice")
     if "undone" in done:
@@ -306,11 +314,13 @@ def print_review(data: dict[str, Any]) -> None:
             print(f"  skipped {s['source']}: {s['reason']}")
     reasons = ", ".join(f"{k} {v}" for k, v in data["by_reason"].items())
     oldest = f", oldest {data['oldest']}" if data["oldest"] else ""
-    print(f"review queue: {data['pending']} waiting ({reasons}){oldest}; {data['reviewed']} reviewed so far")
+    print(
+        f"review queue: {data['pending']} waiting ({reasons}; with them, unmarked, a random {data['audit_share']:.1%} of "
+        f"served predictions: the audit sample){oldest}; {data['reviewed']} reviewed so far; {data['order']} first"
+    )
     for i in data["items"]:
         top = ", ".join(f"{c} {p:.0%}" for c, p in i["top"])
-        other = f"; candidate says {i['other']}" if i["other"] else ""
-        print(f"  {i['id']}  {i['ts'][:16]}  {i['name']}: {top} -> {i['action']} [{', '.join(i['reasons'])}]{other}")
+        print(f"  {i['id']}  {i['ts'][:16]}  {i['name']}: {top}")
     held = "; ".join(f"{n} {why}" for why, n in data["held_back"].items())
     print(
         f"reviewed images ready to join the data: {data['addable']} (review --add-to-data)"
@@ -478,12 +488,24 @@ def add_commands(command: Any) -> None:
 
     v = command(
         "review",
-        "the review queue (referred, out-of-domain and disputed predictions): list, label, import labels, "
-        "add reviewed images to the data",
+        "the review queue (referred, out-of-domain and disputed predictions, and a random audit sample): list, label, "
+        "import labels, add reviewed images to the data",
         cmd_review,
         print_review,
     )
-    v.add_argument("--limit", type=bounds.arg("limit", "--limit"), default=20, help="queue items to list (oldest first)")
+    v.add_argument("--limit", type=bounds.arg("limit", "--limit"), default=20, help="queue items to list")
+    v.add_argument(
+        "--order",
+        choices=["oldest", "newest", "valuable"],
+        default="oldest",
+        help="oldest first, newest first, or the most valuable label first (the utility the decision is expected to "
+        "have lost); the audit sample keeps its share of every page",
+    )
+    v.add_argument(
+        "--audit-share",
+        type=bounds.arg("audit_share", "--audit-share"),
+        help="set the share of served predictions drawn at random into the queue (default 0.02; 0 stops the audit)",
+    )
     v.add_argument(
         "--label", nargs=2, metavar=("PREDICTION_ID", "LABEL"), help="label one prediction (a class or 'none of these')"
     )

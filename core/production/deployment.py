@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from core.errors import UserError
-from core.production import prediction_log
+from core.production import audit, prediction_log
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -33,21 +33,26 @@ class AppSettings:
     keep_images: bool = False  # keep a copy of every scored image under production/
     show_internals: bool = False  # end users also see the action the policy took and whether a person will check
     examples: tuple[str, ...] = ()  # catalog image ids end users can click to try the app (at most MAX_EXAMPLES)
+    audit_share: float = audit.DEFAULT_SHARE  # served predictions drawn at random into the review queue
 
 
 def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> AppSettings:
     """The app's settings, read through one connection."""
-    values = store.get_settings(ws, (TITLE, SCOPE, prediction_log.KEEP_IMAGES, INTERNALS, EXAMPLES), con)
+    keys = (TITLE, SCOPE, prediction_log.KEEP_IMAGES, INTERNALS, EXAMPLES, audit.AUDIT_SHARE)
+    values = store.get_settings(ws, keys, con)
     return AppSettings(
         values[TITLE] or DEFAULT_TITLE,
         values[SCOPE] or "",
         bool(values[prediction_log.KEEP_IMAGES]),
         bool(values[INTERNALS]),
         tuple(str(i) for i in values[EXAMPLES] or ())[:MAX_EXAMPLES],
+        audit.DEFAULT_SHARE if values[audit.AUDIT_SHARE] is None else float(values[audit.AUDIT_SHARE]),
     )
 
 
 def save_settings(ws: Workspace, settings: AppSettings) -> None:
+    if settings.audit_share != load_settings(ws).audit_share:
+        audit.set_share(ws, settings.audit_share)  # checked against its bound and audited
     store.set_setting(ws, TITLE, settings.title.strip() or DEFAULT_TITLE)
     store.set_setting(ws, SCOPE, settings.scope.strip())
     store.set_setting(ws, prediction_log.KEEP_IMAGES, settings.keep_images)
@@ -73,7 +78,13 @@ def privacy_notice(settings: AppSettings) -> str:
     """What happens to the images a user sends, in their terms (the app always keeps those a person must check)."""
     if settings.keep_images:
         return "The images you send are kept, with the answers, so that the team behind this app can check and improve it."
+    sample = (
+        f", and about {settings.audit_share:.0%} of the others, chosen at random, so that a person can check how often "
+        "it is right"
+        if settings.audit_share > 0
+        else ""
+    )
     return (
         "Images the model is unsure about, or that look unlike what it knows, are kept so that a person can check the "
-        "answer; the others are not kept. Answers are logged without the image."
+        f"answer{sample}; the others are not kept. Answers are logged without the image."
     )

@@ -3,6 +3,11 @@ images with an interval on the difference, the disagreements, and the promotion 
 
 Every request in shadow or limited is scored by both models (same bytes, one decode), so the comparison is
 paired: the difference in accuracy is measured on the same images, and its interval is the paired one.
+
+The labels are not a random sample: the review queue takes every disputed request and few others. So the figures
+are weighted by how each label was chosen. The difference comes from the disputed requests alone (where the two
+agree, it is 0 whatever the truth), scaled by their share of all requests. Each model's own accuracy is the
+two-stratum estimate of monitoring.accuracy: the hard cases, and the audit's random sample of the rest.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.model.rates import Rate
+from core.production.monitoring import accuracy
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -33,7 +39,7 @@ class Criteria:
 
 @dataclass(frozen=True)
 class Paired:
-    """Accuracy of both models on the same labelled requests, and the paired difference (candidate - production)."""
+    """Accuracy of both models on the same requests, and the paired difference (candidate - production)."""
 
     labelled: int
     production: float | None
@@ -41,14 +47,10 @@ class Paired:
     difference: float | None
     low: float | None
     high: float | None
-
-    @property
-    def production_rate(self) -> Rate:
-        return Rate.of(self.production, self.labelled)
-
-    @property
-    def candidate_rate(self) -> Rate:
-        return Rate.of(self.candidate, self.labelled)
+    disputed: int = 0  # requests the two answered differently: the only ones the difference depends on
+    disputed_labelled: int = 0
+    production_interval: accuracy.Interval | None = None  # each model's accuracy weighted by how its labels were chosen
+    candidate_interval: accuracy.Interval | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,47 @@ def paired_accuracy(production_right: np.ndarray, candidate_right: np.ndarray) -
     return Paired(n, float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), centre - half, centre + half)
 
 
+def weighted_paired(frame: pd.DataFrame) -> Paired:
+    """The comparison over every request both scored (frame: production_label, candidate_label, truth, flagged,
+    audit, audit_p), its labels weighted by how they were chosen.
+
+    The difference is (disputed / all) times its mean over the labelled disputed requests. Its variance: the paired
+    one (Agresti-Min, as `paired_accuracy`) over all the requests, the disputed ones counted as the labelled ones
+    say, plus the error of that mean while some disputed requests wait for a label."""
+    n = len(frame)
+    labelled = frame[frame["truth"].notna()]
+    if n == 0:
+        return Paired(0, None, None, None, None, None)
+    disputed = (frame["production_label"] != frame["candidate_label"]).to_numpy()
+    seen = labelled[labelled["production_label"] != labelled["candidate_label"]]
+    p_right = (seen["production_label"] == seen["truth"]).to_numpy()
+    c_right = (seen["candidate_label"] == seen["truth"]).to_numpy()
+    big_d, small_d = int(disputed.sum()), len(seen)
+    weights = {
+        side: accuracy.weighted(
+            frame.assign(labelled=frame["truth"].notna(), right=frame[f"{side}_label"] == frame["truth"])
+        )
+        for side in ("production", "candidate")
+    }  # fmt: skip
+    if big_d and not small_d:  # they differ somewhere, and nobody has said who was right
+        return Paired(len(labelled), weights["production"].value, weights["candidate"].value, None, None, None,
+                      big_d, 0, weights["production"], weights["candidate"])  # fmt: skip
+    only_c = float((c_right & ~p_right).sum()) * big_d / max(small_d, 1)
+    only_p = float((p_right & ~c_right).sum()) * big_d / max(small_d, 1)
+    difference = (only_c - only_p) / n
+    b, c, total = only_c + 0.5, only_p + 0.5, n + 2.0
+    var = ((b + c) - (b - c) ** 2 / total) / total**2
+    if small_d:
+        d = c_right.astype(float) - p_right.astype(float)
+        spread = ((np.abs(d).sum() + 1.0) - (d.sum()) ** 2 / (small_d + 2.0)) / (small_d + 2.0)
+        var += (big_d / n) ** 2 * spread / small_d * (1 - small_d / big_d)
+    centre, half = (b - c) / total, Z95 * float(np.sqrt(max(var, 0.0)))
+    return Paired(
+        len(labelled), weights["production"].value, weights["candidate"].value, difference, centre - half, centre + half,
+        big_d, small_d, weights["production"], weights["candidate"],
+    )  # fmt: skip
+
+
 def _pairs(ws: Workspace, candidate: str, production: str | None, window: str) -> pd.DataFrame:
     """Every request both models scored: its window, each model's class, whether the candidate acted, the truth."""
     if window not in ("hour", "day", "week"):
@@ -111,7 +154,10 @@ def _pairs(ws: Workspace, candidate: str, production: str | None, window: str) -
                   AND (? IS NULL OR model_version = ?))
             SELECT date_trunc('{window}', p.ts) AS "window", p.id AS production_id, c.id AS candidate_id,
                    p.model_version AS production_version, p.predicted AS production_label, c.predicted AS candidate_label,
-                   c.served AS acted, coalesce(f1.label, f2.label) AS truth, p.ts, p.name, p.image_path
+                   c.served AS acted, coalesce(f1.label, f2.label) AS truth, p.ts, p.name, p.image_path,
+                   p.predicted <> c.predicted OR (CASE WHEN c.served THEN c.ood OR coalesce(c.referred, FALSE)
+                                                       ELSE p.ood OR coalesce(p.referred, FALSE) END) AS flagged,
+                   coalesce(p.audit, c.audit, FALSE) AS audit, coalesce(p.audit_p, c.audit_p, 0.0) AS audit_p
             FROM p JOIN c ON c.request_id = p.request_id
             LEFT JOIN fb f1 ON f1.prediction_id = p.id LEFT JOIN fb f2 ON f2.prediction_id = c.id
             ORDER BY p.ts
@@ -128,7 +174,14 @@ def compare(ws: Workspace, candidate: str, production: str | None = None, window
     for start, part in pairs.groupby("window", sort=True):
         acc = _accuracy(part)
         same = (part["production_label"] == part["candidate_label"]).mean()
-        rows.append({"window": start, "paired": len(part), "agreement": float(same), **asdict(acc)})
+        rows.append(
+            {
+                "window": start,
+                "paired": len(part),
+                "agreement": float(same),
+                **{f: getattr(acc, f) for f in Paired.__dataclass_fields__},
+            }
+        )
     names = sorted(set(pairs["production_version"])) if len(pairs) else [production or ""]
     return Comparison(
         candidate,
@@ -143,38 +196,50 @@ def compare(ws: Workspace, candidate: str, production: str | None = None, window
 
 
 def _accuracy(pairs: pd.DataFrame) -> Paired:
-    labelled = pairs[pairs["truth"].notna()]
-    truth = labelled["truth"].to_numpy(object)
-    return paired_accuracy(
-        labelled["production_label"].to_numpy(object) == truth, labelled["candidate_label"].to_numpy(object) == truth
-    )
+    return weighted_paired(pairs)
 
 
 def gate(c: Comparison, criteria: Criteria = Criteria()) -> Gate:
     acc = c.accuracy
     low = acc.low if acc.low is not None else float("-inf")
-    checks = (
-        Check(f"at least {criteria.min_paired} requests scored by both", c.paired >= criteria.min_paired, f"{c.paired}"),
-        Check(
-            f"agreement at least {criteria.min_agreement:.0%}",
-            c.agreement is not None and c.agreement >= criteria.min_agreement,
-            "no requests yet" if c.agreement is None else f"{c.agreement:.1%}",
-        ),
-        Check(
-            f"at least {criteria.min_labelled} of them labelled (feedback, review or import)",
-            acc.labelled >= criteria.min_labelled,
-            f"{acc.labelled}",
-        ),
-        Check(
-            f"accuracy not worse by more than {criteria.margin * 100:.0f} points (95% interval of candidate - production)",
-            acc.labelled >= criteria.min_labelled and low >= -criteria.margin,
-            "no labels yet"
-            if acc.difference is None
-            else f"{acc.difference * 100:+.1f} points ({acc.low * 100:+.1f} to {acc.high * 100:+.1f}); "
-            f"candidate {acc.candidate:.1%} vs production {acc.production:.1%} on {acc.labelled}",
-        ),
+    return Gate(
+        (
+            Check(f"at least {criteria.min_paired} requests scored by both", c.paired >= criteria.min_paired, f"{c.paired}"),
+            Check(
+                f"agreement at least {criteria.min_agreement:.0%}",
+                c.agreement is not None and c.agreement >= criteria.min_agreement,
+                "no requests yet" if c.agreement is None else f"{c.agreement:.1%}",
+            ),
+            Check(
+                f"at least {criteria.min_labelled} of them labelled (feedback, review or import)",
+                acc.labelled >= criteria.min_labelled,
+                f"{acc.labelled}",
+            ),
+            Check(
+                f"accuracy not worse by more than {criteria.margin * 100:.0f} points (95% interval of candidate - production)",
+                acc.labelled >= criteria.min_labelled and low >= -criteria.margin,
+                difference_words(acc),
+            ),
+        )
     )
-    return Gate(checks)
+
+
+def difference_words(acc: Paired) -> str:
+    """The difference as the gate states it: from the disputed requests, with each model's weighted accuracy."""
+    if acc.difference is None:
+        return (
+            f"none of the {acc.disputed} disputed request(s) labelled yet: label them on Review"
+            if acc.disputed
+            else "no labels yet"
+        )
+    each = ", ".join(
+        f"{name} {i.text()}" for name, i in (("candidate", acc.candidate_interval), ("production", acc.production_interval)) if i
+    )
+    return (
+        f"{acc.difference * 100:+.1f} points ({acc.low * 100:+.1f} to {acc.high * 100:+.1f}), from the "
+        f"{acc.disputed_labelled} labelled of {acc.disputed} disputed request(s); accuracy weighted by how each label "
+        f"was chosen: {each}"
+    )
 
 
 def figures(c: Comparison, g: Gate) -> dict[str, object]:
@@ -192,6 +257,8 @@ def figures(c: Comparison, g: Gate) -> dict[str, object]:
         "difference": a.difference,
         "difference_low": a.low,
         "difference_high": a.high,
+        "disputed": a.disputed,
+        "disputed_labelled": a.disputed_labelled,
         "gate_passed": g.passed,
         "checks": [asdict(x) for x in g.checks],
     }
@@ -209,6 +276,9 @@ def windows_table(c: Comparison) -> pd.DataFrame:
         low, high = Rate.of(float(v), n).interval
         return f"{float(v):.1%} ({low:.0%}-{high:.0%})"
 
+    def weighted(i: object) -> str:  # each model's accuracy weighted by how its labels were chosen, or why not
+        return i.text() if isinstance(i, accuracy.Interval) else ""
+
     w = c.windows
     return pd.DataFrame(
         {
@@ -216,8 +286,8 @@ def windows_table(c: Comparison) -> pd.DataFrame:
             "scored by both": w["paired"],
             "agreement (95% CI)": [share(v, n) for v, n in zip(w["agreement"], w["paired"], strict=True)],
             "labelled": w["labelled"],
-            "production accuracy (95% CI)": [share(v, n) for v, n in zip(w["production"], w["labelled"], strict=True)],
-            "candidate accuracy (95% CI)": [share(v, n) for v, n in zip(w["candidate"], w["labelled"], strict=True)],
+            "production accuracy (weighted, 95% CI)": [weighted(i) for i in w["production_interval"]],
+            "candidate accuracy (weighted, 95% CI)": [weighted(i) for i in w["candidate_interval"]],
             "difference (points)": w["difference"].map(points),
             "95% interval": [
                 "" if pd.isna(lo) else f"{points(lo)} to {points(hi)}" for lo, hi in zip(w["low"], w["high"], strict=True)

@@ -26,6 +26,7 @@ import pandas as pd
 
 from core.data.images import PROPERTIES
 from core.errors import UserError
+from core.production import audit
 from core.workspace import failpoints, store
 from core.workspace.paths import Workspace, write_atomic
 
@@ -62,6 +63,8 @@ COLUMNS = (
     "served",
     "request_id",
     "referred",
+    "audit",
+    "audit_p",
 )
 
 
@@ -110,14 +113,21 @@ def frame_of(ws: Workspace, batches: Sequence[LogBatch], problems: list[str] | N
     that cannot be measured is logged without its properties, and said so in `problems`."""
     rows: dict[str, list[object]] = {c: [] for c in COLUMNS}
     problems = problems if problems is not None else []
+    sampling = audit.current(ws)  # drawn here, where every writer passes: the app, batch, the API, the simulator
     for b in batches:
         if b.source not in SOURCES:
             raise ValueError(f"unknown log source {b.source!r}")  # a programming error
         n = len(b.predictions)
         rows["ts"] += list(b.ts) if b.ts is not None else [b.stamp] * n
         rows["source"] += [b.source] * n
-        # the review queue needs its images even where the workspace keeps no others
-        rows["image_path"] += [keep_image(ws, p) if b.keep_images or p.needs_review else None for p in b.predictions]
+        drawn = [sampling.chosen(p.request_id or p.id) for p in b.predictions]  # a request's predictions alike
+        rows["audit"] += drawn
+        rows["audit_p"] += [sampling.share] * n
+        # the review queue needs its images (the audit's too) even where the workspace keeps no others
+        rows["image_path"] += [
+            keep_image(ws, p) if b.keep_images or p.needs_review or (d and p.served) else None
+            for p, d in zip(b.predictions, drawn, strict=True)
+        ]
         for p in b.predictions:
             rows["model_version"].append(p.version or b.version)
             rows["stage"].append(p.stage)

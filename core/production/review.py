@@ -1,6 +1,9 @@
 """The human loop: a review queue of the predictions a person should look at (referred by the policy, flagged
-out of domain, or disputed by a candidate in shadow or limited), labels with their provenance, and reviewed
-production images back into the training data.
+out of domain, disputed by a candidate in shadow or limited, or drawn at random for the audit sample), labels with
+their provenance, and reviewed production images back into the training data.
+
+The queue never tells a reviewer why an item waits until it is labelled: an audit item looks like any other, so
+its label is given as blind as the rest (`Item.shown`).
 
 Labels no human gave (the model's own predictions) enter the data only when asked explicitly, marked
 `label_source = 'model'`, and training refuses them unless told otherwise: a model trained on its own outputs
@@ -24,13 +27,15 @@ from core.data import gather
 from core.errors import UserError
 from core.model import registry
 from core.model.rates import Rate
-from core.production import prediction_log
+from core.production import audit, prediction_log, review_order
 from core.production.monitoring.queries import AGREES
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import failpoints, store
 from core.workspace.paths import Workspace
 
-REASONS = ("referred", "out of domain", "disputed")  # why a prediction waits for a person
+REASONS = ("referred", "out of domain", "disputed", "audit")  # why a prediction waits for a person
+FLAGS = REASONS[:3]  # the model's reasons (the audit is chance's): the only ones a reviewer may count before labelling
+ORDERS = ("oldest", "newest", "valuable")  # how the queue is ordered (review_order.py: the value of a label)
 
 _PAIRS = """pairs AS (  -- requests scored by production and a candidate: the other model's answer
     SELECT request_id, count(DISTINCT predicted) > 1 AS disputed,
@@ -51,10 +56,11 @@ _PENDING = f"""WITH {_PAIRS}, {_LABELLED},
 waiting AS (
     SELECT p.id, p.ts, p.source, p.name, p.model_version, coalesce(p.stage, 'production') AS stage, p.predicted,
            p.confidence, p.probs, p.action, p.ood, coalesce(p.referred, FALSE) AS referred,
-           coalesce(d.disputed, FALSE) AS disputed, d.other_label, d.other_version, p.image_path,
-           coalesce(p.sha256, p.id) AS image
+           coalesce(d.disputed, FALSE) AS disputed, coalesce(p.audit, FALSE) AS audit, d.other_label, d.other_version,
+           p.image_path, coalesce(p.sha256, p.id) AS image
     FROM predictions p LEFT JOIN pairs d ON d.request_id = p.request_id
-    WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE))
+    WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE)
+                                     OR coalesce(p.audit, FALSE))
       AND coalesce(p.request_id, p.id) NOT IN (SELECT request FROM labelled)
       AND (p.sha256 IS NULL OR p.sha256 NOT IN (SELECT sha256 FROM reviewed))
 )
@@ -67,10 +73,11 @@ SELECT * EXCLUDE (image, rank) FROM (
 @dataclass(frozen=True)
 class Backlog:
     pending: int
-    by_reason: dict[str, int]  # a prediction can have several reasons
+    by_reason: dict[str, int]  # the model's reasons (FLAGS); a prediction can have several
     oldest: datetime | None
     reviewed: int  # labels given through the review queue, ever
     agreed: int = 0  # of them, labels that agree with the model (queries.AGREES: "none of these" on a flagged image too)
+    audit: int = 0  # waiting because the audit drew them (some flagged too): for Monitor, never shown to reviewers
 
     @property
     def agreement(self) -> Rate:
@@ -91,17 +98,49 @@ class Item:
     confidence: float
     top: tuple[tuple[str, float], ...]  # the model's three most probable classes
     action: str
-    reasons: tuple[str, ...]
+    reasons: tuple[str, ...]  # told after the label (`why`), never before: audit items must look like the rest
     other: str | None  # the other model's answer, when disputed
     image_path: str | None  # relative to the workspace; None when the image was not kept
     classes: tuple[str, ...] = ()  # every class of the model that made it: the reviewer's choices
     copies: int = 1  # predictions of this same image waiting (the image was sent that many times)
 
+    def shown(self) -> dict[str, Any]:
+        """What a reviewer sees before labelling, the same for every item: the image, when and where it came from,
+        the model's three most probable classes and the choices. Not why it waits, the action taken or the other
+        model's answer: each differs between the hard cases and the audit sample, and would tell them apart."""
+        return {
+            "id": self.id, "ts": str(self.ts), "name": self.name, "version": self.version, "source": self.source,
+            "top": [list(t) for t in self.top], "image_path": self.image_path, "choices": [*self.classes, NONE_OF_THESE],
+            "copies": self.copies,
+        }  # fmt: skip
+
+    def why(self) -> str:
+        """Why it waited, told once it is labelled."""
+        return _why(self.reasons, self.other)
+
+
+def _why(reasons: Sequence[str], other: str | None) -> str:
+    said = {"audit": "drawn at random for the audit sample", "disputed": f"disputed (the other model said {other})"}
+    return ", ".join(said.get(r, r) for r in reasons) or "no reason on record"
+
+
+def why(ws: Workspace, prediction_id: str) -> str:
+    """Why a prediction waited in the queue, told once it is labelled (never before: Item.shown)."""
+    with store.connect(ws) as con:
+        row = con.execute(
+            f"WITH {_PAIRS} SELECT coalesce(p.referred, FALSE), p.ood, coalesce(d.disputed, FALSE), coalesce(p.audit, FALSE), "
+            "d.other_label FROM predictions p LEFT JOIN pairs d ON d.request_id = p.request_id WHERE p.id = ?",
+            [prediction_id],
+        ).fetchone()
+    if row is None:
+        return "no reason on record"
+    return _why([r for r, on in zip(REASONS, row[:4], strict=True) if on], row[4])
+
 
 def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Backlog:
     with store.reuse(ws, con) as c:
-        n, referred, ood, disputed, oldest = c.execute(
-            f"SELECT count(*), count_if(referred), count_if(ood), count_if(disputed), min(ts) FROM ({_PENDING})"
+        n, referred, ood, disputed, drawn, oldest = c.execute(
+            f"SELECT count(*), count_if(referred), count_if(ood), count_if(disputed), count_if(audit), min(ts) FROM ({_PENDING})"
         ).fetchone()
         reviewed, agreed = c.execute(
             f"SELECT count(*), count_if({AGREES}) FROM feedback fb LEFT JOIN predictions p ON p.id = fb.prediction_id "
@@ -109,29 +148,38 @@ def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Back
             [NONE_OF_THESE],
         ).fetchone()
     by_reason = {"referred": int(referred or 0), "out of domain": int(ood or 0), "disputed": int(disputed or 0)}
-    return Backlog(int(n), by_reason, oldest, int(reviewed), int(agreed or 0))
+    return Backlog(int(n), by_reason, oldest, int(reviewed), int(agreed or 0), int(drawn or 0))
 
 
-def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> pd.DataFrame:
-    """The queue's rows as the log holds them, oldest first (the backlog) or newest first."""
-    order = "ts DESC, id DESC" if newest_first else "ts, id"
+def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, order: str = "oldest") -> pd.DataFrame:
+    """The queue's rows as the log holds them: oldest first (the backlog), newest first (what production sees now),
+    or the most valuable label first (review_order: the audit keeps at least its share of every page)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")  # pages and the CLI offer only these
     with store.connect(ws) as con:
-        return con.execute(f"{_PENDING} ORDER BY {order} LIMIT ? OFFSET ?", [int(limit), int(offset)]).df()
+        if order != "valuable":
+            by = "ts DESC, id DESC" if order == "newest" else "ts, id"
+            return con.execute(f"{_PENDING} ORDER BY {by} LIMIT ? OFFSET ?", [int(limit), int(offset)]).df()
+        scores = con.execute(f"SELECT id, ts, model_version, probs, action, audit FROM ({_PENDING}) ORDER BY ts, id").df()
+        ids = review_order.ranked(ws, scores, con)[int(offset) : int(offset) + int(limit)]
+        page = con.execute(f"SELECT * FROM ({_PENDING}) WHERE list_contains(?, id)", [ids]).df()
+    return page.set_index("id", drop=False).loc[ids].reset_index(drop=True)
 
 
-def pending(ws: Workspace, limit: int = 20, offset: int = 0, newest_first: bool = False) -> list[Item]:
-    """The queue, oldest first (the backlog), or newest first (what production sees now)."""
-    frame = pending_rows(ws, limit, offset, newest_first)
+def pending(ws: Workspace, limit: int = 20, offset: int = 0, order: str = "oldest") -> list[Item]:
+    """The queue's items in the chosen order (ORDERS)."""
+    frame = pending_rows(ws, limit, offset, order)
     items, seen = [], {}
     for r in frame.to_dict("records"):
         names = _classes(ws, r["model_version"], seen)
         probs = np.asarray(r["probs"], float)
-        order = np.argsort(-probs)[:3]
-        reasons = tuple(w for w, on in zip(REASONS, (r["referred"], r["ood"], r["disputed"]), strict=True) if on)
+        top3 = np.argsort(-probs)[:3]
+        flags = (r["referred"], r["ood"], r["disputed"], r["audit"])
+        reasons = tuple(w for w, on in zip(REASONS, flags, strict=True) if on)
         items.append(
             Item(
                 r["id"], r["ts"], r["source"], r["name"], r["model_version"], r["stage"], r["predicted"],
-                float(r["confidence"]), tuple((names[i], float(probs[i])) for i in order), r["action"], reasons,
+                float(r["confidence"]), tuple((names[i], float(probs[i])) for i in top3), r["action"], reasons,
                 r["other_label"] if isinstance(r["other_label"], str) else None,
                 r["image_path"] if isinstance(r["image_path"], str) else None, names, int(r["copies"]),
             )
@@ -423,31 +471,17 @@ def model_labelled(ws: Workspace) -> int:
         return int(con.execute("SELECT count(*) FROM images WHERE status = 'ok' AND label_source = 'model'").fetchone()[0])
 
 
-def summary(ws: Workspace, limit: int = 20) -> dict[str, Any]:
-    """The queue as the CLI prints it (--json)."""
+def summary(ws: Workspace, limit: int = 20, order: str = "oldest") -> dict[str, Any]:
+    """The queue as the CLI prints it (--json): each item as a reviewer sees it before labelling (Item.shown)."""
     b = backlog(ws)
     return {
         "pending": b.pending,
         "by_reason": b.by_reason,
         "oldest": str(b.oldest) if b.oldest else None,
         "reviewed": b.reviewed,
-        "items": [
-            {
-                "id": i.id,
-                "ts": str(i.ts),
-                "name": i.name,
-                "version": i.version,
-                "stage": i.stage,
-                "predicted": i.predicted,
-                "confidence": i.confidence,
-                "top": [list(t) for t in i.top],
-                "action": i.action,
-                "reasons": list(i.reasons),
-                "other": i.other,
-                "image_path": i.image_path,
-            }
-            for i in pending(ws, limit)
-        ],  # fmt: skip
+        "order": order,
+        "audit_share": audit.current(ws).share,
+        "items": [i.shown() for i in pending(ws, limit, order=order)],
         "addable": int(len(addable(ws))),
         "held_back": held_back(ws),
         "model_labelled": model_labelled(ws),

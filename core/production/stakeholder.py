@@ -14,6 +14,7 @@ from core.drivetrain import accepted, objective, optimizer, summary
 from core.drivetrain.levers import Utility
 from core.model import rates, registry
 from core.production import deployment, prediction_log, review, rollout
+from core.production.monitoring import accuracy
 from core.production.monitoring import verdict as verdicts
 from core.production.monitoring.queries import LogFilter, default_sources, windows
 from core.workspace import store
@@ -116,13 +117,6 @@ def _gains(c: optimizer.Comparison, unit: str, measured: str) -> Section:
     return Section("What it gains", tuple(said), table)
 
 
-def _labels(win: pd.DataFrame) -> dict[str, rates.Rate]:
-    """Accuracy from labels by kind, from the log's windows: reviewed hard cases apart from the rest."""
-    reviewed = rates.Rate(int(win["review_correct"].sum()), int(win["reviews"].sum()))
-    other = rates.Rate(int(win["feedback_correct"].sum()) - reviewed.k, int(win["feedback"].sum()) - reviewed.n)
-    return {kind: r for kind, r in (("other", other), ("review", reviewed)) if r.n}
-
-
 def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str, Any]) -> Section:
     flt = LogFilter(sources=default_sources(ws))
     win = windows(ws, flt)
@@ -139,18 +133,14 @@ def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str
         + f". Verdict: {found.status}. "
         + " ".join(found.reasons)
     ]
-    labels = _labels(win)
-    figures["labels"] = labels
-    other, reviewed = labels.get("other"), labels.get("review")
-    if other:
-        said.append(f"Accuracy from labels given in use: {other.text()}.")
-    if reviewed:
+    found_accuracy = accuracy.accuracy(ws, flt)
+    figures["accuracy"] = found_accuracy.believed
+    said.append(f"Accuracy of all traffic: {found_accuracy.advice()}")
+    if found_accuracy.reviewed.n:
         said.append(
-            f"Accuracy on reviewed hard cases: {reviewed.text()}; the review queue collects referred, out-of-domain and "
-            "disputed predictions, so this is lower by design."
+            f"Accuracy on reviewed hard cases: {found_accuracy.reviewed.text()}; the review queue collects referred, "
+            "out-of-domain and disputed predictions, so this is lower by design."
         )
-    if not labels:
-        said.append("No prediction has a label yet: accuracy in production is unknown.")
     waiting = review.backlog(ws)
     figures["backlog"] = waiting.pending
     said.append(f"{waiting.pending:,} prediction(s) wait for review; {waiting.reviewed:,} reviewed so far.")

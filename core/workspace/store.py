@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ def _lock_timeout() -> float:
 
 
 LOCK_TIMEOUT_S = _lock_timeout()
+AUDIT_SEED = "audit_seed"  # setting: the workspace's secret for drawing the random audit sample (production.audit)
 
 IMAGE_COLUMNS = (
     "id",
@@ -136,7 +138,9 @@ CREATE TABLE IF NOT EXISTS predictions (     -- the production log: one row per 
     stage VARCHAR,                   -- production / shadow / limited (a candidate's rollout stage); NULL: production
     served BOOLEAN,                  -- whether this prediction was the one shown and acted on; NULL: it was
     request_id VARCHAR,              -- the request: a production and a candidate prediction of the same image share it
-    referred BOOLEAN                 -- the decision policy handed it to a human
+    referred BOOLEAN,                -- the decision policy handed it to a human
+    audit BOOLEAN,                   -- the request was drawn for the random audit sample (review queue, whatever it said)
+    audit_p DOUBLE                   -- the probability it had of being drawn (the audit share in force); NULL: before audits
 );
 CREATE TABLE IF NOT EXISTS feedback (
     prediction_id VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
@@ -272,6 +276,10 @@ def init_db(ws: Workspace, force: bool = False) -> None:
                 "INSERT INTO meta VALUES ('setting:split_plan', ?) ON CONFLICT (key) DO NOTHING",
                 [json.dumps(asdict(splits.SplitPlan()))],
             )
+            con.execute(  # drawn once per workspace: the audit sample is a hash of it and the request's id
+                f"INSERT INTO meta VALUES ('setting:{AUDIT_SEED}', ?) ON CONFLICT (key) DO NOTHING",
+                [json.dumps(secrets.token_hex(16))],
+            )
         _split_unsplit(con)
     _READY.add(str(ws.db_path))
 
@@ -281,7 +289,8 @@ _TABLES = ("meta", "images", "audit", "runs", "epochs", "models", "deployments",
 _ADDED = {  # columns later versions added: a workspace made before gets them on first open
     "images": {"split_by": "VARCHAR", "label_source": "VARCHAR", "labelled_by": "VARCHAR", "prediction_id": "VARCHAR",
                "model_version": "VARCHAR"},
-    "predictions": {"stage": "VARCHAR", "served": "BOOLEAN", "request_id": "VARCHAR", "referred": "BOOLEAN"},
+    "predictions": {"stage": "VARCHAR", "served": "BOOLEAN", "request_id": "VARCHAR", "referred": "BOOLEAN",
+                    "audit": "BOOLEAN", "audit_p": "DOUBLE"},
     "feedback": {"reviewer": "VARCHAR"},
     "models": {"checksums": "VARCHAR"},
 }  # fmt: skip
@@ -301,14 +310,15 @@ def _refuse_newer(ws: Workspace, con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _up_to_date(con: duckdb.DuckDBPyConnection) -> bool:
-    """Every table and every added column, the schema version and the split plan are there."""
+    """Every table and every added column, the schema version, the split plan and the audit seed are there."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if not set(_TABLES) <= tables:
         return False
     present = {tuple(r) for r in con.execute("SELECT table_name, column_name FROM information_schema.columns").fetchall()}
     added = all((table, column) in present for table, columns in _ADDED.items() for column in columns)
-    keys = {r[0] for r in con.execute("SELECT key FROM meta WHERE key IN ('schema_version', 'setting:split_plan')").fetchall()}
-    return added and len(keys) == 2
+    wanted = ["schema_version", "setting:split_plan", f"setting:{AUDIT_SEED}"]
+    keys = {r[0] for r in con.execute("SELECT key FROM meta WHERE list_contains(?, key)", [wanted]).fetchall()}
+    return added and len(keys) == len(wanted)
 
 
 def split_plan(con: duckdb.DuckDBPyConnection) -> splits.SplitPlan:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from core.production import prediction_log
+from core.production.monitoring import accuracy
 from core.production.monitoring.causes import report_causes
 from core.production.monitoring.drift import DriftReport, drift_report
 from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, window_label, windows
@@ -76,6 +77,7 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
             "windows": records,
             "alerts": alerts,
             "estimates": [{"window": r["window"], **(r["estimates"] or {})} for r in records if r["estimates"]],
+            "accuracy": accuracy.summary(accuracy.accuracy(ws, f), accuracy.atc_overall(report)),
             "spooled": prediction_log.spooled_rows(ws),
         }
     )

@@ -1,0 +1,250 @@
+"""Production's accuracy from labels, told apart by how the labelled items were chosen.
+
+- The audit sample: requests drawn at random (production.audit), labelled blind. Unbiased, with an exact
+  (Clopper-Pearson) interval; it needs only that the labelled audit items are like the unlabelled ones.
+- Weighted: every label whose chance of being asked for is known, weighed by its inverse. Two strata: the
+  requests the queue takes whatever happens (referred, out of domain, disputed: probability 1) and the rest
+  (only the audit reaches them: probability audit_p). Each stratum's accuracy from its labels (the audit's
+  weighed by 1 / audit_p, so a share changed midway still counts right), then weighted by its size. Unbiased when
+  the labelled hard cases are like the unlabelled ones; narrower than the audit alone because the hard cases,
+  where the mistakes are, are labelled far more often.
+- Reviewed items: the hard cases alone. Lower by design; never an estimate of all traffic.
+- Labels chosen by nobody knows whom (an end user's feedback on an unflagged request) enter none of the
+  estimates: their chance of being given is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from core.model.rates import MIN_N, Z95, Rate
+from core.production.monitoring.drift import DriftReport
+from core.production.monitoring.queries import LogFilter, logged
+from core.production.prediction_log import NONE_OF_THESE
+from core.workspace import store
+from core.workspace.paths import Workspace
+
+COVERED = 0.9  # share of the hard cases labelled from which the weighted estimate is preferred to the audit's alone
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float | None
+    low: float | None
+    high: float | None
+    n: int  # labels it rests on
+
+    def text(self, digits: int = 1) -> str:
+        if self.value is None or self.low is None or self.high is None:
+            return f"too few (n {self.n})"
+        return f"{self.value:.{digits}%} (95% CI {self.low * 100:.{digits}f}-{self.high * 100:.{digits}f}%, n {self.n:,})"
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Production's accuracy over the served predictions in view, each way it can be estimated from labels."""
+
+    served: int  # predictions in view
+    audit: Rate  # labelled audit items: right of labelled
+    drawn: int  # audit items drawn (labelled or not)
+    weighted: Interval
+    reviewed: Rate  # labelled hard cases (referred, out of domain, disputed)
+    flagged: int  # hard cases in view
+    unknown_labels: int  # labels whose chance of being given is unknown (left out)
+
+    @property
+    def exact(self) -> Interval:
+        """The audit's accuracy with its exact 95% interval (Clopper-Pearson), or too few."""
+        if not self.audit.enough:
+            return Interval(None, None, None, self.audit.n)
+        low, high = clopper_pearson(self.audit.k, self.audit.n)
+        return Interval(self.audit.value, low, high, self.audit.n)
+
+    @property
+    def coverage(self) -> float:
+        """The share of the hard cases in view that are labelled."""
+        return self.reviewed.n / self.flagged if self.flagged else 1.0
+
+    @property
+    def believed(self) -> Interval:
+        """The estimate to act on (`advice` says why)."""
+        if self.weighted.value is not None and self.audit.enough and self.coverage >= COVERED:
+            return self.weighted
+        return self.exact
+
+    def advice(self) -> str:
+        """Which estimate to believe, and why, in words built from the figures."""
+        if not self.audit.enough:
+            return (
+                f"Too few audit labels for an unbiased accuracy yet ({self.audit.n} labelled of {self.drawn} drawn; "
+                f"{MIN_N} needed). Label the review queue: the audit items come up in it at random, unmarked. Until "
+                "then, believe none of the figures from labels for all traffic: accuracy on reviewed items is the hard "
+                "cases' (lower by design), and ATC assumes that nothing has shifted."
+            )
+        if self.believed is self.weighted:
+            return (
+                f"Believe the weighted estimate, {self.weighted.text()}: it adds the {self.reviewed.n} labelled hard cases "
+                f"({self.coverage:.0%} of them) to the audit's random sample, so its interval is narrower, and with nearly "
+                f"every hard case labelled it assumes almost nothing more. The audit alone says {self.exact.text()}."
+            )
+        why = (
+            f"only {self.coverage:.0%} of the {self.flagged:,} hard cases are labelled, so the weighted estimate would "
+            "assume the unlabelled ones are like them"
+            if self.weighted.value is not None
+            else "the weighted estimate needs labels in every stratum"
+        )
+        return (
+            f"Believe the audit sample, {self.exact.text()}: its items were drawn at random and labelled blind, so it "
+            f"assumes nothing; {why}."
+        )
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact binomial interval: never narrower than the truth allows, at 0 or n of n too."""
+    alpha = 1 - level
+    low = 0.0 if k == 0 else float(sps.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(sps.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def _stratum(right: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
+    """A stratum's weighted accuracy and the variance of that mean (half a pseudo-count each way: never 0)."""
+    total = weight.sum()
+    value = float((weight * right).sum() / total)
+    n_eff = total**2 / float((weight**2).sum())
+    smoothed = (value * n_eff + 0.5) / (n_eff + 1)
+    return value, smoothed * (1 - smoothed) / n_eff
+
+
+def weighted(frame: pd.DataFrame) -> Interval:
+    """The two-stratum estimate (frame: flagged, audit, audit_p, labelled, right; one row per served prediction)."""
+    frame = frame.assign(
+        flagged=frame["flagged"].fillna(False).astype(bool),
+        audit=frame["audit"].fillna(False).astype(bool),
+        audit_p=frame["audit_p"].fillna(0.0).astype(float),
+        right=frame["right"].fillna(False).astype(bool),
+    )
+    n = len(frame)
+    parts, variance, used = [], 0.0, 0
+    for hard in (True, False):
+        rows = frame[frame["flagged"] == hard]
+        if rows.empty:
+            continue
+        known = rows[rows["labelled"] & (hard | (rows["audit"] & (rows["audit_p"] > 0)))]
+        if known.empty:
+            return Interval(None, None, None, int(frame["labelled"].sum()))
+        weight = np.ones(len(known)) if hard else 1.0 / known["audit_p"].to_numpy(float)
+        value, var = _stratum(known["right"].to_numpy(float), weight)
+        share = len(rows) / n
+        parts.append(share * value)
+        variance += share**2 * var
+        used += len(known)
+    if not parts:
+        return Interval(None, None, None, 0)
+    value, half = float(sum(parts)), Z95 * math.sqrt(variance)
+    return Interval(value, max(0.0, value - half), min(1.0, value + half), used)
+
+
+def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    """One row per prediction in view: whether its request was a hard case, drawn by the audit (with its
+    probability), its latest label (on any prediction of the request) and the source of that label."""
+    cte, params = logged(f)
+    sql = f"""
+        WITH {cte},
+        fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source, max(ts) AS at
+               FROM feedback GROUP BY prediction_id),
+        req AS (
+            SELECT coalesce(p.request_id, p.id) AS request,
+                   bool_or(p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE)))
+                       OR count(DISTINCT p.predicted) > 1 AS flagged,
+                   bool_or(coalesce(p.audit, FALSE)) AS audit, max(coalesce(p.audit_p, 0)) AS audit_p,
+                   arg_max(fb.label, fb.at) AS label, arg_max(fb.source, fb.at) AS label_source
+            FROM predictions p LEFT JOIN fb ON fb.prediction_id = p.id
+            WHERE coalesce(p.request_id, p.id) IN (SELECT coalesce(request_id, id) FROM logged)
+            GROUP BY 1
+        )
+        SELECT l.id, l.predicted, l.ood, r.flagged, r.audit, r.audit_p, r.label, r.label_source
+        FROM logged l JOIN req r ON r.request = coalesce(l.request_id, l.id)
+    """
+    with store.reuse(ws, con) as c:
+        return c.execute(sql, params).df()
+
+
+def estimate(frame: pd.DataFrame) -> Accuracy:
+    """Every estimate from `requests`' rows."""
+    frame = frame.assign(
+        labelled=frame["label"].notna(),
+        audit=frame["audit"].fillna(False).astype(bool),
+        flagged=frame["flagged"].fillna(False).astype(bool),
+        audit_p=frame["audit_p"].fillna(0.0).astype(float),
+    )
+    frame = frame.assign(right=(frame["label"] == frame["predicted"]) | ((frame["label"] == NONE_OF_THESE) & frame["ood"]))
+    audited = frame[frame["audit"] & frame["labelled"]]
+    hard = frame[frame["flagged"] & frame["labelled"]]
+    unknown = int((frame["labelled"] & ~frame["flagged"] & ~frame["audit"]).sum())
+    return Accuracy(
+        len(frame),
+        Rate(int(audited["right"].sum()), len(audited)),
+        int(frame["audit"].sum()),
+        weighted(frame),
+        Rate(int(hard["right"].sum()), len(hard)),
+        int(frame["flagged"].sum()),
+        unknown,
+    )
+
+
+def accuracy(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None = None) -> Accuracy:
+    return estimate(requests(ws, f, con))
+
+
+def atc_overall(report: DriftReport) -> tuple[float | None, int]:
+    """ATC's estimate over every judged window, weighted by each window's predictions (no labels at all)."""
+    rows = [(w.n, w.estimates.accuracy_atc) for w in report.windows if w.estimates is not None]
+    n = sum(k for k, _ in rows)
+    return (sum(k * v for k, v in rows) / n if n else None), n
+
+
+def table(acc: Accuracy, atc: tuple[float | None, int], truth: float | None = None) -> pd.DataFrame:
+    """Each estimate with its interval, its n and what it rests on, as Monitor and `monitor` show them."""
+    rows = [
+        ("audit sample (random, labelled blind)", acc.exact, "unbiased: drawn at random; exact interval"),
+        ("weighted by inclusion probability", acc.weighted, "every label whose chance of being asked for is known"),
+    ]
+    low, high = acc.reviewed.interval if acc.reviewed.n else (None, None)
+    rows.append(("reviewed items (the hard cases: lower by design)",
+                 Interval(acc.reviewed.value if acc.reviewed.n else None, low, high, acc.reviewed.n),
+                 "referred, out-of-domain and disputed items only"))  # fmt: skip
+    rows.append(("ATC (no labels)", Interval(atc[0], None, None, atc[1]), "confidence alone: assumes nothing has shifted"))
+    if truth is not None:
+        rows.append(("true (simulated traffic)", Interval(truth, None, None, acc.served), "the simulator's record of each image"))
+    out = [
+        {"estimate": name, "accuracy": i.value, "low": i.low, "high": i.high, "n": i.n, "rests on": what}
+        for name, i, what in rows
+    ]
+    return pd.DataFrame(out)
+
+
+def summary(acc: Accuracy, atc: tuple[float | None, int]) -> dict[str, object]:
+    """The estimates for `monitor --json`."""
+    return {
+        "served": acc.served,
+        "audit": {
+            "right": acc.audit.k,
+            "labelled": acc.audit.n,
+            "drawn": acc.drawn,
+            "low": acc.exact.low,
+            "high": acc.exact.high,
+        },
+        "weighted": {"value": acc.weighted.value, "low": acc.weighted.low, "high": acc.weighted.high, "n": acc.weighted.n},
+        "reviewed": {"right": acc.reviewed.k, "labelled": acc.reviewed.n, "flagged": acc.flagged},
+        "atc": atc[0],
+        "unknown_labels": acc.unknown_labels,
+        "believed": "weighted" if acc.believed is acc.weighted else "audit",
+        "advice": acc.advice(),
+    }
