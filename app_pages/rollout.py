@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.drivetrain import accepted
 from core.model import registry
-from core.production import gate, rollout
+from core.production import backtest, gate, rollout
 from ui.common import attempt, current_workspace, image_grid, rate_metric, table
 
 ws = current_workspace()
@@ -28,6 +28,43 @@ active = rollout.current(ws)
 others = [v for v in registry.list_versions(ws)["version"].tolist()[::-1] if v != production]
 
 
+def backtest_section(versions: list[str]) -> None:
+    """Replay the kept production images of a period through a version, before it runs in shadow."""
+    with st.expander("Backtest before shadow: replay the kept production images through a version"):
+        c1, c2 = st.columns(2)
+        version = c1.selectbox("Version", versions, key="backtest_version")
+        days = int(c2.number_input("Days of production to replay", 1, 365, 7, key="backtest_days"))
+        if st.button(f"Backtest {version}", key="backtest_run"):
+            bar = st.progress(0.0, text="Replaying...")
+            found = attempt(lambda: backtest.run(ws, version, days, lambda d, t, _: bar.progress(d / max(t, 1), f"{d}/{t}")))
+            st.session_state["backtest_result"] = found
+        found = st.session_state.get("backtest_result")
+        if found is None or found.version != version:
+            st.caption("Scored as the serving path would, under the version's accepted policy; stored as 'backtest', "
+                       "never served, never counted by Monitor, Review or the comparison below.")  # fmt: skip
+            return
+        st.markdown(
+            f"**{found.replayed} of {found.period}** served predictions of the last {found.days} day(s) replayed; "
+            f"{found.not_kept} could not be (their image was not kept: Predict's deployment settings keep every image)."
+        )
+        m1, m2, m3 = st.columns(3)
+        rate_metric(m1, "Same class as production", found.agreement, "–")
+        rate_metric(m2, "Same action", found.same_action, "–")
+        m3.metric("Actions that would change", f"{len(found.changed):,}")
+        st.markdown(
+            f"- {backtest.words(found.labelled, 'On labelled requests, mostly the hard cases the queue collects')}\n"
+            f"- {backtest.words(found.audited, 'On the audit sample (random: the one to believe)')}"
+        )
+        if found.utility_n:
+            u = found.utility
+            st.caption(f"Utility per labelled request ({found.utility_n}), each under its own policy: production "
+                       f"{u['production']:+.2f}, {found.version} {u['candidate']:+.2f}.")  # fmt: skip
+        kept = found.changed[found.changed["image_path"].notna()].head(12)
+        if len(kept):
+            captions = [f"{r.production_action} → {r.candidate_action}" for r in kept.itertuples()]
+            image_grid([ws.root / p for p in kept["image_path"]], captions, columns=4)
+
+
 def limited_controls(key: str, scope: rollout.Scope) -> rollout.Scope:
     c1, c2, c3 = st.columns(3)
     share = c1.slider("Share of requests it answers", 0.01, 1.0, scope.share or 0.1, 0.01, key=f"{key}_share")
@@ -41,6 +78,7 @@ if active is None:
     if not others:
         st.info("Train another version on the **Train** page to run it beside production.")
     else:
+        backtest_section(others)
         candidate = st.selectbox("Candidate version", others, key="rollout_candidate")
         stage = st.radio("Stage", ["shadow", "limited"], horizontal=True, key="rollout_stage")
         scope = limited_controls("rollout_start", rollout.Scope()) if stage == "limited" else rollout.Scope()

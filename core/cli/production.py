@@ -215,6 +215,11 @@ def cmd_rollout(args: argparse.Namespace) -> dict[str, Any]:
         rollout.expand(ws, _decision_figures(ws, active.candidate) if active else None, note)
     elif args.rollback:
         rollout.rollback(ws, note)
+    elif args.backtest:
+        from core.production import backtest
+
+        found = backtest.run(ws, args.backtest, args.days, printer(not args.json, "replayed"))
+        return {**_rollout_status(ws, args.window), "backtest": backtest.summary(found)}
     return _rollout_status(ws, args.window)
 
 
@@ -240,7 +245,7 @@ def _rollout_status(ws: Any, window: str) -> dict[str, Any]:
     if active:
         comparison = gate.compare(ws, active.candidate, window=window)
         out["comparison"] = gate.figures(comparison, gate.gate(comparison))
-        out["windows"] = comparison.windows.to_dict("records")
+        out["windows"] = comparison.windows.drop(columns=["production_interval", "candidate_interval"]).to_dict("records")
     return out
 
 
@@ -259,6 +264,25 @@ def print_rollout(data: dict[str, Any]) -> None:
             print(f"  [{'x' if check['met'] else ' '}] {check['criterion']}: {check['value']}")
     for step in data["history"][:5]:
         print(f"  {step['ts']:%Y-%m-%d %H:%M}  {step['action']:<12} {step['candidate'] or ''}  {step['note'] or ''}")
+    if "backtest" in data:
+        print_backtest(data["backtest"])
+
+
+def print_backtest(b: dict[str, Any]) -> None:
+    share = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+    print(
+        f"backtest of {b['version']} over the last {b['days']} day(s): {b['replayed']} of {b['served']} served "
+        f"predictions replayed; {b['not_replayed_image_not_kept']} could not be (their image was not kept)"
+    )
+    print(f"  same class as production: {share(b['agreement'])}; same action: {share(b['same_action'])}")
+    for line in b["words"]:
+        print(f"  {line}")
+    u = b["utility_per_labelled"]
+    if b["utility_n"]:
+        print(f"  utility per labelled request ({b['utility_n']}): production {u['production']}, candidate {u['candidate']}")
+    print(f"  actions that would have changed: {b['actions_changed']}")
+    for c in b["changed"][:10]:
+        print(f"    {c['name']}: {c['production']} -> {c['candidate']}  ({c['image_path']})")
 
 
 def cmd_review(args: argparse.Namespace) -> dict[str, Any]:
@@ -474,6 +498,12 @@ def add_commands(command: Any) -> None:
     stage.add_argument("--expand", action="store_true", help="the candidate becomes production (rollback returns)")
     stage.add_argument("--rollback", action="store_true", help="stop the candidate; without one, production's previous version")
     stage.add_argument("--status", action="store_true", help="the stage, the comparison and the gate (the default)")
+    stage.add_argument(
+        "--backtest",
+        metavar="VERSION",
+        help="replay the kept production images of the last --days through VERSION and compare (never served)",
+    )
+    r.add_argument("--days", type=bounds.arg("days", "--days"), default=7, help="with --backtest: the period replayed")
     r.add_argument(
         "--share", type=bounds.arg("rollout_share", "--share"), help="with --limited: share of requests, by image hash (0 to 1)"
     )

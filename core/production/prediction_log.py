@@ -33,7 +33,8 @@ from core.workspace.paths import Workspace, write_atomic
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
     from core.production.prediction import Prediction
 
-SOURCES = ("app", "batch", "simulation", "api")
+SOURCES = ("app", "batch", "simulation", "api")  # served traffic: what monitoring reads
+REPLAY = "backtest"  # a candidate's replay of kept production images: logged, never served, never monitored
 NONE_OF_THESE = "none of these"
 KEEP_IMAGES = "keep_production_images"  # workspace setting: store each scored image under production/
 COLUMNS = (
@@ -115,7 +116,7 @@ def frame_of(ws: Workspace, batches: Sequence[LogBatch], problems: list[str] | N
     problems = problems if problems is not None else []
     sampling = audit.current(ws)  # drawn here, where every writer passes: the app, batch, the API, the simulator
     for b in batches:
-        if b.source not in SOURCES:
+        if b.source not in (*SOURCES, REPLAY):
             raise ValueError(f"unknown log source {b.source!r}")  # a programming error
         n = len(b.predictions)
         rows["ts"] += list(b.ts) if b.ts is not None else [b.stamp] * n

@@ -41,7 +41,8 @@ _PAIRS = """pairs AS (  -- requests scored by production and a candidate: the ot
     SELECT request_id, count(DISTINCT predicted) > 1 AS disputed,
            arg_max(CASE WHEN NOT served THEN predicted END, ts) AS other_label,
            arg_max(CASE WHEN NOT served THEN model_version END, ts) AS other_version
-    FROM predictions WHERE request_id IS NOT NULL GROUP BY request_id HAVING count(*) > 1
+    FROM predictions WHERE request_id IS NOT NULL AND coalesce(stage, 'production') <> 'backtest'
+    GROUP BY request_id HAVING count(*) > 1
 )"""
 _LABELLED = """labelled AS (  -- requests someone already labelled (on any of their predictions)
     SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM predictions p JOIN feedback f ON f.prediction_id = p.id

@@ -167,6 +167,7 @@ def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None 
                    arg_max(fb.label, fb.at) AS label, arg_max(fb.source, fb.at) AS label_source
             FROM predictions p LEFT JOIN fb ON fb.prediction_id = p.id
             WHERE coalesce(p.request_id, p.id) IN (SELECT coalesce(request_id, id) FROM logged)
+              AND coalesce(p.stage, 'production') <> 'backtest'  -- a replay is no part of what production did
             GROUP BY 1
         )
         SELECT l.id, l.predicted, l.ood, r.flagged, r.audit, r.audit_p, r.label, r.label_source
