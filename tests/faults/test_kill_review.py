@@ -39,7 +39,7 @@ def test_a_killed_label_leaves_none_and_a_second_reviewer_waits_for_the_first(
     harness.crash_at(data_root, "review.labelling", *label, first_item.id, "red", "--reviewer", "ana", tally=tally)
     assert labels(prod, first_item.id) == [] and first_item.id in [i.id for i in review.pending(prod)]
     done = json.loads(harness.finish(harness.start(data_root, *label, first_item.id, "red", "--reviewer", "ana")))
-    assert done["done"] == {"labelled": first_item.id} and labels(prod, first_item.id) == [("red", "ana")]
+    assert done["done"] == {"labelled": first_item.id, "why": "out of domain"} and labels(prod, first_item.id) == [("red", "ana")]
     harness.repaired(prod, tally)
 
     gate, waiting = tmp_path / "gate", tmp_path / "waiting"
