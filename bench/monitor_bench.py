@@ -153,7 +153,7 @@ def tests_of(ref: reference.DriftReference, frame: pd.DataFrame) -> list[stats.D
     size = min(n, floors.FLOOR_WINDOW)
     if size not in FLOORS:
         FLOORS[size] = floors.reference_floors(ref, size)
-    tests = drift._window_tests(ref, row, counts, frame, permutations=200)
+    tests = drift._window_tests(ref, row, counts, frame)
     return [replace(t, floor=floors.floor_for(t.metric, FLOORS[size], {})) for t in tests]
 
 

@@ -124,9 +124,7 @@ class DriftReport:
     samples: pd.DataFrame | None = None  # the predictions each window was tested on (window label in "label", aspect added)
 
 
-def _window_tests(
-    ref: DriftReference, row: pd.Series, counts: dict[str, int], sample: pd.DataFrame, permutations: int
-) -> list[DriftTest]:
+def _window_tests(ref: DriftReference, row: pd.Series, counts: dict[str, int], sample: pd.DataFrame) -> list[DriftTest]:
     classes = list(ref.classes) + sorted(set(counts) - set(ref.classes))
     ref_counts = np.array([*ref.expected_counts, *[0] * (len(classes) - len(ref.classes))])
     window_counts = np.array([counts.get(c, 0) for c in classes])
@@ -141,7 +139,7 @@ def _window_tests(
         tests.append(stats.ks_shift(metric, reference, values))  # the whole distribution moved
         tests.append(stats.tail_test(metric, reference, values))  # part of the traffic moved far
     embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy())
-    tests.append(stats.mmd_test(ref.embedding, embedding, permutations))
+    tests.append(stats.mmd_test(ref.embedding, embedding))
     n, flagged = _distinct_ood(row, sample)
     tests.append(stats.rate_test("ood_rate", int(ref.ood.sum()), len(ref.ood), flagged, n, "greater"))
     labelled = int(row["feedback"])
@@ -220,7 +218,7 @@ def examples_for(report: DriftReport, metric: str, window: str) -> tuple[Example
     return _examples(test, sample, report.reference) if test is not None and len(sample) else ()
 
 
-def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None, permutations: int = 200) -> DriftReport:
+def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None) -> DriftReport:
     """Every window of the filtered log tested against `version`'s reference (default: f.version, else
     production), each distinct image once; Benjamini-Hochberg over all tests; an alert needs a significant test
     and an effect at least as large as the metric's floor; alerts with examples and levers."""
@@ -255,7 +253,7 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
         sample = samples[samples["window"] == row["window"]]
         part = mix[mix["window"] == row["window"]]
         counts = {str(c): int(k) for c, k in zip(part["predicted"], part["images"], strict=True)}
-        pending.append((shell, row, _window_tests(ref, row, counts, sample, permutations), sample))
+        pending.append((shell, row, _window_tests(ref, row, counts, sample), sample))
     adjusted = iter(stats.benjamini_hochberg([t for _, _, tests, _ in pending for t in tests]))
     computed: dict[tuple[int, int], dict[str, float]] = {}  # floors per (sample size, labelled): windows share them
     windows: list[WindowDrift] = []
