@@ -13,7 +13,7 @@ from PIL import Image
 from core.data import images
 from core.model import registry, scoring
 from core.production import prediction, prediction_log
-from core.production.monitoring import drift, queries, reference
+from core.production.monitoring import drift, drift_charts, queries, reference
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import cli, encode
@@ -65,6 +65,11 @@ def test_clean_windows_stay_quiet_and_a_darker_window_alerts_with_its_images(pro
     estimates = report.windows[0].estimates
     assert estimates is not None and 0 <= estimates.accuracy_atc <= 1 and 0 <= estimates.accuracy_confidence <= 1
     assert set(estimates.class_mix) == set(registry.read_meta(prod, report.reference_version)["classes"])
+    for w in report.windows:  # ATC with its interval, drawn as a band on the estimates chart
+        if w.estimates is not None:
+            assert w.estimates.accuracy_atc_low <= w.estimates.accuracy_atc <= w.estimates.accuracy_atc_high
+    names = [t.name for t in drift_charts.estimates_figure(report).data]
+    assert "ATC 95% interval" in names and "estimated (ATC)" in names
 
 
 def test_a_window_without_kept_images_says_so_and_names_its_examples(prod: Workspace) -> None:

@@ -74,6 +74,18 @@ def test_the_weighted_chi_square_tail_is_exact_for_one_weight_and_close_for_many
         assert stats.quadratic_form_sf(q, w) == pytest.approx(np.mean(draws >= q), rel=0.1, abs=2e-4)
 
 
+def test_the_atc_interval_holds_its_estimate_and_narrows_with_more_images() -> None:
+    rng = np.random.default_rng(4)
+    ref_conf = rng.uniform(0.3, 1.0, 300)
+    ref_ok = rng.random(300) < ref_conf  # calibrated: right as often as it is sure
+    small = stats.atc_interval(ref_conf, ref_ok, rng.uniform(0.3, 1.0, 40))
+    large = stats.atc_interval(ref_conf, ref_ok, rng.uniform(0.3, 1.0, 2000))
+    for e in (small, large):
+        assert e.low <= e.value <= e.high
+    assert large.high - large.low < small.high - small.low
+    assert large.low < np.mean(ref_conf) < large.high  # the same traffic: the band holds the reference's accuracy
+
+
 def test_benjamini_hochberg_by_hand() -> None:
     tests = [stats.DriftTest("m", 0, p, 0, 0, 0, 1, 1, "") for p in (0.01, 0.04, 0.03, 0.2)]
     adjusted = [t.adjusted_p for t in stats.benjamini_hochberg(tests)]

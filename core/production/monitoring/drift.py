@@ -71,6 +71,8 @@ class Estimates:
     feedback: int
     class_mix: dict[str, Estimate]  # true share of each class, by black-box shift estimation
     predicted_mix: dict[str, float]
+    accuracy_atc_low: float | None = None  # ATC's 95% bootstrap interval (reference and window resampled)
+    accuracy_atc_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,17 +164,19 @@ def _estimates(ref: DriftReference, row: pd.Series, sample: pd.DataFrame) -> Est
     index = {c: i for i, c in enumerate(ref.classes)}
     predicted = sample["predicted"].map(index).dropna().astype(int).to_numpy()
     correct = ref.predicted == ref.labels
-    threshold = stats.atc_threshold(ref.confidence, correct)
+    atc = stats.atc_interval(ref.confidence, correct, sample["confidence"].to_numpy())
     mix = stats.bbse_class_mix(ref.predicted, ref.labels, predicted, len(ref.classes), boot=100) if len(predicted) else []
     shares = np.bincount(predicted, minlength=len(ref.classes)) / max(len(predicted), 1)
     labelled = int(row["feedback"])
     return Estimates(
-        stats.atc_accuracy(sample["confidence"].to_numpy(), threshold),
+        atc.value,
         stats.average_confidence(sample["confidence"].to_numpy()),
         float(row["feedback_accuracy"]) if labelled else None,
         labelled,
         dict(zip(ref.classes, mix, strict=False)),
         {c: float(s) for c, s in zip(ref.classes, shares, strict=True)},
+        atc.low,
+        atc.high,
     )
 
 

@@ -146,13 +146,25 @@ def estimates_frame(report: DriftReport, truth: pd.DataFrame | None = None) -> p
                 "window": w.window,
                 "predictions": w.n,
                 "accuracy_atc": e.accuracy_atc,
+                "atc_low": e.accuracy_atc_low,
+                "atc_high": e.accuracy_atc_high,
                 "accuracy_confidence": e.accuracy_confidence,
                 "accuracy_feedback": e.accuracy_feedback,
                 "feedback": e.feedback,
             }
         )
     frame = pd.DataFrame(
-        rows, columns=["window", "predictions", "accuracy_atc", "accuracy_confidence", "accuracy_feedback", "feedback"]
+        rows,
+        columns=[
+            "window",
+            "predictions",
+            "accuracy_atc",
+            "atc_low",
+            "atc_high",
+            "accuracy_confidence",
+            "accuracy_feedback",
+            "feedback",
+        ],  # fmt: skip
     )
     if truth is not None and len(truth):
         frame = frame.merge(truth, on="window", how="left")
@@ -164,6 +176,13 @@ def estimates_figure(report: DriftReport, truth: pd.DataFrame | None = None) -> 
     simulated traffic, the true accuracy the simulator knows."""
     frame = estimates_frame(report, truth)
     fig = go.Figure()
+    band = frame.dropna(subset=["atc_low", "atc_high"])
+    if len(band):  # ATC's 95% interval: the threshold and the window are both samples
+        fig.add_scatter(x=band["window"], y=band["atc_high"], mode="lines", line_width=0, showlegend=False, hoverinfo="skip")
+        fig.add_scatter(
+            x=band["window"], y=band["atc_low"], mode="lines", line_width=0, fill="tonexty",
+            fillcolor="rgba(76, 120, 168, 0.18)", name="ATC 95% interval",
+        )  # fmt: skip
     fig.add_scatter(x=frame["window"], y=frame["accuracy_atc"], mode="lines+markers", name="estimated (ATC)")
     fig.add_scatter(
         x=frame["window"], y=frame["accuracy_confidence"], mode="lines+markers", name="estimated (average confidence)"

@@ -310,5 +310,23 @@ def atc_accuracy(window_confidence: np.ndarray, threshold: float) -> float:
     return float(np.mean(np.asarray(window_confidence) > threshold))
 
 
+def atc_interval(
+    ref_confidence: np.ndarray, ref_correct: np.ndarray, window_confidence: np.ndarray, boot: int = 200, seed: int = 0
+) -> Estimate:
+    """ATC's estimate with its 95% bootstrap interval, resampling the reference (the threshold is learnt from a
+    sample too) and the window. It leaves out what ATC assumes: that confidence means on the window what it
+    meant on the reference; under a shift that breaks that, the truth can sit outside the band."""
+    ref_c, ref_ok, win = (np.asarray(x) for x in (ref_confidence, ref_correct, window_confidence))
+    point = atc_accuracy(win, atc_threshold(ref_c, ref_ok))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        r = rng.integers(len(ref_c), size=len(ref_c))
+        w = rng.integers(len(win), size=len(win))
+        draws.append(atc_accuracy(win[w], atc_threshold(ref_c[r], ref_ok[r])))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return Estimate(point, float(low), float(high))
+
+
 def average_confidence(window_confidence: np.ndarray) -> float:
     return float(np.mean(window_confidence))
