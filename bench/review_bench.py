@@ -160,6 +160,15 @@ def main() -> None:
             cells.append(f"{r[:, 0].mean():.1%} ({r[:, 0].std(ddof=1):.1%}) {r[:, 1].mean():+.2f} ({r[:, 1].std(ddof=1):.2f})")
         print(f"{name:<12}" + "".join(f"{c:>26}" for c in cells))
     print("cells: test accuracy mean (sd over seeds), utility per image mean (sd)")
+    print("paired against random on the same seed (same split, same first model): accuracy points, utility; mean [95% CI]")
+    for name in ORDERINGS[1:]:
+        cells = []
+        for k in args.ks:
+            d = np.array(results[(name, k)]) - np.array(results[("random", k)])
+            half = 1.96 * d.std(axis=0, ddof=1) / np.sqrt(len(d))
+            m = d.mean(axis=0)
+            cells.append(f"{m[0] * 100:+.1f} [{(m[0] - half[0]) * 100:+.1f},{(m[0] + half[0]) * 100:+.1f}] {m[1]:+.2f}")
+        print(f"{name:<12}" + "".join(f"{c:>26}" for c in cells))
     target_k = max(args.ks)
     target = np.mean([a for a, _ in results[("random", target_k)]])
     for name in ORDERINGS:
