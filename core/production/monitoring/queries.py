@@ -21,6 +21,10 @@ WINDOWS = ("hour", "day", "week", "predictions")  # predictions: consecutive blo
 # A label agrees with the prediction when it names the predicted class, or says "none of these" about an image the
 # model itself flagged as out of domain (the model was right not to trust its class). Every accuracy from labels uses it.
 AGREES = "(fb.label = p.predicted OR (fb.label = ? AND p.ood))"
+# A label the model did not choose: given in use (the app, an end user, the simulator) or on an audit item. Labels
+# from the review queue on the hard cases it collects are lower by design: accuracy "from feedback" leaves them out
+# (they are counted apart, as reviews; monitoring.accuracy weighs them by how they were chosen).
+BY_CHANCE = "(fb.source NOT IN ('review', 'import') OR coalesce(p.audit, FALSE))"
 
 
 def default_sources(ws: Workspace) -> tuple[str, ...]:
@@ -73,8 +77,9 @@ def logged(f: LogFilter) -> tuple[str, list[object]]:
 
 
 def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
-    """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy, and how often
-    reviewers agreed with the model on the predictions they reviewed (the queue's: referred, OOD, disputed)."""
+    """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy (labels the model
+    did not choose: BY_CHANCE), and how often reviewers agreed with the model on the predictions they reviewed (the
+    queue's: referred, OOD, disputed, and the audit sample)."""
     cte, params = logged(f)
     sql = f"""
         WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
@@ -89,10 +94,11 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
                quantile_cont(p.confidence, 0.9) AS confidence_p90,
                avg(p.ood::INTEGER) AS ood_rate,
                quantile_cont(p.latency_ms, 0.5) AS latency_p50_ms,
-               count(fb.label) AS feedback,
-               count(CASE WHEN {AGREES} THEN 1 END) AS feedback_correct,
-               avg(CASE WHEN fb.label IS NULL THEN NULL WHEN {AGREES} THEN 1 ELSE 0 END) AS feedback_accuracy,
-               avg(CASE WHEN fb.label IS NULL THEN NULL WHEN fb.label = ? THEN 1 ELSE 0 END) AS feedback_none_share,
+               count(fb.label) FILTER (WHERE {BY_CHANCE}) AS feedback,
+               count(CASE WHEN {AGREES} AND {BY_CHANCE} THEN 1 END) AS feedback_correct,
+               avg(CASE WHEN fb.label IS NULL OR NOT {BY_CHANCE} THEN NULL WHEN {AGREES} THEN 1 ELSE 0 END) AS feedback_accuracy,
+               avg(CASE WHEN fb.label IS NULL OR NOT {BY_CHANCE} THEN NULL WHEN fb.label = ? THEN 1 ELSE 0 END)
+                   AS feedback_none_share,
                count_if(fb.source = 'review') AS reviews,
                count(CASE WHEN fb.source = 'review' AND {AGREES} THEN 1 END) AS review_correct,
                avg(CASE WHEN fb.source = 'review' THEN ({AGREES})::INTEGER END) AS review_agreement
