@@ -26,6 +26,12 @@ def cached_report(root: str, flt: queries.LogFilter, version: str, stamp: tuple)
     return drift.drift_report(Workspace(Path(root)), flt, version)
 
 
+@st.cache_data(max_entries=8, show_spinner="Estimating accuracy from labels...")
+def cached_accuracy(root: str, flt: queries.LogFilter, stamp: tuple) -> accuracy.Accuracy:
+    """The accuracy estimates, computed again only when the log, its feedback or the filters change."""
+    return accuracy.accuracy(Workspace(Path(root)), flt)
+
+
 @st.fragment(run_every=1.0)
 def simulation_progress() -> None:
     """The running simulation's progress, refreshed every second; the whole page again once it has ended."""
@@ -129,7 +135,7 @@ if found:
 
 recent = win.iloc[-verdict.RECENT :]
 ood = rates.Rate(int(recent["ood_images"].sum()), int(recent["images"].sum()))
-estimated = attempt(lambda: accuracy.accuracy(ws, flt))
+estimated = attempt(lambda: cached_accuracy(str(ws.root), flt, prediction_log.stamp(ws)))
 believed = estimated.believed
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(

@@ -1,0 +1,170 @@
+"""A realistic prediction log of any size, generated inside DuckDB (no row passes through Python), and the time the
+pages' queries take over it.
+
+    .venv/bin/python bench/loggen.py [--rows 10000000] [--workspace demo] [--keep]
+
+Needs a workspace with a trained production model (default: a copy of a fresh `python -m core demo`, made in a
+temporary data root). The generated rows: 30 days ending now; sources app, api (three replicas' worth of traffic)
+and batch; every id, request id and hash distinct; a model change on day 20 after five days of the new version in
+shadow (its predictions share the request and disagree on some); properties, confidence and the embedding drawn
+with noise around the reference's own, the last 5 days drifting darker; an out-of-domain share; the policy's
+referrals; the audit sample (2%); feedback on 5% of served predictions, right 90% of the time.
+
+Prints the time each page's query takes: Monitor's drift report (its windows, samples and tests), the accuracy
+estimates, the review queue's first page and backlog, the rollout comparison, `monitor --json`'s summary; and the
+disk the log takes per million rows. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.model import registry  # noqa: E402
+from core.model.config import EMBED_DIM  # noqa: E402
+from core.production import review  # noqa: E402
+from core.production.monitoring import accuracy, drift, queries, report  # noqa: E402
+from core.workspace import store, workspaces  # noqa: E402
+
+DAYS = 30
+CHANGE_DAY = 20  # the new version takes over
+SHADOW_DAYS = 5  # before it, the new version in shadow
+
+
+def generate(ws: workspaces.Workspace, rows: int, old: str, new: str, seed: int = 0) -> float:
+    """Insert `rows` served predictions (plus the shadow ones) and their feedback; returns seconds taken."""
+    classes = list(registry.read_meta(ws, old)["classes"])
+    dims = EMBED_DIM
+    k = len(classes)
+    t0 = time.perf_counter()
+    with store.connect(ws) as con:
+        con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
+        con.execute(
+            f"""
+            CREATE TEMP TABLE gen AS
+            SELECT i, md5('p' || i || '-{seed}') AS id, md5('r' || i || '-{seed}') AS request,
+                   now()::TIMESTAMP - INTERVAL 1 SECOND * CAST({DAYS * 86400} * (1 - i / {rows}) AS BIGINT) AS ts,
+                   random() AS u_class, random() AS u_conf, random() AS u_ood, random() AS u_src, random() AS u_fb,
+                   random() AS u_ok, random() AS n1, random() AS n2
+            FROM range({rows}) t(i)
+            """
+        )
+        day = "(date_diff('second', ts, now()::TIMESTAMP) / 86400.0)"  # days before now
+        version = f"CASE WHEN {day} <= {DAYS - CHANGE_DAY} THEN '{new}' ELSE '{old}' END"
+        normal = "sqrt(-2 * ln(greatest(n1, 1e-12))) * cos(2 * pi() * n2)"
+        drift_dark = f"CASE WHEN {day} <= 5 THEN -0.01 * (5 - {day}) * 4 ELSE 0 END"
+        confidence = f"greatest(1.0 / {k}, 1 - 0.6 * pow(u_conf, 3))"
+        predicted = f"list_extract({classes!r}::VARCHAR[], 1 + CAST(floor(u_class * {k}) AS INTEGER))"
+        probs = (
+            f"list_transform(range({k}), lambda c: CASE WHEN c = CAST(floor(u_class * {k}) AS INTEGER) THEN {confidence} "
+            f"ELSE (1 - {confidence}) / {k - 1} END)::FLOAT[]"
+        )
+        embedding = f"list_transform(range({dims}), lambda d: (random() - 0.5) * 2)::FLOAT[]"
+        con.execute(
+            f"""
+            INSERT INTO predictions (id, ts, source, model_version, name, sha256, width, height, brightness, contrast,
+                saturation, sharpness, probs, predicted, confidence, energy, ood_score, ood, embedding, action,
+                latency_ms, image_path, stage, served, request_id, referred, audit, audit_p)
+            SELECT id, ts, CASE WHEN u_src < 0.6 THEN 'api' WHEN u_src < 0.9 THEN 'app' ELSE 'batch' END, {version},
+                   'img-' || i || '.jpg', sha256(id), 640 + CAST(n1 * 64 AS INTEGER), 480 + CAST(n2 * 48 AS INTEGER),
+                   0.45 + 0.12 * {normal} + {drift_dark}, 0.2 + 0.05 * {normal}, 0.3 + 0.08 * {normal},
+                   0.05 + 0.02 * {normal}, {probs}, {predicted}, {confidence}, -5 - 3 * u_conf, 1 - u_ood,
+                   u_ood < 0.04, {embedding}, 'act on ' || {predicted}, 20 + 30 * u_conf, NULL, 'production', TRUE,
+                   request, {confidence} < 0.5, u_fb > 0.98, 0.02
+            FROM gen
+            """
+        )
+        # the shadow days: the new version scored the same requests beside the old one, never served
+        other = f"list_extract({classes!r}::VARCHAR[], 1 + (list_position({classes!r}::VARCHAR[], p.predicted) % {k}))"
+        shadow_days = f"{day.replace('ts', 'p.ts')} BETWEEN {DAYS - CHANGE_DAY} AND {DAYS - CHANGE_DAY + SHADOW_DAYS}"
+        con.execute(
+            f"""
+            INSERT INTO predictions (id, ts, source, model_version, name, sha256, width, height, brightness, contrast,
+                saturation, sharpness, probs, predicted, confidence, energy, ood_score, ood, embedding, action,
+                latency_ms, image_path, stage, served, request_id, referred, audit, audit_p)
+            SELECT md5('s' || p.id), p.ts, p.source, '{new}', p.name, p.sha256, p.width, p.height, p.brightness,
+                   p.contrast, p.saturation, p.sharpness, p.probs,
+                   CASE WHEN g.u_ok < 0.08 THEN {other} ELSE p.predicted END,
+                   p.confidence, p.energy, p.ood_score, p.ood, p.embedding, p.action, p.latency_ms, NULL, 'shadow', FALSE,
+                   p.request_id, p.referred, p.audit, p.audit_p
+            FROM predictions p JOIN gen g ON g.id = p.id
+            WHERE p.model_version = '{old}' AND {shadow_days}
+            """
+        )
+        wrong = f"list_extract({classes!r}::VARCHAR[], 1 + ((CAST(floor(g.u_class * {k}) AS INTEGER) + 1) % {k}))"
+        con.execute(
+            f"""
+            INSERT INTO feedback (prediction_id, ts, label, source, reviewer)
+            SELECT g.id, g.ts + INTERVAL 1 HOUR,
+                   CASE WHEN g.u_ok < 0.9 THEN {predicted.replace("u_class", "g.u_class")} ELSE {wrong} END,
+                   CASE WHEN g.u_fb > 0.98 THEN 'review' ELSE 'app' END, CASE WHEN g.u_fb > 0.98 THEN 'bench' END
+            FROM gen g WHERE g.u_fb < 0.05 OR g.u_fb > 0.98
+            """
+        )
+        con.execute("DROP TABLE gen")
+    return time.perf_counter() - t0
+
+
+def timed(label: str, fn: object, repeats: int = 2) -> None:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t0)
+    print(f"  {label}: {times[0]:.2f} s cold, {min(times[1:] or times):.2f} s warm")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--workspace", help="an existing workspace with a trained production model (copied first)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data root and print where it is")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="loggen-"))
+    os.environ[workspaces.DATA_ROOT_ENV] = str(root)
+    if args.workspace:
+        shutil.copytree(
+            workspaces.resolve(args.workspace).root, root / "workspaces" / "log", ignore=shutil.ignore_patterns("*.lock")
+        )
+        ws = workspaces.resolve("log")
+    else:
+        from core.production import demo
+
+        t0 = time.perf_counter()
+        demo.prepare_demo("log", say=lambda _: None)
+        ws = workspaces.resolve("log")
+        print(f"demo workspace made in {time.perf_counter() - t0:.0f} s")
+    old = registry.production_version(ws)
+    new = old  # one version unless the workspace has another
+    others = [v for v in registry.list_versions(ws)["version"] if v != old]
+    if others:
+        new = others[-1]
+    before = ws.db_path.stat().st_size
+    took = generate(ws, args.rows, old, new)
+    size = ws.db_path.stat().st_size - before
+    with store.connect(ws) as con:
+        total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+    print(f"{args.rows:,} served rows generated ({total:,} in the log with shadow and earlier rows) in {took:.0f} s; "
+          f"{size / max(args.rows, 1) * 1e6 / 2**20:.0f} MiB per million rows")  # fmt: skip
+    flt = queries.LogFilter(window="day", sources=("app", "api", "batch"))
+    print(f"the pages' queries over {total:,} rows (each run twice: cold, then warm):")
+    timed("Monitor: drift report, 30 daily windows", lambda: drift.drift_report(ws, flt))
+    timed("Monitor: accuracy estimates (audit, weighted, hard cases)", lambda: accuracy.accuracy(ws, flt))
+    timed("Review: backlog and the first page", lambda: (review.backlog(ws), review.pending_rows(ws, 6)))
+    timed("monitor --json summary", lambda: report.summary(ws, flt))
+    if args.keep:
+        print(f"kept: {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
