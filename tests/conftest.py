@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,20 @@ def prod(trained_template: Path, data_root: Path) -> Workspace:
 
     shutil.copytree(trained_template, data_root / "workspaces" / "prod")
     return workspaces.resolve("prod")
+
+
+HANG_GUARD_S = 600  # pyproject's timeout: a guard against a hung test, never a speed limit
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    """The hang guard grows with how busy the machine is when each test starts (the run queue per core): a fault
+    test that takes 600 s on a quiet machine has hung; beside three times the work it has not. Set before
+    pytest-timeout reads it; a test with its own timeout marker keeps it."""
+    if item.get_closest_marker("timeout") is None:
+        slowness = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+        item.add_marker(pytest.mark.timeout(HANG_GUARD_S * slowness))
+    yield
 
 
 @pytest.hookimpl(hookwrapper=True)
