@@ -46,7 +46,7 @@ if backlog.pending:
         "rests on."
     )
 
-left, middle, right = st.columns([2, 1, 1], vertical_alignment="bottom")
+left, middle, right = st.columns([2, 1, 2], vertical_alignment="bottom")  # room for the three orders
 reviewer = left.text_input(
     "Your name (required: recorded with each label)", value=st.session_state.get("reviewer_name", ""), key="review_reviewer"
 ).strip()

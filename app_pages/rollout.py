@@ -30,15 +30,16 @@ others = [v for v in registry.list_versions(ws)["version"].tolist()[::-1] if v !
 
 def backtest_section(versions: list[str]) -> None:
     """Replay the kept production images of a period through a version, before it runs in shadow."""
-    with st.expander("Backtest before shadow: replay the kept production images through a version"):
+    found = st.session_state.get(f"backtest_result_{ws.name}")
+    label = "Backtest before shadow: replay the kept production images through a version"
+    with st.expander(label, expanded=found is not None, key="backtest_expander"):  # a key: open across reruns
         c1, c2 = st.columns(2)
         version = c1.selectbox("Version", versions, key="backtest_version")
         days = int(c2.number_input("Days of production to replay", 1, 365, 7, key="backtest_days"))
         if st.button(f"Backtest {version}", key="backtest_run"):
             bar = st.progress(0.0, text="Replaying...")
             found = attempt(lambda: backtest.run(ws, version, days, lambda d, t, _: bar.progress(d / max(t, 1), f"{d}/{t}")))
-            st.session_state["backtest_result"] = found
-        found = st.session_state.get("backtest_result")
+            st.session_state[f"backtest_result_{ws.name}"] = found  # per workspace: another's v1 is another model
         if found is None or found.version != version:
             st.caption("Scored as the serving path would, under the version's accepted policy; stored as 'backtest', "
                        "never served, never counted by Monitor, Review or the comparison below.")  # fmt: skip
