@@ -79,7 +79,6 @@ if active is None:
     if not others:
         st.info("Train another version on the **Train** page to run it beside production.")
     else:
-        backtest_section(others)
         candidate = st.selectbox("Candidate version", others, key="rollout_candidate")
         stage = st.radio("Stage", ["shadow", "limited"], horizontal=True, key="rollout_stage")
         scope = limited_controls("rollout_start", rollout.Scope()) if stage == "limited" else rollout.Scope()
@@ -168,6 +167,9 @@ else:
             attempt(lambda: rollout.rollback(ws, note))
             st.session_state["rollout_message"] = f"{active.candidate} stopped: production {production} answers alone."
             st.rerun()
+
+if others:
+    backtest_section(others)  # before shadow, or beside it: any version against what production did
 
 steps = rollout.history(ws)
 if steps:

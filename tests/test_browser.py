@@ -472,6 +472,16 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("Promotion gate").wait_for()
     no_exception(page)
     shot(page, "22-rollout-shadow")
+    # the candidate replayed over the week's kept production images: what would have changed had it answered
+    page.get_by_text("Backtest before shadow: replay the kept production images through a version").click()
+    page.get_by_role("button", name="Backtest v2").click()
+    page.get_by_text(re.compile(r"served predictions of the last 7 day\(s\) replayed")).wait_for(timeout=HEAVY_MS)
+    page.get_by_text("On the audit sample (random: the one to believe)").wait_for()
+    no_exception(page)
+    with store.connect(workspaces.resolve("demo")) as con:
+        replayed = con.execute("SELECT count(*), count_if(served) FROM predictions WHERE stage = 'backtest'").fetchone()
+    assert replayed[0] > 0 and replayed[1] == 0
+    shot(page, "22b-rollout-backtest")
     if page.get_by_text("Promotion gate: not met yet").count():
         page.get_by_text("Expand although the gate is not met").click()
         idle(page)
@@ -481,16 +491,6 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     assert registry.production_version(workspaces.resolve("demo")) == "v2"
     assert accepted.active(workspaces.resolve("demo"), "v2") is not None  # it decides as the analyst accepted
     shot(page, "23-rollout-expanded")
-    # the version before, replayed over the week's kept images: what would have changed had it stayed
-    page.get_by_text("Backtest before shadow: replay the kept production images through a version").click()
-    page.get_by_role("button", name="Backtest v1").click()
-    page.get_by_text(re.compile(r"served predictions of the last 7 day\(s\) replayed")).wait_for(timeout=HEAVY_MS)
-    page.get_by_text("On the audit sample (random: the one to believe)").wait_for()
-    no_exception(page)
-    with store.connect(workspaces.resolve("demo")) as con:
-        replayed = con.execute("SELECT count(*), count_if(served) FROM predictions WHERE stage = 'backtest'").fetchone()
-    assert replayed[0] > 0 and replayed[1] == 0
-    shot(page, "23b-rollout-backtest")
 
     page.get_by_role("link", name="Overview", exact=True).click()
     page.get_by_text("1. Objective").wait_for()
