@@ -229,6 +229,7 @@ def test_the_gate_weighs_the_difference_by_the_disputed_share_not_by_the_labelle
     none_known = gate.weighted_paired(pairs_frame(100, [(False, False, False)] * 10, 20, []))
     assert none_known.difference is None and "none of the 10 disputed" in gate.difference_words(none_known)
     # with audit labels on the rest, each model's accuracy: hard cases (30 of 100) and the audit's sample of the others
-    with_audit = gate.weighted_paired(pairs_frame(100, disputed, 20, [True] * 9 + [False]))
+    assert gate.weighted_paired(pairs_frame(100, disputed, 20, [True] * 9 + [False])).production is None  # 10: too few
+    with_audit = gate.weighted_paired(pairs_frame(100, disputed, 20, [True] * 27 + [False] * 3))
     production = 0.3 * (3 + 20) / 30 + 0.7 * 0.9
     assert with_audit.production == pytest.approx(production) and with_audit.candidate == pytest.approx(production + 0.04)

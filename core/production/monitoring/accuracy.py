@@ -97,7 +97,7 @@ class Accuracy:
             f"only {self.coverage:.0%} of the {self.flagged:,} hard cases are labelled, so the weighted estimate would "
             "assume the unlabelled ones are like them"
             if self.weighted.value is not None
-            else "the weighted estimate needs labels in every stratum"
+            else f"the weighted estimate needs {MIN_N} labels in each stratum (or every hard case labelled)"
         )
         return (
             f"Believe the audit sample, {self.exact.text()}: its items were drawn at random and labelled blind, so it "
@@ -137,7 +137,7 @@ def weighted(frame: pd.DataFrame) -> Interval:
         if rows.empty:
             continue
         known = rows[rows["labelled"] & (hard | (rows["audit"] & (rows["audit_p"] > 0)))]
-        if known.empty:
+        if known.empty or (len(known) < MIN_N and len(known) < len(rows)):  # a sample too small to stand for its stratum
             return Interval(None, None, None, int(frame["labelled"].sum()))
         weight = np.ones(len(known)) if hard else 1.0 / known["audit_p"].to_numpy(float)
         value, var = _stratum(known["right"].to_numpy(float), weight)
