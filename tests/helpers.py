@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import socket
 import stat
@@ -15,6 +16,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +276,30 @@ def arm(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
 
     monkeypatch.setattr(failpoints, "_ARMED", failpoints.parse(armed(spec)))
     monkeypatch.setattr(failpoints, "_HITS", {})
+
+
+def log_scored(
+    ws: Workspace,
+    n: int,
+    seed: int = 0,
+    keep: bool = False,
+    *,
+    prefix: str = "s",
+    base: int = 500,
+    apart: timedelta = timedelta(hours=1),
+    days: int = 2,
+    **changes: object,
+) -> list[Prediction]:
+    """n real predictions of colour images by production, logged `apart` from each other starting `days` ago (oldest
+    first), none flagged unless `changes` say so; images kept only where the queue needs them unless `keep`."""
+    from core.model import scoring  # torch: where a model runs
+    from core.production import prediction, prediction_log
+    from core.workspace import store
+
+    predictor = scoring.load_predictor(ws)
+    items = [(f"{prefix}{seed}-{i}.png", colour_image(i % 3, base + 100 * seed + i)) for i in range(n)]
+    preds, _ = prediction.predict_images(predictor, items, keep_bytes=True)
+    preds = [dataclasses.replace(p, **{"ood": False, "referred": False, **changes}) for p in preds]
+    start = store.now() - timedelta(days=days)
+    prediction_log.log_predictions(ws, preds, "app", predictor.version, [start + apart * i for i in range(n)], keep)
+    return preds

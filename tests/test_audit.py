@@ -3,7 +3,6 @@ estimates of production's accuracy it makes possible; the queue ordered by the v
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import timedelta
 
@@ -12,12 +11,12 @@ import pandas as pd
 import pytest
 
 from core.drivetrain.levers import default_utility
-from core.production import audit, prediction, prediction_log, review, review_order
+from core.production import audit, prediction, review, review_order
 from core.production.monitoring import accuracy
 from core.production.monitoring.queries import LogFilter
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import cli, colour_image
+from tests.helpers import cli, log_scored
 
 
 def test_the_audit_share_holds_within_binomial_error_and_is_deterministic() -> None:
@@ -33,16 +32,7 @@ def test_the_audit_share_holds_within_binomial_error_and_is_deterministic() -> N
 
 
 def log_plain(ws: Workspace, n: int, seed: int = 0, **changes: object) -> list[prediction.Prediction]:
-    """n real predictions logged an hour apart, none flagged unless `changes` say so."""
-    from core.model import scoring
-
-    predictor = scoring.load_predictor(ws)
-    items = [(f"a{seed}-{i}.png", colour_image(i % 3, 900 + 100 * seed + i)) for i in range(n)]
-    preds, _ = prediction.predict_images(predictor, items, keep_bytes=True)
-    preds = [dataclasses.replace(p, **{"ood": False, "referred": False, **changes}) for p in preds]
-    start = store.now() - timedelta(days=1)
-    prediction_log.log_predictions(ws, preds, "app", predictor.version, [start + timedelta(minutes=i) for i in range(n)], False)
-    return preds
+    return log_scored(ws, n, seed, prefix="a", base=900, apart=timedelta(minutes=1), days=1, **changes)
 
 
 def logged_rows(ws: Workspace) -> pd.DataFrame:

@@ -3,7 +3,6 @@ logged as 'backtest' and never part of what monitoring, the review queue or the 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import timedelta
 
@@ -17,17 +16,11 @@ from core.production.monitoring import accuracy, queries
 from core.production.prediction import Deciders
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import app, cli, colour_image, derived_version, errors
+from tests.helpers import app, cli, derived_version, errors, log_scored
 
 
 def log_day(ws: Workspace, n: int, keep: bool, seed: int, **changes: object) -> list[prediction.Prediction]:
-    predictor = scoring.load_predictor(ws)
-    items = [(f"b{seed}-{i}.png", colour_image(i % 3, 300 + 100 * seed + i)) for i in range(n)]
-    preds, _ = prediction.predict_images(predictor, items, keep_bytes=True)
-    preds = [dataclasses.replace(p, **{"ood": False, "referred": False, **changes}) for p in preds]
-    start = store.now() - timedelta(days=2)
-    prediction_log.log_predictions(ws, preds, "app", predictor.version, [start + timedelta(minutes=i) for i in range(n)], keep)
-    return preds
+    return log_scored(ws, n, seed, keep, prefix="b", base=300, apart=timedelta(minutes=1), **changes)
 
 
 def figures(ws: Workspace) -> tuple[object, ...]:

@@ -22,22 +22,10 @@ from core.production import gate, prediction, prediction_log, review, rollout, s
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
-from tests.helpers import TINY, arm, cli, colour_image, derived_version, until
+from tests.helpers import TINY, arm, cli, colour_image, derived_version, log_scored, until
 
 CLASSES = ("red", "blue", "green")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def log_scored(ws: Workspace, n: int, seed: int = 0, keep: bool = False, **changes: object) -> list[prediction.Prediction]:
-    """n real predictions of colour images by production, logged an hour apart (oldest first), images kept only
-    where the queue needs them unless `keep`."""
-    predictor = scoring.load_predictor(ws)
-    items = [(f"s{seed}-{i}.png", colour_image(i % 3, 500 + 100 * seed + i)) for i in range(n)]
-    preds, _ = prediction.predict_images(predictor, items, keep_bytes=True)
-    preds = [dataclasses.replace(p, **{"ood": False, "referred": False, **changes}) for p in preds]
-    start = store.now() - timedelta(days=2)
-    prediction_log.log_predictions(ws, preds, "app", predictor.version, [start + timedelta(hours=i) for i in range(n)], keep)
-    return preds
 
 
 def test_the_queue_holds_referred_out_of_domain_and_disputed_predictions_oldest_first(prod: Workspace) -> None:

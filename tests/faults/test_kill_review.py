@@ -15,8 +15,7 @@ from core.production import review
 from core.workspace import failpoints, store, workspaces
 from core.workspace.paths import Workspace
 from tests.faults import harness
-from tests.helpers import reached
-from tests.test_review import log_scored
+from tests.helpers import log_scored, reached
 
 pytestmark = pytest.mark.faults
 
