@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.model import registry  # noqa: E402
 from core.model.config import EMBED_DIM  # noqa: E402
-from core.production import review  # noqa: E402
+from core.production import prediction_log, review  # noqa: E402
 from core.production.monitoring import accuracy, drift, queries, report  # noqa: E402
 from core.workspace import store, workspaces  # noqa: E402
 
@@ -67,12 +67,11 @@ def generate(ws: workspaces.Workspace, rows: int, old: str, new: str, seed: int 
             f"list_transform(range({k}), lambda c: CASE WHEN c = CAST(floor(u_class * {k}) AS INTEGER) THEN {confidence} "
             f"ELSE (1 - {confidence}) / {k - 1} END)::FLOAT[]"
         )
+        cols = ", ".join(prediction_log.COLUMNS)  # the log's columns, in the order each SELECT below gives them
         embedding = f"list_transform(range({dims}), lambda d: (random() - 0.5) * 2)::FLOAT[]"
         con.execute(
             f"""
-            INSERT INTO predictions (id, ts, source, model_version, name, sha256, width, height, brightness, contrast,
-                saturation, sharpness, probs, predicted, confidence, energy, ood_score, ood, embedding, action,
-                latency_ms, image_path, stage, served, request_id, referred, audit, audit_p)
+            INSERT INTO predictions ({cols})
             SELECT id, ts, CASE WHEN u_src < 0.6 THEN 'api' WHEN u_src < 0.9 THEN 'app' ELSE 'batch' END, {version},
                    'img-' || i || '.jpg', sha256(id), 640 + CAST(n1 * 64 AS INTEGER), 480 + CAST(n2 * 48 AS INTEGER),
                    0.45 + 0.12 * {normal} + {drift_dark}, 0.2 + 0.05 * {normal}, 0.3 + 0.08 * {normal},
@@ -87,9 +86,7 @@ def generate(ws: workspaces.Workspace, rows: int, old: str, new: str, seed: int 
         shadow_days = f"{day.replace('ts', 'p.ts')} BETWEEN {DAYS - CHANGE_DAY} AND {DAYS - CHANGE_DAY + SHADOW_DAYS}"
         con.execute(
             f"""
-            INSERT INTO predictions (id, ts, source, model_version, name, sha256, width, height, brightness, contrast,
-                saturation, sharpness, probs, predicted, confidence, energy, ood_score, ood, embedding, action,
-                latency_ms, image_path, stage, served, request_id, referred, audit, audit_p)
+            INSERT INTO predictions ({cols})
             SELECT md5('s' || p.id), p.ts, p.source, '{new}', p.name, p.sha256, p.width, p.height, p.brightness,
                    p.contrast, p.saturation, p.sharpness, p.probs,
                    CASE WHEN g.u_ok < 0.08 THEN {other} ELSE p.predicted END,
