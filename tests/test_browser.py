@@ -386,6 +386,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
     page.get_by_role("link", name="Monitor", exact=True).click()
     page.get_by_text("Out of domain, last").wait_for()
+    idle(page)
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
     page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)
@@ -461,6 +462,8 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     ) | set(catalog[catalog["split"] == "test"]["id"])  # each reviewed image went where its split says
 
     page.get_by_role("link", name="Monitor", exact=True).click()
+    page.get_by_text("Simulate more traffic").wait_for()
+    idle(page)  # as a user does: the page has finished loading (a click in its last moments went unheard under load once)
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
     page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)

@@ -108,6 +108,26 @@ def test_black_box_shift_estimation_recovers_a_label_shift() -> None:
     assert all(e.low <= e.value <= e.high for e in found)
 
 
+def test_bbse_shift_test_holds_its_level_and_finds_a_label_shift_a_confused_model_hides() -> None:
+    rng = np.random.default_rng(5)
+    confusion = np.array([[0.7, 0.3, 0.0], [0.3, 0.7, 0.0], [0.0, 0.0, 1.0]])  # classes 0 and 1 often swapped
+
+    def predict(labels: np.ndarray) -> np.ndarray:
+        return (rng.random(len(labels))[:, None] > confusion[labels].cumsum(1)).sum(1)
+
+    prior, classes = np.array([1 / 3, 1 / 3, 1 / 3]), ["a", "b", "c"]
+    p_null = []
+    for _ in range(300):  # no shift: the p is not too small more often than its level says
+        ref_labels = rng.choice(3, 300, p=prior)
+        window = predict(rng.choice(3, 100, p=prior))
+        p_null.append(stats.bbse_shift_test(predict(ref_labels), ref_labels, prior, 1500, window, classes, boot=100).p_value)
+    assert np.mean(np.array(p_null) < 0.05) < 0.09
+    ref_labels = rng.choice(3, 300, p=prior)
+    shifted = predict(rng.choice(3, 400, p=[0.55, 0.12, 0.33]))  # a moved into b's place: predicted shares move less
+    found = stats.bbse_shift_test(predict(ref_labels), ref_labels, prior, 1500, shifted, classes, boot=200)
+    assert found.p_value < 1e-3 and found.subject in {"a", "b"} and "true class mix" in found.words
+
+
 def test_average_thresholded_confidence_estimates_accuracy() -> None:
     rng = np.random.default_rng(4)
 

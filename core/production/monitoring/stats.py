@@ -270,32 +270,73 @@ class Estimate:
     high: float
 
 
+def _bbse_solve(rp: np.ndarray, rl: np.ndarray, wp: np.ndarray, k: int) -> np.ndarray:
+    """The window's true class shares from its predicted classes `wp` and the reference's predicted `rp` and true
+    `rl` classes (the joint confusion matrix), under label shift."""
+    joint = np.zeros((k, k))
+    np.add.at(joint, (rp, rl), 1.0)
+    joint /= max(len(rp), 1)
+    prior = np.bincount(rl, minlength=k) / max(len(rl), 1)
+    mu = np.bincount(wp, minlength=k) / max(len(wp), 1)
+    weights, *_ = np.linalg.lstsq(joint, mu, rcond=None)
+    shares = np.clip(weights, 0, None) * prior
+    return shares / shares.sum() if shares.sum() > 0 else prior
+
+
+def _bbse_draws(
+    ref_predicted: np.ndarray, ref_labels: np.ndarray, window_predicted: np.ndarray, k: int, boot: int, seed: int
+) -> np.ndarray:
+    """[boot, k] bootstrap estimates, resampling both the reference and the window."""
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(boot):
+        r = rng.integers(len(ref_labels), size=len(ref_labels))
+        w = rng.integers(len(window_predicted), size=len(window_predicted))
+        draws.append(_bbse_solve(ref_predicted[r], ref_labels[r], window_predicted[w], k))
+    return np.array(draws).reshape(boot, k)
+
+
 def bbse_class_mix(
     ref_predicted: np.ndarray, ref_labels: np.ndarray, window_predicted: np.ndarray, k: int, boot: int = 200, seed: int = 0
 ) -> list[Estimate]:
     """Black-box shift estimation (Lipton et al. 2018): the window's true class shares from its predicted
     shares and the reference's joint confusion matrix, assuming only the class mix changed (label shift).
     The interval is the bootstrap's 5th-95th percentile, resampling both the reference and the window."""
-
-    def solve(rp: np.ndarray, rl: np.ndarray, wp: np.ndarray) -> np.ndarray:
-        joint = np.zeros((k, k))
-        np.add.at(joint, (rp, rl), 1.0)
-        joint /= max(len(rp), 1)
-        prior = np.bincount(rl, minlength=k) / max(len(rl), 1)
-        mu = np.bincount(wp, minlength=k) / max(len(wp), 1)
-        weights, *_ = np.linalg.lstsq(joint, mu, rcond=None)
-        shares = np.clip(weights, 0, None) * prior
-        return shares / shares.sum() if shares.sum() > 0 else prior
-
-    point = solve(ref_predicted, ref_labels, window_predicted)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(boot):
-        r = rng.integers(len(ref_labels), size=len(ref_labels))
-        w = rng.integers(len(window_predicted), size=len(window_predicted))
-        draws.append(solve(ref_predicted[r], ref_labels[r], window_predicted[w]))
-    low, high = np.percentile(np.array(draws), [5, 95], axis=0)
+    point = _bbse_solve(ref_predicted, ref_labels, window_predicted, k)
+    low, high = np.percentile(_bbse_draws(ref_predicted, ref_labels, window_predicted, k, boot, seed), [5, 95], axis=0)
     return [Estimate(float(v), float(lo), float(hi)) for v, lo, hi in zip(point, low, high, strict=True)]
+
+
+def bbse_shift_test(
+    ref_predicted: np.ndarray,
+    ref_labels: np.ndarray,
+    prior: np.ndarray,
+    prior_n: int,
+    window_predicted: np.ndarray,
+    classes: Sequence[str],
+    boot: int = 200,
+    seed: int = 0,
+) -> DriftTest:
+    """Label shift tested on the true class mix: the class whose BBSE share moved most from the reference's prior
+    (`prior`, counted on `prior_n` labelled images), as a z against the estimate's bootstrap spread plus the prior's
+    own binomial one, its two-sided normal p multiplied by the number of classes (Bonferroni). Unlike the tests
+    on predicted classes, the effect is in true shares: a model that confuses two classes does not hide a move."""
+    from scipy.stats import norm
+
+    k = len(classes)
+    point = _bbse_solve(ref_predicted, ref_labels, window_predicted, k)
+    spread = _bbse_draws(ref_predicted, ref_labels, window_predicted, k, boot, seed).var(0, ddof=1)
+    p0 = np.asarray(prior, float)
+    sd = np.sqrt(spread + p0 * (1 - p0) / max(prior_n, 1))
+    z = (point - p0) / np.where(sd > 0, sd, np.inf)
+    i = int(np.argmax(np.abs(z)))
+    p = float(min(1.0, k * 2 * norm.sf(abs(z[i]))))
+    effect = float(point[i] - p0[i])
+    words = f"true class mix (BBSE): {classes[i]!r} is about {point[i]:.0%} of the traffic vs {p0[i]:.0%} in the reference"
+    return DriftTest(
+        "class_mix_bbse", float(z[i]), p, effect, float(point[i]), float(p0[i]), len(window_predicted), len(ref_labels),
+        words, subject=str(classes[i]),
+    )  # fmt: skip
 
 
 def atc_threshold(ref_confidence: np.ndarray, ref_correct: np.ndarray) -> float:
