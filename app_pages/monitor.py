@@ -9,6 +9,7 @@ import streamlit as st
 from core.model import rates, registry
 from core.production import prediction_log, simulation_jobs, traffic
 from core.production.monitoring import accuracy, causes, charts, drift, drift_charts, floors, queries, reference, verdict
+from core.workspace import log_files
 from core.workspace.paths import Workspace
 from ui.common import attempt, current_workspace, image_grid, next_step
 from ui.production import verdict_icon
@@ -161,6 +162,12 @@ m4.metric(
 spooled = prediction_log.spooled_rows(ws)
 if spooled:
     st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")
+if damaged := log_files.unreadable(ws):
+    st.error(
+        f"{len(damaged)} file(s) of the prediction log cannot be read and are left out of every figure (first: "
+        f"{damaged[0].relative_to(ws.root)}). Run `python -m core check --workspace {ws.name} --repair`, or Check on "
+        "Workspaces: it moves them to quarantine/log/ and says why."
+    )
 st.plotly_chart(charts.overview_figure(win, base, window), key="monitor_overview")
 with st.container(border=True, key="monitor_accuracy"):
     st.markdown("**Accuracy of production, from labels**")

@@ -235,8 +235,8 @@ for p in preds[:DETAIL_LIMIT]:
 if not end_user:
     spooled = prediction_log.spooled_rows(ws)
     st.caption(
-        f"Logged by this app since it started: {log.logged} prediction(s); waiting {log.pending}; "
-        f"spooled {spooled} (written when the database frees up)."
+        f"Logged by this app since it started: {log.logged} prediction(s); waiting {log.pending}"
+        + (f"; {spooled} left in an earlier version's spool (they join at the next write)." if spooled else ".")
     )
     if log.last_error:
         st.warning(f"Logging problem (no prediction lost): {log.last_error}")

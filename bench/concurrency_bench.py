@@ -176,7 +176,7 @@ def logged(data_root: Path, seen: set[str]) -> tuple[int, int, int, list[float]]
                 raise
             time.sleep(0.2)
     try:
-        rows = con.execute("SELECT id, request_id, latency_ms FROM predictions").fetchall()
+        rows = con.execute("SELECT id, request_id, latency_ms FROM log_predictions").fetchall()
     finally:
         con.close()
     new = [r for r in rows if r[0] not in seen]

@@ -1,7 +1,7 @@
 """A realistic prediction log of any size, generated inside DuckDB (no row passes through Python), and the time the
 pages' queries take over it.
 
-    .venv/bin/python bench/loggen.py [--rows 10000000] [--workspace demo] [--keep]
+    .venv/bin/python bench/loggen.py [--rows 10000000] [--workspace demo] [--layout files|table] [--keep]
 
 Needs a workspace with a trained production model (default: a copy of a fresh `python -m core demo`, made in a
 temporary data root). The generated rows: 30 days ending now; sources app, api (three replicas' worth of traffic)
@@ -10,7 +10,10 @@ shadow (its predictions share the request and disagree on some); properties, con
 with noise around the reference's own, the last 5 days drifting darker; an out-of-domain share; the policy's
 referrals; the audit sample (2%); feedback on 5% of served predictions, right 90% of the time.
 
-Prints the time each page's query takes: Monitor's drift report (its windows, samples and tests), the accuracy
+--layout files (the default) leaves the rows as serving replicas leave them after `log compact`: Parquet files, one
+per replica and day, under logs/ (api-0, api-1, api-2, app, batch); --layout table keeps them in the database's
+table, where workspaces logged before the log became files hold theirs. Either way the pages read them through the
+one view. Prints the time each page's query takes: Monitor's drift report (its windows, samples and tests), the accuracy
 estimates, the review queue's first page and backlog, the rollout comparison, `monitor --json`'s summary; and the
 disk the log takes per million rows. Asserts nothing.
 """
@@ -32,7 +35,7 @@ from core.model import registry  # noqa: E402
 from core.model.config import EMBED_DIM  # noqa: E402
 from core.production import prediction_log, review  # noqa: E402
 from core.production.monitoring import accuracy, drift, queries, report  # noqa: E402
-from core.workspace import store, workspaces  # noqa: E402
+from core.workspace import log_files, store, workspaces  # noqa: E402
 
 DAYS = 30
 CHANGE_DAY = 20  # the new version takes over
@@ -110,6 +113,31 @@ def generate(ws: workspaces.Workspace, rows: int, old: str, new: str, seed: int 
     return time.perf_counter() - t0
 
 
+def to_files(ws: workspaces.Workspace) -> float:
+    """Move the generated predictions out of the table into the log's files, one per replica and day (as `log compact`
+    leaves them; api traffic spread over three replicas); the feedback, given on the analyst's pages, stays in its
+    table. Returns seconds taken."""
+    t0 = time.perf_counter()
+    replica = "CASE WHEN source = 'api' THEN 'api-' || (hash(request_id) % 3) ELSE source END"
+    with store.connect(ws) as con:
+        con.execute(
+            f"COPY (SELECT {log_files.select_sql('predictions')}, {replica} AS replica, strftime(ts, '%Y-%m-%d') AS date "
+            f"FROM predictions) TO '{log_files.root(ws, 'predictions')}' "
+            "(FORMAT parquet, PARTITION_BY (replica, date), OVERWRITE_OR_IGNORE)"
+        )
+        con.execute("DELETE FROM predictions")
+        con.execute("CHECKPOINT")
+    return time.perf_counter() - t0
+
+
+def disk(ws: workspaces.Workspace, layout: str) -> int:
+    """Bytes the log takes where the rows are: the files, or the database (which keeps the space rows it held
+    leave: the files layout counts its files alone)."""
+    if layout == "table":
+        return ws.db_path.stat().st_size
+    return sum(p.stat().st_size for p in (ws.root / "logs").rglob("*.parquet"))
+
+
 def timed(label: str, fn: object, repeats: int = 2) -> None:
     times = []
     for _ in range(repeats):
@@ -124,6 +152,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--workspace", help="an existing workspace with a trained production model (copied first)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data root and print where it is")
+    parser.add_argument("--layout", choices=["files", "table"], default="files", help="where the rows are left")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="loggen-"))
     os.environ[workspaces.DATA_ROOT_ENV] = str(root)
@@ -144,13 +173,16 @@ def main() -> None:
     others = [v for v in registry.list_versions(ws)["version"] if v != old]
     if others:
         new = others[-1]
-    before = ws.db_path.stat().st_size
+    before = disk(ws, args.layout)
     took = generate(ws, args.rows, old, new)
-    size = ws.db_path.stat().st_size - before
+    if args.layout == "files":
+        took += to_files(ws)
+    size = disk(ws, args.layout) - before
     with store.connect(ws) as con:
-        total = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
-    print(f"{args.rows:,} served rows generated ({total:,} in the log with shadow and earlier rows) in {took:.0f} s; "
-          f"{size / max(args.rows, 1) * 1e6 / 2**20:.0f} MiB per million rows")  # fmt: skip
+        total = con.execute("SELECT count(*) FROM log_predictions").fetchone()[0]
+    files = len(log_files.visible(ws, "predictions"))
+    print(f"{args.rows:,} served rows generated ({total:,} in the log with shadow and earlier rows; layout {args.layout}, "
+          f"{files} files) in {took:.0f} s; {size / max(args.rows, 1) * 1e6 / 2**20:.0f} MiB per million rows")  # fmt: skip
     flt = queries.LogFilter(window="day", sources=("app", "api", "batch"))
     print(f"the pages' queries over {total:,} rows (each run twice: cold, then warm):")
     timed("Monitor: drift report, 30 daily windows", lambda: drift.drift_report(ws, flt))

@@ -259,17 +259,42 @@ def false_alarms(seeds: list[Seed], reports: int, rng: np.random.Generator) -> d
         cells = f"{interval(windows[Q]):>28}  {interval(windows[0.01]):>22}  {interval(reports_alerting):>30}"
         print(f"   {size:>4} {total:>8}  {cells}")
     print(f"   tests that raised those alerts (q=0.05): {fired or 'none'}")
-    p = np.sort(np.asarray(mmd_p))
-    ks = float(np.max(np.abs(np.arange(1, len(p) + 1) / len(p) - p))) if len(p) else float("nan")
-    print(
-        f"   embedding (MMD) p under no drift, {len(p)} windows: below 0.05 {np.mean(p < 0.05):.1%}, below 0.01 "
-        f"{np.mean(p < 0.01):.1%}, below 0.001 {np.mean(p < 0.001):.2%}; largest distance from uniform (KS) {ks:.3f}"
-    )
+    print(f"   embedding (MMD) p in these windows: {calibration(np.asarray(mmd_p))}")
+    print("   (the windows of a seed share its pool and its chance difference from the reference: not a calibration)")
+    mmd_calibration(seeds, rng)
     return clean
 
 
-def others(clean: list[list[Window]], rng: np.random.Generator) -> list[Window]:
+def calibration(p: np.ndarray) -> str:
+    p = np.sort(p)
+    ks = float(np.max(np.abs(np.arange(1, len(p) + 1) / len(p) - p))) if len(p) else float("nan")
+    return (
+        f"{len(p)} p-values, below 0.05 {np.mean(p < 0.05):.1%}, below 0.01 {np.mean(p < 0.01):.1%}, below 0.001 "
+        f"{np.mean(p < 0.001):.2%}; largest distance from uniform (KS) {ks:.3f}"
+    )
+
+
+def mmd_calibration(seeds: list[Seed], rng: np.random.Generator, draws: int = 200) -> None:
+    """The embedding test under an exact null on real embeddings: each seed's held-out embeddings (validation and
+    test photos, none trained on) split at random into a reference of the validation set's size and a window."""
+    for size in SIZES:
+        found = []
+        for seed in seeds:
+            pool = np.vstack([seed.ref.embedding, np.stack(seed.pool["clean"]["embedding"].map(np.asarray).to_numpy())])
+            m = len(seed.ref.embedding)
+            for _ in range(draws):
+                if m + size > len(pool):
+                    break
+                order = rng.permutation(len(pool))
+                found.append(stats.mmd_test(pool[order[:m]], pool[order[m : m + size]]).p_value)
+        print(f"   embedding (MMD) p, random splits of held-out photos, n={size}: {calibration(np.asarray(found))}")
+
+
+def others(clean: list[list[Window]], rng: np.random.Generator) -> list[Window] | None:
+    """29 clean windows of the seed and size to judge a window among; None where the pool made too few."""
     windows = [w for report in clean for w in report]
+    if len(windows) < REPORT - 1:
+        return None
     return [windows[i] for i in rng.choice(len(windows), REPORT - 1, replace=False)]
 
 
@@ -288,9 +313,10 @@ def power(seeds: list[Seed], clean: dict[int, list], windows: int, rng: np.rando
                 for s, seed in enumerate(seeds):
                     for _ in range(windows):
                         frame = seed.window(kind, share, size, rng)
-                        if frame is None:
+                        context = others(clean[size][s], rng)
+                        if frame is None or context is None:
                             continue
-                        mine = judged(seed.tests(frame), [w for w, _ in others(clean[size][s], rng)])
+                        mine = judged(seed.tests(frame), [w for w, _ in context])
                         for q in LEVELS:
                             flags[q].append(bool(alerts(mine, q)))
                         mmd.append("embedding" in alerts(mine))
@@ -313,9 +339,10 @@ def label_shift(seeds: list[Seed], clean: dict[int, list], windows: int, rng: np
             for s, seed in enumerate(seeds):
                 for _ in range(windows):
                     frame = seed.window(kind, 0, size, rng)
-                    if frame is None:
+                    around = others(clean[size][s], rng)
+                    if frame is None or around is None:
                         continue
-                    context = [w + [b] for w, b in others(clean[size][s], rng)]
+                    context = [w + [b] for w, b in around]
                     mine = judged(seed.tests(frame) + [seed.bbse(frame)], context)
                     fired = alerts(mine)
                     for m in metrics:

@@ -213,7 +213,7 @@ def concurrent_logging(per_process: int) -> None:
     ]
     ends = [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     with store.connect(ws) as con:  # distinct ids: a row written twice must not count as two
-        rows = con.execute("SELECT count(DISTINCT id) FROM predictions").fetchone()[0] + prediction_log.spooled_rows(ws)
+        rows = con.execute("SELECT count(DISTINCT id) FROM log_predictions").fetchone()[0] + prediction_log.spooled_rows(ws)
     wall = max(ends) - start
     print(
         f"\n3. logging from 4 processes, {per_process} predictions each, one at a time through the background writer\n"

@@ -133,7 +133,7 @@ def api_rows() -> int:
     from core.workspace import store, workspaces
 
     with store.connect(workspaces.resolve("bench")) as con:
-        return con.execute("SELECT count(*) FROM predictions WHERE source = 'api'").fetchone()[0]
+        return con.execute("SELECT count(*) FROM log_predictions WHERE source = 'api'").fetchone()[0]
 
 
 def batch_limit(files: list[Path]) -> float:

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -303,3 +304,37 @@ def log_scored(
     start = store.now() - timedelta(days=days)
     prediction_log.log_predictions(ws, preds, "app", predictor.version, [start + apart * i for i in range(n)], keep)
     return preds
+
+
+def legacy_spool(ws: Workspace, frame: pd.DataFrame, name: str = "20260101T000000-earlier.parquet") -> Path:
+    """A spool file as an earlier version left it (rows the database was too busy to take, waiting to be ingested)."""
+    import duckdb
+
+    from core.production import prediction_log
+
+    prediction_log.spool_dir(ws).mkdir(parents=True, exist_ok=True)
+    path = prediction_log.spool_dir(ws) / name
+    con = duckdb.connect()
+    con.register("rows", frame)
+    arrays = "probs::FLOAT[] AS probs, embedding::FLOAT[] AS embedding"
+    con.execute(f"COPY (SELECT * EXCLUDE (probs, embedding), {arrays} FROM rows) TO '{path}' (FORMAT parquet)")
+    con.close()
+    return path
+
+
+def log_in_table(ws: Workspace) -> int:
+    """The log's files moved into the database's table, where a workspace from before the files holds its rows, so
+    that a test can edit a logged row in place (files are never changed once written); returns the rows moved."""
+    from core.workspace import log_files, store
+
+    files = log_files.visible(ws, "predictions")
+    if not files:
+        return 0
+    cols = ", ".join(log_files.COLUMNS["predictions"])
+    listed = ", ".join(f"'{f}'" for f in files)
+    with store.connect(ws) as con:
+        con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM read_parquet([{listed}])")
+        moved = con.execute(f"SELECT count(*) FROM read_parquet([{listed}])").fetchone()[0]
+    for f in files:
+        f.unlink()
+    return int(moved)

@@ -406,7 +406,7 @@ def test_a_thousand_uploads_at_once_are_each_scored_and_logged_once(prod: Worksp
     prediction_log.background(prod).flush(timeout=60)
     with store.connect(prod) as con:
         rows, ids, requests = con.execute(
-            "SELECT count(*), count(DISTINCT id), count(DISTINCT request_id) FROM predictions"
+            "SELECT count(*), count(DISTINCT id), count(DISTINCT request_id) FROM log_predictions"
         ).fetchone()
     assert rows == ids == requests == 990
 

@@ -61,7 +61,7 @@ def served(prod: Workspace) -> Iterator[tuple[httpx.Client, object]]:
 
 def api_rows(ws: Workspace) -> int:
     with store.connect(ws) as con:
-        return con.execute("SELECT count(*) FROM predictions WHERE source = 'api'").fetchone()[0]
+        return con.execute("SELECT count(*) FROM log_predictions WHERE source = 'api'").fetchone()[0]
 
 
 def images(*labels: int) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -95,7 +95,7 @@ def test_predict_one_and_many_then_feedback(served: tuple[httpx.Client, object],
     told = client.post("/v1/feedback", json={"prediction_id": answer["prediction_id"], "label": classes[1]})
     assert told.status_code == 200, told.text
     with store.connect(prod) as con:
-        rows = con.execute("SELECT label, source FROM feedback WHERE prediction_id = ?", [answer["prediction_id"]]).fetchall()
+        rows = con.execute("SELECT label, source FROM log_feedback WHERE prediction_id = ?", [answer["prediction_id"]]).fetchall()
     assert rows == [(classes[1], "api")]
     unknown = client.post("/v1/feedback", json={"prediction_id": "nope", "label": classes[0]})
     assert unknown.status_code == 404 and "prediction_id /v1/predict gave" in unknown.json()["error"]
@@ -160,7 +160,7 @@ def test_health_model_and_a_promotion_elsewhere_reach_the_server(served: tuple[h
     assert app.state.service.log.flush(60)
     with store.connect(prod) as con:
         staged = con.execute(
-            "SELECT model_version, stage, count(*) FROM predictions WHERE source = 'api' AND model_version = ? GROUP BY ALL",
+            "SELECT model_version, stage, count(*) FROM log_predictions WHERE source = 'api' AND model_version = ? GROUP BY ALL",
             [first],
         ).fetchall()
     assert staged == [(first, "shadow", 3)]  # the candidate's predictions are logged beside, never shown
@@ -324,4 +324,4 @@ def test_a_request_larger_than_a_pass_is_scored_in_chunks_and_answered_whole(pro
     assert [p.label for p in scored.shown] == [p.label for p in alone.shown]
     assert service.log.flush(60)
     with store.connect(prod) as con:
-        assert con.execute("SELECT count(DISTINCT id) FROM predictions WHERE source = 'app'").fetchone()[0] == 10
+        assert con.execute("SELECT count(DISTINCT id) FROM log_predictions WHERE source = 'app'").fetchone()[0] == 10

@@ -16,7 +16,7 @@ from core.production.monitoring import accuracy
 from core.production.monitoring.queries import LogFilter
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import cli, log_scored
+from tests.helpers import cli, log_in_table, log_scored
 
 
 def test_the_audit_share_holds_within_binomial_error_and_is_deterministic() -> None:
@@ -37,7 +37,7 @@ def log_plain(ws: Workspace, n: int, seed: int = 0, **changes: object) -> list[p
 
 def logged_rows(ws: Workspace) -> pd.DataFrame:
     with store.connect(ws) as con:
-        return con.execute("SELECT id, request_id, audit, audit_p, image_path FROM predictions ORDER BY ts").df()
+        return con.execute("SELECT id, request_id, audit, audit_p, image_path FROM log_predictions ORDER BY ts").df()
 
 
 def test_served_requests_are_drawn_by_the_stored_seed_logged_with_their_probability_and_queued(prod: Workspace) -> None:
@@ -104,6 +104,7 @@ def test_the_audit_keeps_its_share_of_every_page_when_ordered_by_value() -> None
 
 def test_the_queue_ordered_by_value_puts_the_costly_doubt_first(prod: Workspace) -> None:
     sure, doubt = log_plain(prod, 2, seed=3, referred=True)
+    assert log_in_table(prod) == 2  # to set their probabilities by hand
     with store.connect(prod) as con:  # the newer one a near coin-toss between two classes, the older one sure
         con.execute("UPDATE predictions SET probs = [0.98, 0.01, 0.01]::FLOAT[] WHERE id = ?", [sure.id])
         con.execute("UPDATE predictions SET probs = [0.5, 0.45, 0.05]::FLOAT[] WHERE id = ?", [doubt.id])

@@ -54,7 +54,7 @@ def test_the_backtest_replays_kept_images_as_the_serving_path_scores_them(prod: 
     assert found.agreement.n == 11 and found.agreement.k == 0 and len(found.changed) == found.replayed - found.same_action.k
     with store.connect(prod) as con:
         rows = con.execute(
-            "SELECT name, predicted, probs, action, served, stage, source, request_id FROM predictions "
+            "SELECT name, predicted, probs, action, served, stage, source, request_id FROM log_predictions "
             "WHERE stage = 'backtest' ORDER BY name"
         ).df()
     assert set(rows["served"]) == {False} and set(rows["source"]) == {"backtest"} and len(rows) == 11
@@ -76,7 +76,7 @@ def test_the_backtest_replays_kept_images_as_the_serving_path_scores_them(prod: 
     again = backtest.run(prod, v2, days=7)  # replays nothing twice
     assert again.replayed == 11
     with store.connect(prod) as con:
-        assert con.execute("SELECT count(*) FROM predictions WHERE stage = 'backtest'").fetchone()[0] == 11
+        assert con.execute("SELECT count(*) FROM log_predictions WHERE stage = 'backtest'").fetchone()[0] == 11
     assert {p.id for p in lost}.isdisjoint(set(found.rows.dropna(subset=["backtest_id"])["id"]))
 
 

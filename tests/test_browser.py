@@ -428,12 +428,12 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
         idle(page)
         page.get_by_text(re.compile(r"^Recorded .+ as ")).wait_for()
         with store.connect(demo_ws) as con:
-            assert con.execute("SELECT count(*) FROM feedback WHERE reviewer = 'walker'").fetchone()[0] == k + 1
+            assert con.execute("SELECT count(*) FROM log_feedback WHERE reviewer = 'walker'").fetchone()[0] == k + 1
     page.get_by_role("button", name="Undo my last label").click()
     page.get_by_text(re.compile(r"^Took back .+ it waits in the queue again")).wait_for()
     idle(page)
     with store.connect(demo_ws) as con:
-        assert con.execute("SELECT count(*) FROM feedback WHERE reviewer = 'walker'").fetchone()[0] == 2
+        assert con.execute("SELECT count(*) FROM log_feedback WHERE reviewer = 'walker'").fetchone()[0] == 2
     before = first_key()
     page.locator(f"{first_item} button").first.click()  # label it again
     page.wait_for_function(changed, arg=before)
@@ -445,7 +445,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text(re.compile(r"^Added [1-9]\d* image\(s\) to the data")).wait_for()
     no_exception(page)
     with store.connect(workspaces.resolve("demo")) as con:
-        assert con.execute("SELECT count(*) FROM feedback WHERE source = 'review' AND reviewer = 'walker'").fetchone()[0] == 3
+        assert con.execute("SELECT count(*) FROM log_feedback WHERE source = 'review' AND reviewer = 'walker'").fetchone()[0] == 3
     catalog = store.images(workspaces.resolve("demo"))
     joined = catalog[catalog["source_kind"] == "production"]
     assert 1 <= len(joined) <= 3 and set(joined["labelled_by"]) == {"walker"} and set(joined["label_source"]) == {"review"}
@@ -482,7 +482,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     page.get_by_text("On the audit sample (random: the one to believe)").wait_for()
     no_exception(page)
     with store.connect(workspaces.resolve("demo")) as con:
-        replayed = con.execute("SELECT count(*), count_if(served) FROM predictions WHERE stage = 'backtest'").fetchone()
+        replayed = con.execute("SELECT count(*), count_if(served) FROM log_predictions WHERE stage = 'backtest'").fetchone()
     assert replayed[0] > 0 and replayed[1] == 0
     shot(page, "22b-rollout-backtest")
     if page.get_by_text("Promotion gate: not met yet").count():
@@ -510,7 +510,7 @@ def logged_rows(data_root: Path) -> dict[str, int]:
 
     ws = workspaces.resolve(str(data_root / "workspaces" / "demo"))
     with store.connect(ws) as con:
-        rows = dict(con.execute("SELECT source, count(*) FROM predictions GROUP BY source").fetchall())
+        rows = dict(con.execute("SELECT source, count(*) FROM log_predictions GROUP BY source").fetchall())
     return rows | {"spooled": prediction_log.spooled_rows(ws)}
 
 
@@ -720,8 +720,8 @@ def test_eight_end_users_upload_at_once(page: object, data_root: Path, tmp_path:
             Image.open(path).convert("L").point(lambda v, u=user: min(255, v + u)).save(folder / f"{i}.png")
         folders.append(sorted(folder.iterdir()))
     with store.connect(ws) as con:  # the walk's simulated traffic is dated ahead: tell new rows by id, not time
-        since = [r[0] for r in con.execute("SELECT id FROM predictions").fetchall()]
-    new_rows = "FROM predictions WHERE source = 'app' AND NOT list_contains(?, id)"
+        since = [r[0] for r in con.execute("SELECT id FROM log_predictions").fetchall()]
+    new_rows = "FROM log_predictions WHERE source = 'app' AND NOT list_contains(?, id)"
     server = serve(data_root, IMAGEDP_END_USER="1", IMAGEDP_WORKSPACE="demo")
     url = next(server)
     contexts = [page.context.browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(8)]

@@ -100,8 +100,9 @@ def test_every_command_of_the_contract_is_there() -> None:
         "review",
         "check",
         "serve",
+        "log",
     }
-    assert contract <= set(commands()) and len(commands()) == 16
+    assert contract <= set(commands()) and len(commands()) == 17
 
 
 @pytest.mark.parametrize("command", commands())

@@ -91,5 +91,5 @@ def test_compose_deployment_runs_two_replicas_and_the_dashboard_on_one_workspace
     sent = ids["api-1"] + ids["api-2"]
     assert len(set(sent)) == 6
     with store.connect(prod) as con:
-        logged = con.execute("SELECT id FROM predictions WHERE source = 'api'").fetchall()
+        logged = con.execute("SELECT id FROM log_predictions WHERE source = 'api'").fetchall()
     assert sorted(i for (i,) in logged) == sorted(sent)  # each replica's answers, once each, in the one log

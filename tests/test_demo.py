@@ -25,9 +25,9 @@ def test_the_demo_arrives_with_every_step_of_the_walk_done_once() -> None:
     assert (active.candidate, active.stage, active.production) == (candidate, "shadow", production)
     assert 0 < done["reviewed"] <= demo.REVIEWED
     with store.connect(ws) as con:
-        reviews = con.execute("SELECT DISTINCT source, reviewer FROM feedback WHERE source = 'review'").fetchall()
-        shadow_days = con.execute("SELECT count(DISTINCT ts::DATE) FROM predictions WHERE stage = 'shadow'").fetchone()[0]
-        days = con.execute("SELECT count(DISTINCT ts::DATE) FROM predictions").fetchone()[0]
+        reviews = con.execute("SELECT DISTINCT source, reviewer FROM log_feedback WHERE source = 'review'").fetchall()
+        shadow_days = con.execute("SELECT count(DISTINCT ts::DATE) FROM log_predictions WHERE stage = 'shadow'").fetchone()[0]
+        days = con.execute("SELECT count(DISTINCT ts::DATE) FROM log_predictions").fetchone()[0]
     assert reviews == [("review", demo.REVIEWER)]
     assert 0 < shadow_days < days  # the candidate ran over part of the history only
     comparison = gate.compare(ws, candidate)

@@ -74,7 +74,7 @@ def test_a_changed_model_is_refused_everywhere(prod: Workspace, tamper: object, 
     done = cli("predict", "--workspace", "prod", str(image))
     assert done.returncode == 2 and "is damaged or was changed on disk" in done.stderr and "Traceback" not in done.stderr
     with store.connect(prod) as con:
-        assert con.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0  # nothing scored, nothing logged
+        assert con.execute("SELECT count(*) FROM log_predictions").fetchone()[0] == 0  # nothing scored, nothing logged
     assert cli("evaluate", "--workspace", "prod").returncode == 2
     page = app("app_pages/evaluate.py", "prod")
     assert not page.exception and any("is damaged or was changed on disk" in e for e in errors(page))

@@ -22,7 +22,7 @@ def logged(ws: Workspace, source: str) -> list[tuple]:
     prediction_log.background(ws).flush()
     with store.connect(ws) as con:
         return con.execute(
-            "SELECT id, predicted, probs, sha256 FROM predictions WHERE source = ? ORDER BY name", [source]
+            "SELECT id, predicted, probs, sha256 FROM log_predictions WHERE source = ? ORDER BY name", [source]
         ).fetchall()
 
 
@@ -36,7 +36,9 @@ def test_predict_page_scores_logs_once_and_takes_feedback(prod: Workspace) -> No
     rows = logged(prod, "app")
     assert len(rows) == 1 and rows[0][1] == "red"
     with store.connect(prod) as con:  # measured on the writer's thread, not in the request
-        assert con.execute("SELECT count(*) FROM predictions WHERE brightness IS NOT NULL AND sharpness > 0").fetchone()[0] == 1
+        assert (
+            con.execute("SELECT count(*) FROM log_predictions WHERE brightness IS NOT NULL AND sharpness > 0").fetchone()[0] == 1
+        )
     pid = rows[0][0]
     at.selectbox(key=f"predict_truth_{pid}").set_value("blue").run()
     at.button(key=f"predict_send_{pid}").click()
@@ -44,7 +46,7 @@ def test_predict_page_scores_logs_once_and_takes_feedback(prod: Workspace) -> No
     assert any("recorded **blue**" in s.value for s in at.success)
     assert len(logged(prod, "app")) == 1  # reruns reuse the scored upload: logged once
     with store.connect(prod) as con:
-        assert con.execute("SELECT prediction_id, label FROM feedback").fetchall() == [(pid, "blue")]
+        assert con.execute("SELECT prediction_id, label FROM log_feedback").fetchall() == [(pid, "blue")]
 
 
 def test_the_app_path_and_the_batch_path_agree(prod: Workspace, tmp_path: Path) -> None:
@@ -119,7 +121,7 @@ def test_the_public_gets_a_plain_answer_limits_in_their_terms_and_what_is_kept(
     at.selectbox(key=f"predict_truth_{pid}").set_value("green").run()
     at.button(key=f"predict_send_{pid}").click().run()
     with store.connect(prod) as con:
-        assert con.execute("SELECT prediction_id, label, source FROM feedback").fetchall() == [(pid, "green", "end user")]
+        assert con.execute("SELECT prediction_id, label, source FROM log_feedback").fetchall() == [(pid, "green", "end user")]
 
     deployment.save_settings(prod, deployment.AppSettings(keep_images=True, show_internals=True))
     at = upload(end_user_app(monkeypatch), [("red.png", colour_image(0, 3))])
@@ -238,7 +240,7 @@ def test_monitor_tests_again_only_when_the_log_changes(prod: Workspace, monkeypa
     at.selectbox(key="monitor_close_window").set_value("2026-03-02").run()
     assert not at.exception and len(calls) == 1  # clicking through metrics and windows reuses the report
     with store.connect(prod) as con:
-        pid = con.execute("SELECT id FROM predictions LIMIT 1").fetchone()[0]
+        pid = con.execute("SELECT id FROM log_predictions LIMIT 1").fetchone()[0]
     prediction_log.add_feedback(prod, pid, "red", ["red", "blue", "green"])
     at.run()
     assert not at.exception and len(calls) == 2  # new feedback: tested again

@@ -30,7 +30,9 @@ def test_shadow_from_the_rollout_page_never_reaches_the_predict_page(prod: Works
     assert any("In the review queue" in c.value and "the candidate disagreed" in c.value for c in page.caption)
     prediction_log.background(prod).flush()
     with store.connect(prod) as con:
-        rows = con.execute("SELECT model_version, stage, served, predicted FROM predictions ORDER BY model_version").fetchall()
+        rows = con.execute(
+            "SELECT model_version, stage, served, predicted FROM log_predictions ORDER BY model_version"
+        ).fetchall()
     assert rows[0][:3] == (v1, "production", True) and rows[0][3] == "red"
     assert rows[1][:3] == (v2, "shadow", False) and rows[1][3] != "red"
 
@@ -83,7 +85,7 @@ def test_review_page_labels_with_one_click_and_adds_to_the_data(prod: Workspace)
     at.button(key=f"label_{first.id}_green").click().run()
     assert any("as green" in s.value for s in at.success)
     with store.connect(prod) as con:
-        assert con.execute("SELECT prediction_id, label, source, reviewer FROM feedback").fetchall() == [
+        assert con.execute("SELECT prediction_id, label, source, reviewer FROM log_feedback").fetchall() == [
             (first.id, "green", "review", "ana")
         ]
     assert at.metric[0].value == "2"

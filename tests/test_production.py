@@ -10,7 +10,6 @@ import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,9 +20,19 @@ from core.model import config, outputs, registry, scoring
 from core.production import deployment, prediction, prediction_log, serving, traffic
 from core.production.monitoring import charts, queries, reference
 from core.production.prediction import Prediction
-from core.workspace import store
+from core.workspace import log_files, store
 from core.workspace.paths import Workspace
-from tests.helpers import bad_files, cli, colour_image, encode, exif_rotated_jpeg, fake_prediction, picture, png_bytes
+from tests.helpers import (
+    bad_files,
+    cli,
+    colour_image,
+    encode,
+    exif_rotated_jpeg,
+    fake_prediction,
+    legacy_spool,
+    picture,
+    png_bytes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +102,7 @@ def test_logged_rows_carry_every_field(prod: Workspace) -> None:
     result = prediction_log.log_predictions(prod, preds, "batch", predictor.version)
     assert result.logged == 1 and not result.errors
     with store.connect(prod) as con:
-        row = con.execute("SELECT * FROM predictions").df().iloc[0]
+        row = con.execute("SELECT * FROM log_predictions").df().iloc[0]
     assert row["source"] == "batch" and row["model_version"] == predictor.version and row["predicted"] == preds[0].label
     assert len(row["probs"]) == 3 and len(row["embedding"]) == config.EMBED_DIM
     assert row["sha256"] == preds[0].sha256 and row["latency_ms"] > 0
@@ -111,7 +120,7 @@ def test_images_are_kept_only_for_the_review_queue_unless_the_workspace_opts_in(
     ]
     prediction_log.log_predictions(prod, preds, "batch", predictor.version)
     with store.connect(prod) as con:
-        kept = dict(con.execute("SELECT name, image_path FROM predictions").fetchall())
+        kept = dict(con.execute("SELECT name, image_path FROM log_predictions").fetchall())
     assert [kept[f"c{i}.png"] is not None for i in range(6)] == [False] * 4 + [True] * 2
     stored = sorted(p.name for p in (prod.root / "production").iterdir())
     assert stored == sorted(Path(kept[n]).name for n in ("c4.png", "c5.png"))
@@ -147,49 +156,46 @@ def test_four_writer_processes_lose_no_row(ws: Workspace) -> None:
     prediction_log.drain_spool(ws)
     assert prediction_log.count(ws) == 2000
     with store.connect(ws) as con:
-        assert con.execute("SELECT count(DISTINCT id) FROM predictions").fetchone()[0] == 2000
+        assert con.execute("SELECT count(DISTINCT id) FROM log_predictions").fetchone()[0] == 2000
 
 
 # the other process holds the database until its stdin closes
 HOLDER = "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
 
 
-def test_a_locked_database_spools_rows_and_the_next_write_adds_them(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_held_database_does_not_stop_logging(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.init_db(ws)
     monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.5)
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(ws.db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout.readline().strip() == "held"
-    result = prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(7)], "batch", "v1")
-    assert result.spooled == 7 and result.logged == 0 and "spooled" in result.errors[0]
-    assert prediction_log.spooled_rows(ws) == 7
+    result = prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(7)], "batch", "v1", keep_images=False)
+    assert result.logged == 7 and result.errors == []  # in a file of the log: no database lock taken
+    files = log_files.visible(ws, "predictions")
+    assert len(files) == 1 and files[0].parent.parent.name == f"replica={log_files.replica_name()}"
     holder.stdin.close()  # the other process lets go of the database
     holder.wait(timeout=30)
-    result = prediction_log.log_predictions(ws, [fake_prediction(9)], "batch", "v1")
-    assert result.logged == 8 and prediction_log.count(ws) == 8 and prediction_log.spooled_rows(ws) == 0
+    assert prediction_log.count(ws) == 7
+    with store.connect(ws) as con:
+        assert con.execute("SELECT count(*) FROM predictions").fetchone()[0] == 0  # the table holds none of them
 
 
-def test_draining_a_spool_twice_adds_nothing_twice(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_draining_a_spool_twice_adds_nothing_twice(ws: Workspace) -> None:
     frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
-    prediction_log.write(ws, frame)
-    path = prediction_log._spool(ws, frame)  # as if the process died after the insert and before the unlink
+    path = legacy_spool(ws, frame)
+    assert prediction_log.drain_spool(ws) == 3 and not path.exists()
+    path = legacy_spool(ws, frame)  # as if the process died after the insert and before the unlink
     assert prediction_log.drain_spool(ws) == 0 and not path.exists()
     assert prediction_log.count(ws) == 3
 
 
 def test_rows_spooled_by_an_earlier_version_are_ingested_without_the_columns_it_lacked(ws: Workspace) -> None:
     frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(4)], "batch", "v1")
-    old = frame.drop(columns=["stage", "served", "request_id", "referred"])  # the log's columns before rollouts
-    prediction_log.spool_dir(ws).mkdir(parents=True)
-    path = prediction_log.spool_dir(ws) / "20260101T000000-earlier.parquet"
-    con = duckdb.connect()
-    con.register("rows", old)
-    arrays = "probs::FLOAT[] AS probs, embedding::FLOAT[] AS embedding"
-    con.execute(f"COPY (SELECT * EXCLUDE (probs, embedding), {arrays} FROM rows) TO '{path}' (FORMAT parquet)")
-    con.close()
+    path = legacy_spool(ws, frame.drop(columns=["stage", "served", "request_id", "referred"]))  # before rollouts
     assert prediction_log.drain_spool(ws) == 4 and not path.exists()
     with store.connect(ws) as con:
-        rows = con.execute("SELECT stage, served, request_id, referred FROM predictions").fetchall()
+        rows = con.execute("SELECT stage, served, request_id, referred FROM log_predictions").fetchall()
     assert rows == [(None, None, None, None)] * 4  # read as production's, served (IS NOT FALSE), not referred
 
 
@@ -199,7 +205,7 @@ def test_feedback_is_checked_and_kept(prod: Workspace) -> None:
     with pytest.raises(prediction.UserError, match="not one of the model's classes"):
         prediction_log.add_feedback(prod, "abe", "purple", ["red", "blue"])
     with store.connect(prod) as con:
-        assert con.execute("SELECT label FROM feedback ORDER BY label").fetchall() == [("none of these",), ("red",)]
+        assert con.execute("SELECT label FROM log_feedback ORDER BY label").fetchall() == [("none of these",), ("red",)]
 
 
 # --- simulator and monitoring ----------------------------------------------------------------
@@ -231,10 +237,10 @@ def test_simulation_logs_days_with_drift_and_feedback(prod: Workspace) -> None:
     assert result["predictions"] == result["logged"] == prediction_log.count(prod, "simulation") > 30
     assert result["drawings"] > 0 and result["feedback"] > 0
     with store.connect(prod) as con:
-        days = con.execute("SELECT DISTINCT ts::DATE FROM predictions ORDER BY 1").fetchall()
-        drawn_days = con.execute("SELECT DISTINCT ts::DATE FROM predictions WHERE name LIKE '%drawing%'").fetchall()
-        none = con.execute("SELECT count(*) FROM feedback WHERE label = 'none of these'").fetchone()[0]
-        latest = con.execute("SELECT (SELECT max(ts) FROM predictions), (SELECT max(ts) FROM feedback)").fetchone()
+        days = con.execute("SELECT DISTINCT ts::DATE FROM log_predictions ORDER BY 1").fetchall()
+        drawn_days = con.execute("SELECT DISTINCT ts::DATE FROM log_predictions WHERE name LIKE '%drawing%'").fetchall()
+        none = con.execute("SELECT count(*) FROM log_feedback WHERE label = 'none of these'").fetchone()[0]
+        latest = con.execute("SELECT (SELECT max(ts) FROM log_predictions), (SELECT max(ts) FROM log_feedback)").fetchone()
     assert max(latest) <= end  # nothing logged in the future (the last day's requests are in its first 15 hours)
     assert [d for (d,) in days] == [datetime(2026, 3, d).date() for d in (7, 8, 9, 10)]
     assert {d for (d,) in drawn_days} <= {datetime(2026, 3, 9).date(), datetime(2026, 3, 10).date()}
@@ -347,7 +353,7 @@ def test_scoring_uploads_hands_every_prediction_to_the_log(prod: Workspace) -> N
     log.flush()
     assert [p.name for p in preds] == ["a.png", "b.png"] and [f["source"] for f in failed] == ["broken.png"]
     with store.connect(prod) as con:
-        logged = con.execute("SELECT id, source, brightness, sharpness FROM predictions ORDER BY name").fetchall()
+        logged = con.execute("SELECT id, source, brightness, sharpness FROM log_predictions ORDER BY name").fetchall()
     assert [(i, s) for i, s, _, _ in logged] == [(p.id, "app") for p in preds]
     assert all(b is not None and sh is not None for _, _, b, sh in logged)  # measured on the log's thread
 

@@ -58,7 +58,7 @@ def test_the_queue_holds_referred_out_of_domain_and_disputed_predictions_oldest_
     review.label(prod, items[0].id, "blue", reviewer="ana")
     assert review.backlog(prod).pending == 4 and review.backlog(prod).reviewed == 1
     with store.connect(prod) as con:
-        assert con.execute("SELECT label, source, reviewer FROM feedback").fetchall() == [("blue", "review", "ana")]
+        assert con.execute("SELECT label, source, reviewer FROM log_feedback").fetchall() == [("blue", "review", "ana")]
     with pytest.raises(UserError, match="not one of the model's classes"):
         review.label(prod, items[1].id, "purple", reviewer="ana")
     with pytest.raises(UserError, match="No prediction 'nope'"):
@@ -97,7 +97,7 @@ def test_undo_takes_back_the_reviewers_latest_label_and_keeps_it_in_the_audit(pr
     undone = review.undo_last(prod, "ana")
     assert (undone.prediction_id, undone.label) == (second.id, "blue")
     with store.connect(prod) as con:
-        kept = con.execute("SELECT prediction_id, label, reviewer FROM feedback ORDER BY ts").fetchall()
+        kept = con.execute("SELECT prediction_id, label, reviewer FROM log_feedback ORDER BY ts").fetchall()
         trail = con.execute("SELECT before, detail FROM audit WHERE action = 'undo review label'").fetchall()
     assert kept == [(first.id, "red", "ana"), (third.id, "green", "bo")]
     assert len(trail) == 1 and json.loads(trail[0][0]) == "blue" and json.loads(trail[0][1])["reviewer"] == "ana"
@@ -121,7 +121,7 @@ def test_one_label_per_prediction_whoever_clicks_and_however_often(prod: Workspa
         review.label(prod, item.id, "blue", reviewer="bo")  # the queue had moved on
     assert cli("review", "--workspace", "prod", "--label", item.id, "red", "--reviewer", "ana").returncode == 0
     with store.connect(prod) as con:
-        assert con.execute("SELECT label, reviewer FROM feedback WHERE source = 'review'").fetchall() == [("red", "ana")]
+        assert con.execute("SELECT label, reviewer FROM log_feedback WHERE source = 'review'").fetchall() == [("red", "ana")]
 
 
 def test_reviewers_labelling_one_prediction_at_once_record_one_label(prod: Workspace) -> None:
@@ -139,7 +139,7 @@ def test_reviewers_labelling_one_prediction_at_once_record_one_label(prod: Works
     ]  # fmt: skip
     done = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     with store.connect(prod) as con:
-        rows = con.execute("SELECT label, reviewer FROM feedback WHERE source = 'review'").fetchall()
+        rows = con.execute("SELECT label, reviewer FROM log_feedback WHERE source = 'review'").fetchall()
     assert len(rows) == 1  # not one per process
     winner = rows[0]
     for (answer, name), (code, out, err) in zip(who, done, strict=True):
@@ -177,7 +177,7 @@ def test_imported_labels_land_with_their_provenance_and_bad_rows_are_reported(pr
     assert [f["row"] for f in done.failed] == ["4", "5"]
     assert "no prediction 'missing'" in done.failed[0]["reason"] and "'violet' is not one of" in done.failed[1]["reason"]
     with store.connect(prod) as con:
-        rows = con.execute("SELECT prediction_id, label, source, reviewer FROM feedback ORDER BY label").fetchall()
+        rows = con.execute("SELECT prediction_id, label, source, reviewer FROM log_feedback ORDER BY label").fetchall()
     assert rows == [(preds[1].id, NONE_OF_THESE, "import", "lab"), (preds[0].id, "red", "import", "lab")]
     assert review.backlog(prod).pending == 1
     with pytest.raises(UserError, match="needs a header"):
@@ -349,7 +349,7 @@ def test_importing_the_same_labels_again_records_nothing_twice_and_a_huge_field_
     changed = review.import_labels(prod, f"prediction_id,label\n{preds[0].id},blue\n".encode(), reviewer="lab")
     assert (changed.labelled, changed.unchanged) == (1, 0)  # a new answer is recorded
     with store.connect(prod) as con:
-        assert con.execute("SELECT count(*) FROM feedback").fetchone()[0] == 4
+        assert con.execute("SELECT count(*) FROM log_feedback").fetchone()[0] == 4
     before = len(store.audit_log(prod, limit=1000))
     for huge in (f"prediction_id,label\n{preds[0].id},{'x' * 200_000}\n", "prediction_id,label\n" + "y" * 20_000 + ",red\n"):
         with pytest.raises(UserError, match="Nothing was imported"):
@@ -381,4 +381,4 @@ def test_two_sessions_importing_the_same_labels_at_once_record_them_once(prod: W
     first.join(60), second.join(60)
     assert (done["first"].labelled, done["second"].labelled, done["second"].unchanged) == (3, 0, 3)
     with store.connect(prod) as con:
-        assert con.execute("SELECT count(*) FROM feedback WHERE source = 'import'").fetchone()[0] == 3
+        assert con.execute("SELECT count(*) FROM log_feedback WHERE source = 'import'").fetchone()[0] == 3

@@ -134,7 +134,7 @@ def test_shadow_predictions_are_logged_but_never_shown_or_acted_on(prod: Workspa
     assert [f["source"] for f in scored.failed] == ["bad.png"]
     with store.connect(prod) as con:
         rows = con.execute(
-            "SELECT model_version, stage, served, request_id, predicted, action, image_path FROM predictions ORDER BY name"
+            "SELECT model_version, stage, served, request_id, predicted, action, image_path FROM log_predictions ORDER BY name"
         ).df()
     assert len(rows) == 12 and rows["request_id"].nunique() == 6
     shadow = rows[rows["model_version"] == v2]
@@ -191,7 +191,7 @@ def test_after_expansion_new_rows_come_from_the_new_production_and_old_rows_stay
     service.log.flush()
     assert (snap.predictor.version, snap.candidate.version, again.predictor.version, again.candidate) == (v1, v2, v2, None)
     with store.connect(prod) as con:
-        rows = con.execute("SELECT model_version, stage, served FROM predictions").df()
+        rows = con.execute("SELECT model_version, stage, served FROM log_predictions").df()
     assert len(rows) == 11
     assert ((rows["model_version"] == v2) & (rows["stage"] == "shadow")).sum() == 4  # the shadow history is kept
     assert ((rows["model_version"] == v2) & (rows["stage"] == "production") & rows["served"]).sum() == 3

@@ -79,7 +79,7 @@ def test_a_policy_that_loses_to_its_baseline_says_so_and_leaves_the_decision_pen
 def test_two_labels_are_too_few_for_a_headline(prod: Workspace) -> None:
     log_day(prod, 0, 40)
     with store.connect(prod) as con:
-        ids = [r[0] for r in con.execute("SELECT id, predicted FROM predictions LIMIT 2").fetchall()]
+        ids = [r[0] for r in con.execute("SELECT id, predicted FROM log_predictions LIMIT 2").fetchall()]
     for i in ids:
         prediction_log.add_feedback(prod, i, "red", ["red", "blue", "green"])
     report = stakeholder.stakeholder_report(prod)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.cli import data, drivetrain, model, production, workspace
+from core.cli import data, drivetrain, log, model, production, workspace
 from core.errors import UserError, os_message
 
 DEBUG_ENV = "IMAGEDP_DEBUG"
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     workspace.add_commands(command)
     model.add_commands(command)
     production.add_commands(command)
+    log.add_commands(command)
     drivetrain.add_commands(command)
     return parser
 

@@ -3,8 +3,8 @@ use a page: a camera on a trail, a shop's back end.
 
 It serves through the same path as the Predict page (serving.Service: one decode per image, the candidate beside
 production when one is in shadow or limited, the accepted decision policy, referrals marked for review) and hands
-every prediction to the workspace's log writer with source `api`; it answers only once they are in the log (the
-database or the spool), so a replica killed at any moment has logged every prediction it answered. The model, the
+every prediction to the workspace's log writer with source `api`; it answers only once they are in the log (a file
+of its replica's, fsynced and named), so a replica killed at any moment has logged every prediction it answered. The model, the
 candidate and the settings are loaded once and kept until the workspace's serving stamp changes (a promotion, a
 rollback, a stage change, a policy or a setting saved, in any process): a request opens no database connection.
 Bad input gets a 4xx with a JSON body `{"error": "..."}` that says what to do; no traceback ever leaves the
@@ -67,6 +67,7 @@ class Service(serving.Service):
     def __init__(self, ws: Workspace, replica: str = "api", batching: BatchLimits | None = None) -> None:
         super().__init__(ws, batching)
         self.replica = replica
+        self.log.replica = replica  # its log files go under logs/predictions/replica=<name>/
         self.metrics = Metrics()
         self.log.linger_s = 0.0  # answers wait for their rows: write what is there, the next requests gather meanwhile
 
@@ -263,11 +264,11 @@ def create_app(
     def feedback(body: Feedback) -> dict[str, Any]:
         service.log.flush(10.0)  # a prediction answered a moment ago may still be on its way to the log
         with store.connect(ws) as con:
-            found = con.execute("SELECT model_version FROM predictions WHERE id = ?", [body.prediction_id]).fetchone()
+            found = con.execute("SELECT model_version FROM log_predictions WHERE id = ?", [body.prediction_id]).fetchone()
         if found is None:
             raise HTTPException(404, f"No logged prediction {body.prediction_id!r}: use a prediction_id /v1/predict gave.")
         classes = registry.read_meta(ws, found[0])["classes"]
-        prediction_log.add_feedback(ws, body.prediction_id, body.label.strip(), classes, source="api")
+        prediction_log.add_feedback(ws, body.prediction_id, body.label.strip(), classes, source="api", replica=service.replica)
         return {"stored": True, "prediction_id": body.prediction_id, "label": body.label.strip()}
 
     @app.get("/v1/health", summary="Ready only when the model is loaded and the log is writable")

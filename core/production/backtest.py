@@ -31,27 +31,27 @@ STAGE = prediction_log.REPLAY  # the stage and the source of a backtest's predic
 CHUNK = 64  # images read and scored at a time: memory stays flat over a long period
 
 _PERIOD = """
-    WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, max(ts) AS at FROM feedback GROUP BY prediction_id),
+    WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, max(ts) AS at FROM log_feedback GROUP BY prediction_id),
     served AS (
-        SELECT p.* FROM predictions p
+        SELECT p.* FROM log_predictions p
         WHERE p.served IS NOT FALSE AND p.source IN (SELECT unnest(?::VARCHAR[])) AND p.ts >= ? AND p.model_version <> ?
     ),
     labels AS (
         SELECT coalesce(p.request_id, p.id) AS request, arg_max(fb.label, fb.at) AS truth
-        FROM predictions p JOIN fb ON fb.prediction_id = p.id GROUP BY 1
+        FROM log_predictions p JOIN fb ON fb.prediction_id = p.id GROUP BY 1
     ),
     hard AS (  -- the queue's reasons, as monitoring.accuracy counts them
         SELECT coalesce(request_id, id) AS request,
                bool_or(served IS NOT FALSE AND (ood OR coalesce(referred, FALSE)))
                    OR count(DISTINCT predicted) FILTER (WHERE coalesce(stage, 'production') <> 'backtest') > 1 AS flagged
-        FROM predictions GROUP BY 1
+        FROM log_predictions GROUP BY 1
     )
     SELECT s.id, coalesce(s.request_id, s.id) AS request, s.ts, s.name, s.source, s.image_path, s.model_version,
            s.predicted AS production_label, s.action AS production_action, s.ood,
            b.predicted AS candidate_label, b.action AS candidate_action, b.id AS backtest_id,
            l.truth, h.flagged, coalesce(s.audit, FALSE) AS audit, coalesce(s.audit_p, 0.0) AS audit_p
     FROM served s
-    LEFT JOIN predictions b ON b.request_id = coalesce(s.request_id, s.id) AND b.stage = 'backtest' AND b.model_version = ?
+    LEFT JOIN log_predictions b ON b.request_id = coalesce(s.request_id, s.id) AND b.stage = 'backtest' AND b.model_version = ?
     LEFT JOIN labels l ON l.request = coalesce(s.request_id, s.id)
     LEFT JOIN hard h ON h.request = coalesce(s.request_id, s.id)
     ORDER BY s.ts, s.id

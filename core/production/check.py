@@ -1,11 +1,12 @@
 """Is a workspace consistent? Every catalog row has its file and every image file its row; every registered
 model is intact; the production pointer, accepted policies and the rollout name versions that exist; no run
-says `running` without a live training; the log's spool is ingested.
+says `running` without a live training; the log's files are whole and the log's; the spool is ingested.
 
 `check(ws, repair=True)` fixes what can be fixed without losing anything, each fix an audit row: orphan files
 and leftover model folders move to quarantine/, rows whose file is gone are marked missing, stale runs become
 interrupted (and a dead process's lock goes), missing checksums are recorded, spooled rows are ingested, a
-rollout whose candidate is gone ends. It never deletes a user's file.
+rollout whose candidate is gone ends, a log file cut short, unreadable or not the log's moves to quarantine/log/.
+It never deletes a user's file.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from typing import Any
 from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import prediction_log, rollout
-from core.workspace import failpoints, locks, store
+from core.workspace import failpoints, locks, log_files, store
 from core.workspace.paths import Workspace, free_name
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
 LEFTOVERS = "models"  # quarantine/models/: model folders no registry row names
 SPOOL = "spool"  # quarantine/spool/: spool files a crash cut short
+LOG = "log"  # quarantine/log/: log files cut short, unreadable or with other columns, and abandoned compaction journals
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,9 @@ def _log(ws: Workspace) -> list[Problem]:
     partial = sorted(folder.glob("*.tmp")) if folder.is_dir() else []
     why = "a spool file cut short while it was written (its rows were never acknowledged: the process stopped first)"
     cut = [Problem("spool_partial", str(p.relative_to(ws.root)), why, f"move it to quarantine/{SPOOL}/", True) for p in partial]
+    files = [Problem(f.kind, str(f.path.relative_to(ws.root)), f.detail, f"move it to quarantine/{LOG}/", True)
+             for f in log_files.problems(ws)]  # fmt: skip
+    cut += files
     rows = prediction_log.spooled_rows(ws)
     if not rows:
         return cut
@@ -281,6 +286,12 @@ def _repair(ws: Workspace, p: Problem) -> str:
     if p.kind == "spool_partial":
         where = _move(ws, ws.root / p.subject, SPOOL)
         store.audit(ws, "spool_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
+        return f"moved {p.subject} to {where}"
+    if p.kind in ("log_temporary", "log_unreadable", "log_schema", "log_journal"):
+        if not (ws.root / p.subject).exists():
+            return f"left {p.subject}: it is gone (renamed or folded meanwhile)"
+        where = _move(ws, ws.root / p.subject, LOG)
+        store.audit(ws, "log_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
         return f"moved {p.subject} to {where}"
     if p.kind == "spool":
         return f"ingested {prediction_log.drain_spool(ws)} spooled prediction(s)"

@@ -148,9 +148,9 @@ def _pairs(ws: Workspace, candidate: str, production: str | None, window: str) -
     with store.connect(ws) as con:
         return con.execute(
             f"""
-            WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id),
-            c AS (SELECT * FROM predictions WHERE model_version = ? AND stage IN ('shadow', 'limited')),
-            p AS (SELECT * FROM predictions WHERE coalesce(stage, 'production') = 'production'
+            WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id),
+            c AS (SELECT * FROM log_predictions WHERE model_version = ? AND stage IN ('shadow', 'limited')),
+            p AS (SELECT * FROM log_predictions WHERE coalesce(stage, 'production') = 'production'
                   AND (? IS NULL OR model_version = ?))
             SELECT date_trunc('{window}', p.ts) AS "window", p.id AS production_id, c.id AS candidate_id,
                    p.model_version AS production_version, p.predicted AS production_label, c.predicted AS candidate_label,

@@ -1,9 +1,12 @@
-"""The production log: every prediction and every piece of feedback, in workspace.duckdb.
+"""The production log: every prediction and every piece of feedback.
 
-DuckDB admits one writing process at a time, so writers insert whole batches through short
-connections that wait for the lock (store.connect). When the database stays busy or fails, the
-rows go to a Parquet spool file under the workspace and are ingested by the next write: a
-logging failure never breaks a prediction and never loses a row, and it is counted.
+Every serving process (the app, batch `predict`, the API's replicas, the simulator) appends its rows as Parquet files
+under logs/ (core.workspace.log_files: a hidden name, fsync, rename), never waiting for another process or for the
+database's write lock; readers see those files and the database's tables as one relation (log_predictions,
+log_feedback). A write that fails (a full disk) keeps its rows with the writer, who says why and tries again: a
+logging failure never breaks a prediction and never loses a row. Labels given on the analyst's pages (review, import,
+Predict) go to the database, where they can be taken back. Spool files an earlier version left are ingested by the
+next write.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import queue
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,7 +29,7 @@ import pandas as pd
 from core.data.images import PROPERTIES
 from core.errors import UserError
 from core.production import audit
-from core.workspace import failpoints, store
+from core.workspace import failpoints, log_files, store
 from core.workspace.paths import Workspace, write_atomic
 
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
@@ -166,33 +168,6 @@ def to_frame(
 
 
 _COLS = ", ".join(COLUMNS)
-_CAST = {"probs": "probs::FLOAT[] AS probs", "embedding": "embedding::FLOAT[] AS embedding", "ts": "ts::TIMESTAMP AS ts"}
-_SELECT = ", ".join(_CAST.get(c, c) for c in COLUMNS)
-
-
-def _insert(ws: Workspace, frame: pd.DataFrame) -> None:
-    with store.connect(ws) as con:
-        con.register("new_rows", frame)
-        con.execute(f"INSERT INTO predictions ({_COLS}) SELECT {_SELECT} FROM new_rows")
-
-
-def _spool(ws: Workspace, frame: pd.DataFrame) -> Path:
-    folder = spool_dir(ws)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{store.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-    tmp = path.with_suffix(".tmp")
-    con = duckdb.connect()
-    try:
-        con.register("rows", frame)
-        con.execute(f"COPY (SELECT {_SELECT} FROM rows) TO '{tmp}' (FORMAT parquet)")
-    finally:
-        con.close()
-    with open(tmp, "rb") as fh:  # on disk before it takes a name the drain reads
-        os.fsync(fh.fileno())
-    failpoints.hit("log.spool_written")
-    tmp.rename(path)
-    failpoints.hit("log.spooled")
-    return path
 
 
 def drain_spool(ws: Workspace) -> int:
@@ -229,20 +204,17 @@ def spooled_rows(ws: Workspace) -> int:
 @dataclass
 class LogResult:
     logged: int = 0
-    spooled: int = 0
+    spooled: int = 0  # rows left for a later write (none since the log became files: kept for scripts that read it)
     errors: list[str] = field(default_factory=list)
 
 
-def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
-    """Insert rows; on a lock timeout or database error spool them instead (and say why)."""
+def write(ws: Workspace, frame: pd.DataFrame, replica: str | None = None) -> LogResult:
+    """Append rows to the log as a file of this process's replica (raises OSError when the disk refuses: the caller
+    keeps the rows); then ingest what an earlier version left in the spool."""
     if frame.empty:
         return LogResult()
     failpoints.hit("log.writing")
-    try:
-        _insert(ws, frame)
-    except Exception as exc:  # noqa: BLE001 - busy, failing or a bug: the rows go to the spool, with the reason
-        _spool(ws, frame)
-        return LogResult(spooled=len(frame), errors=[f"database busy or failing, rows spooled: {exc}"])
+    log_files.append(ws, "predictions", frame, replica)
     result = LogResult(logged=len(frame))
     if spool_dir(ws).is_dir() and any(spool_dir(ws).glob("*.parquet")):
         try:
@@ -254,7 +226,7 @@ def write(ws: Workspace, frame: pd.DataFrame) -> LogResult:
 
 def keeps_images(ws: Workspace) -> bool:
     """Whether the workspace opted in to keeping scored images; False while the database stays locked
-    (the rows are still logged, through the spool: only the image copy is skipped)."""
+    (the rows are still logged: only the image copy is skipped)."""
     try:
         return bool(store.get_setting(ws, KEEP_IMAGES))
     except (UserError, duckdb.Error):
@@ -269,7 +241,7 @@ def log_predictions(
     ts: Sequence[datetime] | None = None,
     keep_images: bool | None = None,
 ) -> LogResult:
-    """Write predictions to the log now (spooled if the database stays busy)."""
+    """Write predictions to the log now."""
     keep = keeps_images(ws) if keep_images is None else keep_images
     return write(ws, to_frame(ws, predictions, source, version, ts, keep))
 
@@ -277,21 +249,22 @@ def log_predictions(
 class BackgroundLog:
     """One writer thread per workspace per process: the app's sessions hand it rows and never wait.
 
-    Rows leave its care only when they are in the database or in the spool. Whatever fails in a batch (the
-    database, the spool, measuring an image, a bug), the thread lives on, keeps the rows, says why, and tries
-    again; `flush` waits, with a bound, until every row submitted is in one of the two places."""
+    Rows leave its care only when they are in a log file (fsynced and in view). Whatever fails in a batch (the
+    disk, measuring an image, a bug), the thread lives on, keeps the rows, says why, and tries again; `flush` waits,
+    with a bound, until every row submitted is in the log."""
 
-    max_rows = 5000  # per write: one connection costs ~30 ms of CPU however many rows it carries
-    linger_s = 0.5  # rows reach the database at most this much later; the app's CPU stays with predictions
-    retry_s = 5.0  # after a batch could be neither written nor spooled
+    max_rows = 5000  # per write: one file however many rows it carries
+    linger_s = 0.5  # rows reach the log at most this much later; fewer, larger files, and the CPU stays with predictions
+    retry_s = 5.0  # after a batch could not be written
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
+        self.replica: str | None = None  # its files' partition (log_files.replica_name: the host's, unless named)
         self._queue: queue.Queue[LogBatch] = queue.Queue()
         self._settled = threading.Condition()
-        self._unsettled = 0  # rows submitted and not yet in the database or the spool
+        self._unsettled = 0  # rows submitted and not yet in the log
         self._through = 0  # rows submitted so far, counted in order: a batch's ticket is this after its rows
-        self._settled_through = 0  # rows in the database or the spool, counted in the same order (batches settle in turn)
+        self._settled_through = 0  # rows in the log, counted in the same order (batches settle in turn)
         self.submitted = self.logged = self.spooled = self.failed = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True)
@@ -308,7 +281,7 @@ class BackgroundLog:
         return ticket
 
     def wait(self, ticket: int, timeout: float | None = 60.0) -> bool:
-        """Wait until the batch with this ticket (and every one before it) is in the database or the spool: True;
+        """Wait until the batch with this ticket (and every one before it) is in the log: True;
         False when `timeout` seconds pass first (its rows stay held and are tried again)."""
         with self._settled:
             return self._settled.wait_for(lambda: self._settled_through >= ticket, timeout)
@@ -338,10 +311,10 @@ class BackgroundLog:
             rows = sum(len(b.predictions) for b in batches)
             try:
                 problems: list[str] = []
-                result = write(self.ws, frame_of(self.ws, batches, problems))
-            except BaseException as exc:  # noqa: BLE001 - neither written nor spooled: keep the rows, try again
+                result = write(self.ws, frame_of(self.ws, batches, problems), self.replica)
+            except BaseException as exc:  # noqa: BLE001 - not written: keep the rows, try again
                 self.failed += rows
-                self.last_error = f"could not log or spool {rows} row(s), retrying in {self.retry_s:g} s: {exc!r}"[:500]
+                self.last_error = f"could not log {rows} row(s), retrying in {self.retry_s:g} s: {exc!r}"[:500]
                 held = batches
                 time.sleep(self.retry_s)
                 continue
@@ -355,14 +328,14 @@ class BackgroundLog:
                 self._settled.notify_all()
 
     def flush(self, timeout: float | None = 60.0) -> bool:
-        """Wait until every submitted row is in the database or the spool (True), or `timeout` seconds pass
-        with some still held because both failed (False: they stay held and are tried again)."""
+        """Wait until every submitted row is in the log (True), or `timeout` seconds pass with some still held
+        because writing failed (False: they stay held and are tried again)."""
         with self._settled:
             return self._settled.wait_for(lambda: self._unsettled == 0, timeout)
 
     @property
     def pending(self) -> int:
-        """Rows submitted and not yet in the database or the spool."""
+        """Rows submitted and not yet in the log."""
         return self._unsettled
 
 
@@ -387,7 +360,7 @@ def _flush_all() -> None:
     for log in list(_BACKGROUND.values()):
         if not log.flush(EXIT_WAIT_S):
             print(
-                f"prediction log: {log.pending} prediction(s) could be neither written to {log.ws.db_path} nor spooled "
+                f"prediction log: {log.pending} prediction(s) could not be written to {log_files.root(log.ws, 'predictions')} "
                 f"before exit: {log.last_error or 'still being written when the wait ran out'}",
                 file=sys.stderr,
             )
@@ -395,6 +368,7 @@ def _flush_all() -> None:
 
 # provenance of a label: app (the analyst's Predict page), end user (the deployed app), review, import, simulation
 FEEDBACK_SOURCES = ("app", "end user", "review", "import", "simulation", "api")
+SERVED_FEEDBACK = ("end user", "api", "simulation")  # given to a serving process: appended as files, as its predictions
 
 
 def add_feedback(
@@ -405,13 +379,25 @@ def add_feedback(
     source: str = "app",
     reviewer: str | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    replica: str | None = None,
 ) -> None:
-    """A human's answer for one prediction: a class of the model, or 'none of these', with where it came from
-    (written through `con` when given: the caller's transaction)."""
+    """A human's answer for one prediction: a class of the model, or 'none of these', with where it came from.
+    Given to a serving process (an end user, the API), it is appended as a file, as predictions are; given on the
+    analyst's pages, it goes to the database, through `con` when given (the caller's transaction)."""
     if source not in FEEDBACK_SOURCES:
         raise ValueError(f"unknown feedback source {source!r}")  # a programming error
     if label not in classes and label != NONE_OF_THESE:
         raise UserError(f"Feedback {label!r} is not one of the model's classes ({', '.join(classes)}) or {NONE_OF_THESE!r}.")
+    if source in SERVED_FEEDBACK and con is None:
+        row = {
+            "prediction_id": [prediction_id],
+            "ts": [store.now()],
+            "label": [label],
+            "source": [source],
+            "reviewer": [reviewer],
+        }
+        log_files.append(ws, "feedback", pd.DataFrame(row), replica)
+        return
     with store.reuse(ws, con) as con:
         con.execute(
             "INSERT INTO feedback (prediction_id, ts, label, source, reviewer) VALUES (?, ?, ?, ?, ?)",
@@ -420,13 +406,9 @@ def add_feedback(
 
 
 def add_feedback_rows(ws: Workspace, frame: pd.DataFrame) -> None:
-    """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator."""
-    with store.connect(ws) as con:
-        con.register("new_feedback", frame)
-        con.execute(
-            "INSERT INTO feedback (prediction_id, ts, label, source) "
-            "SELECT prediction_id, ts::TIMESTAMP, label, source FROM new_feedback"
-        )
+    """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator: appended as files."""
+    if not frame.empty:
+        log_files.append(ws, "feedback", frame.assign(reviewer=None) if "reviewer" not in frame else frame)
 
 
 def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
@@ -439,28 +421,27 @@ def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
 
 
 def stamp(ws: Workspace) -> tuple[object, ...]:
-    """What changes whenever the log or its feedback does (rows and latest times): a cache key for figures
-    computed from the log."""
+    """What changes whenever the log or its feedback does: the tables' rows and latest times, and the files in view
+    (names and sizes, read from the folders: no file is opened). A cache key for figures computed from the log."""
     with store.connect(ws) as con:
-        return tuple(
-            con.execute(
-                "SELECT (SELECT count(*) FROM predictions), (SELECT max(ts) FROM predictions), "
-                "(SELECT count(*) FROM feedback), (SELECT max(ts) FROM feedback)"
-            ).fetchone()
-        )
+        tables = con.execute(
+            "SELECT (SELECT count(*) FROM predictions), (SELECT max(ts) FROM predictions), "
+            "(SELECT count(*) FROM feedback), (SELECT max(ts) FROM feedback)"
+        ).fetchone()
+    return (*tables, log_files.stamp(ws))
 
 
 def count(ws: Workspace, source: str | None = None) -> int:
     with store.connect(ws) as con:
         if source is None:
-            return int(con.execute("SELECT count(*) FROM predictions").fetchone()[0])
-        return int(con.execute("SELECT count(*) FROM predictions WHERE source = ?", [source]).fetchone()[0])
+            return int(con.execute("SELECT count(*) FROM log_predictions").fetchone()[0])
+        return int(con.execute("SELECT count(*) FROM log_predictions WHERE source = ?", [source]).fetchone()[0])
 
 
 def recent(ws: Workspace, limit: int = 50) -> pd.DataFrame:
     with store.connect(ws) as con:
         return con.execute(
             "SELECT ts, source, model_version, name, predicted, confidence, ood, action, latency_ms "
-            "FROM predictions ORDER BY ts DESC LIMIT ?",
+            "FROM log_predictions ORDER BY ts DESC LIMIT ?",
             [limit],
         ).df()

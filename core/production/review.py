@@ -41,13 +41,13 @@ _PAIRS = """pairs AS (  -- requests scored by production and a candidate: the ot
     SELECT request_id, count(DISTINCT predicted) > 1 AS disputed,
            arg_max(CASE WHEN NOT served THEN predicted END, ts) AS other_label,
            arg_max(CASE WHEN NOT served THEN model_version END, ts) AS other_version
-    FROM predictions WHERE request_id IS NOT NULL AND coalesce(stage, 'production') <> 'backtest'
+    FROM log_predictions WHERE request_id IS NOT NULL AND coalesce(stage, 'production') <> 'backtest'
     GROUP BY request_id HAVING count(*) > 1
 )"""
 _LABELLED = """labelled AS (  -- requests someone already labelled (on any of their predictions)
-    SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM predictions p JOIN feedback f ON f.prediction_id = p.id
+    SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM log_predictions p JOIN log_feedback f ON f.prediction_id = p.id
 ), reviewed AS (  -- images a reviewer (or an imported label) already settled: their other requests need no one
-    SELECT DISTINCT p.sha256 FROM predictions p JOIN feedback f ON f.prediction_id = p.id
+    SELECT DISTINCT p.sha256 FROM log_predictions p JOIN log_feedback f ON f.prediction_id = p.id
     WHERE f.source IN ('review', 'import') AND p.sha256 IS NOT NULL
 )"""
 # One entry per image: an image sent several times waits once (its oldest waiting prediction, with how many wait),
@@ -59,7 +59,7 @@ waiting AS (
            p.confidence, p.probs, p.action, p.ood, coalesce(p.referred, FALSE) AS referred,
            coalesce(d.disputed, FALSE) AS disputed, coalesce(p.audit, FALSE) AS audit, d.other_label, d.other_version,
            p.image_path, coalesce(p.sha256, p.id) AS image
-    FROM predictions p LEFT JOIN pairs d ON d.request_id = p.request_id
+    FROM log_predictions p LEFT JOIN pairs d ON d.request_id = p.request_id
     WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE)
                                      OR coalesce(p.audit, FALSE))
       AND coalesce(p.request_id, p.id) NOT IN (SELECT request FROM labelled)
@@ -130,7 +130,7 @@ def why(ws: Workspace, prediction_id: str) -> str:
     with store.connect(ws) as con:
         row = con.execute(
             f"WITH {_PAIRS} SELECT coalesce(p.referred, FALSE), p.ood, coalesce(d.disputed, FALSE), coalesce(p.audit, FALSE), "
-            "d.other_label FROM predictions p LEFT JOIN pairs d ON d.request_id = p.request_id WHERE p.id = ?",
+            "d.other_label FROM log_predictions p LEFT JOIN pairs d ON d.request_id = p.request_id WHERE p.id = ?",
             [prediction_id],
         ).fetchone()
     if row is None:
@@ -144,7 +144,7 @@ def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Back
             f"SELECT count(*), count_if(referred), count_if(ood), count_if(disputed), count_if(audit), min(ts) FROM ({_PENDING})"
         ).fetchone()
         reviewed, agreed = c.execute(
-            f"SELECT count(*), count_if({AGREES}) FROM feedback fb LEFT JOIN predictions p ON p.id = fb.prediction_id "
+            f"SELECT count(*), count_if({AGREES}) FROM log_feedback fb LEFT JOIN log_predictions p ON p.id = fb.prediction_id "
             "WHERE fb.source = 'review'",
             [NONE_OF_THESE],
         ).fetchone()
@@ -207,11 +207,11 @@ def label(ws: Workspace, prediction_id: str, answer: str, reviewer: str | None) 
             "On the Review page, fill in 'Your name'; on the command line, pass --reviewer NAME."
         )
     with store.transaction(ws) as con:  # read and write in one transaction: two at once record one
-        row = con.execute("SELECT model_version, name FROM predictions WHERE id = ?", [prediction_id]).fetchone()
+        row = con.execute("SELECT model_version, name FROM log_predictions WHERE id = ?", [prediction_id]).fetchone()
         if row is None:
             raise UserError(f"No prediction {prediction_id!r} in this workspace's log.")
         there = con.execute(
-            "SELECT label, reviewer FROM feedback WHERE prediction_id = ? AND source = 'review' ORDER BY ts DESC LIMIT 1",
+            "SELECT label, reviewer FROM log_feedback WHERE prediction_id = ? AND source = 'review' ORDER BY ts DESC LIMIT 1",
             [prediction_id],
         ).fetchone()
         if there == (answer, who):
@@ -242,8 +242,8 @@ def undo_last(ws: Workspace, reviewer: str | None) -> Undone:
         raise UserError("Say who you are ('Your name'): you can take back only your own labels.")
     with store.transaction(ws) as con:
         row = con.execute(
-            "SELECT fb.prediction_id, fb.ts, fb.label, p.name FROM feedback fb "
-            "LEFT JOIN predictions p ON p.id = fb.prediction_id "
+            "SELECT fb.prediction_id, fb.ts, fb.label, p.name FROM log_feedback fb "
+            "LEFT JOIN log_predictions p ON p.id = fb.prediction_id "
             "WHERE fb.source = 'review' AND fb.reviewer = ? ORDER BY fb.ts DESC LIMIT 1",
             [who],
         ).fetchone()
@@ -309,15 +309,15 @@ def _read_csv(data: bytes) -> pd.DataFrame:
 
 
 _MATCH = """
-    SELECT i.row, p.id AS pid, p.model_version, i.label, i.reviewer FROM incoming i JOIN predictions p ON p.id = i.prediction_id
-    WHERE i.prediction_id <> ''
+    SELECT i.row, p.id AS pid, p.model_version, i.label, i.reviewer
+    FROM incoming i JOIN log_predictions p ON p.id = i.prediction_id WHERE i.prediction_id <> ''
     UNION ALL
-    SELECT i.row, p.id, p.model_version, i.label, i.reviewer FROM incoming i JOIN predictions p ON p.sha256 = i.sha256
+    SELECT i.row, p.id, p.model_version, i.label, i.reviewer FROM incoming i JOIN log_predictions p ON p.sha256 = i.sha256
     WHERE i.prediction_id = '' AND i.sha256 <> '' AND p.served IS NOT FALSE
 """
 _LATEST = """
     SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source, arg_max(reviewer, ts) AS reviewer
-    FROM feedback WHERE prediction_id IN (SELECT pid FROM matched) GROUP BY prediction_id
+    FROM log_feedback WHERE prediction_id IN (SELECT pid FROM matched) GROUP BY prediction_id
 """
 
 
@@ -382,13 +382,13 @@ class Added:
 
 _CANDIDATES = """
     WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source,
-                       arg_max(reviewer, ts) AS reviewer, max(ts) AS labelled_at FROM feedback GROUP BY prediction_id),
+                       arg_max(reviewer, ts) AS reviewer, max(ts) AS labelled_at FROM log_feedback GROUP BY prediction_id),
     req AS (SELECT coalesce(p.request_id, p.id) AS request, arg_max(fb.label, fb.labelled_at) AS label,
                    arg_max(fb.source, fb.labelled_at) AS label_source, arg_max(fb.reviewer, fb.labelled_at) AS reviewer
-            FROM predictions p JOIN fb ON fb.prediction_id = p.id GROUP BY ALL)
+            FROM log_predictions p JOIN fb ON fb.prediction_id = p.id GROUP BY ALL)
     SELECT p.id, p.name, p.model_version, p.predicted, p.ood, p.image_path, p.source,
            r.label, r.label_source, r.reviewer, p.sha256 IN (SELECT sha256 FROM images) AS known
-    FROM predictions p LEFT JOIN req r ON r.request = coalesce(p.request_id, p.id)
+    FROM log_predictions p LEFT JOIN req r ON r.request = coalesce(p.request_id, p.id)
     WHERE p.served IS NOT FALSE AND p.image_path IS NOT NULL
       AND p.id NOT IN (SELECT prediction_id FROM images WHERE prediction_id IS NOT NULL)
 """

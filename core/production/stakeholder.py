@@ -169,7 +169,7 @@ def _risks(
     if not c.beats_baseline:
         risks.append(summary.comparison_sentence(c, unit))
     with store.connect(ws) as con:
-        unconfirmed = con.execute("SELECT count(*) FROM feedback WHERE source IN ('import', 'simulation')").fetchone()[0]
+        unconfirmed = con.execute("SELECT count(*) FROM log_feedback WHERE source IN ('import', 'simulation')").fetchone()[0]
     figures["unconfirmed_labels"] = int(unconfirmed)
     if unconfirmed:
         risks.append(f"{int(unconfirmed):,} label(s) in the log were imported or simulated: no human confirmed them.")

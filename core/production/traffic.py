@@ -248,7 +248,7 @@ def _real_between(ws: Workspace, start: datetime, end: datetime) -> int:
     """Real (not simulated) predictions logged in the simulated period: the simulation is backdated among them."""
     with store.connect(ws) as con:
         row = con.execute(
-            "SELECT count(*) FROM predictions WHERE source <> 'simulation' AND ts >= ? AND ts < ?", [start, end]
+            "SELECT count(*) FROM log_predictions WHERE source <> 'simulation' AND ts >= ? AND ts < ?", [start, end]
         ).fetchone()
     return int(row[0]) if row else 0
 

@@ -49,10 +49,15 @@ POINTS: dict[str, str] = {
     "rollout.changed": "a stage change is committed; the serving stamp is not touched yet",
     # the prediction log
     "log.kept": "a kept image's file is in production/; its prediction row is not written",
-    "log.writing": "a batch of rows is ready (its kept images written); none of it is in the database or the spool",
-    "log.spool_written": "a spool file is written under its temporary name, not renamed",
-    "log.spooled": "rows are in a spool file; they are not in the database",
-    "log.drained": "a spool file's rows are committed to the database; the file is not deleted yet",
+    "log.writing": "a batch of rows is ready (its kept images written); none of it is in the log",
+    "log.file_written": "a log file is written and fsynced under its hidden temporary name, not renamed",
+    "log.file_renamed": "a log file has its name (its rows are in view); the next day's file of the batch, if any, is not",
+    "log.drained": "a spool file an earlier version left is committed to the database; the file is not deleted yet",
+    "log.compact_written": "a compaction's folded file is written under its temporary name; no journal names it",
+    "log.compact_journalled": "a compaction's journal names its inputs and output; the output is not renamed into view",
+    "log.compact_renamed": "a folded file is in view (readers leave its inputs out); the journal's grace has not started",
+    "log.compact_input_deleted": "one input of a compaction whose grace is over is deleted (nth: which one)",
+    "log.compact_abandoned": "a compaction cut short before its output came into view is cleared (its inputs stay the data)",
     # the prediction API
     "api.answering": "a request's predictions are in the log (database or spool); its answer is not sent yet",
     # the review queue

@@ -23,7 +23,7 @@ import pandas as pd
 
 from core import bounds
 from core.errors import UserError
-from core.workspace import failpoints, holds, splits, stamps
+from core.workspace import failpoints, holds, log_files, splits, stamps
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
@@ -188,11 +188,20 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
     try:
         con = _open(ws, read_only, deadline)
         try:
+            _log_views(con, ws)
             yield con
         finally:
             con.close()
     finally:
         holds.release(ws.db_path)
+
+
+def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
+    """log_predictions and log_feedback: the tables and the log's files as one relation each (log_files)."""
+    try:
+        log_files.create_views(con, ws)
+    except duckdb.CatalogException:
+        pass  # a database made before its tables (init_db creates them on this very connection): nothing to read yet
 
 
 def _busy(ws: Workspace) -> UserError:

@@ -62,7 +62,7 @@ def test_a_replica_killed_mid_answer_has_logged_every_prediction_it_answered(
     tally.points[point] = 1
     harness.repaired(prod, tally)  # spooled rows, if any, go into the database
     with store.connect(prod) as con:
-        found = dict(con.execute("SELECT id, count(*) FROM predictions WHERE list_contains(?, id) GROUP BY id",
+        found = dict(con.execute("SELECT id, count(*) FROM log_predictions WHERE list_contains(?, id) GROUP BY id",
                                  [answered]).fetchall())  # fmt: skip
     tally.lost += len(set(answered) - set(found))
     tally.doubled += sum(n - 1 for n in found.values())

@@ -1,24 +1,22 @@
 """Crash a real `python -m core predict` scoring a folder and logging as it goes, at each failpoint of the log: a
-kept image written, a spool file half written and written (the database held by another process meanwhile), a
-spool drained but not deleted (and once at a seeded moment, as a cross-check). After each crash every logged row is
-whole and logged once, every kept image is whole, `check --repair` leaves nothing, the workspace opens in the app,
-and predicting again logs each image exactly once more (its acknowledged ids, once each)."""
+kept image written, a batch ready, a log file written but not renamed and renamed, a spool an earlier version left
+drained but not deleted (and once at a seeded moment, as a cross-check). After each crash every logged row is whole
+and logged once, every kept image is whole, `check --repair` leaves nothing, the workspace opens in the app, and
+predicting again logs each image exactly once more (its acknowledged ids, once each)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from core.production import prediction_log
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.faults import harness
-from tests.helpers import colour_image
+from tests.helpers import colour_image, fake_prediction, legacy_spool
 
 pytestmark = pytest.mark.faults
 IMAGES = 400
@@ -29,25 +27,8 @@ def logged(ws: Workspace) -> tuple[int, int, int]:
     with store.connect(ws) as con:
         return con.execute(
             "SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE predicted IS NULL OR probs IS NULL "
-            "OR request_id IS NULL OR len(probs) <> 3) FROM predictions"
+            "OR request_id IS NULL OR len(probs) <> 3) FROM log_predictions"
         ).fetchone()
-
-
-def holding_the_database(ws: Workspace, gate: Path) -> threading.Thread:
-    """When the predict process pauses before its first write (gate.reached), take the database (another
-    process writing) and let it go on: its write waits, gives up and spools."""
-    held: list[duckdb.DuckDBPyConnection] = []
-
-    def hold() -> None:
-        while not gate.with_name(gate.name + ".reached").exists():
-            threading.Event().wait(0.02)
-        held.append(duckdb.connect(str(ws.db_path)))
-        gate.touch()
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    thread.held = held  # type: ignore[attr-defined]
-    return thread
 
 
 def test_a_crashed_batch_prediction_logs_each_image_once(prod: Workspace, data_root: Path, tmp_path: Path) -> None:
@@ -62,23 +43,19 @@ def test_a_crashed_batch_prediction_logs_each_image_once(prod: Workspace, data_r
 
     tally = harness.Tally("predict")
     previous = IMAGES
-    crashes = [("log.spool_written", True), ("log.spooled", False), ("log.drained", True), ("log.kept", True),
+    crashes = [("log.file_written", True), ("log.file_renamed", True), ("log.drained", True), ("log.kept", True),
                ("log.writing", True), ("time", True)]  # fmt: skip
     for k, (point, repair) in enumerate(crashes):
         if point == "log.kept":  # a kept image is written only once per content: images no run has seen
             args = ("predict", "--workspace", "prod", str(tmp_path / "unseen"), "--batch-size", "8", "--json")
         if point == "time":
             next(harness.kills(data_root, duration, 1, 3, *args, lo=0.4, hi=0.97, tally=tally))
-        elif point.startswith("log.spool"):
-            gate = tmp_path / f"gate{k}"
-            holder = holding_the_database(prod, gate)
-            also = f"log.writing:1:pause={gate}"
-            harness.crash_at(data_root, point, *args, tally=tally, also=also, env={store.LOCK_TIMEOUT_ENV: "0.5"})
-            holder.join(60)
-            holder.held[0].close()
-            assert list(prediction_log.spool_dir(prod).glob("*.tmp" if point == "log.spool_written" else "*.parquet"))
-        else:  # log.drained: the spool the last crash left is drained by this run's first write
-            harness.crash_at(data_root, point, *args, nth={"log.kept": 50, "log.writing": 4}.get(point, 1), tally=tally)
+        else:
+            if point == "log.drained":  # the run's first write ingests it, and is killed before it deletes the file
+                legacy_spool(prod, prediction_log.to_frame(prod, [fake_prediction(i) for i in range(5)], "batch", "v1"))
+                previous += 5
+            nth = {"log.kept": 50, "log.writing": 4, "log.file_written": 3, "log.file_renamed": 5}.get(point, 1)
+            harness.crash_at(data_root, point, *args, nth=nth, tally=tally)
         if not repair:
             continue  # the spool stays for the next crash to drain
         harness.repaired(prod, tally)  # spooled rows, if any, are ingested
@@ -94,7 +71,7 @@ def test_a_crashed_batch_prediction_logs_each_image_once(prod: Workspace, data_r
         assert again["logged"] + again["spooled"] == IMAGES and not again["failed"], f"crash {k}"
         ids_answered = [p["id"] for p in again["predictions"]]  # acknowledged: the truth kept outside the workspace
         with store.connect(prod) as con:
-            acknowledged = con.execute("SELECT count(DISTINCT id) FROM predictions WHERE list_contains(?, id)",
+            acknowledged = con.execute("SELECT count(DISTINCT id) FROM log_predictions WHERE list_contains(?, id)",
                                        [ids_answered]).fetchone()[0]  # fmt: skip
         tally.lost += IMAGES - acknowledged
         rows_after, ids_after, _ = logged(prod)

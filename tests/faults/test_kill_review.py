@@ -23,7 +23,7 @@ pytestmark = pytest.mark.faults
 def labels(ws: Workspace, prediction_id: str) -> list[tuple[str, str]]:
     with store.connect(ws, read_only=True) as con:
         return con.execute(
-            "SELECT label, reviewer FROM feedback WHERE prediction_id = ? AND source = 'review'", [prediction_id]
+            "SELECT label, reviewer FROM log_feedback WHERE prediction_id = ? AND source = 'review'", [prediction_id]
         ).fetchall()
 
 
@@ -134,4 +134,4 @@ def actions(ws: Workspace, action: str) -> int:
 
 def imported(ws: Workspace) -> int:
     with store.connect(ws, read_only=True) as con:
-        return con.execute("SELECT count(*) FROM feedback WHERE source = 'import'").fetchone()[0]
+        return con.execute("SELECT count(*) FROM log_feedback WHERE source = 'import'").fetchone()[0]

@@ -158,14 +158,14 @@ def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None 
     sql = f"""
         WITH {cte},
         fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source, max(ts) AS at
-               FROM feedback GROUP BY prediction_id),
+               FROM log_feedback GROUP BY prediction_id),
         req AS (
             SELECT coalesce(p.request_id, p.id) AS request,
                    bool_or(p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE)))
                        OR count(DISTINCT p.predicted) > 1 AS flagged,
                    bool_or(coalesce(p.audit, FALSE)) AS audit, max(coalesce(p.audit_p, 0)) AS audit_p,
                    arg_max(fb.label, fb.at) AS label, arg_max(fb.source, fb.at) AS label_source
-            FROM predictions p LEFT JOIN fb ON fb.prediction_id = p.id
+            FROM log_predictions p LEFT JOIN fb ON fb.prediction_id = p.id
             WHERE coalesce(p.request_id, p.id) IN (SELECT coalesce(request_id, id) FROM logged)
               AND coalesce(p.stage, 'production') <> 'backtest'  -- a replay is no part of what production did
             GROUP BY 1

@@ -67,10 +67,10 @@ def logged(f: LogFilter) -> tuple[str, list[object]]:
     _check(f)
     where, params = _where(f)
     if f.window != "predictions":
-        return f"logged AS (SELECT *, date_trunc('{f.window}', ts) AS \"window\" FROM predictions WHERE {where})", params
+        return f"logged AS (SELECT *, date_trunc('{f.window}', ts) AS \"window\" FROM log_predictions WHERE {where})", params
     return (
         f"numbered AS (SELECT *, (row_number() OVER (ORDER BY ts, id) - 1) // {int(f.size)} AS block "
-        f"FROM predictions WHERE {where}), "
+        f"FROM log_predictions WHERE {where}), "
         'logged AS (SELECT * EXCLUDE (block), min(ts) OVER (PARTITION BY block) AS "window" FROM numbered)',
         params,
     )
@@ -83,7 +83,7 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
     cte, params = logged(f)
     sql = f"""
         WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
-                           FROM feedback GROUP BY prediction_id)
+                           FROM log_feedback GROUP BY prediction_id)
         SELECT p."window",
                count(*) AS predictions,
                count(DISTINCT p.sha256) AS images,
@@ -137,7 +137,7 @@ def window_samples(
     cols = ", ".join(f"s.{c}" for c in SAMPLE_COLUMNS)
     sql = f"""
         WITH {cte},
-        fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM feedback GROUP BY prediction_id),
+        fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id),
         sizes AS (SELECT "window", count(*) AS c FROM logged GROUP BY ALL),
         thinned AS (  -- keep about 3x the sample by hash first, so that ranking sorts thousands, not millions
             SELECT l.* FROM logged l JOIN sizes USING ("window")

@@ -13,6 +13,7 @@ from core.production.monitoring.causes import report_causes
 from core.production.monitoring.drift import DriftReport, drift_report
 from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, window_label, windows
 from core.production.monitoring.verdict import verdict
+from core.workspace import log_files
 from core.workspace.paths import Workspace
 
 
@@ -79,5 +80,6 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
             "estimates": [{"window": r["window"], **(r["estimates"] or {})} for r in records if r["estimates"]],
             "accuracy": accuracy.summary(accuracy.accuracy(ws, f), accuracy.atc_overall(report)),
             "spooled": prediction_log.spooled_rows(ws),
+            "unreadable_log_files": [str(f.relative_to(ws.root)) for f in log_files.unreadable(ws)],
         }
     )
