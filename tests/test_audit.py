@@ -62,7 +62,10 @@ def test_served_requests_are_drawn_by_the_stored_seed_logged_with_their_probabil
 def test_audit_items_look_like_any_other_item_until_labelled(prod: Workspace) -> None:
     audit.set_share(prod, 0.5)
     log_plain(prod, 16)
-    log_plain(prod, 3, seed=1, referred=True, action="refer to a person")
+    for seed in range(1, 11):  # each referred request is drawn for the audit too with chance 0.5: until one is not
+        log_plain(prod, 3, seed=seed, referred=True, action="refer to a person")
+        if any("audit" not in i.reasons for i in review.pending(prod, 100) if "referred" in i.reasons):
+            break
     items = review.pending(prod, 100)
     drawn = [i for i in items if "audit" in i.reasons]
     hard = [i for i in items if "referred" in i.reasons and "audit" not in i.reasons]
