@@ -119,6 +119,7 @@ def to_files(ws: workspaces.Workspace) -> float:
     table. Returns seconds taken."""
     t0 = time.perf_counter()
     replica = "CASE WHEN source = 'api' THEN 'api-' || (hash(request_id) % 3) ELSE source END"
+    log_files.root(ws, "predictions").mkdir(parents=True, exist_ok=True)
     with store.connect(ws) as con:
         con.execute(
             f"COPY (SELECT {log_files.select_sql('predictions')}, {replica} AS replica, strftime(ts, '%Y-%m-%d') AS date "

@@ -380,7 +380,8 @@ def gradual(seeds: list[Seed], runs_per_seed: int, rng: np.random.Generator) -> 
         seen = x[np.isfinite(x)]
         if len(seen):
             q1, med, q3 = np.percentile(seen, [25, 50, 75])
-            shown = f"day {med:.0f} (quartiles {q1:.0f}-{q3:.0f}; {GRADUAL_RATE * med:.0%} of that day shifted)"
+            shifted = "" if kind == "clean" else f"; {GRADUAL_RATE * med:.0%} of that day shifted"
+            shown = f"day {med:.0f} (quartiles {q1:.0f}-{q3:.0f}{shifted})"
         else:
             shown = "never"
         label = "no shift (first false alarm)" if kind == "clean" else kind
