@@ -157,14 +157,10 @@ def drawn(page: object) -> None:
     page.evaluate(FRAMES)
 
 
-STALE_GONE = "document.querySelectorAll('[data-stale=\"true\"]').length === 0"
-
-
 def idle(page: object) -> None:
     """Wait until the app has finished its current run (the "Running..." status is gone)."""
     page.wait_for_timeout(300)  # a rerun shows the status widget within this; then wait for it to go
     page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=HEAVY_MS)
-    page.wait_for_function(STALE_GONE, timeout=HEAVY_MS)  # and for no element of an earlier run to be left faded
 
 
 def no_exception(page: object) -> None:
