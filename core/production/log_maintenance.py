@@ -11,6 +11,7 @@ from typing import Any
 
 import duckdb
 
+from core.errors import UserError
 from core.workspace import log_files, store
 from core.workspace.paths import Workspace
 
@@ -53,8 +54,6 @@ def status(ws: Workspace) -> dict[str, Any]:
 
 
 def raise_damaged(ws: Workspace, exc: Exception) -> None:
-    from core.errors import UserError
-
     raise UserError(
         f"A file of the prediction log cannot be read ({str(exc).splitlines()[0][:200]}): run "
         f"`python -m core check --workspace {ws.name} --repair` to move it to quarantine/log/."

@@ -39,36 +39,7 @@ SOURCES = ("app", "batch", "simulation", "api")  # served traffic: what monitori
 REPLAY = "backtest"  # a candidate's replay of kept production images: logged, never served, never monitored
 NONE_OF_THESE = "none of these"
 KEEP_IMAGES = "keep_production_images"  # workspace setting: store each scored image under production/
-COLUMNS = (
-    "id",
-    "ts",
-    "source",
-    "model_version",
-    "name",
-    "sha256",
-    "width",
-    "height",
-    "brightness",
-    "contrast",
-    "saturation",
-    "sharpness",
-    "probs",
-    "predicted",
-    "confidence",
-    "energy",
-    "ood_score",
-    "ood",
-    "embedding",
-    "action",
-    "latency_ms",
-    "image_path",
-    "stage",
-    "served",
-    "request_id",
-    "referred",
-    "audit",
-    "audit_p",
-)
+COLUMNS = tuple(log_files.COLUMNS["predictions"])  # the log's columns, in order: one list, with their types
 
 
 def spool_dir(ws: Workspace) -> Path:
@@ -408,7 +379,7 @@ def add_feedback(
 def add_feedback_rows(ws: Workspace, frame: pd.DataFrame) -> None:
     """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator: appended as files."""
     if not frame.empty:
-        log_files.append(ws, "feedback", frame.assign(reviewer=None) if "reviewer" not in frame else frame)
+        log_files.append(ws, "feedback", frame)  # a column the frame lacks (reviewer) is written NULL
 
 
 def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
