@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from core.errors import UserError
 from core.model import registry
-from core.production import api, batching, serving
+from core.production import api, audit, batching, serving
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import colour_image, derived_version, free_port
@@ -325,3 +326,39 @@ def test_a_request_larger_than_a_pass_is_scored_in_chunks_and_answered_whole(pro
     assert service.log.flush(60)
     with store.connect(prod) as con:
         assert con.execute("SELECT count(DISTINCT id) FROM log_predictions WHERE source = 'app'").fetchone()[0] == 10
+
+
+def test_a_replica_serves_and_logs_on_what_it_read_while_another_process_holds_the_database(
+    prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An aged snapshot and audit share (nothing changed the stamp) are read again only when the database is free:
+    while another process holds it (a long import), requests are answered and logged on what is held, and read again
+    once it is free. (A wait for the database would last the whole hold here: it is made longer than the test.)"""
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 3600.0)
+    service = serving.Service(prod, batching.BatchLimits(max_images=4, max_wait_ms=0))
+    service.load()
+    first = service.snapshot()
+    service._snapshot = dataclasses.replace(first, read_at=first.read_at - serving.SERVED_MAX_AGE_S - 1)  # aged
+    stamp, _, sampling = audit._CACHE[str(prod.root)]
+    audit._CACHE[str(prod.root)] = (stamp, time.monotonic() - audit.MAX_AGE_S - 1, sampling)  # aged
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); sys.stdin.read()", str(store.holds.lock_path(prod.db_path))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(store.Busy):
+            with store.hold(prod, 0.05):
+                pass
+        _, scored = service.serve([("a.png", colour_image(0, 901))], "app")
+        assert len(scored.shown) == 1 and service.snapshot().predictor is first.predictor
+        assert service.log.wait(scored.ticket, 600)  # in the log while the database is still held
+        kept = service.snapshot().read_at
+        assert kept > first.read_at - serving.SERVED_MAX_AGE_S  # tried again later, not on every request
+    finally:
+        holder.communicate(b"")
+    service._snapshot = dataclasses.replace(service._snapshot, read_at=kept - serving.SERVED_MAX_AGE_S - 1)
+    assert service.snapshot().read_at > kept  # free again: read again
+    with store.connect(prod) as con:  # the request answered while the database was held is in the log
+        assert con.execute("SELECT count(*) FROM log_predictions WHERE source = 'app'").fetchone()[0] == 1

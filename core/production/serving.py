@@ -26,7 +26,7 @@ from core.drivetrain.accepted import AcceptedPolicy
 from core.drivetrain.decisions import DecideFn
 from core.errors import UserError
 from core.model import registry
-from core.production import deployment, prediction, prediction_log, rollout
+from core.production import audit, deployment, prediction, prediction_log, rollout
 from core.production.batching import Batcher, BatchLimits
 from core.production.deployment import AppSettings
 from core.production.prediction import Deciders, DecodedImage, Prediction
@@ -255,7 +255,14 @@ class Service:
             held = self._snapshot
             if held is not None and held.stamp == stamp and now - held.read_at < SERVED_MAX_AGE_S:
                 return held
-            self._snapshot = snapshot(self.ws, self.models)
+            if held is None or held.stamp != stamp:  # a change this process must serve: wait for the database
+                self._snapshot = snapshot(self.ws, self.models)
+                return self._snapshot
+            try:  # only its age: read again if the database is free, else serve on (a long import elsewhere)
+                with store.hold(self.ws, store.FREE_WAIT_S):
+                    self._snapshot = snapshot(self.ws, self.models)
+            except store.Busy:
+                self._snapshot = replace(held, read_at=now - SERVED_MAX_AGE_S + store.BUSY_RETRY_S)
             return self._snapshot
 
     @property
@@ -266,6 +273,7 @@ class Service:
         """Load the production model (at start, off the request path); say why when it cannot."""
         try:
             self.snapshot()
+            audit.current(self.ws)  # the audit's share, read now: the log's writer then never waits for it
             self.load_error = None
         except UserError as exc:
             self.load_error = str(exc)

@@ -196,6 +196,29 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         holds.release(ws.db_path)
 
 
+FREE_WAIT_S = 0.2  # a cache that is only old is read again if the database is free within this long...
+BUSY_RETRY_S = 5.0  # ...else its holder goes on with it, and tries again this much later
+
+
+class Busy(UserError):
+    """Another process held the database past the time a caller was willing to wait."""
+
+
+@contextmanager
+def hold(ws: Workspace, wait_s: float) -> Iterator[None]:
+    """Hold the database for this process for a block, waiting at most wait_s (Busy after that): connections opened
+    inside it do not wait. For a caller that has something better to do than wait (a replica keeps serving on what
+    it read before)."""
+    try:
+        holds.acquire(ws.db_path, time.monotonic() + wait_s, lambda: None)
+    except holds.Busy:
+        raise Busy(f"The workspace database {ws.db_path} is in use by another process.") from None
+    try:
+        yield
+    finally:
+        holds.release(ws.db_path)
+
+
 def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
     """log_predictions and log_feedback: the tables and the log's files as one relation each (log_files)."""
     try:
