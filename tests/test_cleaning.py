@@ -114,8 +114,13 @@ def test_a_planted_mislabel_rises_to_the_top(ws: Workspace) -> None:
     fill(ws, {"red": 8, "blue": 8})
     planted = gather.ingest(ws, gather.upload_items([("odd.png", colour_image(0, 999))], "blue")).added[0]
     version = runs.train_workspace(ws, TINY)["version"]
-    scores = cleaning.score_images(ws, version)
+    said: list[tuple[int, int, str]] = []
+    scores = cleaning.score_images(ws, version, lambda d, t, m: said.append((d, t, m)))
     assert cleaning.queue(scores, "blue", "all")["id"].iloc[0] == planted
+    # the bar moves through each phase to its end: the images measured, then every out-of-fold fit
+    phases = {m.split(" ")[0]: (d, t) for d, t, m in said}
+    assert phases["measuring"] == (17, 17) and phases["fitting"][0] == phases["fitting"][1] >= 2
+    assert [m.split(" ")[0] for _, _, m in said][-1] == "fitting"
     assert cleaning.queue(scores, "blue", "all", "confident learning")["id"].iloc[0] == planted
     assert scores.set_index("id").loc[planted, "label_issue"]
     assert scores.set_index("id").loc[planted, "predicted"] == "red"

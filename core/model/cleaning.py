@@ -97,15 +97,25 @@ def _forward(ws: Workspace, version: str, catalog: pd.DataFrame, on_progress: Pr
     return np.concatenate(out)
 
 
-def out_of_fold_probs(features: np.ndarray, labels: np.ndarray, n_classes: int, folds: int = 5, seed: int = 42) -> np.ndarray:
-    """Each image's class probabilities from a model fitted without it."""
+def out_of_fold_probs(
+    features: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    folds: int = 5,
+    seed: int = 42,
+    on_progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Each image's class probabilities from a model fitted without it (progress: folds fitted of k)."""
     counts = np.bincount(labels, minlength=n_classes)
     k = int(max(2, min(folds, counts[counts > 0].min())))
+    say = on_progress or (lambda *_: None)
     probs = np.zeros((len(labels), n_classes))
     scaled = (features - features.mean(0)) / (features.std(0) + 1e-6)
-    for fit, score in StratifiedKFold(k, shuffle=True, random_state=seed).split(scaled, labels):
+    say(0, k, f"fitting {k} out-of-fold classifiers")
+    for done, (fit, score) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed).split(scaled, labels), 1):
         clf = LogisticRegression(C=0.1, max_iter=500).fit(scaled[fit], labels[fit])
         probs[np.ix_(score, clf.classes_)] = clf.predict_proba(scaled[score])
+        say(done, k, f"fitting {k} out-of-fold classifiers")
     return probs
 
 
@@ -144,7 +154,7 @@ def score_images(ws: Workspace, version: str, on_progress: ProgressFn | None = N
         raise UserError(f"Labels {unknown} are new since {version} was trained; retrain before cleaning with it.")
     labels = catalog["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     features = body_features(ws, version, catalog, on_progress)
-    probs = out_of_fold_probs(features, labels, len(classes))
+    probs = out_of_fold_probs(features, labels, len(classes), on_progress=on_progress)
     issue, margin = confident_learning(probs, labels)
     given = probs[np.arange(len(labels)), labels]
     return catalog.assign(
