@@ -16,7 +16,7 @@ from core.production.monitoring import accuracy
 from core.production.monitoring.queries import LogFilter
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import cli, log_in_table, log_scored
+from tests.helpers import cli, colour_image, derived_version, log_in_table, log_scored
 
 
 def test_the_audit_share_holds_within_binomial_error_and_is_deterministic() -> None:
@@ -227,3 +227,75 @@ def test_the_gate_weighs_the_difference_by_the_disputed_share_not_by_the_labelle
     with_audit = gate.weighted_paired(pairs_frame(100, disputed, 20, [True] * 27 + [False] * 3))
     production = 0.3 * (3 + 20) / 30 + 0.7 * 0.9
     assert with_audit.production == pytest.approx(production) and with_audit.candidate == pytest.approx(production + 0.04)
+
+
+def per_prediction_accuracy(ws: Workspace, f: LogFilter) -> accuracy.Accuracy:
+    """The estimates from every prediction of the log read into Python, a request's flags and latest label taken over
+    its predictions (replays aside): how `accuracy.requests` counts, computed independently of its SQL."""
+    with store.connect(ws) as con:
+        rows = con.execute("SELECT * FROM log_predictions").df()
+        feedback = con.execute("SELECT prediction_id, label, ts FROM log_feedback").df()
+    latest = feedback.sort_values("ts").groupby("prediction_id").tail(1).set_index("prediction_id")
+    rows = rows.assign(
+        request=rows["request_id"].fillna(rows["id"]),
+        label=rows["id"].map(latest["label"]),
+        at=rows["id"].map(latest["ts"]),
+        hard=(rows["served"] != False) & (rows["ood"] | rows["referred"].fillna(False).astype(bool)),  # noqa: E712
+    )
+    live = rows[rows["stage"].fillna("production") != "backtest"]
+    by_request = {}
+    for request, group in live.groupby("request"):
+        labelled = group[group["label"].notna()].sort_values("at")
+        by_request[request] = {
+            "flagged": bool(group["hard"].any() or group["predicted"].nunique() > 1),
+            "audit": bool(group["audit"].fillna(False).astype(bool).any()),
+            "audit_p": float(group["audit_p"].fillna(0).max()),
+            "label": labelled["label"].iloc[-1] if len(labelled) else None,
+        }
+    shown = rows[rows["source"].isin(f.sources)]
+    shown = shown[shown["model_version"] == f.version] if f.version else shown[shown["served"] != False]  # noqa: E712
+    frame = pd.DataFrame(
+        [
+            {**by_request[r], "predicted": p, "ood": o}
+            for r, p, o in zip(shown["request"], shown["predicted"], shown["ood"], strict=True)
+        ]
+    )
+    return accuracy.estimate(frame)
+
+
+def test_the_accuracy_counted_in_the_database_is_the_accuracy_of_every_prediction_counted_in_python(prod: Workspace) -> None:
+    """A log with a candidate in shadow then limited (disputed requests, labels on either model's prediction), a
+    replay of an earlier request, the audit drawing half the traffic and a few referrals: accuracy.requests counts
+    in the database, per request, exactly what reading each prediction into Python gives, for every filter."""
+    from core.model import registry
+    from core.production import backtest, rollout, serving
+
+    audit.set_share(prod, 0.5)
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1, permute=[1, 2, 0])  # disagrees on every image
+    plain = log_plain(prod, 12) + log_plain(prod, 4, seed=1, referred=True)
+    rollout.start(prod, v2, "shadow")
+    service = serving.Service(prod)
+    _, shadow = service.serve([(f"s{i}.png", colour_image(i % 3, 3000 + i)) for i in range(8)], "api")
+    rollout.start(prod, v2, "limited", rollout.Scope(share=0.5))
+    service = serving.Service(prod)
+    _, limited = service.serve([(f"l{i}.png", colour_image(i % 3, 4000 + i)) for i in range(8)], "api")
+    assert service.log.flush(60)
+    backtest.run(prod, v2)
+    with store.connect(prod) as con:
+        rows = con.execute("SELECT id, request_id, stage FROM log_predictions").df()
+    assert {"shadow", "limited", "backtest", "production"} <= set(rows["stage"].fillna("production"))
+    unlabelled = shadow.shown[1].request_id  # not labelled below
+    candidate = rows[(rows["stage"] == "shadow") & (rows["request_id"] == unlabelled)]["id"].tolist()
+    for i, p in enumerate([*plain[::3], *shadow.shown[::2], *limited.shown[::3]]):
+        review.label(prod, p.id, p.label if i % 2 else "none of these", "ann")
+    review.label(prod, candidate[0], "red", "ann")  # a label on the candidate's prediction: the request's label
+    for f in (
+        LogFilter(),
+        LogFilter(sources=("app",)),
+        LogFilter(version=v2),
+        LogFilter(version=v1, sources=("api",)),
+    ):
+        found = accuracy.accuracy(prod, f)
+        assert found == per_prediction_accuracy(prod, f), f
+        assert found.served > 0

@@ -42,7 +42,8 @@ _PAIRS = """pairs AS (  -- requests scored by production and a candidate: the ot
            arg_max(CASE WHEN NOT served THEN predicted END, ts) AS other_label,
            arg_max(CASE WHEN NOT served THEN model_version END, ts) AS other_version
     FROM log_predictions WHERE request_id IS NOT NULL AND coalesce(stage, 'production') <> 'backtest'
-    GROUP BY request_id HAVING count(*) > 1
+      AND request_id IN (SELECT request_id FROM log_predictions WHERE stage IN ('shadow', 'limited'))
+    GROUP BY request_id HAVING count(*) > 1  -- a candidate scored it (only then has a request two predictions)
 )"""
 _LABELLED = """labelled AS (  -- requests someone already labelled (on any of their predictions)
     SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM log_predictions p JOIN log_feedback f ON f.prediction_id = p.id

@@ -113,38 +113,60 @@ def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return low, high
 
 
-def _stratum(right: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
-    """A stratum's weighted accuracy and the variance of that mean (half a pseudo-count each way: never 0)."""
-    total = weight.sum()
-    value = float((weight * right).sum() / total)
-    n_eff = total**2 / float((weight**2).sum())
+def _stratum(right: np.ndarray, weight: np.ndarray, count: np.ndarray) -> tuple[float, float]:
+    """A stratum's weighted accuracy and the variance of that mean (half a pseudo-count each way: never 0); each
+    row stands for `count` labelled predictions alike."""
+    total = (count * weight).sum()
+    value = float((count * weight * right).sum() / total)
+    n_eff = total**2 / float((count * weight**2).sum())
     smoothed = (value * n_eff + 0.5) / (n_eff + 1)
     return value, smoothed * (1 - smoothed) / n_eff
 
 
-def weighted(frame: pd.DataFrame) -> Interval:
-    """The two-stratum estimate (frame: flagged, audit, audit_p, labelled, right; one row per served prediction)."""
-    frame = frame.assign(
-        flagged=frame["flagged"].fillna(False).astype(bool),
-        audit=frame["audit"].fillna(False).astype(bool),
-        audit_p=frame["audit_p"].fillna(0.0).astype(float),
-        right=frame["right"].fillna(False).astype(bool),
+TALLY = ("flagged", "audit", "audit_p", "labelled", "right")  # what every estimate needs of a prediction
+
+
+def tallied(frame: pd.DataFrame) -> pd.DataFrame:
+    """Predictions (flagged, audit, audit_p, label, predicted, ood; one row each) counted by TALLY (column n), as
+    `requests` returns them."""
+    labelled = frame["label"].notna()
+    right = labelled & ((frame["label"] == frame["predicted"]) | ((frame["label"] == NONE_OF_THESE) & frame["ood"].astype(bool)))
+    return _counted(frame.assign(labelled=labelled, right=right))
+
+
+def _counted(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per prediction (TALLY's columns) as counts of the rows alike."""
+    keys = pd.DataFrame(
+        {
+            "flagged": frame["flagged"].fillna(False).astype(bool),
+            "audit": frame["audit"].fillna(False).astype(bool),
+            "audit_p": frame["audit_p"].fillna(0.0).astype(float),
+            "labelled": frame["labelled"].fillna(False).astype(bool),
+            "right": frame["right"].fillna(False).astype(bool),
+        }
     )
-    n = len(frame)
+    return keys.value_counts(dropna=False).rename("n").reset_index()
+
+
+def weighted(frame: pd.DataFrame) -> Interval:
+    """The two-stratum estimate (frame: TALLY, with n the predictions each row stands for, or one row each)."""
+    frame = frame if "n" in frame else _counted(frame)
+    n = int(frame["n"].sum())
     parts, variance, used = [], 0.0, 0
     for hard in (True, False):
         rows = frame[frame["flagged"] == hard]
         if rows.empty:
             continue
         known = rows[rows["labelled"] & (hard | (rows["audit"] & (rows["audit_p"] > 0)))]
-        if known.empty or (len(known) < MIN_N and len(known) < len(rows)):  # a sample too small to stand for its stratum
-            return Interval(None, None, None, int(frame["labelled"].sum()))
+        k, size = int(known["n"].sum()), int(rows["n"].sum())
+        if k == 0 or (k < MIN_N and k < size):  # a sample too small to stand for its stratum
+            return Interval(None, None, None, int(frame.loc[frame["labelled"], "n"].sum()))
         weight = np.ones(len(known)) if hard else 1.0 / known["audit_p"].to_numpy(float)
-        value, var = _stratum(known["right"].to_numpy(float), weight)
-        share = len(rows) / n
+        value, var = _stratum(known["right"].to_numpy(float), weight, known["n"].to_numpy(float))
+        share = size / n
         parts.append(share * value)
         variance += share**2 * var
-        used += len(known)
+        used += k
     if not parts:
         return Interval(None, None, None, 0)
     value, half = float(sum(parts)), Z95 * math.sqrt(variance)
@@ -152,51 +174,60 @@ def weighted(frame: pd.DataFrame) -> Interval:
 
 
 def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
-    """One row per prediction in view: whether its request was a hard case, drawn by the audit (with its
-    probability), its latest label (on any prediction of the request) and the source of that label."""
+    """The predictions in view counted by TALLY (column n): whether its request was a hard case, drawn by the audit
+    (with its probability), labelled (the latest label on any prediction of the request) and right by that label.
+    Counted in the database: millions of predictions come back as a few rows."""
     cte, params = logged(f)
     sql = f"""
         WITH {cte},
-        fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source, max(ts) AS at
-               FROM log_feedback GROUP BY prediction_id),
-        req AS (
-            SELECT coalesce(p.request_id, p.id) AS request,
+        fb AS (SELECT prediction_id, arg_max(label, ts) AS label, max(ts) AS at FROM log_feedback GROUP BY prediction_id),
+        shared AS (  -- requests with more than one prediction: a candidate's (shadow, limited) or a replay's beside it
+            SELECT DISTINCT request_id FROM log_predictions WHERE coalesce(stage, 'production') <> 'production'
+        ),
+        req AS (  -- those requests as a whole (every other request is its one prediction)
+            SELECT p.request_id AS request,
                    bool_or(p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE)))
                        OR count(DISTINCT p.predicted) > 1 AS flagged,
                    bool_or(coalesce(p.audit, FALSE)) AS audit, max(coalesce(p.audit_p, 0)) AS audit_p,
-                   arg_max(fb.label, fb.at) AS label, arg_max(fb.source, fb.at) AS label_source
+                   arg_max(fb.label, fb.at) AS label
             FROM log_predictions p LEFT JOIN fb ON fb.prediction_id = p.id
-            WHERE coalesce(p.request_id, p.id) IN (SELECT coalesce(request_id, id) FROM logged)
+            WHERE p.request_id IN (SELECT request_id FROM shared)
+              AND p.request_id IN (SELECT request_id FROM logged)
               AND coalesce(p.stage, 'production') <> 'backtest'  -- a replay is no part of what production did
             GROUP BY 1
+        ),
+        each AS (
+            SELECT l.predicted, l.ood,
+                   CASE WHEN r.request IS NULL THEN l.served IS NOT FALSE AND (l.ood OR coalesce(l.referred, FALSE))
+                        ELSE r.flagged END AS flagged,
+                   CASE WHEN r.request IS NULL THEN coalesce(l.audit, FALSE) ELSE r.audit END AS audit,
+                   CASE WHEN r.request IS NULL THEN coalesce(l.audit_p, 0) ELSE r.audit_p END AS audit_p,
+                   CASE WHEN r.request IS NULL THEN fb.label ELSE r.label END AS label
+            FROM logged l LEFT JOIN req r ON r.request = l.request_id LEFT JOIN fb ON fb.prediction_id = l.id
         )
-        SELECT l.id, l.predicted, l.ood, r.flagged, r.audit, r.audit_p, r.label, r.label_source
-        FROM logged l JOIN req r ON r.request = coalesce(l.request_id, l.id)
+        SELECT coalesce(flagged, FALSE) AS flagged, audit, audit_p, label IS NOT NULL AS labelled,
+               coalesce(label = predicted OR (label = ? AND ood), FALSE) AS "right", count(*) AS n
+        FROM each GROUP BY ALL
     """
     with store.reuse(ws, con) as c:
-        return c.execute(sql, params).df()
+        return c.execute(sql, [*params, NONE_OF_THESE]).df()
 
 
 def estimate(frame: pd.DataFrame) -> Accuracy:
-    """Every estimate from `requests`' rows."""
-    frame = frame.assign(
-        labelled=frame["label"].notna(),
-        audit=frame["audit"].fillna(False).astype(bool),
-        flagged=frame["flagged"].fillna(False).astype(bool),
-        audit_p=frame["audit_p"].fillna(0.0).astype(float),
-    )
-    frame = frame.assign(right=(frame["label"] == frame["predicted"]) | ((frame["label"] == NONE_OF_THESE) & frame["ood"]))
+    """Every estimate from `requests`' counts (or from one row per prediction, counted first: `tallied`)."""
+    frame = frame if "n" in frame else tallied(frame)
+    frame = frame.astype({"flagged": bool, "audit": bool, "audit_p": float, "labelled": bool, "right": bool, "n": int})
     audited = frame[frame["audit"] & frame["labelled"]]
     hard = frame[frame["flagged"] & frame["labelled"]]
-    unknown = int((frame["labelled"] & ~frame["flagged"] & ~frame["audit"]).sum())
+    unknown = frame[frame["labelled"] & ~frame["flagged"] & ~frame["audit"]]
     return Accuracy(
-        len(frame),
-        Rate(int(audited["right"].sum()), len(audited)),
-        int(frame["audit"].sum()),
+        int(frame["n"].sum()),
+        Rate(int(audited.loc[audited["right"], "n"].sum()), int(audited["n"].sum())),
+        int(frame.loc[frame["audit"], "n"].sum()),
         weighted(frame),
-        Rate(int(hard["right"].sum()), len(hard)),
-        int(frame["flagged"].sum()),
-        unknown,
+        Rate(int(hard.loc[hard["right"], "n"].sum()), int(hard["n"].sum())),
+        int(frame.loc[frame["flagged"], "n"].sum()),
+        int(unknown["n"].sum()),
     )
 
 

@@ -232,12 +232,12 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
     ref = drift_reference(ws, reference_version)
     judged_filter = replace(f, version=reference_version)
     with store.connect(ws) as con:  # one connection for every query
-        everything = queries.windows(ws, replace(f, version=None), con) if f.version is None else None
+        everything = queries.count(ws, replace(f, version=None), con) if f.version is None else None
         win = queries.windows(ws, judged_filter, con)
         mix = queries.class_mix(ws, judged_filter, con)
         samples = queries.window_samples(ws, judged_filter, PER_WINDOW, con)
     chosen = floors.chosen_floors(ws)
-    excluded = int(everything["predictions"].sum() - win["predictions"].sum()) if everything is not None else 0
+    excluded = everything - int(win["predictions"].sum()) if everything is not None else 0
     labels = {w: window_label(w) for w in samples["window"].unique()}
     samples = with_aspect(samples).assign(
         predicted=samples["predicted"].astype(object),  # plain strings: compared per row below

@@ -76,6 +76,14 @@ def logged(f: LogFilter) -> tuple[str, list[object]]:
     )
 
 
+def count(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> int:
+    """Predictions the filter shows, in every window."""
+    _check(f)
+    where, params = _where(f)
+    with store.reuse(ws, con) as c:
+        return int(c.execute(f"SELECT count(*) FROM log_predictions WHERE {where}", params).fetchone()[0])
+
+
 def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy (labels the model
     did not choose: BY_CHANCE), and how often reviewers agreed with the model on the predictions they reviewed (the
