@@ -142,22 +142,33 @@ def window_samples(
     """Up to per_window predictions of every window (all of them in smaller windows), chosen by a hash of the
     id so that the same log gives the same sample, with the latest feedback label when there is one."""
     cte, params = logged(f)
-    cols = ", ".join(f"s.{c}" for c in SAMPLE_COLUMNS)
-    sql = f"""
+    chosen_sql = f"""
         WITH {cte},
-        fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id),
         sizes AS (SELECT "window", count(*) AS c FROM logged GROUP BY ALL),
         thinned AS (  -- keep about 3x the sample by hash first, so that ranking sorts thousands, not millions
-            SELECT l.* FROM logged l JOIN sizes USING ("window")
+            SELECT l."window", l.id FROM logged l JOIN sizes USING ("window")
             WHERE hash(l.id) % 1000003 < 1000003 * least(1.0, {3 * int(per_window)} / sizes.c)
         ),
         ranked AS (SELECT *, row_number() OVER (PARTITION BY "window" ORDER BY hash(id), id) AS r FROM thinned)
-        SELECT s."window", {cols}, fb.label AS feedback_label
-        FROM ranked s LEFT JOIN fb ON fb.prediction_id = s.id
-        WHERE s.r <= {int(per_window)} ORDER BY s."window", s.r
+        SELECT "window", id, r FROM ranked WHERE r <= {int(per_window)}
     """
-    with store.reuse(ws, con) as c:
-        return c.execute(sql, params).df()
+    cols = ", ".join(f"p.{c}" for c in SAMPLE_COLUMNS)
+    with store.reuse(ws, con) as c:  # the ids first (narrow columns), then only their rows' wide ones (the embedding)
+        chosen = c.execute(chosen_sql, params).df()
+        c.register("chosen_sample", chosen)
+        try:
+            return c.execute(
+                f"""
+                WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback
+                            WHERE prediction_id IN (SELECT id FROM chosen_sample) GROUP BY prediction_id)
+                SELECT s."window", {cols}, fb.label AS feedback_label
+                FROM chosen_sample s JOIN log_predictions p ON p.id = s.id LEFT JOIN fb ON fb.prediction_id = s.id
+                WHERE p.id IN (SELECT id FROM chosen_sample)
+                ORDER BY s."window", s.r
+                """
+            ).df()
+        finally:
+            c.unregister("chosen_sample")
 
 
 def truth_by_window(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
