@@ -11,10 +11,11 @@ from core.production import prediction_log, simulation_jobs, traffic
 from core.production.monitoring import accuracy, causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace import log_files
 from core.workspace.paths import Workspace
-from ui.common import attempt, current_workspace, image_grid, next_step
+from ui.common import attempt, current_workspace, image_grid, log_settled, next_step
 from ui.production import verdict_icon
 
 ws = current_workspace()
+log_settled(ws)  # what this app just scored is in the log before the page reads it
 st.title("Monitor")
 production = registry.production_version(ws)
 total = prediction_log.count(ws)

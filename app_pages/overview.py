@@ -7,10 +7,11 @@ from core.model import registry
 from core.production import prediction_log, review, rollout
 from core.production.monitoring import queries, verdict
 from core.workspace import store
-from ui.common import current_workspace
+from ui.common import current_workspace, log_settled
 from ui.production import production_verdict, verdict_icon
 
 ws = current_workspace()
+log_settled(ws)  # what this app just scored is in the log before the page reads it
 st.title(f"Overview: {ws.name}")
 st.caption("The Drivetrain approach: objective → levers → data → model, then production. Each step says what it still needs.")
 counts = store.label_counts(ws)

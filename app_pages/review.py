@@ -9,12 +9,13 @@ import streamlit as st
 from core.production import audit, review
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
-from ui.common import attempt, current_workspace, thumbnails
+from ui.common import attempt, current_workspace, log_settled, thumbnails
 
 PAGE = 6  # queue items shown at once
 ROW = 5  # buttons per row
 
 ws = current_workspace()
+log_settled(ws)  # what this app just scored is in the log before the page reads it
 st.title("Review")
 st.caption(
     "Predictions wait here when the decision policy referred them to a person, when the model flagged the image as "

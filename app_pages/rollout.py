@@ -8,9 +8,10 @@ import streamlit as st
 from core.drivetrain import accepted
 from core.model import registry
 from core.production import backtest, gate, rollout
-from ui.common import attempt, current_workspace, image_grid, rate_metric, table
+from ui.common import attempt, current_workspace, image_grid, log_settled, rate_metric, table
 
 ws = current_workspace()
+log_settled(ws)  # what this app just scored is in the log before the page reads it
 st.title("Rollout")
 st.caption(
     "Run a new version in **shadow** first: it scores every request beside production and is never shown or acted on. "

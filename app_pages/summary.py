@@ -5,10 +5,11 @@ import streamlit as st
 
 from core.drivetrain import levers
 from core.production import prediction_log, stakeholder, stakeholder_html
-from ui.common import attempt, current_workspace, needs_production, table
+from ui.common import attempt, current_workspace, log_settled, needs_production, table
 from ui.production import production_verdict, verdict_icon
 
 ws = current_workspace()
+log_settled(ws)  # what this app just scored is in the log before the page reads it
 st.title("Stakeholder report")
 needs_production(ws, "the report is about the production model")
 found = production_verdict(ws) if prediction_log.count(ws) else None

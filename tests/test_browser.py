@@ -112,8 +112,12 @@ def serve(root: Path, **extra_env: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        proc.terminate()  # it writes what its log still holds before it exits (at most EXIT_WAIT_S), however slowly
+        try:
+            proc.wait(timeout=600)  # a hang guard, never a speed limit
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
 
 
 @pytest.fixture(scope="module")

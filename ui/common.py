@@ -16,6 +16,7 @@ from core.data.gather import GatherReport
 from core.data.images import thumbnail
 from core.errors import UserError, os_message
 from core.model.rates import Rate
+from core.production import prediction_log
 from core.progress import ProgressFn
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
@@ -123,6 +124,20 @@ def current_workspace() -> Workspace:
             "Go to Workspaces",
         )
     return attempt(lambda: workspaces.resolve(name))
+
+
+LOG_SETTLE_S = 10.0  # a page that reads the log waits this long at most for the rows this app just scored
+
+
+def log_settled(ws: Workspace) -> None:
+    """Before a page reads the log: the predictions this app just made are written first (they go to the log in the
+    background), or the page says they are still on their way."""
+    waiting = prediction_log.settle(ws, LOG_SETTLE_S)
+    if waiting:
+        st.caption(
+            f"{waiting:,} prediction(s) made in this app are still being written to the log and are not in these "
+            "figures yet: reload the page in a moment."
+        )
 
 
 def progress_bar(label: str) -> ProgressFn:

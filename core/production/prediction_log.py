@@ -12,7 +12,6 @@ next write.
 from __future__ import annotations
 
 import atexit
-import os
 import queue
 import sys
 import threading
@@ -225,7 +224,7 @@ class BackgroundLog:
     with a bound, until every row submitted is in the log."""
 
     max_rows = 5000  # per write: one file however many rows it carries
-    linger_s = 0.5  # rows reach the log at most this much later; fewer, larger files, and the CPU stays with predictions
+    linger_s = 0.5  # rows reach the log at most this much later; fewer, larger files
     retry_s = 5.0  # after a batch could not be written
 
     def __init__(self, ws: Workspace) -> None:
@@ -271,11 +270,8 @@ class BackgroundLog:
         return batches
 
     def _run(self) -> None:
-        if hasattr(os, "setpriority"):  # Linux: this thread yields the CPU to predictions (nice 19)
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except OSError:
-                pass  # not permitted here: the writer runs at normal priority
+        # At normal priority: an answer waits for its rows (the API), so a writer that yielded the CPU to predictions
+        # (nice 19, until 2026-12) starved on a busy machine and held every answer with it.
         held: list[LogBatch] = []
         while True:
             batches, held = held or self._next(), []
@@ -312,6 +308,16 @@ class BackgroundLog:
 
 _BACKGROUND: dict[str, BackgroundLog] = {}
 _GUARD = threading.Lock()
+
+
+def settle(ws: Workspace, timeout: float) -> int:
+    """Wait, at most `timeout` seconds, until the rows this process scored for `ws` are in the log (a page that
+    reads the log then shows what the user just did); returns the rows still on their way (0: all in)."""
+    with _GUARD:
+        log = _BACKGROUND.get(str(ws.db_path))
+    if log is None or log.flush(timeout):
+        return 0
+    return log.pending
 
 
 def background(ws: Workspace) -> BackgroundLog:
