@@ -81,19 +81,20 @@ WRITER = textwrap.dedent(
 
 def test_three_replicas_write_at_once_while_another_process_holds_the_database(ws: Workspace) -> None:
     store.init_db(ws)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(ws.root), "12"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, log_files.REPLICA_ENV: f"api-{k}", store.LOCK_TIMEOUT_ENV: "0.2"},
+    procs = []
+    for k in range(3):  # started one after another (each opens the database once, with the short wait below)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WRITER, str(ws.root), "12"],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, log_files.REPLICA_ENV: f"api-{k}", store.LOCK_TIMEOUT_ENV: "0.2"},
+            )
         )
-        for k in range(3)
-    ]
-    assert [p.stdout.readline().strip() for p in procs] == ["ready"] * 3
+        assert procs[-1].stdout.readline().strip() == "ready", procs[-1].communicate(timeout=600)[1][-3000:]
     holder = duckdb.connect(str(ws.db_path))  # an analyst's long transaction, say: no writer needs the lock
     try:
         for p in procs:  # all three at once

@@ -229,7 +229,7 @@ def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
 
 def _busy(ws: Workspace) -> UserError:
     return UserError(
-        f"The workspace database {ws.db_path} stayed locked by another process for {LOCK_TIMEOUT_S:.0f} s; "
+        f"The workspace database {ws.db_path} stayed locked by another process for {LOCK_TIMEOUT_S:g} s; "
         "try again when it finishes."
     )
 
