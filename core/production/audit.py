@@ -64,17 +64,14 @@ def current(ws: Workspace) -> Sampling:
     if held is not None and held[0] == stamp and now - held[1] < MAX_AGE_S:
         return held[2]
     try:
-        if held is not None and held[0] == stamp:  # only its age: read again if the database is free, else go on
-            with store.hold(ws, store.FREE_WAIT_S):
-                sampling = read(ws)
-        else:
-            sampling = read(ws)
-    except store.Busy:  # raised only where one is held
+        aged = held is not None and held[0] == stamp  # only its age: read again if the database is free, else go on
+        sampling = store.read_if_free(ws, lambda: read(ws)) if aged else read(ws)
+    except (UserError, duckdb.Error):
+        return held[2] if held is not None else OFF
+    if sampling is None and held is not None:
         with _GUARD:
             _CACHE[key] = (stamp, now - MAX_AGE_S + store.BUSY_RETRY_S, held[2])  # tried again a little later
         return held[2]
-    except (UserError, duckdb.Error):
-        return held[2] if held is not None else OFF
     with _GUARD:
         _CACHE[key] = (stamp, now, sampling)
     return sampling

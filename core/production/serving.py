@@ -257,12 +257,9 @@ class Service:
                 return held
             if held is None or held.stamp != stamp:  # a change this process must serve: wait for the database
                 self._snapshot = snapshot(self.ws, self.models)
-                return self._snapshot
-            try:  # only its age: read again if the database is free, else serve on (a long import elsewhere)
-                with store.hold(self.ws, store.FREE_WAIT_S):
-                    self._snapshot = snapshot(self.ws, self.models)
-            except store.Busy:
-                self._snapshot = replace(held, read_at=now - SERVED_MAX_AGE_S + store.BUSY_RETRY_S)
+            else:  # only its age: read again if the database is free, else serve on (a long import elsewhere)
+                fresh = store.read_if_free(self.ws, lambda: snapshot(self.ws, self.models))
+                self._snapshot = fresh or replace(held, read_at=now - SERVED_MAX_AGE_S + store.BUSY_RETRY_S)
             return self._snapshot
 
     @property

@@ -11,11 +11,11 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 import numpy as np
@@ -196,6 +196,7 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         holds.release(ws.db_path)
 
 
+T = TypeVar("T")
 FREE_WAIT_S = 0.2  # a cache that is only old is read again if the database is free within this long...
 BUSY_RETRY_S = 5.0  # ...else its holder goes on with it, and tries again this much later
 
@@ -217,6 +218,17 @@ def hold(ws: Workspace, wait_s: float) -> Iterator[None]:
         yield
     finally:
         holds.release(ws.db_path)
+
+
+def read_if_free(ws: Workspace, read: Callable[[], T]) -> T | None:
+    """read() if the database is free within FREE_WAIT_S, else None: for a cache that is only old (nothing says it
+    changed), whose holder goes on with it while another process has the database and tries again BUSY_RETRY_S
+    later."""
+    try:
+        with hold(ws, FREE_WAIT_S):
+            return read()
+    except Busy:
+        return None
 
 
 def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
