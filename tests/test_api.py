@@ -18,10 +18,10 @@ import pytest
 
 from core.errors import UserError
 from core.model import registry
-from core.production import api, audit, batching, serving
-from core.workspace import store
+from core.production import api, audit, batching, prediction_log, serving
+from core.workspace import log_files, store
 from core.workspace.paths import Workspace
-from tests.helpers import colour_image, derived_version, free_port
+from tests.helpers import colour_image, derived_version, fake_prediction, free_port
 
 LIMITS = api.ApiLimits(max_file_bytes=200_000, max_files=4)
 
@@ -362,3 +362,34 @@ def test_a_replica_serves_and_logs_on_what_it_read_while_another_process_holds_t
     assert service.snapshot().read_at > kept  # free again: read again
     with store.connect(prod) as con:  # the request answered while the database was held is in the log
         assert con.execute("SELECT count(*) FROM log_predictions WHERE source = 'app'").fetchone()[0] == 1
+
+
+def test_feedback_is_stored_while_another_process_holds_the_database(
+    served: tuple[httpx.Client, object], prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feedback on a prediction this replica answered (remembered) and on one another process logged (found in the
+    log's files) is stored while another process holds the database, as a long import does: a replica never waits for
+    the database to take a label. (A wait would last the whole hold here: it is made longer than the test.)"""
+    client, _ = served
+    classes = registry.read_meta(prod, registry.production_version(prod))["classes"]
+    answered = client.post("/v1/predict", files=images(0))
+    assert answered.status_code == 200, answered.text
+    mine = answered.json()["predictions"][0]["prediction_id"]
+    other = prediction_log.to_frame(prod, [fake_prediction(0)], "app", registry.production_version(prod))
+    log_files.append(prod, "predictions", other, "app")  # scored by the app, in another process
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 3600.0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); sys.stdin.read()", str(store.holds.lock_path(prod.db_path))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        for prediction_id, label in ((mine, classes[1]), (other["id"][0], classes[0])):
+            told = client.post("/v1/feedback", json={"prediction_id": prediction_id, "label": label})
+            assert told.status_code == 200, told.text
+    finally:
+        holder.communicate(b"")
+    with store.connect(prod) as con:
+        rows = con.execute("SELECT prediction_id, label, source FROM log_feedback ORDER BY label").fetchall()
+    assert sorted(rows) == sorted([(mine, classes[1], "api"), (other["id"][0], classes[0], "api")])

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -47,6 +48,27 @@ def test_readers_see_the_table_and_the_files_as_one_log(ws: Workspace) -> None:
         labels = con.execute("SELECT prediction_id, label, replica FROM log_feedback ORDER BY label DESC").fetchall()
         in_table = con.execute("SELECT count(*) FROM feedback").fetchone()[0]
     assert labels == [(new["id"][0], "red", "api-1"), (old["id"][0], "blue", None)] and in_table == 1  # review: undoable
+
+
+def test_the_version_of_a_prediction_is_found_in_the_files_and_in_the_table(ws: Workspace) -> None:
+    """Feedback needs the version of the prediction it is about: found in any day's file and in the database's table
+    (rows logged before the log became files); an id logged nowhere is None."""
+    store.init_db(ws)
+    old = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(2)], "batch", "v0")
+    with store.connect(ws) as con:
+        con.register("old", old)
+        cols = ", ".join(prediction_log.COLUMNS)
+        con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM old")
+    three_days_ago = [store.now() - timedelta(days=3)] * 3
+    earlier = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "api", "v1", ts=three_days_ago)
+    later = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "app", "v2")
+    log_files.append(ws, "predictions", earlier, "api-1")
+    log_files.append(ws, "predictions", later, "app")
+    assert len({p.parent.name for p in log_files.visible(ws, "predictions")}) == 2  # two days
+    assert prediction_log.version_of(ws, earlier["id"][1]) == "v1"
+    assert prediction_log.version_of(ws, later["id"][2]) == "v2"
+    assert prediction_log.version_of(ws, old["id"][0]) == "v0"
+    assert prediction_log.version_of(ws, "never-logged") is None
 
 
 def test_a_file_is_in_view_only_once_whole(ws: Workspace) -> None:

@@ -23,6 +23,8 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -40,11 +42,12 @@ from core.production import prediction_log, serving
 from core.production.batching import BatchLimits, Busy, TooLate
 from core.production.metrics import Metrics
 from core.production.prediction import Prediction
-from core.workspace import failpoints, store
+from core.workspace import failpoints
 from core.workspace.paths import Workspace
 
 LOG = logging.getLogger("imagedp.api")
 TOP_K = 5
+REMEMBERED = 100_000  # answered predictions a replica keeps the version of, for feedback (~15 MB)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,26 @@ class Service(serving.Service):
         self.log.replica = replica  # its log files go under logs/predictions/replica=<name>/
         self.metrics = Metrics()
         self.log.linger_s = 0.0  # answers wait for their rows: write what is there, the next requests gather meanwhile
+        self._answered: OrderedDict[str, str] = OrderedDict()  # prediction id -> its model version, latest last
+        self._answered_lock = threading.Lock()
+
+    def remember(self, answered: Sequence[Prediction], version: str) -> None:
+        """The predictions this replica answered (and logged): feedback on them needs no search of the log."""
+        with self._answered_lock:
+            for p in answered:
+                self._answered[p.id] = p.version or version
+            while len(self._answered) > REMEMBERED:
+                self._answered.popitem(last=False)
+
+    def version_of(self, prediction_id: str) -> str | None:
+        """The model version of a logged prediction: remembered when this replica answered it, else looked up in the
+        log (its files newest day first, without waiting for the database; the database's table last)."""
+        with self._answered_lock:
+            version = self._answered.get(prediction_id)
+        if version is not None:
+            return version
+        self.log.flush(10.0)  # a prediction this process scored a moment ago may still be on its way to the log
+        return prediction_log.version_of(self.ws, prediction_id)
 
     def load(self) -> None:
         try:
@@ -253,6 +276,7 @@ def create_app(
         if not service.log.wait(scored.ticket, limits.log_wait_s):  # answered only once its rows are safe
             why = "The prediction log is not writable now (database and spool): these predictions will be logged when it is"
             raise HTTPException(503, why + "; try again in a minute.", {"Retry-After": "60"})
+        service.remember(scored.shown, snap.predictor.version)
         failpoints.hit("api.answering")
         service.metrics.answered(len(scored.shown), sum(p.ood for p in scored.shown))
         return {
@@ -262,12 +286,10 @@ def create_app(
 
     @app.post("/v1/feedback", summary="The true label of a prediction (stored with provenance 'api')")
     def feedback(body: Feedback) -> dict[str, Any]:
-        service.log.flush(10.0)  # a prediction answered a moment ago may still be on its way to the log
-        with store.connect(ws) as con:
-            found = con.execute("SELECT model_version FROM log_predictions WHERE id = ?", [body.prediction_id]).fetchone()
-        if found is None:
+        version = service.version_of(body.prediction_id)
+        if version is None:
             raise HTTPException(404, f"No logged prediction {body.prediction_id!r}: use a prediction_id /v1/predict gave.")
-        classes = registry.read_meta(ws, found[0])["classes"]
+        classes = registry.read_meta(ws, version)["classes"]
         prediction_log.add_feedback(ws, body.prediction_id, body.label.strip(), classes, source="api", replica=service.replica)
         return {"stored": True, "prediction_id": body.prediction_id, "label": body.label.strip()}
 

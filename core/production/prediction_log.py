@@ -415,6 +415,27 @@ def count(ws: Workspace, source: str | None = None) -> int:
         return int(con.execute("SELECT count(*) FROM log_predictions WHERE source = ?", [source]).fetchone()[0])
 
 
+def version_of(ws: Workspace, prediction_id: str) -> str | None:
+    """The model version of a logged prediction, or None. The log's files are searched first, newest day first (the
+    feedback a serving process is given is mostly about recent predictions), through an in-memory connection: no wait
+    for the database, no scan of the whole log; the database's table (rows logged before the log became files) last."""
+    by_day: dict[str, list[Path]] = {}
+    for f in log_files.readable(ws, "predictions"):
+        by_day.setdefault(f.parent.name, []).append(f)
+    con = duckdb.connect()
+    try:
+        for day in sorted(by_day, reverse=True):
+            listed = [str(f) for f in by_day[day]]
+            found = con.execute("SELECT model_version FROM read_parquet(?) WHERE id = ? LIMIT 1", [listed, prediction_id])
+            if (row := found.fetchone()) is not None:
+                return str(row[0])
+    finally:
+        con.close()
+    with store.connect(ws, read_only=True) as con:
+        row = con.execute("SELECT model_version FROM predictions WHERE id = ? LIMIT 1", [prediction_id]).fetchone()
+    return str(row[0]) if row is not None else None
+
+
 def recent(ws: Workspace, limit: int = 50) -> pd.DataFrame:
     with store.connect(ws) as con:
         return con.execute(
