@@ -291,15 +291,23 @@ def unreadable(ws: Workspace) -> list[Path]:
 
 def view_sql(ws: Workspace, kind: str, table: str) -> str:
     """The table's rows and the files' as one relation (replica: the writing process, NULL for the table's)."""
+    return relation_sql(kind, table, readable(ws, kind))
+
+
+def relation_sql(kind: str, table: str | None, files: list[Path], where: str = "TRUE") -> str:
+    """The rows of `table` (None: none) and of `files` that satisfy `where`, as one relation with the view's columns."""
     cols = ", ".join(COLUMNS[kind])
-    files = readable(ws, kind)
-    if not files:
-        return f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table}"
-    listed = ", ".join(_quote(f) for f in files)
-    return (
-        f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table} UNION ALL "
-        f"SELECT {cols}, replica FROM read_parquet([{listed}], hive_partitioning = true)"
-    )
+    parts = [f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table} WHERE {where}"] if table else []
+    if files:
+        listed = ", ".join(_quote(f) for f in files)
+        parts.append(f"SELECT {cols}, replica FROM read_parquet([{listed}], hive_partitioning = true) WHERE {where}")
+    return " UNION ALL ".join(parts) or f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table or kind} WHERE FALSE"
+
+
+def day_of(path: Path) -> str | None:
+    """The day a log file's rows fall on (its partition: every writer splits its rows by day), or None."""
+    name = path.parent.name
+    return name.removeprefix("date=") if re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", name) else None
 
 
 def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from core.data.images import PROPERTIES
 from core.production import prediction_log
+from core.production.monitoring import window_store
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -61,16 +62,16 @@ def _check(f: LogFilter) -> None:
         raise ValueError("window size must be 10 to 1,000,000 predictions")
 
 
-def logged(f: LogFilter) -> tuple[str, list[object]]:
-    """A `logged` CTE: the filtered predictions with their window (the start of a time window, or the first
-    timestamp of a block of f.size consecutive predictions)."""
+def logged(f: LogFilter, source: str = "log_predictions") -> tuple[str, list[object]]:
+    """A `logged` CTE: the filtered predictions of `source` with their window (the start of a time window, or the
+    first timestamp of a block of f.size consecutive predictions)."""
     _check(f)
     where, params = _where(f)
     if f.window != "predictions":
-        return f"logged AS (SELECT *, date_trunc('{f.window}', ts) AS \"window\" FROM log_predictions WHERE {where})", params
+        return f"logged AS (SELECT *, date_trunc('{f.window}', ts) AS \"window\" FROM {source} WHERE {where})", params
     return (
         f"numbered AS (SELECT *, (row_number() OVER (ORDER BY ts, id) - 1) // {int(f.size)} AS block "
-        f"FROM log_predictions WHERE {where}), "
+        f"FROM {source} WHERE {where}), "
         'logged AS (SELECT * EXCLUDE (block), min(ts) OVER (PARTITION BY block) AS "window" FROM numbered)',
         params,
     )
@@ -87,21 +88,56 @@ def count(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnect
 def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy (labels the model
     did not choose: BY_CHANCE), and how often reviewers agreed with the model on the predictions they reviewed (the
-    queue's: referred, OOD, disputed, and the audit sample)."""
+    queue's: referred, OOD, disputed, and the audit sample). The predictions' figures are kept per group of days
+    (window_store); the feedback's are joined each time."""
+    with store.reuse(ws, con) as c:
+        stats = window_store.grouped(ws, c, f.window, "windows", lambda src: _stats_sql(f, src), ["window"], _asked(f))
+        labels = _feedback(f, c)
+    out = stats.merge(labels, on="window", how="left")
+    for column in ("feedback", "feedback_correct", "reviews", "review_correct"):
+        out[column] = out[column].fillna(0).astype("int64")
+    return out[[*stats.columns, *FEEDBACK_COLUMNS]]
+
+
+def _asked(f: LogFilter, *more: object) -> tuple[object, ...]:
+    """What a kept result depends on besides the group's rows: the filter (and a query's own settings)."""
+    return (f.window, f.sources, f.version, f.size, *more)
+
+
+def _stats_sql(f: LogFilter, source: str) -> tuple[str, list[object]]:
+    cte, params = logged(f, source)
+    return (
+        f"""
+        WITH {cte}
+        SELECT "window",
+               count(*) AS predictions,
+               count(DISTINCT sha256) AS images,
+               count(DISTINCT CASE WHEN ood THEN sha256 END) AS ood_images,
+               avg(confidence) AS mean_confidence,
+               quantile_cont(confidence, 0.1) AS confidence_p10,
+               quantile_cont(confidence, 0.5) AS confidence_p50,
+               quantile_cont(confidence, 0.9) AS confidence_p90,
+               avg(ood::INTEGER) AS ood_rate,
+               quantile_cont(latency_ms, 0.5) AS latency_p50_ms
+        FROM logged GROUP BY ALL ORDER BY "window"
+        """,
+        params,
+    )
+
+
+FEEDBACK_COLUMNS = (
+    "feedback", "feedback_correct", "feedback_accuracy", "feedback_none_share", "reviews", "review_correct",
+    "review_agreement",
+)  # fmt: skip
+
+
+def _feedback(f: LogFilter, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per window with feedback: the counts and rates windows() shows (the latest label of each prediction)."""
     cte, params = logged(f)
     sql = f"""
         WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
                            FROM log_feedback GROUP BY prediction_id)
         SELECT p."window",
-               count(*) AS predictions,
-               count(DISTINCT p.sha256) AS images,
-               count(DISTINCT CASE WHEN p.ood THEN p.sha256 END) AS ood_images,
-               avg(p.confidence) AS mean_confidence,
-               quantile_cont(p.confidence, 0.1) AS confidence_p10,
-               quantile_cont(p.confidence, 0.5) AS confidence_p50,
-               quantile_cont(p.confidence, 0.9) AS confidence_p90,
-               avg(p.ood::INTEGER) AS ood_rate,
-               quantile_cont(p.latency_ms, 0.5) AS latency_p50_ms,
                count(fb.label) FILTER (WHERE {BY_CHANCE}) AS feedback,
                count(CASE WHEN {AGREES} AND {BY_CHANCE} THEN 1 END) AS feedback_correct,
                avg(CASE WHEN fb.label IS NULL OR NOT {BY_CHANCE} THEN NULL WHEN {AGREES} THEN 1 ELSE 0 END) AS feedback_accuracy,
@@ -110,25 +146,30 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
                count_if(fb.source = 'review') AS reviews,
                count(CASE WHEN fb.source = 'review' AND {AGREES} THEN 1 END) AS review_correct,
                avg(CASE WHEN fb.source = 'review' THEN ({AGREES})::INTEGER END) AS review_agreement
-        FROM logged p LEFT JOIN fb ON fb.prediction_id = p.id
-        GROUP BY ALL ORDER BY "window"
+        FROM logged p JOIN fb ON fb.prediction_id = p.id
+        GROUP BY ALL
     """
-    with store.reuse(ws, con) as c:
-        none = prediction_log.NONE_OF_THESE
-        return c.execute(sql, [*params, *[none] * (sql.count("?") - len(params))]).df()
+    none = prediction_log.NONE_OF_THESE
+    return con.execute(sql, [*params, *[none] * (sql.count("?") - len(params))]).df()
 
 
 def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window and predicted class: count and share of the window."""
-    cte, params = logged(f)
-    sql = f"""
-        WITH {cte}, counts AS (SELECT "window", predicted, count(*) AS n, count(DISTINCT sha256) AS images
-                               FROM logged GROUP BY ALL)
-        SELECT "window", predicted, n, images, n / sum(n) OVER (PARTITION BY "window") AS share
-        FROM counts ORDER BY "window", predicted
-    """
+
+    def sql(source: str) -> tuple[str, list[object]]:
+        cte, params = logged(f, source)
+        return (
+            f"""
+            WITH {cte}, counts AS (SELECT "window", predicted, count(*) AS n, count(DISTINCT sha256) AS images
+                                   FROM logged GROUP BY ALL)
+            SELECT "window", predicted, n, images, n / sum(n) OVER (PARTITION BY "window") AS share
+            FROM counts ORDER BY "window", predicted
+            """,
+            params,
+        )
+
     with store.reuse(ws, con) as c:
-        return c.execute(sql, params).df()
+        return window_store.grouped(ws, c, f.window, "class_mix", sql, ["window", "predicted"], _asked(f))
 
 
 SAMPLE_COLUMNS = (
@@ -141,34 +182,42 @@ def window_samples(
 ) -> pd.DataFrame:
     """Up to per_window predictions of every window (all of them in smaller windows), chosen by a hash of the
     id so that the same log gives the same sample, with the latest feedback label when there is one."""
-    cte, params = logged(f)
-    chosen_sql = f"""
-        WITH {cte},
-        sizes AS (SELECT "window", count(*) AS c FROM logged GROUP BY ALL),
-        thinned AS (  -- keep about 3x the sample by hash first, so that ranking sorts thousands, not millions
-            SELECT l."window", l.id FROM logged l JOIN sizes USING ("window")
-            WHERE hash(l.id) % 1000003 < 1000003 * least(1.0, {3 * int(per_window)} / sizes.c)
-        ),
-        ranked AS (SELECT *, row_number() OVER (PARTITION BY "window" ORDER BY hash(id), id) AS r FROM thinned)
-        SELECT "window", id, r FROM ranked WHERE r <= {int(per_window)}
-    """
-    cols = ", ".join(f"p.{c}" for c in SAMPLE_COLUMNS)
-    with store.reuse(ws, con) as c:  # the ids first (narrow columns), then only their rows' wide ones (the embedding)
-        chosen = c.execute(chosen_sql, params).df()
-        c.register("chosen_sample", chosen)
+
+    def sql(source: str) -> tuple[str, list[object]]:
+        cte, params = logged(f, source)
+        cols = ", ".join(f"p.{c}" for c in SAMPLE_COLUMNS)
+        return (
+            f"""
+            WITH {cte},
+            sizes AS (SELECT "window", count(*) AS c FROM logged GROUP BY ALL),
+            thinned AS (  -- keep about 3x the sample by hash first, so that ranking sorts thousands, not millions
+                SELECT l."window", l.id FROM logged l JOIN sizes USING ("window")
+                WHERE hash(l.id) % 1000003 < 1000003 * least(1.0, {3 * int(per_window)} / sizes.c)
+            ),
+            ranked AS (SELECT *, row_number() OVER (PARTITION BY "window" ORDER BY hash(id), id) AS r FROM thinned),
+            chosen AS MATERIALIZED (SELECT "window", id, r FROM ranked WHERE r <= {int(per_window)})
+            SELECT s."window", {cols}, s.r AS sample_rank
+            FROM chosen s JOIN {source} p ON p.id = s.id
+            WHERE p.id IN (SELECT id FROM chosen)
+            ORDER BY s."window", s.r
+            """,
+            params,
+        )
+
+    with store.reuse(ws, con) as c:
+        found = window_store.grouped(ws, c, f.window, "samples", sql, ["window", "sample_rank"], _asked(f, per_window)).drop(
+            columns="sample_rank"
+        )
+        c.register("chosen_sample", found[["id"]])
         try:
-            return c.execute(
-                f"""
-                WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback
-                            WHERE prediction_id IN (SELECT id FROM chosen_sample) GROUP BY prediction_id)
-                SELECT s."window", {cols}, fb.label AS feedback_label
-                FROM chosen_sample s JOIN log_predictions p ON p.id = s.id LEFT JOIN fb ON fb.prediction_id = s.id
-                WHERE p.id IN (SELECT id FROM chosen_sample)
-                ORDER BY s."window", s.r
-                """
+            labels = c.execute(
+                "SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback "
+                "WHERE prediction_id IN (SELECT id FROM chosen_sample) GROUP BY prediction_id"
             ).df()
         finally:
             c.unregister("chosen_sample")
+    given = found["id"].map(dict(zip(labels["prediction_id"], labels["label"], strict=True)))
+    return found.assign(feedback_label=given.astype("str"))  # as DuckDB gives text: missing is NaN
 
 
 def truth_by_window(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:

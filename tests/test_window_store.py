@@ -1,0 +1,118 @@
+"""The Monitor's per-window figures kept per group of days: always what a query over the whole log gives, through new
+files on a past day, compaction, rows in the database's table and feedback; kept only for days before today."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.production import prediction_log
+from core.production.monitoring import queries, window_store
+from core.workspace import log_files, store
+from core.workspace.paths import Workspace
+from tests.helpers import fake_prediction
+
+FILTERS = [
+    queries.LogFilter(window=w, version=v) for w in ("hour", "day", "week") for v in (None, "v1")
+]  # fmt: skip
+
+
+def rows(ws: Workspace, n: int, day: int, seed: int, source: str = "api") -> pd.DataFrame:
+    """n predictions `day` days before today (0: today, at midnight's first minutes and later), varied."""
+    rng = np.random.default_rng(seed)
+    now = store.now()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    times = [min(midnight - timedelta(days=day) + timedelta(minutes=int(m)), now) for m in rng.integers(0, 24 * 60, n)]
+    frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(n)], source, "v1", ts=times)
+    return frame.assign(
+        confidence=rng.uniform(0.3, 1.0, n),
+        predicted=rng.choice(["red", "blue", "green"], n),
+        sha256=[f"{k:064x}" for k in rng.integers(0, n // 2 + 1, n)],  # some images sent twice
+        ood=rng.random(n) < 0.2,
+        latency_ms=rng.gamma(2, 10, n),
+        model_version=rng.choice(["v1", "v2"], n, p=[0.7, 0.3]),
+        served=rng.random(n) < 0.9,
+    )
+
+
+def everything(ws: Workspace, f: queries.LogFilter) -> tuple[pd.DataFrame, ...]:
+    return (queries.windows(ws, f), queries.class_mix(ws, f), queries.window_samples(ws, f, per_window=7))
+
+
+def assert_same_as_the_whole_log(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    for f in FILTERS:
+        kept = everything(ws, f)
+        with monkeypatch.context() as m:
+            m.setattr(window_store, "groups", lambda *_: None)  # every query over the whole log at once
+            whole = everything(ws, f)
+        for a, b in zip(kept, whole, strict=True):
+            assert len(b) > 0
+            pd.testing.assert_frame_equal(a, b, check_dtype=True)
+
+
+def kept_days(ws: Workspace) -> set[str]:
+    return {p.name.split("-", 2)[2][:10] for p in window_store.folder(ws).glob("*.parquet")}
+
+
+def test_kept_figures_are_always_those_of_the_whole_log(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.init_db(ws)
+    for day in (9, 3, 2, 1, 0):
+        for part, replica in enumerate(("api-1", "api-2")):
+            log_files.append(ws, "predictions", rows(ws, 60, day, seed=10 * day + part), replica)
+    old = rows(ws, 40, 2, seed=99, source="batch")
+    with store.connect(ws) as con:  # rows logged before the log became files stay in the table
+        con.register("old", old)
+        con.execute(f"INSERT INTO predictions SELECT {log_files.select_sql('predictions')} FROM old")
+    labelled = [*old["id"][:5], *rows(ws, 1, 0, seed=1)["id"]]  # one id logged nowhere: feedback on nothing
+    for i, pid in enumerate(labelled):
+        prediction_log.add_feedback(ws, pid, ["red", "blue"][i % 2], ["red", "blue", "green"], source="api")
+    assert_same_as_the_whole_log(ws, monkeypatch)  # cold: computed, and kept for the days before today
+    today = store.now().date()
+    past = [today - timedelta(days=d) for d in (9, 3, 2, 1)]
+    mondays = {d - timedelta(days=d.weekday()) for d in past} - {today - timedelta(days=today.weekday())}
+    assert kept_days(ws) == {d.isoformat() for d in [*past, *mondays]}  # not today's day, nor this week
+    files_before = sorted(window_store.folder(ws).glob("*.parquet"))
+    assert_same_as_the_whole_log(ws, monkeypatch)  # warm: read back
+    assert sorted(window_store.folder(ws).glob("*.parquet")) == files_before
+
+    # what is kept is what is shown: a kept day's figures are read, not computed again
+    day = queries.LogFilter(window="day")
+    kept = next(p for p in files_before if p.name.startswith("windows-day-"))
+    with store.connect(ws) as con:
+        con.execute(
+            f"COPY (SELECT * REPLACE (predictions + 1000 AS predictions) FROM read_parquet('{kept}')) "
+            f"TO '{kept}.x' (FORMAT parquet)"
+        )
+    kept.with_name(kept.name + ".x").replace(kept)
+    assert queries.windows(ws, day)["predictions"].max() > 1000
+    kept.unlink()  # only a cache: computed again
+    assert queries.windows(ws, day)["predictions"].max() < 1000
+
+    log_files.append(ws, "predictions", rows(ws, 30, 3, seed=7), "api-3")  # late rows for a past day
+    assert_same_as_the_whole_log(ws, monkeypatch)
+    assert len(list(window_store.folder(ws).glob(f"windows-day-{today - timedelta(days=3)}-*.parquet"))) == 2  # version None, v1
+
+    more = rows(ws, 10, 1, seed=5, source="batch")
+    with store.connect(ws) as con:  # rows for a past day in the table (a spool an earlier version left, drained)
+        con.register("more", more)
+        con.execute(f"INSERT INTO predictions SELECT {log_files.select_sql('predictions')} FROM more")
+    assert_same_as_the_whole_log(ws, monkeypatch)
+
+    prediction_log.add_feedback(ws, old["id"][9], "green", ["red", "blue", "green"], source="api")  # feedback: never kept
+    assert_same_as_the_whole_log(ws, monkeypatch)
+
+    log_files.compact(ws, "predictions", grace_s=0)
+    log_files.compact(ws, "predictions", grace_s=0)  # the inputs go
+    assert_same_as_the_whole_log(ws, monkeypatch)
+
+
+def test_a_log_with_nothing_the_filter_shows_gives_empty_figures(ws: Workspace) -> None:
+    store.init_db(ws)
+    log_files.append(ws, "predictions", rows(ws, 20, 2, seed=3), "api-1")
+    for _ in range(2):  # computed, then read back
+        nothing = queries.LogFilter(window="day", sources=("app",))
+        win, mix, sample = queries.windows(ws, nothing), queries.class_mix(ws, nothing), queries.window_samples(ws, nothing)
+        assert len(win) == len(mix) == len(sample) == 0 and "feedback" in win.columns and "feedback_label" in sample.columns
