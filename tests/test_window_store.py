@@ -39,7 +39,8 @@ def rows(ws: Workspace, n: int, day: int, seed: int, source: str = "api") -> pd.
 
 
 def everything(ws: Workspace, f: queries.LogFilter) -> tuple[pd.DataFrame, ...]:
-    return (queries.windows(ws, f), queries.class_mix(ws, f), queries.window_samples(ws, f, per_window=7))
+    counted = pd.DataFrame({"n": [queries.count(ws, f)]})
+    return (queries.windows(ws, f), queries.class_mix(ws, f), queries.window_samples(ws, f, per_window=7), counted)
 
 
 def assert_same_as_the_whole_log(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,7 +6,7 @@ model's frozen validation reference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import pandas as pd
@@ -78,11 +78,16 @@ def logged(f: LogFilter, source: str = "log_predictions") -> tuple[str, list[obj
 
 
 def count(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> int:
-    """Predictions the filter shows, in every window."""
+    """Predictions the filter shows, in every window (counted per day: kept per group of days, as windows are)."""
     _check(f)
     where, params = _where(f)
+
+    def sql(source: str) -> tuple[str, list[object]]:
+        return f"SELECT date_trunc('day', ts) AS \"window\", count(*) AS n FROM {source} WHERE {where} GROUP BY ALL", params
+
     with store.reuse(ws, con) as c:
-        return int(c.execute(f"SELECT count(*) FROM log_predictions WHERE {where}", params).fetchone()[0])
+        days = window_store.grouped(ws, c, "day", "count", sql, ["window"], _asked(replace(f, window="day", size=0)))
+    return int(days["n"].sum())
 
 
 def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
