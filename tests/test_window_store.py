@@ -117,3 +117,19 @@ def test_a_log_with_nothing_the_filter_shows_gives_empty_figures(ws: Workspace) 
         nothing = queries.LogFilter(window="day", sources=("app",))
         win, mix, sample = queries.windows(ws, nothing), queries.class_mix(ws, nothing), queries.window_samples(ws, nothing)
         assert len(win) == len(mix) == len(sample) == 0 and "feedback" in win.columns and "feedback_label" in sample.columns
+
+
+def test_the_true_accuracy_of_simulated_traffic_per_window(ws: Workspace) -> None:
+    store.init_db(ws)
+    simulated = pd.concat([rows(ws, 40, 2, seed=4, source="simulation"), rows(ws, 30, 1, seed=5, source="simulation")])
+    log_files.append(ws, "predictions", simulated, "sim")
+    log_files.append(ws, "predictions", rows(ws, 25, 1, seed=6, source="app"), "app")
+    truth = simulated["predicted"].where(np.arange(len(simulated)) % 4 != 0, "wrong")  # every fourth is wrong
+    prediction_log.add_simulation_truth(ws, pd.DataFrame({"prediction_id": simulated["id"], "label": truth, "shift": None}))
+    for f in (queries.LogFilter(window="day"), queries.LogFilter(window="predictions", size=50)):
+        found = queries.truth_by_window(ws, f)
+        served = simulated[simulated["served"]]
+        right = (truth[simulated["served"].to_numpy()] == served["predicted"]).to_numpy()
+        assert int(found["truth_n"].sum()) == len(served)
+        assert (found["accuracy_true"] * found["truth_n"]).sum() == pytest.approx(right.sum())
+    assert queries.truth_by_window(ws, queries.LogFilter(window="day", sources=("app", "api"))).empty

@@ -227,6 +227,8 @@ def window_samples(
 
 def truth_by_window(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """Per window, for simulated predictions: the true accuracy the simulator knows (window, accuracy_true)."""
+    if f.window != "predictions":  # only simulated predictions have a truth: read no other (blocks number them all)
+        f = replace(f, sources=tuple(s for s in f.sources if s == "simulation"))
     cte, params = logged(f)
     sql = f"""
         WITH {cte}
