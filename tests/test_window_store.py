@@ -3,17 +3,19 @@ files on a past day, compaction, rows in the database's table and feedback; kept
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from core.model import registry
 from core.production import prediction_log
-from core.production.monitoring import queries, window_store
+from core.production.monitoring import drift, queries, window_store
 from core.workspace import log_files, store
 from core.workspace.paths import Workspace
-from tests.helpers import fake_prediction
+from tests.helpers import cli, fake_prediction
 
 FILTERS = [
     queries.LogFilter(window=w, version=v) for w in ("hour", "day", "week") for v in (None, "v1")
@@ -133,3 +135,19 @@ def test_the_true_accuracy_of_simulated_traffic_per_window(ws: Workspace) -> Non
         assert int(found["truth_n"].sum()) == len(served)
         assert (found["accuracy_true"] * found["truth_n"]).sum() == pytest.approx(right.sum())
     assert queries.truth_by_window(ws, queries.LogFilter(window="day", sources=("app", "api"))).empty
+
+
+def test_log_compact_prepares_the_monitors_figures_for_the_days_it_folded(prod: Workspace) -> None:
+    """A compaction renames every file it folds: it computes the Monitor's first view again itself, so that the first
+    look after it does not pay for every day."""
+    version = registry.production_version(prod)
+    for day in (3, 2):
+        for seed in (1, 2):
+            log_files.append(prod, "predictions", rows(prod, 30, day, seed=10 * day + seed).assign(model_version=version), "a")
+    done = json.loads(cli("log", "compact", "--workspace", prod.name, "--json").stdout)
+    assert done["figures"]["prepared"] is True
+    today = store.now().date()
+    assert {(today - timedelta(days=d)).isoformat() for d in (3, 2)} <= kept_days(prod)
+    before = sorted(window_store.folder(prod).glob("*.parquet"))
+    drift.drift_report(prod, queries.LogFilter(window="day", sources=queries.default_sources(prod)))
+    assert sorted(window_store.folder(prod).glob("*.parquet")) == before  # the Monitor's first view: all read back

@@ -28,6 +28,9 @@ def print_log(data: dict[str, Any]) -> None:
             f"({done['rows']:,} rows); deleted {done['inputs_deleted']} input(s) of earlier compactions, whose rows have "
             f"been in their folded file for over {data['grace_s']:g} s{busy}"
         )
+    if figures := data.get("figures"):
+        said = f"prepared in {figures['seconds']:g} s" if figures["prepared"] else f"not prepared: {figures['why']}"
+        print(f"the Monitor's figures for the days compacted: {said}")
     for kind, held in data["status"].items():
         replicas = ", ".join(f"{k} {v:,}" for k, v in sorted(held["by_replica"].items()))
         print(f"{kind}: {held['rows']:,} rows ({replicas or 'none'}); {held['files']} file(s), {held['file_bytes'] / 1e6:.1f} MB")
