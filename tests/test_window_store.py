@@ -111,6 +111,12 @@ def test_kept_figures_are_always_those_of_the_whole_log(ws: Workspace, monkeypat
     log_files.compact(ws, "predictions", grace_s=0)  # the inputs go
     assert_same_as_the_whole_log(ws, monkeypatch)
 
+    damaged = sorted(window_store.folder(ws).glob("samples-day-*.parquet"))[0]
+    damaged.write_bytes(b"not parquet")  # a full disk, a hand: only a cache
+    assert_same_as_the_whole_log(ws, monkeypatch)
+    with store.connect(ws) as con:  # and it was written again
+        assert con.execute("SELECT count(*) FROM read_parquet(?)", [str(damaged)]).fetchone()[0] > 0
+
 
 def test_a_log_with_nothing_the_filter_shows_gives_empty_figures(ws: Workspace) -> None:
     store.init_db(ws)

@@ -103,34 +103,42 @@ def grouped(
     kept = folder(ws)
     asked = _key(VERSION, what, window, key)
     frames: list[pd.DataFrame] = []
-    read: list[Path] = []
+    read: list[tuple[Group, Path]] = []
     for g in found:
         path = kept / f"{what}-{window}-{g.start.isoformat()}-{asked}-{_key(g.inputs)}.parquet"
         if path.exists():
-            read.append(path)
+            read.append((g, path))
             continue
-        where = f"ts >= {_literal(g.start)} AND ts < {_literal(g.end)}"
-        group_rows = log_files.relation_sql("predictions", "predictions", list(g.files), where)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {GROUP_VIEW} AS {group_rows}")
-        sql, params = query(GROUP_VIEW)
+        sql, params = _over(con, g, query)
         if g.end > today or not _keep(con, sql, params, path):
             frames.append(con.execute(sql, params).df())
             continue
-        read.append(path)
+        read.append((g, path))
     if read:
         try:
-            frames.insert(0, con.execute("SELECT * FROM read_parquet(?)", [[str(p) for p in read]]).df())
-        except duckdb.Error:  # a kept file damaged outside this code (a full disk, a hand): only a cache, go without
-            for p in read:
-                p.unlink(missing_ok=True)
-            sql, params = query("log_predictions")
-            return con.execute(sql, params).df()
+            frames.insert(0, con.execute("SELECT * FROM read_parquet(?)", [[str(p) for _, p in read]]).df())
+        except duckdb.Error:  # one was replaced (another process kept newer rows) or damaged: each on its own
+            for g, path in read:
+                try:
+                    frames.append(con.execute("SELECT * FROM read_parquet(?)", [str(path)]).df())
+                except duckdb.Error:
+                    sql, params = _over(con, g, query)
+                    _keep(con, sql, params, path)  # written again over a damaged one
+                    frames.append(con.execute(sql, params).df())
     frames = [f for f in frames if len(f)]
     if not frames:
         sql, params = query("log_predictions")
         return con.execute(f"SELECT * FROM ({sql}) LIMIT 0", params).df()
     out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return out.sort_values(order, kind="stable").reset_index(drop=True)
+
+
+def _over(con: duckdb.DuckDBPyConnection, g: Group, query: Query) -> tuple[str, list[object]]:
+    """query over the rows of one group of days (its files and the table's rows on those days)."""
+    where = f"ts >= {_literal(g.start)} AND ts < {_literal(g.end)}"
+    group_rows = log_files.relation_sql("predictions", "predictions", list(g.files), where)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {GROUP_VIEW} AS {group_rows}")
+    return query(GROUP_VIEW)
 
 
 def _keep(con: duckdb.DuckDBPyConnection, sql: str, params: list[object], path: Path) -> bool:
