@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -294,6 +295,23 @@ def test_automatic_size_is_224_for_photos_and_the_images_own_size_when_smaller()
     assert runs.auto_size(photos) == 224  # thumbnails too: the pretrained body sees objects at its scale
     assert runs.auto_size(pd.DataFrame({"width": [64, 64], "height": [64, 64]})) == 64
     assert runs.auto_size(pd.DataFrame({"width": [100], "height": [90]})) == 64
+
+
+def test_the_pixel_cache_grows_by_the_images_not_in_it_and_keeps_those_in_it(ws: Workspace) -> None:
+    """Images added after a run are decoded into the cache beside those already there (written one at a time into
+    a new cache file, never all held): the cache then gives what decoding everything from nothing gives."""
+    fill(ws, {"red": 4, "blue": 4})
+    catalog = store.images(ws)
+    cfg = DataConfig(size=32)
+    half = datasets.load_pixels(ws, catalog.iloc[:3], cfg)
+    grown = datasets.load_pixels(ws, catalog, cfg)
+    np.testing.assert_array_equal(grown[:3], half)
+    folder = datasets._cache_dir(ws, cfg)
+    assert np.load(folder / "pixels.npy", mmap_mode="r").shape == (8, 32, 32, 3)
+    assert sorted(json.loads((folder / "index.json").read_text()).values()) == list(range(8))
+    assert not list(folder.glob("*.tmp*"))
+    shutil.rmtree(folder)
+    np.testing.assert_array_equal(datasets.load_pixels(ws, catalog, cfg), grown)
 
 
 @pytest.mark.parametrize("damage", ["truncated-pixels", "index-past-the-pixels"])

@@ -64,7 +64,9 @@ def uncached(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig) -> int:
 
 
 def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress: ProgressFn | None = None) -> np.ndarray:
-    """Decoded, resized uint8 images [N, S, S, 3] for rows, cached on disk between epochs and runs."""
+    """Decoded, resized uint8 images [N, S, S, 3] for rows, cached on disk between epochs and runs. Images not in the
+    cache yet are decoded straight into a new cache file (the cached ones copied over in chunks): memory holds one
+    copy of the rows asked for, however large the cache (before 2026-12 it held three while the cache grew)."""
     folder = _cache_dir(ws, cfg)
     index: dict[str, int] = {}
     cached = np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
@@ -78,24 +80,45 @@ def load_pixels(ws: Workspace, rows: pd.DataFrame, cfg: DataConfig, on_progress:
             index, cached = {}, np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
     missing = [r for r in rows.itertuples() if r.id not in index]
     if missing:
-
-        def decode(row: object) -> np.ndarray:
-            return np.asarray(resize_item(load_rgb(ws.root / row.path, cfg.size), cfg.size, cfg.resize), np.uint8)
-
-        fresh = []
-        with ThreadPoolExecutor(max_workers=DECODE_WORKERS or os.cpu_count() or 2) as pool:
-            for done, arr in enumerate(pool.map(decode, missing), 1):
-                fresh.append(arr)
-                if on_progress:
-                    on_progress(done, len(missing), "decoding and resizing")
-        cached = np.concatenate([np.asarray(cached), np.stack(fresh)])
+        cached = _extended(ws, folder, cfg, cached, missing, on_progress)
         index.update({r.id: len(index) + i for i, r in enumerate(missing)})
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "pixels.tmp.npy", cached)
-        os.replace(folder / "pixels.tmp.npy", folder / "pixels.npy")
         (folder / "index.tmp.json").write_text(json.dumps(index))
         os.replace(folder / "index.tmp.json", folder / "index.json")
     return np.ascontiguousarray(cached[[index[i] for i in rows["id"]]])
+
+
+def _extended(
+    ws: Workspace, folder: Path, cfg: DataConfig, cached: np.ndarray, missing: list, on_progress: ProgressFn | None
+) -> np.ndarray:
+    """A new pixels.npy: the cached images, then the missing ones decoded in order, each written as it comes (never
+    all held); returned memory-mapped. The old file stays the cache until the new one is whole (rename)."""
+    size = cfg.size
+
+    def decode(row: object) -> np.ndarray:
+        arr = np.asarray(resize_item(load_rgb(ws.root / row.path, size), size, cfg.resize), np.uint8)
+        if arr.shape != (size, size, 3):
+            raise ValueError(f"{row.path} decoded to {arr.shape}, not {(size, size, 3)}")  # a bug: never a short cache
+        return arr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "pixels.tmp.npy"
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (len(cached) + len(missing), size, size, 3)}  # fmt: skip
+    try:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            for start in range(0, len(cached), 256):
+                fh.write(np.ascontiguousarray(cached[start : start + 256]).tobytes())
+            with ThreadPoolExecutor(max_workers=DECODE_WORKERS or os.cpu_count() or 2) as pool:
+                for done, arr in enumerate(pool.map(decode, missing), 1):
+                    fh.write(arr.tobytes())
+                    if on_progress:
+                        on_progress(done, len(missing), "decoding and resizing")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, folder / "pixels.npy")
+    return np.load(folder / "pixels.npy", mmap_mode="r")
 
 
 def augmenter(cfg: DataConfig) -> v2.Compose:
