@@ -328,6 +328,21 @@ def test_a_request_larger_than_a_pass_is_scored_in_chunks_and_answered_whole(pro
         assert con.execute("SELECT count(DISTINCT id) FROM log_predictions WHERE source = 'app'").fetchone()[0] == 10
 
 
+@contextmanager
+def held_by_another_process(ws: Workspace) -> Iterator[None]:
+    """Another process holds the workspace database for the block (as a long import does)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('held', flush=True); sys.stdin.read()", str(store.holds.lock_path(ws.db_path))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        yield
+    finally:
+        holder.communicate(b"")
+
+
 def test_a_replica_serves_and_logs_on_what_it_read_while_another_process_holds_the_database(
     prod: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -341,13 +356,7 @@ def test_a_replica_serves_and_logs_on_what_it_read_while_another_process_holds_t
     service._snapshot = dataclasses.replace(first, read_at=first.read_at - serving.SERVED_MAX_AGE_S - 1)  # aged
     stamp, _, sampling = audit._CACHE[str(prod.root)]
     audit._CACHE[str(prod.root)] = (stamp, time.monotonic() - audit.MAX_AGE_S - 1, sampling)  # aged
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-         "print('held', flush=True); sys.stdin.read()", str(store.holds.lock_path(prod.db_path))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == b"held\n"
+    with held_by_another_process(prod):
         with pytest.raises(store.Busy):
             with store.hold(prod, 0.05):
                 pass
@@ -356,8 +365,6 @@ def test_a_replica_serves_and_logs_on_what_it_read_while_another_process_holds_t
         assert service.log.wait(scored.ticket, 600)  # in the log while the database is still held
         kept = service.snapshot().read_at
         assert kept > first.read_at - serving.SERVED_MAX_AGE_S  # tried again later, not on every request
-    finally:
-        holder.communicate(b"")
     service._snapshot = dataclasses.replace(service._snapshot, read_at=kept - serving.SERVED_MAX_AGE_S - 1)
     assert service.snapshot().read_at > kept  # free again: read again
     with store.connect(prod) as con:  # the request answered while the database was held is in the log
@@ -378,18 +385,10 @@ def test_feedback_is_stored_while_another_process_holds_the_database(
     other = prediction_log.to_frame(prod, [fake_prediction(0)], "app", registry.production_version(prod))
     log_files.append(prod, "predictions", other, "app")  # scored by the app, in another process
     monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 3600.0)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-         "print('held', flush=True); sys.stdin.read()", str(store.holds.lock_path(prod.db_path))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline() == b"held\n"
+    with held_by_another_process(prod):
         for prediction_id, label in ((mine, classes[1]), (other["id"][0], classes[0])):
             told = client.post("/v1/feedback", json={"prediction_id": prediction_id, "label": label})
             assert told.status_code == 200, told.text
-    finally:
-        holder.communicate(b"")
     with store.connect(prod) as con:
         rows = con.execute("SELECT prediction_id, label, source FROM log_feedback ORDER BY label").fetchall()
     assert sorted(rows) == sorted([(mine, classes[1], "api"), (other["id"][0], classes[0], "api")])

@@ -125,7 +125,7 @@ def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = 
         tmp = _tmp_for(final)
         con.register("rows", frame[(days == day).to_numpy()])
         try:
-            con.execute(f"COPY (SELECT {select_sql(kind, set(frame.columns))} FROM rows) TO {_quote(tmp)} (FORMAT parquet)")
+            con.execute(f"COPY (SELECT {select_sql(kind, set(frame.columns))} FROM rows) TO {sql_path(tmp)} (FORMAT parquet)")
         finally:
             con.unregister("rows")
         with open(tmp, "rb") as fh:
@@ -190,7 +190,8 @@ def visible(ws: Workspace, kind: str) -> list[Path]:
     return files
 
 
-def _quote(path: Path) -> str:
+def sql_path(path: Path) -> str:
+    """A path as a SQL string literal (COPY and read_parquet take no parameter for it)."""
     return "'" + str(path).replace("'", "''") + "'"
 
 
@@ -210,7 +211,7 @@ def fault(path: Path, kind: str, con: duckdb.DuckDBPyConnection | None = None) -
         own = con is None
         con = duckdb.connect() if con is None else con
         try:
-            rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({_quote(path)}, hive_partitioning = false)").fetchall()
+            rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)}, hive_partitioning = false)").fetchall()
             schema = {str(r[0]): str(r[1]) for r in rows}
             wrong = sorted(set(schema.items()) ^ set(COLUMNS[kind].items()))[:4]
             _CHECKED[key] = f"its columns are not the log's {kind} ({wrong})" if wrong else None
@@ -231,8 +232,8 @@ def _signature(con: duckdb.DuckDBPyConnection, kind: str) -> tuple[tuple[object,
     if kind not in _SIGNATURES:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "reference.parquet"
-            con.execute(f"COPY (SELECT {select_sql(kind, set())} LIMIT 0) TO {_quote(path)} (FORMAT parquet)")
-            rows = con.execute(f"SELECT {_SIGNATURE} FROM parquet_schema({_quote(path)})").fetchall()
+            con.execute(f"COPY (SELECT {select_sql(kind, set())} LIMIT 0) TO {sql_path(path)} (FORMAT parquet)")
+            rows = con.execute(f"SELECT {_SIGNATURE} FROM parquet_schema({sql_path(path)})").fetchall()
         _SIGNATURES[kind] = tuple(tuple(r) for r in rows)
     return _SIGNATURES[kind]
 
@@ -257,7 +258,7 @@ def _faults(files: list[Path], kind: str) -> list[str | None]:
                 chunk = new[start : start + 1000]
                 try:
                     rows = con.execute(
-                        f"SELECT file_name, {_SIGNATURE} FROM parquet_schema([{', '.join(_quote(f) for f in chunk)}])"
+                        f"SELECT file_name, {_SIGNATURE} FROM parquet_schema([{', '.join(sql_path(f) for f in chunk)}])"
                     ).fetchall()
                 except duckdb.Error:
                     rows = []  # one of them is not Parquet: each is read alone below
@@ -299,7 +300,7 @@ def relation_sql(kind: str, table: str | None, files: list[Path], where: str = "
     cols = ", ".join(COLUMNS[kind])
     parts = [f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table} WHERE {where}"] if table else []
     if files:
-        listed = ", ".join(_quote(f) for f in files)
+        listed = ", ".join(sql_path(f) for f in files)
         parts.append(f"SELECT {cols}, replica FROM read_parquet([{listed}], hive_partitioning = true) WHERE {where}")
     return " UNION ALL ".join(parts) or f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table or kind} WHERE FALSE"
 
@@ -355,7 +356,7 @@ class Compaction:
 
 
 def _count(con: duckdb.DuckDBPyConnection, files: list[Path]) -> int:
-    return int(con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(_quote(f) for f in files)}])").fetchone()[0])
+    return int(con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(sql_path(f) for f in files)}])").fetchone()[0])
 
 
 Deleting = Callable[[list[dict[str, object]]], None]  # told which files are about to go (the audit row), first
@@ -424,10 +425,10 @@ def compact(
 def _fold(con: duckdb.DuckDBPyConnection, folder: Path, inputs: list[Path], kind: str, out: Compaction) -> None:
     output = f"{uuid.uuid4().hex}.parquet"
     tmp = _tmp_for(folder / output)
-    listed = ", ".join(_quote(f) for f in inputs)
+    listed = ", ".join(sql_path(f) for f in inputs)
     con.execute(
         f"COPY (SELECT {select_sql(kind)} FROM read_parquet([{listed}], union_by_name = true) ORDER BY ts) "
-        f"TO {_quote(tmp)} (FORMAT parquet)"
+        f"TO {sql_path(tmp)} (FORMAT parquet)"
     )
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())

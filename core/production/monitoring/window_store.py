@@ -147,7 +147,7 @@ def _keep(con: duckdb.DuckDBPyConnection, sql: str, params: list[object], path: 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        con.execute(f"COPY ({sql}) TO '{_escaped(tmp)}' (FORMAT parquet)", params)
+        con.execute(f"COPY ({sql}) TO {log_files.sql_path(tmp)} (FORMAT parquet)", params)
         os.replace(tmp, path)
     except (duckdb.Error, OSError):
         return False
@@ -156,7 +156,3 @@ def _keep(con: duckdb.DuckDBPyConnection, sql: str, params: list[object], path: 
         if old != path:
             old.unlink(missing_ok=True)
     return True
-
-
-def _escaped(path: Path) -> str:
-    return str(path).replace("'", "''")
