@@ -109,6 +109,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
         except Exception as exc:  # noqa: BLE001 - as above
             text = f"(page text unavailable: {exc})"
         report.sections.append(("page text at the failure", text[-4000:]))
+    root = getattr(item, "funcargs", {}).get("data_root")
+    if report.when == "call" and report.failed and page is not None and isinstance(root, Path):
+        for log in sorted(root.parent.glob("*.log")):  # each server's output (tests/test_browser.py: output)
+            report.sections.append((f"end of {log.name}", log.read_text(errors="replace")[-3000:]))
 
 
 _FAULT_FILES = {p.name for p in (Path(__file__).parent / "faults").glob("test_*.py")}

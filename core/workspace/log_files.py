@@ -1,6 +1,6 @@
 """The production log as files: each serving process appends Parquet files, and never waits for another.
 
-    logs/<kind>/replica=<name>/date=<YYYY-MM-DD>/<uuid>.parquet      kind: predictions or feedback
+    logs/<kind>/replica=<name>/date=<YYYY-MM-DD>/<name>.parquet      kind: predictions or feedback
 
 A file is written under a hidden temporary name, fsynced and renamed, so a name a reader sees always holds a whole
 file, and no writer takes the database's write lock. Readers see the database's table and the files as one relation
@@ -15,6 +15,7 @@ A crash at any step leaves either the inputs in view or the output with its jour
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -109,9 +110,25 @@ def select_sql(kind: str, present: set[str] | None = None) -> str:
     )
 
 
+KEYS = {"predictions": ("id",), "feedback": ("prediction_id", "ts", "label", "source", "reviewer")}  # a row's identity
+
+
+def content_name(kind: str, rows: pd.DataFrame) -> str:
+    """A file's name made from the identity of the rows it holds (KEYS, in order): the same rows written again (a
+    retry after a failure that came once the file was already in view: the folder's fsync, a later day's file)
+    take the same name and replace the file, never doubling a row."""
+    digest = hashlib.sha256(kind.encode())
+    for column in KEYS[kind]:
+        values = rows[column].map(str) if column in rows else pd.Series([""] * len(rows))
+        digest.update("\x1f".join(values).encode())
+        digest.update(b"\x1e")
+    return digest.hexdigest()[:32]
+
+
 def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = None) -> list[Path]:
-    """Write rows as one new file per day they fall on (hidden name, fsync, rename, fsync the folder); returns the
-    files. Raises OSError when the disk refuses: the caller keeps the rows."""
+    """Write rows as one file per day they fall on (hidden name, fsync, rename, fsync the folder); returns the
+    files. Raises OSError when the disk refuses: the caller keeps the rows and may write them again (the files are
+    named by their rows, so what was already in view is replaced, not doubled)."""
     if frame.empty:
         return []
     name = replica_name(replica)
@@ -121,9 +138,10 @@ def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = 
     for day in sorted(days.unique()):
         folder = partition(ws, kind, name, day)
         folder.mkdir(parents=True, exist_ok=True)
-        final = folder / f"{uuid.uuid4().hex}.parquet"
+        rows = frame[(days == day).to_numpy()]
+        final = folder / f"{content_name(kind, rows)}.parquet"
         tmp = _tmp_for(final)
-        con.register("rows", frame[(days == day).to_numpy()])
+        con.register("rows", rows)
         try:
             con.execute(f"COPY (SELECT {select_sql(kind, set(frame.columns))} FROM rows) TO {sql_path(tmp)} (FORMAT parquet)")
         finally:
