@@ -162,9 +162,11 @@ def drawn(page: object) -> None:
 
 
 def idle(page: object) -> None:
-    """Wait until the app has finished its current run (the "Running..." status is gone)."""
+    """Wait until the app has finished its current run: the "Running..." status is gone and no element is left over
+    from the run before (Streamlit fades those, data-stale, until the run replaces or removes them)."""
     page.wait_for_timeout(300)  # a rerun shows the status widget within this; then wait for it to go
     page.locator("[data-testid='stStatusWidget']").wait_for(state="hidden", timeout=HEAVY_MS)
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=HEAVY_MS)
 
 
 def no_exception(page: object) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.drivetrain import accepted, levers, objective, optimizer
 from core.model import registry
+from core.model.rates import Rate
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 from tests.helpers import app, colour_image, errors, upload
@@ -17,6 +18,14 @@ def test_overview_says_what_each_step_still_needs(prod: Workspace) -> None:
     text = " ".join(m.value for m in at.markdown)
     assert TODO + " 1. Objective" in text and DONE + " 3. Data" in text and TODO + " 4. Model" in text
     assert any("a production model and an accepted decision policy" in c.value for c in at.caption)
+    metrics = registry.read_meta(prod, registry.production_version(prod))["metrics"]
+    quoted = Rate.of(metrics["test_accuracy"], metrics["test_images"])  # a sample's rate: its n, an interval or too few
+    said = (
+        f"test accuracy {quoted.text()}"
+        if quoted.enough
+        else f"too few held-out test images to quote its accuracy (n {quoted.n})"
+    )
+    assert said in text  # the fixture's few test images: no headline without its interval
     objective.save_objective(prod, objective.Objective("Warn hikers", "alert or not", "hikers", "misses"))
     at.run()
     assert DONE + " 1. Objective" in " ".join(m.value for m in at.markdown)
@@ -186,3 +195,20 @@ def test_levers_a_rename_keeps_the_column_and_its_edits(prod: Workspace) -> None
     assert not at.exception and at.success[0].value.startswith("Saved.")
     u, saved = levers.load_utility(prod, ["blue", "green", "red"])
     assert saved and u.actions[0] == "alert" and u.payoff[2][0] == -1000.0 and u.payoff[0][0] == 10.0
+
+
+def test_the_headline_accuracy_carries_its_interval_and_n(prod: Workspace) -> None:
+    import json
+
+    version = registry.production_version(prod)
+    path = prod.models_dir / version / "model.json"
+    meta = json.loads(path.read_text())
+    meta["metrics"] |= {"test_accuracy": 63 / 67, "test_images": 67}
+    path.write_text(json.dumps(meta))
+    assert registry.headline_accuracy(prod, version) == "test accuracy 94.0% (95% CI 85.6-97.7%, n 67) on held-out images"
+    meta["metrics"] |= {"test_accuracy": None, "valid_accuracy": 0.9}
+    meta["valid_ids"] = [str(i) for i in range(10)]
+    path.write_text(json.dumps(meta))
+    assert registry.headline_accuracy(prod, version) == (
+        "no test images, and too few validation images to quote its accuracy (n 10)"
+    )

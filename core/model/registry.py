@@ -14,6 +14,7 @@ from safetensors.numpy import load_file as load_arrays
 
 from core.errors import UserError
 from core.model import integrity
+from core.model.rates import Rate
 from core.workspace import failpoints, stamps, store
 from core.workspace.paths import Workspace
 
@@ -183,10 +184,17 @@ def rollback_rows(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
 
 def headline_accuracy(ws: Workspace, version: str) -> str:
     """The accuracy to quote for a version: test when it had test images, else validation, said which."""
-    metrics = read_meta(ws, version)["metrics"]
+    meta = read_meta(ws, version)
+    metrics = meta["metrics"]
     if metrics.get("test_accuracy") is not None:
-        return f"{metrics['test_accuracy']:.1%} test accuracy on {metrics['test_images']} held-out images"
-    return f"{metrics['valid_accuracy']:.1%} valid accuracy, optimistic: no test images"
+        test = Rate.of(metrics["test_accuracy"], int(metrics["test_images"]))
+        if not test.enough:
+            return f"too few held-out test images to quote its accuracy (n {test.n})"
+        return f"test accuracy {test.text()} on held-out images"
+    valid = Rate.of(metrics["valid_accuracy"], len(meta.get("valid_ids", [])))
+    if not valid.enough:
+        return f"no test images, and too few validation images to quote its accuracy (n {valid.n})"
+    return f"validation accuracy {valid.text()}, optimistic: no test images"
 
 
 def compare(ws: Workspace, versions: list[str]) -> pd.DataFrame:
