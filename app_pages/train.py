@@ -8,6 +8,7 @@ import streamlit as st
 from core.model import backbones, config, datasets, estimate, jobs, preview, registry, runs, train_report
 from core.model.config import TrainConfig
 from core.model.events import BatchEvent
+from core.model.rates import Rate
 from core.production import review, rollout
 from core.workspace import store
 from ui.common import attempt, current_workspace, next_step
@@ -155,12 +156,13 @@ else:
         if job.status == "finished":
             s = job.summary
             tested = (
-                f"test accuracy {s['test_accuracy']:.1%} on {s['test_images']} held-out images"
+                registry.headline_accuracy(ws, s["version"])
                 if s.get("test_accuracy") is not None
                 else "no test images to report on"
             )
+            valid = Rate.of(s["valid_accuracy"], len(registry.read_meta(ws, s["version"])["valid_ids"]))
             st.success(
-                f"Trained {s['version']}: {tested}; valid accuracy {s['valid_accuracy']:.1%} (it chose the best "
+                f"Trained {s['version']}: {tested}; validation accuracy {valid.text()} (it chose the best "
                 f"epoch, {s['best_epoch']}, so it is optimistic), in {s['wall_seconds']:.0f} s."
             )
             for note in s.get("split_notes", []):
