@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.drivetrain import accepted
 from core.model import registry
+from core.model.rates import points
 from core.production import backtest, gate, rollout
 from ui.common import attempt, current_workspace, image_grid, log_settled, rate_metric, table
 
@@ -112,10 +113,10 @@ else:
     m1.metric("Scored by both", f"{comparison.paired:,}")
     rate_metric(m2, "Agreement", comparison.agreement_rate, "–")
     m3.metric("Labelled (feedback, reviews)", f"{acc.labelled:,}")
-    m4.metric("Accuracy, candidate − production", "–" if acc.difference is None else f"{acc.difference * 100:+.1f} points")
+    m4.metric("Accuracy, candidate − production", "–" if acc.difference is None else f"{points(acc.difference)} points")
     if acc.low is not None:
         m4.caption(
-            f"95% interval {acc.low * 100:+.1f} to {acc.high * 100:+.1f} points, from the {acc.disputed_labelled} labelled "
+            f"95% interval {points(acc.low)} to {points(acc.high)} points, from the {acc.disputed_labelled} labelled "
             f"of the {acc.disputed} request(s) the two answered differently (where they agree, the difference is 0)"
         )
     if acc.production_interval and acc.candidate_interval:

@@ -163,6 +163,11 @@ def test_the_audit_estimate_has_an_exact_interval_and_the_advice_follows_the_fig
     assert low == pytest.approx(0.7347, abs=1e-3) and high == pytest.approx(0.9789, abs=1e-3)
     few, _ = simulated_log(np.random.default_rng(1), n=200, share=0.05)
     assert "Too few audit labels" in accuracy.estimate(few).advice() and accuracy.estimate(few).exact.value is None
+    weighted = accuracy.estimate(few).weighted  # no estimate: it says which stratum lacks labels, not "too few (n 40)"
+    others = int((~few["flagged"]).sum())
+    labelled = int((~few["flagged"] & few["audit"] & few["label"].notna()).sum())
+    assert weighted.value is None
+    assert weighted.text() == f"too few: {labelled} label(s) among the {others:,} other requests (audit labels only); 30 needed"
     full, _ = simulated_log(np.random.default_rng(2), n=3000, label_hard=1.0)
     est = accuracy.estimate(full)
     assert est.believed is est.weighted and "Believe the weighted estimate" in est.advice()

@@ -287,6 +287,10 @@ def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decisio
     # labels end users chose to give are no sample of the traffic: no accuracy of either model from them
     assert comparison.accuracy.candidate_interval.value is None and comparison.accuracy.production is None
     assert set(table["difference (points)"]) <= {"+0.0", ""} and table["95% interval"].iloc[-1].count(" to ") <= 1
+    fig = gate.comparison_figure(comparison)  # no window has both models' accuracy: the chart says so, axes stay rates
+    assert [tuple(fig.layout[a].range) for a in ("yaxis", "yaxis2")] == [(0, 1.04), (0, 1.04)]
+    assert [a.text for a in fig.layout.annotations][-1] == "no window has labelled requests scored by both yet"
+    assert (rates.points(-0.0004), rates.points(0.046), rates.points(-0.012)) == ("+0.0", "+4.6", "-1.2")  # never -0.0
 
     rollout.expand(prod, gate.figures(comparison, strict), note="enough")
     recorded = rollout.history(prod)[0]["figures"]

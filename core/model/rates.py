@@ -48,6 +48,11 @@ class Rate:
         return f"{self.value:.{digits}%}" if self.enough else f"too few (n {self.n})"
 
 
+def points(difference: float, digits: int = 1) -> str:
+    """A difference of two rates in signed percentage points ('+4.6', '-1.2', '+0.0': never '-0.0')."""
+    return f"{round(difference * 100, digits) + 0.0:+.{digits}f}"
+
+
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for k successes in n trials ((nan, nan) for n = 0)."""
     if n <= 0:

@@ -19,7 +19,7 @@ from core.drivetrain.decisions import best_actions
 from core.drivetrain.levers import load_utility
 from core.errors import UserError
 from core.model import registry
-from core.model.rates import MIN_N, Rate
+from core.model.rates import MIN_N, Rate, points
 from core.production import gate, prediction_log, serving
 from core.production.prediction import Deciders
 from core.production.prediction_log import NONE_OF_THESE
@@ -177,7 +177,7 @@ def words(p: gate.Paired, what: str) -> str:
         return f"{what}: too few (n {p.labelled}) for a rate"
     return (
         f"{what} ({p.labelled}): production {p.production:.1%}, the candidate {p.candidate:.1%}; difference "
-        f"{p.difference * 100:+.1f} points (95% interval {p.low * 100:+.1f} to {p.high * 100:+.1f})"
+        f"{points(p.difference)} points (95% interval {points(p.low)} to {points(p.high)})"
     )
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.model.rates import Rate
+from core.model.rates import Rate, points
 from core.production.monitoring import accuracy
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -236,7 +236,7 @@ def difference_words(acc: Paired) -> str:
         f"{name} {i.text()}" for name, i in (("candidate", acc.candidate_interval), ("production", acc.production_interval)) if i
     )
     return (
-        f"{acc.difference * 100:+.1f} points ({acc.low * 100:+.1f} to {acc.high * 100:+.1f}), from the "
+        f"{points(acc.difference)} points ({points(acc.low)} to {points(acc.high)}), from the "
         f"{acc.disputed_labelled} labelled of {acc.disputed} disputed request(s); accuracy weighted by how each label "
         f"was chosen: {each}"
     )
@@ -267,8 +267,8 @@ def figures(c: Comparison, g: Gate) -> dict[str, object]:
 def windows_table(c: Comparison) -> pd.DataFrame:
     """The per-window figures as a person reads them: percentages, the difference with its 95% interval."""
 
-    def points(v: object) -> str:
-        return "" if v is None or pd.isna(v) else f"{float(v) * 100:+.1f}"
+    def signed(v: object) -> str:
+        return "" if v is None or pd.isna(v) else points(float(v))
 
     def share(v: object, n: int) -> str:  # the rate with its 95% Wilson interval (n is the column beside it)
         if v is None or pd.isna(v) or not n:
@@ -288,9 +288,9 @@ def windows_table(c: Comparison) -> pd.DataFrame:
             "labelled": w["labelled"],
             "production accuracy (weighted, 95% CI)": [weighted(i) for i in w["production_interval"]],
             "candidate accuracy (weighted, 95% CI)": [weighted(i) for i in w["candidate_interval"]],
-            "difference (points)": w["difference"].map(points),
+            "difference (points)": w["difference"].map(signed),
             "95% interval": [
-                "" if pd.isna(lo) else f"{points(lo)} to {points(hi)}" for lo, hi in zip(w["low"], w["high"], strict=True)
+                "" if pd.isna(lo) else f"{signed(lo)} to {signed(hi)}" for lo, hi in zip(w["low"], w["high"], strict=True)
             ],
         }
     )
@@ -316,7 +316,13 @@ def comparison_figure(c: Comparison) -> go.Figure:
         marker = {"symbol": symbol, "size": size}
         trace = go.Scatter(x=w["window"], y=w[name], mode="lines+markers", name=f"{name} accuracy", line=line, marker=marker)
         fig.add_trace(trace, row=2, col=1)
-    fig.update_yaxes(tickformat=".0%", row=1, col=1)
-    fig.update_yaxes(tickformat=".0%", row=2, col=1)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.04], row=1, col=1)  # rates: never an axis past 100%
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.04], row=2, col=1)
+    labelled = bool(len(w)) and bool(w["production"].notna().any() or w["candidate"].notna().any())
+    if not labelled:
+        fig.add_annotation(
+            text="no window has labelled requests scored by both yet", xref="x2 domain", yref="y2 domain", x=0.5, y=0.5,
+            showarrow=False, font={"color": "#888"},
+        )  # fmt: skip
     fig.update_layout(height=460, margin={"t": 40, "b": 10, "l": 10, "r": 10}, legend={"orientation": "h", "y": -0.12})
     return fig

@@ -39,10 +39,11 @@ class Interval:
     low: float | None
     high: float | None
     n: int  # labels it rests on
+    short_of: str = ""  # when there is no estimate: what it lacks, in words (else "too few (n)" says it)
 
     def text(self, digits: int = 1) -> str:
         if self.value is None or self.low is None or self.high is None:
-            return f"too few (n {self.n})"
+            return f"too few: {self.short_of}" if self.short_of else f"too few (n {self.n})"
         return f"{self.value:.{digits}%} (95% CI {self.low * 100:.{digits}f}-{self.high * 100:.{digits}f}%, n {self.n:,})"
 
 
@@ -160,7 +161,9 @@ def weighted(frame: pd.DataFrame) -> Interval:
         known = rows[rows["labelled"] & (hard | (rows["audit"] & (rows["audit_p"] > 0)))]
         k, size = int(known["n"].sum()), int(rows["n"].sum())
         if k == 0 or (k < MIN_N and k < size):  # a sample too small to stand for its stratum
-            return Interval(None, None, None, int(frame.loc[frame["labelled"], "n"].sum()))
+            stratum = f"the {size:,} hard cases" if hard else f"the {size:,} other requests (audit labels only)"
+            lacks = f"{k} label(s) among {stratum}; {MIN_N} needed"
+            return Interval(None, None, None, int(frame.loc[frame["labelled"], "n"].sum()), lacks)
         weight = np.ones(len(known)) if hard else 1.0 / known["audit_p"].to_numpy(float)
         value, var = _stratum(known["right"].to_numpy(float), weight, known["n"].to_numpy(float))
         share = size / n
