@@ -179,11 +179,7 @@ with st.container(border=True, key="monitor_accuracy"):
     st.dataframe(
         accuracy.table(estimated, atc, true_all),
         hide_index=True,
-        column_config={
-            "accuracy": st.column_config.NumberColumn(format="percent"),
-            "low": st.column_config.NumberColumn("95% low", format="percent"),
-            "high": st.column_config.NumberColumn("95% high", format="percent"),
-        },
+        column_order=["estimate", "reading", "rests on"],  # the reading carries the interval and n, or why there is none
     )
     st.caption(
         f"{estimated.drawn:,} of the {estimated.served:,} served predictions in view were drawn for the audit "

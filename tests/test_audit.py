@@ -187,6 +187,10 @@ def test_the_estimates_over_a_real_log(prod: Workspace) -> None:
     found = accuracy.accuracy(prod, LogFilter(sources=("app",)))
     assert found.served == 40 and found.drawn == len(drawn) and found.audit == accuracy.Rate(len(drawn) - 1, len(drawn))
     assert found.flagged == 0 and found.reviewed.n == 0
+    shown = accuracy.table(found, (0.8, 40), None).set_index("estimate")["reading"]  # each with its n, or why none
+    assert shown["audit sample (random, labelled blind)"] == found.exact.text() and "n " in shown.iloc[0]
+    assert shown["reviewed items (the hard cases: lower by design)"] == "too few (n 0)"
+    assert shown["ATC (no labels)"] == "80.0% (a point value: no interval, n 40)"
 
 
 def pairs_frame(n: int, disputed: list[tuple[bool, bool, bool]], hard_agreeing: int, audit_right: list[bool]) -> pd.DataFrame:

@@ -251,18 +251,26 @@ def table(acc: Accuracy, atc: tuple[float | None, int], truth: float | None = No
         ("audit sample (random, labelled blind)", acc.exact, "unbiased: drawn at random; exact interval"),
         ("weighted by inclusion probability", acc.weighted, "every label whose chance of being asked for is known"),
     ]
-    low, high = acc.reviewed.interval if acc.reviewed.n else (None, None)
+    low, high = acc.reviewed.interval if acc.reviewed.enough else (None, None)  # too few: no headline
     rows.append(("reviewed items (the hard cases: lower by design)",
-                 Interval(acc.reviewed.value if acc.reviewed.n else None, low, high, acc.reviewed.n),
+                 Interval(acc.reviewed.value if acc.reviewed.enough else None, low, high, acc.reviewed.n),
                  "referred, out-of-domain and disputed items only"))  # fmt: skip
     rows.append(("ATC (no labels)", Interval(atc[0], None, None, atc[1]), "confidence alone: assumes nothing has shifted"))
     if truth is not None:
         rows.append(("true (simulated traffic)", Interval(truth, None, None, acc.served), "the simulator's record of each image"))
     out = [
-        {"estimate": name, "accuracy": i.value, "low": i.low, "high": i.high, "n": i.n, "rests on": what}
+        {"estimate": name, "reading": _reading(i), "accuracy": i.value, "low": i.low, "high": i.high, "n": i.n, "rests on": what}
         for name, i, what in rows
     ]
     return pd.DataFrame(out)
+
+
+def _reading(i: Interval) -> str:
+    """An estimate as a person reads it: with its interval and n, a point value where it has no interval (ATC, the
+    simulator's truth), or why there is none."""
+    if i.value is not None and (i.low is None or i.high is None):
+        return f"{i.value:.1%} (a point value: no interval, n {i.n:,})"
+    return i.text()
 
 
 def summary(acc: Accuracy, atc: tuple[float | None, int]) -> dict[str, object]:
