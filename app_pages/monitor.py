@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.model import rates, registry
+from core.model.rates import points
 from core.production import prediction_log, simulation_jobs, traffic
 from core.production.monitoring import accuracy, causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace import log_files
@@ -145,8 +146,8 @@ m1.metric(
     f"{int(recent['predictions'].sum()):,} in the last {len(recent)} {window}(s)", delta_color="off",
 )  # fmt: skip
 m2.metric(
-    f"Out of domain, last {len(recent)} {window}(s)", ood.short(),
-    f"{ood.value - base.ood_rate:+.1%} vs validation" if base and ood.enough else None, delta_color="inverse",
+    f"Out of domain, last {len(recent)} {window}(s) · n {ood.n:,}", ood.short(),
+    f"{points(ood.value - base.ood_rate)} points vs validation" if base and ood.enough else None, delta_color="inverse",
     help=f"Distinct images flagged: {ood.text()}",
 )  # fmt: skip
 last = win.iloc[-1]
@@ -155,9 +156,9 @@ m3.metric(
     f"{last['confidence_p50'] - base.confidence_p50:+.2f}" if base else None,
 )  # fmt: skip
 m4.metric(
-    "Accuracy, all traffic in view",
+    f"Accuracy, all traffic in view · n {believed.n:,}",
     f"{believed.value:.1%}" if believed.value is not None else f"too few (n {believed.n})",
-    f"{believed.value - base.accuracy:+.1%} vs validation" if base and believed.value is not None else None,
+    f"{points(believed.value - base.accuracy)} points vs validation" if base and believed.value is not None else None,
     help=f"{believed.text()}. {estimated.advice()}",
 )  # fmt: skip
 spooled = prediction_log.spooled_rows(ws)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,10 @@ def test_monitor_shows_a_simulated_history(prod: Workspace) -> None:
     traffic.replay_traffic(prod, traffic.TrafficConfig(days=4, per_day=40, shift_day=2))
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at)
-    assert [m.label for m in at.metric][:2] == ["Predictions", "Out of domain, last 3 day(s)"]
+    labels = [m.label for m in at.metric]
+    assert labels[0] == "Predictions" and re.fullmatch(r"Out of domain, last 3 day\(s\) · n [\d,]+", labels[1])
+    assert re.fullmatch(r"Accuracy, all traffic in view · n [\d,]+", labels[3])  # every rate with its n
+    assert all(" points vs validation" in m.delta for m in at.metric if m.delta and "vs validation" in m.delta)
     assert any(m.value.startswith("### ") and "Production" in m.value for m in at.markdown)  # the verdict leads
     charts = [c.key for c in at.get("plotly_chart")]
     assert charts == ["monitor_overview", "monitor_grid", "monitor_mix", "monitor_distribution", "monitor_estimates"]
