@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.drivetrain import accepted, decisions, levers, objective, optimizer
+from core.drivetrain import accepted, decisions, levers, objective, optimizer, summary
 from core.drivetrain.decisions import Policy
 from core.drivetrain.levers import Utility
 from core.errors import UserError
@@ -92,6 +92,12 @@ def test_simulator_adds_up_by_hand() -> None:
     assert out.utility_total == pytest.approx(-82.0) and out.utility_per_image == pytest.approx(-20.5)
     assert out.automation_rate == 0.75 and out.automated_error_rate == pytest.approx(1 / 3)
     assert out.table.loc["bad", "refer to a human"] == 1 and out.table.values.sum() == 4
+    shown = summary.outcomes_frame([out], "points").iloc[0]  # four images: rates too few for a headline
+    assert shown["automated (95% CI, n)"] == "too few (n 4)" and shown["errors among automated (95% CI, n)"] == "too few (n 3)"
+    many = decisions.policy_outcome(TOY, Policy(), np.vstack([logits] * 10), np.tile(labels, 10), np.zeros(40, bool))
+    shown = summary.outcomes_frame([many], "points").iloc[0]
+    assert shown["automated (95% CI, n)"] == "75.0% (95% CI 59.8-85.8%, n 40)"
+    assert shown["errors among automated (95% CI, n)"] == "33.3% (95% CI 19.2-51.2%, n 30)"
 
 
 TOY_PAYOFF = ((10.0, -20.0, -20.0, 0.0), (-20.0, 10.0, -20.0, 0.0), (-20.0, -20.0, 10.0, 0.0), (-5.0, -5.0, -5.0, 5.0))

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from core.drivetrain import accepted, optimizer
 from core.drivetrain.decisions import Outcome, Policy
 from core.drivetrain.levers import Utility
+from core.model.rates import Rate
 
 
 def curve_figure(curve: pd.DataFrame, chosen: Policy, others: list[Outcome], unit: str) -> go.Figure:
@@ -39,8 +40,10 @@ def outcomes_frame(outcomes: list[Outcome], unit: str, intervals: list[tuple[flo
         {
             "policy": [o.policy for o in outcomes],
             f"utility per 1,000 images ({unit})": [per_1000(o.utility_per_image) for o in outcomes],
-            "automated": [f"{o.automation_rate:.1%}" for o in outcomes],
-            "errors among automated": [f"{o.automated_error_rate:.1%}" for o in outcomes],
+            "automated (95% CI, n)": [Rate.of(o.automation_rate, o.images).text() for o in outcomes],
+            "errors among automated (95% CI, n)": [
+                Rate.of(o.automated_error_rate, round(o.automation_rate * o.images)).text() for o in outcomes
+            ],
             "images": [o.images for o in outcomes],
         }
     )
