@@ -19,7 +19,12 @@ def curve_figure(curve: pd.DataFrame, chosen: Policy, others: list[Outcome], uni
     for o, dash in zip(others[1:], ("dash", "dot"), strict=False):
         fig.add_hline(y=o.utility_per_image, line_dash=dash, annotation_text=o.policy, annotation_position="bottom right")
     if chosen.rule == "expected_utility":
-        fig.add_vline(x=chosen.refer_below, line_color="#E45756", annotation_text="this policy's threshold")
+        fig.add_vline(
+            x=chosen.refer_below,
+            line_color="#E45756",
+            annotation_text="this policy's threshold",
+            annotation_position="bottom right",
+        )  # at the bottom: the baselines' lines run near the top, where their labels and this one overlapped
     fig.update_layout(
         xaxis_title="refer to a human below this top probability",
         yaxis_title=f"utility per image ({unit})",
