@@ -9,7 +9,7 @@ import numpy as np
 
 from core.drivetrain import accepted, levers, objective, optimizer
 from core.drivetrain.decisions import Policy
-from core.model import registry
+from core.model import rates, registry
 from core.production import prediction_log, stakeholder, stakeholder_html
 from core.production.monitoring import verdict
 from core.workspace import store
@@ -44,7 +44,8 @@ def test_a_healthy_workspace_reports_its_test_accuracy_gains_and_verdict_from_th
     )
     c = report.comparison
     gains = section(report, "What it gains")
-    assert f"automating {c.outcomes[0].automation_rate:.0%} of decisions." in gains
+    automated = rates.Rate.of(c.outcomes[0].automation_rate, c.outcomes[0].images)
+    assert f"automating {automated.text(0)} of decisions." in gains and ("95% CI" in gains or "too few (n" in gains)
     assert f"Measured on the {c.outcomes[0].images} validation images of model {report.version}" in gains
     assert ("beats" in gains and c.beats_baseline) or ("does not beat" in gains or "does worse" in gains)
     assert list(next(s for s in report.sections if s.title == "What it gains").table["policy"]) == [

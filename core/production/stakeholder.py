@@ -107,9 +107,10 @@ def _quality(ws: Workspace, version: str, figures: dict[str, Any]) -> Section:
 def _gains(c: optimizer.Comparison, unit: str, measured: str) -> Section:
     mine = c.outcomes[0]
     low, high = c.intervals[0]
+    automated = rates.Rate.of(mine.automation_rate, mine.images)
     said = [
         f"Expected utility: {summary.per_1000(mine.utility_per_image)} {unit} per 1,000 images (95% interval "
-        f"{summary.per_1000(low)} to {summary.per_1000(high)}), automating {mine.automation_rate:.0%} of decisions.",
+        f"{summary.per_1000(low)} to {summary.per_1000(high)}), automating {automated.text(0)} of decisions.",
         measured,
         summary.comparison_sentence(c, unit),
     ]
