@@ -169,6 +169,14 @@ def idle(page: object) -> None:
     page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=HEAVY_MS)
 
 
+def simulated(page: object) -> None:
+    """Wait for the Monitor's simulation to end: its summary, or (failing at once, with the page's words) an error."""
+    ended = page.get_by_text(re.compile(r"^Simulated \d+ predictions")).or_(page.locator("[data-testid='stAlertContentError']"))
+    ended.first.wait_for(timeout=HEAVY_MS)
+    failed = page.locator("[data-testid='stAlertContentError']")
+    assert failed.count() == 0, f"the simulation failed: {failed.first.inner_text()}"
+
+
 def no_exception(page: object) -> None:
     assert page.locator("[data-testid='stException']").count() == 0
 
@@ -395,7 +403,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     idle(page)
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
-    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)
+    simulated(page)
     page.locator(".js-plotly-plot").first.wait_for()  # the overview: the rest waits in expanders
     idle(page)  # the rerun that shows the simulated days has finished (no faded, stale page in the picture)
     no_exception(page)
@@ -472,7 +480,7 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
     idle(page)  # as a user does: the page has finished loading (a click in its last moments went unheard under load once)
     page.get_by_text("Simulate more traffic").click()
     page.get_by_role("button", name="Simulate", exact=True).click()
-    page.get_by_text(re.compile(r"^Simulated \d+ predictions")).wait_for(timeout=HEAVY_MS)
+    simulated(page)
     page.get_by_role("link", name="Rollout", exact=True).click()
     page.get_by_text("Candidate v2 in shadow beside production v1").wait_for()
     page.get_by_role("button", name="Accept the optimizer's policy for v2 (the current utility matrix)").click()

@@ -319,7 +319,7 @@ def test_a_damaged_pixel_cache_is_decoded_again(ws: Workspace, damage: str) -> N
     fill(ws, {"red": 3, "blue": 3})
     catalog = store.images(ws)
     cfg = DataConfig(size=32)
-    first = datasets.load_pixels(ws, catalog, cfg)
+    first = np.asarray(datasets.load_pixels(ws, catalog, cfg))  # read now: the damage below rewrites the file in place
     folder = datasets._cache_dir(ws, cfg)
     if damage == "truncated-pixels":
         (folder / "pixels.npy").write_bytes((folder / "pixels.npy").read_bytes()[:100])
@@ -327,3 +327,34 @@ def test_a_damaged_pixel_cache_is_decoded_again(ws: Workspace, damage: str) -> N
         index = json.loads((folder / "index.json").read_text())
         (folder / "index.json").write_text(json.dumps({k: v + 100 for k, v in index.items()}))
     np.testing.assert_array_equal(datasets.load_pixels(ws, catalog, cfg), first)
+
+
+def test_pixels_are_read_from_the_cache_a_batch_at_a_time(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_pixels hands out Rows over the memory-mapped cache: a batch reads its images only, in the order asked,
+    and a run's train and valid parts reach fine_tune unread (a copy of every image per split was 6 GB at 20,000)."""
+    fill(ws, {"red": 4, "blue": 4})
+    catalog = store.images(ws)
+    cfg = DataConfig(size=32)
+    rows = datasets.load_pixels(ws, catalog.iloc[::-1], cfg)
+    whole = np.load(datasets._cache_dir(ws, cfg) / "pixels.npy")  # the cache's images, in its own order
+    order = [json.loads((datasets._cache_dir(ws, cfg) / "index.json").read_text())[i] for i in catalog["id"][::-1]]
+    assert isinstance(rows, datasets.Rows) and rows.shape == (8, 32, 32, 3) and len(rows) == 8
+    np.testing.assert_array_equal(rows[1:4], whole[order[1:4]])
+    np.testing.assert_array_equal(rows[np.array([6, 0, 6])], whole[[order[6], order[0], order[6]]])
+    np.testing.assert_array_equal(rows[2], whole[order[2]])
+    np.testing.assert_array_equal(np.stack(list(rows)), whole[order])
+    mask = np.arange(8) % 3 == 0
+    part = rows.subset(mask)
+    assert isinstance(part, datasets.Rows) and len(part) == 3
+    np.testing.assert_array_equal(np.asarray(part), whole[np.array(order)[mask]])
+
+    seen: list[type] = []
+    real = runs.fine_tune
+
+    def spy(train_px, y_train, valid_px, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.extend([type(train_px), type(valid_px)])
+        return real(train_px, y_train, valid_px, *rest, **kwargs)
+
+    monkeypatch.setattr(runs, "fine_tune", spy)
+    runs.train_workspace(ws, replace(TINY, data=replace(TINY.data, size=32)))
+    assert seen == [datasets.Rows, datasets.Rows]

@@ -215,7 +215,7 @@ class TrainingData:
 
     catalog: pd.DataFrame
     classes: list[str]
-    pixels: np.ndarray  # uint8 [N, S, S, 3]
+    pixels: datasets.Rows  # uint8 [N, S, S, 3], read a batch at a time
     y: np.ndarray  # class index per image
     train: np.ndarray  # bool per image: True for training, False for validation
 
@@ -383,7 +383,8 @@ def train_workspace(
             emit(event)
 
         train, valid = data.train, ~data.train
-        result = fine_tune(data.pixels[train], data.y[train], data.pixels[valid], data.y[valid], len(classes), cfg, relay, cancel)
+        train_px, valid_px = data.pixels.subset(train), data.pixels.subset(valid)  # unread: each batch reads its own
+        result = fine_tune(train_px, data.y[train], valid_px, data.y[valid], len(classes), cfg, relay, cancel)
         test = score_test(ws, cfg, result.model, run.test, classes, emit)
         summary = _register(ws, run_id, cfg, data, result, test, time.perf_counter() - started)
         summary["split_notes"] = list(run.split_notes)
