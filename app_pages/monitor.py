@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.errors import UserError, os_message
 from core.model import rates, registry
 from core.model.rates import points
 from core.production import prediction_log, simulation_jobs, traffic
@@ -48,17 +49,28 @@ def simulation_progress() -> None:
     )
 
 
+def start_simulation() -> None:
+    """The Simulate button's callback: it runs as the click arrives, before the page's script, so a page run cut
+    short (a long page, another rerun) cannot lose the click, as a check of the button's value at its place could."""
+    try:
+        simulation_jobs.start(ws, int(st.session_state["monitor_sim_days"]))
+        st.session_state["monitor_show_simulation"] = True  # the user asked for simulated traffic: show it
+    except UserError as exc:
+        st.session_state["monitor_simulation_refused"] = str(exc)
+    except OSError as exc:
+        st.session_state["monitor_simulation_refused"] = os_message(exc)
+
+
 def simulate_button(label: str) -> None:
     """Start a simulation in the background (no rerun stops it halfway), or show the one running."""
+    if refused := st.session_state.pop("monitor_simulation_refused", None):
+        st.error(refused)
     job = simulation_jobs.current(ws)
     if job is not None and job.running:
         simulation_progress()
         return
-    days = st.number_input("Days to simulate", 2, 60, 14, key="monitor_sim_days")
-    if st.button(label, key="monitor_simulate", disabled=production is None):
-        attempt(lambda: simulation_jobs.start(ws, int(days)))
-        st.session_state["monitor_show_simulation"] = True  # the user asked for simulated traffic: show it
-        st.rerun()
+    st.number_input("Days to simulate", 2, 60, 14, key="monitor_sim_days")
+    st.button(label, key="monitor_simulate", disabled=production is None, on_click=start_simulation)
 
 
 def floors_editor(ws: Workspace, judged: list[drift.WindowDrift]) -> None:
@@ -114,7 +126,8 @@ if window == "predictions":
 usual = queries.default_sources(ws)
 if st.session_state.pop("monitor_show_simulation", False):
     st.session_state["monitor_sources"] = list(prediction_log.SOURCES)
-sources = tuple(c2.multiselect("Sources", list(prediction_log.SOURCES), default=list(usual), key="monitor_sources"))
+st.session_state.setdefault("monitor_sources", list(usual))  # one source of its value: a default beside the state warned
+sources = tuple(c2.multiselect("Sources", list(prediction_log.SOURCES), key="monitor_sources"))
 versions = ["all", *registry.list_versions(ws)["version"].tolist()[::-1]]
 version = c3.selectbox("Model version", versions, key="monitor_version")
 if "simulation" not in usual and "simulation" not in sources:
