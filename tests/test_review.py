@@ -13,12 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from core.data import explore
 from core.errors import UserError
 from core.model import rates, registry, runs, scoring
 from core.production import gate, prediction, prediction_log, review, rollout, serving
+from core.production.monitoring import accuracy
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
@@ -295,6 +297,71 @@ def test_the_gate_compares_on_the_same_labelled_requests_and_records_the_decisio
     rollout.expand(prod, gate.figures(comparison, strict), note="enough")
     recorded = rollout.history(prod)[0]["figures"]
     assert recorded["paired"] == 36 and recorded["gate_passed"] is False and len(recorded["checks"]) == 4
+
+
+def test_the_rollout_comparison_counted_in_the_database_equals_the_one_from_every_request_read_whole(prod: Workspace) -> None:
+    """`gate.compare` counts the requests both models scored in the database; here the same comparison is made from
+    every logged row read into Python and paired there (shadow, then limited; the audit; labels on either model's
+    prediction, one changed later)."""
+    from core.production import audit
+
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1, permute=[1, 0, 2])  # red and blue swapped: it agrees on green only
+    audit.set_share(prod, 0.5)
+    start = store.now() - timedelta(days=3)
+    shown = []
+    for k, (stage, scope) in enumerate((("shadow", rollout.Scope()), ("limited", rollout.Scope(share=0.5)))):
+        active = rollout.start(prod, v2, stage, scope)
+        items = [(f"c{k}-{i}.png", colour_image(i % 3, 900 + 40 * k + i)) for i in range(24)]
+        scored = serving.score(scoring.load_predictor(prod), scoring.load_predictor(prod, v2), active, items)
+        when = {
+            r: start + timedelta(hours=3 * (24 * k + i)) for i, r in enumerate(dict.fromkeys(p.request_id for p in scored.logged))
+        }
+        prediction_log.log_predictions(prod, scored.logged, "app", v1, [when[p.request_id] for p in scored.logged], False)
+        shown += scored.logged
+    production = [p for p in shown if p.stage == "production"]
+    candidate = {p.request_id: p for p in shown if p.stage != "production"}
+    for i, p in enumerate(production[::2]):  # labels on production's prediction, some on the candidate's instead
+        target = candidate[p.request_id] if i % 3 == 0 else p
+        prediction_log.add_feedback(prod, target.id, CLASSES[i % 3], CLASSES)
+    prediction_log.add_feedback(prod, production[0].id, CLASSES[2], CLASSES)  # changed later: the latest counts
+
+    with store.connect(prod) as con:
+        log = con.execute("SELECT * FROM log_predictions").df()
+        fb = con.execute("SELECT prediction_id, label, ts FROM log_feedback").df()
+    latest = fb.sort_values("ts").groupby("prediction_id")["label"].last()
+    both = log[log["stage"].fillna("production") == "production"].merge(
+        log[(log["model_version"] == v2) & log["stage"].isin(["shadow", "limited"])], on="request_id", suffixes=("", "_c")
+    )
+    truth = both["id"].map(latest).combine_first(both["id_c"].map(latest))
+    hard = np.where(both["served_c"], both["ood_c"] | both["referred_c"], both["ood"] | both["referred"])
+    rows = pd.DataFrame(
+        {
+            "production_label": both["predicted"], "candidate_label": both["predicted_c"], "truth": truth,
+            "flagged": (both["predicted"] != both["predicted_c"]) | hard, "audit": both["audit"] | both["audit_c"],
+            "audit_p": both["audit_p"], "day": both["ts"].dt.floor("D"), "ts": both["ts"], "id": both["id"],
+        }
+    )  # fmt: skip
+    assert len(rows) == 48 and rows["truth"].notna().sum() == 24 and rows["audit"].any()
+    assert (rows["production_label"] != rows["candidate_label"]).sum() >= 10 and (
+        rows["production_label"] == rows["candidate_label"]
+    ).any()
+
+    comparison = gate.compare(prod, v2)
+    expected = gate.weighted_paired(rows)
+    assert comparison.paired == 48 and comparison.acted == int(both["served_c"].sum()) > 0
+    assert comparison.agreement == pytest.approx((rows["production_label"] == rows["candidate_label"]).mean())
+    for field in dataclasses.fields(gate.Paired):  # each model's weighted accuracy (an Interval) is compared whole
+        got, want = getattr(comparison.accuracy, field.name), getattr(expected, field.name)
+        assert got == (want if want is None or isinstance(want, accuracy.Interval) else pytest.approx(want)), field.name
+    assert comparison.accuracy.disputed > comparison.accuracy.disputed_labelled > 0 and expected.difference is not None
+    by_day = rows.groupby("day")
+    assert list(comparison.windows["paired"]) == list(by_day.size())
+    for (day, part), (_, w) in zip(by_day, comparison.windows.iterrows(), strict=True):
+        assert w["window"] == day and w["difference"] == pytest.approx(gate.weighted_paired(part).difference, nan_ok=True)
+    differ = rows[rows["production_label"] != rows["candidate_label"]].sort_values("ts", ascending=False)
+    assert list(gate.disagreements(comparison)["production_id"]) == list(differ["id"].head(12))
+    assert list(gate.disagreements(comparison, 5)["production_id"]) == list(differ["id"].head(5))
 
 
 def test_rollout_and_review_commands(prod: Workspace) -> None:

@@ -62,7 +62,7 @@ class Comparison:
     acted: int  # requests the candidate answered (limited)
     accuracy: Paired
     windows: pd.DataFrame  # per window: paired, agreement, labelled, production/candidate accuracy, difference, low, high
-    pairs: pd.DataFrame  # every request both scored (labels, truth, time, name, kept image), oldest first
+    disputes: pd.DataFrame  # the latest requests the two answered differently (labels, truth, time, name, kept image)
 
     @property
     def agreement_rate(self) -> Rate:
@@ -100,103 +100,154 @@ def paired_accuracy(production_right: np.ndarray, candidate_right: np.ndarray) -
     return Paired(n, float(a.mean()), float(b.mean()), float(b.mean() - a.mean()), centre - half, centre + half)
 
 
+PAIR_KEYS = ("disputed", "labelled", "production_right", "candidate_right", "flagged", "audit", "audit_p")
+
+
+def paired_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Requests both scored, one row each (production_label, candidate_label, truth, flagged, audit, audit_p), as
+    counts of the rows alike by PAIR_KEYS (column n): what `weighted_paired` needs of them."""
+    truth = frame["truth"]
+    keys = pd.DataFrame(
+        {
+            "disputed": (frame["production_label"] != frame["candidate_label"]).to_numpy(bool),
+            "labelled": truth.notna().to_numpy(bool),
+            "production_right": (frame["production_label"] == truth).to_numpy(bool),
+            "candidate_right": (frame["candidate_label"] == truth).to_numpy(bool),
+            "flagged": frame["flagged"].fillna(False).astype(bool).to_numpy(),
+            "audit": frame["audit"].fillna(False).astype(bool).to_numpy(),
+            "audit_p": frame["audit_p"].fillna(0.0).astype(float).to_numpy(),
+        }
+    )
+    return keys.value_counts(dropna=False).rename("n").reset_index()
+
+
 def weighted_paired(frame: pd.DataFrame) -> Paired:
-    """The comparison over every request both scored (frame: production_label, candidate_label, truth, flagged,
-    audit, audit_p), its labels weighted by how they were chosen.
+    """The comparison over every request both scored, its labels weighted by how they were chosen. frame: PAIR_KEYS
+    with n, the requests each row stands for (as `_counts` returns them), or one row per request
+    (production_label, candidate_label, truth, flagged, audit, audit_p), counted first.
 
     The difference is (disputed / all) times its mean over the labelled disputed requests. Its variance: the paired
     one (Agresti-Min, as `paired_accuracy`) over all the requests, the disputed ones counted as the labelled ones
     say, plus the error of that mean while some disputed requests wait for a label."""
-    n = len(frame)
-    labelled = frame[frame["truth"].notna()]
+    frame = frame if "n" in frame else paired_counts(frame)
+    frame = frame.astype({k: bool for k in PAIR_KEYS if k != "audit_p"} | {"audit_p": float, "n": int})
+    n = int(frame["n"].sum())
     if n == 0:
         return Paired(0, None, None, None, None, None)
-    disputed = (frame["production_label"] != frame["candidate_label"]).to_numpy()
-    seen = labelled[labelled["production_label"] != labelled["candidate_label"]]
-    p_right = (seen["production_label"] == seen["truth"]).to_numpy()
-    c_right = (seen["candidate_label"] == seen["truth"]).to_numpy()
-    big_d, small_d = int(disputed.sum()), len(seen)
+    labelled = int(frame.loc[frame["labelled"], "n"].sum())
+    seen = frame[frame["disputed"] & frame["labelled"]]
+    p_right, c_right, count = (seen[k].to_numpy() for k in ("production_right", "candidate_right", "n"))
+    big_d, small_d = int(frame.loc[frame["disputed"], "n"].sum()), int(count.sum())
     weights = {
-        side: accuracy.weighted(
-            frame.assign(labelled=frame["truth"].notna(), right=frame[f"{side}_label"] == frame["truth"])
-        )
+        side: accuracy.weighted(frame.assign(right=frame[f"{side}_right"] & frame["labelled"])[[*accuracy.TALLY, "n"]])
         for side in ("production", "candidate")
     }  # fmt: skip
     if big_d and not small_d:  # they differ somewhere, and nobody has said who was right
-        return Paired(len(labelled), weights["production"].value, weights["candidate"].value, None, None, None,
+        return Paired(labelled, weights["production"].value, weights["candidate"].value, None, None, None,
                       big_d, 0, weights["production"], weights["candidate"])  # fmt: skip
-    only_c = float((c_right & ~p_right).sum()) * big_d / max(small_d, 1)
-    only_p = float((p_right & ~c_right).sum()) * big_d / max(small_d, 1)
+    seen_c = float(count[c_right & ~p_right].sum())  # labelled disputed requests only the candidate got right
+    seen_p = float(count[p_right & ~c_right].sum())
+    only_c, only_p = seen_c * big_d / max(small_d, 1), seen_p * big_d / max(small_d, 1)
     difference = (only_c - only_p) / n
     b, c, total = only_c + 0.5, only_p + 0.5, n + 2.0
     var = ((b + c) - (b - c) ** 2 / total) / total**2
-    if small_d:
-        d = c_right.astype(float) - p_right.astype(float)
-        spread = ((np.abs(d).sum() + 1.0) - (d.sum()) ** 2 / (small_d + 2.0)) / (small_d + 2.0)
+    if small_d:  # per labelled disputed request d = candidate right - production right: |d| sums to seen_c + seen_p
+        spread = ((seen_c + seen_p + 1.0) - (seen_c - seen_p) ** 2 / (small_d + 2.0)) / (small_d + 2.0)
         var += (big_d / n) ** 2 * spread / small_d * (1 - small_d / big_d)
     centre, half = (b - c) / total, Z95 * float(np.sqrt(max(var, 0.0)))
     return Paired(
-        len(labelled), weights["production"].value, weights["candidate"].value, difference, centre - half, centre + half,
+        labelled, weights["production"].value, weights["candidate"].value, difference, centre - half, centre + half,
         big_d, small_d, weights["production"], weights["candidate"],
     )  # fmt: skip
 
 
-def _pairs(ws: Workspace, candidate: str, production: str | None, window: str) -> pd.DataFrame:
-    """Every request both models scored: its window, each model's class, whether the candidate acted, the truth."""
+def _both(window: str) -> str:
+    """Every request both models scored (parameters: candidate, production twice): its window, each model's class,
+    whether the candidate acted, the truth (the latest label on either prediction), and how its label was chosen."""
     if window not in ("hour", "day", "week"):
         raise ValueError(f"window must be hour, day or week, not {window!r}")  # pages and the CLI offer only these
-    with store.connect(ws) as con:
-        return con.execute(
-            f"""
-            WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id),
-            c AS (SELECT * FROM log_predictions WHERE model_version = ? AND stage IN ('shadow', 'limited')),
-            p AS (SELECT * FROM log_predictions WHERE coalesce(stage, 'production') = 'production'
-                  AND (? IS NULL OR model_version = ?))
+    return f"""
+        fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id),
+        c AS (SELECT * FROM log_predictions WHERE model_version = ? AND stage IN ('shadow', 'limited')),
+        p AS (SELECT * FROM log_predictions WHERE coalesce(stage, 'production') = 'production'
+              AND (? IS NULL OR model_version = ?)),
+        pairs AS (
             SELECT date_trunc('{window}', p.ts) AS "window", p.id AS production_id, c.id AS candidate_id,
                    p.model_version AS production_version, p.predicted AS production_label, c.predicted AS candidate_label,
-                   c.served AS acted, coalesce(f1.label, f2.label) AS truth, p.ts, p.name, p.image_path,
-                   p.predicted <> c.predicted OR (CASE WHEN c.served THEN c.ood OR coalesce(c.referred, FALSE)
-                                                       ELSE p.ood OR coalesce(p.referred, FALSE) END) AS flagged,
+                   coalesce(c.served, FALSE) AS acted, coalesce(f1.label, f2.label) AS truth, p.ts, p.name, p.image_path,
+                   coalesce(p.predicted <> c.predicted OR (CASE WHEN c.served THEN c.ood OR coalesce(c.referred, FALSE)
+                                                       ELSE p.ood OR coalesce(p.referred, FALSE) END), FALSE) AS flagged,
                    coalesce(p.audit, c.audit, FALSE) AS audit, coalesce(p.audit_p, c.audit_p, 0.0) AS audit_p
             FROM p JOIN c ON c.request_id = p.request_id
             LEFT JOIN fb f1 ON f1.prediction_id = p.id LEFT JOIN fb f2 ON f2.prediction_id = c.id
-            ORDER BY p.ts
+        )"""
+
+
+def _counts(ws: Workspace, candidate: str, production: str | None, window: str) -> pd.DataFrame:
+    """The requests both scored, counted in the database by window, production version, whether the candidate acted
+    and PAIR_KEYS (column n): a million pairs come back as a few hundred rows."""
+    with store.connect(ws) as con:
+        return con.execute(
+            f"""
+            WITH {_both(window)}
+            SELECT "window", production_version, acted, production_label IS DISTINCT FROM candidate_label AS disputed,
+                   truth IS NOT NULL AS labelled, coalesce(production_label = truth, FALSE) AS production_right,
+                   coalesce(candidate_label = truth, FALSE) AS candidate_right, flagged, audit, audit_p, count(*) AS n
+            FROM pairs GROUP BY ALL ORDER BY "window"
             """,
             [candidate, production, production],
         ).df()
 
 
-def compare(ws: Workspace, candidate: str, production: str | None = None, window: str = "day") -> Comparison:
-    """The candidate against production (any production version it ran beside, unless one is named)."""
-    pairs = _pairs(ws, candidate, production, window)
-    agree = (pairs["production_label"] == pairs["candidate_label"]).to_numpy()
+DISPUTE_COLUMNS = (
+    "production_id", "candidate_id", "production_version", "production_label", "candidate_label", "acted", "truth", "ts",
+    "name", "image_path",
+)  # fmt: skip
+
+
+def _disputes(ws: Workspace, candidate: str, production: str | None, limit: int) -> pd.DataFrame:
+    """The latest `limit` requests the two answered differently, newest first, with the kept image."""
+    with store.connect(ws) as con:
+        return con.execute(
+            f"""
+            WITH {_both("day")}
+            SELECT {", ".join(DISPUTE_COLUMNS)}
+            FROM pairs WHERE production_label IS DISTINCT FROM candidate_label ORDER BY ts DESC, production_id LIMIT ?
+            """,
+            [candidate, production, production, limit],
+        ).df()
+
+
+def compare(ws: Workspace, candidate: str, production: str | None = None, window: str = "day", latest: int = 12) -> Comparison:
+    """The candidate against production (any production version it ran beside, unless one is named), with the
+    `latest` disagreements."""
+    counts = _counts(ws, candidate, production, window)
+    paired = int(counts["n"].sum())
+    agreeing = int(counts.loc[~counts["disputed"].astype(bool), "n"].sum())
     rows = []
-    for start, part in pairs.groupby("window", sort=True):
-        acc = _accuracy(part)
-        same = (part["production_label"] == part["candidate_label"]).mean()
+    for start, part in counts.groupby("window", sort=True):
+        acc = weighted_paired(part)
+        size = int(part["n"].sum())
+        same = int(part.loc[~part["disputed"].astype(bool), "n"].sum())
         rows.append(
             {
                 "window": start,
-                "paired": len(part),
-                "agreement": float(same),
+                "paired": size,
+                "agreement": same / size,
                 **{f: getattr(acc, f) for f in Paired.__dataclass_fields__},
             }
         )
-    names = sorted(set(pairs["production_version"])) if len(pairs) else [production or ""]
+    names = sorted(set(counts["production_version"])) if paired else [production or ""]
     return Comparison(
         candidate,
         production or ", ".join(names),
-        len(pairs),
-        float(agree.mean()) if len(pairs) else None,
-        int(pairs["acted"].fillna(False).astype(bool).sum()),
-        _accuracy(pairs),
+        paired,
+        agreeing / paired if paired else None,
+        int(counts.loc[counts["acted"].astype(bool), "n"].sum()),
+        weighted_paired(counts),
         pd.DataFrame(rows, columns=["window", "paired", "agreement", *Paired.__dataclass_fields__]),
-        pairs,
+        _disputes(ws, candidate, production, latest) if paired else pd.DataFrame(columns=list(DISPUTE_COLUMNS)),
     )
-
-
-def _accuracy(pairs: pd.DataFrame) -> Paired:
-    return weighted_paired(pairs)
 
 
 def gate(c: Comparison, criteria: Criteria = Criteria()) -> Gate:
@@ -297,10 +348,9 @@ def windows_table(c: Comparison) -> pd.DataFrame:
 
 
 def disagreements(c: Comparison, limit: int = 12) -> pd.DataFrame:
-    """The latest requests where the two models answered differently, with the kept image (disputes are kept)."""
-    pairs = c.pairs
-    differ = pairs[pairs["production_label"] != pairs["candidate_label"]]
-    return differ.sort_values("ts", ascending=False).head(limit).reset_index(drop=True)
+    """The latest requests where the two models answered differently, newest first, with the kept image (disputes
+    are kept); at most as many as `compare` was asked for."""
+    return c.disputes.head(limit).reset_index(drop=True)
 
 
 def comparison_figure(c: Comparison) -> go.Figure:
