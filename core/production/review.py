@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -27,12 +27,14 @@ from core.data import gather
 from core.errors import UserError
 from core.model import registry
 from core.model.rates import Rate
-from core.production import audit, prediction_log, review_order
+from core.production import audit, label_map, prediction_log, review_order
+from core.production.monitoring import window_store
 from core.production.monitoring.queries import AGREES
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import failpoints, store
 from core.workspace.paths import Workspace
 
+T = TypeVar("T")
 REASONS = ("referred", "out of domain", "disputed", "audit")  # why a prediction waits for a person
 FLAGS = REASONS[:3]  # the model's reasons (the audit is chance's): the only ones a reviewer may count before labelling
 ORDERS = ("oldest", "newest", "valuable")  # how the queue is ordered (review_order.py: the value of a label)
@@ -45,31 +47,81 @@ _PAIRS = """pairs AS (  -- requests scored by production and a candidate: the ot
       AND request_id IN (SELECT request_id FROM log_predictions WHERE stage IN ('shadow', 'limited'))
     GROUP BY request_id HAVING count(*) > 1  -- a candidate scored it (only then has a request two predictions)
 )"""
-_LABELLED = """labelled AS (  -- requests someone already labelled (on any of their predictions)
-    SELECT DISTINCT coalesce(p.request_id, p.id) AS request FROM log_predictions p JOIN log_feedback f ON f.prediction_id = p.id
-), reviewed AS (  -- images a reviewer (or an imported label) already settled: their other requests need no one
-    SELECT DISTINCT p.sha256 FROM log_predictions p JOIN log_feedback f ON f.prediction_id = p.id
-    WHERE f.source IN ('review', 'import') AND p.sha256 IS NOT NULL
-)"""
+CANDIDATES = "review_candidates"  # the relation `_queue` makes: every prediction the queue may hold
+
+
+def _waiting_candidates(src: str) -> tuple[str, list[object]]:
+    """The predictions of `src` that wait for a person unless labelled: served, and referred, out of domain,
+    disputed or drawn by the audit. Found day by day and kept (window_store): a request's predictions are logged
+    together, so its other model's answer is on the same day."""
+    pairs = _PAIRS.replace("FROM log_predictions", f"FROM {src}")
+    return (
+        f"""WITH {pairs}
+        SELECT p.id, p.ts, p.source, p.name, p.model_version, coalesce(p.stage, 'production') AS stage, p.predicted,
+               p.confidence, p.probs, p.action, p.ood, coalesce(p.referred, FALSE) AS referred,
+               coalesce(d.disputed, FALSE) AS disputed, coalesce(p.audit, FALSE) AS audit, d.other_label, d.other_version,
+               p.image_path, coalesce(p.sha256, p.id) AS image, p.sha256, coalesce(p.request_id, p.id) AS request
+        FROM {src} p LEFT JOIN pairs d ON d.request_id = p.request_id
+        WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE)
+                                         OR coalesce(p.audit, FALSE))""",
+        [],
+    )
+
+
+FIRSTS = "review_firsts"  # the queue in this connection, one row per image (`_queue` makes it)
+_FLAGS = ("referred", "ood", "disputed", "audit")
 # One entry per image: an image sent several times waits once (its oldest waiting prediction, with how many wait),
 # and leaves the queue when a reviewer (or an imported label) settles any of its predictions; feedback from the app
 # or the simulator settles only its own request.
-_PENDING = f"""WITH {_PAIRS}, {_LABELLED},
-waiting AS (
-    SELECT p.id, p.ts, p.source, p.name, p.model_version, coalesce(p.stage, 'production') AS stage, p.predicted,
-           p.confidence, p.probs, p.action, p.ood, coalesce(p.referred, FALSE) AS referred,
-           coalesce(d.disputed, FALSE) AS disputed, coalesce(p.audit, FALSE) AS audit, d.other_label, d.other_version,
-           p.image_path, coalesce(p.sha256, p.id) AS image
-    FROM log_predictions p LEFT JOIN pairs d ON d.request_id = p.request_id
-    WHERE p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE) OR coalesce(d.disputed, FALSE)
-                                     OR coalesce(p.audit, FALSE))
-      AND coalesce(p.request_id, p.id) NOT IN (SELECT request FROM labelled)
-      AND (p.sha256 IS NULL OR p.sha256 NOT IN (SELECT sha256 FROM reviewed))
+_QUEUE = f"""WITH labelled AS (  -- requests someone already labelled (on any of their predictions)
+    SELECT DISTINCT m.request FROM log_feedback f JOIN {label_map.TABLE} m ON m.prediction_id = f.prediction_id
+), reviewed AS (  -- images a reviewer (or an imported label) already settled: their other requests need no one
+    SELECT DISTINCT m.sha256 FROM log_feedback f JOIN {label_map.TABLE} m ON m.prediction_id = f.prediction_id
+    WHERE f.source IN ('review', 'import') AND m.sha256 IS NOT NULL
+), waiting AS (
+    SELECT id, ts, image, {", ".join(_FLAGS)} FROM {CANDIDATES}
+    WHERE request NOT IN (SELECT request FROM labelled) AND (sha256 IS NULL OR sha256 NOT IN (SELECT sha256 FROM reviewed))
+), firsts AS (
+    SELECT arg_min({{'id': id, 'ts': ts, {", ".join(f"'{f}': {f}" for f in _FLAGS)}}}, {{'ts': ts, 'id': id}}) AS first,
+           count(*) AS copies
+    FROM waiting GROUP BY image
 )
-SELECT * EXCLUDE (image, rank) FROM (
-    SELECT *, row_number() OVER (PARTITION BY image ORDER BY ts, id) AS rank, count(*) OVER (PARTITION BY image) AS copies
-    FROM waiting
-) WHERE rank = 1"""
+SELECT first.*, copies FROM firsts"""
+_ROWS = (
+    "id, ts, source, name, model_version, stage, predicted, confidence, probs, action, ood, referred, disputed, audit, "
+    "other_label, other_version, image_path"
+)  # an item's columns, as the page and the CLI read them
+
+
+def _queue(ws: Workspace, con: duckdb.DuckDBPyConnection) -> None:
+    """FIRSTS in this connection: the queue as one row per image (id, ts, flags, copies), from the candidates kept
+    day by day and the labels' map (label_map), never a scan of the whole log."""
+    label_map.load(ws, con)
+    window_store.relation(ws, con, "day", "review-candidates", _waiting_candidates, "v1", CANDIDATES)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {FIRSTS} AS {_QUEUE}")
+
+
+def _again(ws: Workspace, con: duckdb.DuckDBPyConnection, ask: Callable[[], T]) -> T:
+    """ask() over the queue made in `con`; made again and asked once more when another process replaced a kept file
+    meanwhile (window_store.relation)."""
+    _queue(ws, con)
+    try:
+        return ask()
+    except duckdb.IOException:
+        _queue(ws, con)
+        return ask()
+
+
+def _rows(con: duckdb.DuckDBPyConnection, ids: list[str]) -> pd.DataFrame:
+    """The queue's rows of these ids (with how many copies of each image wait), in the order given."""
+    if not ids:
+        return con.execute(f"SELECT {_ROWS}, 0::BIGINT AS copies FROM {CANDIDATES} LIMIT 0").df()
+    marks = ", ".join("?" for _ in ids)
+    page = con.execute(
+        f"SELECT c.*, f.copies FROM (SELECT {_ROWS} FROM {CANDIDATES} WHERE id IN ({marks})) c JOIN {FIRSTS} f USING (id)",
+        ids,
+    ).df()
+    return page.drop_duplicates("id").set_index("id", drop=False).loc[ids].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -141,11 +193,11 @@ def why(ws: Workspace, prediction_id: str) -> str:
 
 def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Backlog:
     with store.reuse(ws, con) as c:
-        n, referred, ood, disputed, drawn, oldest = c.execute(
-            f"SELECT count(*), count_if(referred), count_if(ood), count_if(disputed), count_if(audit), min(ts) FROM ({_PENDING})"
-        ).fetchone()
+        counted = f"SELECT count(*), {', '.join(f'count_if({f})' for f in _FLAGS)}, min(ts) FROM {FIRSTS}"
+        n, referred, ood, disputed, drawn, oldest = _again(ws, c, lambda: c.execute(counted).fetchone())
         reviewed, agreed = c.execute(
-            f"SELECT count(*), count_if({AGREES}) FROM log_feedback fb LEFT JOIN log_predictions p ON p.id = fb.prediction_id "
+            f"SELECT count(*), count_if({AGREES}) FROM log_feedback fb "
+            f"LEFT JOIN {label_map.TABLE} p ON p.prediction_id = fb.prediction_id "
             "WHERE fb.source = 'review'",
             [NONE_OF_THESE],
         ).fetchone()
@@ -159,13 +211,19 @@ def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, order: str = "
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")  # pages and the CLI offer only these
     with store.connect(ws) as con:
-        if order != "valuable":
-            by = "ts DESC, id DESC" if order == "newest" else "ts, id"
-            return con.execute(f"{_PENDING} ORDER BY {by} LIMIT ? OFFSET ?", [int(limit), int(offset)]).df()
-        scores = con.execute(f"SELECT id, ts, model_version, probs, action, audit FROM ({_PENDING}) ORDER BY ts, id").df()
-        ids = review_order.ranked(ws, scores, con)[int(offset) : int(offset) + int(limit)]
-        page = con.execute(f"SELECT * FROM ({_PENDING}) WHERE list_contains(?, id)", [ids]).df()
-    return page.set_index("id", drop=False).loc[ids].reset_index(drop=True)
+
+        def page() -> pd.DataFrame:
+            if order != "valuable":
+                by = "ts DESC, id DESC" if order == "newest" else "ts, id"
+                found = con.execute(f"SELECT id FROM {FIRSTS} ORDER BY {by} LIMIT ? OFFSET ?", [int(limit), int(offset)])
+                return _rows(con, [r[0] for r in found.fetchall()])
+            scores = con.execute(
+                f"SELECT id, ts, model_version, probs, action, audit FROM {CANDIDATES} "
+                f"WHERE id IN (SELECT id FROM {FIRSTS}) ORDER BY ts, id"
+            ).df()
+            return _rows(con, review_order.ranked(ws, scores, con)[int(offset) : int(offset) + int(limit)])
+
+        return _again(ws, con, page)
 
 
 def pending(ws: Workspace, limit: int = 20, offset: int = 0, order: str = "oldest") -> list[Item]:

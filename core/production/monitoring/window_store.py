@@ -133,6 +133,55 @@ def grouped(
     return out.sort_values(order, kind="stable").reset_index(drop=True)
 
 
+def relation(ws: Workspace, con: duckdb.DuckDBPyConnection, window: str, what: str, query: Query, key: object, name: str) -> str:
+    """query's rows over the whole log as a temporary view `name` of this connection, found group by group as
+    `grouped` finds them (kept where the group's inputs are unchanged), for rows too many to bring into Python: the
+    view reads the kept files where it is queried (only the columns asked for), the other groups' rows from a
+    temporary table. Returns `name`. A query over it can fail with duckdb.IOException when another process replaced
+    a kept file meanwhile (a late file on an old day): make the view again and ask again."""
+    live = f"{name}_live"
+    found = groups(ws, window, con) if window in ("hour", "day", "week") else None
+    if found is None:
+        sql, params = query("log_predictions")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {live} AS {sql}", params)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM {live}")
+        return name
+    today = store.now().date()
+    kept = folder(ws)
+    asked = _key(VERSION, what, window, key)
+    paths: list[tuple[Group, Path]] = []
+    made = False
+    for g in found:
+        path = kept / f"{what}-{window}-{g.start.isoformat()}-{asked}-{_key(g.inputs)}.parquet"
+        if not path.exists():
+            sql, params = _over(con, g, query)
+            if g.end > today or not _keep(con, sql, params, path):
+                verb = f"INSERT INTO {live}" if made else f"CREATE OR REPLACE TEMP TABLE {live} AS"
+                con.execute(f"{verb} {sql}", params)
+                made = True
+                continue
+        paths.append((g, path))
+    if not made:
+        sql, params = query("log_predictions")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {live} AS SELECT * FROM ({sql}) LIMIT 0", params)
+    if paths:
+        try:  # every footer read: a damaged file is found here, not halfway through a page's query
+            con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_files.sql_path(p) for _, p in paths)}])")
+        except duckdb.Error:
+            for g, path in paths:
+                try:
+                    con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)])
+                except duckdb.Error:
+                    sql, params = _over(con, g, query)
+                    if not _keep(con, sql, params, path):  # written again over a damaged one, else read now
+                        path.unlink(missing_ok=True)
+                        con.execute(f"INSERT INTO {live} {sql}", params)
+            paths = [(g, p) for g, p in paths if p.exists()]
+    sources = [f"SELECT * FROM read_parquet([{', '.join(log_files.sql_path(p) for _, p in paths)}])"] if paths else []
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join([*sources, f'SELECT * FROM {live}'])}")
+    return name
+
+
 def _over(con: duckdb.DuckDBPyConnection, g: Group, query: Query) -> tuple[str, list[object]]:
     """query over the rows of one group of days (its files and the table's rows on those days)."""
     where = f"ts >= {_literal(g.start)} AND ts < {_literal(g.end)}"

@@ -1,0 +1,264 @@
+"""Which prediction every label is on: for each prediction id that has feedback, its request and image, kept under
+cache/log-labels/ and extended only by the labels not looked up before.
+
+Labels arrive at any time, for predictions of any day, and every figure from labels (the review queue's "already
+labelled" and "already reviewed", accuracy) needs the request and the image of the labelled prediction. Looking
+them up joins every label with the whole log: seconds over ten million rows, again on every page. A logged row
+never changes once written, so what a lookup found stays true for as long as the file it was found in is in view.
+Each call therefore looks up only:
+- labels whose prediction was never looked up (searched day by day, newest first: a label is given soon after its
+  prediction, most often; many at once are looked up in one pass);
+- labels found in a file that left the view since (compaction folded it, `check` quarantined it): searched first on
+  the day that file held;
+- labels found nowhere before: searched only in the files that came into view since.
+The database's table (where rows logged before the log became files live) is looked up each time: it is small.
+
+A cache it is: anything under cache/ may be deleted at any time (the next call looks everything up again), and a
+workspace where it cannot be written only looks up more each time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from core.workspace import log_files
+from core.workspace.paths import Workspace, write_atomic
+
+TABLE = "label_map"  # the view `load` leaves in the connection: prediction_id and FIELDS
+# what the map keeps of a labelled prediction (a logged row never changes): name -> (type, expression over the row)
+FIELDS = {
+    "request": ("VARCHAR", "coalesce(request_id, id)"), "sha256": ("VARCHAR", "sha256"), "ts": ("TIMESTAMP", "ts"),
+    "source": ("VARCHAR", "source"), "model_version": ("VARCHAR", "model_version"),
+    "stage": ("VARCHAR", "coalesce(stage, 'production')"), "served": ("BOOLEAN", "served"),
+    "predicted": ("VARCHAR", "predicted"), "ood": ("BOOLEAN", "ood"), "referred": ("BOOLEAN", "coalesce(referred, FALSE)"),
+    "audit": ("BOOLEAN", "coalesce(audit, FALSE)"), "audit_p": ("DOUBLE", "coalesce(audit_p, 0.0)"),
+}  # fmt: skip
+_TYPED = ", ".join(f"{k} {t}" for k, (t, _) in FIELDS.items())
+_ROW = ", ".join(f"{e} AS {k}" for k, (_, e) in FIELDS.items())
+_NAMES = ", ".join(FIELDS)
+PREFIX = "map-v1-"  # kept files' names: raise the version when FIELDS change
+BULK = 20_000  # labels to look up at once over every file, rather than day by day
+
+
+def folder(ws: Workspace) -> Path:
+    return ws.root / "cache" / "log-labels"
+
+
+def _key(ws: Workspace, path: Path) -> str:
+    """A log file as the map names it: its place under logs/ (names alone may repeat across partitions)."""
+    return path.relative_to(log_files.root(ws, "predictions")).as_posix()
+
+
+def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
+    """Make TABLE in `con` (a view): every labelled prediction id in the log, once, with FIELDS (its request, image,
+    class, flags, ...); returns its name. Labels on predictions that are not in the log have no row. Labels taken
+    back (undo) keep theirs: join with log_feedback for the labels there are now. One process at a time keeps what
+    it found (the others look up for themselves meanwhile), so no id is kept twice."""
+    with _holding(ws) as writer:
+        return _load(ws, con, writer)
+
+
+@contextmanager
+def _holding(ws: Workspace) -> Iterator[bool]:
+    """The hold on keeping lookups (True when this process has it; released by the system if the process dies)."""
+    try:
+        folder(ws).mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder(ws) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only workspace: look up, keep nothing
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except OSError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)
+
+
+def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> str:
+    files = {_key(ws, f): f for f in log_files.readable(ws, "predictions")}
+    feedback = {f.relative_to(log_files.root(ws, "feedback")).as_posix(): f for f in log_files.readable(ws, "feedback")}
+    state = _read_state(ws)
+    kept = _current(ws, state, writer)
+    gone = set(state["log"]) - set(files)  # files that left the view: what was found in them is looked up again
+    # the database's table: rows are added with the time they are given (a label taken back is deleted); the rows
+    # up to the last one seen are the same as then when they still count the same
+    seen_count, seen_until = state["table"] or (0, "0001-01-01 00:00:00")
+    table_now = con.execute("SELECT count(*), max(ts) FROM feedback").fetchone()
+    same_table = con.execute("SELECT count(*) FROM feedback WHERE ts <= ?", [seen_until]).fetchone()[0] == seen_count
+    whole = bool(gone) or not state["log"] or not same_table
+    for table in ("label_found", "label_new"):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (prediction_id VARCHAR, {_TYPED}, file VARCHAR)")
+    kept = _readable(con, kept, writer)
+    listed = ", ".join(log_files.sql_path(p) for p in kept)
+    kept_sql = f"SELECT * FROM read_parquet([{listed}])" if kept else "SELECT * FROM label_new"
+    if whole:  # the first call, or after a compaction: every label checked, what lost its file dropped
+        con.execute("CREATE OR REPLACE TEMP TABLE label_files (file VARCHAR)")
+        if files:
+            con.executemany("INSERT INTO label_files VALUES (?)", [[k] for k in files])
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE label_kept AS SELECT DISTINCT ON (prediction_id) * FROM ({kept_sql}) "
+            "WHERE file IN (SELECT file FROM label_files)"
+        )
+        con.execute("CREATE OR REPLACE TEMP TABLE label_asked AS SELECT DISTINCT prediction_id FROM log_feedback")
+        kept_sql = "SELECT * FROM label_kept"
+    else:  # only the labels in feedback files not seen before, and the table's rows after the last seen
+        fresh = [f for k, f in feedback.items() if k not in state["feedback"]]
+        parts = ["SELECT prediction_id FROM feedback WHERE ts > CAST(? AS TIMESTAMP)"]
+        if fresh:
+            parts.append(f"SELECT prediction_id FROM read_parquet([{', '.join(log_files.sql_path(f) for f in fresh)}])")
+        union = " UNION ALL ".join(parts)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE label_asked AS SELECT DISTINCT prediction_id FROM ({union})", [seen_until])
+    table_rows = con.execute("SELECT count(*) FROM predictions").fetchone()[0]  # rows logged before the files: few, or none
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE label_table AS SELECT id AS prediction_id, {_ROW} FROM predictions "
+        f"WHERE {'id IN (SELECT prediction_id FROM log_feedback)' if table_rows else 'FALSE'}"
+    )
+    known = f"SELECT prediction_id FROM ({kept_sql}) WHERE prediction_id IN (SELECT prediction_id FROM label_asked)"
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE label_todo AS SELECT prediction_id FROM label_asked
+            EXCEPT SELECT prediction_id FROM ({known}) EXCEPT SELECT prediction_id FROM label_table"""
+    )
+    misses = [] if whole else sorted(state["unfound"])  # found in no file before: looked for in new files only
+    con.execute("CREATE OR REPLACE TEMP TABLE label_misses (prediction_id VARCHAR)")
+    if misses:
+        con.executemany("INSERT INTO label_misses VALUES (?)", [[i] for i in misses])
+    new_files = [f for k, f in files.items() if k not in state["log"]]
+    _search(ws, con, "SELECT prediction_id FROM label_misses", new_files, set())
+    days = {log_files.day_of(Path(k)) for k in gone} - {None}
+    todo = "SELECT prediction_id FROM label_todo EXCEPT SELECT prediction_id FROM label_found"
+    _search(ws, con, todo, list(files.values()), days)  # type: ignore[arg-type]
+    if writer and con.execute("SELECT count(*) FROM label_found").fetchone()[0]:
+        _write(ws, con, "label_found")
+    missing = con.execute(
+        "SELECT prediction_id FROM (SELECT prediction_id FROM label_todo UNION SELECT prediction_id FROM label_misses) "
+        "EXCEPT SELECT prediction_id FROM label_found"
+    ).fetchall()
+    if writer and whole and kept and _write(ws, con, "label_kept"):  # the kept lookups, less what lost its file, as one file
+        now = time.time()  # the files it replaces are left a while for readers that listed them
+        state["superseded"] = {**state["superseded"], **{p.name: now for p in kept}}
+        kept_sql = "SELECT * FROM label_kept"
+    table = [int(table_now[0]), str(table_now[1])] if table_now[1] is not None else []
+    state |= {"log": sorted(files), "feedback": sorted(feedback), "unfound": sorted(r[0] for r in missing), "table": table}
+    if writer:
+        _write_state(ws, state)
+    parts = (kept_sql, "SELECT * FROM label_table", "SELECT * FROM label_found")
+    union = " UNION ALL ".join(f"SELECT prediction_id, {_NAMES} FROM ({sql})" for sql in parts)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {TABLE} AS {union}")
+    return TABLE
+
+
+def _readable(con: duckdb.DuckDBPyConnection, kept: list[Path], writer: bool) -> list[Path]:
+    """The kept files that can be read; one that cannot is left out (and removed by the process that keeps lookups:
+    it is cache, looked up again)."""
+    if not kept:
+        return []
+    try:
+        con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_files.sql_path(p) for p in kept)}])").fetchone()
+        return kept
+    except duckdb.Error:
+        good = []
+        for path in kept:
+            try:
+                con.execute(f"SELECT count(*) FROM read_parquet({log_files.sql_path(path)})").fetchone()
+                good.append(path)
+            except duckdb.Error:
+                if writer:
+                    path.unlink(missing_ok=True)
+        return good
+
+
+def _search(ws: Workspace, con: duckdb.DuckDBPyConnection, ids_sql: str, files: list[Path], first: set[str]) -> int:
+    """Look up the ids `ids_sql` selects in `files` (the days in `first` first, then newest day first; all at once
+    when there are many); what is found is added to label_found. Returns how many were found."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE label_search AS {ids_sql}")
+    left = con.execute("SELECT count(*) FROM label_search").fetchone()[0]
+    if not left or not files:
+        return 0
+    by_day: dict[str, list[Path]] = {}
+    for f in files:
+        by_day.setdefault(log_files.day_of(f) or "", []).append(f)
+    order = sorted(d for d in by_day if d in first) + sorted((d for d in by_day if d not in first), reverse=True)
+    batches = [files] if left > BULK else [by_day[d] for d in order]
+    found = 0
+    root = log_files.root(ws, "predictions")
+    for batch in batches:
+        listed = ", ".join(log_files.sql_path(f) for f in batch)
+        added = con.execute(
+            f"""INSERT INTO label_found
+                SELECT id, {_ROW}, substr(filename, {len(str(root)) + 2})
+                FROM read_parquet([{listed}], filename = true) WHERE id IN (SELECT prediction_id FROM label_search)"""
+        ).fetchone()[0]
+        if added:
+            found += added
+            con.execute("DELETE FROM label_search WHERE prediction_id IN (SELECT prediction_id FROM label_found)")
+            left -= added
+        if left <= 0:
+            break
+    return found
+
+
+def _write(ws: Workspace, con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Keep a table of lookups as a new file (two processes at once each keep theirs); False when it cannot be."""
+    path = folder(ws) / f"{PREFIX}{uuid.uuid4().hex}.parquet"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        con.execute(f"COPY {table} TO {log_files.sql_path(tmp)} (FORMAT parquet)")
+        os.replace(tmp, path)
+    except (duckdb.Error, OSError):
+        return False  # not kept: looked up again next time
+    return True
+
+
+def _state(ws: Workspace) -> Path:
+    return folder(ws) / f"{PREFIX}state.json"
+
+
+def _read_state(ws: Workspace) -> dict[str, Any]:
+    """What the kept lookups cover: the log files in view and the feedback files read when they were last brought
+    up to date, the feedback table's rows then (how many, the latest time), the labelled ids found in none of those
+    log files, and the kept files folded into another (with when)."""
+    try:
+        state = json.loads(_state(ws).read_text())
+        out: dict[str, Any] = {k: list(state[k]) for k in ("log", "feedback", "unfound", "table")}
+        return out | {"superseded": {str(k): float(v) for k, v in dict(state["superseded"]).items()}}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {"log": [], "feedback": [], "unfound": [], "table": [], "superseded": {}}
+
+
+def _current(ws: Workspace, state: dict[str, Any], writer: bool) -> list[Path]:
+    """The kept files to read: not folded into another. One folded more than GRACE_S ago is deleted (cache) by the
+    process that keeps lookups."""
+    now, out = time.time(), []
+    for path in sorted(folder(ws).glob(f"{PREFIX}*.parquet")):
+        when = state["superseded"].get(path.name)
+        if when is None:
+            out.append(path)
+        elif writer and now - when > log_files.GRACE_S:
+            path.unlink(missing_ok=True)
+    names = {p.name for p in folder(ws).glob(f"{PREFIX}*.parquet")}
+    state["superseded"] = {k: v for k, v in state["superseded"].items() if k in names}
+    return out
+
+
+def _write_state(ws: Workspace, state: dict[str, Any]) -> None:
+    try:
+        _state(ws).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(_state(ws), json.dumps(state).encode())
+    except OSError:
+        return
