@@ -308,3 +308,11 @@ def test_the_accuracy_counted_in_the_database_is_the_accuracy_of_every_predictio
         found = accuracy.accuracy(prod, f)
         assert found == per_prediction_accuracy(prod, f), f
         assert found.served > 0
+    # a label given later on the unlabelled request's candidate prediction (the kept map is extended by it, with the
+    # production prediction beside it), and one taken back
+    review.label(
+        prod, rows[(rows["stage"] == "shadow") & (rows["request_id"] == shadow.shown[3].request_id)]["id"].iloc[0], "blue", "bo"
+    )
+    review.undo_last(prod, "ann")
+    for f in (LogFilter(), LogFilter(version=v2)):
+        assert accuracy.accuracy(prod, f) == per_prediction_accuracy(prod, f), f

@@ -47,7 +47,7 @@ FIELDS = {
 _TYPED = ", ".join(f"{k} {t}" for k, (t, _) in FIELDS.items())
 _ROW = ", ".join(f"{e} AS {k}" for k, (_, e) in FIELDS.items())
 _NAMES = ", ".join(FIELDS)
-PREFIX = "map-v1-"  # kept files' names: raise the version when FIELDS change
+PREFIX = "map-v2-"  # kept files' names: raise the version when what they hold changes
 BULK = 20_000  # labels to look up at once over every file, rather than day by day
 
 
@@ -61,8 +61,9 @@ def _key(ws: Workspace, path: Path) -> str:
 
 
 def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
-    """Make TABLE in `con` (a view): every labelled prediction id in the log, once, with FIELDS (its request, image,
-    class, flags, ...); returns its name. Labels on predictions that are not in the log have no row. Labels taken
+    """Make TABLE in `con` (a view): every labelled prediction in the log, and the other predictions of its request
+    (a candidate's beside production's), each once, with FIELDS (its request, image, class, flags, ...); returns its
+    name. Only the labelled ones join log_feedback. Labels on predictions that are not in the log have no row. Labels taken
     back (undo) keep theirs: join with log_feedback for the labels there are now. One process at a time keeps what
     it found (the others look up for themselves meanwhile), so no id is kept twice."""
     with _holding(ws) as writer:
@@ -100,10 +101,11 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> str:
     seen_count, seen_until = state["table"] or (0, "0001-01-01 00:00:00")
     table_now = con.execute("SELECT count(*), max(ts) FROM feedback").fetchone()
     same_table = con.execute("SELECT count(*) FROM feedback WHERE ts <= ?", [seen_until]).fetchone()[0] == seen_count
-    whole = bool(gone) or not state["log"] or not same_table
+    listed_kept = len(kept)
+    kept = _readable(con, kept, writer)  # a damaged kept file: what it held is looked up again, all of it
+    whole = bool(gone) or not state["log"] or not same_table or len(kept) < listed_kept
     for table in ("label_found", "label_new"):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (prediction_id VARCHAR, {_TYPED}, file VARCHAR)")
-    kept = _readable(con, kept, writer)
     listed = ", ".join(log_files.sql_path(p) for p in kept)
     kept_sql = f"SELECT * FROM read_parquet([{listed}])" if kept else "SELECT * FROM label_new"
     if whole:  # the first call, or after a compaction: every label checked, what lost its file dropped
@@ -125,14 +127,20 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> str:
         con.execute(f"CREATE OR REPLACE TEMP TABLE label_asked AS SELECT DISTINCT prediction_id FROM ({union})", [seen_until])
     table_rows = con.execute("SELECT count(*) FROM predictions").fetchone()[0]  # rows logged before the files: few, or none
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE label_table AS SELECT id AS prediction_id, {_ROW} FROM predictions "
-        f"WHERE {'id IN (SELECT prediction_id FROM log_feedback)' if table_rows else 'FALSE'}"
+        f"CREATE OR REPLACE TEMP TABLE label_table AS SELECT id AS prediction_id, {_ROW} FROM predictions WHERE "
+        + (
+            "coalesce(request_id, id) IN (SELECT coalesce(request_id, id) FROM predictions "
+            "WHERE id IN (SELECT prediction_id FROM log_feedback))"
+            if table_rows
+            else "FALSE"
+        )
     )
     known = f"SELECT prediction_id FROM ({kept_sql}) WHERE prediction_id IN (SELECT prediction_id FROM label_asked)"
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE label_todo AS SELECT prediction_id FROM label_asked
             EXCEPT SELECT prediction_id FROM ({known}) EXCEPT SELECT prediction_id FROM label_table"""
     )
+    con.execute(f"CREATE OR REPLACE TEMP VIEW label_known AS SELECT prediction_id FROM ({kept_sql})")
     misses = [] if whole else sorted(state["unfound"])  # found in no file before: looked for in new files only
     con.execute("CREATE OR REPLACE TEMP TABLE label_misses (prediction_id VARCHAR)")
     if misses:
@@ -207,6 +215,16 @@ def _search(ws: Workspace, con: duckdb.DuckDBPyConnection, ids_sql: str, files: 
             found += added
             con.execute("DELETE FROM label_search WHERE prediction_id IN (SELECT prediction_id FROM label_found)")
             left -= added
+            # the other predictions of their requests (a candidate's beside production's: logged together, in the
+            # same files), so that a request's label counts for each of them (accuracy)
+            con.execute(
+                f"""INSERT INTO label_found
+                    SELECT id, {_ROW}, substr(filename, {len(str(root)) + 2})
+                    FROM read_parquet([{listed}], filename = true)
+                    WHERE request_id IN (SELECT request FROM label_found)
+                      AND id NOT IN (SELECT prediction_id FROM label_found)
+                      AND id NOT IN (SELECT prediction_id FROM label_known)"""
+            )
         if left <= 0:
             break
     return found

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import numpy as np
@@ -24,8 +24,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from core.model.rates import MIN_N, Z95, Rate
+from core.production import label_map
+from core.production.monitoring import window_store
 from core.production.monitoring.drift import DriftReport
-from core.production.monitoring.queries import LogFilter, logged
+from core.production.monitoring.queries import LogFilter, filter_key, logged
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -176,10 +178,91 @@ def weighted(frame: pd.DataFrame) -> Interval:
     return Interval(value, max(0.0, value - half), min(1.0, value + half), used)
 
 
+_KEYS = ["flagged", "audit", "audit_p"]
+
+
 def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """The predictions in view counted by TALLY (column n): whether its request was a hard case, drawn by the audit
     (with its probability), labelled (the latest label on any prediction of the request) and right by that label.
-    Counted in the database: millions of predictions come back as a few rows."""
+
+    Without a scan of the whole log: every prediction in view counted as if unlabelled, day by day and kept
+    (window_store: a request's predictions are logged together, on one day), then the labelled requests' predictions
+    (label_map: kept, with the other predictions of each request) moved to labelled, right or wrong. Should the two
+    ever disagree (a request's predictions split between the database's table and the files), the counts come from
+    one query over the whole log instead."""
+    day = replace(f, window="day", size=0)
+    with store.reuse(ws, con) as c:
+        label_map.load(ws, c)
+        tally = lambda src: _unlabelled_sql(day, src)  # noqa: E731
+        counted = window_store.grouped(ws, c, "day", "accuracy-tally", tally, _KEYS, filter_key(day))
+        labelled = c.execute(*_labelled_sql(day)).df()
+        if counted.empty and labelled.empty:
+            return _whole(ws, f, c)
+        every = counted.groupby(_KEYS, dropna=False)["n"].sum()
+        moved = labelled.groupby(_KEYS, dropna=False)["n"].sum()
+        left = every.sub(moved, fill_value=0)
+        if (left < 0).any():
+            return _whole(ws, f, c)
+    rest = left[left > 0].rename("n").reset_index().assign(labelled=False, right=False)
+    out = pd.concat([rest, labelled], ignore_index=True) if len(labelled) else rest
+    return out[[*TALLY, "n"]].astype({"n": int})
+
+
+def _unlabelled_sql(f: LogFilter, src: str) -> tuple[str, list[object]]:
+    """Over one group of days: the predictions in view counted by their request's flags (hard case, audit)."""
+    cte, params = logged(f, src)
+    return (
+        f"""
+        WITH {cte},
+        shared AS (SELECT DISTINCT request_id FROM {src} WHERE coalesce(stage, 'production') <> 'production'),
+        req AS (
+            SELECT p.request_id AS request,
+                   bool_or(p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE)))
+                       OR count(DISTINCT p.predicted) > 1 AS flagged,
+                   bool_or(coalesce(p.audit, FALSE)) AS audit, max(coalesce(p.audit_p, 0)) AS audit_p
+            FROM {src} p
+            WHERE p.request_id IN (SELECT request_id FROM shared) AND p.request_id IN (SELECT request_id FROM logged)
+              AND coalesce(p.stage, 'production') <> 'backtest'
+            GROUP BY 1
+        )
+        SELECT coalesce(CASE WHEN r.request IS NULL THEN l.served IS NOT FALSE AND (l.ood OR coalesce(l.referred, FALSE))
+                             ELSE r.flagged END, FALSE) AS flagged,
+               CASE WHEN r.request IS NULL THEN coalesce(l.audit, FALSE) ELSE r.audit END AS audit,
+               CASE WHEN r.request IS NULL THEN coalesce(l.audit_p, 0) ELSE r.audit_p END AS audit_p, count(*) AS n
+        FROM logged l LEFT JOIN req r ON r.request = l.request_id
+        GROUP BY ALL
+        """,
+        params,
+    )
+
+
+def _labelled_sql(f: LogFilter) -> tuple[str, list[object]]:
+    """The labelled requests' predictions in view (from label_map), counted by TALLY: a request's label is the latest
+    on any of its predictions (a replay's aside), its flags those of all of them."""
+    cte, params = logged(f, "mapped")
+    return (
+        f"""
+        WITH mapped AS (SELECT * FROM {label_map.TABLE} WHERE stage <> 'backtest'),
+        {cte},
+        fb AS (SELECT prediction_id, arg_max(label, ts) AS label, max(ts) AS at FROM log_feedback GROUP BY prediction_id),
+        lab AS (SELECT m.request, arg_max(fb.label, fb.at) AS label FROM mapped m JOIN fb ON fb.prediction_id = m.prediction_id
+                GROUP BY m.request),
+        req AS (
+            SELECT request, bool_or(served IS NOT FALSE AND (ood OR referred)) OR count(DISTINCT predicted) > 1 AS flagged,
+                   bool_or(audit) AS audit, max(audit_p) AS audit_p
+            FROM mapped WHERE request IN (SELECT request FROM lab) GROUP BY request
+        )
+        SELECT coalesce(r.flagged, FALSE) AS flagged, r.audit, r.audit_p, TRUE AS labelled,
+               coalesce(l.label = m.predicted OR (l.label = ? AND m.ood), FALSE) AS "right", count(*) AS n
+        FROM logged m JOIN lab l ON l.request = m.request JOIN req r ON r.request = m.request
+        GROUP BY ALL
+        """,
+        [*params, NONE_OF_THESE],
+    )
+
+
+def _whole(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
+    """`requests`' counts from one query over the whole log (every label joined with every prediction)."""
     cte, params = logged(f)
     sql = f"""
         WITH {cte},

@@ -86,7 +86,7 @@ def count(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnect
         return f"SELECT date_trunc('day', ts) AS \"window\", count(*) AS n FROM {source} WHERE {where} GROUP BY ALL", params
 
     with store.reuse(ws, con) as c:
-        days = window_store.grouped(ws, c, "day", "count", sql, ["window"], _asked(replace(f, window="day", size=0)))
+        days = window_store.grouped(ws, c, "day", "count", sql, ["window"], filter_key(replace(f, window="day", size=0)))
     return int(days["n"].sum())
 
 
@@ -96,7 +96,7 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
     queue's: referred, OOD, disputed, and the audit sample). The predictions' figures are kept per group of days
     (window_store); the feedback's are joined each time."""
     with store.reuse(ws, con) as c:
-        stats = window_store.grouped(ws, c, f.window, "windows", lambda src: _stats_sql(f, src), ["window"], _asked(f))
+        stats = window_store.grouped(ws, c, f.window, "windows", lambda src: _stats_sql(f, src), ["window"], filter_key(f))
         labels = _feedback(f, c)
     out = stats.merge(labels, on="window", how="left")
     for column in ("feedback", "feedback_correct", "reviews", "review_correct"):
@@ -104,7 +104,7 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
     return out[[*stats.columns, *FEEDBACK_COLUMNS]]
 
 
-def _asked(f: LogFilter, *more: object) -> tuple[object, ...]:
+def filter_key(f: LogFilter, *more: object) -> tuple[object, ...]:
     """What a kept result depends on besides the group's rows: the filter (and a query's own settings)."""
     return (f.window, f.sources, f.version, f.size, *more)
 
@@ -174,7 +174,7 @@ def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyCon
         )
 
     with store.reuse(ws, con) as c:
-        return window_store.grouped(ws, c, f.window, "class_mix", sql, ["window", "predicted"], _asked(f))
+        return window_store.grouped(ws, c, f.window, "class_mix", sql, ["window", "predicted"], filter_key(f))
 
 
 SAMPLE_COLUMNS = (
@@ -210,7 +210,7 @@ def window_samples(
         )
 
     with store.reuse(ws, con) as c:
-        found = window_store.grouped(ws, c, f.window, "samples", sql, ["window", "sample_rank"], _asked(f, per_window)).drop(
+        found = window_store.grouped(ws, c, f.window, "samples", sql, ["window", "sample_rank"], filter_key(f, per_window)).drop(
             columns="sample_rank"
         )
         c.register("chosen_sample", found[["id"]])
