@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from core.production import label_map, prediction_log
+from core.production.monitoring import queries
 from core.workspace import log_files, store
 from core.workspace.paths import Workspace
 from tests.test_window_store import rows
@@ -41,8 +42,22 @@ def mapped(ws: Workspace, searched: list[int] | None = None) -> pd.DataFrame:
         ).df()
 
 
-def assert_mapped(ws: Workspace) -> None:
+def same(ws: Workspace) -> None:
     pd.testing.assert_frame_equal(mapped(ws), reference(ws), check_dtype=False)
+
+
+def assert_mapped(ws: Workspace) -> None:
+    same(ws)
+    for f in (queries.LogFilter(window="hour"), queries.LogFilter(window="day", version="v2")):
+        with store.connect(ws) as con:  # the Monitor's feedback per window: from the map, as from the whole log
+            from_map = queries._feedback(ws, f, con)
+            with pytest.MonkeyPatch.context() as m:
+                m.setattr(label_map, "load", lambda *_: "(SELECT id AS prediction_id, * EXCLUDE (id) FROM log_predictions)")
+                whole = queries._feedback(ws, f, con)
+        order = ["window"]
+        pd.testing.assert_frame_equal(
+            from_map.sort_values(order).reset_index(drop=True), whole.sort_values(order).reset_index(drop=True)
+        )
 
 
 @pytest.fixture
@@ -135,12 +150,12 @@ def test_a_process_that_cannot_keep_looks_up_for_itself(ws: Workspace, looked_up
     fd = os.open(label_map.folder(ws) / ".lock", os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)  # another process keeping lookups now
     try:
-        assert_mapped(ws)
-        assert_mapped(ws)
+        same(ws)
+        same(ws)
         assert looked_up == [10, 10] and not list(label_map.folder(ws).glob(f"{label_map.PREFIX}*"))  # kept nothing
     finally:
         os.close(fd)
     looked_up.clear()
-    assert_mapped(ws)
-    assert_mapped(ws)
+    same(ws)
+    same(ws)
     assert looked_up == [10]  # kept once the hold was free

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from core.data.images import PROPERTIES
-from core.production import prediction_log
+from core.production import label_map, prediction_log
 from core.production.monitoring import window_store
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -97,7 +97,7 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
     (window_store); the feedback's are joined each time."""
     with store.reuse(ws, con) as c:
         stats = window_store.grouped(ws, c, f.window, "windows", lambda src: _stats_sql(f, src), ["window"], filter_key(f))
-        labels = _feedback(f, c)
+        labels = _feedback(ws, f, c)
     out = stats.merge(labels, on="window", how="left")
     for column in ("feedback", "feedback_correct", "reviews", "review_correct"):
         out[column] = out[column].fillna(0).astype("int64")
@@ -136,9 +136,14 @@ FEEDBACK_COLUMNS = (
 )  # fmt: skip
 
 
-def _feedback(f: LogFilter, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Per window with feedback: the counts and rates windows() shows (the latest label of each prediction)."""
-    cte, params = logged(f)
+def _feedback(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per window with feedback: the counts and rates windows() shows (the latest label of each prediction). For
+    time windows, the labelled predictions come from the kept map of labels (label_map), not a scan of the log;
+    blocks of N predictions number every prediction, so they read the log."""
+    if f.window == "predictions":
+        cte, params = logged(f)
+    else:
+        cte, params = logged(f, f"(SELECT *, prediction_id AS id FROM {label_map.load(ws, con)})")
     sql = f"""
         WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
                            FROM log_feedback GROUP BY prediction_id)
