@@ -26,7 +26,10 @@ st.caption(
 if message := st.session_state.pop("review_message", None):
     st.success(message)
 
-backlog = review.backlog(ws)
+ORDERS = {"Oldest first": "oldest", "Newest first": "newest", "Most valuable": "valuable"}
+# the backlog and the page's items from one reading of the queue (the order control below keeps its choice here)
+found = review.queue(ws, PAGE, order=ORDERS.get(st.session_state.get("review_order") or "Oldest first", "oldest"))
+backlog = found.backlog
 m1, m2, m3 = st.columns(3)
 m1.metric("Waiting", f"{backlog.pending:,}")
 age = store.now() - backlog.oldest if isinstance(backlog.oldest, datetime) else None
@@ -56,15 +59,14 @@ if middle.button("Undo my last label", key="review_undo", disabled=not reviewer,
     undone = attempt(lambda: review.undo_last(ws, reviewer))
     st.session_state["review_message"] = f"Took back {undone.label!r} on {undone.name}: it waits in the queue again."
     st.rerun()
-ORDERS = {"Oldest first": "oldest", "Newest first": "newest", "Most valuable": "valuable"}
-order = right.segmented_control(
+right.segmented_control(
     "Order", list(ORDERS), default="Oldest first", key="review_order",
     help="Most valuable: the utility the decision taken is expected to have lost, under the model's calibrated "
     "probabilities and its policy's utility matrix; the audit sample keeps its share of every page.",
 )  # fmt: skip
 if not reviewer:
     st.info("Type your name above to label: each label is recorded with who gave it.")
-items = review.pending(ws, PAGE, order=ORDERS.get(order or "Oldest first", "oldest"))
+items = found.items
 if not items:
     st.info("Nothing waits for review.")
 for item in items:
@@ -98,9 +100,8 @@ if backlog.pending > PAGE:
 
 st.divider()
 st.subheader("Into the training data")
-ready = review.addable(ws)
+ready, held = review.joinable(ws)
 model_only = review.model_labelled(ws)
-held = review.held_back(ws)
 st.write(
     f"{len(ready)} labelled production image(s) are ready to join the data, with their provenance: the prediction "
     "they came from, the model version, and who labelled them (source `production` on Verify and explore)."

@@ -79,6 +79,14 @@ def test_review_page_labels_with_one_click_and_adds_to_the_data(prod: Workspace)
     assert at.metric[0].value == "3"
     first = review.pending(prod)[0]
     assert at.button(key=f"label_{first.id}_green").disabled  # no label without a name
+    labels = [b.key for b in at.button if str(b.key).startswith("label_") and str(b.key).endswith("_green")]
+    assert labels == [f"label_{i.id}_green" for i in review.pending(prod)]  # oldest first
+    at.session_state["review_order"] = "Newest first"  # what the order control holds once clicked
+    at.run()
+    newest = [b.key for b in at.button if str(b.key).startswith("label_") and str(b.key).endswith("_green")]
+    assert newest == labels[::-1] and at.metric[0].value == "3"
+    at.session_state["review_order"] = "Oldest first"
+    at.run()
     assert any("Type your name above to label" in i.value for i in at.info)
     at.text_input(key="review_reviewer").set_value("ana").run()
     assert not at.button(key=f"label_{first.id}_green").disabled

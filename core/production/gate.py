@@ -13,7 +13,9 @@ two-stratum estimate of monitoring.accuracy: the hard cases, and the audit's ran
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 
+import duckdb
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -162,19 +164,21 @@ def weighted_paired(frame: pd.DataFrame) -> Paired:
 
 
 def _both(window: str) -> str:
-    """Every request both models scored (parameters: candidate, production twice): its window, each model's class,
-    whether the candidate acted, the truth (the latest label on either prediction), and how its label was chosen."""
+    """Every request both models scored (parameters: candidate, production twice, the time span `_span` gives): its
+    window, each model's class, whether the candidate acted, the truth (the latest label on either prediction), and
+    how its label was chosen."""
     if window not in ("hour", "day", "week"):
         raise ValueError(f"window must be hour, day or week, not {window!r}")  # pages and the CLI offer only these
     return f"""
         fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id),
-        c AS (SELECT * FROM log_predictions WHERE model_version = ? AND stage IN ('shadow', 'limited')),
-        p AS (SELECT * FROM log_predictions WHERE coalesce(stage, 'production') = 'production'
-              AND (? IS NULL OR model_version = ?)),
+        c AS (SELECT request_id, id, predicted, served, ood, referred, audit, audit_p FROM log_predictions
+              WHERE model_version = ? AND stage IN ('shadow', 'limited')),
+        p AS (SELECT request_id, id, model_version, predicted, ts, ood, referred, audit, audit_p FROM log_predictions
+              WHERE coalesce(stage, 'production') = 'production' AND (? IS NULL OR model_version = ?) AND ts BETWEEN ? AND ?),
         pairs AS (
             SELECT date_trunc('{window}', p.ts) AS "window", p.id AS production_id, c.id AS candidate_id,
                    p.model_version AS production_version, p.predicted AS production_label, c.predicted AS candidate_label,
-                   coalesce(c.served, FALSE) AS acted, coalesce(f1.label, f2.label) AS truth, p.ts, p.name, p.image_path,
+                   coalesce(c.served, FALSE) AS acted, coalesce(f1.label, f2.label) AS truth, p.ts,
                    coalesce(p.predicted <> c.predicted OR (CASE WHEN c.served THEN c.ood OR coalesce(c.referred, FALSE)
                                                        ELSE p.ood OR coalesce(p.referred, FALSE) END), FALSE) AS flagged,
                    coalesce(p.audit, c.audit, FALSE) AS audit, coalesce(p.audit_p, c.audit_p, 0.0) AS audit_p
@@ -183,45 +187,62 @@ def _both(window: str) -> str:
         )"""
 
 
-def _counts(ws: Workspace, candidate: str, production: str | None, window: str) -> pd.DataFrame:
-    """The requests both scored, counted in the database by window, production version, whether the candidate acted
-    and PAIR_KEYS (column n): a million pairs come back as a few hundred rows."""
-    with store.connect(ws) as con:
-        return con.execute(
-            f"""
-            WITH {_both(window)}
-            SELECT "window", production_version, acted, production_label IS DISTINCT FROM candidate_label AS disputed,
-                   truth IS NOT NULL AS labelled, coalesce(production_label = truth, FALSE) AS production_right,
-                   coalesce(candidate_label = truth, FALSE) AS candidate_right, flagged, audit, audit_p, count(*) AS n
-            FROM pairs GROUP BY ALL ORDER BY "window"
-            """,
-            [candidate, production, production],
-        ).df()
+def _span(con: duckdb.DuckDBPyConnection, candidate: str) -> list[object]:
+    """The time the candidate scored requests in, a day wider each way: production's predictions of those requests
+    were logged with them (one batch), so only these days' files are read, not the whole log."""
+    first, last = con.execute(
+        "SELECT min(ts), max(ts) FROM log_predictions WHERE model_version = ? AND stage IN ('shadow', 'limited')", [candidate]
+    ).fetchone()
+    day = timedelta(days=1)
+    return [first - day, last + day] if first is not None else [None, None]
 
 
 DISPUTE_COLUMNS = (
     "production_id", "candidate_id", "production_version", "production_label", "candidate_label", "acted", "truth", "ts",
     "name", "image_path",
 )  # fmt: skip
+_PER_DISPUTE = ("production_id", "candidate_id")  # kept only for the disputed requests
 
 
-def _disputes(ws: Workspace, candidate: str, production: str | None, limit: int) -> pd.DataFrame:
-    """The latest `limit` requests the two answered differently, newest first, with the kept image."""
+def _read(ws: Workspace, candidate: str, production: str | None, window: str, latest: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The requests both scored, read once: counted by window, production version, whether the candidate acted and
+    PAIR_KEYS (column n: a million pairs come back as a few hundred rows), and the `latest` disputed ones, newest
+    first, with the kept image."""
+    kept = ", ".join(f"CASE WHEN disputed THEN {c} END AS {c}" for c in _PER_DISPUTE)
     with store.connect(ws) as con:
-        return con.execute(
+        con.execute(
             f"""
-            WITH {_both("day")}
-            SELECT {", ".join(DISPUTE_COLUMNS)}
-            FROM pairs WHERE production_label IS DISTINCT FROM candidate_label ORDER BY ts DESC, production_id LIMIT ?
+            CREATE OR REPLACE TEMP TABLE gate_pairs AS
+            WITH {_both(window)}
+            SELECT * EXCLUDE ({", ".join(_PER_DISPUTE)}), {kept}
+            FROM (SELECT *, production_label IS DISTINCT FROM candidate_label AS disputed FROM pairs)
             """,
-            [candidate, production, production, limit],
+            [candidate, production, production, *_span(con, candidate)],
+        )
+        counts = con.execute(
+            """
+            SELECT "window", production_version, acted, disputed, truth IS NOT NULL AS labelled,
+                   coalesce(production_label = truth, FALSE) AS production_right,
+                   coalesce(candidate_label = truth, FALSE) AS candidate_right, flagged, audit, audit_p, count(*) AS n
+            FROM gate_pairs GROUP BY ALL ORDER BY "window"
+            """
         ).df()
+        disputes = con.execute(
+            f"SELECT {', '.join(DISPUTE_COLUMNS[:-2])} FROM gate_pairs WHERE disputed ORDER BY ts DESC, production_id LIMIT ?",
+            [latest],
+        ).df()
+        con.execute("DROP TABLE gate_pairs")
+        kept = con.execute(  # their names and kept images, read for these few alone
+            "SELECT id AS production_id, name, image_path FROM log_predictions WHERE list_contains(?, id) AND ts BETWEEN ? AND ?",
+            [disputes["production_id"].tolist(), disputes["ts"].min(), disputes["ts"].max()],
+        ).df()
+    return counts, disputes.merge(kept, on="production_id", how="left")[list(DISPUTE_COLUMNS)]
 
 
 def compare(ws: Workspace, candidate: str, production: str | None = None, window: str = "day", latest: int = 12) -> Comparison:
     """The candidate against production (any production version it ran beside, unless one is named), with the
     `latest` disagreements."""
-    counts = _counts(ws, candidate, production, window)
+    counts, disputes = _read(ws, candidate, production, window, latest)
     paired = int(counts["n"].sum())
     agreeing = int(counts.loc[~counts["disputed"].astype(bool), "n"].sum())
     rows = []
@@ -246,7 +267,7 @@ def compare(ws: Workspace, candidate: str, production: str | None = None, window
         int(counts.loc[counts["acted"].astype(bool), "n"].sum()),
         weighted_paired(counts),
         pd.DataFrame(rows, columns=["window", "paired", "agreement", *Paired.__dataclass_fields__]),
-        _disputes(ws, candidate, production, latest) if paired else pd.DataFrame(columns=list(DISPUTE_COLUMNS)),
+        disputes,
     )
 
 

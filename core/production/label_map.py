@@ -43,11 +43,12 @@ FIELDS = {
     "stage": ("VARCHAR", "coalesce(stage, 'production')"), "served": ("BOOLEAN", "served"),
     "predicted": ("VARCHAR", "predicted"), "ood": ("BOOLEAN", "ood"), "referred": ("BOOLEAN", "coalesce(referred, FALSE)"),
     "audit": ("BOOLEAN", "coalesce(audit, FALSE)"), "audit_p": ("DOUBLE", "coalesce(audit_p, 0.0)"),
+    "name": ("VARCHAR", "name"), "image_path": ("VARCHAR", "image_path"),
 }  # fmt: skip
 _TYPED = ", ".join(f"{k} {t}" for k, (t, _) in FIELDS.items())
 _ROW = ", ".join(f"{e} AS {k}" for k, (_, e) in FIELDS.items())
 _NAMES = ", ".join(FIELDS)
-PREFIX = "map-v2-"  # kept files' names: raise the version when what they hold changes
+PREFIX = "map-v3-"  # kept files' names: raise the version when what they hold changes
 BULK = 20_000  # labels to look up at once over every file, rather than day by day
 
 

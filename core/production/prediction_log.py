@@ -408,11 +408,21 @@ def stamp(ws: Workspace) -> tuple[object, ...]:
     return (*tables, log_files.stamp(ws))
 
 
-def count(ws: Workspace, source: str | None = None) -> int:
+def counts(ws: Workspace) -> dict[str, int]:
+    """Logged predictions per source, counted day by day and kept (window_store): no count over the whole log."""
+    from core.production.monitoring import window_store  # the log's kept figures (monitoring reads this module)
+
+    def sql(src: str) -> tuple[str, list[object]]:
+        return f"SELECT date_trunc('day', ts) AS \"window\", source, count(*) AS n FROM {src} GROUP BY ALL", []
+
     with store.connect(ws) as con:
-        if source is None:
-            return int(con.execute("SELECT count(*) FROM log_predictions").fetchone()[0])
-        return int(con.execute("SELECT count(*) FROM log_predictions WHERE source = ?", [source]).fetchone()[0])
+        days = window_store.grouped(ws, con, "day", "source-counts", sql, ["window", "source"], "v1")
+    return {str(k): int(v) for k, v in days.groupby("source")["n"].sum().items()}
+
+
+def count(ws: Workspace, source: str | None = None) -> int:
+    found = counts(ws)
+    return sum(found.values()) if source is None else found.get(source, 0)
 
 
 def version_of(ws: Workspace, prediction_id: str) -> str | None:

@@ -94,11 +94,11 @@ _ROWS = (
 
 
 def _queue(ws: Workspace, con: duckdb.DuckDBPyConnection) -> None:
-    """FIRSTS in this connection: the queue as one row per image (id, ts, flags, copies), from the candidates kept
-    day by day and the labels' map (label_map), never a scan of the whole log."""
+    """FIRSTS in this connection (a view): the queue as one row per image (id, ts, flags, copies), from the
+    candidates kept day by day and the labels' map (label_map), never a scan of the whole log."""
     label_map.load(ws, con)
     window_store.relation(ws, con, "day", "review-candidates", _waiting_candidates, "v1", CANDIDATES)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {FIRSTS} AS {_QUEUE}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {FIRSTS} AS {_QUEUE}")
 
 
 def _again(ws: Workspace, con: duckdb.DuckDBPyConnection, ask: Callable[[], T]) -> T:
@@ -112,16 +112,15 @@ def _again(ws: Workspace, con: duckdb.DuckDBPyConnection, ask: Callable[[], T]) 
         return ask()
 
 
-def _rows(con: duckdb.DuckDBPyConnection, ids: list[str]) -> pd.DataFrame:
+def _rows(con: duckdb.DuckDBPyConnection, copies: dict[str, int]) -> pd.DataFrame:
     """The queue's rows of these ids (with how many copies of each image wait), in the order given."""
-    if not ids:
+    if not copies:
         return con.execute(f"SELECT {_ROWS}, 0::BIGINT AS copies FROM {CANDIDATES} LIMIT 0").df()
+    ids = list(copies)
     marks = ", ".join("?" for _ in ids)
-    page = con.execute(
-        f"SELECT c.*, f.copies FROM (SELECT {_ROWS} FROM {CANDIDATES} WHERE id IN ({marks})) c JOIN {FIRSTS} f USING (id)",
-        ids,
-    ).df()
-    return page.drop_duplicates("id").set_index("id", drop=False).loc[ids].reset_index(drop=True)
+    page = con.execute(f"SELECT {_ROWS} FROM {CANDIDATES} WHERE id IN ({marks})", ids).df()
+    page = page.drop_duplicates("id").set_index("id", drop=False).loc[ids].reset_index(drop=True)
+    return page.assign(copies=[copies[i] for i in ids]).astype({"copies": "int64"})
 
 
 @dataclass(frozen=True)
@@ -193,14 +192,19 @@ def why(ws: Workspace, prediction_id: str) -> str:
 
 def backlog(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Backlog:
     with store.reuse(ws, con) as c:
-        counted = f"SELECT count(*), {', '.join(f'count_if({f})' for f in _FLAGS)}, min(ts) FROM {FIRSTS}"
-        n, referred, ood, disputed, drawn, oldest = _again(ws, c, lambda: c.execute(counted).fetchone())
-        reviewed, agreed = c.execute(
-            f"SELECT count(*), count_if({AGREES}) FROM log_feedback fb "
-            f"LEFT JOIN {label_map.TABLE} p ON p.prediction_id = fb.prediction_id "
-            "WHERE fb.source = 'review'",
-            [NONE_OF_THESE],
-        ).fetchone()
+        return _again(ws, c, lambda: _backlog(c, FIRSTS))
+
+
+def _backlog(con: duckdb.DuckDBPyConnection, queue: str) -> Backlog:
+    """The backlog from `queue` (FIRSTS, or a table made of it)."""
+    counted = f"SELECT count(*), {', '.join(f'count_if({f})' for f in _FLAGS)}, min(ts) FROM {queue}"
+    n, referred, ood, disputed, drawn, oldest = con.execute(counted).fetchone()
+    reviewed, agreed = con.execute(
+        f"SELECT count(*), count_if({AGREES}) FROM log_feedback fb "
+        f"LEFT JOIN {label_map.TABLE} p ON p.prediction_id = fb.prediction_id "
+        "WHERE fb.source = 'review'",
+        [NONE_OF_THESE],
+    ).fetchone()
     by_reason = {"referred": int(referred or 0), "out of domain": int(ood or 0), "disputed": int(disputed or 0)}
     return Backlog(int(n), by_reason, oldest, int(reviewed), int(agreed or 0), int(drawn or 0))
 
@@ -211,24 +215,49 @@ def pending_rows(ws: Workspace, limit: int = 20, offset: int = 0, order: str = "
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")  # pages and the CLI offer only these
     with store.connect(ws) as con:
+        return _again(ws, con, lambda: _page(ws, con, FIRSTS, limit, offset, order))
 
-        def page() -> pd.DataFrame:
-            if order != "valuable":
-                by = "ts DESC, id DESC" if order == "newest" else "ts, id"
-                found = con.execute(f"SELECT id FROM {FIRSTS} ORDER BY {by} LIMIT ? OFFSET ?", [int(limit), int(offset)])
-                return _rows(con, [r[0] for r in found.fetchall()])
-            scores = con.execute(
-                f"SELECT id, ts, model_version, probs, action, audit FROM {CANDIDATES} "
-                f"WHERE id IN (SELECT id FROM {FIRSTS}) ORDER BY ts, id"
-            ).df()
-            return _rows(con, review_order.ranked(ws, scores, con)[int(offset) : int(offset) + int(limit)])
 
-        return _again(ws, con, page)
+def _page(ws: Workspace, con: duckdb.DuckDBPyConnection, queue: str, limit: int, offset: int, order: str) -> pd.DataFrame:
+    """A page of `queue` (FIRSTS, or a table made of it) in the order asked."""
+    if order != "valuable":
+        by = "ts DESC, id DESC" if order == "newest" else "ts, id"
+        found = con.execute(f"SELECT id, copies FROM {queue} ORDER BY {by} LIMIT ? OFFSET ?", [int(limit), int(offset)])
+        return _rows(con, dict(found.fetchall()))
+    scores = con.execute(
+        f"SELECT c.id, c.ts, c.model_version, c.probs, c.action, c.audit, f.copies FROM {CANDIDATES} c "
+        f"JOIN {queue} f USING (id) ORDER BY c.ts, c.id"
+    ).df()
+    chosen = review_order.ranked(ws, scores, con)[int(offset) : int(offset) + int(limit)]
+    return _rows(con, dict(zip(chosen, scores.set_index("id").loc[chosen, "copies"], strict=True)))
+
+
+@dataclass(frozen=True)
+class Queue:
+    backlog: Backlog
+    items: list[Item]
+
+
+def queue(ws: Workspace, limit: int = 20, order: str = "oldest") -> Queue:
+    """The backlog and the first page, from one reading of the queue (the Review page's)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")  # pages and the CLI offer only these
+    with store.connect(ws) as con:
+
+        def both() -> tuple[Backlog, pd.DataFrame]:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE review_queue_now AS SELECT * FROM {FIRSTS}")
+            return _backlog(con, "review_queue_now"), _page(ws, con, "review_queue_now", limit, 0, order)
+
+        found, frame = _again(ws, con, both)
+    return Queue(found, _items(ws, frame))
 
 
 def pending(ws: Workspace, limit: int = 20, offset: int = 0, order: str = "oldest") -> list[Item]:
     """The queue's items in the chosen order (ORDERS)."""
-    frame = pending_rows(ws, limit, offset, order)
+    return _items(ws, pending_rows(ws, limit, offset, order))
+
+
+def _items(ws: Workspace, frame: pd.DataFrame) -> list[Item]:
     items, seen = [], {}
     for r in frame.to_dict("records"):
         names = _classes(ws, r["model_version"], seen)
@@ -453,12 +482,32 @@ _CANDIDATES = """
 """
 
 
+# The same over the labelled requests' predictions alone (label_map: kept), without a scan of the whole log: what
+# the page shows and adds unless the model's own labels are asked for too.
+_LABELLED_CANDIDATES = f"""
+    WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source,
+                       arg_max(reviewer, ts) AS reviewer, max(ts) AS labelled_at FROM log_feedback GROUP BY prediction_id),
+    req AS (SELECT p.request, arg_max(fb.label, fb.labelled_at) AS label, arg_max(fb.source, fb.labelled_at) AS label_source,
+                   arg_max(fb.reviewer, fb.labelled_at) AS reviewer
+            FROM {label_map.TABLE} p JOIN fb ON fb.prediction_id = p.prediction_id GROUP BY ALL)
+    SELECT p.prediction_id AS id, p.name, p.model_version, p.predicted, p.ood, p.image_path, p.source,
+           r.label, r.label_source, r.reviewer, p.sha256 IN (SELECT sha256 FROM images) AS known
+    FROM {label_map.TABLE} p JOIN req r ON r.request = p.request
+    WHERE p.served IS NOT FALSE AND p.image_path IS NOT NULL
+      AND p.prediction_id NOT IN (SELECT prediction_id FROM images WHERE prediction_id IS NOT NULL)
+"""
+
+
 def _candidates(ws: Workspace, model_labels: bool) -> pd.DataFrame:
     """Production predictions whose image was kept and that a person labelled (or, with model_labels, any
     in-domain one, labelled by the model) and that did not join the data yet; `why_not` says what keeps one
     out (None: ready)."""
     with store.connect(ws) as con:
-        frame = con.execute(f"{_CANDIDATES} ORDER BY p.ts, p.id").df()
+        if model_labels:
+            frame = con.execute(f"{_CANDIDATES} ORDER BY p.ts, p.id").df()
+        else:
+            label_map.load(ws, con)
+            frame = con.execute(f"{_LABELLED_CANDIDATES} ORDER BY p.ts, p.prediction_id").df()
     human = frame["label"].notna() & (frame["label_source"] != "simulation")
     chosen = frame[human | (frame["label"].isna() & ~frame["ood"].astype(bool))] if model_labels else frame[human]
     why = pd.Series(None, index=chosen.index, dtype=object)
@@ -475,8 +524,17 @@ def addable(ws: Workspace, model_labels: bool = False) -> pd.DataFrame:
 
 def held_back(ws: Workspace) -> dict[str, int]:
     """Labelled production images that will not join the data, counted by reason."""
-    frame = _candidates(ws, False)
+    return _held(_candidates(ws, False))
+
+
+def _held(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in frame["why_not"].value_counts().items()}
+
+
+def joinable(ws: Workspace) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`addable` and `held_back` from one reading (the Review page's)."""
+    frame = _candidates(ws, False)
+    return frame[frame["why_not"].isna()], _held(frame)
 
 
 def add_to_data(ws: Workspace, ids: Sequence[str] | None = None, model_labels: bool = False) -> Added:

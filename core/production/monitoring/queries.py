@@ -31,7 +31,8 @@ BY_CHANCE = "(fb.source NOT IN ('review', 'import') OR coalesce(p.audit, FALSE))
 def default_sources(ws: Workspace) -> tuple[str, ...]:
     """The sources monitoring shows unless asked: every one, but simulated traffic is left out as soon as real
     predictions exist (it is replayed test images, backdated: mixed in, it would hide or fake a real change)."""
-    real = sum(prediction_log.count(ws, s) for s in prediction_log.SOURCES if s != "simulation")
+    found = prediction_log.counts(ws)
+    real = sum(found.get(s, 0) for s in prediction_log.SOURCES if s != "simulation")
     return tuple(s for s in prediction_log.SOURCES if s != "simulation" or not real)
 
 
