@@ -14,8 +14,9 @@ referrals; the audit sample (2%); feedback on 5% of served predictions, right 90
 per replica and day, under logs/ (api-0, api-1, api-2, app, batch); --layout table keeps them in the database's
 table, where workspaces logged before the log became files hold theirs. Either way the pages read them through the
 one view. Prints the time each page's query takes: Monitor's drift report (its windows, samples and tests), the accuracy
-estimates, the review queue's first page and backlog, the rollout comparison, `monitor --json`'s summary; and the
-disk the log takes per million rows. Asserts nothing.
+estimates, the labels' map's first build, the Overview's and the review queue's backlog and first page (oldest and
+most valuable first), the rollout comparison, `monitor --json`'s summary; and the disk the log takes per million
+rows. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.model import registry  # noqa: E402
 from core.model.config import EMBED_DIM  # noqa: E402
-from core.production import prediction_log, review  # noqa: E402
+from core.production import gate, label_map, prediction_log, review  # noqa: E402
 from core.production.monitoring import accuracy, drift, queries, report  # noqa: E402
 from core.workspace import log_files, store, workspaces  # noqa: E402
 
@@ -188,7 +189,15 @@ def main() -> None:
     print(f"the pages' queries over {total:,} rows (each run twice: cold, then warm):")
     timed("Monitor: drift report, 30 daily windows", lambda: drift.drift_report(ws, flt))
     timed("Monitor: accuracy estimates (audit, weighted, hard cases)", lambda: accuracy.accuracy(ws, flt))
-    timed("Review: backlog and the first page", lambda: (review.backlog(ws), review.pending_rows(ws, 6)))
+    t0 = time.perf_counter()
+    with store.connect(ws) as con:
+        label_map.load(ws, con)
+    print(f"  the labels' map, first built (every label looked up once; kept after): {time.perf_counter() - t0:.2f} s")
+    timed("Overview: predictions logged and the review backlog", lambda: (prediction_log.count(ws), review.backlog(ws)))
+    timed("Review: backlog and the first page, oldest first", lambda: review.queue(ws, 6))
+    timed("Review: backlog and the first page, most valuable first", lambda: review.queue(ws, 6, order="valuable"))
+    if new != old:
+        timed(f"Rollout: {new} against production on the same requests", lambda: gate.compare(ws, new))
     timed("monitor --json summary", lambda: report.summary(ws, flt))
     if args.keep:
         print(f"kept: {root}")
