@@ -364,6 +364,23 @@ def test_the_rollout_comparison_counted_in_the_database_equals_the_one_from_ever
     assert list(gate.disagreements(comparison, 5)["production_id"]) == list(differ["id"].head(5))
 
 
+def test_kept_pair_counts_that_disagree_with_the_labelled_ones_are_not_used() -> None:
+    """The rollout comparison moves the labelled pairs out of counts kept per day; counts that cannot hold them (a
+    request split between the database's table and the files) make it count every pair again instead."""
+    day = pd.Timestamp("2026-11-02")
+    every = pd.DataFrame(
+        {"window": [day, day], "production_version": ["v1", "v1"], "acted": [False, False], "disputed": [False, True],
+         "labelled": [False, False], "production_right": [False, False], "candidate_right": [False, False],
+         "flagged": [False, True], "audit": [False, False], "audit_p": [0.02, 0.02], "n": [10, 3]}
+    )  # fmt: skip
+    labelled = every.iloc[[1]].assign(labelled=True, production_right=True, n=2)
+    moved = gate._moved(every, labelled)
+    assert moved is not None and moved["n"].sum() == 13 and int(moved.loc[moved["labelled"], "n"].sum()) == 2
+    assert int(moved.loc[moved["disputed"] & ~moved["labelled"], "n"].sum()) == 1
+    assert gate._moved(every, labelled.assign(n=4)) is None  # more labelled disputes than pairs kept: not trusted
+    assert gate._moved(every.iloc[:0], labelled) is None
+
+
 def test_rollout_and_review_commands(prod: Workspace) -> None:
     v1 = registry.production_version(prod)
     v2 = derived_version(prod, v1, permute=[1, 2, 0])

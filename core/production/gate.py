@@ -22,7 +22,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.model.rates import Rate, points
-from core.production.monitoring import accuracy
+from core.production import label_map
+from core.production.monitoring import accuracy, window_store
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -163,27 +164,32 @@ def weighted_paired(frame: pd.DataFrame) -> Paired:
     )  # fmt: skip
 
 
-def _both(window: str) -> str:
-    """Every request both models scored (parameters: candidate, production twice, the time span `_span` gives): its
-    window, each model's class, whether the candidate acted, the truth (the latest label on either prediction), and
-    how its label was chosen."""
+def _both(window: str, source: str = "log_predictions", truth: bool = True) -> str:
+    """Every request both models scored in `source` (parameters: candidate, production twice, the time span `_span`
+    gives): its window, each model's class, whether the candidate acted, the truth (the latest label on either
+    prediction; NULL without `truth`), and how its label was chosen (a request's predictions are drawn by the audit
+    alike: production's flags say it)."""
     if window not in ("hour", "day", "week"):
         raise ValueError(f"window must be hour, day or week, not {window!r}")  # pages and the CLI offer only these
+    labels = (
+        "fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id)," if truth else ""
+    )
+    joined = "LEFT JOIN fb f1 ON f1.prediction_id = p.id LEFT JOIN fb f2 ON f2.prediction_id = c.id" if truth else ""
     return f"""
-        fb AS (SELECT prediction_id, arg_max(label, ts) AS label FROM log_feedback GROUP BY prediction_id),
-        c AS (SELECT request_id, id, predicted, served, ood, referred, audit, audit_p FROM log_predictions
+        {labels}
+        c AS (SELECT request_id, id, predicted, served, ood, referred FROM {source}
               WHERE model_version = ? AND stage IN ('shadow', 'limited')),
-        p AS (SELECT request_id, id, model_version, predicted, ts, ood, referred, audit, audit_p FROM log_predictions
+        p AS (SELECT request_id, id, model_version, predicted, ts, ood, referred, audit, audit_p FROM {source}
               WHERE coalesce(stage, 'production') = 'production' AND (? IS NULL OR model_version = ?) AND ts BETWEEN ? AND ?),
         pairs AS (
             SELECT date_trunc('{window}', p.ts) AS "window", p.id AS production_id, c.id AS candidate_id,
                    p.model_version AS production_version, p.predicted AS production_label, c.predicted AS candidate_label,
-                   coalesce(c.served, FALSE) AS acted, coalesce(f1.label, f2.label) AS truth, p.ts,
+                   coalesce(c.served, FALSE) AS acted, {"coalesce(f1.label, f2.label)" if truth else "NULL::VARCHAR"} AS truth,
+                   p.ts, p.predicted IS DISTINCT FROM c.predicted AS disputed,
                    coalesce(p.predicted <> c.predicted OR (CASE WHEN c.served THEN c.ood OR coalesce(c.referred, FALSE)
                                                        ELSE p.ood OR coalesce(p.referred, FALSE) END), FALSE) AS flagged,
-                   coalesce(p.audit, c.audit, FALSE) AS audit, coalesce(p.audit_p, c.audit_p, 0.0) AS audit_p
-            FROM p JOIN c ON c.request_id = p.request_id
-            LEFT JOIN fb f1 ON f1.prediction_id = p.id LEFT JOIN fb f2 ON f2.prediction_id = c.id
+                   coalesce(p.audit, FALSE) AS audit, coalesce(p.audit_p, 0.0) AS audit_p
+            FROM p JOIN c ON c.request_id = p.request_id {joined}
         )"""
 
 
@@ -201,42 +207,80 @@ DISPUTE_COLUMNS = (
     "production_id", "candidate_id", "production_version", "production_label", "candidate_label", "acted", "truth", "ts",
     "name", "image_path",
 )  # fmt: skip
-_PER_DISPUTE = ("production_id", "candidate_id")  # kept only for the disputed requests
+
+
+_KEYS = ["window", "production_version", "acted", "disputed", "flagged", "audit", "audit_p"]
+_COUNTED = """
+    SELECT "window", production_version, acted, disputed, truth IS NOT NULL AS labelled,
+           coalesce(production_label = truth, FALSE) AS production_right,
+           coalesce(candidate_label = truth, FALSE) AS candidate_right, flagged, audit, audit_p, count(*) AS n
+    FROM pairs {where} GROUP BY ALL"""
+# the labels' map as the log's columns: it holds both predictions of every labelled request
+_MAPPED = f"(SELECT prediction_id AS id, request AS request_id, * EXCLUDE (prediction_id, request) FROM {label_map.TABLE})"
 
 
 def _read(ws: Workspace, candidate: str, production: str | None, window: str, latest: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The requests both scored, read once: counted by window, production version, whether the candidate acted and
-    PAIR_KEYS (column n: a million pairs come back as a few hundred rows), and the `latest` disputed ones, newest
-    first, with the kept image."""
-    kept = ", ".join(f"CASE WHEN disputed THEN {c} END AS {c}" for c in _PER_DISPUTE)
+    """The requests both scored: counted by window, production version, whether the candidate acted and PAIR_KEYS
+    (column n), and the `latest` disputed ones, newest first, with the kept image.
+
+    Without joining the candidate's days on every call: the pairs are counted day by day as if unlabelled and kept
+    (window_store: a request's predictions are logged together), and the labelled pairs (the labels' map holds both
+    predictions of every labelled request) moved to labelled. Should the two disagree, one join of every pair."""
     with store.connect(ws) as con:
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE gate_pairs AS
-            WITH {_both(window)}
-            SELECT * EXCLUDE ({", ".join(_PER_DISPUTE)}), {kept}
-            FROM (SELECT *, production_label IS DISTINCT FROM candidate_label AS disputed FROM pairs)
-            """,
-            [candidate, production, production, *_span(con, candidate)],
-        )
-        counts = con.execute(
-            """
-            SELECT "window", production_version, acted, disputed, truth IS NOT NULL AS labelled,
-                   coalesce(production_label = truth, FALSE) AS production_right,
-                   coalesce(candidate_label = truth, FALSE) AS candidate_right, flagged, audit, audit_p, count(*) AS n
-            FROM gate_pairs GROUP BY ALL ORDER BY "window"
-            """
-        ).df()
+        span = _span(con, candidate)
+        params = [candidate, production, production, *span]
+        label_map.load(ws, con)
+
+        def per_day(src: str) -> tuple[str, list[object]]:
+            return f"WITH {_both(window, src, truth=False)} {_COUNTED.format(where='')}", params
+
+        every = window_store.grouped(ws, con, window, "gate-pairs", per_day, _KEYS, (candidate, production, "v1"))
+        labelled = con.execute(f"WITH {_both(window, _MAPPED)} {_COUNTED.format(where='WHERE truth IS NOT NULL')}", params).df()
+        counts = _moved(every, labelled)
+        if counts is None:
+            counts = con.execute(f"WITH {_both(window)} {_COUNTED.format(where='')}", params).df()
+        disputes = _latest(con, params, latest)
+    return counts.sort_values("window", kind="stable").reset_index(drop=True), disputes
+
+
+def _moved(every: pd.DataFrame, labelled: pd.DataFrame) -> pd.DataFrame | None:
+    """The kept counts (all as unlabelled) with the labelled pairs moved out of them; None if they disagree."""
+    if every.empty:
+        return None if len(labelled) else every
+    left = every.groupby(_KEYS, dropna=False)["n"].sum().sub(labelled.groupby(_KEYS, dropna=False)["n"].sum(), fill_value=0)
+    if (left < 0).any():
+        return None
+    rest = left[left > 0].rename("n").reset_index().assign(labelled=False, production_right=False, candidate_right=False)
+    out = pd.concat([rest, labelled], ignore_index=True) if len(labelled) else rest
+    return out[list(every.columns)].astype({"n": int})
+
+
+def _latest(con: duckdb.DuckDBPyConnection, params: list[object], latest: int) -> pd.DataFrame:
+    """The `latest` disputed requests, newest first, with the kept image: looked for in the candidate's last two
+    days, then in all of its days if those hold fewer."""
+    first, last = params[-2], params[-1]
+    spans = [[max(first, last - timedelta(days=3)), last], [first, last]] if first is not None else [[first, last]]
+    columns = ", ".join(DISPUTE_COLUMNS[:-2])
+    newest = f"WITH {_both('day', truth=False)} SELECT {columns} FROM pairs WHERE disputed ORDER BY ts DESC, production_id"
+    for low, high in spans:
         disputes = con.execute(
-            f"SELECT {', '.join(DISPUTE_COLUMNS[:-2])} FROM gate_pairs WHERE disputed ORDER BY ts DESC, production_id LIMIT ?",
-            [latest],
+            f"{newest} LIMIT ?",
+            [*params[:3], low, high, latest],
         ).df()
-        con.execute("DROP TABLE gate_pairs")
-        kept = con.execute(  # their names and kept images, read for these few alone
-            "SELECT id AS production_id, name, image_path FROM log_predictions WHERE list_contains(?, id) AND ts BETWEEN ? AND ?",
-            [disputes["production_id"].tolist(), disputes["ts"].min(), disputes["ts"].max()],
-        ).df()
-    return counts, disputes.merge(kept, on="production_id", how="left")[list(DISPUTE_COLUMNS)]
+        if len(disputes) >= latest:
+            break
+    kept = con.execute(  # their names and kept images, read for these few alone
+        "SELECT id AS production_id, name, image_path FROM log_predictions WHERE list_contains(?, id) AND ts BETWEEN ? AND ?",
+        [disputes["production_id"].tolist(), disputes["ts"].min(), disputes["ts"].max()],
+    ).df()
+    ids = [*disputes["production_id"], *disputes["candidate_id"]]
+    said = dict(  # and their truth: the latest label on either prediction
+        con.execute(
+            "SELECT prediction_id, arg_max(label, ts) FROM log_feedback WHERE list_contains(?, prediction_id) GROUP BY 1", [ids]
+        ).fetchall()
+    )
+    truth = [said.get(p, said.get(c)) for p, c in zip(disputes["production_id"], disputes["candidate_id"], strict=True)]
+    return disputes.assign(truth=truth).merge(kept, on="production_id", how="left")[list(DISPUTE_COLUMNS)]
 
 
 def compare(ws: Workspace, candidate: str, production: str | None = None, window: str = "day", latest: int = 12) -> Comparison:
