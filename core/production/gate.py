@@ -215,8 +215,6 @@ _COUNTED = """
            coalesce(production_label = truth, FALSE) AS production_right,
            coalesce(candidate_label = truth, FALSE) AS candidate_right, flagged, audit, audit_p, count(*) AS n
     FROM pairs {where} GROUP BY ALL"""
-# the labels' map as the log's columns: it holds both predictions of every labelled request
-_MAPPED = f"(SELECT prediction_id AS id, request AS request_id, * EXCLUDE (prediction_id, request) FROM {label_map.TABLE})"
 
 
 def _read(ws: Workspace, candidate: str, production: str | None, window: str, latest: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -235,7 +233,9 @@ def _read(ws: Workspace, candidate: str, production: str | None, window: str, la
             return f"WITH {_both(window, src, truth=False)} {_COUNTED.format(where='')}", params
 
         every = window_store.grouped(ws, con, window, "gate-pairs", per_day, _KEYS, (candidate, production, "v1"))
-        labelled = con.execute(f"WITH {_both(window, _MAPPED)} {_COUNTED.format(where='WHERE truth IS NOT NULL')}", params).df()
+        labelled = con.execute(
+            f"WITH {_both(window, label_map.AS_LOG)} {_COUNTED.format(where='WHERE truth IS NOT NULL')}", params
+        ).df()
         counts = _moved(every, labelled)
         if counts is None:
             counts = con.execute(f"WITH {_both(window)} {_COUNTED.format(where='')}", params).df()

@@ -36,6 +36,8 @@ from core.workspace import log_files
 from core.workspace.paths import Workspace, write_atomic
 
 TABLE = "label_map"  # the view `load` leaves in the connection: prediction_id and FIELDS
+# the map under the log's column names (id, request_id, ...), for queries written over log_predictions
+AS_LOG = f"(SELECT prediction_id AS id, request AS request_id, * EXCLUDE (prediction_id, request) FROM {TABLE})"
 # what the map keeps of a labelled prediction (a logged row never changes): name -> (type, expression over the row)
 FIELDS = {
     "request": ("VARCHAR", "coalesce(request_id, id)"), "sha256": ("VARCHAR", "sha256"), "ts": ("TIMESTAMP", "ts"),

@@ -193,8 +193,8 @@ def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None 
     day = replace(f, window="day", size=0)
     with store.reuse(ws, con) as c:
         label_map.load(ws, c)
-        tally = lambda src: _unlabelled_sql(day, src)  # noqa: E731
-        counted = window_store.grouped(ws, c, "day", "accuracy-tally", tally, _KEYS, filter_key(day))
+        tally = lambda src: _counts_sql(day, src, labels=False)  # noqa: E731
+        counted = window_store.grouped(ws, c, "day", "accuracy-tally", tally, _KEYS, filter_key(day, "v2"))
         labelled = c.execute(*_labelled_sql(day)).df()
         if counted.empty and labelled.empty:
             return _whole(ws, f, c)
@@ -206,34 +206,6 @@ def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None 
     rest = left[left > 0].rename("n").reset_index().assign(labelled=False, right=False)
     out = pd.concat([rest, labelled], ignore_index=True) if len(labelled) else rest
     return out[[*TALLY, "n"]].astype({"n": int})
-
-
-def _unlabelled_sql(f: LogFilter, src: str) -> tuple[str, list[object]]:
-    """Over one group of days: the predictions in view counted by their request's flags (hard case, audit)."""
-    cte, params = logged(f, src)
-    return (
-        f"""
-        WITH {cte},
-        shared AS (SELECT DISTINCT request_id FROM {src} WHERE coalesce(stage, 'production') <> 'production'),
-        req AS (
-            SELECT p.request_id AS request,
-                   bool_or(p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE)))
-                       OR count(DISTINCT p.predicted) > 1 AS flagged,
-                   bool_or(coalesce(p.audit, FALSE)) AS audit, max(coalesce(p.audit_p, 0)) AS audit_p
-            FROM {src} p
-            WHERE p.request_id IN (SELECT request_id FROM shared) AND p.request_id IN (SELECT request_id FROM logged)
-              AND coalesce(p.stage, 'production') <> 'backtest'
-            GROUP BY 1
-        )
-        SELECT coalesce(CASE WHEN r.request IS NULL THEN l.served IS NOT FALSE AND (l.ood OR coalesce(l.referred, FALSE))
-                             ELSE r.flagged END, FALSE) AS flagged,
-               CASE WHEN r.request IS NULL THEN coalesce(l.audit, FALSE) ELSE r.audit END AS audit,
-               CASE WHEN r.request IS NULL THEN coalesce(l.audit_p, 0) ELSE r.audit_p END AS audit_p, count(*) AS n
-        FROM logged l LEFT JOIN req r ON r.request = l.request_id
-        GROUP BY ALL
-        """,
-        params,
-    )
 
 
 def _labelled_sql(f: LogFilter) -> tuple[str, list[object]]:
@@ -263,20 +235,28 @@ def _labelled_sql(f: LogFilter) -> tuple[str, list[object]]:
 
 def _whole(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None = None) -> pd.DataFrame:
     """`requests`' counts from one query over the whole log (every label joined with every prediction)."""
-    cte, params = logged(f)
+    with store.reuse(ws, con) as c:
+        return c.execute(*_counts_sql(f)).df()
+
+
+def _counts_sql(f: LogFilter, src: str = "log_predictions", labels: bool = True) -> tuple[str, list[object]]:
+    """The predictions in view in `src` counted by TALLY, each with its request's flags and (with `labels`) its
+    request's latest label; without, every one counted unlabelled (what is kept per day)."""
+    cte, params = logged(f, src)
+    fb = "fb AS (SELECT prediction_id, arg_max(label, ts) AS label, max(ts) AS at FROM log_feedback GROUP BY prediction_id),"
     sql = f"""
         WITH {cte},
-        fb AS (SELECT prediction_id, arg_max(label, ts) AS label, max(ts) AS at FROM log_feedback GROUP BY prediction_id),
+        {fb if labels else ""}
         shared AS (  -- requests with more than one prediction: a candidate's (shadow, limited) or a replay's beside it
-            SELECT DISTINCT request_id FROM log_predictions WHERE coalesce(stage, 'production') <> 'production'
+            SELECT DISTINCT request_id FROM {src} WHERE coalesce(stage, 'production') <> 'production'
         ),
         req AS (  -- those requests as a whole (every other request is its one prediction)
             SELECT p.request_id AS request,
                    bool_or(p.served IS NOT FALSE AND (p.ood OR coalesce(p.referred, FALSE)))
                        OR count(DISTINCT p.predicted) > 1 AS flagged,
                    bool_or(coalesce(p.audit, FALSE)) AS audit, max(coalesce(p.audit_p, 0)) AS audit_p,
-                   arg_max(fb.label, fb.at) AS label
-            FROM log_predictions p LEFT JOIN fb ON fb.prediction_id = p.id
+                   {"arg_max(fb.label, fb.at)" if labels else "NULL::VARCHAR"} AS label
+            FROM {src} p {"LEFT JOIN fb ON fb.prediction_id = p.id" if labels else ""}
             WHERE p.request_id IN (SELECT request_id FROM shared)
               AND p.request_id IN (SELECT request_id FROM logged)
               AND coalesce(p.stage, 'production') <> 'backtest'  -- a replay is no part of what production did
@@ -288,15 +268,15 @@ def _whole(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None = 
                         ELSE r.flagged END AS flagged,
                    CASE WHEN r.request IS NULL THEN coalesce(l.audit, FALSE) ELSE r.audit END AS audit,
                    CASE WHEN r.request IS NULL THEN coalesce(l.audit_p, 0) ELSE r.audit_p END AS audit_p,
-                   CASE WHEN r.request IS NULL THEN fb.label ELSE r.label END AS label
-            FROM logged l LEFT JOIN req r ON r.request = l.request_id LEFT JOIN fb ON fb.prediction_id = l.id
+                   {"CASE WHEN r.request IS NULL THEN fb.label ELSE r.label END" if labels else "NULL::VARCHAR"} AS label
+            FROM logged l LEFT JOIN req r ON r.request = l.request_id
+            {"LEFT JOIN fb ON fb.prediction_id = l.id" if labels else ""}
         )
         SELECT coalesce(flagged, FALSE) AS flagged, audit, audit_p, label IS NOT NULL AS labelled,
                coalesce(label = predicted OR (label = ? AND ood), FALSE) AS "right", count(*) AS n
         FROM each GROUP BY ALL
     """
-    with store.reuse(ws, con) as c:
-        return c.execute(sql, [*params, NONE_OF_THESE]).df()
+    return sql, [*params, NONE_OF_THESE]
 
 
 def estimate(frame: pd.DataFrame) -> Accuracy:

@@ -144,7 +144,8 @@ def _feedback(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection) -> pd
     if f.window == "predictions":
         cte, params = logged(f)
     else:
-        cte, params = logged(f, f"(SELECT *, prediction_id AS id FROM {label_map.load(ws, con)})")
+        label_map.load(ws, con)
+        cte, params = logged(f, label_map.AS_LOG)
     sql = f"""
         WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
                            FROM log_feedback GROUP BY prediction_id)
