@@ -175,3 +175,45 @@ def test_a_class_that_grows_is_an_alert_measured_against_the_expected_mix(prod: 
     mix = [a for a in report.alerts if a.metric == "class_mix"]
     assert [a.window for a in mix] == ["2026-03-04"] and "'red' is" in mix[0].words
     assert all(e.predicted == "red" for e in mix[0].examples)
+
+
+def _without_samples(report: drift.DriftReport) -> tuple[object, ...]:
+    return (report.windows, report.alerts, report.excluded, report.reference_version)
+
+
+def test_completed_windows_tests_are_kept_and_tested_again_only_when_their_inputs_change(
+    prod: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for day in range(3):
+        log_day(prod, day, 60)
+    log_day(prod, 3, 60, darken=0.35, dark_share=0.8)
+    today = datetime.combine(store.now().date(), datetime.min.time())
+    predictor = scoring.load_predictor(prod)  # and a window that still grows: today's
+    preds, _ = prediction.predict_images(predictor, [(f"t{i}.png", colour(i % 3, 7_000 + i)) for i in range(40)])
+    prediction_log.log_predictions(prod, preds, "simulation", predictor.version, [today] * len(preds), False)
+
+    tested: list[int] = []
+    window_tests = drift._window_tests
+    monkeypatch.setattr(drift, "_window_tests", lambda *a: tested.append(len(a[3])) or window_tests(*a))
+    first = drift.drift_report(prod)
+    assert len(tested) == 5  # every window, the first time
+    tested.clear()
+    again = drift.drift_report(prod)
+    assert tested == [40]  # only today's: the four completed windows read back
+    assert _without_samples(again) == _without_samples(first) and again.alerts  # the same tests, estimates and alerts
+
+    ids = [p.id for p in preds[:0]]  # nothing on today's window; a label given late on day 1's predictions
+    with store.connect(prod) as con:
+        ids = [r[0] for r in con.execute(
+            "SELECT id FROM log_predictions WHERE CAST(ts AS DATE) = ? ORDER BY id LIMIT 12", [(START + timedelta(days=1)).date()]
+        ).fetchall()]  # fmt: skip
+    for pid in ids:
+        prediction_log.add_feedback(prod, pid, "red", ["red", "blue", "green"], source="app")
+    tested.clear()
+    later = drift.drift_report(prod)
+    assert sorted(tested) == [40, 60]  # day 1 (its labels changed) and today's
+    assert later.windows[1].feedback == 12 and later.windows[0].tests == first.windows[0].tests
+    tested.clear()
+    monkeypatch.setattr(drift.judged_store, "VERSION", -1)  # kept under another version: nothing read back
+    drift.drift_report(prod)
+    assert len(tested) == 5

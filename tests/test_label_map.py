@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from core.production import label_map, prediction_log
+from core.production import label_map, labelled, prediction_log
 from core.production.monitoring import queries
 from core.workspace import log_files, store
 from core.workspace.paths import Workspace
@@ -18,6 +18,7 @@ from tests.test_window_store import rows
 
 CLASSES = ["red", "blue", "green"]
 FIELDS = ", ".join(label_map.FIELDS)
+ROW = ", ".join(f"{e} AS {k}" for k, (_, e) in label_map.FIELDS.items())
 
 
 def reference(ws: Workspace) -> pd.DataFrame:
@@ -33,7 +34,7 @@ def reference(ws: Workspace) -> pd.DataFrame:
 def mapped(ws: Workspace, searched: list[int] | None = None) -> pd.DataFrame:
     """The map's rows for the labels there are now (each id once, checked), and how many ids each call looked up."""
     with store.connect(ws) as con:
-        table = label_map.load(ws, con)
+        table = label_map.load(ws, con).table
         counts = con.execute(f"SELECT count(*), count(DISTINCT prediction_id) FROM {table}").fetchone()
         assert counts[0] == counts[1]  # no id twice
         return con.execute(
@@ -49,15 +50,24 @@ def same(ws: Workspace) -> None:
 def assert_mapped(ws: Workspace) -> None:
     same(ws)
     for f in (queries.LogFilter(window="hour"), queries.LogFilter(window="day", version="v2")):
-        with store.connect(ws) as con:  # the Monitor's feedback per window: from the map, as from the whole log
-            from_map = queries._feedback(ws, f, con)
+        with store.connect(ws) as con:  # the Monitor's feedback per window: kept, as from every label joined with the log
+            kept = queries._feedback(ws, f, con)
+            whole_labelled(con)
             with pytest.MonkeyPatch.context() as m:
-                m.setattr(label_map, "load", lambda *_: "(SELECT id AS prediction_id, * EXCLUDE (id) FROM log_predictions)")
+                m.setattr(labelled, "load", lambda *_: labelled.TABLE)
                 whole = queries._feedback(ws, f, con)
         order = ["window"]
+        assert len(whole) > 0
         pd.testing.assert_frame_equal(
-            from_map.sort_values(order).reset_index(drop=True), whole.sort_values(order).reset_index(drop=True)
+            kept.sort_values(order).reset_index(drop=True), whole.sort_values(order).reset_index(drop=True)
         )
+
+
+def whole_labelled(con: duckdb.DuckDBPyConnection) -> None:
+    """labelled's view made from every label joined with the whole log (no map, nothing kept): the reference."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW whole_map AS SELECT id AS prediction_id, {ROW} FROM log_predictions")
+    whole = labelled.compute_sql("TRUE", "SELECT * FROM log_feedback", "whole_map")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {labelled.TABLE} AS {whole}")
 
 
 @pytest.fixture

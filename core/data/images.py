@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageFilter, ImageOps, UnidentifiedImageError
-from scipy.fft import dctn
 
 from core.errors import UserError
 
@@ -99,6 +98,8 @@ def conversion_notes(img: Image.Image, rotated: bool) -> str:
 def perceptual_hash(gray: Image.Image) -> str:
     """64-bit DCT hash (pHash): low 8x8 frequencies of a 32x32 thumbnail against their median."""
     small = np.asarray(gray.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    from scipy.fft import dctn  # here: importing scipy.fft costs a tenth of a second that most callers never need
+
     low = dctn(small, norm="ortho")[:8, :8]
     bits = (low > np.median(low)).flatten()
     return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"

@@ -19,19 +19,15 @@ workspace where it cannot be written only looks up more each time.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from core.production import kept_files
 from core.workspace import log_files
 from core.workspace.paths import Workspace, write_atomic
 
@@ -63,41 +59,36 @@ def _key(ws: Workspace, path: Path) -> str:
     return path.relative_to(log_files.root(ws, "predictions")).as_posix()
 
 
-def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
+@dataclass(frozen=True)
+class Loaded:
+    """What `load` left in the connection: TABLE, the rows of the kept files named `kept` (those this call kept of
+    what it looked up among them) and the rows FRESH selects (looked up by this call, or read from the database's
+    table); `whole` when every label was checked again (a compaction, a damaged kept file): what was built on the map
+    then needs building again too."""
+
+    table: str
+    kept: tuple[str, ...]
+    whole: bool
+
+
+FRESH = "SELECT prediction_id FROM label_table UNION ALL SELECT prediction_id FROM label_found"
+
+
+def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> Loaded:
     """Make TABLE in `con` (a view): every labelled prediction in the log, and the other predictions of its request
-    (a candidate's beside production's), each once, with FIELDS (its request, image, class, flags, ...); returns its
-    name. Only the labelled ones join log_feedback. Labels on predictions that are not in the log have no row. Labels taken
-    back (undo) keep theirs: join with log_feedback for the labels there are now. One process at a time keeps what
-    it found (the others look up for themselves meanwhile), so no id is kept twice."""
-    with _holding(ws) as writer:
+    (a candidate's beside production's), each once, with FIELDS (its request, image, class, flags, ...). Only the
+    labelled ones join log_feedback. Labels on predictions that are not in the log have no row. Labels taken back
+    (undo) keep theirs: join with log_feedback for the labels there are now. One process at a time keeps what it
+    found (the others look up for themselves meanwhile), so no id is kept twice."""
+    with kept_files.holding(folder(ws), ".lock") as writer:
         return _load(ws, con, writer)
 
 
-@contextmanager
-def _holding(ws: Workspace) -> Iterator[bool]:
-    """The hold on keeping lookups (True when this process has it; released by the system if the process dies)."""
-    try:
-        folder(ws).mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder(ws) / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # a read-only workspace: look up, keep nothing
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            held = True
-        except OSError:
-            held = False
-        yield held
-    finally:
-        os.close(fd)
-
-
-def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> str:
+def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded:
     files = {_key(ws, f): f for f in log_files.readable(ws, "predictions")}
     feedback = {f.relative_to(log_files.root(ws, "feedback")).as_posix(): f for f in log_files.readable(ws, "feedback")}
     state = _read_state(ws)
-    kept = _current(ws, state, writer)
+    kept = kept_files.current(folder(ws), PREFIX, state["superseded"], writer)
     gone = set(state["log"]) - set(files)  # files that left the view: what was found in them is looked up again
     # the database's table: rows are added with the time they are given (a label taken back is deleted); the rows
     # up to the last one seen are the same as then when they still count the same
@@ -153,16 +144,20 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> str:
     days = {log_files.day_of(Path(k)) for k in gone} - {None}
     todo = "SELECT prediction_id FROM label_todo EXCEPT SELECT prediction_id FROM label_found"
     _search(ws, con, todo, list(files.values()), days)  # type: ignore[arg-type]
+    found = None
     if writer and con.execute("SELECT count(*) FROM label_found").fetchone()[0]:
-        _write(ws, con, "label_found")
+        found = kept_files.write(con, "label_found", folder(ws), PREFIX)
     missing = con.execute(
         "SELECT prediction_id FROM (SELECT prediction_id FROM label_todo UNION SELECT prediction_id FROM label_misses) "
         "EXCEPT SELECT prediction_id FROM label_found"
     ).fetchall()
-    if writer and whole and kept and _write(ws, con, "label_kept"):  # the kept lookups, less what lost its file, as one file
-        now = time.time()  # the files it replaces are left a while for readers that listed them
-        state["superseded"] = {**state["superseded"], **{p.name: now for p in kept}}
-        kept_sql = "SELECT * FROM label_kept"
+    names = tuple(p.name for p in kept)
+    if whole:  # the view holds label_kept: kept as one file (the kept lookups, less what lost its file)
+        folded = kept_files.write(con, "label_kept", folder(ws), PREFIX) if writer and kept else None
+        names = (folded.name,) if folded else ()
+        if folded:  # the files it replaces are left a while for readers that listed them
+            now = time.time()
+            state["superseded"] = {**state["superseded"], **{p.name: now for p in kept}}
     table = [int(table_now[0]), str(table_now[1])] if table_now[1] is not None else []
     state |= {"log": sorted(files), "feedback": sorted(feedback), "unfound": sorted(r[0] for r in missing), "table": table}
     if writer:
@@ -170,7 +165,7 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> str:
     parts = (kept_sql, "SELECT * FROM label_table", "SELECT * FROM label_found")
     union = " UNION ALL ".join(f"SELECT prediction_id, {_NAMES} FROM ({sql})" for sql in parts)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {TABLE} AS {union}")
-    return TABLE
+    return Loaded(TABLE, names + ((found.name,) if found else ()), whole)
 
 
 def _readable(con: duckdb.DuckDBPyConnection, kept: list[Path], writer: bool) -> list[Path]:
@@ -233,19 +228,6 @@ def _search(ws: Workspace, con: duckdb.DuckDBPyConnection, ids_sql: str, files: 
     return found
 
 
-def _write(ws: Workspace, con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Keep a table of lookups as a new file (two processes at once each keep theirs); False when it cannot be."""
-    path = folder(ws) / f"{PREFIX}{uuid.uuid4().hex}.parquet"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        con.execute(f"COPY {table} TO {log_files.sql_path(tmp)} (FORMAT parquet)")
-        os.replace(tmp, path)
-    except (duckdb.Error, OSError):
-        return False  # not kept: looked up again next time
-    return True
-
-
 def _state(ws: Workspace) -> Path:
     return folder(ws) / f"{PREFIX}state.json"
 
@@ -260,21 +242,6 @@ def _read_state(ws: Workspace) -> dict[str, Any]:
         return out | {"superseded": {str(k): float(v) for k, v in dict(state["superseded"]).items()}}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {"log": [], "feedback": [], "unfound": [], "table": [], "superseded": {}}
-
-
-def _current(ws: Workspace, state: dict[str, Any], writer: bool) -> list[Path]:
-    """The kept files to read: not folded into another. One folded more than GRACE_S ago is deleted (cache) by the
-    process that keeps lookups."""
-    now, out = time.time(), []
-    for path in sorted(folder(ws).glob(f"{PREFIX}*.parquet")):
-        when = state["superseded"].get(path.name)
-        if when is None:
-            out.append(path)
-        elif writer and now - when > log_files.GRACE_S:
-            path.unlink(missing_ok=True)
-    names = {p.name for p in folder(ws).glob(f"{PREFIX}*.parquet")}
-    state["superseded"] = {k: v for k, v in state["superseded"].items() if k in names}
-    return out
 
 
 def _write_state(ws: Workspace, state: dict[str, Any]) -> None:

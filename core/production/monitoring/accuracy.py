@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from core.model.rates import MIN_N, Z95, Rate
-from core.production import label_map
+from core.production import labelled
 from core.production.monitoring import window_store
 from core.production.monitoring.drift import DriftReport
 from core.production.monitoring.queries import LogFilter, filter_key, logged
@@ -187,46 +187,37 @@ def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None 
 
     Without a scan of the whole log: every prediction in view counted as if unlabelled, day by day and kept
     (window_store: a request's predictions are logged together, on one day), then the labelled requests' predictions
-    (label_map: kept, with the other predictions of each request) moved to labelled, right or wrong. Should the two
-    ever disagree (a request's predictions split between the database's table and the files), the counts come from
-    one query over the whole log instead."""
+    (labelled: kept, with the other predictions of each request and the request's latest label) moved to labelled,
+    right or wrong. Should the two ever disagree (a request's predictions split between the database's table and the
+    files), the counts come from one query over the whole log instead."""
     day = replace(f, window="day", size=0)
     with store.reuse(ws, con) as c:
-        label_map.load(ws, c)
+        labelled.load(ws, c)
         tally = lambda src: _counts_sql(day, src, labels=False)  # noqa: E731
         counted = window_store.grouped(ws, c, "day", "accuracy-tally", tally, _KEYS, filter_key(day, "v2"))
-        labelled = c.execute(*_labelled_sql(day)).df()
-        if counted.empty and labelled.empty:
+        known = c.execute(*_labelled_sql(day)).df()
+        if counted.empty and known.empty:
             return _whole(ws, f, c)
         every = counted.groupby(_KEYS, dropna=False)["n"].sum()
-        moved = labelled.groupby(_KEYS, dropna=False)["n"].sum()
+        moved = known.groupby(_KEYS, dropna=False)["n"].sum()
         left = every.sub(moved, fill_value=0)
         if (left < 0).any():
             return _whole(ws, f, c)
     rest = left[left > 0].rename("n").reset_index().assign(labelled=False, right=False)
-    out = pd.concat([rest, labelled], ignore_index=True) if len(labelled) else rest
+    out = pd.concat([rest, known], ignore_index=True) if len(known) else rest
     return out[[*TALLY, "n"]].astype({"n": int})
 
 
 def _labelled_sql(f: LogFilter) -> tuple[str, list[object]]:
-    """The labelled requests' predictions in view (from label_map), counted by TALLY: a request's label is the latest
+    """The labelled requests' predictions in view (kept: labelled), counted by TALLY: a request's label is the latest
     on any of its predictions (a replay's aside), its flags those of all of them."""
-    cte, params = logged(f, "mapped")
+    cte, params = logged(f, labelled.AS_LOG)
     return (
         f"""
-        WITH mapped AS (SELECT * FROM {label_map.TABLE} WHERE stage <> 'backtest'),
-        {cte},
-        fb AS (SELECT prediction_id, arg_max(label, ts) AS label, max(ts) AS at FROM log_feedback GROUP BY prediction_id),
-        lab AS (SELECT m.request, arg_max(fb.label, fb.at) AS label FROM mapped m JOIN fb ON fb.prediction_id = m.prediction_id
-                GROUP BY m.request),
-        req AS (
-            SELECT request, bool_or(served IS NOT FALSE AND (ood OR referred)) OR count(DISTINCT predicted) > 1 AS flagged,
-                   bool_or(audit) AS audit, max(audit_p) AS audit_p
-            FROM mapped WHERE request IN (SELECT request FROM lab) GROUP BY request
-        )
-        SELECT coalesce(r.flagged, FALSE) AS flagged, r.audit, r.audit_p, TRUE AS labelled,
-               coalesce(l.label = m.predicted OR (l.label = ? AND m.ood), FALSE) AS "right", count(*) AS n
-        FROM logged m JOIN lab l ON l.request = m.request JOIN req r ON r.request = m.request
+        WITH {cte}
+        SELECT flagged, request_audit AS audit, request_audit_p AS audit_p, TRUE AS labelled,
+               coalesce(label = predicted OR (label = ? AND ood), FALSE) AS "right", count(*) AS n
+        FROM logged WHERE stage <> 'backtest' AND label IS NOT NULL
         GROUP BY ALL
         """,
         [*params, NONE_OF_THESE],

@@ -8,14 +8,15 @@ embedding are not comparable); the report says how many that leaves.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from core.model import registry
 from core.production import prediction_log
-from core.production.monitoring import floors, queries, stats
+from core.production.monitoring import floors, judged_store, queries, stats
 from core.production.monitoring.queries import LogFilter, window_label
 from core.production.monitoring.reference import DriftReference, drift_reference, with_aspect
 from core.production.monitoring.stats import DriftTest, Estimate
@@ -152,6 +153,35 @@ def _window_tests(ref: DriftReference, row: pd.Series, counts: dict[str, int], s
     return tests
 
 
+SPAN = {"hour": pd.Timedelta(hours=1), "day": pd.Timedelta(days=1), "week": pd.Timedelta(days=7)}
+
+
+def _judged(
+    kept: judged_store.Kept,
+    reference: str,
+    window: str,
+    label: str,
+    ref: DriftReference,
+    row: pd.Series,
+    counts: dict[str, int],
+    sample: pd.DataFrame,
+) -> tuple[list[DriftTest], Estimates]:
+    """A window's tests (before the adjustment over all windows) and estimates: kept ones when its inputs are the
+    same as when they were kept; a window that still grows (it holds today, UTC) is computed and never kept."""
+    figures = [int(row[c]) for c in ("images", "ood_images", "feedback", "feedback_correct")]
+    key = judged_store.inputs_key(reference, [*figures, float(row["feedback_accuracy"]), sorted(counts.items())], sample["id"])
+    done = window in SPAN and pd.Timestamp(row["window"]) + SPAN[window] <= pd.Timestamp(store.now().date())
+    found = kept.get(label, key) if done else None
+    if found is not None:
+        estimates = dict(found["estimates"])
+        estimates["class_mix"] = {c: Estimate(**e) for c, e in estimates["class_mix"].items()}
+        return [DriftTest(**t) for t in found["tests"]], Estimates(**estimates)
+    tests, estimates = _window_tests(ref, row, counts, sample), _estimates(ref, row, sample)
+    if done:
+        kept.put(label, key, {"tests": [asdict(t) for t in tests], "estimates": asdict(estimates)})
+    return tests, estimates
+
+
 def _distinct_ood(row: pd.Series, sample: pd.DataFrame) -> tuple[int, int]:
     """Distinct images in the window, and how many of them were flagged out of domain (from the log's counts when
     the window has them, else from its sample)."""
@@ -222,20 +252,22 @@ def examples_for(report: DriftReport, metric: str, window: str) -> tuple[Example
     return _examples(test, sample, report.reference) if test is not None and len(sample) else ()
 
 
-def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None) -> DriftReport:
+def drift_report(
+    ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None, con: duckdb.DuckDBPyConnection | None = None
+) -> DriftReport:
     """Every window of the filtered log tested against `version`'s reference (default: f.version, else
     production), each distinct image once; Benjamini-Hochberg over all tests; an alert needs a significant test
     and an effect at least as large as the metric's floor; alerts with examples and levers."""
-    reference_version = version or f.version or registry.production_version(ws)
-    if reference_version is None:
-        return DriftReport("", (), (), 0)
-    ref = drift_reference(ws, reference_version)
-    judged_filter = replace(f, version=reference_version)
-    with store.connect(ws) as con:  # one connection for every query
-        everything = queries.count(ws, replace(f, version=None), con) if f.version is None else None
-        win = queries.windows(ws, judged_filter, con)
-        mix = queries.class_mix(ws, judged_filter, con)
-        samples = queries.window_samples(ws, judged_filter, PER_WINDOW, con)
+    with store.reuse(ws, con) as c:  # one connection for every query
+        reference_version = version or f.version or registry.production_version(ws, c)
+        if reference_version is None:
+            return DriftReport("", (), (), 0)
+        ref = drift_reference(ws, reference_version)
+        judged_filter = replace(f, version=reference_version)
+        everything = queries.count(ws, replace(f, version=None), c) if f.version is None else None
+        win = queries.windows(ws, judged_filter, c)
+        mix = queries.class_mix(ws, judged_filter, c)
+        samples = queries.window_samples(ws, judged_filter, PER_WINDOW, c)
     chosen = floors.chosen_floors(ws)
     excluded = everything - int(win["predictions"].sum()) if everything is not None else 0
     labels = {w: window_label(w) for w in samples["window"].unique()}
@@ -244,7 +276,12 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
         label=samples["window"].map(labels),
     )
     samples = samples.drop_duplicates(["window", "sha256"])  # an image sent again is no new evidence
-    pending: list[tuple[WindowDrift, pd.Series | None, list[DriftTest], pd.DataFrame | None]] = []
+    kept = judged_store.Kept(ws, queries.filter_key(judged_filter), reference_version)
+    reference = judged_store.fingerprint(
+        ref.labels, ref.predicted, ref.confidence, ref.energy, ref.embedding, ref.ood, ref.properties, ref.prior,
+        list(ref.classes), [ref.prior_n],
+    )  # fmt: skip
+    pending: list[tuple[WindowDrift, pd.Series | None, list[DriftTest], pd.DataFrame | None, Estimates | None]] = []
     for _, row in win.iterrows():
         label, n, images = window_label(row["window"]), int(row["predictions"]), int(row["images"])
         shell = WindowDrift(
@@ -252,17 +289,19 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
             int(row["feedback_correct"]),
         )  # fmt: skip
         if images < stats.MIN_WINDOW:
-            pending.append((shell, None, [], None))  # too few distinct images to judge
+            pending.append((shell, None, [], None, None))  # too few distinct images to judge
             continue
         sample = samples[samples["window"] == row["window"]]
         part = mix[mix["window"] == row["window"]]
         counts = {str(c): int(k) for c, k in zip(part["predicted"], part["images"], strict=True)}
-        pending.append((shell, row, _window_tests(ref, row, counts, sample), sample))
-    adjusted = iter(stats.benjamini_hochberg([t for _, _, tests, _ in pending for t in tests]))
+        tests, estimates = _judged(kept, reference, f.window, label, ref, row, counts, sample)
+        pending.append((shell, row, tests, sample, estimates))
+    kept.save()
+    adjusted = iter(stats.benjamini_hochberg([t for _, _, tests, _, _ in pending for t in tests]))
     computed: dict[tuple[int, int], dict[str, float]] = {}  # floors per (sample size, labelled): windows share them
     windows: list[WindowDrift] = []
     alerts: list[DriftAlert] = []
-    for shell, row, tests, sample in pending:
+    for shell, row, tests, sample, estimates in pending:
         if row is None or sample is None:
             windows.append(shell)
             continue
@@ -270,7 +309,7 @@ def drift_report(ws: Workspace, f: LogFilter = LogFilter(), version: str | None 
         if key not in computed:
             computed[key] = floors.reference_floors(ref, *key)
         done = tuple(replace(t, floor=floors.floor_for(t.metric, computed[key], chosen)) for t in (next(adjusted) for _ in tests))
-        windows.append(replace(shell, judged=True, tests=done, estimates=_estimates(ref, row, sample)))
+        windows.append(replace(shell, judged=True, tests=done, estimates=estimates))
         kept = bool(sample["image_path"].notna().any())
         for t in done:
             if t.matters(ALERT_Q):

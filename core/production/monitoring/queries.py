@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 
 from core.data.images import PROPERTIES
-from core.production import label_map, prediction_log
+from core.production import labelled, prediction_log
 from core.production.monitoring import window_store
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -139,16 +139,18 @@ FEEDBACK_COLUMNS = (
 
 def _feedback(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Per window with feedback: the counts and rates windows() shows (the latest label of each prediction). For
-    time windows, the labelled predictions come from the kept map of labels (label_map), not a scan of the log;
+    time windows, the labelled predictions with their latest labels are kept (labelled), not a join with the log;
     blocks of N predictions number every prediction, so they read the log."""
     if f.window == "predictions":
         cte, params = logged(f)
-    else:
-        label_map.load(ws, con)
-        cte, params = logged(f, label_map.AS_LOG)
+        fb = """JOIN (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source FROM log_feedback
+                      GROUP BY 1) fb ON fb.prediction_id = p.id"""
+    else:  # each row holds its latest label: no join
+        labelled.load(ws, con)
+        cte, params = logged(f, labelled.AS_LOG)
+        fb = "CROSS JOIN LATERAL (SELECT p.own_label AS label, p.own_source AS source) fb WHERE p.own_label IS NOT NULL"
     sql = f"""
-        WITH {cte}, fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source
-                           FROM log_feedback GROUP BY prediction_id)
+        WITH {cte}
         SELECT p."window",
                count(fb.label) FILTER (WHERE {BY_CHANCE}) AS feedback,
                count(CASE WHEN {AGREES} AND {BY_CHANCE} THEN 1 END) AS feedback_correct,
@@ -158,7 +160,7 @@ def _feedback(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection) -> pd
                count_if(fb.source = 'review') AS reviews,
                count(CASE WHEN fb.source = 'review' AND {AGREES} THEN 1 END) AS review_correct,
                avg(CASE WHEN fb.source = 'review' THEN ({AGREES})::INTEGER END) AS review_agreement
-        FROM logged p JOIN fb ON fb.prediction_id = p.id
+        FROM logged p {fb}
         GROUP BY ALL
     """
     none = prediction_log.NONE_OF_THESE

@@ -13,7 +13,7 @@ from core.production.monitoring.causes import report_causes
 from core.production.monitoring.drift import DriftReport, drift_report
 from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, window_label, windows
 from core.production.monitoring.verdict import verdict
-from core.workspace import log_files
+from core.workspace import log_files, store
 from core.workspace.paths import Workspace
 
 
@@ -28,13 +28,20 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _flat(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, one level deep (asdict copies every value deeply: slow over hundreds)."""
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
 def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = None) -> dict[str, object]:
     """Windows (each with its tests and estimates), alerts against the reference of `version` (default: the
     filter's version, else production) and totals, for the CLI."""
-    win = windows(ws, f)
-    report: DriftReport = drift_report(ws, f, version)
+    with store.connect(ws) as con:  # one connection for every query
+        win = windows(ws, f, con)
+        report: DriftReport = drift_report(ws, f, version, con)
+        truth = truth_by_window(ws, f, con).set_index("window")["accuracy_true"].to_dict()
+        estimates = accuracy.accuracy(ws, f, con)
     by_label = {w.window: w for w in report.windows}
-    truth = truth_by_window(ws, f).set_index("window")["accuracy_true"].to_dict()
     records = []
     for record in json_records(win):
         label = window_label(record["window"])
@@ -43,7 +50,7 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
         record["repeats"] = bool(judged and judged.repeats)
         record["tests"] = (
             [
-                {**asdict(t), "alert": t.matters(report.q), "too_small": t.significant(report.q) and not t.matters(report.q)}
+                {**_flat(t), "alert": t.matters(report.q), "too_small": t.significant(report.q) and not t.matters(report.q)}
                 for t in judged.tests
             ]
             if judged
@@ -55,9 +62,7 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
         records.append(record)
     alerts = []
     for a in report.alerts:
-        alert = asdict(a)
-        alert["example_ids"] = [e.id for e in a.examples]
-        alerts.append(alert)
+        alerts.append({**_flat(a), "examples": [_flat(e) for e in a.examples], "example_ids": [e.id for e in a.examples]})
     found = verdict(report)
     causes = [
         {"window": c.window, "cause": c.kind, "title": c.title, "words": c.words, "metrics": [t.metric for t in c.tests],
@@ -78,7 +83,7 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
             "windows": records,
             "alerts": alerts,
             "estimates": [{"window": r["window"], **(r["estimates"] or {})} for r in records if r["estimates"]],
-            "accuracy": accuracy.summary(accuracy.accuracy(ws, f), accuracy.atc_overall(report)),
+            "accuracy": accuracy.summary(estimates, accuracy.atc_overall(report)),
             "spooled": prediction_log.spooled_rows(ws),
             "unreadable_log_files": [str(f.relative_to(ws.root)) for f in log_files.unreadable(ws)],
         }

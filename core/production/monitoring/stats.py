@@ -286,14 +286,23 @@ def _bbse_solve(rp: np.ndarray, rl: np.ndarray, wp: np.ndarray, k: int) -> np.nd
 def _bbse_draws(
     ref_predicted: np.ndarray, ref_labels: np.ndarray, window_predicted: np.ndarray, k: int, boot: int, seed: int
 ) -> np.ndarray:
-    """[boot, k] bootstrap estimates, resampling both the reference and the window."""
+    """[boot, k] bootstrap estimates, resampling both the reference and the window: `_bbse_solve` of each resample,
+    all at once (the joint matrices stacked, solved by their pseudo-inverses: lstsq's least-norm solution)."""
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(boot):
-        r = rng.integers(len(ref_labels), size=len(ref_labels))
-        w = rng.integers(len(window_predicted), size=len(window_predicted))
-        draws.append(_bbse_solve(ref_predicted[r], ref_labels[r], window_predicted[w], k))
-    return np.array(draws).reshape(boot, k)
+    n_ref, n_win = len(ref_labels), len(window_predicted)
+    r, w = np.empty((boot, n_ref), np.int64), np.empty((boot, n_win), np.int64)
+    for b in range(boot):  # drawn in the order one resample at a time draws them
+        r[b] = rng.integers(n_ref, size=n_ref)
+        w[b] = rng.integers(n_win, size=n_win)
+    row = np.arange(boot)[:, None]
+    cells = (row * k + ref_predicted[r]) * k + ref_labels[r]
+    joint = np.bincount(cells.ravel(), minlength=boot * k * k).reshape(boot, k, k) / max(n_ref, 1)
+    prior = np.bincount((row * k + ref_labels[r]).ravel(), minlength=boot * k).reshape(boot, k) / max(n_ref, 1)
+    mu = np.bincount((row * k + window_predicted[w]).ravel(), minlength=boot * k).reshape(boot, k) / max(n_win, 1)
+    weights = np.einsum("bij,bj->bi", np.linalg.pinv(joint, rcond=k * np.finfo(float).eps), mu)
+    shares = np.clip(weights, 0, None) * prior
+    total = shares.sum(1, keepdims=True)
+    return np.where(total > 0, shares / np.where(total > 0, total, 1), prior)
 
 
 def bbse_class_mix(
@@ -360,13 +369,28 @@ def atc_interval(
     ref_c, ref_ok, win = (np.asarray(x) for x in (ref_confidence, ref_correct, window_confidence))
     point = atc_accuracy(win, atc_threshold(ref_c, ref_ok))
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(boot):
-        r = rng.integers(len(ref_c), size=len(ref_c))
-        w = rng.integers(len(win), size=len(win))
-        draws.append(atc_accuracy(win[w], atc_threshold(ref_c[r], ref_ok[r])))
+    r, w = np.empty((boot, len(ref_c)), np.int64), np.empty((boot, len(win)), np.int64)
+    for b in range(boot):  # drawn in the order one resample at a time draws them
+        r[b] = rng.integers(len(ref_c), size=len(ref_c))
+        w[b] = rng.integers(len(win), size=len(win))
+    thresholds = _row_quantiles(np.sort(ref_c.astype(float)[r], axis=1), 1.0 - ref_ok[r].mean(1))
+    draws = (win[w] > thresholds[:, None]).mean(1)
     low, high = np.percentile(draws, [2.5, 97.5])
     return Estimate(point, float(low), float(high))
+
+
+def _row_quantiles(ordered: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Each sorted row's quantile q[i], as np.quantile's default (linear) method finds it."""
+    n = ordered.shape[1]
+    virtual = n * q + (1 - q) - 1  # numpy's virtual index for alpha = beta = 1
+    below = np.clip(np.floor(virtual), 0, n - 1).astype(np.int64)
+    above = np.clip(below + 1, 0, n - 1)
+    gamma = np.clip(virtual - np.floor(virtual), 0, 1)[:, None]
+    a = np.take_along_axis(ordered, below[:, None], 1)
+    b = np.take_along_axis(ordered, above[:, None], 1)
+    diff = b - a
+    out = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
+    return out[:, 0]
 
 
 def average_confidence(window_confidence: np.ndarray) -> float:
