@@ -316,3 +316,55 @@ def test_the_accuracy_counted_in_the_database_is_the_accuracy_of_every_predictio
     review.undo_last(prod, "ann")
     for f in (LogFilter(), LogFilter(version=v2)):
         assert accuracy.accuracy(prod, f) == per_prediction_accuracy(prod, f), f
+
+
+def test_the_value_order_computed_in_the_database_is_the_one_computed_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """review_order.top (the Review page's, in SQL) against the value computed row by row in numpy: tempered
+    probabilities, the action taken (or the best one for the top class when the matrix does not name it), a version
+    whose matrix is for other classes, and the audit's share."""
+    from types import SimpleNamespace
+
+    import duckdb
+
+    two, three = default_utility(["cat", "dog"]), default_utility(["cat", "dog", "eel"])
+    policies = {"v1": (two, 2.5), "v3": (two, 1.0)}  # v2: no policy, the workspace's matrix (three classes)
+    monkeypatch.setattr(
+        review_order.accepted, "active",
+        lambda ws, v, con: SimpleNamespace(utility=policies[v][0], policy=SimpleNamespace(temperature=policies[v][1]))
+        if v in policies else None,
+    )  # fmt: skip
+    monkeypatch.setattr(review_order, "_utility", lambda ws, v: three)
+    rng = np.random.default_rng(4)
+    n = 400
+    p = rng.dirichlet([0.6, 0.6], n)
+    actions = rng.choice([*two.actions, "something else"], n)
+    frame = pd.DataFrame(
+        {
+            "id": [f"{i:04d}" for i in rng.permutation(n)],
+            "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 50, n), unit="min"),  # ties in time
+            "model_version": rng.choice(["v1", "v2", "v3"], n),
+            "probs": [row.astype(np.float32).tolist() for row in p],
+            "action": actions,
+            "audit": rng.random(n) < 0.15,
+        }
+    ).sort_values(["ts", "id"], ignore_index=True)
+
+    def values(part: pd.DataFrame, version: str) -> np.ndarray:
+        u, temperature = policies.get(version, (three, 1.0))
+        probs = review_order.tempered(np.stack([np.asarray(x, np.float64) for x in part["probs"]]), temperature)
+        if probs.shape[1] != len(u.classes):
+            return np.zeros(len(part))
+        own = review_order.best_actions(u)[probs.argmax(axis=1)]
+        taken = np.array([u.actions.index(a) if a in u.actions else o for a, o in zip(part["action"], own, strict=True)])
+        return review_order.utility_lost(u.net(), probs, taken)
+
+    value = np.zeros(n)
+    for version, part in frame.groupby("model_version"):
+        value[part.index] = values(part, str(version))
+    expected = frame["id"].iloc[review_order.interleave(value, frame["audit"].to_numpy(bool))].tolist()
+    assert value[frame["model_version"] == "v2"].max() == 0 and value.max() > 0
+    con = duckdb.connect()
+    con.register("frame", frame)
+    con.execute("CREATE TABLE waiting AS SELECT id, ts, model_version, probs::FLOAT[] AS probs, action, audit FROM frame")
+    for k in (1, 7, 60, n):
+        assert review_order.top(None, con, "waiting", k) == expected[:k]  # type: ignore[arg-type]

@@ -9,13 +9,14 @@ import fcntl
 import os
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
-from core.production import labelled
+from core.production import labelled, prediction_log
 from core.workspace import log_files, store
 from core.workspace.paths import Workspace
-from tests.test_label_map import label, whole_labelled
+from tests.test_label_map import CLASSES, label, whole_labelled
 from tests.test_window_store import rows
 
 ORDER = ["prediction_id"]
@@ -130,3 +131,75 @@ def test_a_process_without_the_hold_computes_for_itself_and_keeps_nothing(ws: Wo
 @pytest.fixture(autouse=True)
 def _no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(log_files, "GRACE_S", 0.0)  # replaced kept files deleted at once (their readers are done)
+
+
+def test_the_queue_its_backlog_and_the_joinable_images_equal_what_every_label_joined_with_the_log_gives(
+    ws: Workspace,
+) -> None:
+    from core.production import review, review_queue
+
+    store.init_db(ws)
+    frames = []
+    for day in (3, 2, 1):
+        frame = rows(ws, 60, day, seed=10 + day)
+        rng = np.random.default_rng(day)
+        frame = frame.assign(
+            served=True, referred=rng.random(60) < 0.3, audit=rng.random(60) < 0.2, audit_p=0.2,
+            image_path=[f"production/{i}.png" if i % 4 else None for i in range(60)],
+        )  # fmt: skip
+        log_files.append(ws, "predictions", frame, "api-1")
+        frames.append(frame)
+    every = pd.concat(frames, ignore_index=True)
+    waiting = every[every["ood"] | every["referred"] | every["audit"]]
+    label(ws, list(waiting["id"][:12]))  # app feedback (a file)
+    label(ws, list(waiting["id"][12:24]), source="review")  # reviewers (the table): some agree, some not
+    label(ws, list(every["id"][:6]), source="import")
+    label(ws, list(waiting["id"][:3]), source="review")  # a second, later label on labelled ones
+    for pid in waiting.loc[waiting["ood"], "id"][-3:]:  # "none of these" on an out-of-domain image agrees with the model
+        prediction_log.add_feedback(ws, pid, prediction_log.NONE_OF_THESE, CLASSES, source="review")
+
+    def whole() -> tuple[object, ...]:
+        with store.connect(ws) as con:
+            con.execute(f"CREATE TEMP VIEW whole_map AS SELECT id AS prediction_id, {ROW} FROM log_predictions")
+            sql, params = review_queue._waiting_candidates("log_predictions")
+            con.execute(f"CREATE TEMP TABLE {review_queue.CANDIDATES} AS {sql}", params)
+            old = review_queue._QUEUE.replace(labelled.TABLE, "whole_map")
+            old = old.replace("SELECT DISTINCT request FROM whole_map", ANSWERED).replace(
+                "SELECT DISTINCT sha256 FROM whole_map WHERE reviewed AND sha256 IS NOT NULL", SETTLED
+            )
+            queue = con.execute(f"SELECT first.id FROM ({old.replace('SELECT first.*, copies', 'SELECT first')})").fetchall()
+            agreed = con.execute(AGREED, [review_queue.NONE_OF_THESE]).fetchone()
+            joinable = con.execute(OLD_JOINABLE).df()
+        return sorted(r[0] for r in queue), agreed, joinable
+
+    queue_ids, (reviewed, agreed), candidates = whole()
+    found, backlog = review.pending_rows(ws, limit=10_000), review.backlog(ws)
+    assert sorted(found["id"]) == queue_ids and 0 < len(queue_ids) < len(waiting)
+    assert (backlog.pending, backlog.reviewed, backlog.agreed) == (len(queue_ids), reviewed, agreed)
+    assert 0 < agreed < reviewed
+    ready, held = review.joinable(ws)
+    human = candidates[candidates["label"].notna() & (candidates["label_source"] != "simulation")]
+    none = human["label"] == prediction_log.NONE_OF_THESE
+    assert sorted(ready["id"]) == sorted(human.loc[~none, "id"]) and len(ready) > 0
+    assert held == {f"labelled {prediction_log.NONE_OF_THESE!r}: not one of the classes": int(none.sum())} and none.any()
+
+
+ROW = ", ".join(f"{e} AS {k}" for k, (_, e) in __import__("core.production.label_map").production.label_map.FIELDS.items())
+ANSWERED = "SELECT DISTINCT m.request FROM log_feedback f JOIN whole_map m ON m.prediction_id = f.prediction_id"
+SETTLED = (
+    "SELECT DISTINCT m.sha256 FROM log_feedback f JOIN whole_map m ON m.prediction_id = f.prediction_id "
+    "WHERE f.source IN ('review', 'import') AND m.sha256 IS NOT NULL"
+)
+AGREED = (
+    "SELECT count(*), count_if(fb.label = p.predicted OR (fb.label = ? AND p.ood)) FROM log_feedback fb "
+    "LEFT JOIN log_predictions p ON p.id = fb.prediction_id WHERE fb.source = 'review'"
+)
+OLD_JOINABLE = """
+    WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source, max(ts) AS labelled_at
+                FROM log_feedback GROUP BY prediction_id),
+    req AS (SELECT coalesce(p.request_id, p.id) AS request, arg_max(fb.label, fb.labelled_at) AS label,
+                   arg_max(fb.source, fb.labelled_at) AS label_source
+            FROM log_predictions p JOIN fb ON fb.prediction_id = p.id GROUP BY ALL)
+    SELECT p.id, r.label, r.label_source FROM log_predictions p LEFT JOIN req r ON r.request = coalesce(p.request_id, p.id)
+    WHERE p.served IS NOT FALSE AND p.image_path IS NOT NULL
+"""

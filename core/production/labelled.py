@@ -27,42 +27,59 @@ from typing import Any
 import duckdb
 
 from core.production import kept_files, label_map
+from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import log_files
 from core.workspace.paths import Workspace, write_atomic
 
-TABLE = "labelled"  # the view `load` leaves: prediction_id, the map's COLUMNS, own_label, own_source and REQUEST's
+TABLE = "labelled"  # the view `load` leaves: prediction_id, the map's COLUMNS, OWN and REQUEST
 AS_LOG = f"(SELECT prediction_id AS id, request AS request_id, * EXCLUDE (prediction_id, request) FROM {TABLE})"
-PREFIX = "labelled-v1-"  # kept files' names: raise the version when what they hold changes
+PREFIX = "labelled-v2-"  # kept files' names: raise the version when what they hold changes
 FOLD = 0.25  # the share of the base's rows past which the requests computed since are folded into it
-COLUMNS = ("request", "ts", "source", "model_version", "stage", "served", "predicted", "ood", "referred", "audit", "audit_p")
-# of its request: the latest label on any of its predictions but a replay's, a hard case (referred, out of domain,
-# or its models disagree), drawn by the audit and with what chance
-REQUEST = ("label", "flagged", "request_audit", "request_audit_p")
+COLUMNS = (
+    "request", "ts", "source", "model_version", "stage", "served", "predicted", "ood", "referred", "audit", "audit_p",
+    "sha256", "name", "image_path",
+)  # fmt: skip
+# of the prediction: its latest label, with its source and reviewer (NULL when it has none), whether a reviewer (or an
+# imported label) ever settled it, and how many of its review labels agree with the model (queries.AGREES)
+OWN = ("own_label", "own_source", "own_reviewer", "reviewed", "review_agreed")
+# of its request: the latest label on any of its predictions but a replay's, with its source and reviewer; a hard case
+# (referred, out of domain, or its models disagree); drawn by the audit and with what chance
+REQUEST = ("label", "label_source", "reviewer", "flagged", "request_audit", "request_audit_p")
 _LOADED = "labelled_loaded"  # what the connection's TABLE was made from (the log's files, the feedback table)
 
 
 def compute_sql(scope: str, feedback: str, mapped: str = label_map.TABLE) -> str:
     """The rows of the labelled requests among those `scope` selects (a condition on `request`), from the predictions
-    of `mapped` (label_map's columns), their labels from the relation `feedback`."""
-    cols = ", ".join(COLUMNS)
+    of `mapped` (label_map's columns), their labels from the relation `feedback`. A label's source and reviewer are
+    those of the same feedback row as the label."""
+    none = "'" + NONE_OF_THESE.replace("'", "''") + "'"
+    kept = "FILTER (WHERE stage <> 'backtest')"  # a replay is no part of what production did
     return f"""
-        WITH m AS (SELECT prediction_id, {cols} FROM {mapped} WHERE {scope}),
-        fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source, max(ts) AS at
-               FROM ({feedback}) WHERE prediction_id IN (SELECT prediction_id FROM m) GROUP BY prediction_id),
-        own AS (SELECT m.*, fb.label AS own_label, fb.source AS own_source, fb.at AS own_at
+        WITH m AS (SELECT prediction_id, {", ".join(COLUMNS)} FROM {mapped} WHERE {scope}),
+        given AS (
+            SELECT f.prediction_id, f.ts, {{'label': f.label, 'source': f.source, 'reviewer': f.reviewer}} AS what,
+                   f.source IN ('review', 'import') AS settles,
+                   f.source = 'review' AND (f.label = m.predicted OR (f.label = {none} AND m.ood)) AS agrees
+            FROM ({feedback}) f JOIN m USING (prediction_id)
+        ),
+        fb AS (SELECT prediction_id, arg_max(what, ts) AS what, max(ts) AS at, bool_or(settles) AS reviewed,
+                      count_if(agrees) AS review_agreed
+               FROM given GROUP BY prediction_id),
+        own AS (SELECT m.*, fb.what.label AS own_label, fb.what.source AS own_source, fb.what.reviewer AS own_reviewer,
+                       coalesce(fb.reviewed, FALSE) AS reviewed, coalesce(fb.review_agreed, 0) AS review_agreed,
+                       fb.what AS own_what, fb.at AS own_at
                 FROM m LEFT JOIN fb USING (prediction_id)),
         req AS (
-            SELECT request,
-                   arg_max(own_label, own_at) FILTER (WHERE stage <> 'backtest') AS label,
-                   coalesce(bool_or(served IS NOT FALSE AND (ood OR referred)) FILTER (WHERE stage <> 'backtest'), FALSE)
-                       OR count(DISTINCT predicted) FILTER (WHERE stage <> 'backtest') > 1 AS flagged,
-                   bool_or(audit) FILTER (WHERE stage <> 'backtest') AS request_audit,
-                   max(audit_p) FILTER (WHERE stage <> 'backtest') AS request_audit_p,
+            SELECT request, arg_max(own_what, own_at) {kept} AS what,
+                   coalesce(bool_or(served IS NOT FALSE AND (ood OR referred)) {kept}, FALSE)
+                       OR count(DISTINCT predicted) {kept} > 1 AS flagged,
+                   bool_or(audit) {kept} AS request_audit, max(audit_p) {kept} AS request_audit_p,
                    count(own_label) AS labels
             FROM own GROUP BY request
         )
-        SELECT own.prediction_id, {", ".join(f"own.{c}" for c in COLUMNS)}, own.own_label, own.own_source,
-               {", ".join(f"req.{c}" for c in REQUEST)}
+        SELECT own.prediction_id, {", ".join(f"own.{c}" for c in (*COLUMNS, *OWN))},
+               req.what.label AS label, req.what.source AS label_source, req.what.reviewer AS reviewer,
+               req.flagged, req.request_audit, req.request_audit_p
         FROM own JOIN req USING (request) WHERE req.labels > 0
     """
 

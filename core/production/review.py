@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.data import gather
 from core.errors import UserError
-from core.production import audit, label_map, prediction_log
+from core.production import audit, labelled, prediction_log
 from core.production.prediction_log import NONE_OF_THESE
 from core.production.review_queue import (  # noqa: F401  (the queue's names, as callers know them)
     FLAGS,
@@ -223,21 +223,31 @@ class Added:
     model_labelled: int = 0  # added with the model's own label (no human confirmed it)
 
 
-# Over `source`: the log, or the labels' map (kept: every labelled request's predictions) when only images a person
-# labelled are asked for; the same rows either way once the unlabelled are left out.
+# Every production prediction whose image was kept, with its request's latest label (from the whole log: with
+# model_labels, unlabelled ones are asked for too).
 _CANDIDATES = """
-    WITH fb AS (SELECT prediction_id, arg_max(label, ts) AS label, arg_max(source, ts) AS source,
-                       arg_max(reviewer, ts) AS reviewer, max(ts) AS labelled_at FROM log_feedback GROUP BY prediction_id),
-    req AS (SELECT coalesce(p.request_id, p.id) AS request, arg_max(fb.label, fb.labelled_at) AS label,
-                   arg_max(fb.source, fb.labelled_at) AS label_source, arg_max(fb.reviewer, fb.labelled_at) AS reviewer
-            FROM {source} p JOIN fb ON fb.prediction_id = p.id GROUP BY ALL)
+    WITH fb AS (SELECT prediction_id, arg_max({{'label': label, 'source': source, 'reviewer': reviewer}}, ts) AS what,
+                       max(ts) AS labelled_at FROM log_feedback GROUP BY prediction_id),
+    req AS (SELECT coalesce(p.request_id, p.id) AS request, arg_max(fb.what, fb.labelled_at) AS what
+            FROM log_predictions p JOIN fb ON fb.prediction_id = p.id
+            WHERE coalesce(p.stage, 'production') <> 'backtest' GROUP BY ALL)
     SELECT p.id, p.name, p.model_version, p.predicted, p.ood, p.image_path, p.source,
-           r.label, r.label_source, r.reviewer, p.sha256 IN (SELECT sha256 FROM images) AS known
-    FROM {source} p LEFT JOIN req r ON r.request = coalesce(p.request_id, p.id)
-    WHERE p.served IS NOT FALSE AND p.image_path IS NOT NULL
-      AND p.id NOT IN (SELECT prediction_id FROM images WHERE prediction_id IS NOT NULL)
+           r.what.label AS label, r.what.source AS label_source, r.what.reviewer AS reviewer, {known}
+    FROM log_predictions p LEFT JOIN req r ON r.request = coalesce(p.request_id, p.id)
+    WHERE {joinable}
     ORDER BY p.ts, p.id
 """
+# The same for the labelled ones alone, from the labelled requests kept with their labels (labelled): no join.
+_LABELLED = f"""
+    SELECT p.id, p.name, p.model_version, p.predicted, p.ood, p.image_path, p.source, p.label, p.label_source,
+           p.reviewer, {{known}}
+    FROM {labelled.AS_LOG} p WHERE p.label IS NOT NULL AND {{joinable}} ORDER BY p.ts, p.id
+"""
+_KNOWN = "p.sha256 IN (SELECT sha256 FROM images) AS known"
+_JOINABLE = (  # served, its image kept, not in the data yet
+    "p.served IS NOT FALSE AND p.image_path IS NOT NULL "
+    "AND p.id NOT IN (SELECT prediction_id FROM images WHERE prediction_id IS NOT NULL)"
+)
 
 
 def _candidates(ws: Workspace, model_labels: bool) -> pd.DataFrame:
@@ -246,8 +256,9 @@ def _candidates(ws: Workspace, model_labels: bool) -> pd.DataFrame:
     out (None: ready)."""
     with store.connect(ws) as con:
         if not model_labels:
-            label_map.load(ws, con)
-        frame = con.execute(_CANDIDATES.format(source="log_predictions" if model_labels else label_map.AS_LOG)).df()
+            labelled.load(ws, con)
+        sql = _CANDIDATES if model_labels else _LABELLED
+        frame = con.execute(sql.format(known=_KNOWN, joinable=_JOINABLE)).df()
     human = frame["label"].notna() & (frame["label_source"] != "simulation")
     chosen = frame[human | (frame["label"].isna() & ~frame["ood"].astype(bool))] if model_labels else frame[human]
     held = pd.Series(None, index=chosen.index, dtype=object)

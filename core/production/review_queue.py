@@ -6,7 +6,7 @@ The queue never tells a reviewer why an item waits until it is labelled: an audi
 its label is given as blind as the rest (`Item.shown`).
 
 Read without a scan of the whole log: the candidates are kept day by day (window_store), and which requests and
-images are already labelled comes from the labels' map (label_map).
+images are already labelled comes from the labelled requests kept with their labels (labelled).
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ import pandas as pd
 
 from core.model import registry
 from core.model.rates import Rate
-from core.production import label_map, review_order
+from core.production import labelled, review_order
 from core.production.monitoring import window_store
-from core.production.monitoring.queries import AGREES
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -68,14 +67,13 @@ _FLAGS = ("referred", "ood", "disputed", "audit")
 # One entry per image: an image sent several times waits once (its oldest waiting prediction, with how many wait),
 # and leaves the queue when a reviewer (or an imported label) settles any of its predictions; feedback from the app
 # or the simulator settles only its own request.
-_QUEUE = f"""WITH labelled AS (  -- requests someone already labelled (on any of their predictions)
-    SELECT DISTINCT m.request FROM log_feedback f JOIN {label_map.TABLE} m ON m.prediction_id = f.prediction_id
+_QUEUE = f"""WITH answered AS (  -- requests someone already labelled (on any of their predictions)
+    SELECT DISTINCT request FROM {labelled.TABLE}
 ), reviewed AS (  -- images a reviewer (or an imported label) already settled: their other requests need no one
-    SELECT DISTINCT m.sha256 FROM log_feedback f JOIN {label_map.TABLE} m ON m.prediction_id = f.prediction_id
-    WHERE f.source IN ('review', 'import') AND m.sha256 IS NOT NULL
+    SELECT DISTINCT sha256 FROM {labelled.TABLE} WHERE reviewed AND sha256 IS NOT NULL
 ), waiting AS (
     SELECT id, ts, image, {", ".join(_FLAGS)} FROM {CANDIDATES}
-    WHERE request NOT IN (SELECT request FROM labelled) AND (sha256 IS NULL OR sha256 NOT IN (SELECT sha256 FROM reviewed))
+    WHERE request NOT IN (SELECT request FROM answered) AND (sha256 IS NULL OR sha256 NOT IN (SELECT sha256 FROM reviewed))
 ), firsts AS (
     SELECT arg_min({{'id': id, 'ts': ts, {", ".join(f"'{f}': {f}" for f in _FLAGS)}}}, {{'ts': ts, 'id': id}}) AS first,
            count(*) AS copies
@@ -90,8 +88,8 @@ _ROWS = (
 
 def _queue(ws: Workspace, con: duckdb.DuckDBPyConnection) -> None:
     """FIRSTS in this connection (a view): the queue as one row per image (id, ts, flags, copies), from the
-    candidates kept day by day and the labels' map (label_map), never a scan of the whole log."""
-    label_map.load(ws, con)
+    candidates kept day by day and the labelled requests (labelled), never a scan of the whole log."""
+    labelled.load(ws, con)
     window_store.relation(ws, con, "day", "review-candidates", _waiting_candidates, "v1", CANDIDATES)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {FIRSTS} AS {_QUEUE}")
 
@@ -194,12 +192,8 @@ def _backlog(con: duckdb.DuckDBPyConnection, queue: str) -> Backlog:
     """The backlog from `queue` (FIRSTS, or a table made of it)."""
     counted = f"SELECT count(*), {', '.join(f'count_if({f})' for f in _FLAGS)}, min(ts) FROM {queue}"
     n, referred, ood, disputed, drawn, oldest = con.execute(counted).fetchone()
-    reviewed, agreed = con.execute(
-        f"SELECT count(*), count_if({AGREES}) FROM log_feedback fb "
-        f"LEFT JOIN {label_map.TABLE} p ON p.prediction_id = fb.prediction_id "
-        "WHERE fb.source = 'review'",
-        [NONE_OF_THESE],
-    ).fetchone()
+    reviewed = con.execute("SELECT count(*) FROM log_feedback WHERE source = 'review'").fetchone()[0]
+    agreed = con.execute(f"SELECT sum(review_agreed) FROM {labelled.TABLE}").fetchone()[0]  # queries.AGREES
     by_reason = {"referred": int(referred or 0), "out of domain": int(ood or 0), "disputed": int(disputed or 0)}
     return Backlog(int(n), by_reason, oldest, int(reviewed), int(agreed or 0), int(drawn or 0))
 
@@ -219,12 +213,16 @@ def _page(ws: Workspace, con: duckdb.DuckDBPyConnection, queue: str, limit: int,
         by = "ts DESC, id DESC" if order == "newest" else "ts, id"
         found = con.execute(f"SELECT id, copies FROM {queue} ORDER BY {by} LIMIT ? OFFSET ?", [int(limit), int(offset)])
         return _rows(con, dict(found.fetchall()))
-    scores = con.execute(
-        f"SELECT c.id, c.ts, c.model_version, c.probs, c.action, c.audit, f.copies FROM {CANDIDATES} c "
-        f"JOIN {queue} f USING (id) ORDER BY c.ts, c.id"
-    ).df()
-    chosen = review_order.ranked(ws, scores, con)[int(offset) : int(offset) + int(limit)]
-    return _rows(con, dict(zip(chosen, scores.set_index("id").loc[chosen, "copies"], strict=True)))
+    waiting = (
+        f"(SELECT c.id, c.ts, c.model_version, c.probs, c.action, c.audit, f.copies FROM {CANDIDATES} c "
+        f"JOIN {queue} f USING (id))"
+    )
+    chosen = review_order.top(ws, con, waiting, int(offset) + int(limit))[int(offset) :]
+    if not chosen:
+        return _rows(con, {})
+    marks = ", ".join("?" for _ in chosen)
+    copies = dict(con.execute(f"SELECT id, copies FROM {queue} WHERE id IN ({marks})", chosen).fetchall())
+    return _rows(con, {i: copies[i] for i in chosen})
 
 
 @dataclass(frozen=True)
