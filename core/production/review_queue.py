@@ -171,13 +171,20 @@ def _why(reasons: Sequence[str], other: str | None) -> str:
 
 
 def why(ws: Workspace, prediction_id: str) -> str:
-    """Why a prediction waited in the queue, told once it is labelled (never before: Item.shown)."""
+    """Why a prediction waited in the queue, told once it is labelled (never before: Item.shown): from the kept
+    candidates (a prediction that is not one never waited)."""
     with store.connect(ws) as con:
-        row = con.execute(
-            f"WITH {_PAIRS} SELECT coalesce(p.referred, FALSE), p.ood, coalesce(d.disputed, FALSE), coalesce(p.audit, FALSE), "
-            "d.other_label FROM log_predictions p LEFT JOIN pairs d ON d.request_id = p.request_id WHERE p.id = ?",
-            [prediction_id],
-        ).fetchone()
+
+        def ask() -> tuple[Any, ...] | None:
+            window_store.relation(ws, con, "day", "review-candidates", _waiting_candidates, "v1", CANDIDATES)
+            return con.execute(
+                f"SELECT referred, ood, disputed, audit, other_label FROM {CANDIDATES} WHERE id = ? LIMIT 1", [prediction_id]
+            ).fetchone()
+
+        try:
+            row = ask()
+        except duckdb.IOException:  # another process replaced a kept file meanwhile
+            row = ask()
     if row is None:
         return "no reason on record"
     return _why([r for r, on in zip(REASONS, row[:4], strict=True) if on], row[4])
