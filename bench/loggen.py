@@ -13,10 +13,12 @@ referrals; the audit sample (2%); feedback on 5% of served predictions, right 90
 --layout files (the default) leaves the rows as serving replicas leave them after `log compact`: Parquet files, one
 per replica and day, under logs/ (api-0, api-1, api-2, app, batch); --layout table keeps them in the database's
 table, where workspaces logged before the log became files hold theirs. Either way the pages read them through the
-one view. Prints the time each page's query takes: Monitor's drift report (its windows, samples and tests), the accuracy
-estimates, the labels' map's first build, the Overview's and the review queue's backlog and first page (oldest and
-most valuable first), the rollout comparison, `monitor --json`'s summary; and the disk the log takes per million
-rows. Asserts nothing.
+one view. Prints the time each page's query takes: the first build of what is kept of the labels (the labels' map,
+the labelled requests), Monitor's drift report (its windows, samples and tests), the accuracy estimates, the
+Overview's and the review queue's backlog and first page (oldest and most valuable first), the rollout comparison,
+`monitor --json`'s summary in this process and as the whole command (a fresh process: imports included), and the
+summary again after new predictions and labels arrive (what a live log gets between two looks); and the disk the log
+takes per million rows. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.model import registry  # noqa: E402
 from core.model.config import EMBED_DIM  # noqa: E402
-from core.production import gate, label_map, prediction_log, review  # noqa: E402
+from core.production import gate, labelled, prediction_log, review  # noqa: E402
 from core.production.monitoring import accuracy, drift, queries, report  # noqa: E402
 from core.workspace import log_files, store, workspaces  # noqa: E402
 
@@ -149,6 +152,45 @@ def timed(label: str, fn: object, repeats: int = 2) -> None:
     print(f"  {label}: {times[0]:.2f} s cold, {min(times[1:] or times):.2f} s warm")
 
 
+def command(root: Path, runs: int = 3) -> None:
+    """`python -m core monitor --json` as a user runs it: a fresh process each time (imports included)."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "core", "monitor", "--workspace", "log", "--json"], cwd=ROOT, check=True,
+            env={**os.environ, workspaces.DATA_ROOT_ENV: str(root)}, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        times.append(time.perf_counter() - t0)
+    print(f"  `python -m core monitor --json`, the whole command: {', '.join(f'{t:.2f}' for t in times)} s")
+
+
+def live(ws: workspaces.Workspace, flt: queries.LogFilter, predictions: int = 20_000, labels: int = 2_000) -> None:
+    """The summary again after what a live log gets between two looks: new predictions today (copies of logged rows
+    with new ids, as a replica writes them) and new labels on predictions of the last days (a feedback file)."""
+    with store.connect(ws) as con:
+        fresh = con.execute(
+            f"SELECT * REPLACE (uuid()::VARCHAR AS id, NULL::VARCHAR AS request_id, now()::TIMESTAMP AS ts) "
+            f"FROM log_predictions USING SAMPLE {predictions} ROWS"
+        ).df()
+        given = con.execute(
+            f"SELECT id AS prediction_id, now()::TIMESTAMP AS ts, predicted AS label, 'api' AS source, NULL AS reviewer "
+            f"FROM log_predictions WHERE ts > now() - INTERVAL 3 DAY USING SAMPLE {labels} ROWS"
+        ).df()
+    log_files.append(ws, "predictions", fresh[list(log_files.COLUMNS["predictions"])], "api-0")
+    log_files.append(ws, "feedback", given, "api-0")
+    t0 = time.perf_counter()
+    report.summary(ws, flt)
+    print(f"  monitor --json summary after {predictions:,} new predictions and {labels:,} new labels: "
+          f"{time.perf_counter() - t0:.2f} s (then {timed_once(lambda: report.summary(ws, flt)):.2f} s)")  # fmt: skip
+
+
+def timed_once(fn: object) -> float:
+    t0 = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000_000)
@@ -156,12 +198,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary data root and print where it is")
     parser.add_argument("--layout", choices=["files", "table"], default="files", help="where the rows are left")
     args = parser.parse_args()
+    source = workspaces.resolve(args.workspace).root if args.workspace else None  # under the data root it was given
     root = Path(tempfile.mkdtemp(prefix="loggen-"))
     os.environ[workspaces.DATA_ROOT_ENV] = str(root)
-    if args.workspace:
-        shutil.copytree(
-            workspaces.resolve(args.workspace).root, root / "workspaces" / "log", ignore=shutil.ignore_patterns("*.lock")
-        )
+    if source is not None:
+        shutil.copytree(source, root / "workspaces" / "log", ignore=shutil.ignore_patterns("*.lock"))
         ws = workspaces.resolve("log")
     else:
         from core.production import demo
@@ -186,19 +227,21 @@ def main() -> None:
     print(f"{args.rows:,} served rows generated ({total:,} in the log with shadow and earlier rows; layout {args.layout}, "
           f"{files} files) in {took:.0f} s; {size / max(args.rows, 1) * 1e6 / 2**20:.0f} MiB per million rows")  # fmt: skip
     flt = queries.LogFilter(window="day", sources=("app", "api", "batch"))
-    print(f"the pages' queries over {total:,} rows (each run twice: cold, then warm):")
-    timed("Monitor: drift report, 30 daily windows", lambda: drift.drift_report(ws, flt))
-    timed("Monitor: accuracy estimates (audit, weighted, hard cases)", lambda: accuracy.accuracy(ws, flt))
+    print(f"the pages' queries over {total:,} rows (each run twice: cold, then warm; cold includes keeping what is kept)")
     t0 = time.perf_counter()
     with store.connect(ws) as con:
-        label_map.load(ws, con)
-    print(f"  the labels' map, first built (every label looked up once; kept after): {time.perf_counter() - t0:.2f} s")
+        labelled.load(ws, con)
+    print(f"  the labels' map and the labelled requests, first built (kept after): {time.perf_counter() - t0:.2f} s")
+    timed("Monitor: drift report, 30 daily windows", lambda: drift.drift_report(ws, flt))
+    timed("Monitor: accuracy estimates (audit, weighted, hard cases)", lambda: accuracy.accuracy(ws, flt))
     timed("Overview: predictions logged and the review backlog", lambda: (prediction_log.count(ws), review.backlog(ws)))
     timed("Review: backlog and the first page, oldest first", lambda: review.queue(ws, 6))
     timed("Review: backlog and the first page, most valuable first", lambda: review.queue(ws, 6, order="valuable"))
     if new != old:
         timed(f"Rollout: {new} against production on the same requests", lambda: gate.compare(ws, new))
     timed("monitor --json summary", lambda: report.summary(ws, flt))
+    command(root)
+    live(ws, flt)
     if args.keep:
         print(f"kept: {root}")
     else:

@@ -103,9 +103,7 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded
     listed = ", ".join(log_files.sql_path(p) for p in kept)
     kept_sql = f"SELECT * FROM read_parquet([{listed}])" if kept else "SELECT * FROM label_new"
     if whole:  # the first call, or after a compaction: every label checked, what lost its file dropped
-        con.execute("CREATE OR REPLACE TEMP TABLE label_files (file VARCHAR)")
-        if files:
-            con.executemany("INSERT INTO label_files VALUES (?)", [[k] for k in files])
+        _listed(con, "label_files", "file", list(files))
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE label_kept AS SELECT DISTINCT ON (prediction_id) * FROM ({kept_sql}) "
             "WHERE file IN (SELECT file FROM label_files)"
@@ -136,9 +134,7 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded
     )
     con.execute(f"CREATE OR REPLACE TEMP VIEW label_known AS SELECT prediction_id FROM ({kept_sql})")
     misses = [] if whole else sorted(state["unfound"])  # found in no file before: looked for in new files only
-    con.execute("CREATE OR REPLACE TEMP TABLE label_misses (prediction_id VARCHAR)")
-    if misses:
-        con.executemany("INSERT INTO label_misses VALUES (?)", [[i] for i in misses])
+    _listed(con, "label_misses", "prediction_id", misses)
     new_files = [f for k, f in files.items() if k not in state["log"]]
     _search(ws, con, "SELECT prediction_id FROM label_misses", new_files, set())
     days = {log_files.day_of(Path(k)) for k in gone} - {None}
@@ -166,6 +162,12 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded
     union = " UNION ALL ".join(f"SELECT prediction_id, {_NAMES} FROM ({sql})" for sql in parts)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {TABLE} AS {union}")
     return Loaded(TABLE, names + ((found.name,) if found else ()), whole)
+
+
+def _listed(con: duckdb.DuckDBPyConnection, table: str, column: str, values: list[str]) -> None:
+    """A temporary table of one VARCHAR column holding `values`, in one statement (executemany takes minutes for
+    hundreds of thousands: labels whose predictions are nowhere can be that many)."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT unnest(?::VARCHAR[]) AS {column}", [values])
 
 
 def _readable(con: duckdb.DuckDBPyConnection, kept: list[Path], writer: bool) -> list[Path]:

@@ -75,7 +75,7 @@ _QUEUE = f"""WITH answered AS (  -- requests someone already labelled (on any of
     SELECT id, ts, image, {", ".join(_FLAGS)} FROM {CANDIDATES}
     WHERE request NOT IN (SELECT request FROM answered) AND (sha256 IS NULL OR sha256 NOT IN (SELECT sha256 FROM reviewed))
 ), firsts AS (
-    SELECT arg_min({{'id': id, 'ts': ts, {", ".join(f"'{f}': {f}" for f in _FLAGS)}}}, {{'ts': ts, 'id': id}}) AS first,
+    SELECT min({{'ts': ts, 'id': id, {", ".join(f"'{f}': {f}" for f in _FLAGS)}}}) AS first,  -- the oldest: (ts, id) first
            count(*) AS copies
     FROM waiting GROUP BY image
 )
