@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import socket
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,9 @@ def print_simulate(data: dict[str, Any]) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> dict[str, Any]:
+    # scipy.stats (the drift tests, the exact interval) takes most of a second to import: imported beside the
+    # database's work, which leaves the interpreter free, rather than before it
+    threading.Thread(target=importlib.import_module, args=("scipy.stats",), daemon=True).start()
     from core.production.monitoring import queries, report
     from core.workspace import store
 

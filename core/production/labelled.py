@@ -194,10 +194,12 @@ def _update(
     new_feedback = [f for k, f in files.items() if k not in state.feedback]
     if new_map or new_feedback:
         parts.append(f"SELECT prediction_id FROM read_parquet([{', '.join(map(log_files.sql_path, new_map + new_feedback))}])")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE labelled_ids AS {' UNION ALL '.join(parts)}", [seen_until])
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE labelled_touched AS SELECT DISTINCT request FROM {label_map.TABLE}
-            WHERE prediction_id IN ({" UNION ALL ".join(parts)})""",
-        [seen_until],
+            WHERE prediction_id IN (SELECT prediction_id FROM labelled_ids)"""
+        if con.execute("SELECT count(*) FROM labelled_ids").fetchone()[0]
+        else "CREATE OR REPLACE TEMP TABLE labelled_touched (request VARCHAR)"  # nothing new: the map is not read
     )
     touched = con.execute("SELECT count(*) FROM labelled_touched").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP TABLE labelled_delta AS {compute_sql('FALSE', feedback)}")

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from core.model.rates import MIN_N, Z95, Rate
 from core.production import labelled
@@ -110,6 +109,8 @@ class Accuracy:
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """The exact binomial interval: never narrower than the truth allows, at 0 or n of n too."""
+    from scipy import stats as sps  # here: scipy.stats takes most of a second to import (cli.production starts it early)
+
     alpha = 1 - level
     low = 0.0 if k == 0 else float(sps.beta.ppf(alpha / 2, k, n - k + 1))
     high = 1.0 if k == n else float(sps.beta.ppf(1 - alpha / 2, k + 1, n - k))

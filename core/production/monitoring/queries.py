@@ -106,8 +106,9 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
 
 
 def filter_key(f: LogFilter, *more: object) -> tuple[object, ...]:
-    """What a kept result depends on besides the group's rows: the filter (and a query's own settings)."""
-    return (f.window, f.sources, f.version, f.size, *more)
+    """What a kept result depends on besides the group's rows: the filter (its sources in any order: the same rows)
+    and a query's own settings."""
+    return (f.window, tuple(sorted(f.sources)), f.version, f.size, *more)
 
 
 def _stats_sql(f: LogFilter, source: str) -> tuple[str, list[object]]:
