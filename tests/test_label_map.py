@@ -4,7 +4,12 @@ compaction, a damaged log file, a damaged kept file, a label taken back, and ano
 
 from __future__ import annotations
 
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -148,23 +153,32 @@ def test_the_map_is_the_join_of_every_label_with_the_log_and_looks_up_only_what_
     assert_mapped(ws)
 
 
-def test_a_process_that_cannot_keep_looks_up_for_itself(ws: Workspace, looked_up: list[int]) -> None:
-    import fcntl
-    import os
-
+def ten_labels(ws: Workspace) -> None:
+    """A day of 30 predictions in one file, 10 of them labelled."""
     store.init_db(ws)
     frame = rows(ws, 30, 1, seed=3)
     log_files.append(ws, "predictions", frame, "api-1")
     label(ws, list(frame["id"][:10]))
-    label_map.folder(ws).mkdir(parents=True, exist_ok=True)
-    fd = os.open(label_map.folder(ws) / ".lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # another process keeping lookups now
+
+
+@contextmanager
+def held(lock: Path) -> Iterator[None]:
+    """`lock` held as another process keeping there would hold it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_a_process_that_cannot_keep_looks_up_for_itself(ws: Workspace, looked_up: list[int]) -> None:
+    ten_labels(ws)
+    with held(label_map.folder(ws) / ".lock"):  # another process keeping lookups now
         same(ws)
         same(ws)
         assert looked_up == [10, 10] and not list(label_map.folder(ws).glob(f"{label_map.PREFIX}*"))  # kept nothing
-    finally:
-        os.close(fd)
     looked_up.clear()
     same(ws)
     same(ws)

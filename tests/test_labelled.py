@@ -5,9 +5,6 @@ requests that changed."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-
 import duckdb
 import numpy as np
 import pandas as pd
@@ -16,7 +13,7 @@ import pytest
 from core.production import labelled, prediction_log
 from core.workspace import log_files, store
 from core.workspace.paths import Workspace
-from tests.test_label_map import CLASSES, label, whole_labelled
+from tests.test_label_map import CLASSES, ROW, held, label, ten_labels, whole_labelled
 from tests.test_window_store import rows
 
 ORDER = ["prediction_id"]
@@ -111,19 +108,11 @@ def test_the_requests_computed_since_are_folded_into_the_base_once_they_outgrow_
 
 
 def test_a_process_without_the_hold_computes_for_itself_and_keeps_nothing(ws: Workspace) -> None:
-    store.init_db(ws)
-    frame = rows(ws, 30, 1, seed=3)
-    log_files.append(ws, "predictions", frame, "api-1")
-    label(ws, list(frame["id"][:10]))
-    labelled.folder(ws).mkdir(parents=True, exist_ok=True)
-    fd = os.open(labelled.folder(ws) / ".labelled.lock", os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # another process keeping now
-    try:
+    ten_labels(ws)
+    with held(labelled.folder(ws) / ".labelled.lock"):  # another process keeping now
         assert check(ws) == "whole"
         assert check(ws) == "whole"
         assert not list(labelled.folder(ws).glob(f"{labelled.PREFIX}*"))
-    finally:
-        os.close(fd)
     assert check(ws) == "whole"
     assert check(ws) == 0
 
@@ -184,7 +173,6 @@ def test_the_queue_its_backlog_and_the_joinable_images_equal_what_every_label_jo
     assert held == {f"labelled {prediction_log.NONE_OF_THESE!r}: not one of the classes": int(none.sum())} and none.any()
 
 
-ROW = ", ".join(f"{e} AS {k}" for k, (_, e) in __import__("core.production.label_map").production.label_map.FIELDS.items())
 ANSWERED = "SELECT DISTINCT m.request FROM log_feedback f JOIN whole_map m ON m.prediction_id = f.prediction_id"
 SETTLED = (
     "SELECT DISTINCT m.sha256 FROM log_feedback f JOIN whole_map m ON m.prediction_id = f.prediction_id "

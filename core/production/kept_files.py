@@ -71,3 +71,12 @@ def current(folder: Path, prefix: str, superseded: dict[str, float], writer: boo
     for name in [k for k in superseded if k not in names]:
         del superseded[name]
     return out
+
+
+def readable(con: duckdb.DuckDBPyConnection, *paths: Path) -> bool:
+    """Whether every one of `paths` reads as Parquet (a damaged kept file is computed again, never trusted)."""
+    try:
+        con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_files.sql_path(p) for p in paths)}])").fetchone()
+    except duckdb.Error:
+        return False
+    return True

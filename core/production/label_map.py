@@ -173,21 +173,13 @@ def _listed(con: duckdb.DuckDBPyConnection, table: str, column: str, values: lis
 def _readable(con: duckdb.DuckDBPyConnection, kept: list[Path], writer: bool) -> list[Path]:
     """The kept files that can be read; one that cannot is left out (and removed by the process that keeps lookups:
     it is cache, looked up again)."""
-    if not kept:
-        return []
-    try:
-        con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_files.sql_path(p) for p in kept)}])").fetchone()
+    if not kept or kept_files.readable(con, *kept):
         return kept
-    except duckdb.Error:
-        good = []
-        for path in kept:
-            try:
-                con.execute(f"SELECT count(*) FROM read_parquet({log_files.sql_path(path)})").fetchone()
-                good.append(path)
-            except duckdb.Error:
-                if writer:
-                    path.unlink(missing_ok=True)
-        return good
+    good = [path for path in kept if kept_files.readable(con, path)]
+    if writer:
+        for path in set(kept) - set(good):
+            path.unlink(missing_ok=True)
+    return good
 
 
 def _search(ws: Workspace, con: duckdb.DuckDBPyConnection, ids_sql: str, files: list[Path], first: set[str]) -> int:

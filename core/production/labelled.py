@@ -169,11 +169,7 @@ def _readable(con: duckdb.DuckDBPyConnection, where: Path, name: str | None, cur
     if name is None or name not in current:
         return None
     path = where / name
-    try:
-        con.execute(f"SELECT count(*) FROM read_parquet({log_files.sql_path(path)})").fetchone()
-    except duckdb.Error:
-        return None
-    return path
+    return path if kept_files.readable(con, path) else None
 
 
 def _update(
