@@ -6,9 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from core.drivetrain import accepted
+from core.errors import UserError
 from core.model import registry
 from core.model.rates import points
-from core.production import backtest, gate, rollout
+from core.production import backtest, backtest_jobs, gate, rollout
 from ui.common import attempt, current_workspace, image_grid, log_settled, rate_metric, table
 
 ws = current_workspace()
@@ -30,18 +31,49 @@ active = rollout.current(ws)
 others = [v for v in registry.list_versions(ws)["version"].tolist()[::-1] if v != production]
 
 
+@st.fragment(run_every=1.0)
+def backtest_progress() -> None:
+    """The running backtest's progress, refreshed every second; the whole page again once it has ended."""
+    job = backtest_jobs.current(ws)
+    if job is None or not job.running:
+        st.rerun()
+    done, total, message = job.progress
+    text = f"Replaying the last {job.days} day(s) through {job.version}: {done:,}/{total:,} · {message}"
+    st.progress(min(done / max(total, 1), 1.0), text=text)
+
+
+def start_backtest() -> None:
+    """The Backtest button's callback: it runs as the click arrives, before the page's script, so a page run cut
+    short cannot lose the click."""
+    try:
+        backtest_jobs.start(ws, st.session_state["backtest_version"], int(st.session_state["backtest_days"]))
+    except UserError as exc:  # one already runs (starting a thread touches no disk)
+        st.session_state["backtest_refused"] = str(exc)
+
+
 def backtest_section(versions: list[str]) -> None:
-    """Replay the kept production images of a period through a version, before it runs in shadow."""
-    found = st.session_state.get(f"backtest_result_{ws.name}")
+    """Replay the kept production images of a period through a version, before it runs in shadow: in the
+    background (a long period holds no page), its result shown here once it has ended."""
+    key = f"backtest_result_{ws.name}"  # per workspace: another's v1 is another model
+    if (ended := backtest_jobs.current(ws)) is not None and not ended.running:
+        backtest_jobs.forget(ws)
+        if ended.error:
+            st.session_state["backtest_refused"] = f"The backtest of {ended.version} stopped: {ended.error}"
+        else:
+            st.session_state[key] = ended.result
+    found = st.session_state.get(key)
+    running = (job := backtest_jobs.current(ws)) is not None and job.running
     label = "Backtest before shadow: replay the kept production images through a version"
-    with st.expander(label, expanded=found is not None, key="backtest_expander"):  # a key: open across reruns
+    with st.expander(label, expanded=found is not None or running, key="backtest_expander"):  # a key: open across reruns
+        if refused := st.session_state.pop("backtest_refused", None):
+            st.error(refused)
+        if running:
+            backtest_progress()
+            return
         c1, c2 = st.columns(2)
         version = c1.selectbox("Version", versions, key="backtest_version")
-        days = int(c2.number_input("Days of production to replay", 1, 365, 7, key="backtest_days"))
-        if st.button(f"Backtest {version}", key="backtest_run"):
-            bar = st.progress(0.0, text="Replaying...")
-            found = attempt(lambda: backtest.run(ws, version, days, lambda d, t, _: bar.progress(d / max(t, 1), f"{d}/{t}")))
-            st.session_state[f"backtest_result_{ws.name}"] = found  # per workspace: another's v1 is another model
+        c2.number_input("Days of production to replay", 1, 365, 7, key="backtest_days")
+        st.button(f"Backtest {version}", key="backtest_run", on_click=start_backtest)
         if found is None or found.version != version:
             st.caption("Scored as the serving path would, under the version's accepted policy; stored as 'backtest', "
                        "never served, never counted by Monitor, Review or the comparison below.")  # fmt: skip

@@ -18,7 +18,8 @@ included), its peak resident memory read by the parent when it ends:
   part, which the page shows a progress bar for); Evaluate's confusion matrix, per-class table and top losses.
   The time is the page's run alone (the router's first run on Overview is left out).
 Printed per step and size: seconds, milliseconds per image, peak MiB, and the ratio to the size before (2.0 per
-doubling is linear). Asserts nothing.
+doubling is linear); under train, the epochs it ran per stage with their seconds (the default recipe chooses its
+unfrozen epochs from the frozen error). Asserts nothing.
 
 What it leaves out: the browser (drawing, transferring figures and thumbnails); photos larger than the folder's
 (bears_small holds thumbnails: a camera's photos cost more to decode, the first time); a cold disk cache (the images
@@ -118,7 +119,21 @@ def step(name: str, ws: str, images: Path, env: dict[str, str]) -> tuple[float, 
         return float(seconds), peak, (f"{problems} problem(s) on the page: {first}" if int(problems) else "")
     args = {"gather": ["gather", "--folder", str(images)], "verify": ["verify"], "train": ["train"]}[name]
     took, peak, code, out = measured([*core, *args, "--workspace", ws], env)
+    if code == 0 and name == "train":
+        print(f"{'':>18}{epochs(out)}", flush=True)
     return took, peak, "" if code == 0 else f"exit {code}: {out[-300:]}"
+
+
+def epochs(out: str) -> str:
+    """The epochs a training ran, per stage, with their seconds (from the lines `train` prints per epoch): the
+    default recipe chooses its unfrozen epochs from the frozen error, so two sizes may run a different number."""
+    found: dict[str, list[float]] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[0] == "epoch" and parts[-1].endswith("s"):
+            found.setdefault(parts[2], []).append(float(parts[-1][:-1]))
+    rest = ", ".join(f"{stage} {len(t)} ({' + '.join(f'{x:.0f}' for x in t)} s)" for stage, t in found.items())
+    return f"epochs: {rest or 'none printed'}"
 
 
 def main() -> None:

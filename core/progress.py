@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from core.errors import UserError
 
@@ -51,3 +52,37 @@ class LatestJobs(Generic[J]):
             job = self._jobs.get(str(key))
             if job is not None and not job.running:
                 del self._jobs[str(key)]
+
+
+@dataclass
+class ProgressJob:
+    """A background job that reports (done, total, message) as it goes and ends with a result or a message."""
+
+    workspace: str
+    progress: tuple[int, int, str] = (0, 0, "starting")
+    status: str = "running"  # running / finished / failed
+    result: Any = None
+    error: str | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def record(self, done: int, total: int, message: str) -> None:
+        self.progress = (done, total, message)
+
+
+def run_reporting(job: ProgressJob, what: str, work: Callable[[ProgressFn], Any]) -> None:
+    """Run work(progress) as the job's body: its result kept, a user's error or a disk's kept as the job's message
+    (`what` names the job in it), anything else said to be an internal error (the thread reports the traceback)."""
+    try:
+        job.result = work(job.record)
+        job.status = "finished"
+    except UserError as exc:
+        job.error, job.status = str(exc), "failed"
+    except OSError as exc:
+        job.error, job.status = f"the {what} stopped: {exc}", "failed"
+    finally:
+        if job.status == "running":
+            job.error, job.status = f"the {what} stopped on an internal error; see the server log", "failed"

@@ -4,14 +4,17 @@ logged as 'backtest' and never part of what monitoring, the review queue or the 
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from core.drivetrain import accepted
+from core.errors import UserError
 from core.model import registry, scoring
-from core.production import backtest, gate, prediction, prediction_log, review, serving
+from core.production import backtest, backtest_jobs, gate, prediction, prediction_log, review, serving
 from core.production.monitoring import accuracy, queries
 from core.production.prediction import Deciders
 from core.workspace import store
@@ -95,16 +98,53 @@ def test_the_backtest_command(prod: Workspace) -> None:
     assert isinstance(backtest.report(prod, v2, 3).rows, pd.DataFrame)
 
 
-def test_the_rollout_page_backtests_a_version_before_shadow(prod: Workspace) -> None:
+def test_the_rollout_page_backtests_a_version_before_shadow(prod: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the background: the page shows its progress and no second button while it runs (a second start is
+    refused), then the result once it has ended."""
     v1 = registry.production_version(prod)
     log_day(prod, 6, keep=True, seed=5)
     log_day(prod, 2, keep=False, seed=6)
     v2 = derived_version(prod, v1, permute=[1, 2, 0])
+    held, replay = threading.Event(), backtest.run
+    monkeypatch.setattr(backtest, "run", lambda *a: held.wait(300) and replay(*a))  # running until the test lets it go
     at = app("app_pages/rollout.py", "prod")
     assert not at.exception and not errors(at)
     at.selectbox(key="backtest_version").set_value(v2).run()
     at.button(key="backtest_run").click().run()
     assert not at.exception and not errors(at)
+    job = backtest_jobs.current(prod)
+    assert job is not None and job.running and (job.version, job.days) == (v2, 7)
+    assert not [b for b in at.button if b.key == "backtest_run"] and at.get("progress")
+    with pytest.raises(UserError, match="already running"):
+        backtest_jobs.start(prod, v2, 7)
+    held.set()
+    job.thread.join(timeout=600)
+    at.run()
+    assert not at.exception and not errors(at) and backtest_jobs.current(prod) is None  # taken by the page
     assert any("6 of 8" in m.value and "2 could not be" in m.value for m in at.markdown)
     assert any("On the audit sample (random: the one to believe): none labelled" in m.value for m in at.markdown)
     assert [m.value for m in at.metric][-1] == "6"  # every action changes: the candidate answers another class
+
+
+def test_a_backtest_that_fails_says_why_on_the_page(prod: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    v2 = derived_version(prod, registry.production_version(prod))
+    held = threading.Event()
+
+    def refuse(*_: object) -> None:
+        held.wait(300)  # ended after the click's run, as a replay that takes a while
+        raise UserError("The log cannot be read: run `python -m core check --workspace prod`.")
+
+    monkeypatch.setattr(backtest, "run", refuse)
+    at = app("app_pages/rollout.py", "prod")
+    at.selectbox(key="backtest_version").set_value(v2).run()
+    at.button(key="backtest_run").click().run()
+    job = backtest_jobs.current(prod)
+    assert job is not None and job.running
+    held.set()
+    job.thread.join(timeout=600)
+    at.run()
+    assert not at.exception and backtest_jobs.current(prod) is None
+    assert [e.value for e in at.error] == [
+        f"The backtest of {v2} stopped: The log cannot be read: run `python -m core check --workspace prod`."
+    ]
+    assert [b for b in at.button if b.key == "backtest_run"]  # and it can be started again
