@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from core.drivetrain import accepted, levers, objective
 from core.model import registry
-from core.production import demo, gate, prediction_log, review, rollout
+from core.production import audit, demo, gate, prediction_log, review, rollout
+from core.production.monitoring import accuracy, queries
 from core.workspace import store, workspaces
 from tests.helpers import TINY
 
@@ -24,15 +25,21 @@ def test_the_demo_arrives_with_every_step_of_the_walk_done_once() -> None:
     active = rollout.current(ws)
     assert (active.candidate, active.stage, active.production) == (candidate, "shadow", production)
     assert 0 < done["reviewed"] <= demo.REVIEWED
+    assert audit.read(ws).share == demo.AUDIT_SHARE
     with store.connect(ws) as con:
         reviews = con.execute("SELECT DISTINCT source, reviewer FROM log_feedback WHERE source = 'review'").fetchall()
         shadow_days = con.execute("SELECT count(DISTINCT ts::DATE) FROM log_predictions WHERE stage = 'shadow'").fetchone()[0]
         days = con.execute("SELECT count(DISTINCT ts::DATE) FROM log_predictions").fetchone()[0]
+        drawn = con.execute("SELECT count(*) FROM log_predictions WHERE audit AND served IS NOT FALSE").fetchone()[0]
     assert reviews == [("review", demo.REVIEWER)]
     assert 0 < shadow_days < days  # the candidate ran over part of the history only
     comparison = gate.compare(ws, candidate)
     assert comparison.paired > 0 and comparison.accuracy.labelled > 0  # the simulator's feedback labels the pairs
-    assert review.backlog(ws).reviewed == done["reviewed"]
+    # every audit item drawn is labelled (those among the first reviews were already): the audit's estimate has them all
+    flt = queries.LogFilter(sources=prediction_log.SOURCES)
+    found = accuracy.accuracy(ws, flt)
+    assert found.drawn == drawn and found.audit.n == drawn and done["reviewed"] + done["audited"] >= drawn
+    assert review.backlog(ws).reviewed == done["reviewed"] + done["audited"]
 
     count = prediction_log.count(ws)
     again = demo.prepare_demo("demo", days=4, say=said.append, classes=("0", "1"), cfg=cfg, per_day=25)

@@ -1,7 +1,9 @@
 """The ready demo `make run` opens, as a worked example every page can show: digits, an objective, levers with
 a utility matrix, a trained production model with an accepted policy, a week of simulated traffic, a few
 items reviewed from the queue, a retrained candidate in shadow over the second (drifting) week, and its
-comparison with production on the same requests.
+comparison with production on the same requests. The audit draws 10% of the requests (the deployment's setting,
+2% unless changed) and every one drawn is labelled, as a team that keeps up with its audit does: two weeks of 60
+requests a day then give the audit's unbiased accuracy (about 80 labels) instead of "too few".
 
 Everything here is simulated and says so: the traffic replays held-out test images (and shifted copies and
 line drawings), the reviewer is the simulator's truth under the name "simulated reviewer".
@@ -18,13 +20,14 @@ from core.data import gather
 from core.drivetrain import accepted, levers, objective
 from core.model import registry, runs
 from core.model.config import TrainConfig
-from core.production import prediction_log, review, rollout, traffic
+from core.production import audit, prediction_log, review, rollout, traffic
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 
 Say = Callable[[str], None]
 REVIEWER = "simulated reviewer"
-REVIEWED = 5  # queue items the demo reviews (from the simulator's truth)
+REVIEWED = 5  # queue items the demo reviews, oldest first (from the simulator's truth), besides the audit's
+AUDIT_SHARE = 0.10  # the demo's audit: at 2%, its 840 requests would draw ~17, too few for an estimate
 OBJECTIVE = objective.Objective(
     statement="Route scanned handwritten digits on forms without a clerk reading each one; never misfile silently.",
     decision="For each scan: file it under the digit read, or send it to a clerk.",
@@ -75,6 +78,7 @@ def history(ws: Workspace, cfg: TrainConfig, days: int, per_day: int, say: Say) 
     first = max(days // 2, 1)
     second = max(days - first, 1)
     today = store.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    audit.set_share(ws, AUDIT_SHARE)
     say(f"demo: simulating {first} days of production traffic")
     calm = traffic.TrafficConfig(days=first, per_day=per_day, shift_day=first)
     before = traffic.replay_traffic(ws, calm, end=today - timedelta(days=second))
@@ -87,9 +91,11 @@ def history(ws: Workspace, cfg: TrainConfig, days: int, per_day: int, say: Say) 
     say(f"demo: simulating {second} more days (drifting) with the candidate in shadow")
     drifting = traffic.TrafficConfig(days=second, per_day=per_day, shift_day=second // 2, seed=1)
     after = traffic.replay_traffic(ws, drifting, end=today)
+    audited = review_audit(ws)
     return {
         "simulated": {"predictions": before["predictions"] + after["predictions"], "start": before["start"], "end": after["end"]},
         "reviewed": reviewed,
+        "audited": audited,
         "candidate": candidate,
     }
 
@@ -107,3 +113,16 @@ def review_some(ws: Workspace, n: int) -> int:
         if item.id in truth:
             review.label(ws, item.id, truth[item.id], REVIEWER)
     return sum(i.id in truth for i in items)
+
+
+def review_audit(ws: Workspace) -> int:
+    """Label every served prediction drawn for the audit and not labelled yet with the simulator's truth, as a team
+    that keeps up with its audit would (the queue shows them unmarked; here the simulator knows which they are)."""
+    with store.connect(ws) as con:
+        rows = con.execute(
+            """SELECT t.prediction_id, t.label FROM simulation_truth t JOIN log_predictions p ON p.id = t.prediction_id
+               WHERE p.audit AND p.served IS NOT FALSE
+                 AND t.prediction_id NOT IN (SELECT prediction_id FROM log_feedback WHERE source = 'review')
+               ORDER BY p.ts, p.id"""
+        ).fetchall()
+    return sum(review.label(ws, pid, label, REVIEWER) for pid, label in rows)
