@@ -35,7 +35,6 @@ st.markdown("\n".join(f"- {r}" for r in report.risks) if report.risks else "None
 st.subheader("Decision pending")
 st.markdown(report.pending)
 with st.expander("The decision's details: levers and utility matrix"):
-    utility = attempt(lambda: stakeholder.utility_in_force(ws))
-    table(levers.matrix_frame(utility), index=True)
+    table(levers.matrix_frame(report.utility), index=True)
     table(report.comparison.outcomes[0].table, index=True)
     st.caption("True class × action on the validation images the policy was not fitted on.")

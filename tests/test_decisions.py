@@ -278,7 +278,7 @@ def test_the_decision_summary_uses_the_matrix_the_policy_was_chosen_under(prod: 
         ),
     )
     found = stakeholder.stakeholder_report(prod)
-    assert stakeholder.utility_in_force(prod) == chosen_under and found.unit == chosen_under.unit
+    assert found.utility == chosen_under and found.unit == chosen_under.unit
     _, report = optimizer.split_halves(v.labels)
     outcome = found.comparison.outcomes[0]
     assert outcome.images == len(report) and outcome.automation_rate == 0.0

@@ -42,6 +42,7 @@ class StakeholderReport:
     pending: str
     comparison: optimizer.Comparison
     unit: str
+    utility: Utility  # the matrix the production policy decides under (the accepted one's, else the workspace's)
     figures: dict[str, Any] = field(default_factory=dict)  # every number a sentence uses, for tests and the JSON
 
 
@@ -118,23 +119,26 @@ def _gains(c: optimizer.Comparison, unit: str, measured: str) -> Section:
     return Section("What it gains", tuple(said), table)
 
 
-def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str, Any]) -> Section:
-    flt = LogFilter(sources=default_sources(ws))
-    win = windows(ws, flt)
-    if win.empty or found is None:
+def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str, Any], counted: dict[str, int]) -> Section:
+    with store.connect(ws) as con:  # one connection: the log's views and the kept labels made once for all three
+        flt = LogFilter(sources=default_sources(ws, counted))
+        win = windows(ws, flt, con)
+        judged = not win.empty and found is not None
+        found_accuracy = accuracy.accuracy(ws, flt, con) if judged else None
+        waiting = review.backlog(ws, con) if judged else None
+    if found is None or found_accuracy is None or waiting is None:
         figures["volume"] = 0
         return Section("How production is doing", ("Nothing is in production yet: no prediction is logged.",))
     volume = int(win["predictions"].sum())
     figures["volume"] = volume
     period = f"{str(win['window'].min())[:10]} to {str(win['window'].max())[:10]}"
-    simulated = "simulation" in flt.sources and prediction_log.count(ws, "simulation") > 0
+    simulated = "simulation" in flt.sources and counted.get("simulation", 0) > 0
     said = [
         f"From {period}: {volume:,} predictions"
         + (" (simulated traffic: replayed test images, not real users)" if simulated else "")
         + f". Verdict: {found.status}. "
         + " ".join(found.reasons)
     ]
-    found_accuracy = accuracy.accuracy(ws, flt)
     figures["accuracy"] = found_accuracy.believed
     said.append(f"Accuracy of all traffic: {found_accuracy.advice()}")
     if found_accuracy.reviewed.n:
@@ -142,7 +146,6 @@ def _production(ws: Workspace, found: verdicts.Verdict | None, figures: dict[str
             f"Accuracy on reviewed hard cases: {found_accuracy.reviewed.text()}; the review queue collects referred, "
             "out-of-domain and disputed predictions, so this is lower by design."
         )
-    waiting = review.backlog(ws)
     figures["backlog"] = waiting.pending
     said.append(f"{waiting.pending:,} prediction(s) wait for review; {waiting.reviewed:,} reviewed so far.")
     active = rollout.current(ws)
@@ -197,23 +200,20 @@ def stakeholder_report(ws: Workspace, found: verdicts.Verdict | None = None) -> 
     utility = force.accepted.utility if force.accepted else force.utility
     seed = force.accepted.seed if force.accepted and force.accepted.seed is not None else 0
     compared = optimizer.compare(utility, force.policy, v, seed)
-    if found is None and prediction_log.count(ws):
+    counted = prediction_log.counts(ws)  # per source
+    logged = sum(counted.values()) > 0
+    if found is None and logged:
         found = verdicts.production_verdict(ws)[0]
     figures: dict[str, Any] = {"comparison": compared}
     sections = [
         _decision(ws, v.version, summary.describe(force.policy, utility)),
         _quality(ws, v.version, figures),
         _gains(compared, utility.unit, summary.measured_on(force.accepted, compared.outcomes[0].images, v.version, seed)),
-        _production(ws, found if prediction_log.count(ws) else None, figures),
+        _production(ws, found if logged else None, figures, counted),
     ]
     risks = _risks(figures, found, compared, utility.unit, ws)
     pending = _pending(ws, found, force.accepted is not None, compared)
     return StakeholderReport(
-        ws.name, v.version, str(store.now())[:16], tuple(sections), found, tuple(risks), pending, compared, utility.unit, figures
-    )
-
-
-def utility_in_force(ws: Workspace) -> Utility:
-    """The utility matrix the production policy decides under (the accepted one's, else the workspace's)."""
-    force = accepted.in_force(ws, optimizer.validation(ws))
-    return force.accepted.utility if force.accepted else force.utility
+        ws.name, v.version, str(store.now())[:16], tuple(sections), found, tuple(risks), pending, compared, utility.unit,
+        utility, figures,
+    )  # fmt: skip

@@ -28,10 +28,11 @@ AGREES = "(fb.label = p.predicted OR (fb.label = ? AND p.ood))"
 BY_CHANCE = "(fb.source NOT IN ('review', 'import') OR coalesce(p.audit, FALSE))"
 
 
-def default_sources(ws: Workspace) -> tuple[str, ...]:
+def default_sources(ws: Workspace, counted: dict[str, int] | None = None) -> tuple[str, ...]:
     """The sources monitoring shows unless asked: every one, but simulated traffic is left out as soon as real
-    predictions exist (it is replayed test images, backdated: mixed in, it would hide or fake a real change)."""
-    found = prediction_log.counts(ws)
+    predictions exist (it is replayed test images, backdated: mixed in, it would hide or fake a real change).
+    `counted`: prediction_log.counts, when the caller has them."""
+    found = prediction_log.counts(ws) if counted is None else counted
     real = sum(found.get(s, 0) for s in prediction_log.SOURCES if s != "simulation")
     return tuple(s for s in prediction_log.SOURCES if s != "simulation" or not real)
 
