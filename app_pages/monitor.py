@@ -13,7 +13,7 @@ from core.production import prediction_log, simulation_jobs, traffic
 from core.production.monitoring import accuracy, causes, charts, drift, drift_charts, floors, queries, reference, verdict
 from core.workspace import log_files
 from core.workspace.paths import Workspace
-from ui.common import attempt, current_workspace, image_grid, log_settled, next_step
+from ui.common import attempt, current_workspace, image_grid, job_progress, log_settled, next_step
 from ui.production import verdict_icon
 
 ws = current_workspace()
@@ -40,13 +40,7 @@ def cached_accuracy(root: str, flt: queries.LogFilter, stamp: tuple) -> accuracy
 def simulation_progress() -> None:
     """The running simulation's progress, refreshed every second; the whole page again once it has ended."""
     job = simulation_jobs.current(ws)
-    if job is None or not job.running:
-        st.rerun()
-    done, total_steps, message = job.progress
-    st.progress(
-        min(done / max(total_steps, 1), 1.0),
-        text=f"Simulating {job.days} days of traffic: {done}/{total_steps} · {message[-60:]}",
-    )
+    job_progress(job, lambda done, total, message: f"Simulating {job.days} days of traffic: {done}/{total} · {message[-60:]}")
 
 
 def start_simulation() -> None:

@@ -10,7 +10,7 @@ from core.errors import UserError
 from core.model import registry
 from core.model.rates import points
 from core.production import backtest, backtest_jobs, gate, rollout
-from ui.common import attempt, current_workspace, image_grid, log_settled, rate_metric, table
+from ui.common import attempt, current_workspace, image_grid, job_progress, log_settled, rate_metric, table
 
 ws = current_workspace()
 log_settled(ws)  # what this app just scored is in the log before the page reads it
@@ -35,11 +35,12 @@ others = [v for v in registry.list_versions(ws)["version"].tolist()[::-1] if v !
 def backtest_progress() -> None:
     """The running backtest's progress, refreshed every second; the whole page again once it has ended."""
     job = backtest_jobs.current(ws)
-    if job is None or not job.running:
-        st.rerun()
-    done, total, message = job.progress
-    text = f"Replaying the last {job.days} day(s) through {job.version}: {done:,}/{total:,} · {message}"
-    st.progress(min(done / max(total, 1), 1.0), text=text)
+    job_progress(
+        job,
+        lambda done, total, message: (
+            f"Replaying the last {job.days} day(s) through {job.version}: {done:,}/{total:,} · {message}"
+        ),
+    )
 
 
 def start_backtest() -> None:

@@ -17,7 +17,7 @@ from core.data.images import thumbnail
 from core.errors import UserError, os_message
 from core.model.rates import Rate
 from core.production import prediction_log
-from core.progress import ProgressFn
+from core.progress import ProgressFn, ProgressJob
 from core.workspace import store, workspaces
 from core.workspace.paths import Workspace
 
@@ -233,3 +233,12 @@ def served(ws: Workspace) -> tuple[object, object]:
         return service, attempt(now)
     with st.spinner("Loading the model…"):  # the first request of this process
         return service, attempt(now)
+
+
+def job_progress(job: ProgressJob | None, text: Callable[[int, int, str], str]) -> None:
+    """A background job's progress bar (call it from a fragment that runs every second); the whole page again once
+    the job has ended, so the page shows its result. `text(done, total, message)` says what it is doing."""
+    if job is None or not job.running:
+        st.rerun()
+    done, total, message = job.progress
+    st.progress(min(done / max(total, 1), 1.0), text=text(done, total, message))
