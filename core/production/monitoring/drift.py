@@ -210,33 +210,55 @@ def _estimates(ref: DriftReference, row: pd.Series, sample: pd.DataFrame) -> Est
     )
 
 
-def _examples(test: DriftTest, sample: pd.DataFrame, ref: DriftReference) -> tuple[Example, ...]:
+class _Columns:
+    """A window's sample as numpy columns, each converted once: a window's alerts read the same few (hundreds of
+    alerts over a month of windows each converting them again took a quarter of a second)."""
+
+    def __init__(self, sample: pd.DataFrame) -> None:
+        self.sample = sample
+        self._got: dict[tuple[str, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.sample)
+
+    def __call__(self, name: str, dtype: type) -> np.ndarray:
+        key = (name, dtype.__name__)
+        if key not in self._got:
+            if name == "embedding":
+                column = self.sample["embedding"]
+                self._got[key] = np.stack(column.map(np.asarray).to_numpy()) if len(column) else np.zeros((0, 1))
+            else:
+                self._got[key] = self.sample[name].to_numpy(dtype)
+        return self._got[key]
+
+
+def _examples(test: DriftTest, sample: pd.DataFrame | _Columns, ref: DriftReference) -> tuple[Example, ...]:
     """The window's images that show the change most: the most extreme on the metric, in its direction."""
+    col = sample if isinstance(sample, _Columns) else _Columns(sample)
     metric = test.metric.removesuffix("_tails")
     if metric in PROPERTY_METRICS or metric in ("confidence", "energy"):
-        values = sample[metric].to_numpy(float)
+        values = col(metric, float)
         lowest = test.subject == "low" if test.metric.endswith("_tails") else test.effect < 0
         order = np.argsort(values if lowest else -values, kind="stable")
     elif metric in ("class_mix", "class_share"):
-        values = sample["confidence"].to_numpy(float)
-        chosen = np.flatnonzero(sample["predicted"].to_numpy(object) == test.subject)
+        values = col("confidence", float)
+        chosen = np.flatnonzero(col("predicted", object) == test.subject)
         order = chosen[np.argsort(-values[chosen], kind="stable")]
     elif metric == "embedding":
-        embedding = np.stack(sample["embedding"].map(np.asarray).to_numpy()) if len(sample) else np.zeros((0, 1))
-        values = np.linalg.norm(embedding - ref.embedding.mean(0), axis=1)
+        values = np.linalg.norm(col("embedding", object) - ref.embedding.mean(0), axis=1)
         order = np.argsort(-values, kind="stable")
     elif metric == "ood_rate":
-        values = sample["energy"].to_numpy(float)
-        chosen = np.flatnonzero(sample["ood"].to_numpy(bool))
+        values = col("energy", float)
+        chosen = np.flatnonzero(col("ood", bool))
         order = chosen[np.argsort(-values[chosen], kind="stable")]
     else:  # feedback_accuracy: the mistakes people reported
-        values = sample["confidence"].to_numpy(float)
-        labels, predicted = sample["feedback_label"].to_numpy(object), sample["predicted"].to_numpy(object)
-        right = (labels == predicted) | ((labels == prediction_log.NONE_OF_THESE) & sample["ood"].to_numpy(bool))
+        values = col("confidence", float)
+        labels, predicted = col("feedback_label", object), col("predicted", object)
+        right = (labels == predicted) | ((labels == prediction_log.NONE_OF_THESE) & col("ood", bool))
         chosen = np.flatnonzero(pd.notna(labels) & ~right)
         order = chosen[np.argsort(-values[chosen], kind="stable")]
     top = order[:EXAMPLES]
-    ids, names, paths, predicted = (sample[c].to_numpy(object)[top] for c in ("id", "name", "image_path", "predicted"))
+    ids, names, paths, predicted = (col(c, object)[top] for c in ("id", "name", "image_path", "predicted"))
     return tuple(
         Example(str(i), str(n), p if isinstance(p, str) else None, str(c), float(v))
         for i, n, p, c, v in zip(ids, names, paths, predicted, values[top], strict=True)
@@ -311,9 +333,10 @@ def drift_report(
         done = tuple(replace(t, floor=floors.floor_for(t.metric, computed[key], chosen)) for t in (next(adjusted) for _ in tests))
         windows.append(replace(shell, judged=True, tests=done, estimates=estimates))
         kept = bool(sample["image_path"].notna().any())
+        columns = _Columns(sample)
         for t in done:
             if t.matters(ALERT_Q):
-                examples = _examples(t, sample, ref)
+                examples = _examples(t, columns, ref)
                 alerts.append(
                     DriftAlert(
                         shell.window, t.metric, t.words, t.effect, t.p_value, t.adjusted_p, t.n, examples, LEVERS[t.metric], kept
