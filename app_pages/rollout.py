@@ -59,7 +59,7 @@ def backtest_section(versions: list[str]) -> None:
     if (ended := backtest_jobs.current(ws)) is not None and not ended.running:
         backtest_jobs.forget(ws)
         if ended.error:
-            st.session_state["backtest_refused"] = f"The backtest of {ended.version} stopped: {ended.error}"
+            st.session_state["backtest_refused"] = f"Backtest of {ended.version}: {ended.error}"
         else:
             st.session_state[key] = ended.result
     found = st.session_state.get(key)

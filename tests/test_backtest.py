@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import numpy as np
@@ -17,6 +18,7 @@ from core.model import registry, scoring
 from core.production import backtest, backtest_jobs, gate, prediction, prediction_log, review, serving
 from core.production.monitoring import accuracy, queries
 from core.production.prediction import Deciders
+from core.progress import ProgressFn, ProgressJob, run_reporting
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import app, cli, derived_version, errors, log_scored
@@ -145,6 +147,34 @@ def test_a_backtest_that_fails_says_why_on_the_page(prod: Workspace, monkeypatch
     at.run()
     assert not at.exception and backtest_jobs.current(prod) is None
     assert [e.value for e in at.error] == [
-        f"The backtest of {v2} stopped: The log cannot be read: run `python -m core check --workspace prod`."
+        f"Backtest of {v2}: The log cannot be read: run `python -m core check --workspace prod`."
     ]
     assert [b for b in at.button if b.key == "backtest_run"]  # and it can be started again
+
+
+def test_a_background_job_ends_with_its_result_or_a_message() -> None:
+    """run_reporting, the body of the backtest's and the simulator's jobs: the result kept; a user's error as it
+    is; a disk's error named with the job; anything else said to be internal, and raised for the thread's log."""
+
+    def body(outcome: object) -> Callable[[ProgressFn], object]:
+        def work(report: ProgressFn) -> object:
+            report(1, 2, "halfway")
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+        return work
+
+    done = ProgressJob("ws")
+    run_reporting(done, "backtest", body({"replayed": 3}))
+    assert (done.status, done.result, done.error, done.progress) == ("finished", {"replayed": 3}, None, (1, 2, "halfway"))
+    refused = ProgressJob("ws")
+    run_reporting(refused, "backtest", body(UserError("No model version 'v9'.")))
+    assert (refused.status, refused.error, refused.running) == ("failed", "No model version 'v9'.", False)
+    disk = ProgressJob("ws")
+    run_reporting(disk, "backtest", body(OSError(28, "No space left on device")))
+    assert disk.status == "failed" and disk.error == "the backtest stopped: [Errno 28] No space left on device"
+    broken = ProgressJob("ws")
+    with pytest.raises(ZeroDivisionError):
+        run_reporting(broken, "simulation", body(ZeroDivisionError()))
+    assert broken.status == "failed" and broken.error == "the simulation stopped on an internal error; see the server log"
