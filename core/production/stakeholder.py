@@ -41,9 +41,12 @@ class StakeholderReport:
     risks: tuple[str, ...]
     pending: str
     comparison: optimizer.Comparison
-    unit: str
     utility: Utility  # the matrix the production policy decides under (the accepted one's, else the workspace's)
     figures: dict[str, Any] = field(default_factory=dict)  # every number a sentence uses, for tests and the JSON
+
+    @property
+    def unit(self) -> str:
+        return self.utility.unit
 
 
 def _decision(ws: Workspace, version: str, policy_words: str) -> Section:
@@ -214,6 +217,5 @@ def stakeholder_report(ws: Workspace, found: verdicts.Verdict | None = None) -> 
     risks = _risks(figures, found, compared, utility.unit, ws)
     pending = _pending(ws, found, force.accepted is not None, compared)
     return StakeholderReport(
-        ws.name, v.version, str(store.now())[:16], tuple(sections), found, tuple(risks), pending, compared, utility.unit,
-        utility, figures,
-    )  # fmt: skip
+        ws.name, v.version, str(store.now())[:16], tuple(sections), found, tuple(risks), pending, compared, utility, figures
+    )

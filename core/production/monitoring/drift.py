@@ -218,9 +218,6 @@ class _Columns:
         self.sample = sample
         self._got: dict[tuple[str, str], np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self.sample)
-
     def __call__(self, name: str, dtype: type) -> np.ndarray:
         key = (name, dtype.__name__)
         if key not in self._got:
