@@ -11,7 +11,7 @@ from core.model import rates, registry
 from core.model.rates import points
 from core.production import prediction_log, simulation_jobs, traffic
 from core.production.monitoring import accuracy, causes, charts, drift, drift_charts, floors, queries, reference, verdict
-from core.workspace import log_files
+from core.workspace import log_table
 from core.workspace.paths import Workspace
 from ui.common import attempt, current_workspace, image_grid, job_progress, log_settled, next_step
 from ui.production import verdict_icon
@@ -166,10 +166,7 @@ m4.metric(
     f"{points(believed.value - base.accuracy)} points vs validation" if base and believed.value is not None else None,
     help=f"{believed.text()}. {estimated.advice()}",
 )  # fmt: skip
-spooled = prediction_log.spooled_rows(ws)
-if spooled:
-    st.warning(f"{spooled} logged prediction(s) wait in the spool for the database; they join the charts on the next write.")
-if damaged := log_files.unreadable(ws):
+if damaged := log_table.unreadable(ws):
     st.error(
         f"{len(damaged)} file(s) of the prediction log cannot be read and are left out of every figure (first: "
         f"{damaged[0].relative_to(ws.root)}). Run `python -m core check --workspace {ws.name} --repair`, or Check on "

@@ -233,10 +233,6 @@ for p in preds[:DETAIL_LIMIT]:
                     st.rerun()
 
 if not end_user:
-    spooled = prediction_log.spooled_rows(ws)
-    st.caption(
-        f"Logged by this app since it started: {log.logged} prediction(s); waiting {log.pending}"
-        + (f"; {spooled} left in an earlier version's spool (they join at the next write)." if spooled else ".")
-    )
+    st.caption(f"Logged by this app since it started: {log.logged} prediction(s); waiting {log.pending}.")
     if log.last_error:
         st.warning(f"Logging problem (no prediction lost): {log.last_error}")

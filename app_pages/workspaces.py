@@ -115,7 +115,8 @@ with check_tab:
         st.write(
             "Every catalog row has its file and every image file its row; every model is intact and the one "
             "registered; production, policies and the rollout name versions that exist; no run says running without "
-            "a live training; the log's spool is ingested. Repair moves, marks and records; it never deletes."
+            "a live training; the log's tables name only whole files, and an earlier layout's files are folded into them. "
+            "Repair moves, marks and records; it never deletes."
         )
         checked = st.selectbox("Workspace", names, key="ws_check_name")
         left, right = st.columns(2)

@@ -39,7 +39,7 @@ from core.model import registry  # noqa: E402
 from core.model.config import EMBED_DIM  # noqa: E402
 from core.production import gate, labelled, prediction_log, review  # noqa: E402
 from core.production.monitoring import accuracy, drift, queries, report  # noqa: E402
-from core.workspace import log_files, store, workspaces  # noqa: E402
+from core.workspace import log_table, store, workspaces  # noqa: E402
 
 DAYS = 30
 CHANGE_DAY = 20  # the new version takes over
@@ -123,11 +123,11 @@ def to_files(ws: workspaces.Workspace) -> float:
     table. Returns seconds taken."""
     t0 = time.perf_counter()
     replica = "CASE WHEN source = 'api' THEN 'api-' || (hash(request_id) % 3) ELSE source END"
-    log_files.root(ws, "predictions").mkdir(parents=True, exist_ok=True)
+    log_table.root(ws, "predictions").mkdir(parents=True, exist_ok=True)
     with store.connect(ws) as con:
         con.execute(
-            f"COPY (SELECT {log_files.select_sql('predictions')}, {replica} AS replica, strftime(ts, '%Y-%m-%d') AS date "
-            f"FROM predictions) TO '{log_files.root(ws, 'predictions')}' "
+            f"COPY (SELECT {log_table.select_sql('predictions')}, {replica} AS replica, strftime(ts, '%Y-%m-%d') AS date "
+            f"FROM predictions) TO '{log_table.root(ws, 'predictions')}' "
             "(FORMAT parquet, PARTITION_BY (replica, date), OVERWRITE_OR_IGNORE)"
         )
         con.execute("DELETE FROM predictions")
@@ -177,8 +177,8 @@ def live(ws: workspaces.Workspace, flt: queries.LogFilter, predictions: int = 20
             f"SELECT id AS prediction_id, now()::TIMESTAMP AS ts, predicted AS label, 'api' AS source, NULL AS reviewer "
             f"FROM log_predictions WHERE ts > now() - INTERVAL 3 DAY USING SAMPLE {labels} ROWS"
         ).df()
-    log_files.append(ws, "predictions", fresh[list(log_files.COLUMNS["predictions"])], "api-0")
-    log_files.append(ws, "feedback", given, "api-0")
+    log_table.append(ws, "predictions", fresh[list(log_table.COLUMNS["predictions"])], "api-0")
+    log_table.append(ws, "feedback", given, "api-0")
     t0 = time.perf_counter()
     report.summary(ws, flt)
     print(f"  monitor --json summary after {predictions:,} new predictions and {labels:,} new labels: "
@@ -223,7 +223,7 @@ def main() -> None:
     size = disk(ws, args.layout) - before
     with store.connect(ws) as con:
         total = con.execute("SELECT count(*) FROM log_predictions").fetchone()[0]
-    files = len(log_files.visible(ws, "predictions"))
+    files = len(log_table.visible(ws, "predictions"))
     print(f"{args.rows:,} served rows generated ({total:,} in the log with shadow and earlier rows; layout {args.layout}, "
           f"{files} files) in {took:.0f} s; {size / max(args.rows, 1) * 1e6 / 2**20:.0f} MiB per million rows")  # fmt: skip
     flt = queries.LogFilter(window="day", sources=("app", "api", "batch"))

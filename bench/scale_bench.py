@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from core.data.images import PROPERTIES  # noqa: E402
 from core.model.config import EMBED_DIM  # noqa: E402
 from core.production import prediction_log  # noqa: E402
-from core.workspace import log_files, store, workspaces  # noqa: E402
+from core.workspace import log_table, store, workspaces  # noqa: E402
 
 CLASSES = ("black", "grizzly", "teddy")
 ARMS = ("files", "database")
@@ -78,7 +78,7 @@ def with_ids(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
     return frame.assign(id=ids, request_id=ids, ts=store.now())
 
 
-_SELECT = log_files.select_sql("predictions")
+_SELECT = log_table.select_sql("predictions")
 _COLS = ", ".join(prediction_log.COLUMNS)
 
 
@@ -179,7 +179,7 @@ def latency(way: str, samples: int, files: int) -> list[float]:
     if way == "database":
         with store.connect(ws) as con:  # the same rows in the table: the old layout held them there
             con.execute(f"INSERT INTO predictions SELECT {_SELECT} FROM log_predictions")
-        shutil.rmtree(log_files.root(ws, "predictions"), ignore_errors=True)
+        shutil.rmtree(log_table.root(ws, "predictions"), ignore_errors=True)
     ctx = mp.get_context("spawn")
     ids, seen, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     proc = ctx.Process(target=reader, args=(name, ids, seen, stop))

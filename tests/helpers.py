@@ -307,13 +307,13 @@ def log_scored(
 
 
 def legacy_spool(ws: Workspace, frame: pd.DataFrame, name: str = "20260101T000000-earlier.parquet") -> Path:
-    """A spool file as an earlier version left it (rows the database was too busy to take, waiting to be ingested)."""
+    """A spool file as an earlier version left it (rows the database was too busy to take): the migration folds it
+    into the log's table."""
     import duckdb
 
-    from core.production import prediction_log
-
-    prediction_log.spool_dir(ws).mkdir(parents=True, exist_ok=True)
-    path = prediction_log.spool_dir(ws) / name
+    folder = ws.root / "logs" / "spool"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     con = duckdb.connect()
     con.register("rows", frame)
     arrays = "probs::FLOAT[] AS probs, embedding::FLOAT[] AS embedding"
@@ -323,18 +323,19 @@ def legacy_spool(ws: Workspace, frame: pd.DataFrame, name: str = "20260101T00000
 
 
 def log_in_table(ws: Workspace) -> int:
-    """The log's files moved into the database's table, where a workspace from before the files holds its rows, so
-    that a test can edit a logged row in place (files are never changed once written); returns the rows moved."""
-    from core.workspace import log_files, store
+    """The log's rows moved into the database's table, where a workspace from before the log's table holds its rows,
+    so that a test can edit a logged row in place (a Delta delete takes them out of the log's table); returns the
+    rows moved."""
+    from core.workspace import log_table, store
 
-    files = log_files.visible(ws, "predictions")
+    files = log_table.visible(ws, "predictions")
     if not files:
         return 0
-    cols = ", ".join(log_files.COLUMNS["predictions"])
+    cols = ", ".join(log_table.COLUMNS["predictions"])
     listed = ", ".join(f"'{f}'" for f in files)
     with store.connect(ws) as con:
         con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM read_parquet([{listed}])")
         moved = con.execute(f"SELECT count(*) FROM read_parquet([{listed}])").fetchone()[0]
-    for f in files:
-        f.unlink()
+    with log_table.using(ws, "predictions") as dt:
+        dt.delete()
     return int(moved)

@@ -19,7 +19,7 @@ import pytest
 from core.errors import UserError
 from core.model import registry
 from core.production import api, audit, batching, prediction_log, serving
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import colour_image, derived_version, fake_prediction, free_port
 
@@ -383,7 +383,7 @@ def test_feedback_is_stored_while_another_process_holds_the_database(
     assert answered.status_code == 200, answered.text
     mine = answered.json()["predictions"][0]["prediction_id"]
     other = prediction_log.to_frame(prod, [fake_prediction(0)], "app", registry.production_version(prod))
-    log_files.append(prod, "predictions", other, "app")  # scored by the app, in another process
+    log_table.append(prod, "predictions", other, "app")  # scored by the app, in another process
     monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 3600.0)
     with held_by_another_process(prod):
         for prediction_id, label in ((mine, classes[1]), (other["id"][0], classes[0])):

@@ -8,14 +8,11 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-
-import duckdb
 
 from core.model import registry, runs
 from core.production import check, prediction_log
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import app, cli, colour_image, derived_version, fake_prediction, legacy_spool
 
@@ -41,7 +38,7 @@ def damage(ws: Workspace) -> dict[str, object]:
     (ws.root / runs.LOCK).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "x"}))
     frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
     log = log_damage(ws)
-    legacy_spool(ws, frame)  # rows a busy database sent to an earlier version's spool
+    legacy_spool(ws, frame)  # rows a busy database sent to an earlier version's spool: folded into the table
     broken = derived_version(ws, registry.production_version(ws))
     weights = ws.models_dir / broken / registry.WEIGHTS
     weights.write_bytes(weights.read_bytes()[:1000])  # a damaged model: no repair
@@ -49,23 +46,14 @@ def damage(ws: Workspace) -> dict[str, object]:
 
 
 def log_damage(ws: Workspace) -> list[Path]:
-    """The log's files as a crash or a hand leaves them: a temporary a dead writer left, a file cut short on disk, a
-    file with other columns, a compaction's journal whose output never came into view (inputs: two whole files)."""
-    whole = [prediction_log.log_predictions(ws, [fake_prediction(i)], "batch", "v1") for i in range(2)]
+    """The log's table as a disk or a hand leaves it: a file it names cut short, a file it names deleted (of three
+    logged one at a time: one file each)."""
+    whole = [prediction_log.log_predictions(ws, [fake_prediction(i)], "batch", "v1") for i in range(3)]
     assert all(w.logged == 1 for w in whole)
-    folder = log_files.visible(ws, "predictions")[0].parent
-    tmp = folder / f".{uuid.uuid4().hex}.parquet.{socket.gethostname().replace('.', '-')}.{dead_pid()}.tmp"
-    tmp.write_bytes(log_files.visible(ws, "predictions")[0].read_bytes()[:300])
-    cut = folder / f"{uuid.uuid4().hex}.parquet"
+    cut, gone, _ = log_table.visible(ws, "predictions")
     cut.write_bytes(b"PAR1" + b"\0" * 100)
-    other = folder / f"{uuid.uuid4().hex}.parquet"
-    con = duckdb.connect()
-    con.execute(f"COPY (SELECT 1 AS id, 'x' AS something) TO '{other}' (FORMAT parquet)")
-    con.close()
-    journal = folder / ".compact-0123.json"
-    journal.write_text(json.dumps({"inputs": [p.name for p in log_files.visible(ws, "predictions")[:2]], "output": "0123.parquet",
-                                   "done_at": None}))  # fmt: skip
-    return [tmp, cut, other, journal]
+    gone.unlink()
+    return [cut, gone]
 
 
 def test_a_clean_workspace_has_no_problems(prod: Workspace) -> None:
@@ -79,16 +67,17 @@ def test_check_reports_without_changing_anything_and_repair_fixes_without_deleti
     before = store.audit_log(prod, 10_000)
     report = check.check(prod)
     kinds = sorted(p.kind for p in report.problems)
-    assert kinds == sorted(["missing_file", "orphan_file", "leftover", "run", "lock", "spool", "checksum", "model",
-                            "log_temporary", "log_unreadable", "log_schema", "log_journal"])  # fmt: skip
+    assert kinds == sorted(["missing_file", "orphan_file", "leftover", "run", "lock", "checksum", "model",
+                            "log_unreadable", "log_missing", "log_legacy"])  # fmt: skip
     assert report.repaired == () and len(report.remaining) == len(report.problems)
-    assert made["orphan"].exists() and made["leftover"].exists() and prediction_log.spooled_rows(prod) == 3
+    assert made["orphan"].exists() and made["leftover"].exists() and (prod.root / "logs" / "spool").is_dir()
     assert len(store.audit_log(prod, 10_000)) == len(before)  # looking changes nothing
 
     fixed = check.check(prod, repair=True)
-    assert len(fixed.repaired) == 11 and [p.kind for p in fixed.remaining] == ["model"]
-    for path in made["log"]:  # moved to quarantine/log/, not deleted
-        assert not path.exists() and (prod.quarantine_dir / check.LOG / path.name).exists(), path
+    assert len(fixed.repaired) == 9 and [p.kind for p in fixed.remaining] == ["model"]
+    cut, gone = made["log"]
+    assert not cut.exists() and (prod.quarantine_dir / check.LOG / cut.name).exists()  # moved, not deleted
+    assert not log_table.unreadable(prod) and gone not in log_table.visible(prod, "predictions")  # the table forgot both
     assert made["broken"] in fixed.remaining[0].subject
     moved = prod.quarantine_dir / check.ORPHANS / "left-behind.png"
     assert not made["orphan"].exists() and moved.read_bytes() == orphan_bytes  # moved, not deleted
@@ -100,11 +89,12 @@ def test_check_reports_without_changing_anything_and_repair_fixes_without_deleti
     with store.connect(prod) as con:
         assert con.execute("SELECT status FROM runs WHERE run_id = 'deadbeef0000'").fetchone() == ("interrupted",)
         assert con.execute("SELECT count(*) FROM models WHERE checksums IS NULL").fetchone()[0] == 0
-    assert not (prod.root / runs.LOCK).exists() and prediction_log.spooled_rows(prod) == 0
-    assert prediction_log.count(prod) == 3 + 2  # the spool's rows, and the two whole files' (the journal's inputs)
+    assert not (prod.root / runs.LOCK).exists() and not (prod.root / "logs" / "spool").exists()
+    assert prediction_log.count(prod) == 3 + 1  # the spool's rows, and the one whole file's (the deleted one's is lost)
     actions = set(store.audit_log(prod, 10_000)["action"])
     assert {"image_marked_missing", "orphan_file_moved", "model_folder_moved", "run_interrupted", "stale_lock_removed",
-            "model_checksums_recorded", "workspace_repaired", "log_file_moved"} <= actions  # fmt: skip
+            "model_checksums_recorded", "workspace_repaired", "log_file_moved", "log_files_forgotten", "log_migrated",
+            "log_files_deleted"} <= actions  # fmt: skip
 
     again = check.check(prod)
     assert [p.kind for p in again.problems] == ["model"]  # only what no repair can fix
@@ -127,13 +117,13 @@ def test_check_command_and_the_workspaces_page(prod: Workspace) -> None:
     done = cli("check", "--workspace", "prod", "--json")
     assert done.returncode == 1, done.stderr  # problems found: a script (cron, CI) learns it from the status
     data = json.loads(done.stdout)
-    assert not data["ok"] and len(data["problems"]) == 12 and data["repaired"] == []
+    assert not data["ok"] and len(data["problems"]) == 10 and data["repaired"] == []
     at = app("app_pages/workspaces.py", "prod")
     at.selectbox(key="ws_check_name").set_value("prod").run()
     at.button(key="ws_check_run").click().run()
-    assert not at.exception and any("12 problem(s) found" in w.value for w in at.warning)
+    assert not at.exception and any("10 problem(s) found" in w.value for w in at.warning)
     at.button(key="ws_check_repair").click().run()
-    assert sum("Repaired:" in s.value for s in at.success) == 11
+    assert sum("Repaired:" in s.value for s in at.success) == 9
     assert any("1 problem(s) remain" in w.value for w in at.warning)
     text = cli("check", "--workspace", "prod")
     assert text.returncode == 1 and "[model]" in text.stdout and "repair: nothing" in text.stdout  # one remains

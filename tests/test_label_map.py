@@ -17,7 +17,7 @@ import pytest
 
 from core.production import label_map, labelled, prediction_log
 from core.production.monitoring import queries
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.test_window_store import rows
 
@@ -102,12 +102,12 @@ def test_the_map_is_the_join_of_every_label_with_the_log_and_looks_up_only_what_
     store.init_db(ws)
     logged = {day: rows(ws, 40, day, seed=day) for day in (6, 3, 2, 1)}
     for frame in logged.values():
-        log_files.append(ws, "predictions", frame[:20], "api-1")
-        log_files.append(ws, "predictions", frame[20:], "api-2")
+        log_table.append(ws, "predictions", frame[:20], "api-1")
+        log_table.append(ws, "predictions", frame[20:], "api-2")
     old = rows(ws, 10, 5, seed=50, source="batch")  # rows logged before the log became files stay in the table
     with store.connect(ws) as con:
         con.register("old", old)
-        con.execute(f"INSERT INTO predictions SELECT {log_files.select_sql('predictions')} FROM old")
+        con.execute(f"INSERT INTO predictions SELECT {log_table.select_sql('predictions')} FROM old")
     later = rows(ws, 3, 2, seed=77)  # logged after its label was given (a writer's queue still held it)
     label(ws, [*logged[6]["id"][:8], *logged[1]["id"][:6], *old["id"][:3], later["id"][0]])  # files
     label(ws, list(logged[3]["id"][:4]), source="review")  # the database's table
@@ -124,12 +124,12 @@ def test_the_map_is_the_join_of_every_label_with_the_log_and_looks_up_only_what_
     assert looked_up == [7]  # only the new labels
     looked_up.clear()
 
-    log_files.append(ws, "predictions", later, "api-1")  # the prediction the early label was on arrives
+    log_table.append(ws, "predictions", later, "api-1")  # the prediction the early label was on arrives
     assert_mapped(ws)
     assert later["id"][0] in set(reference(ws)["prediction_id"]) and looked_up == [1]  # only it, only in the new file
     looked_up.clear()
 
-    log_files.compact(ws, "predictions", grace_s=0)  # every partition's files folded: the map follows
+    log_table.compact(ws, "predictions", grace_s=0)  # every partition's files folded: the map follows
     assert_mapped(ws)
     # only api-1's partition of day 2 had two files to fold: its labels (five, and the late one) are looked up again
     assert looked_up == [6]
@@ -138,7 +138,7 @@ def test_the_map_is_the_join_of_every_label_with_the_log_and_looks_up_only_what_
     assert looked_up == []
 
     damaged = next(
-        f for f in log_files.visible(ws, "predictions") if log_files.day_of(f) == str((store.now() - timedelta(days=1)).date())
+        f for f in log_table.visible(ws, "predictions") if log_table.day_of(f) == str((store.now() - timedelta(days=1)).date())
     )
     damaged.write_bytes(damaged.read_bytes()[:100])  # out of view (check quarantines it): its labels map to nothing
     assert_mapped(ws)
@@ -157,7 +157,7 @@ def ten_labels(ws: Workspace) -> None:
     """A day of 30 predictions in one file, 10 of them labelled."""
     store.init_db(ws)
     frame = rows(ws, 30, 1, seed=3)
-    log_files.append(ws, "predictions", frame, "api-1")
+    log_table.append(ws, "predictions", frame, "api-1")
     label(ws, list(frame["id"][:10]))
 
 

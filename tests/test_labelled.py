@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.production import labelled, prediction_log
-from core.workspace import log_files, store
+from core.production import kept_files, labelled, prediction_log
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.test_label_map import CLASSES, ROW, held, label, ten_labels, whole_labelled
 from tests.test_window_store import rows
@@ -55,8 +55,8 @@ def test_kept_labelled_rows_equal_the_whole_join_and_only_changed_requests_are_c
     store.init_db(ws)
     logged = {day: rows(ws, 40, day, seed=day) for day in (4, 3, 2, 1)}
     for frame in logged.values():
-        log_files.append(ws, "predictions", frame[:20], "api-1")
-        log_files.append(ws, "predictions", frame[20:], "api-2")
+        log_table.append(ws, "predictions", frame[:20], "api-1")
+        log_table.append(ws, "predictions", frame[20:], "api-2")
     later = rows(ws, 3, 2, seed=77)  # logged after its label was given
     label(ws, [*logged[4]["id"][:8], *logged[1]["id"][:6], later["id"][0]])
     label(ws, list(logged[3]["id"][:4]), source="review")  # the database's table
@@ -71,7 +71,7 @@ def test_kept_labelled_rows_equal_the_whole_join_and_only_changed_requests_are_c
     assert check(ws) == 1
     assert check(ws) == 0
 
-    log_files.append(ws, "predictions", later, "api-1")  # the prediction the early label was on arrives
+    log_table.append(ws, "predictions", later, "api-1")  # the prediction the early label was on arrives
     assert check(ws) >= 1  # its request, with what the map looked up anew
     assert check(ws) == 0
 
@@ -79,7 +79,7 @@ def test_kept_labelled_rows_equal_the_whole_join_and_only_changed_requests_are_c
         con.execute("DELETE FROM feedback WHERE prediction_id = ?", [logged[3]["id"][0]])
     assert check(ws) == "whole"
 
-    log_files.compact(ws, "predictions", grace_s=0)  # the map checks every label again: so does this
+    log_table.compact(ws, "predictions", grace_s=0)  # the map checks every label again: so does this
     assert check(ws) == "whole"
     assert check(ws) == 0
 
@@ -92,7 +92,7 @@ def test_kept_labelled_rows_equal_the_whole_join_and_only_changed_requests_are_c
 def test_the_requests_computed_since_are_folded_into_the_base_once_they_outgrow_a_quarter_of_it(ws: Workspace) -> None:
     store.init_db(ws)
     frame = rows(ws, 80, 1, seed=5)
-    log_files.append(ws, "predictions", frame, "api-1")
+    log_table.append(ws, "predictions", frame, "api-1")
     label(ws, list(frame["id"][:40]))
     assert check(ws) == "whole"
     base = labelled._read_state(ws).base
@@ -119,7 +119,7 @@ def test_a_process_without_the_hold_computes_for_itself_and_keeps_nothing(ws: Wo
 
 @pytest.fixture(autouse=True)
 def _no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(log_files, "GRACE_S", 0.0)  # replaced kept files deleted at once (their readers are done)
+    monkeypatch.setattr(kept_files, "GRACE_S", 0.0)  # replaced kept files deleted at once (their readers are done)
 
 
 def test_the_queue_its_backlog_and_the_joinable_images_equal_what_every_label_joined_with_the_log_gives(
@@ -136,7 +136,7 @@ def test_the_queue_its_backlog_and_the_joinable_images_equal_what_every_label_jo
             served=True, referred=rng.random(60) < 0.3, audit=rng.random(60) < 0.2, audit_p=0.2,
             image_path=[f"production/{i}.png" if i % 4 else None for i in range(60)],
         )  # fmt: skip
-        log_files.append(ws, "predictions", frame, "api-1")
+        log_table.append(ws, "predictions", frame, "api-1")
         frames.append(frame)
     every = pd.concat(frames, ignore_index=True)
     waiting = every[every["ood"] | every["referred"] | every["audit"]]

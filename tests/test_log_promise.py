@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from core.production import prediction_log
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import fake_prediction, until
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_APPEND = log_files.append
+REAL_APPEND = log_table.append
 
 
 def logged_ids(ws: Workspace) -> list[str]:
@@ -59,7 +59,7 @@ def test_a_bug_while_writing_holds_the_batch_and_the_thread_lives_on(
             raise RuntimeError("an error no one expected")
         return REAL_APPEND(*args, **kwargs)
 
-    monkeypatch.setattr(log_files, "append", broken_twice)
+    monkeypatch.setattr(log_table, "append", broken_twice)
     first = [fake_prediction(i) for i in range(4)]
     log.submit(prediction_log.LogBatch(first, "app", "v1"))
     assert log.flush(120) and tries["n"] == 3 and "an error no one expected" in log.last_error
@@ -77,7 +77,7 @@ def test_a_write_that_fails_after_a_file_came_into_view_is_retried_without_doubl
     """The writer retries a batch that raised; files already renamed into view must not hold its rows twice after."""
     tries = {"n": 0}
     if fails.startswith("the folder"):
-        real = log_files._fsync_dir
+        real = log_table._fsync_dir
 
         def fsync_fails_once(path: Path) -> None:
             tries["n"] += 1
@@ -85,9 +85,9 @@ def test_a_write_that_fails_after_a_file_came_into_view_is_retried_without_doubl
                 raise OSError(28, "No space left on device")  # what a full disk's journal can answer
             real(path)
 
-        monkeypatch.setattr(log_files, "_fsync_dir", fsync_fails_once)
+        monkeypatch.setattr(log_table, "_fsync_dir", fsync_fails_once)
     else:
-        real_hit = log_files.failpoints.hit
+        real_hit = log_table.failpoints.hit
 
         def second_file_fails_once(name: str) -> None:
             if name == "log.file_renamed":
@@ -96,7 +96,7 @@ def test_a_write_that_fails_after_a_file_came_into_view_is_retried_without_doubl
                     raise OSError(5, "Input/output error")
             real_hit(name)
 
-        monkeypatch.setattr(log_files.failpoints, "hit", second_file_fails_once)
+        monkeypatch.setattr(log_table.failpoints, "hit", second_file_fails_once)
     rows = [fake_prediction(i) for i in range(6)]
     before_midnight = store.now().replace(hour=23, minute=59, second=59, microsecond=0) - timedelta(days=1)
     times = [before_midnight + timedelta(seconds=i) for i in range(6)]  # three rows on each of two days
@@ -105,7 +105,7 @@ def test_a_write_that_fails_after_a_file_came_into_view_is_retried_without_doubl
     assert tries["n"] >= 2 and log.failed == 6  # it failed once and was written on the next try
     ids = logged_ids(ws)
     assert sorted(ids) == sorted(p.id for p in rows) and len(ids) == len(set(ids))
-    assert len(list(log_files.root(ws, "predictions").rglob("*.parquet"))) == 2  # one file a day, no copy
+    assert len(list(log_table.root(ws, "predictions").rglob("*.parquet"))) == 2  # one file a day, no copy
 
 
 def test_rows_that_cannot_be_written_are_held_and_flush_waits_for_them_with_a_bound(
@@ -117,7 +117,7 @@ def test_rows_that_cannot_be_written_are_held_and_flush_waits_for_them_with_a_bo
         failures["n"] += 1
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(log_files, "append", disk_full)
+    monkeypatch.setattr(log_table, "append", disk_full)
     rows = [fake_prediction(i) for i in range(5)]
     log.submit(prediction_log.LogBatch(rows, "app", "v1"))
     assert not log.flush(0.5)  # bounded: returns, saying the rows are not settled
@@ -126,11 +126,11 @@ def test_rows_that_cannot_be_written_are_held_and_flush_waits_for_them_with_a_bo
     assert log._thread.is_alive()
     late = fake_prediction(99)
     log.submit(prediction_log.LogBatch([late], "app", "v1"))
-    monkeypatch.setattr(log_files, "append", REAL_APPEND)  # the disk has room again
+    monkeypatch.setattr(log_table, "append", REAL_APPEND)  # the disk has room again
     assert log.flush(120) and log.pending == 0
     ids = logged_ids(ws)
     assert sorted(ids) == sorted(p.id for p in [*rows, late]) and len(ids) == len(set(ids))
-    assert not any(p.name.startswith(".") for p in log_files.root(ws, "predictions").rglob("*.parquet*"))  # no temporary
+    assert not any(p.name.startswith(".") for p in log_table.root(ws, "predictions").rglob("*.parquet*"))  # no temporary
 
 
 EXITING = textwrap.dedent(
@@ -138,14 +138,14 @@ EXITING = textwrap.dedent(
     import sys
     import time
     from core.production import prediction_log
-    from core.workspace import log_files, workspaces
+    from core.workspace import log_table, workspaces
     from tests.helpers import fake_prediction, until
 
     def fail(*_):
         raise OSError(30, "Read-only file system")
 
     ws = workspaces.resolve(sys.argv[1], create=True)
-    log_files.append = fail
+    log_table.append = fail
     prediction_log.EXIT_WAIT_S = 0.5
     prediction_log.BackgroundLog.retry_s = 0.05
     prediction_log.BackgroundLog.linger_s = 0.01

@@ -214,21 +214,21 @@ def test_a_page_that_reads_the_log_shows_what_this_app_just_scored(prod: Workspa
     """Predictions go to the log in the background: the Monitor page opened right after scoring waits (a bounded
     time) until they are written, so it shows them; while the disk refuses them, it says they are on their way."""
     from core.production import serving
-    from core.workspace import log_files
+    from core.workspace import log_table
 
     monkeypatch.setattr(prediction_log.BackgroundLog, "linger_s", 3.0)  # the rows are still held when the page opens
     _, scored = serving.Service(prod).serve([(f"{i}.png", colour_image(i % 3, 5100 + i)) for i in range(3)], "app")
     at = app("app_pages/monitor.py", "prod")
     assert not at.exception and not errors(at) and not any("Nothing is logged yet" in i.value for i in at.info)
     assert prediction_log.count(prod, "app") == 3
-    real = log_files.append
-    monkeypatch.setattr(log_files, "append", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    real = log_table.append
+    monkeypatch.setattr(log_table, "append", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
     monkeypatch.setattr(prediction_log.BackgroundLog, "retry_s", 0.05)
     monkeypatch.setattr("ui.common.LOG_SETTLE_S", 0.5)
     serving.Service(prod).serve([("late.png", colour_image(1, 5200))], "app")
     at.run()
     assert any("1 prediction(s) made in this app are still being written" in c.value for c in at.caption)
-    monkeypatch.setattr(log_files, "append", real)
+    monkeypatch.setattr(log_table, "append", real)
     assert prediction_log.settle(prod, 600) == 0 and prediction_log.count(prod, "app") == 4  # written once it can be
 
 

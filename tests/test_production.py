@@ -20,7 +20,7 @@ from core.model import config, outputs, registry, scoring
 from core.production import deployment, prediction, prediction_log, serving, traffic
 from core.production.monitoring import charts, queries, reference
 from core.production.prediction import Prediction
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import (
     bad_files,
@@ -172,8 +172,8 @@ def test_a_held_database_does_not_stop_logging(ws: Workspace, monkeypatch: pytes
     assert holder.stdout.readline().strip() == "held"
     result = prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(7)], "batch", "v1", keep_images=False)
     assert result.logged == 7 and result.errors == []  # in a file of the log: no database lock taken
-    files = log_files.visible(ws, "predictions")
-    assert len(files) == 1 and files[0].parent.parent.name == f"replica={log_files.replica_name()}"
+    files = log_table.visible(ws, "predictions")
+    assert len(files) == 1 and files[0].parent.parent.name == f"replica={log_table.replica_name()}"
     holder.stdin.close()  # the other process lets go of the database
     holder.wait(timeout=30)
     assert prediction_log.count(ws) == 7

@@ -13,7 +13,7 @@ import pytest
 from core.model import registry
 from core.production import prediction_log
 from core.production.monitoring import drift, queries, window_store
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import cli, fake_prediction
 
@@ -64,11 +64,11 @@ def test_kept_figures_are_always_those_of_the_whole_log(ws: Workspace, monkeypat
     store.init_db(ws)
     for day in (9, 3, 2, 1, 0):
         for part, replica in enumerate(("api-1", "api-2")):
-            log_files.append(ws, "predictions", rows(ws, 60, day, seed=10 * day + part), replica)
+            log_table.append(ws, "predictions", rows(ws, 60, day, seed=10 * day + part), replica)
     old = rows(ws, 40, 2, seed=99, source="batch")
     with store.connect(ws) as con:  # rows logged before the log became files stay in the table
         con.register("old", old)
-        con.execute(f"INSERT INTO predictions SELECT {log_files.select_sql('predictions')} FROM old")
+        con.execute(f"INSERT INTO predictions SELECT {log_table.select_sql('predictions')} FROM old")
     labelled = [*old["id"][:5], *rows(ws, 1, 0, seed=1)["id"]]  # one id logged nowhere: feedback on nothing
     for i, pid in enumerate(labelled):
         prediction_log.add_feedback(ws, pid, ["red", "blue"][i % 2], ["red", "blue", "green"], source="api")
@@ -94,21 +94,21 @@ def test_kept_figures_are_always_those_of_the_whole_log(ws: Workspace, monkeypat
     kept.unlink()  # only a cache: computed again
     assert queries.windows(ws, day)["predictions"].max() < 1000
 
-    log_files.append(ws, "predictions", rows(ws, 30, 3, seed=7), "api-3")  # late rows for a past day
+    log_table.append(ws, "predictions", rows(ws, 30, 3, seed=7), "api-3")  # late rows for a past day
     assert_same_as_the_whole_log(ws, monkeypatch)
     assert len(list(window_store.folder(ws).glob(f"windows-day-{today - timedelta(days=3)}-*.parquet"))) == 2  # version None, v1
 
     more = rows(ws, 10, 1, seed=5, source="batch")
     with store.connect(ws) as con:  # rows for a past day in the table (a spool an earlier version left, drained)
         con.register("more", more)
-        con.execute(f"INSERT INTO predictions SELECT {log_files.select_sql('predictions')} FROM more")
+        con.execute(f"INSERT INTO predictions SELECT {log_table.select_sql('predictions')} FROM more")
     assert_same_as_the_whole_log(ws, monkeypatch)
 
     prediction_log.add_feedback(ws, old["id"][9], "green", ["red", "blue", "green"], source="api")  # feedback: never kept
     assert_same_as_the_whole_log(ws, monkeypatch)
 
-    log_files.compact(ws, "predictions", grace_s=0)
-    log_files.compact(ws, "predictions", grace_s=0)  # the inputs go
+    log_table.compact(ws, "predictions", grace_s=0)
+    log_table.compact(ws, "predictions", grace_s=0)  # the inputs go
     assert_same_as_the_whole_log(ws, monkeypatch)
 
     damaged = sorted(window_store.folder(ws).glob("samples-day-*.parquet"))[0]
@@ -120,7 +120,7 @@ def test_kept_figures_are_always_those_of_the_whole_log(ws: Workspace, monkeypat
 
 def test_a_log_with_nothing_the_filter_shows_gives_empty_figures(ws: Workspace) -> None:
     store.init_db(ws)
-    log_files.append(ws, "predictions", rows(ws, 20, 2, seed=3), "api-1")
+    log_table.append(ws, "predictions", rows(ws, 20, 2, seed=3), "api-1")
     for _ in range(2):  # computed, then read back
         nothing = queries.LogFilter(window="day", sources=("app",))
         win, mix, sample = queries.windows(ws, nothing), queries.class_mix(ws, nothing), queries.window_samples(ws, nothing)
@@ -130,8 +130,8 @@ def test_a_log_with_nothing_the_filter_shows_gives_empty_figures(ws: Workspace) 
 def test_the_true_accuracy_of_simulated_traffic_per_window(ws: Workspace) -> None:
     store.init_db(ws)
     simulated = pd.concat([rows(ws, 40, 2, seed=4, source="simulation"), rows(ws, 30, 1, seed=5, source="simulation")])
-    log_files.append(ws, "predictions", simulated, "sim")
-    log_files.append(ws, "predictions", rows(ws, 25, 1, seed=6, source="app"), "app")
+    log_table.append(ws, "predictions", simulated, "sim")
+    log_table.append(ws, "predictions", rows(ws, 25, 1, seed=6, source="app"), "app")
     truth = simulated["predicted"].where(np.arange(len(simulated)) % 4 != 0, "wrong")  # every fourth is wrong
     prediction_log.add_simulation_truth(ws, pd.DataFrame({"prediction_id": simulated["id"], "label": truth, "shift": None}))
     for f in (queries.LogFilter(window="day"), queries.LogFilter(window="predictions", size=50)):
@@ -149,7 +149,7 @@ def test_log_compact_prepares_the_monitors_figures_for_the_days_it_folded(prod: 
     version = registry.production_version(prod)
     for day in (3, 2):
         for seed in (1, 2):
-            log_files.append(prod, "predictions", rows(prod, 30, day, seed=10 * day + seed).assign(model_version=version), "a")
+            log_table.append(prod, "predictions", rows(prod, 30, day, seed=10 * day + seed).assign(model_version=version), "a")
     done = json.loads(cli("log", "compact", "--workspace", prod.name, "--json").stdout)
     assert done["figures"]["prepared"] is True
     today = store.now().date()

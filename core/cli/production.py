@@ -46,7 +46,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         print(f"warning: {served.candidate_problem}", file=sys.stderr)
     files, failed = prediction.list_files([Path(p) for p in args.paths])
     preds: list[prediction.Prediction] = []
-    logged = spooled = 0
+    logged = 0
     show = printer(not args.json, "scored")
     keep = prediction_log.keeps_images(ws)
     for start in range(0, len(files), args.batch_size * 8):  # read and log as we go: a crash loses no scored batch
@@ -54,7 +54,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         failed += unread
         scored = served.score(chunk, args.batch_size)
         result = prediction_log.log_predictions(ws, scored.logged, "batch", predictor.version, keep_images=keep)
-        logged, spooled = logged + result.logged, spooled + result.spooled
+        logged += result.logged
         preds += [replace(p, data=b"") for p in scored.shown]  # logged: the bytes are not needed to report
         failed += scored.failed
         if show:
@@ -82,7 +82,6 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "failed": failed,
         "logged": logged,
-        "spooled": spooled,
         "out": args.out,
     }
 
@@ -100,7 +99,7 @@ def print_predict(data: dict[str, Any]) -> None:
         print(f"candidate {r['candidate']} in {r['stage']}: scored every image too; answered {acted}")
     print(
         f"{len(data['predictions'])} scored with model {data['version']}, {len(data['failed'])} failed; "
-        f"logged {data['logged']}" + (f", spooled {data['spooled']} (the database was busy)" if data["spooled"] else "")
+        f"logged {data['logged']}"
     )
     if data["out"]:
         print(f"results: {data['out']}")
@@ -187,8 +186,6 @@ def print_monitor(data: dict[str, Any]) -> None:
     print(f"accuracy of all traffic in view: {data['accuracy']['advice']}")
     if data["excluded"]:
         print(f"{data['excluded']} prediction(s) by other model versions are not judged against {data['reference_version']}")
-    if data["spooled"]:
-        print(f"{data['spooled']} logged row(s) still wait in the spool for the database")
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -558,7 +555,7 @@ def add_commands(command: Any) -> None:
 
     c = command(
         "check",
-        "workspace integrity: rows and files, models, pointers, runs, the log's spool; --repair fixes what it can, "
+        "workspace integrity: rows and files, models, pointers, runs, the log's tables; --repair fixes what it can, "
         "never deleting",
         cmd_check,
         print_check,

@@ -57,7 +57,7 @@ class ApiLimits:
     max_file_bytes: int = VerifyConfig.max_bytes
     max_files: int = 32
     body_timeout_s: float = 30.0  # a client still sending its body after this long gets 408 (a slow or stalled client)
-    log_wait_s: float = 60.0  # an answer waits for its predictions to be in the log (database or spool) at most this long
+    log_wait_s: float = 60.0  # an answer waits for its predictions to be committed to the log at most this long
 
     @property
     def max_body_bytes(self) -> int:
@@ -274,7 +274,7 @@ def create_app(
         if not scored.shown:
             raise UserError("No image could be read: " + "; ".join(f"{f['source']}: {f['reason']}" for f in scored.failed))
         if not service.log.wait(scored.ticket, limits.log_wait_s):  # answered only once its rows are safe
-            why = "The prediction log is not writable now (database and spool): these predictions will be logged when it is"
+            why = "The prediction log is not writable now: these predictions will be logged when it is"
             raise HTTPException(503, why + "; try again in a minute.", {"Retry-After": "60"})
         service.remember(scored.shown, snap.predictor.version)
         failpoints.hit("api.answering")
@@ -301,7 +301,7 @@ def create_app(
             None if ready else service.load_error or ("loading the model" if not service.ready else "the workspace is read-only")
         )
         body = {"ready": ready, "replica": replica, "model_loaded": service.ready, "log_writable": writable, "why": why}
-        body |= {"log_pending": service.log.pending, "log_spooled": service.log.spooled}
+        body |= {"log_pending": service.log.pending}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/v1/model", summary="The model served: version, classes, input size, policy, rollout")
@@ -325,7 +325,7 @@ def create_app(
     @app.get("/metrics", summary="Counters in Prometheus' text format", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         text = service.metrics.text(
-            service.batcher.batches, service.batcher.waiting, service.log.pending, service.log.spooled, replica
+            service.batcher.batches, service.batcher.waiting, service.log.pending, replica
         )
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 

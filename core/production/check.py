@@ -1,12 +1,13 @@
 """Is a workspace consistent? Every catalog row has its file and every image file its row; every registered
 model is intact; the production pointer, accepted policies and the rollout name versions that exist; no run
-says `running` without a live training; the log's files are whole and the log's; the spool is ingested.
+says `running` without a live training; the files the log's tables name are whole and the log's; an earlier
+layout's log files are folded into them.
 
 `check(ws, repair=True)` fixes what can be fixed without losing anything, each fix an audit row: orphan files
 and leftover model folders move to quarantine/, rows whose file is gone are marked missing, stale runs become
-interrupted (and a dead process's lock goes), missing checksums are recorded, spooled rows are ingested, a
-rollout whose candidate is gone ends, a log file cut short, unreadable or not the log's moves to quarantine/log/.
-It never deletes a user's file.
+interrupted (and a dead process's lock goes), missing checksums are recorded, an earlier layout's log files are
+folded into the tables, a rollout whose candidate is gone ends, a log file unreadable or not the log's moves to
+quarantine/log/ (the table's removal of it committed). It never deletes a user's file.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any
 
 from core.data import gather
 from core.model import integrity, registry, runs
-from core.production import prediction_log, rollout
-from core.workspace import failpoints, locks, log_files, store
+from core.production import rollout
+from core.workspace import failpoints, locks, log_table, store
 from core.workspace.paths import Workspace, free_name
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
@@ -199,19 +200,21 @@ def _runs(ws: Workspace) -> list[Problem]:
     return found
 
 
+_LOG_REPAIRS = {
+    "log_missing": "commit its removal from the log's table (readers stop looking for it)",
+    "log_unreadable": f"move it to quarantine/{LOG}/ and commit its removal from the log's table",
+    "log_schema": f"move it to quarantine/{LOG}/ and commit its removal from the log's table",
+    "log_legacy": "fold it into the log's table (each file once; audited)",
+}
+
+
 def _log(ws: Workspace) -> list[Problem]:
-    folder = prediction_log.spool_dir(ws)
+    folder = ws.root / "logs" / "spool"  # an earlier version's: its whole files are folded into the table (log_legacy)
     partial = sorted(folder.glob("*.tmp")) if folder.is_dir() else []
     why = "a spool file cut short while it was written (its rows were never acknowledged: the process stopped first)"
     cut = [Problem("spool_partial", str(p.relative_to(ws.root)), why, f"move it to quarantine/{SPOOL}/", True) for p in partial]
-    files = [Problem(f.kind, str(f.path.relative_to(ws.root)), f.detail, f"move it to quarantine/{LOG}/", True)
-             for f in log_files.problems(ws)]  # fmt: skip
-    cut += files
-    rows = prediction_log.spooled_rows(ws)
-    if not rows:
-        return cut
-    return [*cut, Problem("spool", "logs/spool", f"{rows} logged prediction(s) wait in the spool for the database",
-                          "ingest them (ids already in the database are skipped)", True)]  # fmt: skip
+    return cut + [Problem(f.kind, str(f.path.relative_to(ws.root)), f.detail, _LOG_REPAIRS[f.kind], True)
+                  for f in log_table.problems(ws)]  # fmt: skip
 
 
 def check(ws: Workspace, repair: bool = False) -> CheckReport:
@@ -287,12 +290,17 @@ def _repair(ws: Workspace, p: Problem) -> str:
         where = _move(ws, ws.root / p.subject, SPOOL)
         store.audit(ws, "spool_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
         return f"moved {p.subject} to {where}"
-    if p.kind in ("log_temporary", "log_unreadable", "log_schema", "log_journal"):
-        if not (ws.root / p.subject).exists():
-            return f"left {p.subject}: it is gone (renamed or folded meanwhile)"
-        where = _move(ws, ws.root / p.subject, LOG)
-        store.audit(ws, "log_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
-        return f"moved {p.subject} to {where}"
-    if p.kind == "spool":
-        return f"ingested {prediction_log.drain_spool(ws)} spooled prediction(s)"
+    if p.kind in ("log_unreadable", "log_schema", "log_missing"):
+        kind = Path(p.subject).parts[1]  # logs/<kind>/date=.../part-*.parquet
+        said = f"{p.subject} was gone"
+        if (ws.root / p.subject).exists():
+            where = _move(ws, ws.root / p.subject, LOG)
+            store.audit(ws, "log_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
+            said = f"moved {p.subject} to {where}"
+        removed = log_table.forget_missing(ws, kind)
+        store.audit(ws, "log_files_forgotten", detail={"kind": kind, "files": removed, "reason": p.detail})
+        return f"{said}; the log's table no longer names {len(removed)} missing file(s)"
+    if p.kind == "log_legacy":
+        done = store.migrate_log(ws)
+        return f"folded {done.files} file(s) of the earlier layout ({done.rows:,} rows) into the log's tables"
     raise ValueError(f"no repair for {p.kind}")  # a programming error: every repairable kind is handled above

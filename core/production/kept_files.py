@@ -19,7 +19,9 @@ from pathlib import Path
 
 import duckdb
 
-from core.workspace import log_files
+from core.workspace import log_table
+
+GRACE_S = 600.0  # a replaced kept file stays on disk this long for readers that listed it
 
 
 @contextmanager
@@ -50,7 +52,7 @@ def write(con: duckdb.DuckDBPyConnection, relation: str, folder: Path, prefix: s
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        con.execute(f"COPY {relation} TO {log_files.sql_path(tmp)} (FORMAT parquet)")
+        con.execute(f"COPY {relation} TO {log_table.sql_path(tmp)} (FORMAT parquet)")
         os.replace(tmp, path)
     except (duckdb.Error, OSError):
         return None
@@ -65,7 +67,7 @@ def current(folder: Path, prefix: str, superseded: dict[str, float], writer: boo
         when = superseded.get(path.name)
         if when is None:
             out.append(path)
-        elif writer and now - when > log_files.GRACE_S:
+        elif writer and now - when > GRACE_S:
             path.unlink(missing_ok=True)
     names = {p.name for p in folder.glob(f"{prefix}*.parquet")}
     for name in [k for k in superseded if k not in names]:
@@ -76,7 +78,7 @@ def current(folder: Path, prefix: str, superseded: dict[str, float], writer: boo
 def readable(con: duckdb.DuckDBPyConnection, *paths: Path) -> bool:
     """Whether every one of `paths` reads as Parquet (a damaged kept file is computed again, never trusted)."""
     try:
-        con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_files.sql_path(p) for p in paths)}])").fetchone()
+        con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_table.sql_path(p) for p in paths)}])").fetchone()
     except duckdb.Error:
         return False
     return True

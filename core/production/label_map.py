@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 
 from core.production import kept_files
-from core.workspace import log_files
+from core.workspace import log_table
 from core.workspace.paths import Workspace, write_atomic
 
 TABLE = "label_map"  # the view `load` leaves in the connection: prediction_id and FIELDS
@@ -56,7 +56,7 @@ def folder(ws: Workspace) -> Path:
 
 def _key(ws: Workspace, path: Path) -> str:
     """A log file as the map names it: its place under logs/ (names alone may repeat across partitions)."""
-    return path.relative_to(log_files.root(ws, "predictions")).as_posix()
+    return path.relative_to(log_table.root(ws, "predictions")).as_posix()
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> Loaded:
 
 
 def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded:
-    files = {_key(ws, f): f for f in log_files.readable(ws, "predictions")}
-    feedback = {f.relative_to(log_files.root(ws, "feedback")).as_posix(): f for f in log_files.readable(ws, "feedback")}
+    files = {_key(ws, f): f for f in log_table.readable(ws, "predictions")}
+    feedback = {f.relative_to(log_table.root(ws, "feedback")).as_posix(): f for f in log_table.readable(ws, "feedback")}
     state = _read_state(ws)
     kept = kept_files.current(folder(ws), PREFIX, state["superseded"], writer)
     gone = set(state["log"]) - set(files)  # files that left the view: what was found in them is looked up again
@@ -100,7 +100,7 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded
     whole = bool(gone) or not state["log"] or not same_table or len(kept) < listed_kept
     for table in ("label_found", "label_new"):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {table} (prediction_id VARCHAR, {_TYPED}, file VARCHAR)")
-    listed = ", ".join(log_files.sql_path(p) for p in kept)
+    listed = ", ".join(log_table.sql_path(p) for p in kept)
     kept_sql = f"SELECT * FROM read_parquet([{listed}])" if kept else "SELECT * FROM label_new"
     if whole:  # the first call, or after a compaction: every label checked, what lost its file dropped
         _listed(con, "label_files", "file", list(files))
@@ -114,7 +114,7 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded
         fresh = [f for k, f in feedback.items() if k not in state["feedback"]]
         parts = ["SELECT prediction_id FROM feedback WHERE ts > CAST(? AS TIMESTAMP)"]
         if fresh:
-            parts.append(f"SELECT prediction_id FROM read_parquet([{', '.join(log_files.sql_path(f) for f in fresh)}])")
+            parts.append(f"SELECT prediction_id FROM read_parquet([{', '.join(log_table.sql_path(f) for f in fresh)}])")
         union = " UNION ALL ".join(parts)
         con.execute(f"CREATE OR REPLACE TEMP TABLE label_asked AS SELECT DISTINCT prediction_id FROM ({union})", [seen_until])
     table_rows = con.execute("SELECT count(*) FROM predictions").fetchone()[0]  # rows logged before the files: few, or none
@@ -137,7 +137,7 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> Loaded
     _listed(con, "label_misses", "prediction_id", misses)
     new_files = [f for k, f in files.items() if k not in state["log"]]
     _search(ws, con, "SELECT prediction_id FROM label_misses", new_files, set())
-    days = {log_files.day_of(Path(k)) for k in gone} - {None}
+    days = {log_table.day_of(Path(k)) for k in gone} - {None}
     todo = "SELECT prediction_id FROM label_todo EXCEPT SELECT prediction_id FROM label_found"
     _search(ws, con, todo, list(files.values()), days)  # type: ignore[arg-type]
     found = None
@@ -191,13 +191,13 @@ def _search(ws: Workspace, con: duckdb.DuckDBPyConnection, ids_sql: str, files: 
         return 0
     by_day: dict[str, list[Path]] = {}
     for f in files:
-        by_day.setdefault(log_files.day_of(f) or "", []).append(f)
+        by_day.setdefault(log_table.day_of(f) or "", []).append(f)
     order = sorted(d for d in by_day if d in first) + sorted((d for d in by_day if d not in first), reverse=True)
     batches = [files] if left > BULK else [by_day[d] for d in order]
     found = 0
-    root = log_files.root(ws, "predictions")
+    root = log_table.root(ws, "predictions")
     for batch in batches:
-        listed = ", ".join(log_files.sql_path(f) for f in batch)
+        listed = ", ".join(log_table.sql_path(f) for f in batch)
         added = con.execute(
             f"""INSERT INTO label_found
                 SELECT id, {_ROW}, substr(filename, {len(str(root)) + 2})

@@ -28,7 +28,7 @@ import duckdb
 
 from core.production import kept_files, label_map
 from core.production.prediction_log import NONE_OF_THESE
-from core.workspace import log_files
+from core.workspace import log_table
 from core.workspace.paths import Workspace, write_atomic
 
 TABLE = "labelled"  # the view `load` leaves: prediction_id, the map's COLUMNS, OWN and REQUEST
@@ -116,7 +116,7 @@ def _read_state(ws: Workspace) -> _State:
 def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
     """Make TABLE in `con` (a view; label_map's too): every prediction of every request with a label, with its own
     latest label and source (NULL when it has none) and its request's REQUEST columns. Returns its name."""
-    stamp = repr((log_files.stamp(ws), con.execute("SELECT count(*), max(ts) FROM feedback").fetchone()))
+    stamp = repr((log_table.stamp(ws), con.execute("SELECT count(*), max(ts) FROM feedback").fetchone()))
     try:  # loaded in this connection with the log and the labels as they are now: the same rows
         if con.execute(f"SELECT stamp FROM {_LOADED}").fetchone() == (stamp,):
             return TABLE
@@ -130,9 +130,9 @@ def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
 
 def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> None:
     mapped = label_map.load(ws, con)
-    root = log_files.root(ws, "feedback")
-    files = {f.relative_to(root).as_posix(): f for f in log_files.readable(ws, "feedback")}
-    feedback = log_files.relation_sql("feedback", "feedback", list(files.values()))
+    root = log_table.root(ws, "feedback")
+    files = {f.relative_to(root).as_posix(): f for f in log_table.readable(ws, "feedback")}
+    feedback = log_table.relation_sql("feedback", "feedback", list(files.values()))
     state = _read_state(ws)
     current = {p.name for p in kept_files.current(folder(ws), PREFIX, state.superseded, writer)}
     table_now = con.execute("SELECT count(*), max(ts) FROM feedback").fetchone()
@@ -149,7 +149,7 @@ def _load(ws: Workspace, con: duckdb.DuckDBPyConnection, writer: bool) -> None:
         con.execute("CREATE OR REPLACE TEMP TABLE labelled_delta AS SELECT * FROM labelled_base LIMIT 0")
         base_sql, changed = "labelled_base", True
     else:
-        base_sql = f"read_parquet({log_files.sql_path(base)})"  # type: ignore[arg-type]
+        base_sql = f"read_parquet({log_table.sql_path(base)})"  # type: ignore[arg-type]
         changed = _update(ws, con, state, mapped, files, feedback, delta, seen_until)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {TABLE} AS SELECT * FROM {base_sql} WHERE request NOT IN "
@@ -189,7 +189,7 @@ def _update(
     new_map = [folder(ws) / name for name in mapped.kept if name not in state.map]
     new_feedback = [f for k, f in files.items() if k not in state.feedback]
     if new_map or new_feedback:
-        parts.append(f"SELECT prediction_id FROM read_parquet([{', '.join(map(log_files.sql_path, new_map + new_feedback))}])")
+        parts.append(f"SELECT prediction_id FROM read_parquet([{', '.join(map(log_table.sql_path, new_map + new_feedback))}])")
     con.execute(f"CREATE OR REPLACE TEMP TABLE labelled_ids AS {' UNION ALL '.join(parts)}", [seen_until])
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE labelled_touched AS SELECT DISTINCT request FROM {label_map.TABLE}
@@ -201,7 +201,7 @@ def _update(
     con.execute(f"CREATE OR REPLACE TEMP TABLE labelled_delta AS {compute_sql('FALSE', feedback)}")
     if delta is not None:
         con.execute(
-            f"INSERT INTO labelled_delta SELECT * FROM read_parquet({log_files.sql_path(delta)}) "
+            f"INSERT INTO labelled_delta SELECT * FROM read_parquet({log_table.sql_path(delta)}) "
             "WHERE request NOT IN (SELECT request FROM labelled_touched)"
         )
     if touched:

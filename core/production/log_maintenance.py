@@ -1,7 +1,7 @@
-"""`python -m core log compact | status`: the log's files folded into one per replica and day, and what the log holds.
+"""`python -m core log compact | status`: the log's tables optimized and vacuumed, and what the log holds.
 
-Compaction is the one step that deletes log files: each input is deleted only after the file that holds its rows has
-been in view for the grace period, and only after an audit row names it and that file (core.workspace.log_files).
+Vacuum is the one step that deletes log files: a file goes only once no version of the retention names it (a reader
+that listed it within that time can still read it), and only after an audit row names it (core.workspace.log_table).
 """
 
 from __future__ import annotations
@@ -13,30 +13,31 @@ from typing import Any
 import duckdb
 
 from core.errors import UserError
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 
 
 def compact(
-    ws: Workspace, grace_s: float = log_files.GRACE_S, on_progress: Callable[[int, int], None] | None = None
+    ws: Workspace, retention_h: int = log_table.RETENTION_H, on_progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
-    """Fold every partition's files of both kinds; returns what was done, per kind."""
-
-    def audited(records: list[dict[str, object]]) -> None:
-        store.audit(ws, "log_files_deleted", detail={"files": records, "why": "folded by `log compact` into the file named"})
-
+    """Optimize and vacuum both kinds' tables; returns what was done, per kind."""
     out: dict[str, Any] = {}
-    for kind in log_files.COLUMNS:
-        done = log_files.compact(ws, kind, grace_s, on_progress=on_progress, before_delete=audited)
-        out[kind] = {
-            "partitions_folded": done.partitions, "files_in": done.files_in, "files_out": done.files_out, "rows": done.rows,
-            "inputs_deleted": done.removed, "busy": done.busy,
-        }  # fmt: skip
+    for i, kind in enumerate(log_table.COLUMNS):
+
+        def audited(files: list[str], kind: str = kind) -> None:
+            store.audit(ws, "log_files_deleted", detail={"kind": kind, "files": files,
+                        "why": f"vacuumed by `log compact`: no version of the last {retention_h} h names them"})  # fmt: skip
+
+        done = log_table.compact(ws, kind, retention_h, before_delete=audited)
+        out[kind] = {"files_in": done.files_in, "files_out": done.files_out, "files_deleted": done.removed,
+                     "version": done.version}  # fmt: skip
+        if on_progress:
+            on_progress(i + 1, len(log_table.COLUMNS))
     figures = None
-    if any(v["partitions_folded"] for v in out.values()):
+    if any(v["files_in"] or v["files_deleted"] for v in out.values()):
         store.audit(ws, "log_compacted", detail=out)
-        figures = prepare_figures(ws)
-    return {"compacted": out, "grace_s": grace_s, "status": status(ws), "figures": figures}
+        figures = prepare_figures(ws) if any(v["files_in"] for v in out.values()) else None
+    return {"compacted": out, "retention_h": retention_h, "status": status(ws), "figures": figures}
 
 
 def prepare_figures(ws: Workspace) -> dict[str, Any]:
@@ -56,11 +57,12 @@ def prepare_figures(ws: Workspace) -> dict[str, Any]:
 
 
 def status(ws: Workspace) -> dict[str, Any]:
-    """Files, bytes and rows of the log, per kind (files and the database's table), and rows per replica."""
+    """Files, bytes, rows and version of the log, per kind (the table's files and the database's table), and rows per
+    replica."""
     out: dict[str, Any] = {}
     with store.connect(ws, read_only=True) as con:
-        for kind, view in log_files.VIEWS.items():
-            files = log_files.visible(ws, kind)
+        for kind, view in log_table.VIEWS.items():
+            files = log_table.visible(ws, kind)
             size = sum(f.stat().st_size for f in files if f.exists())
             try:
                 by_replica = dict(
@@ -68,7 +70,8 @@ def status(ws: Workspace) -> dict[str, Any]:
                 )
             except duckdb.Error as exc:  # a damaged file: check says which
                 raise_damaged(ws, exc)
-            out[kind] = {"files": len(files), "file_bytes": size, "rows": int(sum(by_replica.values())), "by_replica": by_replica}
+            out[kind] = {"files": len(files), "file_bytes": size, "rows": int(sum(by_replica.values())), "by_replica": by_replica,
+                         "version": log_table.version(ws, kind)}  # fmt: skip
     return out
 
 

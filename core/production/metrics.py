@@ -48,7 +48,7 @@ class Metrics:
             self.images += images
             self.ood += ood
 
-    def text(self, batches: Sequence[int], waiting: int, log_pending: int, log_spooled: int, replica: str) -> str:
+    def text(self, batches: Sequence[int], waiting: int, log_pending: int, replica: str) -> str:
         """The exposition: one HELP and TYPE line per metric, labels on the replica."""
         r = f'replica="{replica}"'
         lines: list[str] = []
@@ -74,7 +74,6 @@ class Metrics:
         metric("imagedp_images_total", "counter", "Images answered.", [(r, images)])
         metric("imagedp_out_of_domain_total", "counter", "Images answered that were flagged out of domain.", [(r, ood)])
         metric(
-            "imagedp_log_backlog_rows", "gauge", "Predictions handed to the log, not yet written or spooled.", [(r, log_pending)]
+            "imagedp_log_backlog_rows", "gauge", "Predictions handed to the log, not yet committed.", [(r, log_pending)]
         )
-        metric("imagedp_log_spooled_rows_total", "counter", "Predictions spooled (the database was busy).", [(r, log_spooled)])
         return "\n".join(lines) + "\n"

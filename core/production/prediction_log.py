@@ -1,12 +1,12 @@
 """The production log: every prediction and every piece of feedback.
 
-Every serving process (the app, batch `predict`, the API's replicas, the simulator) appends its rows as Parquet files
-under logs/ (core.workspace.log_files: a hidden name, fsync, rename), never waiting for another process or for the
-database's write lock; readers see those files and the database's tables as one relation (log_predictions,
-log_feedback). A write that fails (a full disk) keeps its rows with the writer, who says why and tries again: a
-logging failure never breaks a prediction and never loses a row. Labels given on the analyst's pages (review, import,
-Predict) go to the database, where they can be taken back. Spool files an earlier version left are ingested by the
-next write.
+Every serving process (the app, batch `predict`, the API's replicas, the simulator) appends its rows to the log's
+Delta table under logs/ (core.workspace.log_table: one commit per batch, fsynced), never waiting for another process
+or for the database's write lock; readers see the table and the database's tables as one relation (log_predictions,
+log_feedback). A write that fails (a full disk) keeps its rows with the writer, who says why and tries again under the
+same batch number, so a batch whose commit came through before the failure is not written twice: a logging failure
+never breaks a prediction and never loses or doubles a row. Labels given on the analyst's pages (review, import,
+Predict) go to the database, where they can be taken back.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import pandas as pd
 from core.data.images import PROPERTIES
 from core.errors import UserError
 from core.production import audit
-from core.workspace import failpoints, log_files, store
+from core.workspace import failpoints, log_table, store
 from core.workspace.paths import Workspace, write_atomic
 
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
@@ -38,11 +38,7 @@ SOURCES = ("app", "batch", "simulation", "api")  # served traffic: what monitori
 REPLAY = "backtest"  # a candidate's replay of kept production images: logged, never served, never monitored
 NONE_OF_THESE = "none of these"
 KEEP_IMAGES = "keep_production_images"  # workspace setting: store each scored image under production/
-COLUMNS = tuple(log_files.COLUMNS["predictions"])  # the log's columns, in order: one list, with their types
-
-
-def spool_dir(ws: Workspace) -> Path:
-    return ws.root / "logs" / "spool"
+COLUMNS = tuple(log_table.COLUMNS["predictions"])  # the log's columns, in order: one list, with their types
 
 
 def keep_image(ws: Workspace, p: Prediction) -> str | None:
@@ -137,61 +133,22 @@ def to_frame(
     return frame_of(ws, [LogBatch(predictions, source, version, ts, keep_images)])
 
 
-_COLS = ", ".join(COLUMNS)
-
-
-def drain_spool(ws: Workspace) -> int:
-    """Move spooled rows into the database (skipping ids already there); returns the rows added."""
-    added = 0
-    for path in sorted(spool_dir(ws).glob("*.parquet")) if spool_dir(ws).is_dir() else []:
-        with store.transaction(ws) as con:
-            before = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
-            present = {r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()}
-            chosen = ", ".join(c if c in present else f"NULL AS {c}" for c in COLUMNS)  # spooled by an earlier version
-            con.execute(
-                f"INSERT INTO predictions ({_COLS}) SELECT {chosen} FROM read_parquet(?) "
-                "WHERE id NOT IN (SELECT id FROM predictions)",
-                [str(path)],
-            )
-            added += con.execute("SELECT count(*) FROM predictions").fetchone()[0] - before
-        failpoints.hit("log.drained")
-        path.unlink()  # our own temporary copy: every row in it is now in the database
-    return added
-
-
-def spooled_rows(ws: Workspace) -> int:
-    """Rows waiting in the spool for the database (shown on the pages; normally 0)."""
-    files = sorted(spool_dir(ws).glob("*.parquet")) if spool_dir(ws).is_dir() else []
-    if not files:
-        return 0
-    con = duckdb.connect()
-    try:
-        return int(con.execute("SELECT count(*) FROM read_parquet(?)", [[str(f) for f in files]]).fetchone()[0])
-    finally:
-        con.close()
-
-
 @dataclass
 class LogResult:
     logged: int = 0
-    spooled: int = 0  # rows left for a later write (none since the log became files: kept for scripts that read it)
     errors: list[str] = field(default_factory=list)
 
 
-def write(ws: Workspace, frame: pd.DataFrame, replica: str | None = None) -> LogResult:
-    """Append rows to the log as a file of this process's replica (raises OSError when the disk refuses: the caller
-    keeps the rows); then ingest what an earlier version left in the spool."""
+def write(
+    ws: Workspace, frame: pd.DataFrame, replica: str | None = None, batch: log_table.Batch | None = None
+) -> LogResult:
+    """Commit rows to the log's table under this process's replica (raises when the disk refuses: the caller keeps
+    the rows and may write them again under the same `batch`)."""
     if frame.empty:
         return LogResult()
     failpoints.hit("log.writing")
-    log_files.append(ws, "predictions", frame, replica)
-    result = LogResult(logged=len(frame))
-    if spool_dir(ws).is_dir() and any(spool_dir(ws).glob("*.parquet")):
-        try:
-            result.logged += drain_spool(ws)
-        except (UserError, duckdb.Error, OSError) as exc:
-            result.errors.append(f"spooled rows wait for the next write: {exc}")
-    return result
+    log_table.append(ws, "predictions", frame, replica, batch)
+    return LogResult(logged=len(frame))
 
 
 def keeps_images(ws: Workspace) -> bool:
@@ -219,9 +176,9 @@ def log_predictions(
 class BackgroundLog:
     """One writer thread per workspace per process: the app's sessions hand it rows and never wait.
 
-    Rows leave its care only when they are in a log file (fsynced and in view). Whatever fails in a batch (the
-    disk, measuring an image, a bug), the thread lives on, keeps the rows, says why, and tries again; `flush` waits,
-    with a bound, until every row submitted is in the log."""
+    Rows leave its care only when their commit is in the log's table (fsynced). Whatever fails in a batch (the
+    disk, measuring an image, a bug), the thread lives on, keeps the rows, says why, and tries again under the same
+    batch number (written at most once); `flush` waits, with a bound, until every row submitted is in the log."""
 
     max_rows = 5000  # per write: one file however many rows it carries
     linger_s = 0.5  # rows reach the log at most this much later; fewer, larger files
@@ -229,13 +186,14 @@ class BackgroundLog:
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
-        self.replica: str | None = None  # its files' partition (log_files.replica_name: the host's, unless named)
+        self.replica: str | None = None  # its name in the log (log_table.replica_name: the host's, unless named)
+        self._writer: log_table.Writer | None = None  # made on the first write, under the replica's name
         self._queue: queue.Queue[LogBatch] = queue.Queue()
         self._settled = threading.Condition()
         self._unsettled = 0  # rows submitted and not yet in the log
         self._through = 0  # rows submitted so far, counted in order: a batch's ticket is this after its rows
         self._settled_through = 0  # rows in the log, counted in the same order (batches settle in turn)
-        self.submitted = self.logged = self.spooled = self.failed = 0
+        self.submitted = self.logged = self.failed = 0
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"prediction-log-{ws.name}", daemon=True)
         self._thread.start()
@@ -273,20 +231,23 @@ class BackgroundLog:
         # At normal priority: an answer waits for its rows (the API), so a writer that yielded the CPU to predictions
         # (nice 19, until 2026-12) starved on a busy machine and held every answer with it.
         held: list[LogBatch] = []
+        number: log_table.Batch | None = None  # the held batches' number: a retry commits them at most once
         while True:
             batches, held = held or self._next(), []
             rows = sum(len(b.predictions) for b in batches)
             try:
+                self._writer = self._writer or log_table.Writer.new(self.replica)
+                number = number or self._writer.take()
                 problems: list[str] = []
-                result = write(self.ws, frame_of(self.ws, batches, problems), self.replica)
+                result = write(self.ws, frame_of(self.ws, batches, problems), self.replica, number)
             except BaseException as exc:  # noqa: BLE001 - not written: keep the rows, try again
                 self.failed += rows
                 self.last_error = f"could not log {rows} row(s), retrying in {self.retry_s:g} s: {exc!r}"[:500]
                 held = batches
                 time.sleep(self.retry_s)
                 continue
+            number = None
             self.logged += result.logged
-            self.spooled += result.spooled
             errors = problems + result.errors
             self.last_error = errors[-1] if errors else self.last_error
             with self._settled:
@@ -337,7 +298,7 @@ def _flush_all() -> None:
     for log in list(_BACKGROUND.values()):
         if not log.flush(EXIT_WAIT_S):
             print(
-                f"prediction log: {log.pending} prediction(s) could not be written to {log_files.root(log.ws, 'predictions')} "
+                f"prediction log: {log.pending} prediction(s) could not be written to {log_table.root(log.ws, 'predictions')} "
                 f"before exit: {log.last_error or 'still being written when the wait ran out'}",
                 file=sys.stderr,
             )
@@ -345,7 +306,7 @@ def _flush_all() -> None:
 
 # provenance of a label: app (the analyst's Predict page), end user (the deployed app), review, import, simulation
 FEEDBACK_SOURCES = ("app", "end user", "review", "import", "simulation", "api")
-SERVED_FEEDBACK = ("end user", "api", "simulation")  # given to a serving process: appended as files, as its predictions
+SERVED_FEEDBACK = ("end user", "api", "simulation")  # given to a serving process: appended to the log, as its predictions
 
 
 def add_feedback(
@@ -359,7 +320,7 @@ def add_feedback(
     replica: str | None = None,
 ) -> None:
     """A human's answer for one prediction: a class of the model, or 'none of these', with where it came from.
-    Given to a serving process (an end user, the API), it is appended as a file, as predictions are; given on the
+    Given to a serving process (an end user, the API), it is appended to the log's table, as predictions are; given on the
     analyst's pages, it goes to the database, through `con` when given (the caller's transaction)."""
     if source not in FEEDBACK_SOURCES:
         raise ValueError(f"unknown feedback source {source!r}")  # a programming error
@@ -373,7 +334,7 @@ def add_feedback(
             "source": [source],
             "reviewer": [reviewer],
         }
-        log_files.append(ws, "feedback", pd.DataFrame(row), replica)
+        log_table.append(ws, "feedback", pd.DataFrame(row), replica)
         return
     with store.reuse(ws, con) as con:
         con.execute(
@@ -383,9 +344,9 @@ def add_feedback(
 
 
 def add_feedback_rows(ws: Workspace, frame: pd.DataFrame) -> None:
-    """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator: appended as files."""
+    """Bulk feedback (prediction_id, ts, label, source), e.g. from the traffic simulator: appended to the log."""
     if not frame.empty:
-        log_files.append(ws, "feedback", frame)  # a column the frame lacks (reviewer) is written NULL
+        log_table.append(ws, "feedback", frame)  # a column the frame lacks (reviewer) is written NULL
 
 
 def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
@@ -398,14 +359,14 @@ def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
 
 
 def stamp(ws: Workspace) -> tuple[object, ...]:
-    """What changes whenever the log or its feedback does: the tables' rows and latest times, and the files in view
-    (names and sizes, read from the folders: no file is opened). A cache key for figures computed from the log."""
+    """What changes whenever the log or its feedback does: the database's tables' rows and latest times, and the log
+    tables' versions. A cache key for figures computed from the log."""
     with store.connect(ws) as con:
         tables = con.execute(
             "SELECT (SELECT count(*) FROM predictions), (SELECT max(ts) FROM predictions), "
             "(SELECT count(*) FROM feedback), (SELECT max(ts) FROM feedback)"
         ).fetchone()
-    return (*tables, log_files.stamp(ws))
+    return (*tables, log_table.stamp(ws))
 
 
 def counts(ws: Workspace) -> dict[str, int]:
@@ -426,11 +387,11 @@ def count(ws: Workspace, source: str | None = None) -> int:
 
 
 def version_of(ws: Workspace, prediction_id: str) -> str | None:
-    """The model version of a logged prediction, or None. The log's files are searched first, newest day first (the
+    """The model version of a logged prediction, or None. The log's table is searched first, newest day first (the
     feedback a serving process is given is mostly about recent predictions), through an in-memory connection: no wait
     for the database, no scan of the whole log; the database's table (rows logged before the log became files) last."""
     by_day: dict[str, list[Path]] = {}
-    for f in log_files.readable(ws, "predictions"):
+    for f in log_table.readable(ws, "predictions"):
         by_day.setdefault(f.parent.name, []).append(f)
     con = duckdb.connect()
     try:

@@ -216,7 +216,6 @@ def replay_traffic(
         "pool_scored": len(as_is),
         "valid_ood_rate": valid_flagged,
         "logged": result.logged,
-        "spooled": result.spooled,
         "feedback": len(feedback),
         "drawings": sum(e.shift == "drawing" for e in events),
         "shifted": sum(e.shift in SHIFTS for e in events),

@@ -23,11 +23,11 @@ import pandas as pd
 
 from core import bounds
 from core.errors import UserError
-from core.workspace import failpoints, holds, log_files, splits, stamps
+from core.workspace import failpoints, holds, log_table, splits, stamps
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
-LOCK_TIMEOUT_ENV = "IMAGEDP_LOCK_TIMEOUT_S"  # how long a writer waits for another process (a replica may spool sooner)
+LOCK_TIMEOUT_ENV = "IMAGEDP_LOCK_TIMEOUT_S"  # how long a connection waits for another process
 
 
 def _lock_timeout() -> float:
@@ -232,9 +232,9 @@ def read_if_free(ws: Workspace, read: Callable[[], T]) -> T | None:
 
 
 def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
-    """log_predictions and log_feedback: the tables and the log's files as one relation each (log_files)."""
+    """log_predictions and log_feedback: the tables and the log's files as one relation each (log_table)."""
     try:
-        log_files.create_views(con, ws)
+        log_table.create_views(con, ws)
     except duckdb.CatalogException:
         pass  # a database made before its tables (init_db creates them on this very connection): nothing to read yet
 
@@ -325,7 +325,26 @@ def init_db(ws: Workspace, force: bool = False) -> None:
                 [json.dumps(secrets.token_hex(16))],
             )
         _split_unsplit(con)
+    if any(log_table.legacy_files(ws, kind) for kind in log_table.COLUMNS):
+        migrate_log(ws)
     _READY.add(str(ws.db_path))
+
+
+def migrate_log(ws: Workspace) -> log_table.Migration:
+    """Fold the log's earlier layout (Parquet files per replica and day) into its Delta tables, each file once, with
+    an audit row naming the files before they are deleted; safe to run again after a crash, or by two at once."""
+    total = log_table.Migration()
+    for kind in log_table.COLUMNS:
+
+        def audited(files: list[str], kind: str = kind) -> None:
+            audit(ws, "log_files_deleted", detail={"kind": kind, "files": files,
+                  "why": "the earlier log layout, folded into the log's Delta table (their rows are in it, once)"})  # fmt: skip
+
+        done = log_table.migrate(ws, kind, before_delete=audited)
+        total.files, total.rows, total.removed = total.files + done.files, total.rows + done.rows, total.removed + done.removed
+    if total.files:
+        audit(ws, "log_migrated", detail={"files": total.files, "rows": total.rows})
+    return total
 
 
 _TABLES = ("meta", "images", "audit", "runs", "epochs", "models", "deployments", "gather_failures", "predictions",

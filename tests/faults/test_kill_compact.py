@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from core.production import prediction_log
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.faults import harness
 from tests.helpers import fake_prediction
@@ -24,7 +24,7 @@ def write_files(ws: Workspace, batches: int, truth: set[str]) -> None:
     """Small files, as serving replicas leave them: each batch a file of its replica's (its ids acknowledged)."""
     for b in range(batches):
         frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(7)], "api", "v1")
-        log_files.append(ws, "predictions", frame, f"api-{b % 2}")
+        log_table.append(ws, "predictions", frame, f"api-{b % 2}")
         truth |= set(frame["id"])
 
 
@@ -74,9 +74,9 @@ def test_a_crashed_compaction_never_loses_or_doubles_a_row(ws: Workspace, data_r
     for _ in range(2):  # fold, then delete the inputs (grace 0)
         harness.finish(harness.start(data_root, *compact))
     holds_the_truth(ws, truth, tally, "the end")
-    files = log_files.visible(ws, "predictions")
+    files = log_table.visible(ws, "predictions")
     assert len(files) == 2 and {f.parent.parent.name for f in files} == {"replica=api-0", "replica=api-1"}
-    assert not [p for p in log_files.root(ws, "predictions").rglob("*") if p.name.endswith(".tmp") or ".compact-" in p.name]
+    assert not [p for p in log_table.root(ws, "predictions").rglob("*") if p.name.endswith(".tmp") or ".compact-" in p.name]
     deleted = store.audit_log(ws, 10_000)
     assert (deleted["action"] == "log_files_deleted").sum() >= len(steps)  # every deletion has its trace first
     tally.print()

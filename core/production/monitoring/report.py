@@ -7,13 +7,12 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from core.production import prediction_log
 from core.production.monitoring import accuracy
 from core.production.monitoring.causes import report_causes
 from core.production.monitoring.drift import DriftReport, drift_report
 from core.production.monitoring.queries import LogFilter, json_records, truth_by_window, window_label, windows
 from core.production.monitoring.verdict import verdict
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 
 
@@ -84,7 +83,6 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
             "alerts": alerts,
             "estimates": [{"window": r["window"], **(r["estimates"] or {})} for r in records if r["estimates"]],
             "accuracy": accuracy.summary(estimates, accuracy.atc_overall(report)),
-            "spooled": prediction_log.spooled_rows(ws),
-            "unreadable_log_files": [str(f.relative_to(ws.root)) for f in log_files.unreadable(ws)],
+            "unreadable_log_files": [str(f.relative_to(ws.root)) for f in log_table.unreadable(ws)],
         }
     )

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from core.workspace import log_files, store
+from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 
 VERSION = 1  # of what is kept: raise it when a query's columns or meaning change
@@ -54,8 +54,8 @@ def groups(ws: Workspace, window: str, con: duckdb.DuckDBPyConnection) -> list[G
     """The groups of days the log's rows fall in, oldest first; None when a file's day cannot be told (then every
     query runs over the whole log)."""
     by_day: dict[date, list[Path]] = {}
-    for f in log_files.readable(ws, "predictions"):
-        day = log_files.day_of(f)
+    for f in log_table.readable(ws, "predictions"):
+        day = log_table.day_of(f)
         if day is None:
             return None
         by_day.setdefault(date.fromisoformat(day), []).append(f)
@@ -166,7 +166,7 @@ def relation(ws: Workspace, con: duckdb.DuckDBPyConnection, window: str, what: s
         con.execute(f"CREATE OR REPLACE TEMP TABLE {live} AS SELECT * FROM ({sql}) LIMIT 0", params)
     if paths:
         try:  # every footer read: a damaged file is found here, not halfway through a page's query
-            con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_files.sql_path(p) for _, p in paths)}])")
+            con.execute(f"SELECT count(*) FROM read_parquet([{', '.join(log_table.sql_path(p) for _, p in paths)}])")
         except duckdb.Error:
             for g, path in paths:
                 try:
@@ -177,7 +177,7 @@ def relation(ws: Workspace, con: duckdb.DuckDBPyConnection, window: str, what: s
                         path.unlink(missing_ok=True)
                         con.execute(f"INSERT INTO {live} {sql}", params)
             paths = [(g, p) for g, p in paths if p.exists()]
-    sources = [f"SELECT * FROM read_parquet([{', '.join(log_files.sql_path(p) for _, p in paths)}])"] if paths else []
+    sources = [f"SELECT * FROM read_parquet([{', '.join(log_table.sql_path(p) for _, p in paths)}])"] if paths else []
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {' UNION ALL BY NAME '.join([*sources, f'SELECT * FROM {live}'])}")
     return name
 
@@ -185,7 +185,7 @@ def relation(ws: Workspace, con: duckdb.DuckDBPyConnection, window: str, what: s
 def _over(con: duckdb.DuckDBPyConnection, g: Group, query: Query) -> tuple[str, list[object]]:
     """query over the rows of one group of days (its files and the table's rows on those days)."""
     where = f"ts >= {_literal(g.start)} AND ts < {_literal(g.end)}"
-    group_rows = log_files.relation_sql("predictions", "predictions", list(g.files), where)
+    group_rows = log_table.relation_sql("predictions", "predictions", list(g.files), where)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {GROUP_VIEW} AS {group_rows}")
     return query(GROUP_VIEW)
 
@@ -196,7 +196,7 @@ def _keep(con: duckdb.DuckDBPyConnection, sql: str, params: list[object], path: 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        con.execute(f"COPY ({sql}) TO {log_files.sql_path(tmp)} (FORMAT parquet)", params)
+        con.execute(f"COPY ({sql}) TO {log_table.sql_path(tmp)} (FORMAT parquet)", params)
         os.replace(tmp, path)
     except (duckdb.Error, OSError):
         return False

@@ -1,0 +1,601 @@
+"""The production log as two Delta Lake tables (delta-rs), one per kind, that every serving process appends to.
+
+    logs/<kind>/                      kind: predictions or feedback, a Delta table partitioned by date
+        _delta_log/<version>.json     the commits: a version names the files that are the table's rows
+        date=<YYYY-MM-DD>/part-*.parquet
+
+Appends from many processes commit atomically (delta-rs: a commit is a file created only if absent), each carrying a
+transaction of its writer (an id and a batch number), so a batch retried after a failure that came once it was
+committed is not written again. delta-rs does not fsync on a local disk: after a commit its data files, its commit
+entry and their folders are fsynced before the rows count as logged. Readers see the table's current files and the
+database's table (rows logged before the log left the database) as one relation (`view_sql`); any engine that reads
+Delta (DuckDB through the file list, Polars, pyarrow, Spark) sees the same rows. `compact` is delta-rs's optimize
+(a partition's files folded into one, in one commit) and vacuum (files no version in the retention names, deleted after
+an audit row lists them). `migrate` folds a workspace's earlier layout (Parquet files per replica and day) into the
+table, each file once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from core.workspace import failpoints
+from core.workspace.paths import Workspace
+
+# column -> type, as the database's tables hold them (store.SCHEMA): every append is cast to these types
+COLUMNS: dict[str, dict[str, str]] = {
+    "predictions": {
+        "id": "VARCHAR", "ts": "TIMESTAMP", "source": "VARCHAR", "model_version": "VARCHAR", "name": "VARCHAR",
+        "sha256": "VARCHAR", "width": "INTEGER", "height": "INTEGER", "brightness": "DOUBLE", "contrast": "DOUBLE",
+        "saturation": "DOUBLE", "sharpness": "DOUBLE", "probs": "FLOAT[]", "predicted": "VARCHAR", "confidence": "DOUBLE",
+        "energy": "DOUBLE", "ood_score": "DOUBLE", "ood": "BOOLEAN", "embedding": "FLOAT[]", "action": "VARCHAR",
+        "latency_ms": "DOUBLE", "image_path": "VARCHAR", "stage": "VARCHAR", "served": "BOOLEAN", "request_id": "VARCHAR",
+        "referred": "BOOLEAN", "audit": "BOOLEAN", "audit_p": "DOUBLE",
+    },
+    "feedback": {"prediction_id": "VARCHAR", "ts": "TIMESTAMP", "label": "VARCHAR", "source": "VARCHAR", "reviewer": "VARCHAR"},
+}  # fmt: skip
+VIEWS = {"predictions": "log_predictions", "feedback": "log_feedback"}  # the relation readers query, per kind
+REPLICA_ENV = "IMAGEDP_REPLICA"
+RETENTION_H = 24  # vacuum deletes a file only once no version of the last day names it (readers list files for seconds)
+CONFIGURATION = {  # the tables' own settings (Delta table properties)
+    "delta.checkpointInterval": "100",  # a reader loads the latest checkpoint and at most 99 commits after it
+    "delta.logRetentionDuration": "interval 30 days",  # time travel this far back; older commit entries are cleaned up
+    "delta.deletedFileRetentionDuration": f"interval {RETENTION_H} hours",
+}
+COMMIT_RETRIES = 1000  # appends from many processes never conflict: a commit that lost the race takes the next version
+TARGET_FILE_BYTES = 256 * 1024 * 1024  # optimize folds a partition into files of about this size
+_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def root(ws: Workspace, kind: str) -> Path:
+    """The kind's Delta table (and, in a workspace not yet migrated, its earlier files under replica=*/)."""
+    return ws.root / "logs" / kind
+
+
+def replica_name(name: str | None = None) -> str:
+    """This process's name in the log: the name given (serve --replica), else $IMAGEDP_REPLICA, else the host's."""
+    chosen = name or os.environ.get(REPLICA_ENV) or socket.gethostname() or "local"
+    return _NAME.sub("-", chosen).strip("-.")[:64] or "local"
+
+
+def sql_path(path: Path | str) -> str:
+    """A path as a SQL string literal (COPY and read_parquet take no parameter for it)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def select_sql(kind: str, present: set[str] | None = None) -> str:
+    """The kind's columns in order and with their types (NULL for one the frame lacks)."""
+    return ", ".join(
+        f"CAST({c} AS {t}) AS {c}" if present is None or c in present else f"CAST(NULL AS {t}) AS {c}"
+        for c, t in COLUMNS[kind].items()
+    )
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the tables, one DeltaTable per process and kind, brought up to date on each use -------------------------------
+
+_TABLES: dict[str, object] = {}
+_GUARD = threading.RLock()  # a DeltaTable is one Rust object: one thread at a time uses it (and the cache)
+
+
+def _delta():  # noqa: ANN202 - deltalake is imported where the log is used (commands that never log stay light)
+    import deltalake
+
+    return deltalake
+
+
+def exists(ws: Workspace, kind: str) -> bool:
+    return any((root(ws, kind) / "_delta_log").glob("*.json"))
+
+
+def _create(ws: Workspace, kind: str) -> None:
+    """The empty table with the log's schema (two processes creating it at once: one commit wins, both go on)."""
+    dl = _delta()
+    try:
+        dl.write_deltalake(
+            str(root(ws, kind)), _arrow(kind, None, ""), mode="error", partition_by=["date"], configuration=CONFIGURATION,
+            name=f"imagedp {kind}", description=f"The production log's {kind} (core.workspace.log_table)",
+        )  # fmt: skip
+    except dl.exceptions.DeltaError:
+        if not exists(ws, kind):
+            raise  # not "another process made it first"
+    _fsync_version(ws, kind, 0)
+
+
+@contextmanager
+def using(ws: Workspace, kind: str, create: bool = False) -> Iterator[Any]:
+    """This process's DeltaTable of the kind at its latest version, held for the block (None when there is none yet;
+    made first with `create`)."""
+    key = str(root(ws, kind))
+    with _GUARD:
+        dt = _TABLES.get(key)
+        if dt is None:
+            if not exists(ws, kind):
+                if not create:
+                    yield None
+                    return
+                _create(ws, kind)
+            dt = _TABLES[key] = _delta().DeltaTable(key)
+        else:
+            dt.update_incremental()
+        yield dt
+
+
+def version(ws: Workspace, kind: str) -> int | None:
+    """The table's latest version (None: no table yet): what a figure computed from the log is keyed by."""
+    with using(ws, kind) as dt:
+        return None if dt is None else int(dt.version())
+
+
+# --- appending ------------------------------------------------------------------------------------------------------
+
+
+def _arrow(kind: str, frame: pd.DataFrame | None, replica: str) -> Any:
+    """The rows as the table's Arrow schema (None: no rows), the replica and the partition's day beside them."""
+    con = duckdb.connect()
+    try:
+        if frame is None:
+            source, present = "(SELECT NULL AS ts) LIMIT 0", set()
+        else:
+            con.register("rows", frame)
+            source, present = "rows", set(frame.columns)
+        return con.sql(
+            f"SELECT {select_sql(kind, present)}, CAST(? AS VARCHAR) AS replica, "
+            f"strftime(CAST(ts AS TIMESTAMP), '%Y-%m-%d') AS date FROM {source}",
+            params=[replica],
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
+@dataclass
+class Writer:
+    """One appender's identity in the table: its transaction id, and the number of its next batch. A batch that
+    failed is tried again under the same number (`Batch`): if it was committed after all, it is not written twice."""
+
+    app_id: str
+    next_batch: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @staticmethod
+    def new(replica: str | None = None) -> Writer:
+        return Writer(f"{replica_name(replica)}.{os.getpid()}.{uuid.uuid4().hex[:12]}")
+
+    def take(self) -> Batch:
+        with self.lock:
+            self.next_batch += 1
+            return Batch(self.app_id, self.next_batch)
+
+
+@dataclass(frozen=True)
+class Batch:
+    app_id: str
+    number: int  # the Delta transaction's version: increasing per app_id
+
+
+_WRITERS: dict[str, Writer] = {}
+
+
+def writer(replica: str | None = None) -> Writer:
+    """This process's writer under the replica's name (one per name, for appends that are not retried)."""
+    name = replica_name(replica)
+    with _GUARD:
+        if name not in _WRITERS:
+            _WRITERS[name] = Writer.new(name)
+        return _WRITERS[name]
+
+
+def _committed(dt: Any, batch: Batch) -> bool:
+    """Whether the batch is in the table already (a retry of one whose commit succeeded)."""
+    done = dt.transaction_version(batch.app_id)
+    return done is not None and int(done) >= batch.number
+
+
+def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = None, batch: Batch | None = None) -> int:
+    """Commit rows to the kind's table and fsync them; returns the rows newly committed (0 when the batch was in
+    already). Raises OSError (or delta-rs's error) when the disk refuses: the caller keeps the rows and tries again
+    with the same batch, which is then written at most once."""
+    if frame.empty:
+        return 0
+    dl = _delta()
+    name = replica_name(replica)
+    batch = batch or writer(name).take()
+    rows = _arrow(kind, frame, name)
+    with using(ws, kind, create=True) as dt:
+        if _committed(dt, batch):
+            return 0
+        before = int(dt.version())
+        failpoints.hit("log.appending")
+        dl.write_deltalake(
+            dt, rows, mode="append", partition_by=["date"],
+            commit_properties=dl.CommitProperties(app_transactions=[dl.Transaction(batch.app_id, batch.number)],
+                                                  max_commit_retries=COMMIT_RETRIES),
+        )  # fmt: skip
+    failpoints.hit("log.committed")
+    _sync_commit(ws, kind, before, batch)
+    failpoints.hit("log.synced")
+    return len(frame)
+
+
+def _commit_path(ws: Workspace, kind: str, v: int) -> Path:
+    return root(ws, kind) / "_delta_log" / f"{v:020d}.json"
+
+
+def _actions(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _fsync_version(ws: Workspace, kind: str, v: int) -> None:
+    """fsync one commit: the files it adds, their folders, its entry and the log's folder (and a checkpoint)."""
+    entry = _commit_path(ws, kind, v)
+    folders = {entry.parent, root(ws, kind)}
+    for action in _actions(entry):
+        if "add" in action:
+            path = root(ws, kind) / str(action["add"]["path"])  # type: ignore[index]
+            _fsync(path)
+            folders.add(path.parent)
+    _fsync(entry)
+    last = entry.parent / "_last_checkpoint"
+    if last.exists():  # delta-rs writes one every checkpointInterval commits: a reader starts from it
+        for part in entry.parent.glob(f"{v:020d}.checkpoint*.parquet"):
+            _fsync(part)
+        _fsync(last)
+    for folder in sorted(folders):
+        _fsync(folder, directory=True)
+
+
+def _sync_commit(ws: Workspace, kind: str, before: int, batch: Batch) -> None:
+    """fsync the commit that carries the batch (delta-rs leaves it in the page cache): found among the versions
+    after `before` (other writers may have committed in between)."""
+    v = before + 1
+    while _commit_path(ws, kind, v).exists():
+        txns = [a["txn"] for a in _actions(_commit_path(ws, kind, v)) if "txn" in a]
+        if any(t.get("appId") == batch.app_id and int(t.get("version", -1)) == batch.number for t in txns):  # type: ignore[union-attr]
+            _fsync_version(ws, kind, v)
+            return
+        v += 1
+    raise OSError(f"the log's commit of batch {batch.number} of {batch.app_id} is not in {root(ws, kind) / '_delta_log'}")
+
+
+# --- reading --------------------------------------------------------------------------------------------------------
+
+
+def visible(ws: Workspace, kind: str) -> list[Path]:
+    """The files that are the table's rows now (its latest version), in the order the table lists them."""
+    with using(ws, kind) as dt:
+        return [] if dt is None else [Path(u.removeprefix("file://")) for u in dt.file_uris()]
+
+
+_CHECKED: dict[tuple[str, int], str | None] = {}  # (path, size) -> what is wrong with it (None: nothing)
+
+
+def fault(path: Path, kind: str, con: duckdb.DuckDBPyConnection | None = None) -> str | None:
+    """What makes a file the table names unfit to read (gone, damaged, other columns), or None. A data file never
+    changes once written, so each is read (its footer) once per process."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "gone"
+    key = (str(path), size)
+    if key not in _CHECKED:
+        own = con is None
+        con = duckdb.connect() if con is None else con
+        try:
+            rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)}, hive_partitioning = false)").fetchall()
+            schema = {str(r[0]): str(r[1]) for r in rows}
+            wanted = COLUMNS[kind] | {"replica": "VARCHAR"}
+            wrong = sorted(set(schema.items()) ^ set(wanted.items()))[:4]
+            _CHECKED[key] = f"its columns are not the log's {kind} ({wrong})" if wrong else None
+        except duckdb.Error as exc:
+            _CHECKED[key] = f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
+        finally:
+            if own:
+                con.close()
+    return _CHECKED[key]
+
+
+def _faults(files: list[Path], kind: str) -> list[str | None]:
+    """fault() of each file, through one connection for those not read before."""
+    con = duckdb.connect() if any((str(f), _size(f)) not in _CHECKED for f in files) else None
+    try:
+        return [fault(f, kind, con) for f in files]
+    finally:
+        if con is not None:
+            con.close()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
+def readable(ws: Workspace, kind: str) -> list[Path]:
+    """The table's files that can be read: a damaged one is left out (the pages say so, check names it)."""
+    files = visible(ws, kind)
+    return [f for f, why in zip(files, _faults(files, kind), strict=True) if why is None]
+
+
+def unreadable(ws: Workspace) -> list[Path]:
+    """Files the tables name that cannot be read as the log's (left out of every figure; check names them)."""
+    out: list[Path] = []
+    for kind in COLUMNS:
+        files = visible(ws, kind)
+        out += [f for f, why in zip(files, _faults(files, kind), strict=True) if why is not None]
+    return out
+
+
+def relation_sql(kind: str, table_name: str | None, files: list[Path], where: str = "TRUE") -> str:
+    """The rows of `table_name` (None: none) and of `files` that satisfy `where`, as one relation with the view's
+    columns (replica: the writing process, NULL for the database's rows)."""
+    cols = ", ".join(COLUMNS[kind])
+    parts = [f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table_name} WHERE {where}"] if table_name else []
+    if files:
+        listed = ", ".join(sql_path(f) for f in files)
+        parts.append(f"SELECT {cols}, replica FROM read_parquet([{listed}], hive_partitioning = false) WHERE {where}")
+    return " UNION ALL ".join(parts) or (
+        f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table_name or kind} WHERE FALSE"
+    )
+
+
+def view_sql(ws: Workspace, kind: str, table_name: str) -> str:
+    """The database's table and the Delta table's readable files as one relation."""
+    return relation_sql(kind, table_name, readable(ws, kind))
+
+
+def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
+    """Every reader's relations: log_predictions, log_feedback (temporary views of this connection)."""
+    for kind, view in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {view_sql(ws, kind, kind)}")
+
+
+def day_of(path: Path) -> str | None:
+    """The day a log file's rows fall on (its partition), or None."""
+    name = path.parent.name
+    return name.removeprefix("date=") if re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", name) else None
+
+
+def stamp(ws: Workspace) -> tuple[object, ...]:
+    """The tables' versions: what changes when rows arrive, a compaction folds files or a vacuum deletes them."""
+    return tuple(version(ws, kind) for kind in COLUMNS)
+
+
+# --- optimize and vacuum --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Compaction:
+    files_in: int = 0  # files folded
+    files_out: int = 0  # files they were folded into
+    removed: int = 0  # files vacuumed (no version of the retention names them)
+    removed_files: list[str] = field(default_factory=list)
+    version: int | None = None  # the table's version after
+
+
+Deleting = Callable[[list[str]], None]  # told which files are about to go (the audit row), first
+
+
+def compact(ws: Workspace, kind: str, retention_h: int = RETENTION_H, before_delete: Deleting | None = None) -> Compaction:
+    """Optimize (each partition's small files folded into one, one commit, readers unaffected) then vacuum: files
+    that no version of the last `retention_h` hours names are listed to `before_delete` (an audit row), then deleted."""
+    out = Compaction()
+    with using(ws, kind) as dt:
+        if dt is None:
+            return out
+        before = int(dt.version())
+        metrics = dt.optimize.compact(target_size=TARGET_FILE_BYTES, commit_properties=_delta().CommitProperties(
+            max_commit_retries=COMMIT_RETRIES))  # fmt: skip
+        out.files_in, out.files_out = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
+        after = int(dt.version())
+    for v in range(before + 1, after + 1):
+        _fsync_version(ws, kind, v)
+    failpoints.hit("log.optimized")
+    with using(ws, kind) as dt:
+        going = dt.vacuum(retention_hours=retention_h, dry_run=True, enforce_retention_duration=False)
+    if going and before_delete is not None:
+        before_delete(sorted(going))
+    failpoints.hit("log.vacuum_listed")
+    with using(ws, kind) as dt:
+        gone = dt.vacuum(retention_hours=retention_h, dry_run=False, enforce_retention_duration=False) if going else []
+        out.version = int(dt.version())
+    if (extra := sorted(set(gone) - set(going))) and before_delete is not None:
+        before_delete(extra)  # crossed the retention in between: said after, never unsaid
+    failpoints.hit("log.vacuumed")
+    out.removed, out.removed_files = len(gone), sorted(gone)
+    return out
+
+
+# --- the earlier layout: Parquet files per replica and day, folded in once ------------------------------------------
+
+
+def legacy_files(ws: Workspace, kind: str) -> list[Path]:
+    """The earlier layouts' files that were data: logs/<kind>/replica=*/date=*/, less the inputs of a compaction of
+    that layout whose output was in view, and (predictions) the spool of the layout before, logs/spool/."""
+    spool = ws.root / "logs" / "spool"
+    files = sorted(spool.glob("*.parquet")) if kind == "predictions" and spool.is_dir() else []
+    for folder in sorted(root(ws, kind).glob("replica=*/date=*")):
+        if folder.is_dir():
+            names = {n for n in os.listdir(folder) if n.endswith(".parquet") and not n.startswith(".")}
+            files += [folder / n for n in sorted(names - _superseded(folder, names))]
+    return files
+
+
+def _superseded(folder: Path, names: set[str]) -> set[str]:
+    """Inputs of the earlier layout's compactions whose output is in `names` (their rows are in it)."""
+    out: set[str] = set()
+    for journal in folder.glob(".compact-*.json"):
+        try:
+            body = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            continue  # cut short while written: its output never came into view
+        if body.get("output") in names:
+            out |= set(body.get("inputs", [])) & names
+    return out
+
+
+@contextmanager
+def _migrating(ws: Workspace, kind: str) -> Iterator[None]:
+    """One migration of a kind at a time (released by the system if the process dies)."""
+    root(ws, kind).mkdir(parents=True, exist_ok=True)
+    fd = os.open(root(ws, kind) / ".migrate.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class Migration:
+    files: int = 0  # earlier files whose rows are now in the table
+    rows: int = 0
+    removed: list[str] = field(default_factory=list)  # earlier files and folders deleted (their rows in the table)
+
+
+def migrate(ws: Workspace, kind: str, before_delete: Deleting | None = None) -> Migration:
+    """Fold the earlier layout's files into the table, one commit per partition folder, each file under its own
+    transaction id (migrate:<path>), so a run cut short and run again skips what was committed; then delete them
+    (said first to `before_delete`). What cannot be read is left where it is for check to name."""
+    out = Migration()
+    with _migrating(ws, kind):
+        files = legacy_files(ws, kind)
+        by_folder: dict[Path, list[Path]] = {}
+        for f in files:
+            if fault_legacy(f, kind) is None:
+                by_folder.setdefault(f.parent, []).append(f)
+        for folder, group in by_folder.items():
+            out.files += len(group)
+            out.rows += _migrate_folder(ws, kind, folder, group)
+            # the inputs of a compaction go before its output: were they left alone, they would be data again
+            stale = sorted(folder / n for n in _superseded(folder, {p.name for p in folder.glob("*.parquet")}))
+            going = [*stale, *group]
+            names = [str(p.relative_to(ws.root)) for p in going]
+            if before_delete is not None:
+                before_delete(names)
+            for i, path in enumerate(going):
+                path.unlink()
+                if i == 0:
+                    failpoints.hit("log.migrated_deleted")
+            out.removed += names
+            _clear_folder(folder)
+    return out
+
+
+def _migrate_folder(ws: Workspace, kind: str, folder: Path, group: list[Path]) -> int:
+    dl = _delta()
+    txns = {f: f"migrate:{f.relative_to(ws.root / 'logs').as_posix()}" for f in group}
+    with using(ws, kind, create=True) as dt:
+        todo = [f for f in group if dt.transaction_version(txns[f]) is None]
+    if not todo:
+        return 0
+    replica = folder.parent.name.removeprefix("replica=") if folder.parent.name.startswith("replica=") else folder.name
+    con = duckdb.connect()
+    try:
+        listed = ", ".join(sql_path(f) for f in todo)
+        frame = con.sql(f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)").df()
+    finally:
+        con.close()
+    rows = _arrow(kind, frame, replica)
+    with using(ws, kind) as dt:
+        before = int(dt.version())
+        dl.write_deltalake(
+            dt, rows, mode="append", partition_by=["date"],
+            commit_properties=dl.CommitProperties(app_transactions=[dl.Transaction(txns[f], 0) for f in todo],
+                                                  max_commit_retries=COMMIT_RETRIES),
+        )  # fmt: skip
+    batch = Batch(txns[todo[0]], 0)
+    _sync_commit(ws, kind, before, batch)
+    failpoints.hit("log.migrated")
+    return len(frame)
+
+
+def _clear_folder(folder: Path) -> None:
+    """An emptied partition folder of the earlier layout: its compaction journals and lock (the rows they spoke of
+    are in the table), then the folder and its replica's, if empty."""
+    for leftover in [*folder.glob(".compact-*.json"), folder / ".compact.lock"]:
+        leftover.unlink(missing_ok=True)
+    for f in (folder, folder.parent):
+        try:
+            f.rmdir()
+        except OSError:
+            return  # something else is there (a temporary a dead writer left: check names it)
+
+
+_REQUIRED = {"predictions": ("id", "ts", "model_version", "probs", "predicted"), "feedback": ("prediction_id", "ts", "label")}
+
+
+def fault_legacy(path: Path, kind: str) -> str | None:
+    """What makes a file of the earlier layout unfit to fold in (not Parquet, other columns), or None."""
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)}, hive_partitioning = false)").fetchall()
+    except duckdb.Error as exc:
+        return f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
+    finally:
+        con.close()
+    missing = sorted(set(_REQUIRED[kind]) - {str(r[0]) for r in rows})  # an earlier version's may lack later columns
+    return f"its columns are not the log's {kind} (missing {missing[:4]})" if missing else None
+
+
+def forget_missing(ws: Workspace, kind: str) -> list[str]:
+    """Commit the removal of files the table names that are gone (delta-rs's repair: an FSCK commit), so readers stop
+    looking for them; returns their paths. Their rows were lost with them (or are in quarantine/log/)."""
+    with using(ws, kind) as dt:
+        if dt is None:
+            return []
+        before = int(dt.version())
+        done = dt.repair(dry_run=False)
+        after = int(dt.version())
+    for v in range(before + 1, after + 1):
+        _fsync_version(ws, kind, v)
+    return [str(p) for p in done.get("files_removed", [])]
+
+
+# --- what check finds -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    kind: str  # log_missing / log_unreadable / log_schema / log_legacy
+    path: Path
+    detail: str
+
+
+def problems(ws: Workspace) -> list[FileProblem]:
+    """What `check` finds: a file the table names that is gone or cannot be read as the log's, and a file of the
+    earlier layout not folded into the table yet (repair folds it in)."""
+    found: list[FileProblem] = []
+    for kind in COLUMNS:
+        for path in visible(ws, kind):
+            why = fault(path, kind)
+            if why == "gone":
+                found.append(FileProblem("log_missing", path, "a file the log's table names is gone (its rows are lost "
+                                         "unless a backup has it)"))  # fmt: skip
+            elif why is not None:
+                found.append(FileProblem("log_schema" if why.startswith("its columns") else "log_unreadable", path, why))
+        for path in legacy_files(ws, kind):
+            why = fault_legacy(path, kind)
+            found.append(FileProblem("log_legacy", path, why or "a file of the earlier log layout, not yet in the table"))
+    return found
