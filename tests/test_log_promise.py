@@ -70,42 +70,32 @@ def test_a_bug_while_writing_holds_the_batch_and_the_thread_lives_on(
     assert sorted(ids) == sorted(p.id for p in first + second) and len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("fails", ["the folder's fsync, once the file is in view", "the second day's file"])
-def test_a_write_that_fails_after_a_file_came_into_view_is_retried_without_doubling_a_row(
+@pytest.mark.parametrize("fails", ["log.committed", "log.synced"], ids=["before the fsync", "after the fsync"])
+def test_a_write_that_fails_after_its_commit_is_retried_without_doubling_a_row(
     ws: Workspace, log: prediction_log.BackgroundLog, monkeypatch: pytest.MonkeyPatch, fails: str
 ) -> None:
-    """The writer retries a batch that raised; files already renamed into view must not hold its rows twice after."""
+    """The writer retries a batch that raised; a batch whose commit is in the table already must not be written
+    again (its rows fall on two days: one commit, a file each)."""
     tries = {"n": 0}
-    if fails.startswith("the folder"):
-        real = log_table._fsync_dir
+    real_hit = log_table.failpoints.hit
 
-        def fsync_fails_once(path: Path) -> None:
+    def fails_once_after_the_commit(name: str) -> None:
+        if name == fails:
             tries["n"] += 1
             if tries["n"] == 1:
                 raise OSError(28, "No space left on device")  # what a full disk's journal can answer
-            real(path)
+        real_hit(name)
 
-        monkeypatch.setattr(log_table, "_fsync_dir", fsync_fails_once)
-    else:
-        real_hit = log_table.failpoints.hit
-
-        def second_file_fails_once(name: str) -> None:
-            if name == "log.file_renamed":
-                tries["n"] += 1
-                if tries["n"] == 2:
-                    raise OSError(5, "Input/output error")
-            real_hit(name)
-
-        monkeypatch.setattr(log_table.failpoints, "hit", second_file_fails_once)
+    monkeypatch.setattr(log_table.failpoints, "hit", fails_once_after_the_commit)
     rows = [fake_prediction(i) for i in range(6)]
     before_midnight = store.now().replace(hour=23, minute=59, second=59, microsecond=0) - timedelta(days=1)
     times = [before_midnight + timedelta(seconds=i) for i in range(6)]  # three rows on each of two days
     log.submit(prediction_log.LogBatch(rows, "app", "v1", times))
     assert log.flush(120) and log._thread.is_alive()
-    assert tries["n"] >= 2 and log.failed == 6  # it failed once and was written on the next try
+    assert tries["n"] == 1 and log.failed == 6  # it failed once; the retry found its commit in the table
     ids = logged_ids(ws)
     assert sorted(ids) == sorted(p.id for p in rows) and len(ids) == len(set(ids))
-    assert len(list(log_table.root(ws, "predictions").rglob("*.parquet"))) == 2  # one file a day, no copy
+    assert len(list(log_table.root(ws, "predictions").glob("date=*/*.parquet"))) == 2  # one file a day, no copy
 
 
 def test_rows_that_cannot_be_written_are_held_and_flush_waits_for_them_with_a_bound(
@@ -130,7 +120,8 @@ def test_rows_that_cannot_be_written_are_held_and_flush_waits_for_them_with_a_bo
     assert log.flush(120) and log.pending == 0
     ids = logged_ids(ws)
     assert sorted(ids) == sorted(p.id for p in [*rows, late]) and len(ids) == len(set(ids))
-    assert not any(p.name.startswith(".") for p in log_table.root(ws, "predictions").rglob("*.parquet*"))  # no temporary
+    on_disk = set(log_table.root(ws, "predictions").glob("date=*/*.parquet"))
+    assert on_disk == set(log_table.visible(ws, "predictions"))  # no file the failed tries left behind
 
 
 EXITING = textwrap.dedent(

@@ -186,7 +186,7 @@ def test_compaction_optimizes_and_vacuums_only_past_the_retention_and_outside_re
 
 def test_a_damaged_file_is_left_out_of_the_log_and_named_by_check(ws: Workspace) -> None:
     store.init_db(ws)
-    for part in range(2):
+    for _ in range(2):
         frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(4)], "app", "v1")
         log_table.append(ws, "predictions", frame)
     bad, good = log_table.visible(ws, "predictions")
@@ -200,9 +200,10 @@ def test_a_damaged_file_is_left_out_of_the_log_and_named_by_check(ws: Workspace)
     assert log_table.visible(ws, "predictions") == [good] and cli("check", "--workspace", ws.name).returncode == 0
 
 
-def legacy_layout(ws: Workspace) -> set[str]:
+def legacy_layout(ws: Workspace, tag: str = "") -> set[str]:
     """A workspace as the earlier layout left it: files per replica and day, one day compacted (its journal names the
-    inputs, still on disk, that its output holds), a spool, and feedback; returns the ids it holds."""
+    inputs, still on disk, that its output holds), a spool, and feedback; returns the ids it holds. That layout named
+    a file by its rows: other rows, other names (`tag`)."""
     con = duckdb.connect()
     truth: set[str] = set()
 
@@ -214,19 +215,19 @@ def legacy_layout(ws: Workspace) -> set[str]:
 
     base = log_table.root(ws, "predictions")
     frames = [prediction_log.to_frame(ws, [fake_prediction(i) for i in range(5)], "api", "v1") for _ in range(4)]
-    write(base / "replica=api-1" / "date=2026-12-01" / "a.parquet", frames[0])
-    write(base / "replica=api-2" / "date=2026-12-02" / "b.parquet", frames[1])
+    write(base / "replica=api-1" / "date=2026-12-01" / f"{tag}a.parquet", frames[0])
+    write(base / "replica=api-2" / "date=2026-12-02" / f"{tag}b.parquet", frames[1])
     folder = base / "replica=api-1" / "date=2026-12-03"
-    write(folder / "in1.parquet", frames[2])  # compacted into out.parquet: the journal says so
-    write(folder / "in2.parquet", frames[3])
-    write(folder / "out.parquet", pd.concat([frames[2], frames[3]]))
-    (folder / ".compact-out.json").write_text(json.dumps({"inputs": ["in1.parquet", "in2.parquet"], "output": "out.parquet",
-                                                          "done_at": 1.0}))  # fmt: skip
+    write(folder / f"{tag}in1.parquet", frames[2])  # compacted into out.parquet: the journal says so
+    write(folder / f"{tag}in2.parquet", frames[3])
+    write(folder / f"{tag}out.parquet", pd.concat([frames[2], frames[3]]))
+    journal = {"inputs": [f"{tag}in1.parquet", f"{tag}in2.parquet"], "output": f"{tag}out.parquet", "done_at": 1.0}
+    (folder / f".compact-{tag}out.json").write_text(json.dumps(journal))
     spooled = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
-    legacy_spool(ws, spooled.drop(columns=["stage", "served", "request_id", "referred"]))  # from before rollouts
+    legacy_spool(ws, spooled.drop(columns=["stage", "served", "request_id", "referred"]), f"{tag}spool.parquet")
     labels = pd.DataFrame({"prediction_id": frames[0]["id"][:2], "ts": [store.now()] * 2, "label": ["red"] * 2,
                            "source": ["api"] * 2})  # fmt: skip
-    write(log_table.root(ws, "feedback") / "replica=api-1" / "date=2026-12-05" / "f.parquet", labels, "feedback")
+    write(log_table.root(ws, "feedback") / "replica=api-1" / "date=2026-12-05" / f"{tag}f.parquet", labels, "feedback")
     con.close()
     for f in [*frames, spooled]:
         truth |= set(f["id"])

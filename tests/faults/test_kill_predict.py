@@ -1,6 +1,6 @@
 """Crash a real `python -m core predict` scoring a folder and logging as it goes, at each failpoint of the log: a
-kept image written, a batch ready, a log file written but not renamed and renamed, a spool an earlier version left
-drained but not deleted (and once at a seeded moment, as a cross-check). After each crash every logged row is whole
+kept image written, a batch ready, its rows about to be committed, committed but not fsynced, fsynced but not
+acknowledged (and once at a seeded moment, as a cross-check). After each crash every logged row is whole
 and logged once, every kept image is whole, `check --repair` leaves nothing, the workspace opens in the app, and
 predicting again logs each image exactly once more (its acknowledged ids, once each)."""
 
@@ -16,7 +16,7 @@ from core.production import prediction_log
 from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.faults import harness
-from tests.helpers import colour_image, fake_prediction, legacy_spool
+from tests.helpers import colour_image
 
 pytestmark = pytest.mark.faults
 IMAGES = 400
@@ -43,22 +43,16 @@ def test_a_crashed_batch_prediction_logs_each_image_once(prod: Workspace, data_r
 
     tally = harness.Tally("predict")
     previous = IMAGES
-    crashes = [("log.file_written", True), ("log.file_renamed", True), ("log.drained", True), ("log.kept", True),
-               ("log.writing", True), ("time", True)]  # fmt: skip
-    for k, (point, repair) in enumerate(crashes):
+    crashes = ["log.appending", "log.committed", "log.synced", "log.kept", "log.writing", "time"]
+    for k, point in enumerate(crashes):
         if point == "log.kept":  # a kept image is written only once per content: images no run has seen
             args = ("predict", "--workspace", "prod", str(tmp_path / "unseen"), "--batch-size", "8", "--json")
         if point == "time":
             next(harness.kills(data_root, duration, 1, 3, *args, lo=0.4, hi=0.97, tally=tally))
         else:
-            if point == "log.drained":  # the run's first write ingests it, and is killed before it deletes the file
-                legacy_spool(prod, prediction_log.to_frame(prod, [fake_prediction(i) for i in range(5)], "batch", "v1"))
-                previous += 5
-            nth = {"log.kept": 50, "log.writing": 4, "log.file_written": 3, "log.file_renamed": 5}.get(point, 1)
+            nth = {"log.kept": 50, "log.writing": 4, "log.appending": 3, "log.committed": 5, "log.synced": 2}[point]
             harness.crash_at(data_root, point, *args, nth=nth, tally=tally)
-        if not repair:
-            continue  # the spool stays for the next crash to drain
-        harness.repaired(prod, tally)  # spooled rows, if any, are ingested
+        harness.repaired(prod, tally)
         rows, ids, incomplete = logged(prod)
         tally.doubled += rows - ids
         assert rows == ids and incomplete == 0, f"crash {k} at {point}"
@@ -68,7 +62,7 @@ def test_a_crashed_batch_prediction_logs_each_image_once(prod: Workspace, data_r
             assert hashlib.sha256(kept.read_bytes()).hexdigest()[:16] == kept.stem, f"crash {k}: {kept.name}"
         harness.opens_in_app(prod)
         again = json.loads(harness.finish(harness.start(data_root, *args)))
-        assert again["logged"] + again["spooled"] == IMAGES and not again["failed"], f"crash {k}"
+        assert again["logged"] == IMAGES and not again["failed"], f"crash {k}"
         ids_answered = [p["id"] for p in again["predictions"]]  # acknowledged: the truth kept outside the workspace
         with store.connect(prod) as con:
             acknowledged = con.execute("SELECT count(DISTINCT id) FROM log_predictions WHERE list_contains(?, id)",
