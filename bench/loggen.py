@@ -10,15 +10,15 @@ shadow (its predictions share the request and disagree on some); properties, con
 with noise around the reference's own, the last 5 days drifting darker; an out-of-domain share; the policy's
 referrals; the audit sample (2%); feedback on 5% of served predictions, right 90% of the time.
 
---layout files (the default) leaves the rows as serving replicas leave them after `log compact`: Parquet files, one
-per replica and day, under logs/ (api-0, api-1, api-2, app, batch); --layout table keeps them in the database's
-table, where workspaces logged before the log became files hold theirs. Either way the pages read them through the
-one view. Prints the time each page's query takes: the first build of what is kept of the labels (the labels' map,
-the labelled requests), Monitor's drift report (its windows, samples and tests), the accuracy estimates, the
-Overview's and the review queue's backlog and first page (oldest and most valuable first), the rollout comparison,
-`monitor --json`'s summary in this process and as the whole command (a fresh process: imports included), and the
-summary again after new predictions and labels arrive (what a live log gets between two looks); and the disk the log
-takes per million rows. Asserts nothing.
+--layout files (the default) leaves the rows as serving replicas leave them after `log compact`: the log's Delta
+table under logs/predictions/, a day's rows in few files (replicas api-0, api-1, api-2, app, batch); --layout table
+keeps them in the database's table, where workspaces logged before the log had its table hold theirs. Either way the
+pages read them through the one view. Prints the time each page's query takes: the first build of what is kept of
+the labels (the labels' map, the labelled requests), Monitor's drift report (its windows, samples and tests), the
+accuracy estimates, the Overview's and the review queue's backlog and first page (oldest and most valuable first),
+the rollout comparison, `monitor --json`'s summary in this process and as the whole command (a fresh process:
+imports included), and the summary again after new predictions and labels arrive (what a live log gets between two
+looks); and the disk the log takes per million rows. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -118,18 +118,21 @@ def generate(ws: workspaces.Workspace, rows: int, old: str, new: str, seed: int 
 
 
 def to_files(ws: workspaces.Workspace) -> float:
-    """Move the generated predictions out of the table into the log's files, one per replica and day (as `log compact`
-    leaves them; api traffic spread over three replicas); the feedback, given on the analyst's pages, stays in its
-    table. Returns seconds taken."""
+    """Move the generated predictions out of the database's table into the log's Delta table, a day's rows in few
+    files (as `log compact` leaves them; api traffic spread over three replicas); the feedback, given on the
+    analyst's pages, stays in its table. Returns seconds taken."""
+    from deltalake import write_deltalake
+
     t0 = time.perf_counter()
     replica = "CASE WHEN source = 'api' THEN 'api-' || (hash(request_id) % 3) ELSE source END"
-    log_table.root(ws, "predictions").mkdir(parents=True, exist_ok=True)
+    with log_table.using(ws, "predictions", create=True):
+        pass
     with store.connect(ws) as con:
-        con.execute(
-            f"COPY (SELECT {log_table.select_sql('predictions')}, {replica} AS replica, strftime(ts, '%Y-%m-%d') AS date "
-            f"FROM predictions) TO '{log_table.root(ws, 'predictions')}' "
-            "(FORMAT parquet, PARTITION_BY (replica, date), OVERWRITE_OR_IGNORE)"
+        rows = con.sql(
+            f"SELECT {log_table.select_sql('predictions')}, {replica} AS replica, strftime(ts, '%Y-%m-%d') AS date "
+            "FROM predictions ORDER BY date"
         )
+        write_deltalake(str(log_table.root(ws, "predictions")), rows.to_arrow_reader(), mode="append", partition_by=["date"])
         con.execute("DELETE FROM predictions")
         con.execute("CHECKPOINT")
     return time.perf_counter() - t0
@@ -140,7 +143,7 @@ def disk(ws: workspaces.Workspace, layout: str) -> int:
     leave: the files layout counts its files alone)."""
     if layout == "table":
         return ws.db_path.stat().st_size
-    return sum(p.stat().st_size for p in (ws.root / "logs").rglob("*.parquet"))
+    return sum(p.stat().st_size for p in log_table.visible(ws, "predictions"))
 
 
 def timed(label: str, fn: object, repeats: int = 2) -> None:

@@ -55,13 +55,13 @@ def two_versions(folder: Path) -> paths.Workspace:
 
 def latency(ws: paths.Workspace, files: list[Path], label: str, rounds: int) -> None:
     predictor = scoring.load_predictor(ws)
-    now = serving.read(ws, predictor.version)
+    now = serving.read(serving.deployed(ws), predictor.version)
     candidate = scoring.load_predictor(ws, now.rollout.candidate)  # the service keeps it loaded
     log = prediction_log.background(ws)
     items = [(f.name, f.read_bytes()) for f in files]
 
     def upload(name: str, data: bytes, beside: bool) -> None:
-        s = serving.read(ws, predictor.version)  # the snapshot, as the service checks it on every upload
+        s = serving.read(serving.deployed(ws), predictor.version)  # the snapshot, as the service checks it on every upload
         scored = serving.score(
             predictor,
             candidate if beside else None,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,7 +21,7 @@ import pytest
 
 from core.errors import UserError
 from core.model import registry
-from core.production import api, audit, batching, prediction_log, serving
+from core.production import api, audit, batching, deployment, prediction_log, rollout, serving
 from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import colour_image, derived_version, fake_prediction, free_port
@@ -170,6 +173,7 @@ def test_health_model_and_a_promotion_elsewhere_reach_the_server(served: tuple[h
 def test_health_says_why_when_nothing_is_in_production(prod: Workspace) -> None:
     with store.connect(prod) as con:
         con.execute("DELETE FROM deployments")
+    store.publish_serving(prod)  # what replicas serve is what was published
     with running(api.create_app(prod, "test")) as client:
         until(lambda: client.get("/v1/health").json()["why"] != "loading the model", "the load to end")
         health = client.get("/v1/health")
@@ -329,12 +333,12 @@ def test_a_request_larger_than_a_pass_is_scored_in_chunks_and_answered_whole(pro
 
 
 @contextmanager
-def held_by_another_process(ws: Workspace) -> Iterator[None]:
-    """Another process holds the workspace database for the block (as a long import does)."""
+def duckdb_open_elsewhere(ws: Workspace) -> Iterator[None]:
+    """Another process has workspace.duckdb open for writing for the block (an analyst's DuckDB shell, say): no other
+    process can open it meanwhile."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
-         "print('held', flush=True); sys.stdin.read()", str(store.holds.lock_path(ws.db_path))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-c", "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+         "sys.stdin.read()", str(ws.db_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     )  # fmt: skip
     try:
         assert holder.stdout.readline() == b"held\n"
@@ -343,32 +347,26 @@ def held_by_another_process(ws: Workspace) -> Iterator[None]:
         holder.communicate(b"")
 
 
-def test_a_replica_serves_and_logs_on_what_it_read_while_another_process_holds_the_database(
+def test_a_replica_serves_and_logs_what_was_published_while_another_process_holds_the_database(
     prod: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An aged snapshot and audit share (nothing changed the stamp) are read again only when the database is free:
-    while another process holds it (a long import), requests are answered and logged on what is held, and read again
-    once it is free. (A wait for the database would last the whole hold here: it is made longer than the test.)"""
-    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 3600.0)
+    """Serving reads the deployment snapshot, never the database: with workspace.duckdb open in another process, a
+    request is answered and logged, and a change published before the hold (the app's settings, the audit share) is
+    what it is served with."""
     service = serving.Service(prod, batching.BatchLimits(max_images=4, max_wait_ms=0))
     service.load()
     first = service.snapshot()
-    service._snapshot = dataclasses.replace(first, read_at=first.read_at - serving.SERVED_MAX_AGE_S - 1)  # aged
-    stamp, _, sampling = audit._CACHE[str(prod.root)]
-    audit._CACHE[str(prod.root)] = (stamp, time.monotonic() - audit.MAX_AGE_S - 1, sampling)  # aged
-    with held_by_another_process(prod):
-        with pytest.raises(store.Busy):
-            with store.hold(prod, 0.05):
-                pass
-        _, scored = service.serve([("a.png", colour_image(0, 901))], "app")
-        assert len(scored.shown) == 1 and service.snapshot().predictor is first.predictor
+    deployment.save_settings(prod, dataclasses.replace(first.serving.settings, title="Published", audit_share=0.5))
+    opened: list[str] = []
+    monkeypatch.setattr(store, "connect", lambda ws, **kw: opened.append(str(ws.root)) or pytest.fail("a connection"))
+    with duckdb_open_elsewhere(prod):
+        snap, scored = service.serve([("a.png", colour_image(0, 901))], "app")
+        assert len(scored.shown) == 1 and snap.predictor is first.predictor and snap.serving.settings.title == "Published"
         assert service.log.wait(scored.ticket, 600)  # in the log while the database is still held
-        kept = service.snapshot().read_at
-        assert kept > first.read_at - serving.SERVED_MAX_AGE_S  # tried again later, not on every request
-    service._snapshot = dataclasses.replace(service._snapshot, read_at=kept - serving.SERVED_MAX_AGE_S - 1)
-    assert service.snapshot().read_at > kept  # free again: read again
+        assert audit.current(prod).share == 0.5 and opened == []
+    monkeypatch.undo()
     with store.connect(prod) as con:  # the request answered while the database was held is in the log
-        assert con.execute("SELECT count(*) FROM log_predictions WHERE source = 'app'").fetchone()[0] == 1
+        assert con.execute("SELECT count(*), any_value(audit_p) FROM log_predictions WHERE source = 'app'").fetchone() == (1, 0.5)
 
 
 def test_feedback_is_stored_while_another_process_holds_the_database(
@@ -385,10 +383,37 @@ def test_feedback_is_stored_while_another_process_holds_the_database(
     other = prediction_log.to_frame(prod, [fake_prediction(0)], "app", registry.production_version(prod))
     log_table.append(prod, "predictions", other, "app")  # scored by the app, in another process
     monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 3600.0)
-    with held_by_another_process(prod):
+    with duckdb_open_elsewhere(prod):
         for prediction_id, label in ((mine, classes[1]), (other["id"][0], classes[0])):
             told = client.post("/v1/feedback", json={"prediction_id": prediction_id, "label": label})
             assert told.status_code == 200, told.text
     with store.connect(prod) as con:
         rows = con.execute("SELECT prediction_id, label, source FROM log_feedback ORDER BY label").fetchall()
     assert sorted(rows) == sorted([(mine, classes[1], "api"), (other["id"][0], classes[0], "api")])
+
+
+def test_batch_predict_and_a_running_replica_serve_a_rollout_committed_before_the_database_was_held(
+    prod: Workspace, tmp_path: Path
+) -> None:
+    """A stage change committed (and so published) reaches a running replica on its next request, and a batch
+    `predict` started while another process has workspace.duckdb open answers and logs (it never opens it)."""
+    service = serving.Service(prod, batching.BatchLimits(max_images=4, max_wait_ms=0))
+    service.load()
+    v1 = registry.production_version(prod)
+    v2 = derived_version(prod, v1, permute=[1, 2, 0])
+    rollout.start(prod, v2, "shadow")
+    image = tmp_path / "one.png"
+    image.write_bytes(colour_image(1, 902))
+    with duckdb_open_elsewhere(prod):
+        snap, scored = service.serve([("a.png", colour_image(0, 903))], "api")
+        assert snap.active is not None and snap.active.candidate == v2
+        assert sorted(p.stage for p in scored.logged) == ["production", "shadow"]
+        assert service.log.wait(scored.ticket, 600)
+        done = subprocess.run([sys.executable, "-m", "core", "predict", str(image), "--workspace", "prod", "--json"],
+                              capture_output=True, text=True, env={**os.environ, store.LOCK_TIMEOUT_ENV: "0.5"})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["logged"] == 2 and out["rollout"] == {"candidate": v2, "stage": "shadow"}
+    with store.connect(prod) as con:
+        stages = con.execute("SELECT source, stage, count(*) FROM log_predictions GROUP BY ALL ORDER BY ALL").fetchall()
+    assert stages == [("api", "production", 1), ("api", "shadow", 1), ("batch", "production", 1), ("batch", "shadow", 1)]

@@ -34,7 +34,7 @@ def damage(ws: Workspace) -> dict[str, object]:
     (leftover / "model.safetensors").write_bytes(b"half")
     with store.connect(ws) as con:  # a run a killed process left running, and its lock
         con.execute("INSERT INTO runs VALUES ('deadbeef0000', now(), NULL, 'running', '{}', NULL, NULL)")
-        con.execute("UPDATE models SET checksums = NULL")  # a version registered before checksums
+        con.execute("UPDATE models SET checksums = NULL")  # a version registered before checksums (not published)
     (ws.root / runs.LOCK).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "x"}))
     frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
     log = log_damage(ws)
@@ -68,13 +68,13 @@ def test_check_reports_without_changing_anything_and_repair_fixes_without_deleti
     report = check.check(prod)
     kinds = sorted(p.kind for p in report.problems)
     assert kinds == sorted(["missing_file", "orphan_file", "leftover", "run", "lock", "checksum", "model",
-                            "log_unreadable", "log_missing", "log_legacy"])  # fmt: skip
+                            "log_unreadable", "log_missing", "log_legacy", "serving_stale"])  # fmt: skip
     assert report.repaired == () and len(report.remaining) == len(report.problems)
     assert made["orphan"].exists() and made["leftover"].exists() and (prod.root / "logs" / "spool").is_dir()
     assert len(store.audit_log(prod, 10_000)) == len(before)  # looking changes nothing
 
     fixed = check.check(prod, repair=True)
-    assert len(fixed.repaired) == 9 and [p.kind for p in fixed.remaining] == ["model"]
+    assert len(fixed.repaired) == 10 and [p.kind for p in fixed.remaining] == ["model"]
     cut, gone = made["log"]
     assert not cut.exists() and (prod.quarantine_dir / check.LOG / cut.name).exists()  # moved, not deleted
     assert not log_table.unreadable(prod) and gone not in log_table.visible(prod, "predictions")  # the table forgot both
@@ -117,13 +117,13 @@ def test_check_command_and_the_workspaces_page(prod: Workspace) -> None:
     done = cli("check", "--workspace", "prod", "--json")
     assert done.returncode == 1, done.stderr  # problems found: a script (cron, CI) learns it from the status
     data = json.loads(done.stdout)
-    assert not data["ok"] and len(data["problems"]) == 10 and data["repaired"] == []
+    assert not data["ok"] and len(data["problems"]) == 11 and data["repaired"] == []
     at = app("app_pages/workspaces.py", "prod")
     at.selectbox(key="ws_check_name").set_value("prod").run()
     at.button(key="ws_check_run").click().run()
-    assert not at.exception and any("10 problem(s) found" in w.value for w in at.warning)
+    assert not at.exception and any("11 problem(s) found" in w.value for w in at.warning)
     at.button(key="ws_check_repair").click().run()
-    assert sum("Repaired:" in s.value for s in at.success) == 9
+    assert sum("Repaired:" in s.value for s in at.success) == 10
     assert any("1 problem(s) remain" in w.value for w in at.warning)
     text = cli("check", "--workspace", "prod")
     assert text.returncode == 1 and "[model]" in text.stdout and "repair: nothing" in text.stdout  # one remains
@@ -184,6 +184,7 @@ def test_checksums_are_recorded_only_for_a_model_that_matches_its_registration(p
     with store.connect(prod) as con:
         con.execute("UPDATE models SET checksums = NULL")  # registered before checksums existed
         con.execute("UPDATE models SET backbone = 'resnet50' WHERE version = ?", [version])  # its files are another model's
+    store.publish_serving(prod)  # as this version's first open of such a workspace publishes it
     found = check.check(prod, repair=True)
     assert [(p.kind, p.repairable) for p in found.problems] == [("model", False)] and "backbone" in found.problems[0].detail
     assert registry.recorded(prod, version)[0] is None  # nothing recorded for it

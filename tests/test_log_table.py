@@ -53,9 +53,9 @@ def test_readers_see_the_table_and_the_files_as_one_log(ws: Workspace) -> None:
     assert labels == [(new["id"][0], "red", "api-1"), (old["id"][0], "blue", None)] and in_table == 1  # review: undoable
 
 
-def test_the_version_of_a_prediction_is_found_in_the_files_and_in_the_table(ws: Workspace) -> None:
-    """Feedback needs the version of the prediction it is about: found in any day's file and in the database's table
-    (rows logged before the log had its table); an id logged nowhere is None."""
+def test_the_version_of_a_prediction_is_found_in_the_log_without_the_database(ws: Workspace) -> None:
+    """Feedback needs the version of the prediction it is about: found in any day's file of the log's table, rows a
+    workspace logged in its database before included (moved there by the migration); an id logged nowhere is None."""
     store.init_db(ws)
     old = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(2)], "batch", "v0")
     with store.connect(ws) as con:
@@ -67,6 +67,7 @@ def test_the_version_of_a_prediction_is_found_in_the_files_and_in_the_table(ws: 
     later = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "app", "v2")
     log_table.append(ws, "predictions", earlier, "api-1")
     log_table.append(ws, "predictions", later, "app")
+    assert store.migrate_log(ws).rows == 2  # as the first open of a workspace with rows in its database does
     assert len({p.parent.name for p in log_table.visible(ws, "predictions")}) == 2  # two days
     assert prediction_log.version_of(ws, earlier["id"][1]) == "v1"
     assert prediction_log.version_of(ws, later["id"][2]) == "v2"

@@ -347,7 +347,7 @@ def test_scoring_uploads_hands_every_prediction_to_the_log(prod: Workspace) -> N
     assert all(b is not None and sh is not None for _, _, b, sh in logged)  # measured on the log's thread
 
 
-def test_serving_reads_settings_and_the_accepted_policy_through_one_connection(
+def test_serving_reads_settings_and_the_accepted_policy_from_the_published_snapshot(
     prod: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from core.drivetrain import accepted, levers, optimizer
@@ -359,8 +359,8 @@ def test_serving_reads_settings_and_the_accepted_policy_through_one_connection(
     opened = []
     real = store.connect
     monkeypatch.setattr(store, "connect", lambda ws, **kw: opened.append(1) or real(ws, **kw))
-    found = serving.read(prod, v.version)
-    assert len(opened) == 1
+    found = serving.read(serving.deployed(prod), v.version)
+    assert opened == []  # published by the writes above: serving opens no database
     assert found.settings.title == "Bears" and found.policy.policy == Policy(refer_below=1.01)
     assert found.decide(np.array([5.0, 0.0, 0.0]), False) == levers.REFER
 
@@ -387,19 +387,20 @@ def test_serving_is_kept_between_uploads_until_any_process_changes_what_is_serve
 ) -> None:
     from core.drivetrain import accepted, levers, optimizer
     from core.drivetrain.decisions import Policy
+    from core.production import check
 
     v = optimizer.validation(prod)
     deployment.save_settings(prod, deployment.AppSettings("First", "", False))
-    assert serving.read(prod, v.version).settings.title == "First"
+    assert serving.read(serving.deployed(prod), v.version).settings.title == "First"
     opened = []
     real = store.connect
     monkeypatch.setattr(store, "connect", lambda ws, **kw: opened.append(1) or real(ws, **kw))
     for _ in range(5):
-        assert serving.read(prod, v.version).settings.title == "First"
+        assert serving.read(serving.deployed(prod), v.version).settings.title == "First"
     assert opened == []  # nothing changed: no upload opened the database
 
     deployment.save_settings(prod, deployment.AppSettings("Second", "", False))  # this process
-    assert serving.read(prod, v.version).settings.title == "Second"
+    assert serving.read(serving.deployed(prod), v.version).settings.title == "Second"
     code = textwrap.dedent(f"""
         import os
         os.environ["IMAGEDP_DATA_ROOT"] = {str(prod.root.parent.parent)!r}
@@ -408,17 +409,18 @@ def test_serving_is_kept_between_uploads_until_any_process_changes_what_is_serve
         deployment.save_settings(workspaces.resolve("prod"), deployment.AppSettings("Third", "", True))
     """)
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])  # another process
-    found = serving.read(prod, v.version)
+    found = serving.read(serving.deployed(prod), v.version)
     assert found.settings.title == "Third" and found.settings.keep_images
     assert found.policy is None
     accepted.accept(prod, v.version, Policy(refer_below=1.01), levers.load_utility(prod, v.classes)[0])
-    assert serving.read(prod, v.version).policy.policy == Policy(refer_below=1.01)
+    assert serving.read(serving.deployed(prod), v.version).policy.policy == Policy(refer_below=1.01)
 
-    with store.connect(prod) as con:  # a write that bypasses the stamp is still seen once the cache ages out
+    with store.connect(prod) as con:  # a write that bypasses publication (another tool): check finds it, repair publishes
         con.execute("UPDATE meta SET value = '\"Fourth\"' WHERE key = 'setting:app_title'")
-    assert serving.read(prod, v.version).settings.title == "Third"
-    monkeypatch.setattr(serving, "SERVED_MAX_AGE_S", 0.0)
-    assert serving.read(prod, v.version).settings.title == "Fourth"
+    assert serving.read(serving.deployed(prod), v.version).settings.title == "Third"
+    assert [p.kind for p in check.check(prod).problems] == ["serving_stale"]
+    assert check.check(prod, repair=True).remaining == ()
+    assert serving.read(serving.deployed(prod), v.version).settings.title == "Fourth"
 
 
 def test_training_and_serving_see_the_same_pixels_for_a_large_photo(ws: Workspace) -> None:

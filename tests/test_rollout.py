@@ -125,7 +125,7 @@ def test_shadow_predictions_are_logged_but_never_shown_or_acted_on(prod: Workspa
     v1 = registry.production_version(prod)
     v2 = derived_version(prod, v1, permute=[1, 2, 0])  # answers differently on every image
     rollout.start(prod, v2, "shadow")
-    now = serving.read(prod, v1)
+    now = serving.read(serving.deployed(prod), v1)
     assert now.rollout is not None and now.rollout.candidate == v2
     service = serving.Service(prod)
     _, scored = service.serve([*files(6), ("bad.png", b"nope")], "app")
@@ -186,7 +186,7 @@ def test_after_expansion_new_rows_come_from_the_new_production_and_old_rows_stay
     snap, _ = service.serve(files(4), "app")
     service.log.flush()
     rollout.expand(prod)
-    assert serving.read(prod, v2).rollout is None  # the serving cache saw the change through the stamp
+    assert serving.read(serving.deployed(prod), v2).rollout is None  # the serving cache saw the change through the stamp
     again, _ = service.serve(files(3), "app")
     service.log.flush()
     assert (snap.predictor.version, snap.candidate.version, again.predictor.version, again.candidate) == (v1, v2, v2, None)

@@ -36,10 +36,8 @@ def write_csv(path: Path, classes: tuple[str, ...], rows: list[Any], failed: lis
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from core.production import prediction, prediction_log, serving
-    from core.workspace import store
 
-    ws = workspaces.resolve(args.workspace)
-    store.init_db(ws)
+    ws = workspaces.resolve(args.workspace, serving=True)  # serving opens no database: another process may hold it
     served = serving.snapshot(ws, serving.Models(ws), args.model)  # a candidate runs beside production only
     predictor, active = served.predictor, served.active
     if served.candidate_problem:
@@ -396,7 +394,7 @@ def cmd_serve(args: argparse.Namespace) -> dict[str, Any]:
     from core.production import api
     from core.workspace import workspaces
 
-    ws = workspaces.resolve(args.workspace)
+    ws = workspaces.resolve(args.workspace, serving=True)  # a replica opens no database: another process may hold it
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: give a port between 1 and 65535.")
     with socket.socket() as probe:  # say it plainly here: uvicorn would log it and exit mid-start

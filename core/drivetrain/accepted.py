@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from core.drivetrain import optimizer
 from core.drivetrain.decisions import DecideFn, Policy, decider, outcome_dict
 from core.drivetrain.levers import Utility, load_utility
 from core.drivetrain.optimizer import Search, Validation
-from core.workspace import stamps, store
+from core.workspace import store
 from core.workspace.paths import Workspace
 
 
@@ -67,7 +68,7 @@ def accept(ws: Workspace, version: str, policy: Policy, u: Utility, report: dict
             ],
         )
         store.audit(ws, "policy_accepted", after={"policy_id": policy_id, "model_version": version, **asdict(policy)}, con=con)
-    stamps.touch_serving(ws)
+    store.publish_serving(ws)
     return policy_id
 
 
@@ -108,6 +109,11 @@ def active(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection | None = 
             "SELECT policy_id, policy, utility, report FROM policies WHERE model_version = ? ORDER BY accepted_at DESC LIMIT 1",
             [version],
         ).fetchone()
+    return from_row(version, row)
+
+
+def from_row(version: str, row: Sequence[Any] | None) -> AcceptedPolicy | None:
+    """The accepted policy a policies row (policy_id, policy, utility, report) holds, for `version`."""
     if row is None:
         return None
     report = json.loads(row[3] or "{}")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
-from core.workspace import stamps, store
+from core.workspace import store
 from core.workspace.paths import Workspace
 
 OUT_OF_DOMAIN = "out of domain"
@@ -184,7 +184,7 @@ def save_utility(ws: Workspace, u: Utility, base: Utility | None = None) -> Util
             return saved  # nothing new (another session saved the same): no write, no audit row
         store.put_setting(con, UTILITY_KEY, asdict(saved))
         store.audit(ws, "utility_saved", before=before, after=asdict(saved), con=con)
-    stamps.touch_serving(ws)
+    store.publish_serving(ws)
     return saved
 
 

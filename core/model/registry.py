@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -15,7 +16,7 @@ from safetensors.numpy import load_file as load_arrays
 from core.errors import UserError
 from core.model import integrity
 from core.model.rates import Rate
-from core.workspace import failpoints, stamps, store
+from core.workspace import failpoints, published, store
 from core.workspace.paths import Workspace
 
 WEIGHTS = integrity.WEIGHTS  # written and read by core.model.weights (torch)
@@ -77,9 +78,21 @@ def damaged(version: str, found: list[str]) -> str:
 
 
 def recorded(ws: Workspace, version: str) -> tuple[dict[str, str] | None, list[str] | None]:
-    """The checksums and classes registered for a version (None where it predates checksums or has no row)."""
+    """The checksums and classes registered for a version (None where it predates checksums or has no row): from the
+    deployment snapshot when it names the version (a replica opens no database), else from the database."""
+    snap = published.read(ws)
+    if snap is None or version not in snap.models:
+        return registered(ws, version)
+    return _parsed(snap.models[version])
+
+
+def registered(ws: Workspace, version: str) -> tuple[dict[str, str] | None, list[str] | None]:
+    """The checksums and classes the database holds for a version (the control plane's own view, for check)."""
     with store.connect(ws) as con:
-        row = con.execute("SELECT checksums, classes FROM models WHERE version = ?", [version]).fetchone()
+        return _parsed(con.execute("SELECT checksums, classes FROM models WHERE version = ?", [version]).fetchone())
+
+
+def _parsed(row: Sequence[Any] | None) -> tuple[dict[str, str] | None, list[str] | None]:
     if row is None:
         return None, None
     return (json.loads(row[0]) if row[0] else None), (json.loads(row[1]) if row[1] else None)
@@ -126,14 +139,28 @@ def list_versions(ws: Workspace) -> pd.DataFrame:
 
 def _production_stack(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> list[str]:
     """Promotions push, rollbacks pop: the top is production, the one below is what a rollback restores."""
-    stack: list[str] = []
     with store.reuse(ws, con) as con:
-        for version, action in con.execute("SELECT version, action FROM deployments ORDER BY ts, rowid").fetchall():
-            if action == "promote":
-                stack.append(version)
-            elif stack:
-                stack.pop()
+        return stack_of(con.execute("SELECT version, action FROM deployments ORDER BY ts, rowid").fetchall())
+
+
+def stack_of(deployments: Sequence[tuple[str, str]]) -> list[str]:
+    """The production stack from the deployments' rows in order (version, action)."""
+    stack: list[str] = []
+    for version, action in deployments:
+        if action == "promote":
+            stack.append(version)
+        elif stack:
+            stack.pop()
     return stack
+
+
+def served_version(ws: Workspace) -> str | None:
+    """Production as the deployment snapshot says (a replica's view: no database), else as the database says."""
+    snap = published.read(ws)
+    if snap is None:
+        return production_version(ws)
+    stack = stack_of(snap.deployments)
+    return stack[-1] if stack else None
 
 
 def production_version(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> str | None:
@@ -148,7 +175,7 @@ def promote(ws: Workspace, version: str) -> None:
         promote_rows(ws, version, con)
         failpoints.hit("registry.promoting")
     failpoints.hit("registry.promoted")
-    stamps.touch_serving(ws)  # after the commit: every process serving predictions picks it up on its next request
+    store.publish_serving(ws)  # after the commit: every process serving predictions picks it up on its next request
 
 
 def promote_rows(ws: Workspace, version: str, con: duckdb.DuckDBPyConnection) -> None:
@@ -167,7 +194,7 @@ def rollback(ws: Workspace) -> str:
     with store.transaction(ws) as con:
         restored = rollback_rows(ws, con)
         failpoints.hit("registry.rolling_back")
-    stamps.touch_serving(ws)
+    store.publish_serving(ws)
     return restored
 
 

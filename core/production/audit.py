@@ -10,20 +10,17 @@ logged with it (`audit_p`), so every estimate can weigh its labels by how likely
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from dataclasses import dataclass
 
 import duckdb
 
 from core import bounds
 from core.errors import UserError
-from core.workspace import stamps, store
+from core.workspace import published, store
 from core.workspace.paths import Workspace
 
 AUDIT_SHARE = "audit_share"  # deployment setting: the share of served predictions drawn for the audit
 DEFAULT_SHARE = 0.02
-MAX_AGE_S = 30.0  # a process reads the setting again at least this often (and whenever the serving stamp changes)
 
 
 @dataclass(frozen=True)
@@ -45,36 +42,27 @@ def draw(seed: str, request_id: str) -> float:
 
 
 def read(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Sampling:
-    values = store.get_settings(ws, (AUDIT_SHARE, store.AUDIT_SEED), con)
-    share = DEFAULT_SHARE if values[AUDIT_SHARE] is None else float(values[AUDIT_SHARE])
-    return Sampling(share, str(values[store.AUDIT_SEED] or ""))
+    return sampling_of(store.get_settings(ws, (AUDIT_SHARE, store.AUDIT_SEED), con))
 
 
-_CACHE: dict[str, tuple[object, float, Sampling]] = {}
-_GUARD = threading.Lock()
+def sampling_of(values: dict[str, object]) -> Sampling:
+    """The sampling the workspace's setting values (key -> value) set."""
+    share = values.get(AUDIT_SHARE)
+    return Sampling(DEFAULT_SHARE if share is None else float(share), str(values.get(store.AUDIT_SEED) or ""))  # type: ignore[arg-type]
 
 
 def current(ws: Workspace) -> Sampling:
-    """The sampling in force, read again when the serving stamp changes (a stat, not a connection). When the
-    database cannot be read (busy past its wait, damaged), the last one read; before any, none: those predictions
+    """The sampling in force, as the deployment snapshot says (a stat per call, no connection). A workspace never
+    published is published first; when that cannot be (the database busy past its wait, damaged), those predictions
     are logged with audit_p 0 (never drawn, and said so) rather than not logged."""
-    key, stamp, now = str(ws.root), stamps.serving_stamp(ws), time.monotonic()
-    with _GUARD:
-        held = _CACHE.get(key)
-    if held is not None and held[0] == stamp and now - held[1] < MAX_AGE_S:
-        return held[2]
-    try:
-        aged = held is not None and held[0] == stamp  # only its age: read again if the database is free, else go on
-        sampling = store.read_if_free(ws, lambda: read(ws)) if aged else read(ws)
-    except (UserError, duckdb.Error):
-        return held[2] if held is not None else OFF
-    if sampling is None and held is not None:
-        with _GUARD:
-            _CACHE[key] = (stamp, now - MAX_AGE_S + store.BUSY_RETRY_S, held[2])  # tried again a little later
-        return held[2]
-    with _GUARD:
-        _CACHE[key] = (stamp, now, sampling)
-    return sampling
+    snap = published.read(ws)
+    if snap is None:
+        try:
+            store.publish_serving(ws)
+        except (UserError, duckdb.Error, OSError):
+            return OFF
+        snap = published.read(ws)
+    return OFF if snap is None else sampling_of(snap.settings)
 
 
 def set_share(ws: Workspace, share: float) -> float:

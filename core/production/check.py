@@ -22,7 +22,7 @@ from typing import Any
 from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import rollout
-from core.workspace import failpoints, locks, log_table, store
+from core.workspace import failpoints, locks, log_table, published, store
 from core.workspace.paths import Workspace, free_name
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
@@ -140,7 +140,7 @@ def _models(ws: Workspace) -> list[Problem]:
         if problems:
             found.append(Problem("model", version, "; ".join(problems), "nothing: a damaged model is refused everywhere; "
                                  "train a new version (its folder stays for inspection)", False))  # fmt: skip
-        elif registry.recorded(ws, version)[0] is None:
+        elif registry.registered(ws, version)[0] is None:
             if unlike := _unlike_registry(ws, version):
                 found.append(Problem("model", version, f"no checksum recorded, and {unlike}", "nothing: a model unlike its "
                                      "registration is refused everywhere; train a new version", False))  # fmt: skip
@@ -217,11 +217,20 @@ def _log(ws: Workspace) -> list[Problem]:
                   for f in log_table.problems(ws)]  # fmt: skip
 
 
+def _serving(ws: Workspace) -> list[Problem]:
+    """The deployment snapshot replicas serve from, against the database it is published from (a change another
+    tool made in the database, without publishing, is not served until it is published)."""
+    with store.connect(ws, read_only=True) as con:
+        stale = published.differs(ws, con)
+    why = f"{published.FILE} (what every replica serves) differs from the database: a change made without publishing it"
+    return [Problem("serving_stale", published.FILE, why, "publish it again from the database", True)] if stale else []
+
+
 def check(ws: Workspace, repair: bool = False) -> CheckReport:
     """Every problem found, and with repair, what was done about each repairable one. A workspace from a newer
     version of the tool is refused before anything is read (store.init_db says so)."""
     store.init_db(ws)
-    problems = [*_catalog(ws), *_models(ws), *_runs(ws), *_log(ws)]
+    problems = [*_catalog(ws), *_models(ws), *_runs(ws), *_log(ws), *_serving(ws)]
     done: list[str] = []
     if repair:
         for p in problems:
@@ -269,6 +278,7 @@ def _repair(ws: Workspace, p: Problem) -> str:
         with store.connect(ws) as con:
             con.execute("UPDATE models SET checksums = ? WHERE version = ?", [json.dumps(sums), p.subject])
         store.audit(ws, "model_checksums_recorded", detail={"version": p.subject, "checksums": sums})
+        store.publish_serving(ws)  # replicas check a model's files against the published checksums
         return f"recorded the checksums of {p.subject}"
     if p.kind == "rollout":
         rollout.rollback(ws, note=f"check --repair: {p.detail}")
@@ -300,6 +310,10 @@ def _repair(ws: Workspace, p: Problem) -> str:
         removed = log_table.forget_missing(ws, kind)
         store.audit(ws, "log_files_forgotten", detail={"kind": kind, "files": removed, "reason": p.detail})
         return f"{said}; the log's table no longer names {len(removed)} missing file(s)"
+    if p.kind == "serving_stale":
+        store.publish_serving(ws)
+        store.audit(ws, "serving_published", detail={"reason": p.detail})
+        return f"published {published.FILE} again from the database"
     if p.kind == "log_legacy":
         done = store.migrate_log(ws)
         return f"folded {done.files} file(s) of the earlier layout ({done.rows:,} rows) into the log's tables"

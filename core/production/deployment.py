@@ -4,9 +4,10 @@ what it does with one set of uploads: score, decide, and hand every prediction t
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -39,7 +40,12 @@ class AppSettings:
 def load_settings(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> AppSettings:
     """The app's settings, read through one connection."""
     keys = (TITLE, SCOPE, prediction_log.KEEP_IMAGES, INTERNALS, EXAMPLES, audit.AUDIT_SHARE)
-    values = store.get_settings(ws, keys, con)
+    return settings_of(store.get_settings(ws, keys, con))
+
+
+def settings_of(values: dict[str, Any]) -> AppSettings:
+    """The app's settings from the workspace's setting values (key -> value; a missing key is unset)."""
+    values = defaultdict(lambda: None, values)
     return AppSettings(
         values[TITLE] or DEFAULT_TITLE,
         values[SCOPE] or "",

@@ -28,7 +28,7 @@ import pandas as pd
 from core.data.images import PROPERTIES
 from core.errors import UserError
 from core.production import audit
-from core.workspace import failpoints, log_table, store
+from core.workspace import failpoints, log_table, published, store
 from core.workspace.paths import Workspace, write_atomic
 
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
@@ -152,12 +152,9 @@ def write(
 
 
 def keeps_images(ws: Workspace) -> bool:
-    """Whether the workspace opted in to keeping scored images; False while the database stays locked
-    (the rows are still logged: only the image copy is skipped)."""
-    try:
-        return bool(store.get_setting(ws, KEEP_IMAGES))
-    except (UserError, duckdb.Error):
-        return False
+    """Whether the workspace opted in to keeping scored images, as the deployment snapshot says (no database)."""
+    snap = published.read(ws)
+    return bool(snap.settings.get(KEEP_IMAGES)) if snap is not None else False
 
 
 def log_predictions(
@@ -387,9 +384,10 @@ def count(ws: Workspace, source: str | None = None) -> int:
 
 
 def version_of(ws: Workspace, prediction_id: str) -> str | None:
-    """The model version of a logged prediction, or None. The log's table is searched first, newest day first (the
-    feedback a serving process is given is mostly about recent predictions), through an in-memory connection: no wait
-    for the database, no scan of the whole log; the database's table (rows logged before the log became files) last."""
+    """The model version of a logged prediction, or None. The log's table is searched newest day first (the feedback
+    a serving process is given is mostly about recent predictions), through an in-memory connection: no database, no
+    scan of the whole log. (Rows a workspace logged in its database before are moved to the log's table on its first
+    open: store.migrate_log.)"""
     by_day: dict[str, list[Path]] = {}
     for f in log_table.readable(ws, "predictions"):
         by_day.setdefault(f.parent.name, []).append(f)
@@ -402,9 +400,7 @@ def version_of(ws: Workspace, prediction_id: str) -> str | None:
                 return str(row[0])
     finally:
         con.close()
-    with store.connect(ws, read_only=True) as con:
-        row = con.execute("SELECT model_version FROM predictions WHERE id = ? LIMIT 1", [prediction_id]).fetchone()
-    return str(row[0]) if row is not None else None
+    return None
 
 
 def recent(ws: Workspace, limit: int = 50) -> pd.DataFrame:

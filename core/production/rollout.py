@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -19,7 +19,7 @@ import duckdb
 
 from core.errors import UserError
 from core.model import registry
-from core.workspace import failpoints, stamps, store
+from core.workspace import failpoints, store
 from core.workspace.paths import Workspace
 
 if TYPE_CHECKING:  # torch comes with a model, when one scores
@@ -71,9 +71,15 @@ def current(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Roll
         row = c.execute(
             "SELECT candidate, stage, production, scope, ts FROM rollouts ORDER BY ts DESC, rowid DESC LIMIT 1"
         ).fetchone()
+    return from_row(row)
+
+
+def from_row(row: Sequence[Any] | None) -> Rollout | None:
+    """The rollout a latest rollouts row (candidate, stage, production, scope, ts) describes: None unless active."""
     if row is None or row[1] not in ACTIVE:
         return None
-    return Rollout(row[0], row[1], row[2], Scope(**json.loads(row[3] or "{}")), row[4])
+    ts = datetime.fromisoformat(row[4]) if isinstance(row[4], str) else row[4]
+    return Rollout(row[0], row[1], row[2], Scope(**json.loads(row[3] or "{}")), ts)
 
 
 def history(ws: Workspace) -> list[dict[str, Any]]:
@@ -93,7 +99,7 @@ def _changing(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
         failpoints.hit("rollout.changing")
     failpoints.hit("rollout.changed")
-    stamps.touch_serving(ws)
+    store.publish_serving(ws)
 
 
 def _record(

@@ -2,9 +2,10 @@
 the end-user app, the HTTP API, batch `predict` and the traffic simulator all score through here.
 
 - **The serving snapshot**: the production model, the candidate beside it and its rollout scope, both models'
-  accepted policies and the app's settings. Read once, then kept until the workspace's serving stamp changes
-  (every promotion, rollback, stage change, policy acceptance and settings write touches it, in any process), or
-  SERVED_MAX_AGE_S pass for a write from another tool: a request opens no database connection.
+  accepted policies and the app's settings, from the deployment snapshot the control plane publishes
+  (core.workspace.published: every promotion, rollback, stage change, policy acceptance and settings write
+  publishes it again, in any process). Read again when the published file changes (a stat per request): serving
+  never opens the database, so a process holding it (an analyst's DuckDB shell) stops no replica.
 - **One decode per image**, in the caller's thread, at most `decoders` at once, while the batcher's worker runs
   the forward pass of the requests decoded before: decoding and the network overlap as in batch scoring.
 - **The batcher** (batching.Batcher): concurrent requests in one forward pass per model; the candidate scores
@@ -16,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -32,13 +32,12 @@ from core.production.deployment import AppSettings
 from core.production.prediction import Deciders, DecodedImage, Prediction
 from core.production.rollout import PRODUCTION, Rollout
 from core.progress import ProgressFn
-from core.workspace import stamps, store
+from core.workspace import published, store
 from core.workspace.paths import Workspace
 
 if TYPE_CHECKING:  # torch comes with a model, when one scores
     from core.model.scoring import Predictor
 
-SERVED_MAX_AGE_S = 30.0  # a write that did not touch the stamp (another tool) is seen within this long
 MODELS_KEPT = 3  # production, a candidate, the one before
 
 
@@ -60,26 +59,26 @@ class Serving:
         return Deciders.of(self.policy, self.candidate_policy)
 
 
-_SERVED: dict[tuple[str, str], tuple[tuple[int, int] | None, float, Serving]] = {}
-_SERVED_LOCK = threading.Lock()
+def deployed(ws: Workspace) -> published.Published:
+    """The deployment snapshot as published; a workspace never published (made by an earlier version) is published
+    first, which needs its database this once."""
+    snap = published.read(ws)
+    if snap is None:
+        store.publish_serving(ws)
+        snap = published.read(ws)
+    if snap is None:
+        raise UserError(f"The deployment snapshot {ws.root / published.FILE} cannot be read: run `python -m core check "
+                        f"--workspace {ws.name} --repair` to publish it again.")  # fmt: skip
+    return snap
 
 
-def read(ws: Workspace, version: str) -> Serving:
-    """The settings, the rollout and the accepted policies for `version`: read through one database connection,
-    then kept until the workspace's serving stamp changes or SERVED_MAX_AGE_S pass."""
-    key, stamp, now = (str(ws.root), version), stamps.serving_stamp(ws), time.monotonic()
-    with _SERVED_LOCK:
-        hit = _SERVED.get(key)
-    if hit is not None and hit[0] == stamp and now - hit[1] < SERVED_MAX_AGE_S:
-        return hit[2]
-    with store.connect(ws) as con:
-        active = rollout.current(ws, con)
-        active = active if active is not None and active.candidate != version else None
-        candidate_policy = accepted.active(ws, active.candidate, con) if active else None
-        fresh = Serving(deployment.load_settings(ws, con), accepted.active(ws, version, con), active, candidate_policy)
-    with _SERVED_LOCK:
-        _SERVED[key] = (stamp, now, fresh)  # the stamp read before the database: a later write is seen next time
-    return fresh
+def read(snap: published.Published, version: str) -> Serving:
+    """The settings, the rollout and the accepted policies for `version`, as the snapshot says."""
+    active = rollout.from_row(snap.rollout)
+    active = active if active is not None and active.candidate != version else None
+    candidate_policy = accepted.from_row(active.candidate, snap.policies.get(active.candidate)) if active else None
+    own = accepted.from_row(version, snap.policies.get(version))
+    return Serving(deployment.settings_of(snap.settings), own, active, candidate_policy)
 
 
 @dataclass(frozen=True)
@@ -159,8 +158,7 @@ def score(
 class Snapshot:
     """What a request is served with: the model, the candidate beside it, the settings and policies."""
 
-    stamp: tuple[int, int] | None
-    read_at: float
+    stamp: tuple[int, int]  # the published file's identity it was read from
     predictor: Predictor
     candidate: Predictor | None
     serving: Serving
@@ -200,12 +198,13 @@ class Models:
 
 def snapshot(ws: Workspace, models: Models, version: str | None = None) -> Snapshot:
     """Serving as it is now: production (or `version`: then alone, a candidate runs beside production only)."""
-    stamp, now = stamps.serving_stamp(ws), time.monotonic()
-    production = registry.production_version(ws)
+    snap = deployed(ws)
+    stack = registry.stack_of(snap.deployments)
+    production = stack[-1] if stack else None
     chosen = version or production
     if chosen is None:
         raise UserError("This workspace has no production model yet: train one and promote it (Train page).")
-    served = read(ws, chosen)
+    served = read(snap, chosen)
     if chosen != production:
         served = replace(served, rollout=None, candidate_policy=None)
     predictor = models.get(chosen)
@@ -221,7 +220,7 @@ def snapshot(ws: Workspace, models: Models, version: str | None = None) -> Snaps
                 f"(`python -m core rollout --rollback --workspace {ws.name}`, or Roll back on the Rollout page)."
             )
             served = replace(served, rollout=None, candidate_policy=None)
-    return Snapshot(stamp, now, predictor, candidate, served, problem)
+    return Snapshot(snap.identity, predictor, candidate, served, problem)
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,17 +248,11 @@ class Service:
         self.load_error: str | None = None
 
     def snapshot(self) -> Snapshot:
-        """Serving now: the snapshot held, unless the stamp changed or it is SERVED_MAX_AGE_S old."""
-        stamp, now = stamps.serving_stamp(self.ws), time.monotonic()
+        """Serving now: the snapshot held, unless the deployment snapshot was published again since."""
+        found = published.identity(self.ws)
         with self._lock:
-            held = self._snapshot
-            if held is not None and held.stamp == stamp and now - held.read_at < SERVED_MAX_AGE_S:
-                return held
-            if held is None or held.stamp != stamp:  # a change this process must serve: wait for the database
+            if self._snapshot is None or self._snapshot.stamp != found:
                 self._snapshot = snapshot(self.ws, self.models)
-            else:  # only its age: read again if the database is free, else serve on (a long import elsewhere)
-                fresh = store.read_if_free(self.ws, lambda: snapshot(self.ws, self.models))
-                self._snapshot = fresh or replace(held, read_at=now - SERVED_MAX_AGE_S + store.BUSY_RETRY_S)
             return self._snapshot
 
     @property

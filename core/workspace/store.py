@@ -11,11 +11,11 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -23,7 +23,7 @@ import pandas as pd
 
 from core import bounds
 from core.errors import UserError
-from core.workspace import failpoints, holds, log_table, splits, stamps
+from core.workspace import failpoints, holds, log_table, published, splits
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
@@ -196,41 +196,6 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         holds.release(ws.db_path)
 
 
-T = TypeVar("T")
-FREE_WAIT_S = 0.2  # a cache that is only old is read again if the database is free within this long...
-BUSY_RETRY_S = 5.0  # ...else its holder goes on with it, and tries again this much later
-
-
-class Busy(UserError):
-    """Another process held the database past the time a caller was willing to wait."""
-
-
-@contextmanager
-def hold(ws: Workspace, wait_s: float) -> Iterator[None]:
-    """Hold the database for this process for a block, waiting at most wait_s (Busy after that): connections opened
-    inside it do not wait. For a caller that has something better to do than wait (a replica keeps serving on what
-    it read before)."""
-    try:
-        holds.acquire(ws.db_path, time.monotonic() + wait_s, lambda: None)
-    except holds.Busy:
-        raise Busy(f"The workspace database {ws.db_path} is in use by another process.") from None
-    try:
-        yield
-    finally:
-        holds.release(ws.db_path)
-
-
-def read_if_free(ws: Workspace, read: Callable[[], T]) -> T | None:
-    """read() if the database is free within FREE_WAIT_S, else None: for a cache that is only old (nothing says it
-    changed), whose holder goes on with it while another process has the database and tries again BUSY_RETRY_S
-    later."""
-    try:
-        with hold(ws, FREE_WAIT_S):
-            return read()
-    except Busy:
-        return None
-
-
 def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
     """log_predictions and log_feedback: the tables and the log's files as one relation each (log_table)."""
     try:
@@ -325,7 +290,10 @@ def init_db(ws: Workspace, force: bool = False) -> None:
                 [json.dumps(secrets.token_hex(16))],
             )
         _split_unsplit(con)
-    if any(log_table.legacy_files(ws, kind) for kind in log_table.COLUMNS):
+        in_table = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+        if not (ws.root / published.FILE).exists():  # a workspace an earlier version made: serving reads this file
+            published.publish(ws, con)
+    if in_table or any(log_table.legacy_files(ws, kind) for kind in log_table.COLUMNS):
         migrate_log(ws)
     _READY.add(str(ws.db_path))
 
@@ -342,9 +310,32 @@ def migrate_log(ws: Workspace) -> log_table.Migration:
 
         done = log_table.migrate(ws, kind, before_delete=audited)
         total.files, total.rows, total.removed = total.files + done.files, total.rows + done.rows, total.removed + done.removed
-    if total.files:
+    total.rows += _migrate_table(ws)
+    if total.rows or total.files:
         audit(ws, "log_migrated", detail={"files": total.files, "rows": total.rows})
     return total
+
+
+MIGRATED_BATCHES = "log_table_batches"  # meta: how many batches of the predictions table went to the log's table
+
+
+def _migrate_table(ws: Workspace) -> int:
+    """Move the rows of the database's predictions table (logged before the log had files) into the log's table:
+    committed there under transaction `migrate:database` with this migration's number, then deleted here with the
+    number recorded, in one transaction. Cut short between the two, the next run finds its number committed and
+    only deletes. Returns the rows moved."""
+    with transaction(ws) as con:
+        rows = con.execute(f"SELECT {', '.join(log_table.COLUMNS['predictions'])} FROM predictions").df()
+        if rows.empty:
+            return 0
+        done = con.execute("SELECT value FROM meta WHERE key = ?", [MIGRATED_BATCHES]).fetchone()
+        number = (int(done[0]) if done else 0) + 1
+        moved = log_table.append(ws, "predictions", rows, "database", log_table.Batch("migrate:database", number))
+        failpoints.hit("log.migrated_table")
+        con.execute("DELETE FROM predictions")
+        con.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [MIGRATED_BATCHES, str(number)])  # fmt: skip
+    return moved
 
 
 _TABLES = ("meta", "images", "audit", "runs", "epochs", "models", "deployments", "gather_failures", "predictions",
@@ -428,7 +419,14 @@ def get_settings(ws: Workspace, keys: Sequence[str], con: duckdb.DuckDBPyConnect
 def set_setting(ws: Workspace, key: str, value: Any) -> None:
     with connect(ws) as con:
         put_setting(con, key, value)
-    stamps.touch_serving(ws)
+        published.publish(ws, con)  # serving reads settings from the published snapshot
+
+
+def publish_serving(ws: Workspace) -> None:
+    """Publish the deployment snapshot after a change serving must see (a promotion, a stage change, a policy): read
+    and written while this process holds the database, so a later commit's publication is never overtaken."""
+    with connect(ws) as con:
+        published.publish(ws, con)
 
 
 def put_setting(con: duckdb.DuckDBPyConnection, key: str, value: Any) -> None:

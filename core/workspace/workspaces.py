@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.errors import UserError
-from core.workspace import locks, store
+from core.workspace import locks, published, store
 from core.workspace.paths import DB_NAME, DEVICE_NAME, Workspace
 
 DATA_ROOT_ENV = "IMAGEDP_DATA_ROOT"
@@ -63,8 +63,10 @@ def create_workspace(name: str) -> Workspace:
     return ws
 
 
-def resolve(name_or_path: str, create: bool = False) -> Workspace:
-    """A workspace from a name under the data root or a folder path; create it if asked."""
+def resolve(name_or_path: str, create: bool = False, serving: bool = False) -> Workspace:
+    """A workspace from a name under the data root or a folder path; create it if asked. `serving`: for a process
+    that only serves and logs (batch predict, an API replica): a workspace that has its deployment snapshot is
+    opened without its database (another process may hold it)."""
     value = name_or_path.strip()
     if not value:
         raise UserError("No workspace given: pass --workspace NAME (or a folder path).")
@@ -72,6 +74,8 @@ def resolve(name_or_path: str, create: bool = False) -> Workspace:
     root = Path(value).expanduser().resolve() if looks_like_path else workspaces_dir() / validate_name(value)
     ws = Workspace(root)
     if ws.db_path.is_file():
+        if serving and (ws.root / published.FILE).is_file():
+            return ws
         _init_folders(ws)
         store.init_db(ws)  # older workspaces get tables added since they were made
         return ws

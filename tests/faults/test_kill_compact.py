@@ -73,16 +73,23 @@ def test_a_crashed_compaction_never_loses_or_doubles_a_row(ws: Workspace, data_r
 
 
 def test_a_crashed_migration_never_loses_or_doubles_a_row(ws: Workspace, data_root: Path) -> None:
-    """A workspace in the earlier layout, opened by a command killed as it folds a folder in: after the commit and
-    before any file goes, and after the first file of a folder went. Opening it again finishes the migration."""
+    """A workspace in the earlier layouts, opened by a command killed as it folds them in: a folder committed and
+    none of its files gone, the first file of a folder gone, the database's own rows committed and not deleted there.
+    Opening it again finishes the migration."""
     tally = harness.Tally("log migration")
     repair = ("check", "--workspace", ws.name, "--repair", "--json")
-    for point, nth in (("log.migrated", 2), ("log.migrated_deleted", 3)):
+    for point, nth in (("log.migrated", 2), ("log.migrated_deleted", 3), ("log.migrated_table", 1)):
         for kind in log_table.COLUMNS:  # start from nothing but the earlier layout (a Delta delete of every row)
             with log_table.using(ws, kind) as dt:
                 if dt is not None:
                     dt.delete()
         truth = legacy_layout(ws, point)
+        in_db = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(4)], "batch", "v1")
+        with store.connect(ws) as con:  # rows a workspace logged in its database, before the log had files
+            con.register("old", in_db)
+            cols = ", ".join(prediction_log.COLUMNS)
+            con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM old")
+        truth |= set(in_db["id"])
         harness.crash_at(data_root, point, *repair, nth=nth, tally=tally)
         store.init_db(ws, force=True)  # the next open finishes it
         holds_the_truth(ws, truth, tally, f"killed at {point}, opened again")
