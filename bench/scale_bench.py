@@ -1,26 +1,28 @@
-"""Writes per second into the prediction log from 1 and 3 processes, the log's files against the database path the
-serving processes took before them; and the time from a prediction handed to the log until a page sees it.
+"""Writes per second into the prediction log from 1 and 3 processes: the log's Delta table against the Parquet files
+serving processes wrote before it; and the time from a prediction handed to the log until a page sees it.
 
     .venv/bin/python bench/scale_bench.py [--seconds 8] [--batches 1,25,1000] [--samples 15] [--files 0,1000]
 
 1. Writes. Each process writes prepared log rows (distinct ids; every column, the 16-float embedding and the
    class probabilities included) for --seconds, in writes of B rows, either
-   - files: as every serving process does now (prediction_log.write: one Parquet file per write under a hidden
-     name, fsynced, renamed into logs/predictions/replica=<process>/date=<day>/), or
-   - database: as they did before 2026-12-03 (a connection to workspace.duckdb and an INSERT per write: the
-     processes take turns at its lock).
+   - delta: as every serving process does now (prediction_log.write: one commit to the log's Delta table per write,
+     with the writer's transaction, then its files, entry and folders fsynced),
+   - files: as they did until 2026-12-07 (core/workspace/log_files.py at 22da0d2, loaded from git: one Parquet file
+     per write under a hidden name, fsynced, renamed into logs/predictions/replica=<process>/date=<day>/).
+   (Until 2026-12-03 they INSERTed into workspace.duckdb, taking turns at its lock: the notes of that time have its
+   figures; a workspace's rows there now move to the Delta table on its first open.)
    The processes start together (each has opened what it needs first). Printed: rows/s and writes/s of all of them
    together, p50/p95 of one write, and the rows the log then holds against the rows acknowledged (lost, doubled).
-   Each arm gets a fresh workspace; files and database alternate, so both see the same machine.
+   Each arm gets a fresh workspace; the arms' order alternates, so all see the same machine. The earlier files'
+   rows are counted from their files (the product no longer reads that layout but to migrate it).
 2. Row to page. One process is handed one prediction a second, and logs it; another process, as every page that
    reads the log does on each run (Monitor, Review, Overview), opens the workspace read-only and asks the log's view
    for that id, every 50 ms. Latency = first seen - handed over (one clock: one machine). Three ways:
-   - files, through the app's background writer (BackgroundLog, which gathers rows for up to 0.5 s into one file),
-     as the app and the API log;
-   - files, written at once (prediction_log.write), as batch `predict` logs;
-   - database, an INSERT at once (before 2026-12-03).
-   Each with the log already holding F uncompacted files (--files; a replica writes up to two a second until
-   `log compact`).
+   - delta, through the app's background writer (BackgroundLog, which gathers rows for up to 0.5 s into one
+     commit), as the app and the API log;
+   - delta, written at once (prediction_log.write), as batch `predict` logs.
+   Each with the log already holding F uncompacted files (--files: F commits; a replica writes up to two a second
+   until `log compact`).
 
 What it leaves out: building the rows from a scored image (measuring properties, keeping images), which both paths
 share; the page's own figures once it sees the row (bench/loggen.py times them over large logs); several machines
@@ -40,6 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -52,7 +55,8 @@ from core.production import prediction_log  # noqa: E402
 from core.workspace import log_table, store, workspaces  # noqa: E402
 
 CLASSES = ("black", "grizzly", "teddy")
-ARMS = ("files", "database")
+ARMS = ("delta", "files")
+EARLIER = "22da0d2"  # the last commit that wrote the log as Parquet files per replica and day
 
 
 def template(n: int, seed: int) -> pd.DataFrame:
@@ -78,22 +82,32 @@ def with_ids(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
     return frame.assign(id=ids, request_id=ids, ts=store.now())
 
 
-_SELECT = log_table.select_sql("predictions")
-_COLS = ", ".join(prediction_log.COLUMNS)
 
 
-def insert_old(ws: workspaces.Workspace, frame: pd.DataFrame) -> None:
-    """The database path serving processes took before the log became files (prediction_log._insert at 7062670^)."""
-    with store.connect(ws) as con:
-        con.register("new_rows", frame)
-        con.execute(f"INSERT INTO predictions ({_COLS}) SELECT {_SELECT} FROM new_rows")
+_EARLIER: list[object] = []
+
+
+def earlier_files() -> object:
+    """core/workspace/log_files.py as it was at EARLIER, loaded from git (once per process)."""
+    if not _EARLIER:
+        import importlib.util
+        import subprocess
+
+        path = Path(tempfile.mkdtemp(prefix="log-files-")) / "log_files.py"
+        path.write_text(subprocess.run(["git", "show", f"{EARLIER}:core/workspace/log_files.py"], cwd=ROOT, check=True,
+                                       capture_output=True, text=True).stdout)  # fmt: skip
+        spec = importlib.util.spec_from_file_location("log_files", path)
+        module = sys.modules["log_files"] = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        _EARLIER.append(module)
+    return _EARLIER[0]
 
 
 def write(ws: workspaces.Workspace, arm: str, frame: pd.DataFrame, replica: str) -> None:
-    if arm == "files":
+    if arm == "delta":
         prediction_log.write(ws, frame, replica)
     else:
-        insert_old(ws, frame)
+        earlier_files().append(ws, "predictions", frame, replica)  # type: ignore[attr-defined]
 
 
 def writer(name: str, arm: str, batch: int, seconds: float, ready: object, go: object, results: object) -> None:
@@ -138,8 +152,13 @@ def writes(processes: int, arm: str, batch: int, seconds: float) -> dict[str, fl
         p.join()
     acknowledged = sum(r for r, _ in got)
     times = np.array([t for _, ts in got for t in ts])
-    with store.connect(ws, read_only=True) as con:
-        held, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM log_predictions").fetchone()
+    if arm == "files":
+        listed = [str(p) for p in log_table.root(ws, "predictions").glob("replica=*/date=*/*.parquet")]
+        held, distinct = duckdb.connect().execute(
+            "SELECT count(*), count(DISTINCT id) FROM read_parquet(?)", [listed]).fetchone()  # fmt: skip
+    else:
+        with store.connect(ws, read_only=True) as con:
+            held, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM log_predictions").fetchone()
     shutil.rmtree(ws.root, ignore_errors=True)
     return {
         "rows_s": (acknowledged - processes * batch) / wall, "writes_s": len(times) / wall,
@@ -176,10 +195,6 @@ def latency(way: str, samples: int, files: int) -> list[float]:
     name = f"lat-{way}-{files}"
     ws = fresh(name)
     background_files(ws, files)
-    if way == "database":
-        with store.connect(ws) as con:  # the same rows in the table: the old layout held them there
-            con.execute(f"INSERT INTO predictions SELECT {_SELECT} FROM log_predictions")
-        shutil.rmtree(log_table.root(ws, "predictions"), ignore_errors=True)
     ctx = mp.get_context("spawn")
     ids, seen, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     proc = ctx.Process(target=reader, args=(name, ids, seen, stop))
@@ -194,10 +209,8 @@ def latency(way: str, samples: int, files: int) -> list[float]:
         handed = time.time()
         if log is not None:
             log.submit(prediction_log.LogBatch([prediction(row)], "api", "v1"))
-        elif way == "files":
-            prediction_log.write(ws, row, "lat")
         else:
-            insert_old(ws, row)
+            prediction_log.write(ws, row, "lat")
         _, at = seen.get(timeout=120)
         if k:
             out.append(at - handed)
@@ -243,7 +256,7 @@ def main() -> None:
                           f"{r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['lost']:>5} {r['doubled']:>7}", flush=True)  # fmt: skip
         print("2. a prediction handed to the log until a page's read-only connection sees it, seconds")
         for files in (int(f) for f in args.files.split(",")):
-            for way in ("background", "files", "database"):
+            for way in ("background", "delta"):
                 got = np.array(latency(way, args.samples, files))
                 print(f"   {way:>10}, {files:>5} files already: median {np.median(got):.2f}, p90 {np.percentile(got, 90):.2f}, "
                       f"max {got.max():.2f} (n={len(got)})", flush=True)  # fmt: skip

@@ -127,6 +127,7 @@ def test_an_older_version_derives_its_property_reference_once(prod: Workspace, m
     save_file(arrays, str(path))
     with store.connect(prod) as con:  # an older version: registered before checksums were recorded too
         con.execute("UPDATE models SET checksums = NULL WHERE version = ?", [version])
+    store.publish_serving(prod)  # as this version's first open of such a workspace publishes it
     fresh = reference.drift_reference(prod, version)
     assert len(fresh.properties) == len(registry.read_meta(prod, version)["reference_property_ids"])
     assert (prod.models_dir / version / reference.PROPERTY_CACHE).is_file()

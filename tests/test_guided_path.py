@@ -40,6 +40,7 @@ def test_explore_without_images_leads_to_gather() -> None:
 def test_pages_that_need_a_production_model_say_which_one_to_promote(prod: Workspace) -> None:
     with store.connect(prod) as con:
         con.execute("DELETE FROM deployments")  # v1 trained, never promoted
+    store.publish_serving(prod)  # as a workspace never promoted has it published
     for page in ("app_pages/policy.py", "app_pages/summary.py", "app_pages/predict.py"):
         at = app(page, "prod")
         assert not at.exception and not errors(at), page

@@ -129,10 +129,11 @@ def test_the_map_is_the_join_of_every_label_with_the_log_and_looks_up_only_what_
     assert later["id"][0] in set(reference(ws)["prediction_id"]) and looked_up == [1]  # only it, only in the new file
     looked_up.clear()
 
-    log_table.compact(ws, "predictions", grace_s=0)  # every partition's files folded: the map follows
+    log_table.compact(ws, "predictions", retention_h=0)  # every day's files folded into one: the map follows
     assert_mapped(ws)
-    # only api-1's partition of day 2 had two files to fold: its labels (five, and the late one) are looked up again
-    assert looked_up == [6]
+    # every day had two files or more (two replicas): the labels on them are looked up again (days 6, 1, 3, 2:
+    # 8, 6 + 2, 4, 5 + the late one); the table's three are read there
+    assert looked_up == [26]
     looked_up.clear()
     assert_mapped(ws)
     assert looked_up == []

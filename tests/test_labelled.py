@@ -79,7 +79,7 @@ def test_kept_labelled_rows_equal_the_whole_join_and_only_changed_requests_are_c
         con.execute("DELETE FROM feedback WHERE prediction_id = ?", [logged[3]["id"][0]])
     assert check(ws) == "whole"
 
-    log_table.compact(ws, "predictions", grace_s=0)  # the map checks every label again: so does this
+    log_table.compact(ws, "predictions", retention_h=0)  # the map checks every label again: so does this
     assert check(ws) == "whole"
     assert check(ws) == 0
 

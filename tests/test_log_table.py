@@ -252,3 +252,20 @@ def test_a_workspace_in_the_earlier_layout_migrates_once_however_often_it_runs(w
     again = store.migrate_log(ws)
     assert again.files == 5 and again.rows == 0  # every file's transaction was committed: none is written twice
     assert sorted(ids(ws)) == sorted(truth) and not log_table.legacy_files(ws, "predictions")
+
+
+def test_a_table_made_again_under_the_same_path_is_read_afresh(ws: Workspace) -> None:
+    """A workspace removed and created anew under its name, in one process (the app's server): its log is the new
+    table's, not what this process read of the old one."""
+    import shutil
+
+    from core.workspace import workspaces
+
+    store.init_db(ws)
+    log_table.append(ws, "predictions", prediction_log.to_frame(ws, [fake_prediction(i) for i in range(5)], "app", "v1"))
+    assert len(ids(ws)) == 5
+    shutil.rmtree(ws.root)
+    again = workspaces.create_workspace(ws.name)
+    frame = prediction_log.to_frame(again, [fake_prediction(i) for i in range(2)], "app", "v1")
+    log_table.append(again, "predictions", frame)
+    assert sorted(ids(again)) == sorted(frame["id"]) and log_table.version(again, "predictions") == 1

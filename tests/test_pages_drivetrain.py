@@ -140,6 +140,7 @@ def test_policy_optimize_accept_then_predict_shows_the_action(prod: Workspace) -
 def test_policy_page_without_a_production_model(prod: Workspace) -> None:
     with store.connect(prod) as con:
         con.execute("DELETE FROM deployments")
+    store.publish_serving(prod)  # as a workspace never promoted has it published
     at = app("app_pages/policy.py", "prod")
     assert not at.exception and "Model v1 is trained but not in production yet" in at.info[0].value  # and which one to promote
 

@@ -107,8 +107,8 @@ def test_kept_figures_are_always_those_of_the_whole_log(ws: Workspace, monkeypat
     prediction_log.add_feedback(ws, old["id"][9], "green", ["red", "blue", "green"], source="api")  # feedback: never kept
     assert_same_as_the_whole_log(ws, monkeypatch)
 
-    log_table.compact(ws, "predictions", grace_s=0)
-    log_table.compact(ws, "predictions", grace_s=0)  # the inputs go
+    log_table.compact(ws, "predictions", retention_h=0)
+    log_table.compact(ws, "predictions", retention_h=0)  # the inputs go
     assert_same_as_the_whole_log(ws, monkeypatch)
 
     damaged = sorted(window_store.folder(ws).glob("samples-day-*.parquet"))[0]

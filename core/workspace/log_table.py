@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from core.errors import UserError
 from core.workspace import failpoints
 from core.workspace.paths import Workspace
 
@@ -95,7 +96,7 @@ def _fsync(path: Path, directory: bool = False) -> None:
 
 # --- the tables, one DeltaTable per process and kind, brought up to date on each use -------------------------------
 
-_TABLES: dict[str, object] = {}
+_TABLES: dict[str, tuple[tuple[int, int] | None, Any]] = {}  # path -> (its first commit's identity, DeltaTable)
 _GUARD = threading.RLock()  # a DeltaTable is one Rust object: one thread at a time uses it (and the cache)
 
 
@@ -103,10 +104,6 @@ def _delta():  # noqa: ANN202 - deltalake is imported where the log is used (com
     import deltalake
 
     return deltalake
-
-
-def exists(ws: Workspace, kind: str) -> bool:
-    return any((root(ws, kind) / "_delta_log").glob("*.json"))
 
 
 def _create(ws: Workspace, kind: str) -> None:
@@ -118,9 +115,19 @@ def _create(ws: Workspace, kind: str) -> None:
             name=f"imagedp {kind}", description=f"The production log's {kind} (core.workspace.log_table)",
         )  # fmt: skip
     except dl.exceptions.DeltaError:
-        if not exists(ws, kind):
+        if _birth(ws, kind) is None:
             raise  # not "another process made it first"
     _fsync_version(ws, kind, 0)
+
+
+def _birth(ws: Workspace, kind: str) -> tuple[int, int] | None:
+    """The identity of the table's first commit (inode, mtime): a table deleted and made again under the same path
+    (a workspace removed and created anew) is another table."""
+    try:
+        st = os.stat(root(ws, kind) / "_delta_log" / f"{0:020d}.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 @contextmanager
@@ -129,16 +136,21 @@ def using(ws: Workspace, kind: str, create: bool = False) -> Iterator[Any]:
     made first with `create`)."""
     key = str(root(ws, kind))
     with _GUARD:
-        dt = _TABLES.get(key)
-        if dt is None:
-            if not exists(ws, kind):
+        born = _birth(ws, kind)
+        held = _TABLES.get(key)
+        if held is not None and held[0] == born:
+            dt = held[1]
+            dt.update_incremental()
+        else:
+            if born is None:
                 if not create:
+                    _TABLES.pop(key, None)
                     yield None
                     return
                 _create(ws, kind)
-            dt = _TABLES[key] = _delta().DeltaTable(key)
-        else:
-            dt.update_incremental()
+                born = _birth(ws, kind)
+            dt = _delta().DeltaTable(key)
+            _TABLES[key] = (born, dt)
         yield dt
 
 
@@ -222,7 +234,7 @@ def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = 
     name = replica_name(replica)
     batch = batch or writer(name).take()
     rows = _arrow(kind, frame, name)
-    with using(ws, kind, create=True) as dt:
+    with _said(ws, kind), using(ws, kind, create=True) as dt:
         if _committed(dt, batch):
             return 0
         before = int(dt.version())
@@ -236,6 +248,25 @@ def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = 
     _sync_commit(ws, kind, before, batch)
     failpoints.hit("log.synced")
     return len(frame)
+
+
+@contextmanager
+def _said(ws: Workspace, kind: str) -> Iterator[None]:
+    """delta-rs's error for a log that cannot be written (a read-only or full disk) as one a user can act on; any
+    other goes up as it is. Either way nothing of the batch is in the log, and its writer keeps it."""
+    try:
+        yield
+    except _delta().exceptions.DeltaError as exc:
+        text = str(exc).lower()
+        folder = next((p for p in (root(ws, kind), *root(ws, kind).parents) if p.exists()), ws.root)
+        why = ("the disk is full" if "no space" in text else "it is read-only" if not os.access(folder, os.W_OK)
+               or "read-only" in text or "permission denied" in text else None)  # fmt: skip
+        if why is None:
+            raise
+        raise UserError(
+            f"The prediction log {root(ws, kind)} cannot be written ({why}): make the data root writable (or free some "
+            "space) and score again. Nothing of this batch was logged."
+        ) from exc
 
 
 def _commit_path(ws: Workspace, kind: str, v: int) -> Path:
