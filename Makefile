@@ -3,18 +3,24 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock | cksum | cut -d' ' -f1)
 PORT ?= 8501
 
-.PHONY: run test screenshots setup demo lint bench clean-venv
+.PHONY: run test screenshots setup demo lint bench clean-venv lock
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# requirements.lock: every package, its version and its files' hashes (pip refuses any other file)
+$(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
 	rm -f $(VENV)/.installed-* && touch $@
+
+# the lock again from requirements*.txt (what a person edits), with pip-tools in a venv of its own
+lock:
+	test -x .venv-lock/bin/pip-compile || { $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools==7.7.0; }
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links -o requirements.lock requirements-dev.txt
 
 demo: $(STAMP)
 	$(PY) -m core demo

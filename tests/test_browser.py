@@ -518,14 +518,13 @@ def test_walk_the_app(page: object, tmp_path: Path, data_root: Path, monkeypatch
 
 
 def logged_rows(data_root: Path) -> dict[str, int]:
-    """Prediction rows by source in the demo workspace, and those still in its spool (written when it frees up)."""
-    from core.production import prediction_log
+    """Prediction rows by source in the demo workspace."""
     from core.workspace import store, workspaces
 
     ws = workspaces.resolve(str(data_root / "workspaces" / "demo"))
     with store.connect(ws) as con:
         rows = dict(con.execute("SELECT source, count(*) FROM log_predictions GROUP BY source").fetchall())
-    return rows | {"spooled": prediction_log.spooled_rows(ws)}
+    return rows
 
 
 def api_server(root: Path) -> Iterator[str]:
@@ -583,7 +582,7 @@ def test_end_user_mode(page: object, data_root: Path) -> None:
         while True:
             after = logged_rows(data_root)
             grew = {k: after.get(k, 0) - before.get(k, 0) for k in after.keys() | before.keys()}
-            if sum(grew.values()) >= 6 or time.monotonic() > deadline:  # rows in the table or in the spool
+            if sum(grew.values()) >= 6 or time.monotonic() > deadline:  # rows in the log
                 break
             time.sleep(0.5)
         assert sum(grew.values()) == 6, grew  # five API answers and one upload, each once

@@ -312,70 +312,60 @@ def _sync_commit(ws: Workspace, kind: str, before: int, batch: Batch) -> None:
 # --- reading --------------------------------------------------------------------------------------------------------
 
 
-def visible(ws: Workspace, kind: str) -> list[Path]:
-    """The files that are the table's rows now (its latest version), in the order the table lists them."""
+def _listed(ws: Workspace, kind: str) -> list[tuple[Path, int]]:
+    """The files that are the table's rows now (its latest version) with the size the log recorded for each."""
     with using(ws, kind) as dt:
-        return [] if dt is None else [Path(u.removeprefix("file://")) for u in dt.file_uris()]
+        if dt is None:
+            return []
+        actions = dt.get_add_actions(flatten=False)
+    paths = actions.column("path").to_pylist()
+    sizes = actions.column("size_bytes").to_pylist()
+    return [(root(ws, kind) / str(p), int(n)) for p, n in zip(paths, sizes, strict=True)]
 
 
-_CHECKED: dict[tuple[str, int], str | None] = {}  # (path, size) -> what is wrong with it (None: nothing)
+def visible(ws: Workspace, kind: str) -> list[Path]:
+    """The files that are the table's rows now (its latest version)."""
+    return [path for path, _ in _listed(ws, kind)]
 
 
-def fault(path: Path, kind: str, con: duckdb.DuckDBPyConnection | None = None) -> str | None:
-    """What makes a file the table names unfit to read (gone, damaged, other columns), or None. A data file never
-    changes once written, so each is read (its footer) once per process."""
+def _whole(path: Path, size: int) -> bool:
+    """Whether the file is there with the size its commit recorded (a stat, no read): a file cut short or replaced
+    on disk is not."""
     try:
-        size = path.stat().st_size
+        return path.stat().st_size == size
     except OSError:
-        return "gone"
-    key = (str(path), size)
-    if key not in _CHECKED:
-        own = con is None
-        con = duckdb.connect() if con is None else con
-        try:
-            rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)}, hive_partitioning = false)").fetchall()
-            schema = {str(r[0]): str(r[1]) for r in rows}
-            wanted = COLUMNS[kind] | {"replica": "VARCHAR"}
-            wrong = sorted(set(schema.items()) ^ set(wanted.items()))[:4]
-            _CHECKED[key] = f"its columns are not the log's {kind} ({wrong})" if wrong else None
-        except duckdb.Error as exc:
-            _CHECKED[key] = f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
-        finally:
-            if own:
-                con.close()
-    return _CHECKED[key]
-
-
-def _faults(files: list[Path], kind: str) -> list[str | None]:
-    """fault() of each file, through one connection for those not read before."""
-    con = duckdb.connect() if any((str(f), _size(f)) not in _CHECKED for f in files) else None
-    try:
-        return [fault(f, kind, con) for f in files]
-    finally:
-        if con is not None:
-            con.close()
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return -1
+        return False
 
 
 def readable(ws: Workspace, kind: str) -> list[Path]:
-    """The table's files that can be read: a damaged one is left out (the pages say so, check names it)."""
-    files = visible(ws, kind)
-    return [f for f, why in zip(files, _faults(files, kind), strict=True) if why is None]
+    """The table's files that are whole on disk: one gone or of another size is left out of every figure (the pages
+    say so; check names it and why)."""
+    return [path for path, size in _listed(ws, kind) if _whole(path, size)]
 
 
 def unreadable(ws: Workspace) -> list[Path]:
-    """Files the tables name that cannot be read as the log's (left out of every figure; check names them)."""
-    out: list[Path] = []
-    for kind in COLUMNS:
-        files = visible(ws, kind)
-        out += [f for f, why in zip(files, _faults(files, kind), strict=True) if why is not None]
-    return out
+    """Files the tables name that are gone or not whole (left out of every figure; check names them)."""
+    return [path for kind in COLUMNS for path, size in _listed(ws, kind) if not _whole(path, size)]
+
+
+def fault(path: Path, kind: str, size: int | None = None) -> str | None:
+    """What makes a file the table names unfit to read (gone, another size than its commit says, damaged, other
+    columns), or None: its footer is read (check's thorough look; readers only stat)."""
+    try:
+        found = path.stat().st_size
+    except OSError:
+        return "gone"
+    if size is not None and found != size:
+        return f"{found:,} bytes where its commit recorded {size:,}: cut short or replaced on disk"
+    con = duckdb.connect()
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)}, hive_partitioning = false)").fetchall()
+    except duckdb.Error as exc:
+        return f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
+    finally:
+        con.close()
+    wrong = sorted({(str(r[0]), str(r[1])) for r in rows} ^ set((COLUMNS[kind] | {"replica": "VARCHAR"}).items()))[:4]
+    return f"its columns are not the log's {kind} ({wrong})" if wrong else None
 
 
 def relation_sql(kind: str, table_name: str | None, files: list[Path], where: str = "TRUE") -> str:
@@ -619,8 +609,8 @@ def problems(ws: Workspace) -> list[FileProblem]:
     earlier layout not folded into the table yet (repair folds it in)."""
     found: list[FileProblem] = []
     for kind in COLUMNS:
-        for path in visible(ws, kind):
-            why = fault(path, kind)
+        for path, size in _listed(ws, kind):
+            why = fault(path, kind, size)
             if why == "gone":
                 found.append(FileProblem("log_missing", path, "a file the log's table names is gone (its rows are lost "
                                          "unless a backup has it)"))  # fmt: skip
