@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from core.production import prediction_log
-from core.workspace import log_table, store
+from core.workspace import log_migration, log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import cli, fake_prediction, legacy_spool
 
@@ -240,7 +240,7 @@ def test_a_workspace_in_the_earlier_layout_migrates_once_however_often_it_runs(w
     store.init_db(ws, force=True)  # the first open folds it in
     assert sorted(ids(ws)) == sorted(truth) and len(truth) == 23
     assert outside_count(ws) == (23, 23)
-    assert not log_table.legacy_files(ws, "predictions") and not list(log_table.root(ws, "predictions").glob("replica=*"))
+    assert not log_migration.legacy_files(ws, "predictions") and not list(log_table.root(ws, "predictions").glob("replica=*"))
     with store.connect(ws) as con:
         assert con.execute("SELECT count(*), any_value(replica) FROM log_feedback").fetchone() == (2, "api-1")
     trace = store.audit_log(ws, 100)
@@ -251,7 +251,7 @@ def test_a_workspace_in_the_earlier_layout_migrates_once_however_often_it_runs(w
     legacy_layout(ws)  # the same files again, as a migration cut short before it deleted them leaves them
     again = store.migrate_log(ws)
     assert again.files == 5 and again.rows == 0  # every file's transaction was committed: none is written twice
-    assert sorted(ids(ws)) == sorted(truth) and not log_table.legacy_files(ws, "predictions")
+    assert sorted(ids(ws)) == sorted(truth) and not log_migration.legacy_files(ws, "predictions")
 
 
 def test_a_table_made_again_under_the_same_path_is_read_afresh(ws: Workspace) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import rollout
-from core.workspace import failpoints, locks, log_table, published, store
+from core.workspace import failpoints, locks, log_migration, log_table, published, store
 from core.workspace.paths import Workspace, free_name
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
@@ -213,8 +213,11 @@ def _log(ws: Workspace) -> list[Problem]:
     partial = sorted(folder.glob("*.tmp")) if folder.is_dir() else []
     why = "a spool file cut short while it was written (its rows were never acknowledged: the process stopped first)"
     cut = [Problem("spool_partial", str(p.relative_to(ws.root)), why, f"move it to quarantine/{SPOOL}/", True) for p in partial]
-    return cut + [Problem(f.kind, str(f.path.relative_to(ws.root)), f.detail, _LOG_REPAIRS[f.kind], True)
-                  for f in log_table.problems(ws)]  # fmt: skip
+    table = [Problem(f.kind, str(f.path.relative_to(ws.root)), f.detail, _LOG_REPAIRS[f.kind], True)
+             for f in log_table.problems(ws)]  # fmt: skip
+    legacy = [Problem("log_legacy", str(f.path.relative_to(ws.root)), f.detail, _LOG_REPAIRS["log_legacy"], True)
+              for f in log_migration.problems(ws)]  # fmt: skip
+    return cut + table + legacy
 
 
 def _serving(ws: Workspace) -> list[Problem]:

@@ -11,13 +11,11 @@ entry and their folders are fsynced before the rows count as logged. Readers see
 database's table (rows logged before the log left the database) as one relation (`view_sql`); any engine that reads
 Delta (DuckDB through the file list, Polars, pyarrow, Spark) sees the same rows. `compact` is delta-rs's optimize
 (a partition's files folded into one, in one commit) and vacuum (files no version in the retention names, deleted after
-an audit row lists them). `migrate` folds a workspace's earlier layout (Parquet files per replica and day) into the
-table, each file once.
+an audit row lists them). core.workspace.log_migration folds a workspace's earlier layout into the table.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -100,7 +98,7 @@ _TABLES: dict[str, tuple[tuple[int, int] | None, Any]] = {}  # path -> (its firs
 _GUARD = threading.RLock()  # a DeltaTable is one Rust object: one thread at a time uses it (and the cache)
 
 
-def _delta():  # noqa: ANN202 - deltalake is imported where the log is used (commands that never log stay light)
+def delta():  # noqa: ANN202 - deltalake is imported where the log is used (commands that never log stay light)
     import deltalake
 
     return deltalake
@@ -108,10 +106,10 @@ def _delta():  # noqa: ANN202 - deltalake is imported where the log is used (com
 
 def _create(ws: Workspace, kind: str) -> None:
     """The empty table with the log's schema (two processes creating it at once: one commit wins, both go on)."""
-    dl = _delta()
+    dl = delta()
     try:
         dl.write_deltalake(
-            str(root(ws, kind)), _arrow(kind, None, ""), mode="error", partition_by=["date"], configuration=CONFIGURATION,
+            str(root(ws, kind)), arrow_rows(kind, None, ""), mode="error", partition_by=["date"], configuration=CONFIGURATION,
             name=f"imagedp {kind}", description=f"The production log's {kind} (core.workspace.log_table)",
         )  # fmt: skip
     except dl.exceptions.DeltaError:
@@ -149,7 +147,7 @@ def using(ws: Workspace, kind: str, create: bool = False) -> Iterator[Any]:
                     return
                 _create(ws, kind)
                 born = _birth(ws, kind)
-            dt = _delta().DeltaTable(key)
+            dt = delta().DeltaTable(key)
             _TABLES[key] = (born, dt)
         yield dt
 
@@ -163,7 +161,7 @@ def version(ws: Workspace, kind: str) -> int | None:
 # --- appending ------------------------------------------------------------------------------------------------------
 
 
-def _arrow(kind: str, frame: pd.DataFrame | None, replica: str) -> Any:
+def arrow_rows(kind: str, frame: pd.DataFrame | None, replica: str) -> Any:
     """The rows as the table's Arrow schema (None: no rows), the replica and the partition's day beside them."""
     con = duckdb.connect()
     try:
@@ -230,10 +228,10 @@ def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = 
     with the same batch, which is then written at most once."""
     if frame.empty:
         return 0
-    dl = _delta()
+    dl = delta()
     name = replica_name(replica)
     batch = batch or writer(name).take()
-    rows = _arrow(kind, frame, name)
+    rows = arrow_rows(kind, frame, name)
     with _said(ws, kind), using(ws, kind, create=True) as dt:
         if _committed(dt, batch):
             return 0
@@ -245,7 +243,7 @@ def append(ws: Workspace, kind: str, frame: pd.DataFrame, replica: str | None = 
                                                   max_commit_retries=COMMIT_RETRIES),
         )  # fmt: skip
     failpoints.hit("log.committed")
-    _sync_commit(ws, kind, before, batch)
+    sync_commit(ws, kind, before, batch)
     failpoints.hit("log.synced")
     return len(frame)
 
@@ -256,7 +254,7 @@ def _said(ws: Workspace, kind: str) -> Iterator[None]:
     other goes up as it is. Either way nothing of the batch is in the log, and its writer keeps it."""
     try:
         yield
-    except _delta().exceptions.DeltaError as exc:
+    except delta().exceptions.DeltaError as exc:
         text = str(exc).lower()
         folder = next((p for p in (root(ws, kind), *root(ws, kind).parents) if p.exists()), ws.root)
         why = ("the disk is full" if "no space" in text else "it is read-only" if not os.access(folder, os.W_OK)
@@ -296,7 +294,7 @@ def _fsync_version(ws: Workspace, kind: str, v: int) -> None:
         _fsync(folder, directory=True)
 
 
-def _sync_commit(ws: Workspace, kind: str, before: int, batch: Batch) -> None:
+def sync_commit(ws: Workspace, kind: str, before: int, batch: Batch) -> None:
     """fsync the commit that carries the batch (delta-rs leaves it in the page cache): found among the versions
     after `before` (other writers may have committed in between)."""
     v = before + 1
@@ -426,7 +424,7 @@ def compact(ws: Workspace, kind: str, retention_h: int = RETENTION_H, before_del
         if dt is None:
             return out
         before = int(dt.version())
-        metrics = dt.optimize.compact(target_size=TARGET_FILE_BYTES, commit_properties=_delta().CommitProperties(
+        metrics = dt.optimize.compact(target_size=TARGET_FILE_BYTES, commit_properties=delta().CommitProperties(
             max_commit_retries=COMMIT_RETRIES))  # fmt: skip
         out.files_in, out.files_out = int(metrics["numFilesRemoved"]), int(metrics["numFilesAdded"])
         after = int(dt.version())
@@ -446,138 +444,6 @@ def compact(ws: Workspace, kind: str, retention_h: int = RETENTION_H, before_del
     failpoints.hit("log.vacuumed")
     out.removed, out.removed_files = len(gone), sorted(gone)
     return out
-
-
-# --- the earlier layout: Parquet files per replica and day, folded in once ------------------------------------------
-
-
-def legacy_files(ws: Workspace, kind: str) -> list[Path]:
-    """The earlier layouts' files that were data: logs/<kind>/replica=*/date=*/, less the inputs of a compaction of
-    that layout whose output was in view, and (predictions) the spool of the layout before, logs/spool/."""
-    spool = ws.root / "logs" / "spool"
-    files = sorted(spool.glob("*.parquet")) if kind == "predictions" and spool.is_dir() else []
-    for folder in sorted(root(ws, kind).glob("replica=*/date=*")):
-        if folder.is_dir():
-            names = {n for n in os.listdir(folder) if n.endswith(".parquet") and not n.startswith(".")}
-            files += [folder / n for n in sorted(names - _superseded(folder, names))]
-    return files
-
-
-def _superseded(folder: Path, names: set[str]) -> set[str]:
-    """Inputs of the earlier layout's compactions whose output is in `names` (their rows are in it)."""
-    out: set[str] = set()
-    for journal in folder.glob(".compact-*.json"):
-        try:
-            body = json.loads(journal.read_text())
-        except (OSError, ValueError):
-            continue  # cut short while written: its output never came into view
-        if body.get("output") in names:
-            out |= set(body.get("inputs", [])) & names
-    return out
-
-
-@contextmanager
-def _migrating(ws: Workspace, kind: str) -> Iterator[None]:
-    """One migration of a kind at a time (released by the system if the process dies)."""
-    root(ws, kind).mkdir(parents=True, exist_ok=True)
-    fd = os.open(root(ws, kind) / ".migrate.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class Migration:
-    files: int = 0  # earlier files whose rows are now in the table
-    rows: int = 0
-    removed: list[str] = field(default_factory=list)  # earlier files and folders deleted (their rows in the table)
-
-
-def migrate(ws: Workspace, kind: str, before_delete: Deleting | None = None) -> Migration:
-    """Fold the earlier layout's files into the table, one commit per partition folder, each file under its own
-    transaction id (migrate:<path>), so a run cut short and run again skips what was committed; then delete them
-    (said first to `before_delete`). What cannot be read is left where it is for check to name."""
-    out = Migration()
-    with _migrating(ws, kind):
-        files = legacy_files(ws, kind)
-        by_folder: dict[Path, list[Path]] = {}
-        for f in files:
-            if fault_legacy(f, kind) is None:
-                by_folder.setdefault(f.parent, []).append(f)
-        for folder, group in by_folder.items():
-            out.files += len(group)
-            out.rows += _migrate_folder(ws, kind, folder, group)
-            # the inputs of a compaction go before its output: were they left alone, they would be data again
-            stale = sorted(folder / n for n in _superseded(folder, {p.name for p in folder.glob("*.parquet")}))
-            going = [*stale, *group]
-            names = [str(p.relative_to(ws.root)) for p in going]
-            if before_delete is not None:
-                before_delete(names)
-            for i, path in enumerate(going):
-                path.unlink()
-                if i == 0:
-                    failpoints.hit("log.migrated_deleted")
-            out.removed += names
-            _clear_folder(folder)
-    return out
-
-
-def _migrate_folder(ws: Workspace, kind: str, folder: Path, group: list[Path]) -> int:
-    dl = _delta()
-    txns = {f: f"migrate:{f.relative_to(ws.root / 'logs').as_posix()}" for f in group}
-    with using(ws, kind, create=True) as dt:
-        todo = [f for f in group if dt.transaction_version(txns[f]) is None]
-    if not todo:
-        return 0
-    replica = folder.parent.name.removeprefix("replica=") if folder.parent.name.startswith("replica=") else folder.name
-    con = duckdb.connect()
-    try:
-        listed = ", ".join(sql_path(f) for f in todo)
-        frame = con.sql(f"SELECT * FROM read_parquet([{listed}], union_by_name = true, hive_partitioning = false)").df()
-    finally:
-        con.close()
-    rows = _arrow(kind, frame, replica)
-    with using(ws, kind) as dt:
-        before = int(dt.version())
-        dl.write_deltalake(
-            dt, rows, mode="append", partition_by=["date"],
-            commit_properties=dl.CommitProperties(app_transactions=[dl.Transaction(txns[f], 0) for f in todo],
-                                                  max_commit_retries=COMMIT_RETRIES),
-        )  # fmt: skip
-    batch = Batch(txns[todo[0]], 0)
-    _sync_commit(ws, kind, before, batch)
-    failpoints.hit("log.migrated")
-    return len(frame)
-
-
-def _clear_folder(folder: Path) -> None:
-    """An emptied partition folder of the earlier layout: its compaction journals and lock (the rows they spoke of
-    are in the table), then the folder and its replica's, if empty."""
-    for leftover in [*folder.glob(".compact-*.json"), folder / ".compact.lock"]:
-        leftover.unlink(missing_ok=True)
-    for f in (folder, folder.parent):
-        try:
-            f.rmdir()
-        except OSError:
-            return  # something else is there (a temporary a dead writer left: check names it)
-
-
-_REQUIRED = {"predictions": ("id", "ts", "model_version", "probs", "predicted"), "feedback": ("prediction_id", "ts", "label")}
-
-
-def fault_legacy(path: Path, kind: str) -> str | None:
-    """What makes a file of the earlier layout unfit to fold in (not Parquet, other columns), or None."""
-    con = duckdb.connect()
-    try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)}, hive_partitioning = false)").fetchall()
-    except duckdb.Error as exc:
-        return f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
-    finally:
-        con.close()
-    missing = sorted(set(_REQUIRED[kind]) - {str(r[0]) for r in rows})  # an earlier version's may lack later columns
-    return f"its columns are not the log's {kind} (missing {missing[:4]})" if missing else None
 
 
 def forget_missing(ws: Workspace, kind: str) -> list[str]:
@@ -605,8 +471,8 @@ class FileProblem:
 
 
 def problems(ws: Workspace) -> list[FileProblem]:
-    """What `check` finds: a file the table names that is gone or cannot be read as the log's, and a file of the
-    earlier layout not folded into the table yet (repair folds it in)."""
+    """What `check` finds: a file the table names that is gone or cannot be read as the log's (log_migration finds
+    the earlier layout's files)."""
     found: list[FileProblem] = []
     for kind in COLUMNS:
         for path, size in _listed(ws, kind):
@@ -616,7 +482,4 @@ def problems(ws: Workspace) -> list[FileProblem]:
                                          "unless a backup has it)"))  # fmt: skip
             elif why is not None:
                 found.append(FileProblem("log_schema" if why.startswith("its columns") else "log_unreadable", path, why))
-        for path in legacy_files(ws, kind):
-            why = fault_legacy(path, kind)
-            found.append(FileProblem("log_legacy", path, why or "a file of the earlier log layout, not yet in the table"))
     return found

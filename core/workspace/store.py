@@ -23,7 +23,7 @@ import pandas as pd
 
 from core import bounds
 from core.errors import UserError
-from core.workspace import failpoints, holds, log_table, published, splits
+from core.workspace import failpoints, holds, log_migration, log_table, published, splits
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
@@ -293,22 +293,22 @@ def init_db(ws: Workspace, force: bool = False) -> None:
         in_table = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
         if not (ws.root / published.FILE).exists():  # a workspace an earlier version made: serving reads this file
             published.publish(ws, con)
-    if in_table or any(log_table.legacy_files(ws, kind) for kind in log_table.COLUMNS):
+    if in_table or any(log_migration.legacy_files(ws, kind) for kind in log_table.COLUMNS):
         migrate_log(ws)
     _READY.add(str(ws.db_path))
 
 
-def migrate_log(ws: Workspace) -> log_table.Migration:
+def migrate_log(ws: Workspace) -> log_migration.Migration:
     """Fold the log's earlier layout (Parquet files per replica and day) into its Delta tables, each file once, with
     an audit row naming the files before they are deleted; safe to run again after a crash, or by two at once."""
-    total = log_table.Migration()
+    total = log_migration.Migration()
     for kind in log_table.COLUMNS:
 
         def audited(files: list[str], kind: str = kind) -> None:
             audit(ws, "log_files_deleted", detail={"kind": kind, "files": files,
                   "why": "the earlier log layout, folded into the log's Delta table (their rows are in it, once)"})  # fmt: skip
 
-        done = log_table.migrate(ws, kind, before_delete=audited)
+        done = log_migration.migrate(ws, kind, before_delete=audited)
         total.files, total.rows, total.removed = total.files + done.files, total.rows + done.rows, total.removed + done.removed
     total.rows += _migrate_table(ws)
     if total.rows or total.files:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from core.production import prediction_log
-from core.workspace import log_table, store
+from core.workspace import log_migration, log_table, store
 from core.workspace.paths import Workspace
 from tests.faults import harness
 from tests.helpers import fake_prediction
@@ -93,7 +93,7 @@ def test_a_crashed_migration_never_loses_or_doubles_a_row(ws: Workspace, data_ro
         harness.crash_at(data_root, point, *repair, nth=nth, tally=tally)
         store.init_db(ws, force=True)  # the next open finishes it
         holds_the_truth(ws, truth, tally, f"killed at {point}, opened again")
-        assert not log_table.legacy_files(ws, "predictions") and not log_table.legacy_files(ws, "feedback")
+        assert not log_migration.legacy_files(ws, "predictions") and not log_migration.legacy_files(ws, "feedback")
         harness.repaired(ws, tally)
         holds_the_truth(ws, truth, tally, f"repaired after {point}")
     tally.print()
