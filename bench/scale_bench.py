@@ -42,7 +42,6 @@ import time
 import uuid
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 
@@ -152,13 +151,12 @@ def writes(processes: int, arm: str, batch: int, seconds: float) -> dict[str, fl
         p.join()
     acknowledged = sum(r for r, _ in got)
     times = np.array([t for _, ts in got for t in ts])
-    if arm == "files":
-        listed = [str(p) for p in log_table.root(ws, "predictions").glob("replica=*/date=*/*.parquet")]
-        held, distinct = duckdb.connect().execute(
-            "SELECT count(*), count(DISTINCT id) FROM read_parquet(?)", [listed]).fetchone()  # fmt: skip
-    else:
-        with store.connect(ws, read_only=True) as con:
-            held, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM log_predictions").fetchone()
+    # the earlier layout's files, and what a writer's first open migrated of them into the table
+    listed = [str(p) for p in log_table.root(ws, "predictions").glob("replica=*/date=*/*.parquet")]
+    with store.connect(ws, read_only=True) as con:
+        files = f"SELECT id FROM read_parquet({listed!r})" if listed else "SELECT NULL AS id WHERE FALSE"
+        both = f"SELECT id FROM log_predictions UNION ALL {files}"
+        held, distinct = con.execute(f"SELECT count(*), count(DISTINCT id) FROM ({both})").fetchone()
     shutil.rmtree(ws.root, ignore_errors=True)
     return {
         "rows_s": (acknowledged - processes * batch) / wall, "writes_s": len(times) / wall,

@@ -161,22 +161,42 @@ def version(ws: Workspace, kind: str) -> int | None:
 # --- appending ------------------------------------------------------------------------------------------------------
 
 
+_ARROW = {"VARCHAR": "string", "TIMESTAMP": "timestamp[us]", "INTEGER": "int32", "DOUBLE": "float64", "BOOLEAN": "bool",
+          "FLOAT[]": "list<float>"}  # the log's types as Arrow's (what DuckDB reads back as COLUMNS)  # fmt: skip
+
+
+def _arrow_type(name: str) -> Any:
+    import pyarrow as pa
+
+    return pa.list_(pa.float32()) if name == "list<float>" else pa.type_for_alias(name)
+
+
+def _cast(values: Any, typ: Any) -> Any:
+    """An Arrow array as the log's type, as DuckDB's CAST does it (a float for an integer column is rounded)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_integer(typ) and pa.types.is_floating(values.type):
+        values = pc.round(values)
+    return values if values.type == typ else values.cast(typ)
+
+
 def arrow_rows(kind: str, frame: pd.DataFrame | None, replica: str) -> Any:
-    """The rows as the table's Arrow schema (None: no rows), the replica and the partition's day beside them."""
-    con = duckdb.connect()
-    try:
-        if frame is None:
-            source, present = "(SELECT NULL AS ts) LIMIT 0", set()
-        else:
-            con.register("rows", frame)
-            source, present = "rows", set(frame.columns)
-        return con.sql(
-            f"SELECT {select_sql(kind, present)}, CAST(? AS VARCHAR) AS replica, "
-            f"strftime(CAST(ts AS TIMESTAMP), '%Y-%m-%d') AS date FROM {source}",
-            params=[replica],
-        ).to_arrow_table()
-    finally:
-        con.close()
+    """The rows as the table's Arrow schema (None: no rows; a column the frame lacks is null), the replica and the
+    partition's day beside them. Converted by pyarrow directly (through DuckDB it cost ~20 ms an append)."""
+    import pyarrow as pa
+
+    n = 0 if frame is None else len(frame)
+    columns, fields = [], []
+    for column, kind_type in COLUMNS[kind].items():
+        typ = _arrow_type(_ARROW[kind_type])
+        present = frame is not None and column in frame
+        columns.append(_cast(pa.array(frame[column], from_pandas=True), typ) if present else pa.nulls(n, typ))  # type: ignore[index]
+        fields.append(pa.field(column, typ))
+    ts = pd.to_datetime(frame["ts"]) if frame is not None else pd.Series([], dtype="datetime64[us]")
+    columns += [pa.array([replica] * n, type=pa.string()), pa.array(ts.dt.strftime("%Y-%m-%d"), type=pa.string())]
+    fields += [pa.field("replica", pa.string()), pa.field("date", pa.string())]
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 @dataclass
