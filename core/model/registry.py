@@ -154,15 +154,6 @@ def stack_of(deployments: Sequence[tuple[str, str]]) -> list[str]:
     return stack
 
 
-def served_version(ws: Workspace) -> str | None:
-    """Production as the deployment snapshot says (a replica's view: no database), else as the database says."""
-    snap = published.read(ws)
-    if snap is None:
-        return production_version(ws)
-    stack = stack_of(snap.deployments)
-    return stack[-1] if stack else None
-
-
 def production_version(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> str | None:
     stack = _production_stack(ws, con)
     return stack[-1] if stack else None

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import duckdb
 
 from core import bounds
-from core.errors import UserError
-from core.workspace import published, store
+from core.workspace import store
 from core.workspace.paths import Workspace
 
 AUDIT_SHARE = "audit_share"  # deployment setting: the share of served predictions drawn for the audit
@@ -55,13 +54,7 @@ def current(ws: Workspace) -> Sampling:
     """The sampling in force, as the deployment snapshot says (a stat per call, no connection). A workspace never
     published is published first; when that cannot be (the database busy past its wait, damaged), those predictions
     are logged with audit_p 0 (never drawn, and said so) rather than not logged."""
-    snap = published.read(ws)
-    if snap is None:
-        try:
-            store.publish_serving(ws)
-        except (UserError, duckdb.Error, OSError):
-            return OFF
-        snap = published.read(ws)
+    snap = store.deployed(ws)
     return OFF if snap is None else sampling_of(snap.settings)
 
 

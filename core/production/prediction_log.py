@@ -28,7 +28,7 @@ import pandas as pd
 from core.data.images import PROPERTIES
 from core.errors import UserError
 from core.production import audit
-from core.workspace import failpoints, log_table, published, store
+from core.workspace import failpoints, log_table, store
 from core.workspace.paths import Workspace, write_atomic
 
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
@@ -153,7 +153,7 @@ def write(
 
 def keeps_images(ws: Workspace) -> bool:
     """Whether the workspace opted in to keeping scored images, as the deployment snapshot says (no database)."""
-    snap = published.read(ws)
+    snap = store.deployed(ws)
     return bool(snap.settings.get(KEEP_IMAGES)) if snap is not None else False
 
 

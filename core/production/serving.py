@@ -60,12 +60,8 @@ class Serving:
 
 
 def deployed(ws: Workspace) -> published.Published:
-    """The deployment snapshot as published; a workspace never published (made by an earlier version) is published
-    first, which needs its database this once."""
-    snap = published.read(ws)
-    if snap is None:
-        store.publish_serving(ws)
-        snap = published.read(ws)
+    """The deployment snapshot as published (store.deployed), or a message that says what to do."""
+    snap = store.deployed(ws)
     if snap is None:
         raise UserError(f"The deployment snapshot {ws.root / published.FILE} cannot be read: run `python -m core check "
                         f"--workspace {ws.name} --repair` to publish it again.")  # fmt: skip

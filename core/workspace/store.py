@@ -422,6 +422,19 @@ def set_setting(ws: Workspace, key: str, value: Any) -> None:
         published.publish(ws, con)  # serving reads settings from the published snapshot
 
 
+def deployed(ws: Workspace) -> published.Published | None:
+    """The deployment snapshot as published; a workspace never published (made by an earlier version) is published
+    first, which needs its database this once. None when that cannot be (the database busy past its wait, damaged)."""
+    snap = published.read(ws)
+    if snap is None:
+        try:
+            publish_serving(ws)
+        except (UserError, duckdb.Error, OSError):
+            return None
+        snap = published.read(ws)
+    return snap
+
+
 def publish_serving(ws: Workspace) -> None:
     """Publish the deployment snapshot after a change serving must see (a promotion, a stage change, a policy): read
     and written while this process holds the database, so a later commit's publication is never overtaken."""
