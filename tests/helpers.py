@@ -322,20 +322,12 @@ def legacy_spool(ws: Workspace, frame: pd.DataFrame, name: str = "20260101T00000
     return path
 
 
-def log_in_table(ws: Workspace) -> int:
-    """The log's rows moved into the database's table, where a workspace from before the log's table holds its rows,
-    so that a test can edit a logged row in place (a Delta delete takes them out of the log's table); returns the
-    rows moved."""
-    from core.workspace import log_table, store
+def edit_log(ws: Workspace, updates: dict[str, str], predicate: str | None = None) -> int:
+    """Logged rows changed in place in the log's Delta table (delta-rs `update`: `updates` maps a column to a SQL
+    expression, `predicate` selects the rows), so that a test can set what serving would have logged; returns the rows
+    changed. The next connection ingests the change (the days it touched are read again)."""
+    from core.workspace import log_table
 
-    files = log_table.visible(ws, "predictions")
-    if not files:
-        return 0
-    cols = ", ".join(log_table.COLUMNS["predictions"])
-    listed = ", ".join(f"'{f}'" for f in files)
-    with store.connect(ws) as con:
-        con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM read_parquet([{listed}])")
-        moved = con.execute(f"SELECT count(*) FROM read_parquet([{listed}])").fetchone()[0]
     with log_table.using(ws, "predictions") as dt:
-        dt.delete()
-    return int(moved)
+        done = dt.update(updates=updates, predicate=predicate)
+    return int(done["num_updated_rows"])

@@ -16,7 +16,7 @@ from core.production.monitoring import accuracy
 from core.production.monitoring.queries import LogFilter
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import cli, colour_image, derived_version, log_in_table, log_scored
+from tests.helpers import cli, colour_image, derived_version, edit_log, log_scored
 
 
 def test_the_audit_share_holds_within_binomial_error_and_is_deterministic() -> None:
@@ -107,10 +107,9 @@ def test_the_audit_keeps_its_share_of_every_page_when_ordered_by_value() -> None
 
 def test_the_queue_ordered_by_value_puts_the_costly_doubt_first(prod: Workspace) -> None:
     sure, doubt = log_plain(prod, 2, seed=3, referred=True)
-    assert log_in_table(prod) == 2  # to set their probabilities by hand
-    with store.connect(prod) as con:  # the newer one a near coin-toss between two classes, the older one sure
-        con.execute("UPDATE predictions SET probs = [0.98, 0.01, 0.01]::FLOAT[] WHERE id = ?", [sure.id])
-        con.execute("UPDATE predictions SET probs = [0.5, 0.45, 0.05]::FLOAT[] WHERE id = ?", [doubt.id])
+    # the newer one a near coin-toss between two classes, the older one sure (set by hand in the log)
+    assert edit_log(prod, {"probs": "arrow_cast(make_array(0.98, 0.01, 0.01), 'List(Float32)')"}, f"id = '{sure.id}'") == 1
+    assert edit_log(prod, {"probs": "arrow_cast(make_array(0.5, 0.45, 0.05), 'List(Float32)')"}, f"id = '{doubt.id}'") == 1
     assert [i.id for i in review.pending(prod)] == [sure.id, doubt.id]
     assert [i.id for i in review.pending(prod, order="valuable")] == [doubt.id, sure.id]
     assert [i.id for i in review.pending(prod, order="newest")] == [doubt.id, sure.id]

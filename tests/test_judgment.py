@@ -18,7 +18,7 @@ from core.production.monitoring import causes, drift, floors, queries, stats, ve
 from core.production.monitoring.reference import DriftReference
 from core.workspace import store
 from core.workspace.paths import Workspace
-from tests.helpers import log_in_table
+from tests.helpers import edit_log
 from tests.test_drift import START, colour, log_day
 
 
@@ -202,10 +202,10 @@ def test_the_verdict_and_the_reasons_that_decide_it(windows: list[drift.WindowDr
 
 def test_none_of_these_on_an_image_the_model_flagged_counts_as_right(prod: Workspace) -> None:
     log_day(prod, 0, 6)
-    assert log_in_table(prod) == 6  # to flag one of them by hand
     with store.connect(prod) as con:
         ids = [r[0] for r in con.execute("SELECT id FROM log_predictions ORDER BY ts").fetchall()]
-        con.execute("UPDATE predictions SET ood = (id = ?)", [ids[0]])
+    assert edit_log(prod, {"ood": f"id = '{ids[0]}'"}) == 6  # one of them flagged, by hand
+    with store.connect(prod) as con:
         predicted = con.execute("SELECT predicted FROM log_predictions WHERE id = ?", [ids[2]]).fetchone()[0]
     classes = ["red", "blue", "green"]
     prediction_log.add_feedback(prod, ids[0], prediction_log.NONE_OF_THESE, classes)  # flagged: the model was right

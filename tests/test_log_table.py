@@ -31,17 +31,20 @@ def ids(ws: Workspace, where: str = "TRUE") -> list[str]:
 
 def test_readers_see_the_table_and_the_files_as_one_log(ws: Workspace) -> None:
     store.init_db(ws)
-    old = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
-    with store.connect(ws) as con:  # rows a workspace logged before the log became files stay where they are
-        con.register("old", old)
-        cols = ", ".join(prediction_log.COLUMNS)
-        con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM old")
     new = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(4)], "api", "v1")
     assert log_table.append(ws, "predictions", new, "api-1") == 4
     (written,) = log_table.visible(ws, "predictions")
     assert written.parent.parent == log_table.root(ws, "predictions") and written.parent.name.startswith("date=")
+    assert sorted(ids(ws)) == sorted(new["id"])  # the database ingested the commit (log_ingest)
+    old = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
+    with store.connect(ws) as con:  # rows a workspace logged in its database before the log had its table
+        con.register("old", old)
+        cols = ", ".join(prediction_log.COLUMNS)
+        con.execute(f"INSERT INTO predictions ({cols}) SELECT {cols} FROM old")
+    assert sorted(ids(ws)) == sorted(new["id"])  # readers read the log alone: one truth
+    store.init_db(ws, force=True)  # the workspace's first open moves them into the log's table (store.migrate_log)
     assert sorted(ids(ws)) == sorted([*old["id"], *new["id"]])
-    assert sorted(ids(ws, "replica = 'api-1'")) == sorted(new["id"]) and len(ids(ws, "replica IS NULL")) == 3
+    assert sorted(ids(ws, "replica = 'api-1'")) == sorted(new["id"]) and len(ids(ws, "replica = 'database'")) == 3
     with store.connect(ws) as con:
         row = con.execute("SELECT probs, embedding, ts, ood FROM log_predictions WHERE id = ?", [new["id"][0]]).fetchone()
     assert row[0] == pytest.approx([0.7, 0.2, 0.1]) and len(row[1]) == 16 and row[3] is False  # the table's types

@@ -29,14 +29,12 @@ def print_log(data: dict[str, Any]) -> None:
             f"{done['files_deleted']} file(s) no version of the last {data['retention_h']} h names (audited); "
             f"version {done['version']}"
         )
-    if figures := data.get("figures"):
-        said = f"prepared in {figures['seconds']:g} s" if figures["prepared"] else f"not prepared: {figures['why']}"
-        print(f"the Monitor's figures for the days compacted: {said}")
     for kind, held in data["status"].items():
         replicas = ", ".join(f"{k} {v:,}" for k, v in sorted(held["by_replica"].items()))
         print(
             f"{kind}: {held['rows']:,} rows ({replicas or 'none'}); {held['files']} file(s), "
-            f"{held['file_bytes'] / 1e6:.1f} MB; table version {held['version']}"
+            f"{held['file_bytes'] / 1e6:.1f} MB; table version {held['version']}, ingested {held['ingested_version']} "
+            f"({held['ingested_rows']:,} rows in the database)"
         )
 
 

@@ -13,7 +13,7 @@ two-stratum estimate of monitoring.accuracy: the hard cases, and the audit's ran
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.model.rates import Rate, points
-from core.production import label_map
-from core.production.monitoring import accuracy, window_store
+from core.production import labelled, log_figures
+from core.production.monitoring import accuracy
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -203,6 +203,8 @@ def _span(con: duckdb.DuckDBPyConnection, candidate: str) -> list[object]:
     return [first - day, last + day] if first is not None else [None, None]
 
 
+_EVER = [datetime(1, 1, 1), datetime(9999, 1, 1)]  # a span that holds every time
+
 DISPUTE_COLUMNS = (
     "production_id", "candidate_id", "production_version", "production_label", "candidate_label", "acted", "truth", "ts",
     "name", "image_path",
@@ -222,21 +224,21 @@ def _read(ws: Workspace, candidate: str, production: str | None, window: str, la
     (column n), and the `latest` disputed ones, newest first, with the kept image.
 
     Without joining the candidate's days on every call: the pairs are counted day by day as if unlabelled and kept
-    (window_store: a request's predictions are logged together), and the labelled pairs (the labels' map holds both
+    (log_figures: a request's predictions are logged together), and the labelled pairs (labelled holds both
     predictions of every labelled request) moved to labelled. Should the two disagree, one join of every pair."""
     with store.connect(ws) as con:
         span = _span(con, candidate)
         params = [candidate, production, production, *span]
-        label_map.load(ws, con)
+        labelled.load(ws, con)
 
-        def per_day(src: str) -> tuple[str, list[object]]:
-            return f"WITH {_both(window, src, truth=False)} {_COUNTED.format(where='')}", params
+        def per_day(src: str) -> tuple[str, list[object]]:  # every time (a group is one day): kept while it lasts
+            return f"WITH {_both(window, src, truth=False)} {_COUNTED.format(where='')}", [*params[:3], *_EVER]
 
-        every = window_store.grouped(ws, con, window, "gate-pairs", per_day, _KEYS, (candidate, production, "v1"))
-        labelled = con.execute(
-            f"WITH {_both(window, label_map.AS_LOG)} {_COUNTED.format(where='WHERE truth IS NOT NULL')}", params
+        every = log_figures.grouped(ws, con, window, "gate-pairs", per_day, _KEYS)
+        pairs = con.execute(
+            f"WITH {_both(window, labelled.AS_LOG)} {_COUNTED.format(where='WHERE truth IS NOT NULL')}", params
         ).df()
-        counts = _moved(every, labelled)
+        counts = _moved(every, pairs)
         if counts is None:
             counts = con.execute(f"WITH {_both(window)} {_COUNTED.format(where='')}", params).df()
         disputes = _latest(con, params, latest)

@@ -6,14 +6,10 @@ that listed it within that time can still read it), and only after an audit row 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-import duckdb
-
-from core.errors import UserError
-from core.workspace import log_table, store
+from core.workspace import log_ingest, log_table, store
 from core.workspace.paths import Workspace
 
 
@@ -33,50 +29,22 @@ def compact(
                      "version": done.version}  # fmt: skip
         if on_progress:
             on_progress(i + 1, len(log_table.COLUMNS))
-    figures = None
     if any(v["files_in"] or v["files_deleted"] for v in out.values()):
         store.audit(ws, "log_compacted", detail=out)
-        figures = prepare_figures(ws) if any(v["files_in"] for v in out.values()) else None
-    return {"compacted": out, "retention_h": retention_h, "status": status(ws), "figures": figures}
-
-
-def prepare_figures(ws: Workspace) -> dict[str, Any]:
-    """The Monitor's kept figures for its first view (day windows against production), computed now: a compaction
-    renames every file it folds, so the first look after it would compute each of those days again."""
-    from core.model import registry
-    from core.production.monitoring import drift, queries
-
-    if registry.production_version(ws) is None:
-        return {"prepared": False, "why": "no model in production: nothing to measure drift against"}
-    t0 = time.perf_counter()
-    try:
-        drift.drift_report(ws, queries.LogFilter(window="day", sources=queries.default_sources(ws)))
-    except (UserError, duckdb.Error, OSError) as exc:  # only a head start: the Monitor computes them when opened
-        return {"prepared": False, "why": str(exc).splitlines()[0][:300]}
-    return {"prepared": True, "seconds": round(time.perf_counter() - t0, 2)}
+    return {"compacted": out, "retention_h": retention_h, "status": status(ws)}
 
 
 def status(ws: Workspace) -> dict[str, Any]:
-    """Files, bytes, rows and version of the log, per kind (the table's files and the database's table), and rows per
-    replica."""
+    """Per kind: the table's files, bytes, rows (as its commits count them) and version, and what the database
+    ingested of it (version, rows, rows per replica; feedback also counts the analyst's labels, kept in the database)."""
     out: dict[str, Any] = {}
-    with store.connect(ws, read_only=True) as con:
+    with store.connect(ws) as con:  # brought up to date first (log_ingest)
         for kind, view in log_table.VIEWS.items():
             files = log_table.visible(ws, kind)
             size = sum(f.stat().st_size for f in files if f.exists())
-            try:
-                by_replica = dict(
-                    con.execute(f"SELECT coalesce(replica, '(database)'), count(*) FROM {view} GROUP BY 1").fetchall()
-                )
-            except duckdb.Error as exc:  # a damaged file: check says which
-                raise_damaged(ws, exc)
+            by_replica = dict(con.execute(f"SELECT coalesce(replica, '(database)'), count(*) FROM {view} GROUP BY 1").fetchall())
             out[kind] = {"files": len(files), "file_bytes": size, "rows": int(sum(by_replica.values())), "by_replica": by_replica,
-                         "version": log_table.version(ws, kind)}  # fmt: skip
+                         "version": log_table.version(ws, kind), "table_rows": log_table.rows(ws, kind),
+                         "ingested_version": log_ingest.version(con, kind),
+                         "ingested_rows": log_ingest.counted(con, kind)}  # fmt: skip
     return out
-
-
-def raise_damaged(ws: Workspace, exc: Exception) -> None:
-    raise UserError(
-        f"A file of the prediction log cannot be read ({str(exc).splitlines()[0][:200]}): run "
-        f"`python -m core check --workspace {ws.name} --repair` to move it to quarantine/log/."
-    ) from exc

@@ -28,7 +28,7 @@ import pandas as pd
 from core.data.images import PROPERTIES
 from core.errors import UserError
 from core.production import audit
-from core.workspace import failpoints, log_table, store
+from core.workspace import failpoints, log_ingest, log_table, store
 from core.workspace.paths import Workspace, write_atomic
 
 if TYPE_CHECKING:  # the log stores predictions; it needs no model to do so
@@ -356,25 +356,22 @@ def add_simulation_truth(ws: Workspace, frame: pd.DataFrame) -> None:
 
 
 def stamp(ws: Workspace) -> tuple[object, ...]:
-    """What changes whenever the log or its feedback does: the database's tables' rows and latest times, and the log
-    tables' versions. A cache key for figures computed from the log."""
+    """What changes whenever the log or its labels do: the latest ingest of the log (log_ingest, made by this very
+    connection) and the database's labels (how many, the latest time). A cache key for figures computed from the log."""
     with store.connect(ws) as con:
-        tables = con.execute(
-            "SELECT (SELECT count(*) FROM predictions), (SELECT max(ts) FROM predictions), "
-            "(SELECT count(*) FROM feedback), (SELECT max(ts) FROM feedback)"
-        ).fetchone()
-    return (*tables, log_table.stamp(ws))
+        labels = con.execute("SELECT count(*), max(ts), sum(hash(prediction_id, label, ts)) FROM feedback").fetchone()
+        return (log_ingest.seq(con), *labels)
 
 
 def counts(ws: Workspace) -> dict[str, int]:
-    """Logged predictions per source, counted day by day and kept (window_store): no count over the whole log."""
-    from core.production.monitoring import window_store  # the log's kept figures (monitoring reads this module)
+    """Logged predictions per source, counted day by day and kept (log_figures): no count over the whole log."""
+    from core.production import log_figures  # the log's kept figures (they read this module)
 
     def sql(src: str) -> tuple[str, list[object]]:
         return f"SELECT date_trunc('day', ts) AS \"window\", source, count(*) AS n FROM {src} GROUP BY ALL", []
 
     with store.connect(ws) as con:
-        days = window_store.grouped(ws, con, "day", "source-counts", sql, ["window", "source"], "v1")
+        days = log_figures.grouped(ws, con, "day", "source-counts", sql, ["window", "source"])
     return {str(k): int(v) for k, v in days.groupby("source")["n"].sum().items()}
 
 

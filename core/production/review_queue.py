@@ -5,7 +5,7 @@ the order asked, with the backlog's counts.
 The queue never tells a reviewer why an item waits until it is labelled: an audit item looks like any other, so
 its label is given as blind as the rest (`Item.shown`).
 
-Read without a scan of the whole log: the candidates are kept day by day (window_store), and which requests and
+Read without a scan of the whole log: the candidates are kept day by day (log_figures), and which requests and
 images are already labelled comes from the labelled requests kept with their labels (labelled).
 """
 
@@ -22,8 +22,7 @@ import pandas as pd
 
 from core.model import registry
 from core.model.rates import Rate
-from core.production import labelled, review_order
-from core.production.monitoring import window_store
+from core.production import labelled, log_figures, review_order
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -46,7 +45,7 @@ CANDIDATES = "review_candidates"  # the relation `_queue` makes: every predictio
 
 def _waiting_candidates(src: str) -> tuple[str, list[object]]:
     """The predictions of `src` that wait for a person unless labelled: served, and referred, out of domain,
-    disputed or drawn by the audit. Found day by day and kept (window_store): a request's predictions are logged
+    disputed or drawn by the audit. Found day by day and kept (log_figures): a request's predictions are logged
     together, so its other model's answer is on the same day."""
     pairs = _PAIRS.replace("FROM log_predictions", f"FROM {src}")
     return (
@@ -90,19 +89,14 @@ def _queue(ws: Workspace, con: duckdb.DuckDBPyConnection) -> None:
     """FIRSTS in this connection (a view): the queue as one row per image (id, ts, flags, copies), from the
     candidates kept day by day and the labelled requests (labelled), never a scan of the whole log."""
     labelled.load(ws, con)
-    window_store.relation(ws, con, "day", "review-candidates", _waiting_candidates, "v1", CANDIDATES)
+    log_figures.relation(ws, con, "day", "review-candidates", _waiting_candidates, CANDIDATES)
     con.execute(f"CREATE OR REPLACE TEMP VIEW {FIRSTS} AS {_QUEUE}")
 
 
 def _again(ws: Workspace, con: duckdb.DuckDBPyConnection, ask: Callable[[], T]) -> T:
-    """ask() over the queue made in `con`; made again and asked once more when another process replaced a kept file
-    meanwhile (window_store.relation)."""
+    """ask() over the queue made in `con`."""
     _queue(ws, con)
-    try:
-        return ask()
-    except duckdb.IOException:
-        _queue(ws, con)
-        return ask()
+    return ask()
 
 
 def _rows(con: duckdb.DuckDBPyConnection, copies: dict[str, int]) -> pd.DataFrame:
@@ -174,17 +168,10 @@ def why(ws: Workspace, prediction_id: str) -> str:
     """Why a prediction waited in the queue, told once it is labelled (never before: Item.shown): from the kept
     candidates (a prediction that is not one never waited)."""
     with store.connect(ws) as con:
-
-        def ask() -> tuple[Any, ...] | None:
-            window_store.relation(ws, con, "day", "review-candidates", _waiting_candidates, "v1", CANDIDATES)
-            return con.execute(
-                f"SELECT referred, ood, disputed, audit, other_label FROM {CANDIDATES} WHERE id = ? LIMIT 1", [prediction_id]
-            ).fetchone()
-
-        try:
-            row = ask()
-        except duckdb.IOException:  # another process replaced a kept file meanwhile
-            row = ask()
+        log_figures.relation(ws, con, "day", "review-candidates", _waiting_candidates, CANDIDATES)
+        row = con.execute(
+            f"SELECT referred, ood, disputed, audit, other_label FROM {CANDIDATES} WHERE id = ? LIMIT 1", [prediction_id]
+        ).fetchone()
     if row is None:
         return "no reason on record"
     return _why([r for r, on in zip(REASONS, row[:4], strict=True) if on], row[4])

@@ -56,6 +56,7 @@ POINTS: dict[str, str] = {
     "log.optimized": "optimize's commit is in the table (a partition's files folded into one); nothing is vacuumed",
     "log.vacuum_listed": "the files vacuum will delete are named in an audit row; none is deleted yet",
     "log.vacuumed": "vacuum deleted the files no version of the retention names",
+    "log.ingesting": "an ingest's rows and watermark are written in the database's transaction, not committed",
     "log.migrated": "a folder of the earlier log layout is committed to the table; its files are not deleted yet",
     "log.migrated_table": "the database's predictions rows are committed to the log's table; not deleted from the database",
     "log.migrated_deleted": "the first file of a migrated folder of the earlier layout is deleted; the others are not",

@@ -7,9 +7,9 @@
 Appends from many processes commit atomically (delta-rs: a commit is a file created only if absent), each carrying a
 transaction of its writer (an id and a batch number), so a batch retried after a failure that came once it was
 committed is not written again. delta-rs does not fsync on a local disk: after a commit its data files, its commit
-entry and their folders are fsynced before the rows count as logged. Readers see the table's current files and the
-database's table (rows logged before the log left the database) as one relation (`view_sql`); any engine that reads
-Delta (DuckDB through the file list, Polars, pyarrow, Spark) sees the same rows. `compact` is delta-rs's optimize
+entry and their folders are fsynced before the rows count as logged. The workspace database ingests the table's commits
+(core.workspace.log_ingest) and readers query it; any engine that reads Delta (DuckDB through the file list, Polars,
+pyarrow, Spark) sees the same rows. `compact` is delta-rs's optimize
 (a partition's files folded into one, in one commit) and vacuum (files no version in the retention names, deleted after
 an audit row lists them). core.workspace.log_migration folds a workspace's earlier layout into the table.
 """
@@ -341,6 +341,15 @@ def _listed(ws: Workspace, kind: str) -> list[tuple[Path, int]]:
     return [(root(ws, kind) / str(p), int(n)) for p, n in zip(paths, sizes, strict=True)]
 
 
+def rows(ws: Workspace, kind: str) -> int:
+    """The table's rows as its commits count them (no file read)."""
+    with using(ws, kind) as dt:
+        if dt is None:
+            return 0
+        counts = dt.get_add_actions(flatten=True).column("num_records").to_pylist()
+    return int(sum(c or 0 for c in counts))
+
+
 def visible(ws: Workspace, kind: str) -> list[Path]:
     """The files that are the table's rows now (its latest version)."""
     return [path for path, _ in _listed(ws, kind)]
@@ -386,39 +395,10 @@ def fault(path: Path, kind: str, size: int | None = None) -> str | None:
     return f"its columns are not the log's {kind} ({wrong})" if wrong else None
 
 
-def relation_sql(kind: str, table_name: str | None, files: list[Path], where: str = "TRUE") -> str:
-    """The rows of `table_name` (None: none) and of `files` that satisfy `where`, as one relation with the view's
-    columns (replica: the writing process, NULL for the database's rows)."""
-    cols = ", ".join(COLUMNS[kind])
-    parts = [f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table_name} WHERE {where}"] if table_name else []
-    if files:
-        listed = ", ".join(sql_path(f) for f in files)
-        parts.append(f"SELECT {cols}, replica FROM read_parquet([{listed}], hive_partitioning = false) WHERE {where}")
-    return " UNION ALL ".join(parts) or (
-        f"SELECT {cols}, CAST(NULL AS VARCHAR) AS replica FROM {table_name or kind} WHERE FALSE"
-    )
-
-
-def view_sql(ws: Workspace, kind: str, table_name: str) -> str:
-    """The database's table and the Delta table's readable files as one relation."""
-    return relation_sql(kind, table_name, readable(ws, kind))
-
-
-def create_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
-    """Every reader's relations: log_predictions, log_feedback (temporary views of this connection)."""
-    for kind, view in VIEWS.items():
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS {view_sql(ws, kind, kind)}")
-
-
 def day_of(path: Path) -> str | None:
     """The day a log file's rows fall on (its partition), or None."""
     name = path.parent.name
     return name.removeprefix("date=") if re.fullmatch(r"date=\d{4}-\d{2}-\d{2}", name) else None
-
-
-def stamp(ws: Workspace) -> tuple[object, ...]:
-    """The tables' versions: what changes when rows arrive, a compaction folds files or a vacuum deletes them."""
-    return tuple(version(ws, kind) for kind in COLUMNS)
 
 
 # --- optimize and vacuum --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pandas as pd
 
 from core import bounds
 from core.errors import UserError
-from core.workspace import failpoints, holds, log_migration, log_table, published, splits
+from core.workspace import failpoints, holds, log_ingest, log_migration, log_table, published, splits
 from core.workspace.paths import Workspace
 
 SCHEMA_VERSION = 1
@@ -188,7 +188,7 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
     try:
         con = _open(ws, read_only, deadline)
         try:
-            _log_views(con, ws)
+            _log_views(con, ws, read_only)
             yield con
         finally:
             con.close()
@@ -196,10 +196,13 @@ def connect(ws: Workspace, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
         holds.release(ws.db_path)
 
 
-def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> None:
-    """log_predictions and log_feedback: the tables and the log's files as one relation each (log_table)."""
+def _log_views(con: duckdb.DuckDBPyConnection, ws: Workspace, read_only: bool) -> None:
+    """The log's new commits folded into the database (log_ingest; a read-only connection reads what was ingested),
+    and log_predictions, log_feedback over them."""
     try:
-        log_table.create_views(con, ws)
+        if not read_only:
+            log_ingest.refresh(con, ws)
+        log_ingest.create_views(con)
     except duckdb.CatalogException:
         pass  # a database made before its tables (init_db creates them on this very connection): nothing to read yet
 

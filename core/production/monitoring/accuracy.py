@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from core.model.rates import MIN_N, Z95, Rate
-from core.production import labelled
-from core.production.monitoring import window_store
+from core.production import labelled, log_figures
 from core.production.monitoring.drift import DriftReport
-from core.production.monitoring.queries import LogFilter, filter_key, logged
+from core.production.monitoring.queries import LogFilter, logged
 from core.production.prediction_log import NONE_OF_THESE
 from core.workspace import store
 from core.workspace.paths import Workspace
@@ -187,7 +186,7 @@ def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None 
     (with its probability), labelled (the latest label on any prediction of the request) and right by that label.
 
     Without a scan of the whole log: every prediction in view counted as if unlabelled, day by day and kept
-    (window_store: a request's predictions are logged together, on one day), then the labelled requests' predictions
+    (log_figures: a request's predictions are logged together, on one day), then the labelled requests' predictions
     (labelled: kept, with the other predictions of each request and the request's latest label) moved to labelled,
     right or wrong. Should the two ever disagree (a request's predictions split between the database's table and the
     files), the counts come from one query over the whole log instead."""
@@ -195,7 +194,7 @@ def requests(ws: Workspace, f: LogFilter, con: duckdb.DuckDBPyConnection | None 
     with store.reuse(ws, con) as c:
         labelled.load(ws, c)
         tally = lambda src: _counts_sql(day, src, labels=False)  # noqa: E731
-        counted = window_store.grouped(ws, c, "day", "accuracy-tally", tally, _KEYS, filter_key(day, "v2"))
+        counted = log_figures.grouped(ws, c, "day", "accuracy-tally", tally, _KEYS)
         known = c.execute(*_labelled_sql(day)).df()
         if counted.empty and known.empty:
             return _whole(ws, f, c)

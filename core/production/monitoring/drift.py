@@ -8,6 +8,7 @@ embedding are not comparable); the report says how many that leaves.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, replace
 
 import duckdb
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from core.model import registry
-from core.production import prediction_log
-from core.production.monitoring import floors, judged_store, queries, stats
+from core.production import log_figures, prediction_log
+from core.production.monitoring import floors, queries, stats
 from core.production.monitoring.queries import LogFilter, window_label
 from core.production.monitoring.reference import DriftReference, drift_reference, with_aspect
 from core.production.monitoring.stats import DriftTest, Estimate
@@ -157,7 +158,7 @@ SPAN = {"hour": pd.Timedelta(hours=1), "day": pd.Timedelta(days=1), "week": pd.T
 
 
 def _judged(
-    kept: judged_store.Kept,
+    kept: log_figures.Results,
     reference: str,
     window: str,
     label: str,
@@ -169,7 +170,9 @@ def _judged(
     """A window's tests (before the adjustment over all windows) and estimates: kept ones when its inputs are the
     same as when they were kept; a window that still grows (it holds today, UTC) is computed and never kept."""
     figures = [int(row[c]) for c in ("images", "ood_images", "feedback", "feedback_correct")]
-    key = judged_store.inputs_key(reference, [*figures, float(row["feedback_accuracy"]), sorted(counts.items())], sample["id"])
+    key = log_figures.inputs_key(
+        _code(), reference, [*figures, float(row["feedback_accuracy"]), sorted(counts.items())], sample["id"]
+    )
     done = window in SPAN and pd.Timestamp(row["window"]) + SPAN[window] <= pd.Timestamp(store.now().date())
     found = kept.get(label, key) if done else None
     if found is not None:
@@ -180,6 +183,12 @@ def _judged(
     if done:
         kept.put(label, key, {"tests": [asdict(t) for t in tests], "estimates": asdict(estimates)})
     return tests, estimates
+
+
+@functools.cache
+def _code() -> str:
+    """What a window's kept tests are keyed by besides their inputs: the source that computes them."""
+    return log_figures.source_digest(stats, _window_tests, _estimates, _distinct_ood)
 
 
 def _distinct_ood(row: pd.Series, sample: pd.DataFrame) -> tuple[int, int]:
@@ -295,8 +304,8 @@ def drift_report(
         label=samples["window"].map(labels),
     )
     samples = samples.drop_duplicates(["window", "sha256"])  # an image sent again is no new evidence
-    kept = judged_store.Kept(ws, queries.filter_key(judged_filter), reference_version)
-    reference = judged_store.fingerprint(
+    kept = log_figures.Results(ws, "drift", queries.filter_key(judged_filter), reference_version)
+    reference = log_figures.fingerprint(
         ref.labels, ref.predicted, ref.confidence, ref.energy, ref.embedding, ref.ood, ref.properties, ref.prior,
         list(ref.classes), [ref.prior_n],
     )  # fmt: skip

@@ -12,8 +12,7 @@ import duckdb
 import pandas as pd
 
 from core.data.images import PROPERTIES
-from core.production import labelled, prediction_log
-from core.production.monitoring import window_store
+from core.production import labelled, log_figures, prediction_log
 from core.workspace import store
 from core.workspace.paths import Workspace
 
@@ -88,7 +87,7 @@ def count(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConnect
         return f"SELECT date_trunc('day', ts) AS \"window\", count(*) AS n FROM {source} WHERE {where} GROUP BY ALL", params
 
     with store.reuse(ws, con) as c:
-        days = window_store.grouped(ws, c, "day", "count", sql, ["window"], filter_key(replace(f, window="day", size=0)))
+        days = log_figures.grouped(ws, c, "day", "count", sql, ["window"])
     return int(days["n"].sum())
 
 
@@ -96,9 +95,9 @@ def windows(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyConne
     """Per window: predictions, confidence quantiles, OOD rate, latency, feedback count and accuracy (labels the model
     did not choose: BY_CHANCE), and how often reviewers agreed with the model on the predictions they reviewed (the
     queue's: referred, OOD, disputed, and the audit sample). The predictions' figures are kept per group of days
-    (window_store); the feedback's are joined each time."""
+    (log_figures); the feedback's are joined each time."""
     with store.reuse(ws, con) as c:
-        stats = window_store.grouped(ws, c, f.window, "windows", lambda src: _stats_sql(f, src), ["window"], filter_key(f))
+        stats = log_figures.grouped(ws, c, f.window, "windows", lambda src: _stats_sql(f, src), ["window"])
         labels = _feedback(ws, f, c)
     out = stats.merge(labels, on="window", how="left")
     for column in ("feedback", "feedback_correct", "reviews", "review_correct"):
@@ -185,7 +184,7 @@ def class_mix(ws: Workspace, f: LogFilter = LogFilter(), con: duckdb.DuckDBPyCon
         )
 
     with store.reuse(ws, con) as c:
-        return window_store.grouped(ws, c, f.window, "class_mix", sql, ["window", "predicted"], filter_key(f))
+        return log_figures.grouped(ws, c, f.window, "class_mix", sql, ["window", "predicted"])
 
 
 SAMPLE_COLUMNS = (
@@ -221,7 +220,7 @@ def window_samples(
         )
 
     with store.reuse(ws, con) as c:
-        found = window_store.grouped(ws, c, f.window, "samples", sql, ["window", "sample_rank"], filter_key(f, per_window)).drop(
+        found = log_figures.grouped(ws, c, f.window, "samples", sql, ["window", "sample_rank"]).drop(
             columns="sample_rank"
         )
         c.register("chosen_sample", found[["id"]])
