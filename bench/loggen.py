@@ -1,7 +1,7 @@
 """A realistic prediction log of any size, generated inside DuckDB (no row passes through Python), and the time the
 pages' queries take over it.
 
-    .venv/bin/python bench/loggen.py [--rows 10000000] [--workspace demo] [--layout files|table] [--keep]
+    .venv/bin/python bench/loggen.py [--rows 10000000] [--workspace demo] [--keep]
 
 Needs a workspace with a trained production model (default: a copy of a fresh `python -m core demo`, made in a
 temporary data root). The generated rows: 30 days ending now; sources app, api (three replicas' worth of traffic)
@@ -10,15 +10,15 @@ shadow (its predictions share the request and disagree on some); properties, con
 with noise around the reference's own, the last 5 days drifting darker; an out-of-domain share; the policy's
 referrals; the audit sample (2%); feedback on 5% of served predictions, right 90% of the time.
 
---layout files (the default) leaves the rows as serving replicas leave them after `log compact`: the log's Delta
-table under logs/predictions/, a day's rows in few files (replicas api-0, api-1, api-2, app, batch); --layout table
-keeps them in the database's table, where workspaces logged before the log had its table hold theirs. Either way the
-pages read them through the one view. Prints the time each page's query takes: the first build of what is kept of
-the labels (the labels' map, the labelled requests), Monitor's drift report (its windows, samples and tests), the
-accuracy estimates, the Overview's and the review queue's backlog and first page (oldest and most valuable first),
-the rollout comparison, `monitor --json`'s summary in this process and as the whole command (a fresh process:
-imports included), and the summary again after new predictions and labels arrive (what a live log gets between two
-looks); and the disk the log takes per million rows. Asserts nothing.
+The rows are left as serving replicas leave them after `log compact`: the log's Delta table under logs/predictions/,
+a day's rows in few files (replicas api-0, api-1, api-2, app, batch). Prints: the first ingest of the table into the
+workspace database (log_ingest: what the first page after an upgrade, or after a new table, waits for); the first
+build of the labelled requests; the time each page's query takes (cold: keeping its figures per day; warm): Monitor's
+drift report (its windows, samples and tests), the accuracy estimates, the Overview's and the review queue's backlog
+and first page (oldest and most valuable first), the rollout comparison, `monitor --json`'s summary in this process
+and as the whole command (a fresh process: imports included); then one more day of traffic arriving (a day's rows in
+commits of 10,000, with labels): its ingest and the summary after it; and the disk the log takes per million rows.
+Asserts nothing.
 """
 
 from __future__ import annotations
@@ -138,11 +138,8 @@ def to_files(ws: workspaces.Workspace) -> float:
     return time.perf_counter() - t0
 
 
-def disk(ws: workspaces.Workspace, layout: str) -> int:
-    """Bytes the log takes where the rows are: the files, or the database (which keeps the space rows it held
-    leave: the files layout counts its files alone)."""
-    if layout == "table":
-        return ws.db_path.stat().st_size
+def disk(ws: workspaces.Workspace) -> int:
+    """Bytes the log's table takes (its files; the database's ingested copy is printed apart)."""
     return sum(p.stat().st_size for p in log_table.visible(ws, "predictions"))
 
 
@@ -168,23 +165,34 @@ def command(root: Path, runs: int = 3) -> None:
     print(f"  `python -m core monitor --json`, the whole command: {', '.join(f'{t:.2f}' for t in times)} s")
 
 
-def live(ws: workspaces.Workspace, flt: queries.LogFilter, predictions: int = 20_000, labels: int = 2_000) -> None:
-    """The summary again after what a live log gets between two looks: new predictions today (copies of logged rows
-    with new ids, as a replica writes them) and new labels on predictions of the last days (a feedback file)."""
+def live(ws: workspaces.Workspace, flt: queries.LogFilter, day_rows: int, labels: int = 2_000) -> None:
+    """One more day of traffic: a day's rows (copies of logged rows with new ids, stamped within the last hour, as
+    replicas write them) in commits of 10,000, and new labels on predictions of the last days; then the ingest, and
+    the summary after it."""
     with store.connect(ws) as con:
         fresh = con.execute(
-            f"SELECT * REPLACE (uuid()::VARCHAR AS id, NULL::VARCHAR AS request_id, now()::TIMESTAMP AS ts) "
-            f"FROM log_predictions USING SAMPLE {predictions} ROWS"
+            f"SELECT * REPLACE (uuid()::VARCHAR AS id, NULL::VARCHAR AS request_id, "
+            f"now()::TIMESTAMP - INTERVAL 1 SECOND * CAST(random() * 3600 AS INTEGER) AS ts) "
+            f"FROM log_predictions USING SAMPLE {day_rows} ROWS"
         ).df()
         given = con.execute(
             f"SELECT id AS prediction_id, now()::TIMESTAMP AS ts, predicted AS label, 'api' AS source, NULL AS reviewer "
             f"FROM log_predictions WHERE ts > now() - INTERVAL 3 DAY USING SAMPLE {labels} ROWS"
         ).df()
-    log_table.append(ws, "predictions", fresh[list(log_table.COLUMNS["predictions"])], "api-0")
+    fresh = fresh[list(log_table.COLUMNS["predictions"])]
+    t0 = time.perf_counter()
+    for start in range(0, len(fresh), 10_000):
+        log_table.append(ws, "predictions", fresh.iloc[start : start + 10_000], f"api-{start // 10_000 % 3}")
     log_table.append(ws, "feedback", given, "api-0")
+    appended = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with store.connect(ws):
+        pass
+    print(f"one more day: {len(fresh):,} rows in {-(-len(fresh) // 10_000)} commits appended in {appended:.1f} s; "
+          f"ingested in {time.perf_counter() - t0:.2f} s")  # fmt: skip
     t0 = time.perf_counter()
     report.summary(ws, flt)
-    print(f"  monitor --json summary after {predictions:,} new predictions and {labels:,} new labels: "
+    print(f"  monitor --json summary after it and {labels:,} new labels: "
           f"{time.perf_counter() - t0:.2f} s (then {timed_once(lambda: report.summary(ws, flt)):.2f} s)")  # fmt: skip
 
 
@@ -199,7 +207,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--workspace", help="an existing workspace with a trained production model (copied first)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data root and print where it is")
-    parser.add_argument("--layout", choices=["files", "table"], default="files", help="where the rows are left")
     args = parser.parse_args()
     source = workspaces.resolve(args.workspace).root if args.workspace else None  # under the data root it was given
     root = Path(tempfile.mkdtemp(prefix="loggen-"))
@@ -219,22 +226,24 @@ def main() -> None:
     others = [v for v in registry.list_versions(ws)["version"] if v != old]
     if others:
         new = others[-1]
-    before = disk(ws, args.layout)
-    took = generate(ws, args.rows, old, new)
-    if args.layout == "files":
-        took += to_files(ws)
-    size = disk(ws, args.layout) - before
-    with store.connect(ws) as con:
-        total = con.execute("SELECT count(*) FROM log_predictions").fetchone()[0]
+    before = disk(ws)
+    took = generate(ws, args.rows, old, new) + to_files(ws)
+    size = disk(ws) - before
     files = len(log_table.visible(ws, "predictions"))
-    print(f"{args.rows:,} served rows generated ({total:,} in the log with shadow and earlier rows; layout {args.layout}, "
-          f"{files} files) in {took:.0f} s; {size / max(args.rows, 1) * 1e6 / 2**20:.0f} MiB per million rows")  # fmt: skip
+    per_million = size / max(args.rows, 1) * 1e6 / 2**20
+    print(f"{args.rows:,} served rows generated ({log_table.rows(ws, 'predictions'):,} in the log's table with shadow "
+          f"and earlier rows, {files} files) in {took:.0f} s; {per_million:.0f} MiB per million rows")  # fmt: skip
+    t0 = time.perf_counter()
+    with store.connect(ws) as con:  # the first connection ingests the whole table
+        total = con.execute("SELECT count(*) FROM log_predictions").fetchone()[0]
+    print(f"the first ingest of the log's table into the database ({total:,} rows): {time.perf_counter() - t0:.1f} s; "
+          f"database {ws.db_path.stat().st_size / 2**30:.2f} GiB")  # fmt: skip
     flt = queries.LogFilter(window="day", sources=("app", "api", "batch"))
     print(f"the pages' queries over {total:,} rows (each run twice: cold, then warm; cold includes keeping what is kept)")
     t0 = time.perf_counter()
     with store.connect(ws) as con:
         labelled.load(ws, con)
-    print(f"  the labels' map and the labelled requests, first built (kept after): {time.perf_counter() - t0:.2f} s")
+    print(f"  the labelled requests, first built (kept after): {time.perf_counter() - t0:.2f} s")
     timed("Monitor: drift report, 30 daily windows", lambda: drift.drift_report(ws, flt))
     timed("Monitor: accuracy estimates (audit, weighted, hard cases)", lambda: accuracy.accuracy(ws, flt))
     timed("Overview: predictions logged and the review backlog", lambda: (prediction_log.count(ws), review.backlog(ws)))
@@ -244,7 +253,7 @@ def main() -> None:
         timed(f"Rollout: {new} against production on the same requests", lambda: gate.compare(ws, new))
     timed("monitor --json summary", lambda: report.summary(ws, flt))
     command(root)
-    live(ws, flt)
+    live(ws, flt, args.rows // DAYS)
     if args.keep:
         print(f"kept: {root}")
     else:

@@ -153,7 +153,7 @@ def writes(processes: int, arm: str, batch: int, seconds: float) -> dict[str, fl
     times = np.array([t for _, ts in got for t in ts])
     # the earlier layout's files, and what a writer's first open migrated of them into the table
     listed = [str(p) for p in log_table.root(ws, "predictions").glob("replica=*/date=*/*.parquet")]
-    with store.connect(ws, read_only=True) as con:
+    with store.connect(ws) as con:
         files = f"SELECT id FROM read_parquet({listed!r})" if listed else "SELECT NULL AS id WHERE FALSE"
         both = f"SELECT id FROM log_predictions UNION ALL {files}"
         held, distinct = con.execute(f"SELECT count(*), count(DISTINCT id) FROM ({both})").fetchone()
@@ -166,7 +166,8 @@ def writes(processes: int, arm: str, batch: int, seconds: float) -> dict[str, fl
 
 
 def reader(name: str, ids: object, seen: object, stop: object) -> None:
-    """As a page run does: a read-only connection, the log's view; polls for each id handed over."""
+    """As a page run does: a connection (which ingests the log's new commits first), the log's view; polls for each
+    id handed over."""
     ws = workspaces.resolve(name)
     while not stop.is_set():  # type: ignore[attr-defined]
         try:
@@ -174,7 +175,7 @@ def reader(name: str, ids: object, seen: object, stop: object) -> None:
         except Exception:  # noqa: BLE001 - queue.Empty
             continue
         while True:
-            with store.connect(ws, read_only=True) as con:
+            with store.connect(ws) as con:
                 found = con.execute("SELECT count(*) FROM log_predictions WHERE id = ?", [wanted]).fetchone()[0]
             if found:
                 seen.put((wanted, time.time()))  # type: ignore[attr-defined]

@@ -200,3 +200,20 @@ def test_a_staged_copy_of_a_cataloged_file_is_seen_and_moved_to_quarantine(prod:
     assert [(p.kind, p.subject) for p in found.problems] == [("orphan_file", str(staged.relative_to(prod.root)))]
     assert not staged.exists() and final.is_file() and check.check(prod).problems == ()
     assert any(p.name == staged.name for p in (prod.quarantine_dir / check.ORPHANS).iterdir())
+
+
+def test_the_databases_copy_of_the_log_is_checked_against_the_table_and_read_again(ws: Workspace) -> None:
+    """Rows of the ingested copy changed by hand (an analyst in the DuckDB shell): check sees the counts differ,
+    and repair reads the whole table again; the log's own files are never touched."""
+    store.init_db(ws)
+    prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(5)], "batch", "v1")
+    assert check.check(ws).problems == ()
+    with store.connect(ws) as con:
+        con.execute("DELETE FROM log_rows_predictions WHERE id IN (SELECT id FROM log_rows_predictions LIMIT 2)")
+    files = log_table.visible(ws, "predictions")
+    (found,) = check.check(ws).problems
+    assert found.kind == "log_ingest" and "3 rows" in found.detail and "count 5" in found.detail
+    fixed = check.check(ws, repair=True)
+    assert fixed.repaired == ("read the log's predictions into the database again (5 rows)",)
+    assert prediction_log.count(ws) == 5 and log_table.visible(ws, "predictions") == files and check.check(ws).problems == ()
+    assert "log_ingested_again" in set(store.audit_log(ws, 100)["action"])

@@ -211,3 +211,10 @@ def test_a_figure_is_computed_again_only_for_the_days_an_ingest_changed(ws: Work
     computed.clear()
     assert log_table.compact(ws, "predictions", retention_h=0).files_in == 2  # today's folded: the same rows
     assert queries.windows(ws, f).equals(grown) and computed == []  # nothing computed again
+
+
+def test_figures_of_an_empty_log_are_empty_tables_of_the_querys_columns(ws: Workspace) -> None:
+    store.init_db(ws)
+    f = queries.LogFilter(window="day")
+    assert queries.windows(ws, f).empty and queries.count(ws, f) == 0  # asked twice: the kept table is there both times
+    assert queries.windows(ws, f).empty and list(queries.windows(ws, f).columns)[:2] == ["window", "predictions"]

@@ -22,7 +22,7 @@ from typing import Any
 from core.data import gather
 from core.model import integrity, registry, runs
 from core.production import rollout
-from core.workspace import failpoints, locks, log_migration, log_table, published, store
+from core.workspace import failpoints, locks, log_ingest, log_migration, log_table, published, store
 from core.workspace.paths import Workspace, free_name
 
 ORPHANS = "orphans"  # quarantine/orphans/: image files no catalog row named
@@ -205,6 +205,7 @@ _LOG_REPAIRS = {
     "log_unreadable": f"move it to quarantine/{LOG}/ and commit its removal from the log's table",
     "log_schema": f"move it to quarantine/{LOG}/ and commit its removal from the log's table",
     "log_legacy": "fold it into the log's table (each file once; audited)",
+    "log_ingest": "read the whole table into the database again",
 }
 
 
@@ -217,7 +218,20 @@ def _log(ws: Workspace) -> list[Problem]:
              for f in log_table.problems(ws)]  # fmt: skip
     legacy = [Problem("log_legacy", str(f.path.relative_to(ws.root)), f.detail, _LOG_REPAIRS["log_legacy"], True)
               for f in log_migration.problems(ws)]  # fmt: skip
-    return cut + table + legacy
+    return cut + table + legacy + ([] if table else _ingested(ws))
+
+
+def _ingested(ws: Workspace) -> list[Problem]:
+    """The database's copy of each table (log_ingest), brought up to date, against the rows the table's commits count
+    (a file problem above explains a difference by itself)."""
+    found = []
+    with store.connect(ws) as con:
+        for kind in log_table.COLUMNS:
+            held, counted = log_ingest.counted(con, kind), log_table.rows(ws, kind)
+            if held != counted:
+                why = f"the database holds {held:,} rows of the log's {kind} where the table's commits count {counted:,}"
+                found.append(Problem("log_ingest", f"logs/{kind}", why, _LOG_REPAIRS["log_ingest"], True))
+    return found
 
 
 def _serving(ws: Workspace) -> list[Problem]:
@@ -317,6 +331,14 @@ def _repair(ws: Workspace, p: Problem) -> str:
         store.publish_serving(ws)
         store.audit(ws, "serving_published", detail={"reason": p.detail})
         return f"published {published.FILE} again from the database"
+    if p.kind == "log_ingest":
+        kind = Path(p.subject).name
+        with store.connect(ws) as con:
+            log_ingest.forget(con, kind)
+        with store.connect(ws) as con:  # this connection reads it whole
+            held = log_ingest.counted(con, kind)
+        store.audit(ws, "log_ingested_again", detail={"kind": kind, "rows": held, "reason": p.detail})
+        return f"read the log's {kind} into the database again ({held:,} rows)"
     if p.kind == "log_legacy":
         done = store.migrate_log(ws)
         return f"folded {done.files} file(s) of the earlier layout ({done.rows:,} rows) into the log's tables"

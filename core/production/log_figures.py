@@ -16,7 +16,7 @@ import inspect
 import json
 import threading
 from collections.abc import Callable, Iterable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -29,6 +29,7 @@ from core.workspace.paths import Workspace
 GROUP_VIEW = "log_window_group"  # the relation a query reads for one group of days
 REGISTRY = "log_figures"  # key, group, the ingest it was computed at, when it was last asked for
 UNUSED = timedelta(days=7)  # a kept query not asked for this long is dropped
+TOUCH = timedelta(hours=1)  # how often a query's last use is written down
 Query = Callable[[str], tuple[str, list[object]]]  # the relation's name -> a SELECT over it, and its parameters
 _GUARD = threading.RLock()
 
@@ -63,16 +64,23 @@ def kept(con: duckdb.DuckDBPyConnection, window: str, what: str, query: Query) -
     key = _key(what, window, query)
     table = f"log_fig_{key}"
     with _GUARD:
-        con.execute(f"CREATE TABLE IF NOT EXISTS {REGISTRY} (key VARCHAR, grp DATE, seq BIGINT, used TIMESTAMP)")
+        try:
+            kept_at = con.execute(f"SELECT grp, seq, used FROM {REGISTRY} WHERE key = ?", [key]).fetchall()
+        except duckdb.CatalogException:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {REGISTRY} (key VARCHAR, grp DATE, seq BIGINT, used TIMESTAMP)")
+            kept_at = []
         days = con.execute(f"SELECT day, seq FROM {log_ingest.DAYS} WHERE kind = 'predictions'").fetchall()
         groups: dict[date, int] = {}
         for day, seq in days:
             g = _start(day, window)
             groups[g] = max(groups.get(g, 0), int(seq))
-        have = dict(con.execute(f"SELECT grp, seq FROM {REGISTRY} WHERE key = ?", [key]).fetchall())
+        have = {g: int(seq) for g, seq, _ in kept_at}
         exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [table]).fetchone()[0]
         stale = sorted(g for g, s in groups.items() if not exists or g not in have or have[g] < s)
         gone = [g for g in have if g not in groups]
+        asked = store.now()
+        if exists and not stale and not gone and all(u is not None and asked - u < TOUCH for _, _, u in kept_at):
+            return table  # up to date, and marked as asked for lately: nothing to write
         now = log_ingest.seq(con)
         own = _begin(con)
         try:
@@ -88,7 +96,7 @@ def kept(con: duckdb.DuckDBPyConnection, window: str, what: str, query: Query) -
                 sql, params = _over(con, g, g + span, query)
                 con.execute(f"INSERT INTO {table} SELECT *, DATE '{g.isoformat()}' FROM ({sql})", params)
                 con.execute(f"INSERT INTO {REGISTRY} VALUES (?, ?, ?, NULL)", [key, g, now])
-            _touch(con, key)
+            _touch(con, key, asked)
             if own:
                 con.execute("COMMIT")
         except BaseException:
@@ -98,9 +106,8 @@ def kept(con: duckdb.DuckDBPyConnection, window: str, what: str, query: Query) -
     return table
 
 
-def _touch(con: duckdb.DuckDBPyConnection, key: str) -> None:
-    """Mark the query asked for now; drop the kept queries not asked for in UNUSED."""
-    at = store.now()
+def _touch(con: duckdb.DuckDBPyConnection, key: str, at: datetime) -> None:
+    """Mark the query asked for at `at`; drop the kept queries not asked for in UNUSED."""
     con.execute(f"UPDATE {REGISTRY} SET used = ? WHERE key = ?", [at, key])
     old = [r[0] for r in con.execute(f"SELECT DISTINCT key FROM {REGISTRY} WHERE used < ?", [at - UNUSED]).fetchall()]
     for k in old:

@@ -290,3 +290,8 @@ def version(con: duckdb.DuckDBPyConnection, kind: str) -> int | None:
     except duckdb.CatalogException:
         return None
     return int(json.loads(row[0])["version"]) if row else None
+
+
+def forget(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    """Drop the watermark: the next ingest reads the whole table again (check --repair, when the rows disagree)."""
+    con.execute("DELETE FROM meta WHERE key = ?", [_META.format(kind=kind)])

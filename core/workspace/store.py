@@ -10,6 +10,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -298,6 +299,8 @@ def init_db(ws: Workspace, force: bool = False) -> None:
             published.publish(ws, con)
     if in_table or any(log_migration.legacy_files(ws, kind) for kind in log_table.COLUMNS):
         migrate_log(ws)
+    for earlier in ("log-windows", "log-labels"):  # what earlier versions kept as files: the database keeps it now
+        shutil.rmtree(ws.root / "cache" / earlier, ignore_errors=True)
     _READY.add(str(ws.db_path))
 
 

@@ -98,3 +98,28 @@ def test_a_crashed_migration_never_loses_or_doubles_a_row(ws: Workspace, data_ro
         holds_the_truth(ws, truth, tally, f"repaired after {point}")
     tally.print()
     assert tally.lost == 0 and tally.doubled == 0
+
+
+def test_a_crashed_ingest_never_loses_or_doubles_a_row(ws: Workspace, data_root: Path) -> None:
+    """`log status` ingests the table's new commits into the database first: killed with the rows and the watermark
+    written in its transaction but not committed, the database holds the previous ingest; the next open ingests
+    again, once. The same with a compaction between (the files the killed ingest was reading are folded away)."""
+    store.init_db(ws)
+    truth: set[str] = set()
+    tally = harness.Tally("log ingest")
+    status = ("log", "status", "--workspace", ws.name, "--json")
+    write_batches(ws, 3, truth)
+    holds_the_truth(ws, truth, tally, "first ingest")
+    for compacted in (False, True):
+        write_batches(ws, 4, truth)
+        with store.connect(ws, read_only=True) as con:  # what the database holds before: the last ingest's rows
+            before = con.execute("SELECT count(*) FROM log_predictions").fetchone()[0]
+        harness.crash_at(data_root, "log.ingesting", *status, tally=tally)
+        with store.connect(ws, read_only=True) as con:  # a read-only look ingests nothing: the kill left no half
+            assert con.execute("SELECT count(*) FROM log_predictions").fetchone()[0] == before == len(truth) - 28
+        if compacted:
+            harness.finish(harness.start(data_root, "log", "compact", "--workspace", ws.name, "--retention-hours", "0"))
+        holds_the_truth(ws, truth, tally, f"killed at log.ingesting, opened again (compacted between: {compacted})")
+        harness.repaired(ws, tally)
+    tally.print()
+    assert tally.lost == 0 and tally.doubled == 0
