@@ -18,7 +18,7 @@ import threading
 import duckdb
 
 from core.production.prediction_log import NONE_OF_THESE
-from core.workspace import log_ingest
+from core.workspace import log_ingest, store
 from core.workspace.paths import Workspace
 
 TABLE = "log_labelled"  # prediction_id, COLUMNS, OWN and REQUEST: every prediction of every labelled request
@@ -104,31 +104,15 @@ def load(ws: Workspace, con: duckdb.DuckDBPyConnection) -> str:
             return _empty(con)  # a database made before its tables
         if done is not None and int(done[0]) == now and not _labels_changed(con):
             return TABLE
-        own = _begin(con)
-        try:
+        with store.within(con):
             _update(con, None if done is None else int(done[0]), now)
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [_STATE, str(now)])
-            if own:
-                con.execute("COMMIT")
-        except BaseException:
-            if own:
-                con.execute("ROLLBACK")
-            raise
     return TABLE
 
 
 def _empty(con: duckdb.DuckDBPyConnection) -> str:
     con.execute(f"CREATE OR REPLACE TEMP VIEW {TABLE} AS {compute_sql('FALSE', 'SELECT * FROM feedback', mapped_sql('FALSE'))}")
     return TABLE
-
-
-def _begin(con: duckdb.DuckDBPyConnection) -> bool:
-    """A transaction of its own, unless the caller's is open (then the caller's commit keeps TABLE with its change)."""
-    try:
-        con.execute("BEGIN TRANSACTION")
-    except duckdb.TransactionException:
-        return False
-    return True
 
 
 def _labels_changed(con: duckdb.DuckDBPyConnection) -> bool:

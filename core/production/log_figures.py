@@ -43,14 +43,6 @@ def _key(what: str, window: str, query: Query) -> str:
     return hashlib.sha256(repr((what, window, " ".join(sql.split()), params)).encode()).hexdigest()[:20]
 
 
-def _begin(con: duckdb.DuckDBPyConnection) -> bool:
-    try:
-        con.execute("BEGIN TRANSACTION")
-    except duckdb.TransactionException:
-        return False  # the caller's transaction: its commit keeps these too
-    return True
-
-
 def _over(con: duckdb.DuckDBPyConnection, start: date, end: date, query: Query) -> tuple[str, list[object]]:
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {GROUP_VIEW} AS SELECT * FROM log_predictions "
@@ -82,8 +74,7 @@ def kept(con: duckdb.DuckDBPyConnection, window: str, what: str, query: Query) -
         if exists and not stale and not gone and all(u is not None and asked - u < TOUCH for _, _, u in kept_at):
             return table  # up to date, and marked as asked for lately: nothing to write
         now = log_ingest.seq(con)
-        own = _begin(con)
-        try:
+        with store.within(con):
             if not exists:
                 sql, params = _over(con, date(1, 1, 1), date(1, 1, 2), query)
                 con.execute(f"CREATE TABLE {table} AS SELECT *, CAST(NULL AS DATE) AS _grp FROM ({sql}) LIMIT 0", params)
@@ -97,12 +88,6 @@ def kept(con: duckdb.DuckDBPyConnection, window: str, what: str, query: Query) -
                 con.execute(f"INSERT INTO {table} SELECT *, DATE '{g.isoformat()}' FROM ({sql})", params)
                 con.execute(f"INSERT INTO {REGISTRY} VALUES (?, ?, ?, NULL)", [key, g, now])
             _touch(con, key, asked)
-            if own:
-                con.execute("COMMIT")
-        except BaseException:
-            if own:
-                con.execute("ROLLBACK")
-            raise
     return table
 
 

@@ -257,6 +257,23 @@ def transaction(ws: Workspace) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @contextmanager
+def within(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The block in a transaction of its own, committed at its end (rolled back if it raises); inside the caller's
+    open transaction, in that one (the caller's commit keeps it)."""
+    try:
+        con.execute("BEGIN TRANSACTION")
+    except duckdb.TransactionException:
+        yield
+        return
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
 def reuse(ws: Workspace, con: duckdb.DuckDBPyConnection | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The given connection (a caller reading several things at once), else a short-lived one."""
     if con is not None:
