@@ -169,7 +169,7 @@ m4.metric(
 if damaged := log_table.unreadable(ws):
     st.error(
         f"{len(damaged)} file(s) of the prediction log cannot be read and are left out of every figure (first: "
-        f"{damaged[0].relative_to(ws.root)}). Run `python -m core check --workspace {ws.name} --repair`, or Check on "
+        f"{damaged[0].shown}). Run `python -m core check --workspace {ws.name} --repair`, or Check on "
         "Workspaces: it moves them to quarantine/log/ and says why."
     )
 st.plotly_chart(charts.overview_figure(win, base, window), key="monitor_overview")

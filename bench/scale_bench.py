@@ -81,8 +81,6 @@ def with_ids(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
     return frame.assign(id=ids, request_id=ids, ts=store.now())
 
 
-
-
 _EARLIER: list[object] = []
 
 

@@ -331,3 +331,10 @@ def edit_log(ws: Workspace, updates: dict[str, str], predicate: str | None = Non
     with log_table.using(ws, "predictions") as dt:
         done = dt.update(updates=updates, predicate=predicate)
     return int(done["num_updated_rows"])
+
+
+def log_paths(ws: Workspace, kind: str) -> list[Path]:
+    """The files of a local log table's latest version, as paths on this disk."""
+    from core.workspace import log_table
+
+    return [log_table.root(ws, kind) / f.rel for f in log_table.files(ws, kind)]

@@ -14,7 +14,7 @@ from core.model import registry, runs
 from core.production import check, prediction_log
 from core.workspace import log_table, store
 from core.workspace.paths import Workspace
-from tests.helpers import app, cli, colour_image, derived_version, fake_prediction, legacy_spool
+from tests.helpers import app, cli, colour_image, derived_version, fake_prediction, legacy_spool, log_paths
 
 
 def dead_pid() -> int:
@@ -50,7 +50,7 @@ def log_damage(ws: Workspace) -> list[Path]:
     logged one at a time: one file each)."""
     whole = [prediction_log.log_predictions(ws, [fake_prediction(i)], "batch", "v1") for i in range(3)]
     assert all(w.logged == 1 for w in whole)
-    cut, gone, _ = log_table.visible(ws, "predictions")
+    cut, gone, _ = log_paths(ws, "predictions")
     cut.write_bytes(b"PAR1" + b"\0" * 100)
     gone.unlink()
     return [cut, gone]
@@ -77,7 +77,7 @@ def test_check_reports_without_changing_anything_and_repair_fixes_without_deleti
     assert len(fixed.repaired) == 10 and [p.kind for p in fixed.remaining] == ["model"]
     cut, gone = made["log"]
     assert not cut.exists() and (prod.quarantine_dir / check.LOG / cut.name).exists()  # moved, not deleted
-    assert not log_table.unreadable(prod) and gone not in log_table.visible(prod, "predictions")  # the table forgot both
+    assert not log_table.unreadable(prod) and gone not in log_paths(prod, "predictions")  # the table forgot both
     assert made["broken"] in fixed.remaining[0].subject
     moved = prod.quarantine_dir / check.ORPHANS / "left-behind.png"
     assert not made["orphan"].exists() and moved.read_bytes() == orphan_bytes  # moved, not deleted
@@ -210,10 +210,10 @@ def test_the_databases_copy_of_the_log_is_checked_against_the_table_and_read_aga
     assert check.check(ws).problems == ()
     with store.connect(ws) as con:
         con.execute("DELETE FROM log_rows_predictions WHERE id IN (SELECT id FROM log_rows_predictions LIMIT 2)")
-    files = log_table.visible(ws, "predictions")
+    files = log_paths(ws, "predictions")
     (found,) = check.check(ws).problems
     assert found.kind == "log_ingest" and "3 rows" in found.detail and "count 5" in found.detail
     fixed = check.check(ws, repair=True)
     assert fixed.repaired == ("read the log's predictions into the database again (5 rows)",)
-    assert prediction_log.count(ws) == 5 and log_table.visible(ws, "predictions") == files and check.check(ws).problems == ()
+    assert prediction_log.count(ws) == 5 and log_paths(ws, "predictions") == files and check.check(ws).problems == ()
     assert "log_ingested_again" in set(store.audit_log(ws, 100)["action"])

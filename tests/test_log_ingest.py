@@ -16,7 +16,7 @@ from core.production import labelled, log_figures, prediction_log
 from core.production.monitoring import queries
 from core.workspace import log_ingest, log_table, store
 from core.workspace.paths import Workspace
-from tests.helpers import edit_log, fake_prediction
+from tests.helpers import edit_log, fake_prediction, log_paths
 from tests.test_log_table import outside_count
 
 CLASSES = ["red", "blue", "green"]
@@ -94,7 +94,7 @@ def test_the_database_holds_the_tables_rows_once_through_every_change_of_the_tab
         counted = con.execute("SELECT count(*) FROM log_predictions WHERE model_version = 'v9'").fetchone()[0]
         assert counted == con.execute("SELECT count(*) FROM log_predictions WHERE confidence < 0.5").fetchone()[0] > 0
 
-    (lost, *_) = [f for f in log_table.visible(ws, "predictions") if f.parent.name == f"date={day2}"]
+    (lost, *_) = [f for f in log_paths(ws, "predictions") if f.parent.name == f"date={day2}"]
     lost.unlink()  # a file gone: left out and listed, then removed by repair (its day read again)
     with store.connect(ws) as con:
         left = con.execute(f"SELECT count(*) FROM {log_ingest.PENDING}").fetchone()[0]
@@ -114,7 +114,7 @@ def test_a_file_cut_short_is_left_out_until_it_is_whole_again(ws: Workspace) -> 
     log_table.append(ws, "predictions", rows(ws, 10, 1, seed=1), "api-1")
     assert len(ingested(ws)) == 10
     log_table.append(ws, "predictions", rows(ws, 6, 0, seed=2), "api-1")
-    (newest,) = [f for f in log_table.visible(ws, "predictions") if f.parent.name.endswith(store.now().date().isoformat())]
+    (newest,) = [f for f in log_paths(ws, "predictions") if f.parent.name.endswith(store.now().date().isoformat())]
     whole = newest.read_bytes()
     newest.write_bytes(whole[:100])
     assert len(ingested(ws)) == 10  # not read: listed as pending (check names it)

@@ -15,7 +15,7 @@ import pytest
 from core.production import prediction_log
 from core.workspace import log_table, store
 from core.workspace.paths import Workspace
-from tests.helpers import fake_prediction, until
+from tests.helpers import fake_prediction, log_paths, until
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_APPEND = log_table.append
@@ -121,7 +121,7 @@ def test_rows_that_cannot_be_written_are_held_and_flush_waits_for_them_with_a_bo
     ids = logged_ids(ws)
     assert sorted(ids) == sorted(p.id for p in [*rows, late]) and len(ids) == len(set(ids))
     on_disk = set(log_table.root(ws, "predictions").glob("date=*/*.parquet"))
-    assert on_disk == set(log_table.visible(ws, "predictions"))  # no file the failed tries left behind
+    assert on_disk == set(log_paths(ws, "predictions"))  # no file the failed tries left behind
 
 
 EXITING = textwrap.dedent(

@@ -19,7 +19,7 @@ import pytest
 from core.production import prediction_log
 from core.workspace import log_migration, log_table, store
 from core.workspace.paths import Workspace
-from tests.helpers import cli, fake_prediction, legacy_spool
+from tests.helpers import cli, fake_prediction, legacy_spool, log_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_readers_see_the_table_and_the_files_as_one_log(ws: Workspace) -> None:
     store.init_db(ws)
     new = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(4)], "api", "v1")
     assert log_table.append(ws, "predictions", new, "api-1") == 4
-    (written,) = log_table.visible(ws, "predictions")
+    (written,) = log_paths(ws, "predictions")
     assert written.parent.parent == log_table.root(ws, "predictions") and written.parent.name.startswith("date=")
     assert sorted(ids(ws)) == sorted(new["id"])  # the database ingested the commit (log_ingest)
     old = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(3)], "batch", "v1")
@@ -71,7 +71,7 @@ def test_the_version_of_a_prediction_is_found_in_the_log_without_the_database(ws
     log_table.append(ws, "predictions", earlier, "api-1")
     log_table.append(ws, "predictions", later, "app")
     assert store.migrate_log(ws).rows == 2  # as the first open of a workspace with rows in its database does
-    assert len({p.parent.name for p in log_table.visible(ws, "predictions")}) == 2  # two days
+    assert len({p.parent.name for p in log_paths(ws, "predictions")}) == 2  # two days
     assert prediction_log.version_of(ws, earlier["id"][1]) == "v1"
     assert prediction_log.version_of(ws, later["id"][2]) == "v2"
     assert prediction_log.version_of(ws, old["id"][0]) == "v0"
@@ -168,11 +168,11 @@ def test_compaction_optimizes_and_vacuums_only_past_the_retention_and_outside_re
         frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(10)], "api", "v1")
         log_table.append(ws, "predictions", frame, f"api-{b % 2}")
         truth += list(frame["id"])
-    assert outside_count(ws) == (60, 60) and len(log_table.visible(ws, "predictions")) == 6
+    assert outside_count(ws) == (60, 60) and len(log_paths(ws, "predictions")) == 6
     first = json.loads(cli("log", "compact", "--workspace", ws.name, "--json").stdout)  # the default retention: 24 h
     done = first["compacted"]["predictions"]
     assert (done["files_in"], done["files_out"], done["files_deleted"]) == (6, 1, 0)
-    assert sorted(ids(ws)) == sorted(truth) and len(log_table.visible(ws, "predictions")) == 1
+    assert sorted(ids(ws)) == sorted(truth) and len(log_paths(ws, "predictions")) == 1
     assert outside_count(ws) == (60, 60)
     on_disk = list(log_table.root(ws, "predictions").glob("date=*/*.parquet"))
     assert len(on_disk) == 7  # the folded files stay for readers that listed them within the retention
@@ -182,7 +182,7 @@ def test_compaction_optimizes_and_vacuums_only_past_the_retention_and_outside_re
     trace = store.audit_log(ws, 100)
     deleted = trace[trace["action"] == "log_files_deleted"]
     assert len(deleted) == 1 and "vacuumed by `log compact`" in deleted["detail"].iloc[0]
-    folded = {p.name for p in on_disk} - {log_table.visible(ws, "predictions")[0].name}
+    folded = {p.name for p in on_disk} - {log_paths(ws, "predictions")[0].name}
     assert all(name in deleted["detail"].iloc[0] for name in folded)  # each deleted file named first
     status = cli("log", "status", "--workspace", ws.name)
     assert status.returncode == 0 and "predictions: 60 rows (api-0 30, api-1 30); 1 file(s)" in status.stdout
@@ -193,15 +193,15 @@ def test_a_damaged_file_is_left_out_of_the_log_and_named_by_check(ws: Workspace)
     for _ in range(2):
         frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(4)], "app", "v1")
         log_table.append(ws, "predictions", frame)
-    bad, good = log_table.visible(ws, "predictions")
+    bad, good = log_paths(ws, "predictions")
     bad.write_bytes(bad.read_bytes()[: len(bad.read_bytes()) // 2])  # cut short on disk
     assert len(ids(ws)) == 4  # the pages go on with the rest, and say what is left out
-    assert log_table.unreadable(ws) == [bad]
+    assert [log_table.root(ws, f.kind) / f.rel for f in log_table.unreadable(ws)] == [bad]
     found = cli("check", "--workspace", ws.name, "--json")
     assert found.returncode == 1 and [p["kind"] for p in json.loads(found.stdout)["problems"]] == ["log_unreadable"]
     assert cli("check", "--workspace", ws.name, "--repair").returncode == 0 and not bad.exists()
     assert (ws.quarantine_dir / "log" / bad.name).exists()
-    assert log_table.visible(ws, "predictions") == [good] and cli("check", "--workspace", ws.name).returncode == 0
+    assert log_paths(ws, "predictions") == [good] and cli("check", "--workspace", ws.name).returncode == 0
 
 
 def legacy_layout(ws: Workspace, tag: str = "") -> set[str]:

@@ -20,7 +20,7 @@ from core.model import config, outputs, registry, scoring
 from core.production import deployment, prediction, prediction_log, serving, traffic
 from core.production.monitoring import charts, queries, reference
 from core.production.prediction import Prediction
-from core.workspace import log_table, store
+from core.workspace import store
 from core.workspace.paths import Workspace
 from tests.helpers import (
     bad_files,
@@ -30,6 +30,7 @@ from tests.helpers import (
     exif_rotated_jpeg,
     fake_prediction,
     legacy_spool,
+    log_paths,
     picture,
     png_bytes,
 )
@@ -171,7 +172,7 @@ def test_a_held_database_does_not_stop_logging(ws: Workspace, monkeypatch: pytes
     assert holder.stdout.readline().strip() == "held"
     result = prediction_log.log_predictions(ws, [fake_prediction(i) for i in range(7)], "batch", "v1", keep_images=False)
     assert result.logged == 7 and result.errors == []  # committed to the log's table: no database lock taken
-    assert len(log_table.visible(ws, "predictions")) == 1
+    assert len(log_paths(ws, "predictions")) == 1
     holder.stdin.close()  # the other process lets go of the database
     holder.wait(timeout=30)
     assert prediction_log.count(ws) == 7

@@ -96,8 +96,7 @@ def print_predict(data: dict[str, Any]) -> None:
         acted = sum(p["version"] == r["candidate"] for p in data["predictions"])
         print(f"candidate {r['candidate']} in {r['stage']}: scored every image too; answered {acted}")
     print(
-        f"{len(data['predictions'])} scored with model {data['version']}, {len(data['failed'])} failed; "
-        f"logged {data['logged']}"
+        f"{len(data['predictions'])} scored with model {data['version']}, {len(data['failed'])} failed; logged {data['logged']}"
     )
     if data["out"]:
         print(f"results: {data['out']}")

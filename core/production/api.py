@@ -324,9 +324,7 @@ def create_app(
 
     @app.get("/metrics", summary="Counters in Prometheus' text format", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
-        text = service.metrics.text(
-            service.batcher.batches, service.batcher.waiting, service.log.pending, replica
-        )
+        text = service.metrics.text(service.batcher.batches, service.batcher.waiting, service.log.pending, replica)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return app

@@ -214,8 +214,7 @@ def _log(ws: Workspace) -> list[Problem]:
     partial = sorted(folder.glob("*.tmp")) if folder.is_dir() else []
     why = "a spool file cut short while it was written (its rows were never acknowledged: the process stopped first)"
     cut = [Problem("spool_partial", str(p.relative_to(ws.root)), why, f"move it to quarantine/{SPOOL}/", True) for p in partial]
-    table = [Problem(f.kind, str(f.path.relative_to(ws.root)), f.detail, _LOG_REPAIRS[f.kind], True)
-             for f in log_table.problems(ws)]  # fmt: skip
+    table = [Problem(f.kind, f.file.shown, f.detail, _LOG_REPAIRS[f.kind], True) for f in log_table.problems(ws)]
     legacy = [Problem("log_legacy", str(f.path.relative_to(ws.root)), f.detail, _LOG_REPAIRS["log_legacy"], True)
               for f in log_migration.problems(ws)]  # fmt: skip
     return cut + table + legacy + ([] if table else _ingested(ws))
@@ -318,10 +317,13 @@ def _repair(ws: Workspace, p: Problem) -> str:
         store.audit(ws, "spool_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
         return f"moved {p.subject} to {where}"
     if p.kind in ("log_unreadable", "log_schema", "log_missing"):
-        kind = Path(p.subject).parts[1]  # logs/<kind>/date=.../part-*.parquet
+        kind, rel = log_table.parse_shown(ws, p.subject) or ("", "")  # logs/<kind>/date=.../part-*.parquet, or a URI
         said = f"{p.subject} was gone"
-        if (ws.root / p.subject).exists():
-            where = _move(ws, ws.root / p.subject, LOG)
+        dst_dir = ws.quarantine_dir / LOG
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        dst = free_name(dst_dir, Path(rel).name)
+        if kind and log_table.take(ws, kind, rel, dst):
+            where = str(dst.relative_to(ws.root))
             store.audit(ws, "log_file_moved", before={"path": p.subject}, after={"path": where}, detail={"reason": p.detail})
             said = f"moved {p.subject} to {where}"
         removed = log_table.forget_missing(ws, kind)

@@ -73,7 +73,5 @@ class Metrics:
         metric("imagedp_queue_images", "gauge", "Images waiting to be scored.", [(r, waiting)])
         metric("imagedp_images_total", "counter", "Images answered.", [(r, images)])
         metric("imagedp_out_of_domain_total", "counter", "Images answered that were flagged out of domain.", [(r, ood)])
-        metric(
-            "imagedp_log_backlog_rows", "gauge", "Predictions handed to the log, not yet committed.", [(r, log_pending)]
-        )
+        metric("imagedp_log_backlog_rows", "gauge", "Predictions handed to the log, not yet committed.", [(r, log_pending)])
         return "\n".join(lines) + "\n"

@@ -139,9 +139,7 @@ class LogResult:
     errors: list[str] = field(default_factory=list)
 
 
-def write(
-    ws: Workspace, frame: pd.DataFrame, replica: str | None = None, batch: log_table.Batch | None = None
-) -> LogResult:
+def write(ws: Workspace, frame: pd.DataFrame, replica: str | None = None, batch: log_table.Batch | None = None) -> LogResult:
     """Commit rows to the log's table under this process's replica (raises when the disk refuses: the caller keeps
     the rows and may write them again under the same `batch`)."""
     if frame.empty:
@@ -295,7 +293,8 @@ def _flush_all() -> None:
     for log in list(_BACKGROUND.values()):
         if not log.flush(EXIT_WAIT_S):
             print(
-                f"prediction log: {log.pending} prediction(s) could not be written to {log_table.root(log.ws, 'predictions')} "
+                f"prediction log: {log.pending} prediction(s) could not be written to "
+                f"{log_table.table_uri(log.ws, 'predictions')} "
                 f"before exit: {log.last_error or 'still being written when the wait ran out'}",
                 file=sys.stderr,
             )
@@ -385,13 +384,13 @@ def version_of(ws: Workspace, prediction_id: str) -> str | None:
     a serving process is given is mostly about recent predictions), through an in-memory connection: no database, no
     scan of the whole log. (Rows a workspace logged in its database before are moved to the log's table on its first
     open: store.migrate_log.)"""
-    by_day: dict[str, list[Path]] = {}
+    by_day: dict[str, list[str]] = {}
     for f in log_table.readable(ws, "predictions"):
-        by_day.setdefault(f.parent.name, []).append(f)
+        by_day.setdefault(f.day or "", []).append(f.rel)
     con = duckdb.connect()
     try:
         for day in sorted(by_day, reverse=True):
-            listed = [str(f) for f in by_day[day]]
+            listed = [log_table.read_path(con, ws, "predictions", rel) for rel in by_day[day]]
             found = con.execute("SELECT model_version FROM read_parquet(?) WHERE id = ? LIMIT 1", [listed, prediction_id])
             if (row := found.fetchone()) is not None:
                 return str(row[0])

@@ -91,7 +91,7 @@ def _plan(ws: Workspace, kind: str, done: dict[str, Any] | None, version: int, l
     added: list[tuple[str, str | None]] = []
     for v in range(int(done["version"]) + 1, version + 1):
         try:
-            actions = log_table._actions(log_table._commit_path(ws, kind, v))
+            actions = log_table.commit_actions(ws, kind, v)
         except (OSError, ValueError):
             return whole  # the commit is no longer on disk (cleaned up after a checkpoint): read everything
         for action in actions:
@@ -133,49 +133,33 @@ def refresh(con: duckdb.DuckDBPyConnection, ws: Workspace) -> list[Ingested]:
         return [found for kind in log_table.COLUMNS if (found := _refresh(con, ws, kind)) is not None]
 
 
-def _stat(path: Path) -> str:
-    try:
-        st = path.stat()
-    except OSError:
-        return "gone"
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def _refresh(con: duckdb.DuckDBPyConnection, ws: Workspace, kind: str) -> Ingested | None:
     row = con.execute("SELECT value FROM meta WHERE key = ?", [_META.format(kind=kind)]).fetchone()
     done = json.loads(row[0]) if row else None
-    root = log_table.root(ws, kind)
     pending = con.execute(f"SELECT path, CAST(day AS VARCHAR), stat FROM {PENDING} WHERE kind = ?", [kind]).fetchall()
-    retry = any(_stat(root / p) != was for p, _, was in pending)  # one changed on disk since: read it again
+    retry = any(log_table.file_stat(ws, kind, p) != was for p, _, was in pending)  # changed on disk since: read again
     with log_table.using(ws, kind) as dt:
         version = -1 if dt is None else int(dt.version())
         if (version < 0 and not done) or (done and int(done["version"]) == version and not retry):
             return None  # nothing new (the common case: no file list read)
-        listed: dict[str, str | None] = {}
-        sizes: dict[str, int] = {}
-        if dt is not None:
-            found = dt.get_add_actions(flatten=True)
-            actions = {name: found.column(name).to_pylist() for name in found.column_names}
-            paths = [str(p) for p in actions["path"]]
-            days = actions.get("partition.date") or [None] * len(paths)
-            listed = {p: (str(d) if d is not None else log_table.day_of(Path(p))) for p, d in zip(paths, days, strict=True)}
-            sizes = dict(zip(paths, (int(s) for s in actions["size_bytes"]), strict=True))
+        named = {f.rel: f for f in log_table.files_of(ws, kind, dt)} if dt is not None else {}
+    listed = {rel: f.day for rel, f in named.items()}
     plan = _plan(ws, kind, done, version, listed)
     if not plan.whole:  # the files left out before: read now if whole again, dropped if the table no longer names them
         plan.files += [(p, d) for p, d, _ in pending if p in listed and d not in plan.days]
     files = list(dict.fromkeys(plan.files))
-    good = [(p, d) for p, d in files if log_table._whole(root / p, sizes[p])]
+    good = [(p, d) for p, d in files if log_table.whole(ws, named[p])]
     try:
         return _write(con, ws, kind, plan, good, [f for f in files if f not in good])
     except duckdb.Error as exc:
         if not good:
             raise exc
     # a file of the right size that cannot be read (damaged inside): each one tried alone, the bad ones left out
-    bad = [f for f in good if not _reads(con, root / f[0])]
+    bad = [f for f in good if not _reads(con, log_table.read_path(con, ws, kind, f[0]))]
     return _write(con, ws, kind, plan, [f for f in good if f not in bad], [f for f in files if f not in good] + bad)
 
 
-def _reads(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+def _reads(con: duckdb.DuckDBPyConnection, path: str) -> bool:
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE log_ingest_probe AS SELECT * FROM read_parquet({log_table.sql_path(path)})")
     except duckdb.Error:
@@ -194,7 +178,6 @@ def _write(
     missing: list[tuple[str, str | None]],
 ) -> Ingested:
     """The plan's rows in, the watermark moved, in one transaction."""
-    root = log_table.root(ws, kind)
     table = ROWS[kind]
     n = seq(con) + 1
     con.execute("BEGIN TRANSACTION")
@@ -206,13 +189,13 @@ def _write(
         rows = 0
         if readable:
             cols = ", ".join(log_table.COLUMNS[kind])
-            listed_sql = ", ".join(log_table.sql_path(root / p) for p, _ in readable)
+            listed_sql = ", ".join(log_table.sql_path(log_table.read_path(con, ws, kind, p)) for p, _ in readable)
             rows = con.execute(
                 f"INSERT INTO {table} SELECT {cols}, replica, {n} FROM read_parquet([{listed_sql}], hive_partitioning = false)"
             ).fetchone()[0]
         con.execute(f"DELETE FROM {PENDING} WHERE kind = ?", [kind])
         for p, d in missing:
-            con.execute(f"INSERT INTO {PENDING} VALUES (?, ?, ?, ?)", [kind, p, d, _stat(root / p)])
+            con.execute(f"INSERT INTO {PENDING} VALUES (?, ?, ?, ?)", [kind, p, d, log_table.file_stat(ws, kind, p)])
         changed = sorted({d for _, d in readable if d} | plan.days)
         _count_days(con, kind, n, plan.whole, changed)
         con.execute(

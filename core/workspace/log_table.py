@@ -12,6 +12,13 @@ entry and their folders are fsynced before the rows count as logged. The workspa
 pyarrow, Spark) sees the same rows. `compact` is delta-rs's optimize
 (a partition's files folded into one, in one commit) and vacuum (files no version in the retention names, deleted after
 an audit row lists them). core.workspace.log_migration folds a workspace's earlier layout into the table.
+
+The tables are under the workspace's logs/ unless logs/location.json points them elsewhere: an object store's URI
+(s3://bucket/prefix, gs://, az://) and delta-rs's storage options (endpoint, region; credentials come from the
+environment, AWS_ACCESS_KEY_ID and the like, never from the file). Serving replicas on several machines then append to
+one table, and the analyst's side ingests it from there. Files are read through the same storage (delta-rs's object
+store, handed to DuckDB as a file system); fsync is for a local disk only (an object store's write is durable once
+answered).
 """
 
 from __future__ import annotations
@@ -61,8 +68,228 @@ _NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def root(ws: Workspace, kind: str) -> Path:
-    """The kind's Delta table (and, in a workspace not yet migrated, its earlier files under replica=*/)."""
+    """The kind's folder under the workspace's logs/: its Delta table when the log is local, and, in a workspace not
+    yet migrated, its earlier files under replica=*/."""
     return ws.root / "logs" / kind
+
+
+# --- where the tables are: the workspace's logs/, or an object store (logs/location.json) ----------------------------
+
+LOCATION_FILE = "location.json"
+REMOTE_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "memory")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the tables are: `uri` None is the workspace's logs/ folder; else the object store's prefix (each kind a
+    table under it) with delta-rs's storage options."""
+
+    uri: str | None = None
+    options: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def storage_options(self) -> dict[str, str] | None:
+        return dict(self.options) if self.uri else None
+
+
+_LOCATIONS: dict[str, tuple[tuple[int, int] | None, Location]] = {}  # workspace -> (location.json's stat, Location)
+
+
+def location_file(ws: Workspace) -> Path:
+    return ws.root / "logs" / LOCATION_FILE
+
+
+def location(ws: Workspace) -> Location:
+    """The workspace's log location (a stat per call; the file is read again when it changes)."""
+    path = location_file(ws)
+    try:
+        st = path.stat()
+        stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    held = _LOCATIONS.get(str(path))
+    if held is not None and held[0] == stamp:
+        return held[1]
+    found = Location()
+    if stamp is not None:
+        try:
+            data = json.loads(path.read_text())
+            options = data.get("storage_options", {}).items()
+            found = Location(str(data["uri"]), tuple(sorted((str(k), str(v)) for k, v in options)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(
+                f"{path} does not say where the prediction log is ({exc}): set it again with `python -m core log "
+                f"location --workspace {ws.name} URI`, or remove the file to keep the log under {ws.root / 'logs'}."
+            ) from exc
+    _LOCATIONS[str(path)] = (stamp, found)
+    return found
+
+
+def check_uri(uri: str) -> str:
+    """An object store's URI as the log's location, or a UserError that says what is accepted."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme.lower() not in REMOTE_SCHEMES or not rest.strip("/"):
+        raise UserError(
+            f"{uri!r} is not an object store's URI: give one such as s3://bucket/prefix ({', '.join(REMOTE_SCHEMES)}). "
+            "A local log stays under the workspace's logs/ (--local)."
+        )
+    return uri.rstrip("/")
+
+
+def write_location(ws: Workspace, found: Location) -> None:
+    """logs/location.json written atomically (removed for the local folder)."""
+    path = location_file(ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if found.uri is None:
+        path.unlink(missing_ok=True)
+    else:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"uri": found.uri, "storage_options": dict(found.options)}, indent=1))
+        os.replace(tmp, path)
+    _LOCATIONS.pop(str(path), None)
+
+
+def is_local(ws: Workspace) -> bool:
+    return location(ws).uri is None
+
+
+def table_uri(ws: Workspace, kind: str) -> str:
+    """The kind's table as delta-rs opens it: a folder, or a URI in the object store."""
+    found = location(ws)
+    return str(root(ws, kind)) if found.uri is None else f"{found.uri}/{kind}"
+
+
+@dataclass(frozen=True)
+class LogFile:
+    """A file a table's latest version names: its path under the table, the size its commit recorded, its day."""
+
+    kind: str
+    rel: str
+    size: int
+    day: str | None
+    shown: str  # as messages and check name it: logs/<kind>/<rel> under the workspace, or its URI
+
+
+_STORES: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}  # (uri, options) -> the object store as fsspec's
+
+
+def _store(found: Location) -> Any:
+    """The object store under the location's prefix, as an fsspec file system (delta-rs's own object store, so its
+    options and credentials are the writers'); DuckDB reads through it (register_filesystem) under its own protocol."""
+    assert found.uri is not None
+    key = (found.uri, found.options)
+    with _GUARD:
+        if key not in _STORES:
+            import hashlib
+
+            import pyarrow.fs as pafs
+            from deltalake.fs import DeltaStorageHandler
+            from fsspec.implementations.arrow import ArrowFSWrapper
+
+            protocol = "imagedplog" + hashlib.sha256(repr(key).encode()).hexdigest()[:12]
+
+            class Store(ArrowFSWrapper):  # type: ignore[misc]
+                cachable = False
+
+                @classmethod
+                def _strip_protocol(cls, path: Any) -> str:
+                    text = str(path[0] if isinstance(path, list) else path)
+                    return text.split("://", 1)[1] if "://" in text else text
+
+            Store.protocol = protocol
+            _STORES[key] = Store(pafs.PyFileSystem(DeltaStorageHandler(found.uri, dict(found.options))))
+        return _STORES[key]
+
+
+def _file_path(ws: Workspace, kind: str, rel: str) -> str:
+    found = location(ws)
+    return str(root(ws, kind) / rel) if found.uri is None else f"{kind}/{rel}"
+
+
+def shown(ws: Workspace, kind: str, rel: str) -> str:
+    found = location(ws)
+    return f"logs/{kind}/{rel}" if found.uri is None else f"{found.uri}/{kind}/{rel}"
+
+
+def parse_shown(ws: Workspace, text: str) -> tuple[str, str] | None:
+    """(kind, rel) of a file as `shown` names it, or None."""
+    found = location(ws)
+    head = "logs/" if found.uri is None else f"{found.uri}/"
+    kind, sep, rel = text.removeprefix(head).partition("/")
+    return (kind, rel) if text.startswith(head) and sep and kind in COLUMNS else None
+
+
+def read_path(con: duckdb.DuckDBPyConnection, ws: Workspace, kind: str, rel: str) -> str:
+    """The file as DuckDB's read_parquet takes it on this connection: a local path, or the object store's (registered
+    on the connection first)."""
+    found = location(ws)
+    if found.uri is None:
+        return str(root(ws, kind) / rel)
+    fs = _store(found)
+    if fs.protocol not in con.list_filesystems():
+        con.register_filesystem(fs)
+    return f"{fs.protocol}://{kind}/{rel}"
+
+
+def file_size(ws: Workspace, kind: str, rel: str) -> int | None:
+    """The file's size in storage (None: not there)."""
+    found = location(ws)
+    try:
+        if found.uri is None:
+            return (root(ws, kind) / rel).stat().st_size
+        return int(_store(found).size(_file_path(ws, kind, rel)))
+    except (OSError, ValueError):
+        return None
+
+
+def file_stat(ws: Workspace, kind: str, rel: str) -> str:
+    """The file's size and modification time as one string ("gone": not there): what tells that it changed."""
+    found = location(ws)
+    try:
+        if found.uri is None:
+            st = (root(ws, kind) / rel).stat()
+            return f"{st.st_size}:{st.st_mtime_ns}"
+        info = _store(found).info(_file_path(ws, kind, rel))
+        return f"{info['size']}:{info.get('mtime')}"
+    except (OSError, ValueError):
+        return "gone"
+
+
+def _read_text(ws: Workspace, kind: str, rel: str) -> str:
+    """A file under the table as text (OSError: not there)."""
+    found = location(ws)
+    if found.uri is None:
+        return (root(ws, kind) / rel).read_text()
+    try:
+        return bytes(_store(found).cat_file(_file_path(ws, kind, rel))).decode()
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the object store's errors: one kind here, "cannot be read now"
+        raise OSError(f"{shown(ws, kind, rel)} cannot be read: {exc}") from exc
+
+
+def take(ws: Workspace, kind: str, rel: str, dst: Path) -> bool:
+    """Move a file of the table to `dst` on this disk (from an object store: copied down, then deleted there); False
+    when it is not there."""
+    found = location(ws)
+    if found.uri is None:
+        src = root(ws, kind) / rel
+        if not src.exists():
+            return False
+        import shutil
+
+        shutil.move(str(src), str(dst))
+        return True
+    fs = _store(found)
+    path = _file_path(ws, kind, rel)
+    if not fs.exists(path):
+        return False
+    tmp = dst.with_name(dst.name + ".part")
+    fs.get_file(path, str(tmp))
+    _fsync(tmp)
+    os.replace(tmp, dst)
+    fs.rm_file(path)
+    return True
 
 
 def replica_name(name: str | None = None) -> str:
@@ -94,7 +321,7 @@ def _fsync(path: Path, directory: bool = False) -> None:
 
 # --- the tables, one DeltaTable per process and kind, brought up to date on each use -------------------------------
 
-_TABLES: dict[str, tuple[tuple[int, int] | None, Any]] = {}  # path -> (its first commit's identity, DeltaTable)
+_TABLES: dict[str, tuple[tuple[Any, ...] | None, Any]] = {}  # table URI -> (its first commit's identity, DeltaTable)
 _GUARD = threading.RLock()  # a DeltaTable is one Rust object: one thread at a time uses it (and the cache)
 
 
@@ -109,30 +336,41 @@ def _create(ws: Workspace, kind: str) -> None:
     dl = delta()
     try:
         dl.write_deltalake(
-            str(root(ws, kind)), arrow_rows(kind, None, ""), mode="error", partition_by=["date"], configuration=CONFIGURATION,
+            table_uri(ws, kind), arrow_rows(kind, None, ""), mode="error", partition_by=["date"], configuration=CONFIGURATION,
             name=f"imagedp {kind}", description=f"The production log's {kind} (core.workspace.log_table)",
-        )  # fmt: skip
+            storage_options=location(ws).storage_options,
+            commit_properties=dl.CommitProperties(max_commit_retries=0),  # a create that lost the race must not commit
+        )  # fmt: skip                                                    # its metadata again as v1 (appends would fail)
     except dl.exceptions.DeltaError:
         if _birth(ws, kind) is None:
             raise  # not "another process made it first"
     _fsync_version(ws, kind, 0)
 
 
-def _birth(ws: Workspace, kind: str) -> tuple[int, int] | None:
-    """The identity of the table's first commit (inode, mtime): a table deleted and made again under the same path
-    (a workspace removed and created anew) is another table."""
+def _birth(ws: Workspace, kind: str) -> tuple[Any, ...] | None:
+    """The identity of the table's first commit (on a local disk its inode and mtime; in an object store the table's
+    id that commit records): a table deleted and made again under the same path (a workspace removed and created
+    anew) is another table."""
+    first = f"_delta_log/{0:020d}.json"
+    if is_local(ws):
+        try:
+            st = os.stat(root(ws, kind) / first)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
     try:
-        st = os.stat(root(ws, kind) / "_delta_log" / f"{0:020d}.json")
+        text = _read_text(ws, kind, first)
     except OSError:
         return None
-    return st.st_ino, st.st_mtime_ns
+    ids = [a["metaData"].get("id") for a in _parse(text) if isinstance(a.get("metaData"), dict)]
+    return (str(ids[0]),) if ids else None
 
 
 @contextmanager
 def using(ws: Workspace, kind: str, create: bool = False) -> Iterator[Any]:
     """This process's DeltaTable of the kind at its latest version, held for the block (None when there is none yet;
     made first with `create`)."""
-    key = str(root(ws, kind))
+    key = table_uri(ws, kind)
     with _GUARD:
         born = _birth(ws, kind)
         held = _TABLES.get(key)
@@ -147,7 +385,7 @@ def using(ws: Workspace, kind: str, create: bool = False) -> Iterator[Any]:
                     return
                 _create(ws, kind)
                 born = _birth(ws, kind)
-            dt = delta().DeltaTable(key)
+            dt = delta().DeltaTable(key, storage_options=location(ws).storage_options)
             _TABLES[key] = (born, dt)
         yield dt
 
@@ -276,6 +514,8 @@ def _said(ws: Workspace, kind: str) -> Iterator[None]:
         yield
     except delta().exceptions.DeltaError as exc:
         text = str(exc).lower()
+        if not is_local(ws):
+            raise OSError(f"the prediction log {table_uri(ws, kind)} cannot be written now: {exc}") from exc
         folder = next((p for p in (root(ws, kind), *root(ws, kind).parents) if p.exists()), ws.root)
         why = ("the disk is full" if "no space" in text else "it is read-only" if not os.access(folder, os.W_OK)
                or "read-only" in text or "permission denied" in text else None)  # fmt: skip
@@ -291,12 +531,24 @@ def _commit_path(ws: Workspace, kind: str, v: int) -> Path:
     return root(ws, kind) / "_delta_log" / f"{v:020d}.json"
 
 
+def _parse(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def _actions(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _parse(path.read_text())
+
+
+def commit_actions(ws: Workspace, kind: str, v: int) -> list[dict[str, Any]]:
+    """The actions of the table's commit `v` (OSError: its entry is not there, cleaned up after a checkpoint)."""
+    return _parse(_read_text(ws, kind, f"_delta_log/{v:020d}.json"))
 
 
 def _fsync_version(ws: Workspace, kind: str, v: int) -> None:
-    """fsync one commit: the files it adds, their folders, its entry and the log's folder (and a checkpoint)."""
+    """fsync one commit: the files it adds, their folders, its entry and the log's folder (and a checkpoint); nothing
+    to do in an object store (a write is durable once answered)."""
+    if not is_local(ws):
+        return
     entry = _commit_path(ws, kind, v)
     folders = {entry.parent, root(ws, kind)}
     for action in _actions(entry):
@@ -317,6 +569,8 @@ def _fsync_version(ws: Workspace, kind: str, v: int) -> None:
 def sync_commit(ws: Workspace, kind: str, before: int, batch: Batch) -> None:
     """fsync the commit that carries the batch (delta-rs leaves it in the page cache): found among the versions
     after `before` (other writers may have committed in between)."""
+    if not is_local(ws):
+        return
     v = before + 1
     while _commit_path(ws, kind, v).exists():
         txns = [a["txn"] for a in _actions(_commit_path(ws, kind, v)) if "txn" in a]
@@ -330,15 +584,22 @@ def sync_commit(ws: Workspace, kind: str, before: int, batch: Batch) -> None:
 # --- reading --------------------------------------------------------------------------------------------------------
 
 
-def _listed(ws: Workspace, kind: str) -> list[tuple[Path, int]]:
-    """The files that are the table's rows now (its latest version) with the size the log recorded for each."""
+def files(ws: Workspace, kind: str) -> list[LogFile]:
+    """The files that are the table's rows now (its latest version), with the size and day its commits recorded."""
     with using(ws, kind) as dt:
-        if dt is None:
-            return []
-        actions = dt.get_add_actions(flatten=False)
-    paths = actions.column("path").to_pylist()
-    sizes = actions.column("size_bytes").to_pylist()
-    return [(root(ws, kind) / str(p), int(n)) for p, n in zip(paths, sizes, strict=True)]
+        return [] if dt is None else files_of(ws, kind, dt)
+
+
+def files_of(ws: Workspace, kind: str, dt: Any) -> list[LogFile]:
+    """The files of the version `dt` (a DeltaTable of `using`) holds."""
+    found = dt.get_add_actions(flatten=True)
+    actions = {name: found.column(name).to_pylist() for name in found.column_names}
+    paths = [str(p) for p in actions["path"]]
+    days = actions.get("partition.date") or [None] * len(paths)
+    return [
+        LogFile(kind, p, int(n), str(d) if d is not None else day_of(Path(p)), shown(ws, kind, p))
+        for p, n, d in zip(paths, actions["size_bytes"], days, strict=True)
+    ]
 
 
 def rows(ws: Workspace, kind: str) -> int:
@@ -350,49 +611,41 @@ def rows(ws: Workspace, kind: str) -> int:
     return int(sum(c or 0 for c in counts))
 
 
-def visible(ws: Workspace, kind: str) -> list[Path]:
-    """The files that are the table's rows now (its latest version)."""
-    return [path for path, _ in _listed(ws, kind)]
-
-
-def _whole(path: Path, size: int) -> bool:
+def whole(ws: Workspace, f: LogFile) -> bool:
     """Whether the file is there with the size its commit recorded (a stat, no read): a file cut short or replaced
-    on disk is not."""
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
+    is not."""
+    return file_size(ws, f.kind, f.rel) == f.size
 
 
-def readable(ws: Workspace, kind: str) -> list[Path]:
-    """The table's files that are whole on disk: one gone or of another size is left out of every figure (the pages
-    say so; check names it and why)."""
-    return [path for path, size in _listed(ws, kind) if _whole(path, size)]
+def readable(ws: Workspace, kind: str) -> list[LogFile]:
+    """The table's files that are whole: one gone or of another size is left out of every figure (the pages say so;
+    check names it and why)."""
+    return [f for f in files(ws, kind) if whole(ws, f)]
 
 
-def unreadable(ws: Workspace) -> list[Path]:
+def unreadable(ws: Workspace) -> list[LogFile]:
     """Files the tables name that are gone or not whole (left out of every figure; check names them)."""
-    return [path for kind in COLUMNS for path, size in _listed(ws, kind) if not _whole(path, size)]
+    return [f for kind in COLUMNS for f in files(ws, kind) if not whole(ws, f)]
 
 
-def fault(path: Path, kind: str, size: int | None = None) -> str | None:
+def fault(ws: Workspace, f: LogFile) -> str | None:
     """What makes a file the table names unfit to read (gone, another size than its commit says, damaged, other
     columns), or None: its footer is read (check's thorough look; readers only stat)."""
-    try:
-        found = path.stat().st_size
-    except OSError:
+    found = file_size(ws, f.kind, f.rel)
+    if found is None:
         return "gone"
-    if size is not None and found != size:
-        return f"{found:,} bytes where its commit recorded {size:,}: cut short or replaced on disk"
+    if found != f.size:
+        return f"{found:,} bytes where its commit recorded {f.size:,}: cut short or replaced on disk"
     con = duckdb.connect()
     try:
+        path = read_path(con, ws, f.kind, f.rel)
         rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(path)}, hive_partitioning = false)").fetchall()
     except duckdb.Error as exc:
         return f"not a readable Parquet file ({str(exc).splitlines()[0][:200]})"
     finally:
         con.close()
-    wrong = sorted({(str(r[0]), str(r[1])) for r in rows} ^ set((COLUMNS[kind] | {"replica": "VARCHAR"}).items()))[:4]
-    return f"its columns are not the log's {kind} ({wrong})" if wrong else None
+    wrong = sorted({(str(r[0]), str(r[1])) for r in rows} ^ set((COLUMNS[f.kind] | {"replica": "VARCHAR"}).items()))[:4]
+    return f"its columns are not the log's {f.kind} ({wrong})" if wrong else None
 
 
 def day_of(path: Path) -> str | None:
@@ -466,7 +719,7 @@ def forget_missing(ws: Workspace, kind: str) -> list[str]:
 @dataclass(frozen=True)
 class FileProblem:
     kind: str  # log_missing / log_unreadable / log_schema / log_legacy
-    path: Path
+    file: LogFile
     detail: str
 
 
@@ -475,11 +728,11 @@ def problems(ws: Workspace) -> list[FileProblem]:
     the earlier layout's files)."""
     found: list[FileProblem] = []
     for kind in COLUMNS:
-        for path, size in _listed(ws, kind):
-            why = fault(path, kind, size)
+        for f in files(ws, kind):
+            why = fault(ws, f)
             if why == "gone":
-                found.append(FileProblem("log_missing", path, "a file the log's table names is gone (its rows are lost "
+                found.append(FileProblem("log_missing", f, "a file the log's table names is gone (its rows are lost "
                                          "unless a backup has it)"))  # fmt: skip
             elif why is not None:
-                found.append(FileProblem("log_schema" if why.startswith("its columns") else "log_unreadable", path, why))
+                found.append(FileProblem("log_schema" if why.startswith("its columns") else "log_unreadable", f, why))
     return found

@@ -16,7 +16,7 @@ from core.production import prediction_log
 from core.workspace import log_migration, log_table, store
 from core.workspace.paths import Workspace
 from tests.faults import harness
-from tests.helpers import fake_prediction
+from tests.helpers import fake_prediction, log_paths
 from tests.test_log_table import legacy_layout, outside_count
 
 pytestmark = pytest.mark.faults
@@ -64,7 +64,7 @@ def test_a_crashed_compaction_never_loses_or_doubles_a_row(ws: Workspace, data_r
     harness.repaired(ws, tally)
     harness.finish(harness.start(data_root, *compact))
     holds_the_truth(ws, truth, tally, "the end")
-    files = log_table.visible(ws, "predictions")
+    files = log_paths(ws, "predictions")
     assert len(files) == 1 and set(log_table.root(ws, "predictions").glob("date=*/*.parquet")) == set(files)
     trace = store.audit_log(ws, 10_000)
     assert (trace["action"] == "log_files_deleted").sum() >= 4  # every deletion has its trace first

@@ -220,9 +220,7 @@ def window_samples(
         )
 
     with store.reuse(ws, con) as c:
-        found = log_figures.grouped(ws, c, f.window, "samples", sql, ["window", "sample_rank"]).drop(
-            columns="sample_rank"
-        )
+        found = log_figures.grouped(ws, c, f.window, "samples", sql, ["window", "sample_rank"]).drop(columns="sample_rank")
         c.register("chosen_sample", found[["id"]])
         try:
             labels = c.execute(

@@ -83,6 +83,6 @@ def summary(ws: Workspace, f: LogFilter = LogFilter(), version: str | None = Non
             "alerts": alerts,
             "estimates": [{"window": r["window"], **(r["estimates"] or {})} for r in records if r["estimates"]],
             "accuracy": accuracy.summary(estimates, accuracy.atc_overall(report)),
-            "unreadable_log_files": [str(f.relative_to(ws.root)) for f in log_table.unreadable(ws)],
+            "unreadable_log_files": [f.shown for f in log_table.unreadable(ws)],
         }
     )
