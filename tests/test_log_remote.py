@@ -6,7 +6,6 @@ its repair (the damaged file copied down to quarantine/log/ before it is removed
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from core.production import check, prediction_log
 from core.workspace import log_table, store
 from core.workspace.paths import Workspace
 from tests.helpers import cli, fake_prediction, free_port, ready
-from tests.test_log_table import WRITER
+from tests.test_log_table import three_writers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,22 +85,7 @@ def test_replicas_append_to_a_table_in_object_storage_and_the_workspace_ingests_
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="logs", Prefix="bears/")["Contents"]]
     assert {k.split("/")[1] for k in keys} == {"predictions", "feedback"}  # both tables made there
 
-    procs = []  # three replicas, each its own process (its own machine, as far as the store can tell)
-    for k in range(3):
-        env = {**os.environ, log_table.REPLICA_ENV: f"api-{k}", store.LOCK_TIMEOUT_ENV: "0.2"}
-        procs.append(subprocess.Popen([sys.executable, "-c", WRITER, str(ws.root), "4"], cwd=ROOT, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))  # fmt: skip
-        assert procs[-1].stdout.readline().strip() == "ready", procs[-1].communicate(timeout=600)[1][-3000:]
-    holder = duckdb.connect(str(ws.db_path))  # the analyst's database held by another process meanwhile
-    try:
-        for p in procs:
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        holder.close()
-    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
-    acknowledged = [line for out, _ in outs for line in out.split()]
+    acknowledged = three_writers(ws, 4)  # three replicas, each its own process (its own machine, to the store)
 
     frame = prediction_log.to_frame(ws, [fake_prediction(i) for i in range(5)], "api", "v1")
     batch = log_table.Writer.new("api-9").take()

@@ -128,21 +128,15 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_three_replicas_write_at_once_while_another_process_holds_the_database(ws: Workspace) -> None:
-    store.init_db(ws)
+def three_writers(ws: Workspace, batches: int) -> list[str]:
+    """Three replica processes (api-0..2) each log `batches` batches of 25 while another process holds the database;
+    returns the ids they acknowledged."""
     procs = []
     for k in range(3):  # started one after another (each opens the database once, with the short wait below)
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", WRITER, str(ws.root), "40"],
-                cwd=ROOT,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, log_table.REPLICA_ENV: f"api-{k}", store.LOCK_TIMEOUT_ENV: "0.2"},
-            )
-        )
+        env = {**os.environ, log_table.REPLICA_ENV: f"api-{k}", store.LOCK_TIMEOUT_ENV: "0.2"}
+        procs.append(subprocess.Popen([sys.executable, "-c", WRITER, str(ws.root), str(batches)], cwd=ROOT,
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=env))  # fmt: skip
         assert procs[-1].stdout.readline().strip() == "ready", procs[-1].communicate(timeout=600)[1][-3000:]
     holder = duckdb.connect(str(ws.db_path))  # an analyst's long transaction, say: no writer needs the lock
     try:
@@ -153,7 +147,12 @@ def test_three_replicas_write_at_once_while_another_process_holds_the_database(w
     finally:
         holder.close()
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
-    acknowledged = [line for out, _ in outs for line in out.split()]
+    return [line for out, _ in outs for line in out.split()]
+
+
+def test_three_replicas_write_at_once_while_another_process_holds_the_database(ws: Workspace) -> None:
+    store.init_db(ws)
+    acknowledged = three_writers(ws, 40)
     logged = ids(ws)
     assert len(acknowledged) == 3000 and sorted(logged) == sorted(acknowledged)  # none lost, none twice
     with store.connect(ws) as con:
